@@ -1,0 +1,71 @@
+// Every algorithm turns one call into this rank's schedule. One algorithm per file; the
+// selector (selector.cc) picks one by size and rank count, BRAID_ALGO overrides.
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "braid/braid.h"
+#include "src/core/dtype.h"
+#include "src/core/status.h"
+#include "src/engine/schedule.h"
+
+namespace braid {
+
+enum class CollKind {
+  kAllReduce,
+  kBroadcast,
+  kReduce,
+  kAllGather,
+  kReduceScatter,
+  kAllToAll,
+  kAllToAllv,
+  kSend,
+  kRecv,
+  kBarrier
+};
+const char* collName(CollKind k);
+
+struct CollArgs {
+  CollKind kind = CollKind::kAllReduce;
+  const void* send = nullptr;
+  void* recv = nullptr;
+  size_t count = 0;
+  braidDataType_t dt = braidFloat32;
+  braidRedOp_t op = braidSum;
+  int root = 0;  // also the peer of send/recv
+  // all-to-all(v), in elements (copied at call time).
+  std::vector<size_t> sendcounts, sdispls, recvcounts, rdispls;
+};
+
+// Picks the algorithm and builds the schedule.
+Status buildCollective(const CollArgs& a, Schedule* s);
+
+// Algorithms (rank and size come from the schedule's communicator).
+void allReduceRing(const CollArgs& a, Schedule* s);
+void allReduceRecursiveDoubling(const CollArgs& a, Schedule* s);
+void broadcastBinomial(const CollArgs& a, Schedule* s);
+void broadcastChain(const CollArgs& a, Schedule* s);
+void reduceBinomial(const CollArgs& a, Schedule* s);
+void reduceChain(const CollArgs& a, Schedule* s);
+void allGatherRing(const CollArgs& a, Schedule* s);
+void reduceScatterRing(const CollArgs& a, Schedule* s);
+void allToAllPairwise(const CollArgs& a, Schedule* s);
+void barrierDissemination(const CollArgs& a, Schedule* s);
+void pointToPoint(const CollArgs& a, Schedule* s);
+
+// Near-equal partition of `count` items into `parts`: part i starts at partStart(i).
+inline size_t partStart(size_t count, size_t parts, size_t i) {
+  size_t base = count / parts, extra = count % parts;
+  return i * base + std::min(i, extra);
+}
+inline size_t partSize(size_t count, size_t parts, size_t i) {
+  return count / parts + (i < count % parts ? 1 : 0);
+}
+// Pipeline depth: chunks per piece of `maxElems` elements.
+size_t chunksFor(size_t maxElems, size_t elemSize, const Schedule* s);
+
+inline int mod(int a, int n) { return ((a % n) + n) % n; }
+
+}  // namespace braid

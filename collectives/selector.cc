@@ -1,0 +1,124 @@
+// Chooses an algorithm per call from the message size and rank count; BRAID_ALGO overrides
+// ("ring" for every collective that has one, or "allreduce=rd,broadcast=chain,...").
+#include <fmt/format.h>
+
+#include "collectives/algorithms.h"
+#include "src/core/comm.h"
+
+namespace braid {
+
+const char* collName(CollKind k) {
+  switch (k) {
+    case CollKind::kAllReduce:
+      return "allreduce";
+    case CollKind::kBroadcast:
+      return "broadcast";
+    case CollKind::kReduce:
+      return "reduce";
+    case CollKind::kAllGather:
+      return "allgather";
+    case CollKind::kReduceScatter:
+      return "reducescatter";
+    case CollKind::kAllToAll:
+      return "alltoall";
+    case CollKind::kAllToAllv:
+      return "alltoallv";
+    case CollKind::kSend:
+      return "send";
+    case CollKind::kRecv:
+      return "recv";
+    case CollKind::kBarrier:
+      return "barrier";
+  }
+  return "?";
+}
+
+size_t chunksFor(size_t maxElems, size_t elemSize, const Schedule* s) {
+  size_t chunkElems = std::max<size_t>(1, s->comm()->config().chunkBytes / elemSize);
+  return std::max<size_t>(1, (maxElems + chunkElems - 1) / chunkElems);
+}
+
+namespace {
+
+using Builder = void (*)(const CollArgs&, Schedule*);
+
+struct Algo {
+  CollKind kind;
+  const char* name;
+  Builder build;
+};
+
+constexpr Algo kAlgos[] = {
+    {CollKind::kAllReduce, "ring", allReduceRing},
+    {CollKind::kAllReduce, "rd", allReduceRecursiveDoubling},
+    {CollKind::kBroadcast, "binomial", broadcastBinomial},
+    {CollKind::kBroadcast, "chain", broadcastChain},
+    {CollKind::kReduce, "binomial", reduceBinomial},
+    {CollKind::kReduce, "chain", reduceChain},
+    {CollKind::kAllGather, "ring", allGatherRing},
+    {CollKind::kReduceScatter, "ring", reduceScatterRing},
+    {CollKind::kAllToAll, "pairwise", allToAllPairwise},
+    {CollKind::kAllToAllv, "pairwise", allToAllPairwise},
+    {CollKind::kBarrier, "dissemination", barrierDissemination},
+    {CollKind::kSend, "p2p", pointToPoint},
+    {CollKind::kRecv, "p2p", pointToPoint},
+};
+
+// The algorithm BRAID_ALGO asks for this collective ("" when none).
+Status forcedAlgo(const std::string& spec, CollKind kind, std::string* out) {
+  out->clear();
+  size_t pos = 0;
+  while (pos < spec.size()) {
+    size_t comma = spec.find(',', pos);
+    if (comma == std::string::npos) comma = spec.size();
+    std::string item = spec.substr(pos, comma - pos);
+    pos = comma + 1;
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      for (const Algo& a : kAlgos) {
+        if (a.kind == kind && item == a.name) *out = item;
+      }
+      continue;
+    }
+    if (item.substr(0, eq) == collName(kind)) {
+      *out = item.substr(eq + 1);
+      for (const Algo& a : kAlgos) {
+        if (a.kind == kind && *out == a.name) return Status::ok();
+      }
+      return invalidArgument(fmt::format("BRAID_ALGO: '{}' is not an algorithm of {}", *out,
+                                         collName(kind)));
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status buildCollective(const CollArgs& a, Schedule* s) {
+  const Config& cfg = s->comm()->config();
+  std::string name;
+  BRAID_TRY(forcedAlgo(cfg.algo, a.kind, &name));
+  if (name.empty()) {
+    const size_t bytes = a.count * dtypeSize(a.dt);
+    switch (a.kind) {
+      case CollKind::kAllReduce:
+        name = bytes <= static_cast<size_t>(cfg.smallAllreduceBytes) ? "rd" : "ring";
+        break;
+      case CollKind::kBroadcast:
+      case CollKind::kReduce:
+        name = bytes < static_cast<size_t>(cfg.chainMinBytes) ? "binomial" : "chain";
+        break;
+      default:
+        break;
+    }
+  }
+  for (const Algo& al : kAlgos) {
+    if (al.kind == a.kind && (name.empty() || name == al.name)) {
+      al.build(a, s);
+      return Status::ok();
+    }
+  }
+  return internalError(fmt::format("no algorithm for {}", collName(a.kind)));
+}
+
+}  // namespace braid

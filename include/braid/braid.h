@@ -1,0 +1,157 @@
+/* braid: a collective communication library with an NCCL-shaped C API.
+ *
+ * Every function returns a braidResult_t and never throws. Arguments are checked before
+ * anything runs: a bad argument returns braidInvalidArgument (or braidInvalidUsage) with a
+ * sentence available from braidGetLastError, and changes nothing. */
+#ifndef BRAID_BRAID_H_
+#define BRAID_BRAID_H_
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define BRAID_MAJOR 0
+#define BRAID_MINOR 1
+#define BRAID_PATCH 0
+/* braidGetVersion returns BRAID_VERSION_CODE: major*10000 + minor*100 + patch. */
+#define BRAID_VERSION_CODE (BRAID_MAJOR * 10000 + BRAID_MINOR * 100 + BRAID_PATCH)
+
+#if defined(__GNUC__)
+#define BRAID_API __attribute__((visibility("default")))
+#else
+#define BRAID_API
+#endif
+
+typedef enum {
+  braidSuccess = 0,
+  braidUnhandledError = 1,
+  braidSystemError = 2,
+  braidInternalError = 3,
+  braidInvalidArgument = 4,
+  braidInvalidUsage = 5,
+  braidRemoteError = 6,
+  braidInProgress = 7,
+  braidTimeout = 8,
+  braidNumResults = 9
+} braidResult_t;
+
+typedef enum {
+  braidInt8 = 0,
+  braidChar = 0,
+  braidUint8 = 1,
+  braidInt32 = 2,
+  braidInt = 2,
+  braidUint32 = 3,
+  braidInt64 = 4,
+  braidUint64 = 5,
+  braidFloat16 = 6,
+  braidHalf = 6,
+  braidFloat32 = 7,
+  braidFloat = 7,
+  braidFloat64 = 8,
+  braidDouble = 8,
+  braidBfloat16 = 9,
+  braidNumTypes = 10
+} braidDataType_t;
+
+typedef enum {
+  braidSum = 0,
+  braidProd = 1,
+  braidMax = 2,
+  braidMin = 3,
+  braidAvg = 4,
+  braidNumOps = 5
+} braidRedOp_t;
+
+#define BRAID_UNIQUE_ID_BYTES 128
+/* Root address + a random 128-bit job secret. Opaque: copy it to every rank (MPI_Bcast, a file,
+ * or the text form from braidUniqueIdToString). */
+typedef struct {
+  char internal[BRAID_UNIQUE_ID_BYTES];
+} braidUniqueId;
+
+typedef struct braidComm* braidComm_t;
+typedef struct braidStream* braidStream_t;
+
+BRAID_API const char* braidGetErrorString(braidResult_t result);
+/* The last error seen on this communicator (or, with comm NULL, by this thread): a sentence
+ * naming what failed, which peer rank/host and which path. Never NULL. */
+BRAID_API const char* braidGetLastError(braidComm_t comm);
+BRAID_API braidResult_t braidGetVersion(int* version);
+
+/* Creates a unique id; the calling process hosts the rendezvous until every rank has joined. */
+BRAID_API braidResult_t braidGetUniqueId(braidUniqueId* uniqueId);
+/* Text form (hex, 2*BRAID_UNIQUE_ID_BYTES chars + NUL) for env vars and files. */
+BRAID_API braidResult_t braidUniqueIdToString(const braidUniqueId* uniqueId, char* buf,
+                                              size_t len);
+BRAID_API braidResult_t braidUniqueIdFromString(const char* str, braidUniqueId* uniqueId);
+
+BRAID_API braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUniqueId commId,
+                                          int rank);
+/* Rank, size and rendezvous from the launcher's environment: BRAID_RANK/BRAID_WORLD_SIZE with
+ * BRAID_UNIQUE_ID, BRAID_UNIQUE_ID_FILE or BRAID_ROOT_ADDR (+BRAID_JOB_SECRET); torchrun's
+ * RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT; Open MPI's OMPI_COMM_WORLD_*; Slurm's SLURM_*. */
+BRAID_API braidResult_t braidCommInitFromEnv(braidComm_t* comm);
+/* Collective over comm. color < 0 (BRAID_SPLIT_NOCOLOR) gives *newcomm = NULL. */
+#define BRAID_SPLIT_NOCOLOR (-1)
+BRAID_API braidResult_t braidCommSplit(braidComm_t comm, int color, int key,
+                                       braidComm_t* newcomm);
+BRAID_API braidResult_t braidCommDestroy(braidComm_t comm);
+/* Fails every operation in flight on comm (from any thread), then frees it. */
+BRAID_API braidResult_t braidCommAbort(braidComm_t comm);
+BRAID_API braidResult_t braidCommCount(const braidComm_t comm, int* count);
+BRAID_API braidResult_t braidCommUserRank(const braidComm_t comm, int* rank);
+BRAID_API braidResult_t braidCommGetAsyncError(braidComm_t comm, braidResult_t* asyncError);
+
+/* Streams: operations enqueued on a stream run in order, asynchronously to the caller. A NULL
+ * stream means: run now, return when complete. */
+BRAID_API braidResult_t braidStreamCreate(braidStream_t* stream);
+BRAID_API braidResult_t braidStreamDestroy(braidStream_t stream);
+/* Waits for every operation enqueued so far; returns the first error among them (and clears it). */
+BRAID_API braidResult_t braidStreamSynchronize(braidStream_t stream);
+/* braidInProgress while work is pending, otherwise as braidStreamSynchronize. */
+BRAID_API braidResult_t braidStreamQuery(braidStream_t stream);
+
+BRAID_API braidResult_t braidAllReduce(const void* sendbuff, void* recvbuff, size_t count,
+                                       braidDataType_t datatype, braidRedOp_t op,
+                                       braidComm_t comm, braidStream_t stream);
+BRAID_API braidResult_t braidBroadcast(const void* sendbuff, void* recvbuff, size_t count,
+                                       braidDataType_t datatype, int root, braidComm_t comm,
+                                       braidStream_t stream);
+BRAID_API braidResult_t braidReduce(const void* sendbuff, void* recvbuff, size_t count,
+                                    braidDataType_t datatype, braidRedOp_t op, int root,
+                                    braidComm_t comm, braidStream_t stream);
+BRAID_API braidResult_t braidAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
+                                       braidDataType_t datatype, braidComm_t comm,
+                                       braidStream_t stream);
+BRAID_API braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff,
+                                           size_t recvcount, braidDataType_t datatype,
+                                           braidRedOp_t op, braidComm_t comm,
+                                           braidStream_t stream);
+BRAID_API braidResult_t braidAllToAll(const void* sendbuff, void* recvbuff, size_t count,
+                                      braidDataType_t datatype, braidComm_t comm,
+                                      braidStream_t stream);
+BRAID_API braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts,
+                                       const size_t* sdispls, void* recvbuff,
+                                       const size_t* recvcounts, const size_t* rdispls,
+                                       braidDataType_t datatype, braidComm_t comm,
+                                       braidStream_t stream);
+BRAID_API braidResult_t braidSend(const void* sendbuff, size_t count, braidDataType_t datatype,
+                                  int peer, braidComm_t comm, braidStream_t stream);
+BRAID_API braidResult_t braidRecv(void* recvbuff, size_t count, braidDataType_t datatype,
+                                  int peer, braidComm_t comm, braidStream_t stream);
+BRAID_API braidResult_t braidBarrier(braidComm_t comm, braidStream_t stream);
+
+/* Operations issued between braidGroupStart and braidGroupEnd (on this thread) are fused and
+ * progress together; they start at braidGroupEnd. Groups nest. */
+BRAID_API braidResult_t braidGroupStart(void);
+BRAID_API braidResult_t braidGroupEnd(void);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BRAID_BRAID_H_ */

@@ -1,0 +1,278 @@
+#include "src/bootstrap/auth.h"
+
+#include <arpa/inet.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <sys/random.h>
+
+#include <cerrno>
+#include <cstring>
+#include <initializer_list>
+#include <span>
+
+#include <fmt/format.h>
+
+namespace braid {
+namespace {
+
+constexpr char kMagic[8] = {'B', 'R', 'A', 'I', 'D', 'v', '1', '\0'};
+
+Mac hmac(const Secret& secret, std::initializer_list<std::span<const uint8_t>> parts) {
+  Mac out{};
+  unsigned int len = 0;
+  // One-shot HMAC over the concatenation (parts are small).
+  uint8_t buf[256];
+  size_t n = 0;
+  for (auto p : parts) {
+    std::memcpy(buf + n, p.data(), p.size());
+    n += p.size();
+  }
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()), buf, n, out.data(), &len);
+  return out;
+}
+
+void putU16(uint8_t* p, uint16_t v) {
+  p[0] = v & 0xff;
+  p[1] = v >> 8;
+}
+void putU32(uint8_t* p, uint32_t v) {
+  for (int i = 0; i < 4; ++i) p[i] = (v >> (8 * i)) & 0xff;
+}
+void putU64(uint8_t* p, uint64_t v) {
+  for (int i = 0; i < 8; ++i) p[i] = (v >> (8 * i)) & 0xff;
+}
+uint16_t getU16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | (p[1] << 8)); }
+uint32_t getU32(const uint8_t* p) {
+  uint32_t v = 0;
+  for (int i = 3; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+uint64_t getU64(const uint8_t* p) {
+  uint64_t v = 0;
+  for (int i = 7; i >= 0; --i) v = (v << 8) | p[i];
+  return v;
+}
+
+const uint8_t kTagC[1] = {'C'};
+const uint8_t kTagA[1] = {'A'};
+
+}  // namespace
+
+Status randomBytes(void* buf, size_t n) {
+  auto* p = static_cast<uint8_t*>(buf);
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = getrandom(p + done, n - done, 0);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      return systemError(fmt::format("getrandom: {}", std::strerror(errno)));
+    }
+    done += static_cast<size_t>(r);
+  }
+  return Status::ok();
+}
+
+std::string toHex(const uint8_t* p, size_t n) {
+  static const char* kDigits = "0123456789abcdef";
+  std::string s(2 * n, '0');
+  for (size_t i = 0; i < n; ++i) {
+    s[2 * i] = kDigits[p[i] >> 4];
+    s[2 * i + 1] = kDigits[p[i] & 15];
+  }
+  return s;
+}
+
+bool fromHex(const std::string& hex, uint8_t* out, size_t n) {
+  if (hex.size() != 2 * n) return false;
+  auto val = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  for (size_t i = 0; i < n; ++i) {
+    int hi = val(hex[2 * i]), lo = val(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return false;
+    out[i] = static_cast<uint8_t>(hi << 4 | lo);
+  }
+  return true;
+}
+
+void Hello::serialize(uint8_t out[kBytes]) const {
+  std::memset(out, 0, kBytes);
+  putU16(out, static_cast<uint16_t>(kind));
+  putU16(out + 2, socketIndex);
+  putU32(out + 4, static_cast<uint32_t>(rank));
+  putU32(out + 8, static_cast<uint32_t>(nranks));
+  putU64(out + 12, commTag);
+}
+
+bool Hello::parse(const uint8_t in[kBytes], Hello* out) {
+  Hello h;
+  uint16_t k = getU16(in);
+  if (k != static_cast<uint16_t>(ConnKind::kBootstrap) &&
+      k != static_cast<uint16_t>(ConnKind::kData)) {
+    return false;
+  }
+  h.kind = static_cast<ConnKind>(k);
+  h.socketIndex = getU16(in + 2);
+  h.rank = static_cast<int32_t>(getU32(in + 4));
+  h.nranks = static_cast<int32_t>(getU32(in + 8));
+  h.commTag = getU64(in + 12);
+  if (h.nranks <= 0 || h.rank < 0 || h.rank >= h.nranks) return false;
+  *out = h;
+  return true;
+}
+
+Status connectorHandshake(int fd, const Secret& secret, const Hello& hello, Deadline deadline,
+                          const std::string& peerName) {
+  uint8_t challenge[8 + 32];
+  BRAID_TRY(readFull(fd, challenge, sizeof challenge, deadline, peerName));
+  if (std::memcmp(challenge, kMagic, 8) != 0) {
+    return remoteError(fmt::format("{} is not a braid endpoint (bad greeting)", peerName));
+  }
+  uint8_t msg[Hello::kBytes + 32 + 32];
+  hello.serialize(msg);
+  BRAID_TRY(randomBytes(msg + Hello::kBytes, 32));
+  std::span<const uint8_t> nonceA(challenge + 8, 32), nonceC(msg + Hello::kBytes, 32),
+      helloBytes(msg, Hello::kBytes);
+  Mac mac = hmac(secret, {kTagC, nonceA, nonceC, helloBytes});
+  std::memcpy(msg + Hello::kBytes + 32, mac.data(), mac.size());
+  BRAID_TRY(writeFull(fd, msg, sizeof msg, deadline, peerName));
+  Mac reply{};
+  Status s = readFull(fd, reply.data(), reply.size(), deadline, peerName);
+  if (!s.isOk()) {
+    return Status(s.code(), fmt::format("{} rejected the job secret or failed during the "
+                                        "handshake ({})",
+                                        peerName, s.message()));
+  }
+  Mac expect = hmac(secret, {kTagA, nonceC, nonceA, helloBytes});
+  if (CRYPTO_memcmp(reply.data(), expect.data(), expect.size()) != 0) {
+    return remoteError(fmt::format("{} does not know the job secret (authentication failed)",
+                                   peerName));
+  }
+  return Status::ok();
+}
+
+AcceptorHandshake::AcceptorHandshake(Fd fd, const Secret& secret, Deadline deadline)
+    : fd_(std::move(fd)), secret_(secret), deadline_(deadline) {}
+
+std::string AcceptorHandshake::peerName() const {
+  SockAddr a;
+  a.len = sizeof a.ss;
+  if (getpeername(fd_.get(), reinterpret_cast<sockaddr*>(&a.ss), &a.len) != 0) return "unknown";
+  return a.toString();
+}
+
+Status AcceptorHandshake::start() {
+  BRAID_TRY(setNonBlocking(fd_.get()));
+  BRAID_TRY(randomBytes(nonceA_.data(), nonceA_.size()));
+  uint8_t out[8 + 32];
+  std::memcpy(out, kMagic, 8);
+  std::memcpy(out + 8, nonceA_.data(), 32);
+  return writeFull(fd_.get(), out, sizeof out, deadline_, peerName());
+}
+
+Status AcceptorHandshake::onReadable(bool* done) {
+  *done = false;
+  while (got_ < in_.size()) {
+    ssize_t r = ::recv(fd_.get(), in_.data() + got_, in_.size() - got_, MSG_DONTWAIT);
+    if (r == 0) return remoteError(fmt::format("{} closed during the handshake", peerName()));
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) return Status::ok();
+      return remoteError(fmt::format("{} handshake read: {}", peerName(), std::strerror(errno)));
+    }
+    got_ += static_cast<size_t>(r);
+  }
+  std::span<const uint8_t> helloBytes(in_.data(), Hello::kBytes),
+      nonceC(in_.data() + Hello::kBytes, 32), nonceA(nonceA_.data(), 32);
+  Mac expect = hmac(secret_, {kTagC, nonceA, nonceC, helloBytes});
+  if (CRYPTO_memcmp(in_.data() + Hello::kBytes + 32, expect.data(), expect.size()) != 0) {
+    return remoteError(fmt::format(
+        "connection from {} failed authentication (wrong job secret or not braid)", peerName()));
+  }
+  if (!Hello::parse(in_.data(), &hello_)) {
+    return remoteError(fmt::format("connection from {} sent a malformed hello", peerName()));
+  }
+  Mac reply = hmac(secret_, {kTagA, nonceC, nonceA, helloBytes});
+  BRAID_TRY(writeFull(fd_.get(), reply.data(), reply.size(), deadline_, peerName()));
+  *done = true;
+  return Status::ok();
+}
+
+}  // namespace braid
+
+#include <poll.h>
+#include <sys/socket.h>
+
+#include <list>
+
+#include "src/core/log.h"
+
+namespace braid {
+
+Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline,
+                           const std::function<Status(const Hello&)>& admit,
+                           const std::function<bool(AcceptedConn&&)>& onAccepted,
+                           const std::string& what) {
+  std::list<AcceptorHandshake> pending;
+  while (true) {
+    int left = msUntil(deadline);
+    if (left == 0) return timeoutError(fmt::format("timed out waiting for {}", what));
+    std::vector<pollfd> fds;
+    fds.push_back({listenFd, POLLIN, 0});
+    for (auto& h : pending) fds.push_back({h.fd(), POLLIN, 0});
+    int n = ::poll(fds.data(), fds.size(), std::min(left, 1000));
+    if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
+    if (n <= 0) continue;
+    // Existing handshakes first (fds[1..] line up with `pending`).
+    size_t idx = 1;
+    for (auto it = pending.begin(); it != pending.end(); ++idx) {
+      if (!(fds[idx].revents & (POLLIN | POLLERR | POLLHUP))) {
+        ++it;
+        continue;
+      }
+      bool done = false;
+      Status s = it->onReadable(&done);
+      if (s.isOk() && done) s = admit(it->hello());
+      if (!s.isOk()) {
+        LOG_WARN(kBoot, "{}: rejected a connection: {}", what, s.message());
+        it = pending.erase(it);
+        continue;
+      }
+      if (done) {
+        AcceptedConn c{it->hello(), it->takeFd()};
+        it = pending.erase(it);
+        if (onAccepted(std::move(c))) return Status::ok();
+        continue;
+      }
+      ++it;
+    }
+    if (fds[0].revents & POLLIN) {
+      int c = ::accept4(listenFd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c >= 0) {
+        // A stranger gets at most 10 s (or what is left) to prove itself.
+        Deadline hd = std::min(deadline, deadlineIn(10000));
+        pending.emplace_back(Fd(c), secret, hd);
+        Status s = pending.back().start();
+        if (!s.isOk()) {
+          LOG_WARN(kBoot, "{}: dropped a connection: {}", what, s.message());
+          pending.pop_back();
+        }
+      }
+    }
+    // Expire handshakes that took too long.
+    for (auto it = pending.begin(); it != pending.end();) {
+      if (Clock::now() >= it->deadline()) {
+        LOG_WARN(kBoot, "{}: connection from {} did not finish the handshake in time", what,
+                 it->peerName());
+        it = pending.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+}
+
+}  // namespace braid

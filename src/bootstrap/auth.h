@@ -1,0 +1,88 @@
+// Job-secret authentication of every connection (bootstrap and data): a mutual HMAC-SHA256
+// challenge-response. The secret itself never crosses the wire.
+//
+//   acceptor  -> connector : "BRAIDv1\0" + nonceA (32 random bytes)
+//   connector -> acceptor  : Hello (32 bytes) + nonceC (32) + HMAC(secret, "C"|nonceA|nonceC|Hello)
+//   acceptor  -> connector : HMAC(secret, "A"|nonceC|nonceA|Hello)
+// A connection that fails any step is closed and logged; it never changes communicator state.
+#pragma once
+
+#include <array>
+#include <functional>
+#include <vector>
+#include <cstdint>
+#include <string>
+
+#include "src/bootstrap/socket_util.h"
+
+namespace braid {
+
+constexpr size_t kSecretBytes = 16;
+using Secret = std::array<uint8_t, kSecretBytes>;
+using Mac = std::array<uint8_t, 32>;
+
+Status randomBytes(void* buf, size_t n);  // getrandom(2)
+std::string toHex(const uint8_t* p, size_t n);
+bool fromHex(const std::string& hex, uint8_t* out, size_t n);  // exactly 2n hex digits
+
+enum class ConnKind : uint16_t { kBootstrap = 1, kData = 2 };
+
+// Fixed-size, explicitly serialized (little-endian) greeting of the connecting side.
+struct Hello {
+  ConnKind kind = ConnKind::kData;
+  uint16_t socketIndex = 0;  // which of the per-peer sockets this is
+  int32_t rank = -1;
+  int32_t nranks = 0;
+  uint64_t commTag = 0;  // identifies the communicator (data connections)
+  static constexpr size_t kBytes = 32;
+  void serialize(uint8_t out[kBytes]) const;
+  static bool parse(const uint8_t in[kBytes], Hello* out);
+};
+
+// Connecting side: runs the whole exchange (blocking, bounded by deadline).
+Status connectorHandshake(int fd, const Secret& secret, const Hello& hello, Deadline deadline,
+                          const std::string& peerName);
+
+// Accepting side as a non-blocking state machine, so one slow or hostile connection never
+// delays the others: call start() once, then onReadable() whenever fd is readable.
+class AcceptorHandshake {
+ public:
+  AcceptorHandshake(Fd fd, const Secret& secret, Deadline deadline);
+  Status start();
+  // Returns ok with *done=false while more bytes are needed; ok with *done=true on success.
+  Status onReadable(bool* done);
+  int fd() const { return fd_.get(); }
+  Fd takeFd() { return std::move(fd_); }
+  const Hello& hello() const { return hello_; }
+  Deadline deadline() const { return deadline_; }
+  std::string peerName() const;
+
+ private:
+  Fd fd_;
+  Secret secret_;
+  Deadline deadline_;
+  std::array<uint8_t, 32> nonceA_{};
+  std::array<uint8_t, Hello::kBytes + 32 + 32> in_{};
+  size_t got_ = 0;
+  Hello hello_;
+};
+
+}  // namespace braid
+
+namespace braid {
+
+struct AcceptedConn {
+  Hello hello;
+  Fd fd;
+};
+
+// Accepts connections on listenFd until `onAccepted` says it has enough or the deadline passes.
+// Each connection runs the acceptor handshake concurrently with the others; failures
+// (strangers, garbage, wrong secret, a hello `admit` refuses) are closed and logged, and do not
+// count. `onAccepted` returns true when no more connections are wanted.
+Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline,
+                           const std::function<Status(const Hello&)>& admit,
+                           const std::function<bool(AcceptedConn&&)>& onAccepted,
+                           const std::string& what);
+
+}  // namespace braid

@@ -1,0 +1,154 @@
+#include "src/bootstrap/rendezvous.h"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <map>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "src/core/log.h"
+
+namespace braid {
+namespace {
+
+constexpr uint8_t kTableOk = 0;
+constexpr uint8_t kTableError = 1;
+
+Status writeBlob(int fd, const std::string& b, Deadline d, const std::string& what) {
+  uint32_t len = htonl(static_cast<uint32_t>(b.size()));
+  BRAID_TRY(writeFull(fd, &len, 4, d, what));
+  return writeFull(fd, b.data(), b.size(), d, what);
+}
+
+Status readBlob(int fd, std::string* b, Deadline d, const std::string& what) {
+  uint32_t len = 0;
+  BRAID_TRY(readFull(fd, &len, 4, d, what));
+  len = ntohl(len);
+  if (len > kMaxBlobBytes) {
+    return remoteError(fmt::format("{} sent a {}-byte record (limit {})", what, len,
+                                   kMaxBlobBytes));
+  }
+  b->assign(len, '\0');
+  return readFull(fd, b->data(), len, d, what);
+}
+
+void sendError(int fd, const std::string& msg, Deadline d) {
+  uint8_t st = kTableError;
+  if (writeFull(fd, &st, 1, d, "rank").isOk()) (void)writeBlob(fd, msg, d, "rank");
+}
+
+void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
+  Deadline deadline = deadlineIn(timeoutMs);
+  int nranks = -1;
+  std::map<int, AcceptedConn> joined;
+  std::map<int, std::string> blobs;
+  auto admit = [&](const Hello& h) -> Status {
+    if (h.kind != ConnKind::kBootstrap) return remoteError("not a bootstrap connection");
+    if (nranks < 0) nranks = h.nranks;
+    if (h.nranks != nranks) {
+      return invalidUsage(fmt::format("rank {} says the job has {} ranks, others said {}", h.rank,
+                                      h.nranks, nranks));
+    }
+    if (joined.count(h.rank) != 0) {
+      return invalidUsage(fmt::format("rank {} joined twice", h.rank));
+    }
+    return Status::ok();
+  };
+  std::string error;
+  auto onAccepted = [&](AcceptedConn&& c) -> bool {
+    std::string blob;
+    Status rs = readBlob(c.fd.get(), &blob, std::min(deadline, deadlineIn(10000)),
+                         fmt::format("rank {}", c.hello.rank));
+    if (!rs.isOk()) {
+      LOG_WARN(kBoot, "rendezvous root: {}", rs.message());
+      return false;
+    }
+    int r = c.hello.rank;
+    blobs[r] = std::move(blob);
+    joined.emplace(r, std::move(c));
+    return static_cast<int>(joined.size()) == nranks;
+  };
+  Status s = acceptAuthenticated(listener.get(), secret, deadline, admit, onAccepted,
+                                 "the ranks at the rendezvous root");
+  if (!s.isOk()) {
+    std::string missing;
+    for (int r = 0; r < nranks; ++r) {
+      if (joined.count(r) == 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    }
+    error = nranks < 0 ? "no rank joined the rendezvous in time"
+                       : fmt::format("rank(s) {} of {} never joined the rendezvous within {} ms",
+                                     missing, nranks, timeoutMs);
+  }
+  Deadline sendBy = deadlineIn(std::max<int64_t>(timeoutMs, 10000));
+  if (!error.empty()) {
+    LOG_WARN(kBoot, "rendezvous root: {}", error);
+    for (auto& [r, c] : joined) sendError(c.fd.get(), error, sendBy);
+    return;
+  }
+  std::string table;
+  uint32_t n = htonl(static_cast<uint32_t>(nranks));
+  table.append(reinterpret_cast<const char*>(&n), 4);
+  for (auto& [r, b] : blobs) {
+    uint32_t len = htonl(static_cast<uint32_t>(b.size()));
+    table.append(reinterpret_cast<const char*>(&len), 4);
+    table += b;
+  }
+  for (auto& [r, c] : joined) {
+    uint8_t st = kTableOk;
+    Status s = writeFull(c.fd.get(), &st, 1, sendBy, "rank");
+    if (s.isOk()) s = writeFull(c.fd.get(), table.data(), table.size(), sendBy, "rank");
+    if (!s.isOk()) LOG_WARN(kBoot, "rendezvous root: sending the table to rank {}: {}", r,
+                            s.message());
+  }
+  LOG_INFO(kBoot, "rendezvous root: {} ranks joined", nranks);
+}
+
+}  // namespace
+
+Status startRootServer(const SockAddr& bindAddr, const Secret& secret, int64_t timeoutMs,
+                       SockAddr* bound) {
+  Fd listener;
+  BRAID_TRY(listenOn(bindAddr, 1024, &listener, bound));
+  std::thread(serveRoot, std::move(listener), secret, timeoutMs).detach();
+  return Status::ok();
+}
+
+Status rendezvous(const SockAddr& root, const Secret& secret, int rank, int nranks,
+                  const std::string& blob, Deadline deadline, std::vector<std::string>* table) {
+  std::string what = fmt::format("the rendezvous root {}", root.toString());
+  Fd fd;
+  BRAID_TRY(connectTo(root, deadline, &fd, "the rendezvous root"));
+  Hello h;
+  h.kind = ConnKind::kBootstrap;
+  h.rank = rank;
+  h.nranks = nranks;
+  BRAID_TRY(connectorHandshake(fd.get(), secret, h, deadline, what));
+  BRAID_TRY(writeBlob(fd.get(), blob, deadline, what));
+  uint8_t st = 0;
+  Status s = readFull(fd.get(), &st, 1, deadline, what);
+  if (s.code() == braidTimeout) {
+    return timeoutError(fmt::format("timed out waiting at {} for all {} ranks to join", what,
+                                    nranks));
+  }
+  BRAID_TRY(s);
+  if (st == kTableError) {
+    std::string msg;
+    BRAID_TRY(readBlob(fd.get(), &msg, deadline, what));
+    return Status(msg.find("never joined") != std::string::npos ? braidTimeout : braidInvalidUsage,
+                  fmt::format("rendezvous failed: {}", msg));
+  }
+  if (st != kTableOk) return remoteError(fmt::format("{} sent a bad status byte", what));
+  uint32_t n = 0;
+  BRAID_TRY(readFull(fd.get(), &n, 4, deadline, what));
+  if (ntohl(n) != static_cast<uint32_t>(nranks)) {
+    return remoteError(fmt::format("{} sent a table of {} ranks, expected {}", what, ntohl(n),
+                                   nranks));
+  }
+  table->assign(nranks, {});
+  for (int r = 0; r < nranks; ++r) BRAID_TRY(readBlob(fd.get(), &(*table)[r], deadline, what));
+  return Status::ok();
+}
+
+}  // namespace braid

@@ -1,0 +1,217 @@
+#include "src/bootstrap/socket_util.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <climits>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
+
+namespace braid {
+
+int msUntil(Deadline d) {
+  auto left = std::chrono::duration_cast<std::chrono::milliseconds>(d - Clock::now()).count();
+  if (left <= 0) return 0;
+  return left > INT_MAX ? INT_MAX : static_cast<int>(left);
+}
+
+int SockAddr::port() const {
+  if (family() == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in*>(&ss)->sin_port);
+  if (family() == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port);
+  return 0;
+}
+
+void SockAddr::setPort(int port) {
+  if (family() == AF_INET) reinterpret_cast<sockaddr_in*>(&ss)->sin_port = htons(port);
+  if (family() == AF_INET6) reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port = htons(port);
+}
+
+bool SockAddr::isLoopback() const {
+  if (family() == AF_INET) {
+    return (ntohl(reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr.s_addr) >> 24) == 127;
+  }
+  if (family() == AF_INET6) {
+    return IN6_IS_ADDR_LOOPBACK(&reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr);
+  }
+  return false;
+}
+
+std::string SockAddr::toString() const {
+  char host[INET6_ADDRSTRLEN] = "?";
+  if (family() == AF_INET) {
+    inet_ntop(AF_INET, &reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr, host, sizeof host);
+    return fmt::format("{}:{}", host, port());
+  }
+  if (family() == AF_INET6) {
+    inet_ntop(AF_INET6, &reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr, host, sizeof host);
+    return fmt::format("[{}]:{}", host, port());
+  }
+  return "<no address>";
+}
+
+Status SockAddr::parse(const std::string& text, SockAddr* out) {
+  std::string host, port;
+  if (!text.empty() && text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return invalidArgument(fmt::format("address '{}' is not [ipv6]:port", text));
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    size_t colon = text.rfind(':');
+    if (colon == std::string::npos || text.find(':') != colon) {
+      return invalidArgument(
+          fmt::format("address '{}' is not host:port (write IPv6 as [addr]:port)", text));
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  char* end = nullptr;
+  long p = std::strtol(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p < 0 || p > 65535) {
+    return invalidArgument(fmt::format("address '{}' has a bad port '{}'", text, port));
+  }
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), nullptr, &hints, &res);
+  if (rc != 0 || res == nullptr) {
+    return invalidArgument(fmt::format("cannot resolve host '{}': {}", host, gai_strerror(rc)));
+  }
+  SockAddr a;
+  std::memcpy(&a.ss, res->ai_addr, res->ai_addrlen);
+  a.len = res->ai_addrlen;
+  freeaddrinfo(res);
+  a.setPort(static_cast<int>(p));
+  *out = a;
+  return Status::ok();
+}
+
+void Fd::reset(int fd) {
+  if (fd_ >= 0) ::close(fd_);
+  fd_ = fd;
+}
+
+Status setNonBlocking(int fd) {
+  int flags = fcntl(fd, F_GETFL, 0);
+  if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+    return systemError(fmt::format("fcntl(O_NONBLOCK): {}", std::strerror(errno)));
+  }
+  return Status::ok();
+}
+
+void tuneSocket(int fd, int bufferBytes) {
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+  if (bufferBytes > 0) {
+    setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufferBytes, sizeof bufferBytes);
+    setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof bufferBytes);
+  }
+}
+
+Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
+  Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
+  int one = 1;
+  setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&addr.ss), addr.len) != 0) {
+    return systemError(
+        fmt::format("cannot bind to {}: {}", addr.toString(), std::strerror(errno)));
+  }
+  if (::listen(s.get(), backlog) != 0) {
+    return systemError(fmt::format("listen on {}: {}", addr.toString(), std::strerror(errno)));
+  }
+  SockAddr b;
+  b.len = sizeof b.ss;
+  getsockname(s.get(), reinterpret_cast<sockaddr*>(&b.ss), &b.len);
+  *bound = b;
+  *fd = std::move(s);
+  return Status::ok();
+}
+
+Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what) {
+  int delayMs = 10;
+  std::string lastErr = "timed out";
+  while (true) {
+    Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
+    int rc = ::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr.ss), addr.len);
+    int err = rc == 0 ? 0 : errno;
+    if (err == EINPROGRESS) {
+      pollfd p{s.get(), POLLOUT, 0};
+      int n = ::poll(&p, 1, msUntil(deadline));
+      if (n == 1) {
+        socklen_t len = sizeof err;
+        getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      } else {
+        err = ETIMEDOUT;
+      }
+    }
+    if (err == 0) {
+      *fd = std::move(s);
+      return Status::ok();
+    }
+    lastErr = std::strerror(err);
+    bool retry = err == ECONNREFUSED || err == ECONNRESET || err == ETIMEDOUT ||
+                 err == EHOSTUNREACH || err == ENETUNREACH || err == EAGAIN;
+    if (!retry || Clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min(delayMs, msUntil(deadline))));
+    delayMs = std::min(delayMs * 2, 200);
+  }
+  braidResult_t code = Clock::now() >= deadline ? braidTimeout : braidSystemError;
+  return Status(code, fmt::format("cannot connect to {} at {}: {}", what, addr.toString(), lastErr));
+}
+
+namespace {
+template <typename Op>
+Status transferFull(int fd, size_t n, Deadline deadline, const std::string& what, bool reading,
+                    Op op) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t r = op(done);
+    if (r > 0) {
+      done += static_cast<size_t>(r);
+      continue;
+    }
+    if (r == 0 && reading) {
+      return remoteError(fmt::format("{} closed the connection", what));
+    }
+    if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      return remoteError(fmt::format("{} {} failed: {}", reading ? "reading from" : "writing to",
+                                     what, std::strerror(errno)));
+    }
+    pollfd p{fd, static_cast<short>(reading ? POLLIN : POLLOUT), 0};
+    int left = msUntil(deadline);
+    if (left == 0 || ::poll(&p, 1, left) == 0) {
+      return timeoutError(fmt::format("timed out {} {}", reading ? "reading from" : "writing to",
+                                      what));
+    }
+  }
+  return Status::ok();
+}
+}  // namespace
+
+Status readFull(int fd, void* buf, size_t n, Deadline deadline, const std::string& what) {
+  auto* p = static_cast<char*>(buf);
+  return transferFull(fd, n, deadline, what, true,
+                      [&](size_t done) { return ::recv(fd, p + done, n - done, MSG_DONTWAIT); });
+}
+
+Status writeFull(int fd, const void* buf, size_t n, Deadline deadline, const std::string& what) {
+  auto* p = static_cast<const char*>(buf);
+  return transferFull(fd, n, deadline, what, false, [&](size_t done) {
+    return ::send(fd, p + done, n - done, MSG_DONTWAIT | MSG_NOSIGNAL);
+  });
+}
+
+}  // namespace braid

@@ -1,0 +1,72 @@
+// Small socket helpers shared by the bootstrap and the TCP transport: addresses, listening,
+// connecting and exact reads/writes, every one bounded by a deadline.
+#pragma once
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+
+#include "src/core/status.h"
+
+namespace braid {
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+
+inline Deadline deadlineIn(int64_t ms) { return Clock::now() + std::chrono::milliseconds(ms); }
+// Milliseconds left until d, clamped to [0, INT_MAX].
+int msUntil(Deadline d);
+
+struct SockAddr {
+  sockaddr_storage ss{};
+  socklen_t len = 0;
+
+  int family() const { return ss.ss_family; }
+  int port() const;
+  void setPort(int port);
+  bool isLoopback() const;
+  std::string toString() const;  // "1.2.3.4:5" or "[::1]:5"
+  // Parses "host:port", "[v6]:port" or "v6%scope" forms; host names are resolved.
+  static Status parse(const std::string& text, SockAddr* out);
+};
+
+// RAII file descriptor.
+class Fd {
+ public:
+  Fd() = default;
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(Fd&& o) noexcept : fd_(o.release()) {}
+  Fd& operator=(Fd&& o) noexcept {
+    reset(o.release());
+    return *this;
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() { reset(); }
+  int get() const { return fd_; }
+  int release() {
+    int f = fd_;
+    fd_ = -1;
+    return f;
+  }
+  void reset(int fd = -1);
+  bool valid() const { return fd_ >= 0; }
+
+ private:
+  int fd_ = -1;
+};
+
+Status setNonBlocking(int fd);
+void tuneSocket(int fd, int bufferBytes);  // TCP_NODELAY, buffers, keepalive
+// Listens on addr (port 0 picks one); *bound receives the actual address.
+Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound);
+// Connects (blocking with deadline), retrying refused connections until the deadline.
+Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what);
+// Exact transfers on a blocking-or-not socket, bounded by the deadline.
+Status readFull(int fd, void* buf, size_t n, Deadline deadline, const std::string& what);
+Status writeFull(int fd, const void* buf, size_t n, Deadline deadline, const std::string& what);
+
+}  // namespace braid

@@ -1,0 +1,223 @@
+// The C ABI: communicators, streams, errors, version. No exception crosses this boundary.
+#include <cstring>
+#include <new>
+
+#include <fmt/format.h>
+
+#include "src/bootstrap/rendezvous.h"
+#include "src/bootstrap/unique_id.h"
+#include "src/core/api_guard.h"
+#include "src/core/handles.h"
+#include "src/core/log.h"
+#include "src/topology/netif.h"
+
+using braid::guard;
+using braid::invalidArgument;
+using braid::invalidUsage;
+using braid::Status;
+
+extern "C" {
+
+const char* braidGetErrorString(braidResult_t r) {
+  switch (r) {
+    case braidSuccess:
+      return "no error";
+    case braidUnhandledError:
+      return "unhandled error";
+    case braidSystemError:
+      return "system error (a system call or the network stack failed)";
+    case braidInternalError:
+      return "internal error (a bug in braid)";
+    case braidInvalidArgument:
+      return "invalid argument";
+    case braidInvalidUsage:
+      return "invalid usage";
+    case braidRemoteError:
+      return "remote error (a peer failed, left, or the connection broke)";
+    case braidInProgress:
+      return "operation in progress";
+    case braidTimeout:
+      return "timeout";
+    default:
+      return "unknown result code";
+  }
+}
+
+const char* braidGetLastError(braidComm_t comm) {
+  if (comm != nullptr && braid::handleAlive(comm)) {
+    // Kept per thread so the pointer stays valid while the caller reads it.
+    static thread_local std::string copy;
+    copy = comm->impl->lastError();
+    return copy.c_str();
+  }
+  return braid::threadLastError();
+}
+
+braidResult_t braidGetVersion(int* version) {
+  if (version == nullptr) return braid::report(invalidArgument("version is NULL"));
+  *version = BRAID_VERSION_CODE;
+  return braidSuccess;
+}
+
+braidResult_t braidGetUniqueId(braidUniqueId* uniqueId) {
+  return guard(nullptr, [&]() -> Status {
+    if (uniqueId == nullptr) return invalidArgument("uniqueId is NULL");
+    braid::Config cfg;
+    BRAID_TRY(braid::Config::fromEnv(&cfg));
+    braid::NetIf nif;
+    BRAID_TRY(braid::chooseLocalAddress(cfg, nullptr, &nif));
+    braid::UniqueIdData d;
+    BRAID_TRY(braid::randomBytes(d.secret.data(), d.secret.size()));
+    BRAID_TRY(braid::startRootServer(nif.addr, d.secret, cfg.timeoutMs, &d.root));
+    braid::encodeUniqueId(d, uniqueId);
+    LOG_INFO(kBoot, "unique id: rendezvous root at {} ({})", d.root.toString(), nif.name);
+    return Status::ok();
+  });
+}
+
+braidResult_t braidUniqueIdToString(const braidUniqueId* uniqueId, char* buf, size_t len) {
+  if (uniqueId == nullptr || buf == nullptr) {
+    return braid::report(invalidArgument("uniqueId and buf must not be NULL"));
+  }
+  if (len < 2 * BRAID_UNIQUE_ID_BYTES + 1) {
+    return braid::report(invalidArgument(fmt::format(
+        "buffer of {} bytes is too small (need {})", len, 2 * BRAID_UNIQUE_ID_BYTES + 1)));
+  }
+  std::string hex =
+      braid::toHex(reinterpret_cast<const uint8_t*>(uniqueId->internal), BRAID_UNIQUE_ID_BYTES);
+  std::memcpy(buf, hex.c_str(), hex.size() + 1);
+  return braidSuccess;
+}
+
+braidResult_t braidUniqueIdFromString(const char* str, braidUniqueId* uniqueId) {
+  if (str == nullptr || uniqueId == nullptr) {
+    return braid::report(invalidArgument("str and uniqueId must not be NULL"));
+  }
+  braidUniqueId id;
+  if (!braid::fromHex(str, reinterpret_cast<uint8_t*>(id.internal), BRAID_UNIQUE_ID_BYTES)) {
+    return braid::report(invalidArgument(fmt::format(
+        "'{:.20}...' is not a unique id ({} hex digits expected)", str, 2 * BRAID_UNIQUE_ID_BYTES)));
+  }
+  braid::UniqueIdData d;
+  if (braidResult_t r = braid::report(braid::decodeUniqueId(id, &d)); r != braidSuccess) return r;
+  *uniqueId = id;
+  return braidSuccess;
+}
+
+braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUniqueId commId, int rank) {
+  return guard(nullptr, [&]() -> Status {
+    if (comm == nullptr) return invalidArgument("comm (the output pointer) is NULL");
+    *comm = nullptr;
+    if (nranks < 1) return invalidArgument(fmt::format("nranks {} must be at least 1", nranks));
+    if (rank < 0 || rank >= nranks) {
+      return invalidArgument(fmt::format("rank {} is out of range [0, {})", rank, nranks));
+    }
+    braid::UniqueIdData d;
+    BRAID_TRY(braid::decodeUniqueId(commId, &d));
+    braid::Config cfg;
+    BRAID_TRY(braid::Config::fromEnv(&cfg));
+    std::shared_ptr<braid::Comm> c;
+    BRAID_TRY(braid::Comm::initFromRoot(nranks, rank, d.root, d.secret, cfg, &c));
+    *comm = braid::makeCommHandle(std::move(c));
+    return Status::ok();
+  });
+}
+
+braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* newcomm) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  return guard(c, [&]() -> Status {
+    if (newcomm == nullptr) return invalidArgument("newcomm is NULL");
+    *newcomm = nullptr;
+    if (color < 0 && color != BRAID_SPLIT_NOCOLOR) {
+      return invalidArgument(fmt::format("color {} must be >= 0 or BRAID_SPLIT_NOCOLOR", color));
+    }
+    if (braid::groupOpen()) return invalidUsage("braidCommSplit cannot be called inside a group");
+    BRAID_TRY(c->asyncError());
+    std::shared_ptr<braid::Comm> child;
+    BRAID_TRY(c->split(color, key, &child));
+    if (child) *newcomm = braid::makeCommHandle(std::move(child));
+    return Status::ok();
+  });
+}
+
+braidResult_t braidCommDestroy(braidComm_t comm) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (!braid::unregisterHandle(comm)) {
+    return braid::report(invalidUsage("comm was destroyed concurrently"));
+  }
+  delete comm;
+  c->shutdown();
+  return braidSuccess;
+}
+
+braidResult_t braidCommAbort(braidComm_t comm) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  c->abort("the communicator was aborted by braidCommAbort");
+  if (!braid::unregisterHandle(comm)) return braidSuccess;
+  delete comm;
+  c->shutdown();
+  return braidSuccess;
+}
+
+braidResult_t braidCommCount(const braidComm_t comm, int* count) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (count == nullptr) return braid::report(invalidArgument("count is NULL"), c);
+  *count = c->nranks();
+  return braidSuccess;
+}
+
+braidResult_t braidCommUserRank(const braidComm_t comm, int* rank) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (rank == nullptr) return braid::report(invalidArgument("rank is NULL"), c);
+  *rank = c->rank();
+  return braidSuccess;
+}
+
+braidResult_t braidCommGetAsyncError(braidComm_t comm, braidResult_t* asyncError) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (asyncError == nullptr) return braid::report(invalidArgument("asyncError is NULL"), c);
+  *asyncError = c->asyncError().code();
+  return braidSuccess;
+}
+
+braidResult_t braidStreamCreate(braidStream_t* stream) {
+  return guard(nullptr, [&]() -> Status {
+    if (stream == nullptr) return invalidArgument("stream (the output pointer) is NULL");
+    auto* h = new braidStream{std::make_shared<braid::Stream>()};
+    braid::registerHandle(h);
+    *stream = h;
+    return Status::ok();
+  });
+}
+
+braidResult_t braidStreamDestroy(braidStream_t stream) {
+  if (stream == nullptr) return braid::report(invalidArgument("stream is NULL"));
+  std::shared_ptr<braid::Stream> s;
+  if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
+  if (!braid::unregisterHandle(stream)) return braid::report(invalidUsage("stream destroyed twice"));
+  delete stream;
+  return braidSuccess;  // the worker finishes queued work when the last reference goes
+}
+
+braidResult_t braidStreamSynchronize(braidStream_t stream) {
+  if (stream == nullptr) return braid::report(invalidArgument("stream is NULL"));
+  std::shared_ptr<braid::Stream> s;
+  if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
+  return braid::report(s->synchronize());
+}
+
+braidResult_t braidStreamQuery(braidStream_t stream) {
+  if (stream == nullptr) return braid::report(invalidArgument("stream is NULL"));
+  std::shared_ptr<braid::Stream> s;
+  if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
+  if (s->busy()) return braidInProgress;
+  return braid::report(s->takeError());
+}
+
+}  // extern "C"

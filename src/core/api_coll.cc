@@ -1,0 +1,283 @@
+// The C ABI of the collectives: every argument is checked before anything is built or sent;
+// a bad call returns a clear error and consumes no sequence number.
+#include <fmt/format.h>
+
+#include "collectives/algorithms.h"
+#include "src/core/api_guard.h"
+#include "src/core/handles.h"
+
+namespace braid {
+namespace {
+
+bool mulOverflows(size_t a, size_t b, size_t* out) { return __builtin_mul_overflow(a, b, out); }
+
+bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
+  auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
+  return an > 0 && bn > 0 && pa < pb + bn && pb < pa + an;
+}
+
+struct Call {
+  braidComm_t comm;
+  braidStream_t stream;
+  CollArgs a;
+  bool reduces = false;  // op must be valid
+  bool rooted = false;   // root must be in range
+};
+
+Status checkBuffer(const void* p, size_t bytes, const char* name, const char* coll) {
+  if (p == nullptr && bytes > 0) {
+    return invalidArgument(fmt::format("{}: {} is NULL with a non-zero count", coll, name));
+  }
+  return Status::ok();
+}
+
+Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
+  const CollArgs& a = c.a;
+  const char* coll = collName(a.kind);
+  const int n = comm.nranks(), me = comm.rank();
+  if (!validDtype(a.dt)) {
+    return invalidArgument(fmt::format("{}: datatype {} is not a braidDataType_t", coll,
+                                       static_cast<int>(a.dt)));
+  }
+  if (c.reduces && !validOp(a.op)) {
+    return invalidArgument(
+        fmt::format("{}: op {} is not a braidRedOp_t", coll, static_cast<int>(a.op)));
+  }
+  if (c.rooted && (a.root < 0 || a.root >= n)) {
+    return invalidArgument(fmt::format("{}: {} {} is out of range [0, {})", coll,
+                                       a.kind == CollKind::kSend || a.kind == CollKind::kRecv
+                                           ? "peer"
+                                           : "root",
+                                       a.root, n));
+  }
+  size_t bytes = 0, total = 0;
+  if (mulOverflows(a.count, dtypeSize(a.dt), &bytes) ||
+      mulOverflows(bytes, static_cast<size_t>(n), &total)) {
+    return invalidArgument(fmt::format("{}: count {} of {} overflows the address space", coll,
+                                       a.count, dtypeName(a.dt)));
+  }
+  *unitBytes = bytes;
+  switch (a.kind) {
+    case CollKind::kAllReduce:
+      BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));
+      BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
+      if (a.send != a.recv && overlaps(a.send, bytes, a.recv, bytes)) {
+        return invalidArgument(fmt::format("{}: send and receive buffers overlap partially "
+                                           "(in place means sendbuff == recvbuff)",
+                                           coll));
+      }
+      break;
+    case CollKind::kBroadcast:
+      BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
+      if (me == a.root) BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff (at the root)", coll));
+      break;
+    case CollKind::kReduce:
+      BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));
+      if (me == a.root) BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff (at the root)", coll));
+      break;
+    case CollKind::kAllGather:
+      BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));
+      BRAID_TRY(checkBuffer(a.recv, total, "recvbuff", coll));
+      if (a.send != static_cast<char*>(a.recv) + me * bytes &&
+          overlaps(a.send, bytes, a.recv, total)) {
+        return invalidArgument(fmt::format(
+            "{}: buffers overlap; in place means sendbuff == recvbuff + rank*sendcount", coll));
+      }
+      break;
+    case CollKind::kReduceScatter:
+      BRAID_TRY(checkBuffer(a.send, total, "sendbuff", coll));
+      BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
+      if (a.recv != static_cast<const char*>(a.send) + me * bytes &&
+          overlaps(a.send, total, a.recv, bytes)) {
+        return invalidArgument(fmt::format(
+            "{}: buffers overlap; in place means recvbuff == sendbuff + rank*recvcount", coll));
+      }
+      break;
+    case CollKind::kAllToAll:
+      BRAID_TRY(checkBuffer(a.send, total, "sendbuff", coll));
+      BRAID_TRY(checkBuffer(a.recv, total, "recvbuff", coll));
+      if (a.send != a.recv && overlaps(a.send, total, a.recv, total)) {
+        return invalidArgument(fmt::format("{}: send and receive buffers overlap partially", coll));
+      }
+      break;
+    case CollKind::kAllToAllv: {
+      const size_t esz = dtypeSize(a.dt);
+      size_t sendSpan = 0, recvSpan = 0;
+      for (int p = 0; p < n; ++p) {
+        size_t e1, e2;
+        if (__builtin_add_overflow(a.sdispls[p], a.sendcounts[p], &e1) ||
+            __builtin_add_overflow(a.rdispls[p], a.recvcounts[p], &e2) ||
+            mulOverflows(e1, esz, &e1) || mulOverflows(e2, esz, &e2)) {
+          return invalidArgument(
+              fmt::format("{}: counts/displacements for peer {} overflow", coll, p));
+        }
+        sendSpan = std::max(sendSpan, e1);
+        recvSpan = std::max(recvSpan, e2);
+      }
+      if (a.sendcounts[me] != a.recvcounts[me]) {
+        return invalidArgument(fmt::format("{}: sendcounts[{}]={} differs from recvcounts[{}]={} "
+                                           "(this rank's own block)",
+                                           coll, me, a.sendcounts[me], me, a.recvcounts[me]));
+      }
+      BRAID_TRY(checkBuffer(a.send, sendSpan, "sendbuff", coll));
+      BRAID_TRY(checkBuffer(a.recv, recvSpan, "recvbuff", coll));
+      if (a.send != a.recv && overlaps(a.send, sendSpan, a.recv, recvSpan)) {
+        return invalidArgument(fmt::format("{}: send and receive buffers overlap partially", coll));
+      }
+      break;
+    }
+    case CollKind::kSend:
+      BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));
+      break;
+    case CollKind::kRecv:
+      BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
+      break;
+    case CollKind::kBarrier:
+      break;
+  }
+  return Status::ok();
+}
+
+braidResult_t issue(Call c) {
+  std::shared_ptr<Comm> comm;
+  if (braidResult_t r = report(lookupComm(c.comm, &comm)); r != braidSuccess) return r;
+  return guard(comm, [&]() -> Status {
+    std::shared_ptr<Stream> stream;
+    BRAID_TRY(lookupStream(c.stream, &stream));
+    size_t unit = 0;
+    BRAID_TRY(validate(c, *comm, &unit));
+    if (Status e = comm->asyncError(); !e.isOk()) {
+      return Status(e.code(), fmt::format("the communicator failed earlier and cannot be used: {}",
+                                          e.message()));
+    }
+    if (c.a.kind == CollKind::kAllToAll) {
+      // All-to-all is all-to-all(v) with uniform blocks.
+      const size_t n = static_cast<size_t>(comm->nranks());
+      c.a.sendcounts.assign(n, c.a.count);
+      c.a.recvcounts.assign(n, c.a.count);
+      c.a.sdispls.resize(n);
+      c.a.rdispls.resize(n);
+      for (size_t p = 0; p < n; ++p) c.a.sdispls[p] = c.a.rdispls[p] = p * c.a.count;
+    }
+    uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
+                       : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
+                                                     : comm->nextCollectiveTagBase();
+    auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);
+    BRAID_TRY(buildCollective(c.a, sched.get()));
+    Task t;
+    t.schedules.push_back(std::move(sched));
+    return submit(std::move(t), stream);
+  });
+}
+
+Call makeCall(CollKind kind, braidComm_t comm, braidStream_t stream, const void* send, void* recv,
+              size_t count, braidDataType_t dt) {
+  Call c{comm, stream, {}};
+  c.a.kind = kind;
+  c.a.send = send;
+  c.a.recv = recv;
+  c.a.count = count;
+  c.a.dt = dt;
+  return c;
+}
+
+}  // namespace
+}  // namespace braid
+
+using braid::CollKind;
+using braid::makeCall;
+
+extern "C" {
+
+braidResult_t braidAllReduce(const void* sendbuff, void* recvbuff, size_t count,
+                             braidDataType_t datatype, braidRedOp_t op, braidComm_t comm,
+                             braidStream_t stream) {
+  auto c = makeCall(CollKind::kAllReduce, comm, stream, sendbuff, recvbuff, count, datatype);
+  c.a.op = op;
+  c.reduces = true;
+  return braid::issue(std::move(c));
+}
+
+braidResult_t braidBroadcast(const void* sendbuff, void* recvbuff, size_t count,
+                             braidDataType_t datatype, int root, braidComm_t comm,
+                             braidStream_t stream) {
+  auto c = makeCall(CollKind::kBroadcast, comm, stream, sendbuff, recvbuff, count, datatype);
+  c.a.root = root;
+  c.rooted = true;
+  return braid::issue(std::move(c));
+}
+
+braidResult_t braidReduce(const void* sendbuff, void* recvbuff, size_t count,
+                          braidDataType_t datatype, braidRedOp_t op, int root, braidComm_t comm,
+                          braidStream_t stream) {
+  auto c = makeCall(CollKind::kReduce, comm, stream, sendbuff, recvbuff, count, datatype);
+  c.a.op = op;
+  c.a.root = root;
+  c.reduces = c.rooted = true;
+  return braid::issue(std::move(c));
+}
+
+braidResult_t braidAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
+                             braidDataType_t datatype, braidComm_t comm, braidStream_t stream) {
+  return braid::issue(
+      makeCall(CollKind::kAllGather, comm, stream, sendbuff, recvbuff, sendcount, datatype));
+}
+
+braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
+                                 braidDataType_t datatype, braidRedOp_t op, braidComm_t comm,
+                                 braidStream_t stream) {
+  auto c = makeCall(CollKind::kReduceScatter, comm, stream, sendbuff, recvbuff, recvcount,
+                    datatype);
+  c.a.op = op;
+  c.reduces = true;
+  return braid::issue(std::move(c));
+}
+
+braidResult_t braidAllToAll(const void* sendbuff, void* recvbuff, size_t count,
+                            braidDataType_t datatype, braidComm_t comm, braidStream_t stream) {
+  return braid::issue(
+      makeCall(CollKind::kAllToAll, comm, stream, sendbuff, recvbuff, count, datatype));
+}
+
+braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts,
+                             const size_t* sdispls, void* recvbuff, const size_t* recvcounts,
+                             const size_t* rdispls, braidDataType_t datatype, braidComm_t comm,
+                             braidStream_t stream) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (!sendcounts || !sdispls || !recvcounts || !rdispls) {
+    return braid::report(
+        braid::invalidArgument("alltoallv: sendcounts, sdispls, recvcounts and rdispls must not "
+                               "be NULL"),
+        c);
+  }
+  auto call = makeCall(CollKind::kAllToAllv, comm, stream, sendbuff, recvbuff, 0, datatype);
+  const size_t n = static_cast<size_t>(c->nranks());
+  call.a.sendcounts.assign(sendcounts, sendcounts + n);
+  call.a.sdispls.assign(sdispls, sdispls + n);
+  call.a.recvcounts.assign(recvcounts, recvcounts + n);
+  call.a.rdispls.assign(rdispls, rdispls + n);
+  return braid::issue(std::move(call));
+}
+
+braidResult_t braidSend(const void* sendbuff, size_t count, braidDataType_t datatype, int peer,
+                        braidComm_t comm, braidStream_t stream) {
+  auto c = makeCall(CollKind::kSend, comm, stream, sendbuff, nullptr, count, datatype);
+  c.a.root = peer;
+  c.rooted = true;
+  return braid::issue(std::move(c));
+}
+
+braidResult_t braidRecv(void* recvbuff, size_t count, braidDataType_t datatype, int peer,
+                        braidComm_t comm, braidStream_t stream) {
+  auto c = makeCall(CollKind::kRecv, comm, stream, nullptr, recvbuff, count, datatype);
+  c.a.root = peer;
+  c.rooted = true;
+  return braid::issue(std::move(c));
+}
+
+braidResult_t braidBarrier(braidComm_t comm, braidStream_t stream) {
+  return braid::issue(makeCall(CollKind::kBarrier, comm, stream, nullptr, nullptr, 0, braidUint8));
+}
+
+}  // extern "C"

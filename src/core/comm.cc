@@ -1,0 +1,241 @@
+#include "src/core/comm.h"
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "src/bootstrap/rendezvous.h"
+#include "src/core/log.h"
+#include "src/engine/executor.h"
+
+namespace braid {
+namespace {
+
+// One-way derivation so that the tag sent in clear says nothing about the secret.
+std::array<uint8_t, 32> derive(const Secret& secret, const std::string& label) {
+  std::array<uint8_t, 32> out{};
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(label.data()), label.size(), out.data(), &len);
+  return out;
+}
+
+std::string localHostName() {
+  char h[256] = {};
+  gethostname(h, sizeof h - 1);
+  return h;
+}
+
+}  // namespace
+
+Comm::Comm(int rank, int nranks, const Config& cfg, const Secret& secret)
+    : rank_(rank), nranks_(nranks), cfg_(cfg), secret_(secret) {
+  auto tag = derive(secret, "braid comm tag");
+  std::memcpy(&commTag_, tag.data(), sizeof commTag_);
+  sendSeq_.assign(nranks, 0);
+  recvSeq_.assign(nranks, 0);
+}
+
+Comm::~Comm() { shutdown(); }
+
+Status Comm::openTransport() {
+  reactor_ = std::make_unique<Reactor>();
+  BRAID_TRY(reactor_->open());
+  TransportFactory* f = findTransport(cfg_.transport);
+  if (f == nullptr) {
+    std::string names;
+    for (auto& n : transportNames()) names += (names.empty() ? "" : ", ") + n;
+    return invalidArgument(
+        fmt::format("BRAID_TRANSPORT='{}' is not a known transport (have: {})", cfg_.transport,
+                    names));
+  }
+  if (!f->usable(cfg_)) {
+    return systemError(fmt::format("transport '{}' is not usable on this machine", f->name()));
+  }
+  TransportContext ctx;
+  ctx.rank = rank_;
+  ctx.nranks = nranks_;
+  ctx.cfg = &cfg_;
+  ctx.secret = secret_;
+  ctx.commTag = commTag_;
+  ctx.reactor = reactor_.get();
+  ctx.onFatal = [this](const Status& s) { setAsyncError(s); };
+  return f->open(ctx, &transport_);
+}
+
+Status Comm::connect(const PeerTable& table, Deadline deadline) {
+  table_ = table;
+  BRAID_TRY(transport_->connectAll(table.addresses, table.hosts, deadline));
+  return reactor_->start(cfg_.spinUs, rank_);
+}
+
+Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secret& secret,
+                          const Config& cfg, std::shared_ptr<Comm>* out) {
+  std::shared_ptr<Comm> c(new Comm(rank, nranks, cfg, secret));
+  logSetThreadRank(rank);
+  Deadline deadline = deadlineIn(cfg.timeoutMs);
+  BRAID_TRY(c->openTransport());
+  std::string blob = localHostName() + '\n' + c->transport_->localAddress();
+  std::vector<std::string> rows;
+  BRAID_TRY(rendezvous(root, secret, rank, nranks, blob, deadline, &rows));
+  PeerTable table;
+  for (int r = 0; r < nranks; ++r) {
+    size_t nl = rows[r].find('\n');
+    if (nl == std::string::npos) {
+      return remoteError(fmt::format("rendezvous: malformed address record of rank {}", r));
+    }
+    table.hosts.push_back(rows[r].substr(0, nl));
+    table.addresses.push_back(rows[r].substr(nl + 1));
+  }
+  BRAID_TRY(c->connect(table, deadline));
+  LOG_INFO(kInit, "communicator ready: rank {} of {} (transport {})", rank, nranks,
+           c->transport_->name());
+  *out = std::move(c);
+  return Status::ok();
+}
+
+uint64_t Comm::nextCollectiveTagBase() {
+  uint64_t seq = collSeq_.fetch_add(1) & ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  return seq << kSlotBits;
+}
+
+uint64_t Comm::nextSendTagBase(int peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t seq = sendSeq_[peer]++ & ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  return kP2pBit | (seq << kSlotBits);
+}
+
+uint64_t Comm::nextRecvTagBase(int peer) {
+  std::lock_guard<std::mutex> lock(mu_);
+  uint64_t seq = recvSeq_[peer]++ & ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  return kP2pBit | (seq << kSlotBits);
+}
+
+Status Comm::asyncError() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return asyncError_;
+}
+
+void Comm::setAsyncError(const Status& s) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (asyncError_.isOk()) asyncError_ = s;
+  lastError_ = s.message();
+}
+
+void Comm::setLastError(const std::string& msg) {
+  std::lock_guard<std::mutex> lock(mu_);
+  lastError_ = msg;
+}
+
+std::string Comm::lastError() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return lastError_;
+}
+
+void Comm::abort(const std::string& why) {
+  Status s = invalidUsage(fmt::format("rank {}: {}", rank_, why));
+  if (transport_) transport_->abort(s);
+}
+
+void Comm::shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (shutDown_) return;
+    shutDown_ = true;
+  }
+  Deadline d = deadlineIn(cfg_.timeoutMs);
+  while (inflight_.load() > 0 && Clock::now() < d) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  if (transport_ && reactor_ && reactor_->running()) {
+    transport_->close(std::min(d, deadlineIn(2000)));
+  }
+  if (reactor_) reactor_->stop();
+  transport_.reset();
+  reactor_.reset();
+}
+
+Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
+  // 1. Everyone opens a listener for the new communicator (if it gets one), then the records
+  //    {color, key, host, address} are all-gathered over this communicator.
+  constexpr size_t kRec = 512;
+  std::shared_ptr<Comm> child;
+  uint64_t splitId = splitCount_++;
+  std::string addr;
+  if (color >= 0) {
+    // The child's secret is derived from ours, the split number and the color.
+    auto d = derive(secret_, fmt::format("braid split {} color {}", splitId, color));
+    Secret s{};
+    std::memcpy(s.data(), d.data(), s.size());
+    child.reset(new Comm(0, 1, cfg_, s));
+    BRAID_TRY(child->openTransport());
+    addr = child->transport_->localAddress();
+  }
+  std::string mine(kRec, '\0');
+  std::string host = localHostName();
+  int32_t hdr[2] = {color, key};
+  std::memcpy(mine.data(), hdr, sizeof hdr);
+  std::snprintf(mine.data() + 8, 200, "%s", host.c_str());
+  std::snprintf(mine.data() + 208, 300, "%s", addr.c_str());
+  std::vector<char> all(kRec * nranks_);
+  {
+    auto sched = std::make_unique<Schedule>(shared_from_this(), "commSplit",
+                                            nextCollectiveTagBase());
+    // Simple all-to-all exchange of the fixed-size records.
+    for (int r = 0; r < nranks_; ++r) {
+      if (r == rank_) {
+        sched->copy(all.data() + kRec * r, mine.data(), kRec);
+      } else {
+        sched->send(r, 0, mine.data(), kRec);
+        sched->recv(r, 0, all.data() + kRec * r, kRec);
+      }
+    }
+    std::vector<std::unique_ptr<Schedule>> v;
+    v.push_back(std::move(sched));
+    BRAID_TRY(executeSchedules(v));
+  }
+  if (color < 0) {
+    *out = nullptr;
+    return Status::ok();
+  }
+  struct Member {
+    int key, parentRank;
+    std::string host, addr;
+  };
+  std::vector<Member> members;
+  for (int r = 0; r < nranks_; ++r) {
+    int32_t h[2];
+    std::memcpy(h, all.data() + kRec * r, sizeof h);
+    if (h[0] != color) continue;
+    const char* rec = all.data() + kRec * r;
+    members.push_back({h[1], r, std::string(rec + 8, strnlen(rec + 8, 200)),
+                       std::string(rec + 208, strnlen(rec + 208, 300))});
+  }
+  std::stable_sort(members.begin(), members.end(), [](const Member& a, const Member& b) {
+    return a.key != b.key ? a.key < b.key : a.parentRank < b.parentRank;
+  });
+  PeerTable table;
+  int newRank = -1;
+  for (size_t i = 0; i < members.size(); ++i) {
+    if (members[i].parentRank == rank_) newRank = static_cast<int>(i);
+    table.hosts.push_back(members[i].host);
+    table.addresses.push_back(members[i].addr);
+  }
+  // Re-seat the child with its real rank and size (the transport listener is kept).
+  child->rank_ = newRank;
+  child->nranks_ = static_cast<int>(members.size());
+  child->sendSeq_.assign(members.size(), 0);
+  child->recvSeq_.assign(members.size(), 0);
+  BRAID_TRY(child->transport_->setRankInfo(newRank, child->nranks_));
+  BRAID_TRY(child->connect(table, deadlineIn(cfg_.timeoutMs)));
+  *out = std::move(child);
+  return Status::ok();
+}
+
+}  // namespace braid

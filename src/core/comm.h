@@ -1,0 +1,90 @@
+// The communicator: rank, size, config, its progress loop and transport, sequence counters
+// that tag every call's messages, the asynchronous error, and a scratch pool.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "src/bootstrap/auth.h"
+#include "src/core/config.h"
+#include "src/core/status.h"
+#include "src/engine/reactor.h"
+#include "src/engine/scratch.h"
+#include "transports/transport.h"
+
+namespace braid {
+
+class Comm : public std::enable_shared_from_this<Comm> {
+ public:
+  struct PeerTable {
+    std::vector<std::string> hosts;
+    std::vector<std::string> addresses;
+  };
+
+  ~Comm();
+
+  // Joins the job at the rendezvous root (unique id) and connects to every peer.
+  static Status initFromRoot(int nranks, int rank, const SockAddr& root, const Secret& secret,
+                             const Config& cfg, std::shared_ptr<Comm>* out);
+  // Collective over this communicator (see braidCommSplit).
+  Status split(int color, int key, std::shared_ptr<Comm>* out);
+
+  int rank() const { return rank_; }
+  int nranks() const { return nranks_; }
+  const Config& config() const { return cfg_; }
+  Transport* transport() const { return transport_.get(); }
+  const std::shared_ptr<ScratchPool>& scratchPool() const { return scratch_; }
+  const std::string& host(int r) const { return table_.hosts[r]; }
+
+  // Tag bases: collectives by call order (every rank calls them in the same order),
+  // point-to-point by per-peer, per-direction order (NCCL matching semantics).
+  uint64_t nextCollectiveTagBase();
+  uint64_t nextSendTagBase(int peer);
+  uint64_t nextRecvTagBase(int peer);
+
+  Status asyncError();
+  void setAsyncError(const Status& s);
+  void setLastError(const std::string& msg);
+  std::string lastError();
+
+  // Fails everything in flight (any thread).
+  void abort(const std::string& why);
+  // Waits (bounded) for calls in flight, says goodbye to peers, stops the progress loop.
+  void shutdown();
+
+  // Calls in flight (held by executing tasks) — destroy waits for them.
+  void enter() { inflight_.fetch_add(1); }
+  void leave() { inflight_.fetch_sub(1); }
+
+ private:
+  Comm(int rank, int nranks, const Config& cfg, const Secret& secret);
+  Status openTransport();
+  Status connect(const PeerTable& table, Deadline deadline);
+
+  int rank_;
+  int nranks_;
+  Config cfg_;
+  Secret secret_;
+  uint64_t commTag_ = 0;
+  uint64_t splitCount_ = 0;
+  std::unique_ptr<Reactor> reactor_;
+  std::unique_ptr<Transport> transport_;
+  PeerTable table_;
+  std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
+  std::atomic<uint64_t> collSeq_{0};
+  std::mutex mu_;
+  std::vector<uint64_t> sendSeq_, recvSeq_;
+  Status asyncError_;
+  std::string lastError_;
+  std::atomic<int> inflight_{0};
+  bool shutDown_ = false;
+};
+
+// Tag layout: bit 63 set = point-to-point; bits 24..62 = sequence; bits 0..23 = slot.
+constexpr int kSlotBits = 24;
+constexpr uint64_t kP2pBit = uint64_t{1} << 63;
+
+}  // namespace braid

@@ -1,0 +1,87 @@
+#include "src/core/config.h"
+
+#include <cerrno>
+#include <cstdlib>
+#include <string>
+
+#include <fmt/format.h>
+
+namespace braid {
+namespace {
+
+Status parseValue(const char* env, const char* text, int64_t* out) {
+  errno = 0;
+  char* end = nullptr;
+  long long v = std::strtoll(text, &end, 0);
+  if (errno != 0 || end == text) {
+    return invalidArgument(fmt::format("{}='{}' is not an integer", env, text));
+  }
+  // Accept k/m/g suffixes for sizes.
+  std::string suffix(end);
+  if (suffix == "k" || suffix == "K") {
+    v <<= 10;
+  } else if (suffix == "m" || suffix == "M") {
+    v <<= 20;
+  } else if (suffix == "g" || suffix == "G") {
+    v <<= 30;
+  } else if (!suffix.empty()) {
+    return invalidArgument(fmt::format("{}='{}' has trailing characters '{}'", env, text, suffix));
+  }
+  *out = v;
+  return Status::ok();
+}
+
+Status parseValue(const char*, const char* text, std::string* out) {
+  *out = text;
+  return Status::ok();
+}
+
+std::string show(int64_t v) { return std::to_string(v); }
+std::string show(const std::string& v) { return v; }
+
+template <typename T>
+const char* typeName();
+template <>
+const char* typeName<int64_t>() {
+  return "int";
+}
+template <>
+const char* typeName<std::string>() {
+  return "string";
+}
+
+}  // namespace
+
+Status Config::fromEnv(Config* out) {
+  Config c;
+#define BRAID_CONFIG_READ(name, type, def, env, help)    \
+  if (const char* v = std::getenv(env); v && *v) {       \
+    BRAID_TRY(parseValue(env, v, &c.name));              \
+  }
+  BRAID_CONFIG_TABLE(BRAID_CONFIG_READ)
+#undef BRAID_CONFIG_READ
+  if (c.timeoutMs <= 0) return invalidArgument("BRAID_TIMEOUT_MS must be positive");
+  if (c.tcpSocketsPerPeer < 1 || c.tcpSocketsPerPeer > 64) {
+    return invalidArgument("BRAID_TCP_SOCKETS_PER_PEER must be in 1..64");
+  }
+  if (c.chunkBytes < 4096) return invalidArgument("BRAID_CHUNK_BYTES must be at least 4096");
+  if (c.eagerBytes < 0 || c.eagerBytes > (64 << 20)) {
+    return invalidArgument("BRAID_EAGER_BYTES must be in 0..64M");
+  }
+  if (c.alltoallWindow < 1) return invalidArgument("BRAID_ALLTOALL_WINDOW must be at least 1");
+  if (c.spinUs < 0) return invalidArgument("BRAID_SPIN_US must not be negative");
+  *out = std::move(c);
+  return Status::ok();
+}
+
+void forEachConfigEntry(const std::function<void(const ConfigEntry&)>& fn) {
+  Config defaults;
+  Config current;
+  (void)Config::fromEnv(&current);  // on a malformed value the listing shows defaults
+#define BRAID_CONFIG_LIST(name, type, def, env, help) \
+  fn(ConfigEntry{env, typeName<type>(), show(defaults.name), show(current.name), help});
+  BRAID_CONFIG_TABLE(BRAID_CONFIG_LIST)
+#undef BRAID_CONFIG_LIST
+}
+
+}  // namespace braid

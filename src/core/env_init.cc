@@ -1,0 +1,194 @@
+// braidCommInitFromEnv: rank, size and rendezvous from whichever launcher started us.
+#include <openssl/sha.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+
+#include <fmt/format.h>
+
+#include "src/bootstrap/rendezvous.h"
+#include "src/bootstrap/unique_id.h"
+#include "src/core/api_guard.h"
+#include "src/core/handles.h"
+#include "src/core/log.h"
+
+namespace braid {
+namespace {
+
+const char* env(const char* name) {
+  const char* v = std::getenv(name);
+  return (v != nullptr && *v != '\0') ? v : nullptr;
+}
+
+Status parseInt(const char* name, const char* text, int* out) {
+  char* end = nullptr;
+  long v = std::strtol(text, &end, 10);
+  if (*end != '\0' || v < 0 || v > (1 << 30)) {
+    return invalidArgument(fmt::format("{}='{}' is not a valid non-negative integer", name, text));
+  }
+  *out = static_cast<int>(v);
+  return Status::ok();
+}
+
+struct Launch {
+  int rank = -1, size = -1;
+  std::string source;  // which launcher's variables were used
+};
+
+Status findRankAndSize(Launch* l) {
+  static const struct {
+    const char* rank;
+    const char* size;
+    const char* source;
+  } kVars[] = {{"BRAID_RANK", "BRAID_WORLD_SIZE", "braid"},
+               {"RANK", "WORLD_SIZE", "torchrun"},
+               {"OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "Open MPI"},
+               {"PMI_RANK", "PMI_SIZE", "PMI"},
+               {"SLURM_PROCID", "SLURM_NTASKS", "Slurm"}};
+  for (const auto& v : kVars) {
+    const char* r = env(v.rank);
+    const char* s = env(v.size);
+    if (r == nullptr && s == nullptr) continue;
+    if (r == nullptr || s == nullptr) {
+      return invalidArgument(fmt::format("{} is set but {} is not", r ? v.rank : v.size,
+                                         r ? v.size : v.rank));
+    }
+    BRAID_TRY(parseInt(v.rank, r, &l->rank));
+    BRAID_TRY(parseInt(v.size, s, &l->size));
+    if (l->size < 1 || l->rank >= l->size) {
+      return invalidArgument(fmt::format("{}={} is out of range for {}={}", v.rank, l->rank,
+                                         v.size, l->size));
+    }
+    l->source = v.source;
+    return Status::ok();
+  }
+  return invalidArgument(
+      "braidCommInitFromEnv: no rank and size in the environment: set BRAID_RANK and "
+      "BRAID_WORLD_SIZE, or start the program with braidrun, torchrun, mpirun or srun");
+}
+
+Status readUniqueIdFile(const std::string& path, int rank, Deadline deadline,
+                        braidUniqueId* id) {
+  // Rank 0 creates the id when the file does not exist yet; the others wait for it.
+  if (rank == 0 && access(path.c_str(), F_OK) != 0) {
+    braidUniqueId fresh;
+    if (braidGetUniqueId(&fresh) != braidSuccess) {
+      return systemError(fmt::format("creating a unique id: {}", braidGetLastError(nullptr)));
+    }
+    char hex[2 * BRAID_UNIQUE_ID_BYTES + 1];
+    (void)braidUniqueIdToString(&fresh, hex, sizeof hex);
+    std::string tmp = path + ".tmp." + std::to_string(getpid());
+    {
+      std::ofstream f(tmp);
+      f << hex << "\n";
+      if (!f) return systemError(fmt::format("cannot write BRAID_UNIQUE_ID_FILE {}", tmp));
+    }
+    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+      return systemError(fmt::format("cannot create BRAID_UNIQUE_ID_FILE {}", path));
+    }
+  }
+  while (true) {
+    std::ifstream f(path);
+    std::string hex;
+    if (f && (f >> hex) && hex.size() == 2 * BRAID_UNIQUE_ID_BYTES) {
+      if (braidUniqueIdFromString(hex.c_str(), id) != braidSuccess) {
+        return invalidArgument(fmt::format("BRAID_UNIQUE_ID_FILE {} does not hold a unique id",
+                                           path));
+      }
+      return Status::ok();
+    }
+    if (Clock::now() >= deadline) {
+      return timeoutError(fmt::format("BRAID_UNIQUE_ID_FILE {} did not appear in time", path));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+Status secretFromEnv(const std::string& rootText, Secret* secret) {
+  if (const char* s = env("BRAID_JOB_SECRET")) {
+    if (!fromHex(s, secret->data(), secret->size())) {
+      return invalidArgument(fmt::format("BRAID_JOB_SECRET must be {} hex digits (128 bits)",
+                                         2 * kSecretBytes));
+    }
+    return Status::ok();
+  }
+  LOG_WARN(kBoot, "BRAID_JOB_SECRET is not set: connections prove only that they know the root "
+                  "address; set a random 32-hex-digit secret on every rank to keep strangers out");
+  std::string label = "braid-no-secret:" + rootText;
+  uint8_t digest[SHA256_DIGEST_LENGTH];
+  SHA256(reinterpret_cast<const unsigned char*>(label.data()), label.size(), digest);
+  std::memcpy(secret->data(), digest, secret->size());
+  return Status::ok();
+}
+
+Status initFromEnv(braidComm_t* out) {
+  Launch l;
+  BRAID_TRY(findRankAndSize(&l));
+  Config cfg;
+  BRAID_TRY(Config::fromEnv(&cfg));
+  Deadline deadline = deadlineIn(cfg.timeoutMs);
+  UniqueIdData d;
+  if (const char* hex = env("BRAID_UNIQUE_ID")) {
+    braidUniqueId id;
+    if (braidUniqueIdFromString(hex, &id) != braidSuccess) {
+      return invalidArgument(fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr)));
+    }
+    BRAID_TRY(decodeUniqueId(id, &d));
+  } else if (const char* path = env("BRAID_UNIQUE_ID_FILE")) {
+    braidUniqueId id;
+    BRAID_TRY(readUniqueIdFile(path, l.rank, deadline, &id));
+    BRAID_TRY(decodeUniqueId(id, &d));
+  } else {
+    std::string rootText;
+    if (const char* root = env("BRAID_ROOT_ADDR")) {
+      rootText = root;
+    } else if (env("MASTER_ADDR") && env("MASTER_PORT")) {
+      // torchrun's MASTER_PORT belongs to its own store; braid's root listens on the next port.
+      int port = 0;
+      BRAID_TRY(parseInt("MASTER_PORT", env("MASTER_PORT"), &port));
+      std::string host = env("MASTER_ADDR");
+      if (host.find(':') != std::string::npos && host[0] != '[') host = "[" + host + "]";
+      rootText = fmt::format("{}:{}", host, port + 1);
+    } else {
+      return invalidArgument(fmt::format(
+          "braidCommInitFromEnv: rank {} of {} comes from {} variables, but no rendezvous is "
+          "given: set BRAID_ROOT_ADDR=host:port (with BRAID_JOB_SECRET), BRAID_UNIQUE_ID, "
+          "BRAID_UNIQUE_ID_FILE, or torchrun's MASTER_ADDR/MASTER_PORT",
+          l.rank, l.size, l.source));
+    }
+    BRAID_TRY(SockAddr::parse(rootText, &d.root));
+    BRAID_TRY(secretFromEnv(rootText, &d.secret));
+    if (l.rank == 0) {
+      SockAddr bound;
+      Status s = startRootServer(d.root, d.secret, cfg.timeoutMs, &bound);
+      if (!s.isOk()) {
+        // The address may name this host in a way we cannot bind (NAT, alias): try any.
+        SockAddr any;
+        any.ss.ss_family = d.root.family();
+        any.len = d.root.len;
+        any.setPort(d.root.port());
+        Status s2 = startRootServer(any, d.secret, cfg.timeoutMs, &bound);
+        if (!s2.isOk()) return s;
+      }
+    }
+  }
+  std::shared_ptr<Comm> c;
+  BRAID_TRY(Comm::initFromRoot(l.size, l.rank, d.root, d.secret, cfg, &c));
+  *out = makeCommHandle(std::move(c));
+  return Status::ok();
+}
+
+}  // namespace
+}  // namespace braid
+
+extern "C" braidResult_t braidCommInitFromEnv(braidComm_t* comm) {
+  return braid::guard(nullptr, [&]() -> braid::Status {
+    if (comm == nullptr) return braid::invalidArgument("comm (the output pointer) is NULL");
+    *comm = nullptr;
+    return braid::initFromEnv(comm);
+  });
+}

@@ -1,0 +1,71 @@
+#include "src/core/handles.h"
+
+#include <mutex>
+#include <unordered_set>
+
+#include "src/core/log.h"
+
+namespace braid {
+namespace {
+
+struct HandleTable {
+  std::mutex mu;
+  std::unordered_set<const void*> live;
+};
+
+HandleTable& table() {
+  static HandleTable* t = new HandleTable();
+  return *t;
+}
+
+thread_local std::string tlsLastError;
+
+}  // namespace
+
+void registerHandle(const void* h) {
+  std::lock_guard<std::mutex> lock(table().mu);
+  table().live.insert(h);
+}
+
+bool unregisterHandle(const void* h) {
+  std::lock_guard<std::mutex> lock(table().mu);
+  return table().live.erase(h) == 1;
+}
+
+bool handleAlive(const void* h) {
+  std::lock_guard<std::mutex> lock(table().mu);
+  return table().live.count(h) == 1;
+}
+
+Status lookupComm(braidComm_t c, std::shared_ptr<Comm>* out) {
+  if (c == nullptr) return invalidArgument("comm is NULL");
+  std::lock_guard<std::mutex> lock(table().mu);
+  if (table().live.count(c) == 0) {
+    return invalidUsage("comm is not a live communicator (destroyed, aborted, or never created)");
+  }
+  *out = c->impl;
+  return Status::ok();
+}
+
+Status lookupStream(braidStream_t s, std::shared_ptr<Stream>* out) {
+  out->reset();
+  if (s == nullptr) return Status::ok();
+  std::lock_guard<std::mutex> lock(table().mu);
+  if (table().live.count(s) == 0) {
+    return invalidUsage("stream is not a live stream (destroyed or never created)");
+  }
+  *out = s->impl;
+  return Status::ok();
+}
+
+braidResult_t report(const Status& s, const std::shared_ptr<Comm>& comm) {
+  if (s.isOk()) return braidSuccess;
+  tlsLastError = s.message();
+  if (comm) comm->setLastError(s.message());
+  LOG_DEBUG(kInit, "returning {}: {}", braidGetErrorString(s.code()), s.message());
+  return s.code();
+}
+
+const char* threadLastError() { return tlsLastError.c_str(); }
+
+}  // namespace braid

@@ -1,0 +1,37 @@
+// The C handles behind braidComm_t / braidStream_t, and the table of live handles that lets
+// every call detect a destroyed or foreign handle instead of crashing.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "braid/braid.h"
+#include "src/core/comm.h"
+#include "src/core/status.h"
+#include "src/core/stream.h"
+
+struct braidComm {
+  std::shared_ptr<braid::Comm> impl;
+};
+struct braidStream {
+  std::shared_ptr<braid::Stream> impl;
+};
+
+namespace braid {
+
+void registerHandle(const void* h);
+bool unregisterHandle(const void* h);
+bool handleAlive(const void* h);
+
+Status lookupComm(braidComm_t c, std::shared_ptr<Comm>* out);
+Status lookupStream(braidStream_t s, std::shared_ptr<Stream>* out);  // NULL stream -> nullptr
+
+// Records the error (on the communicator if any, and for this thread) and returns its code.
+braidResult_t report(const Status& s, const std::shared_ptr<Comm>& comm = nullptr);
+const char* threadLastError();
+
+// Runs a ready task on the stream (or now, when stream is NULL), or adds it to the open group.
+Status submit(Task task, const std::shared_ptr<Stream>& stream);
+bool groupOpen();
+
+}  // namespace braid

@@ -1,0 +1,35 @@
+// The one logger: levels ERROR..TRACE, subsystems, one line per message carrying host, pid, rank.
+// BRAID_LOG_LEVEL / BRAID_LOG_SUBSYS / BRAID_LOG_FILE are read once, at the first log call.
+#pragma once
+
+#include <fmt/format.h>
+
+#include <string_view>
+
+namespace braid {
+
+enum class LogLevel { kNone = 0, kError = 1, kWarn = 2, kInfo = 3, kDebug = 4, kTrace = 5 };
+enum class Subsys : unsigned { kInit = 1, kBoot = 2, kNet = 4, kShm = 8, kIb = 16, kCuda = 32,
+                               kColl = 64, kPath = 128, kAll = 255 };
+
+bool logEnabled(LogLevel level, Subsys subsys);
+void logWrite(LogLevel level, Subsys subsys, int rank, std::string_view msg);
+// The rank shown by log lines of this thread (-1 when unknown).
+void logSetThreadRank(int rank);
+int logThreadRank();
+
+#define BRAID_LOG(level, subsys, ...)                                                          \
+  do {                                                                                         \
+    if (::braid::logEnabled(::braid::LogLevel::level, ::braid::Subsys::subsys)) {              \
+      ::braid::logWrite(::braid::LogLevel::level, ::braid::Subsys::subsys,                     \
+                        ::braid::logThreadRank(), ::fmt::format(__VA_ARGS__));                 \
+    }                                                                                          \
+  } while (0)
+
+#define LOG_ERROR(subsys, ...) BRAID_LOG(kError, subsys, __VA_ARGS__)
+#define LOG_WARN(subsys, ...) BRAID_LOG(kWarn, subsys, __VA_ARGS__)
+#define LOG_INFO(subsys, ...) BRAID_LOG(kInfo, subsys, __VA_ARGS__)
+#define LOG_DEBUG(subsys, ...) BRAID_LOG(kDebug, subsys, __VA_ARGS__)
+#define LOG_TRACE(subsys, ...) BRAID_LOG(kTrace, subsys, __VA_ARGS__)
+
+}  // namespace braid

@@ -1,0 +1,227 @@
+#include "src/engine/executor.h"
+
+#include <condition_variable>
+#include <cstring>
+#include <map>
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "src/core/comm.h"
+#include "src/core/log.h"
+#include "src/engine/reduce.h"
+#include "transports/transport.h"
+
+namespace braid {
+namespace {
+
+struct Ref {
+  uint32_t sched;
+  uint32_t node;
+};
+
+class Run : public CompletionSink {
+ public:
+  explicit Run(std::vector<std::unique_ptr<Schedule>>& s) : scheds_(s) {}
+  Status execute();
+  bool leaked() const { return leaked_; }
+  void onComplete(NetRequest* r) override {
+    std::lock_guard<std::mutex> lock(mu_);
+    done_.push_back(r);
+    cv_.notify_one();
+  }
+
+ private:
+  Node& node(Ref r) { return scheds_[r.sched]->nodes()[r.node]; }
+  void start(Ref r);
+  void finish(Ref r);
+  std::string pendingDescription();
+
+  std::vector<std::unique_ptr<Schedule>>& scheds_;
+  std::vector<std::vector<uint32_t>> deps_;
+  std::vector<std::vector<NetRequest>> reqs_;
+  std::vector<std::vector<uint8_t>> inFlight_;
+  std::vector<Ref> ready_;
+  std::map<std::pair<Comm*, uint64_t>, Ref> selfSends_, selfRecvs_;
+  size_t outstanding_ = 0;
+  size_t finished_ = 0;
+  Status err_;
+  bool leaked_ = false;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<NetRequest*> done_;
+};
+
+void Run::finish(Ref r) {
+  ++finished_;
+  for (uint32_t s : node(r).succ) {
+    if (--deps_[r.sched][s] == 0) ready_.push_back(Ref{r.sched, s});
+  }
+}
+
+void Run::start(Ref r) {
+  Node& n = node(r);
+  Schedule& s = *scheds_[r.sched];
+  switch (n.kind) {
+    case Node::Kind::kReduce:
+      reduceBuffers(n.dst, n.src, n.src2, n.count, n.dt, n.op);
+      return finish(r);
+    case Node::Kind::kCopy:
+      if (n.count > 0 && n.dst != n.src) std::memmove(n.dst, n.src, n.count);
+      return finish(r);
+    case Node::Kind::kAvg:
+      finishAvg(n.dst, n.count, n.dt, n.nranks);
+      return finish(r);
+    case Node::Kind::kSend:
+    case Node::Kind::kRecv:
+      break;
+  }
+  Comm* comm = s.comm();
+  bool isSend = n.kind == Node::Kind::kSend;
+  if (n.peer == comm->rank()) {
+    // Self messages pair up inside the task (e.g. send/recv to self in one group).
+    auto key = std::make_pair(comm, s.tag(n.slot));
+    auto& mine = isSend ? selfSends_ : selfRecvs_;
+    auto& other = isSend ? selfRecvs_ : selfSends_;
+    auto it = other.find(key);
+    if (it == other.end()) {
+      mine.emplace(key, r);
+      return;
+    }
+    Ref o = it->second;
+    other.erase(it);
+    Node& sn = isSend ? n : node(o);
+    Node& rn = isSend ? node(o) : n;
+    if (sn.count != rn.count) {
+      if (err_.isOk()) {
+        err_ = invalidUsage(fmt::format("send to self of {} bytes does not match the receive "
+                                        "from self of {} bytes",
+                                        sn.count, rn.count));
+      }
+      return;
+    }
+    if (sn.count > 0) std::memmove(rn.dst, sn.src, sn.count);
+    finish(r);
+    finish(o);
+    return;
+  }
+  NetRequest& q = reqs_[r.sched][r.node];
+  q.kind = isSend ? NetRequest::Kind::kSend : NetRequest::Kind::kRecv;
+  q.peer = n.peer;
+  q.tag = s.tag(n.slot);
+  q.buf = isSend ? const_cast<void*>(n.src) : n.dst;
+  q.bytes = n.count;
+  q.sink = this;
+  q.node = (static_cast<size_t>(r.sched) << 32) | r.node;
+  ++outstanding_;
+  inFlight_[r.sched][r.node] = 1;
+  comm->transport()->post(&q);
+}
+
+std::string Run::pendingDescription() {
+  std::string out;
+  int shown = 0;
+  for (uint32_t si = 0; si < scheds_.size(); ++si) {
+    auto& nodes = scheds_[si]->nodes();
+    for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
+      NetRequest& q = reqs_[si][ni];
+      if (!inFlight_[si][ni]) continue;
+      if (shown++ == 3) return out + ", ...";
+      out += fmt::format("{}{} {} bytes {} {}", out.empty() ? "" : ", ",
+                         q.kind == NetRequest::Kind::kSend ? "send of" : "receive of", q.bytes,
+                         q.kind == NetRequest::Kind::kSend ? "to" : "from",
+                         scheds_[si]->comm()->transport()->peerName(q.peer));
+    }
+  }
+  return out;
+}
+
+Status Run::execute() {
+  int64_t timeoutMs = INT64_MAX;
+  size_t total = 0;
+  deps_.resize(scheds_.size());
+  reqs_.resize(scheds_.size());
+  for (uint32_t si = 0; si < scheds_.size(); ++si) {
+    Comm* c = scheds_[si]->comm();
+    BRAID_TRY(c->asyncError());
+    timeoutMs = std::min(timeoutMs, c->config().timeoutMs);
+    auto& nodes = scheds_[si]->nodes();
+    total += nodes.size();
+    deps_[si].resize(nodes.size());
+    reqs_[si].resize(nodes.size());
+    inFlight_.emplace_back(nodes.size(), 0);
+    for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
+      deps_[si][ni] = nodes[ni].deps;
+      if (nodes[ni].deps == 0) ready_.push_back(Ref{si, ni});
+    }
+  }
+  Deadline deadline = deadlineIn(timeoutMs);
+  bool timedOut = false;
+  std::vector<NetRequest*> batch;
+  while (true) {
+    while (!ready_.empty() && err_.isOk()) {
+      Ref r = ready_.back();
+      ready_.pop_back();
+      start(r);
+    }
+    if (outstanding_ == 0) break;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      Deadline until = timedOut ? deadlineIn(30000) : deadline;
+      if (!cv_.wait_until(lock, until, [&] { return !done_.empty(); })) {
+        lock.unlock();
+        if (timedOut) {
+          LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
+          leaked_ = true;
+          return err_;
+        }
+        timedOut = true;
+        Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}",
+                                            scheds_[0]->name(), timeoutMs,
+                                            pendingDescription()));
+        if (err_.isOk()) err_ = t;
+        for (auto& s : scheds_) s->comm()->transport()->abort(t);
+        continue;
+      }
+      batch.swap(done_);
+    }
+    for (NetRequest* q : batch) {
+      --outstanding_;
+      inFlight_[q->node >> 32][static_cast<uint32_t>(q->node)] = 0;
+      if (!q->status.isOk()) {
+        if (err_.isOk()) err_ = q->status;
+        continue;
+      }
+      finish(Ref{static_cast<uint32_t>(q->node >> 32), static_cast<uint32_t>(q->node)});
+    }
+    batch.clear();
+  }
+  if (!err_.isOk()) return err_;
+  if (finished_ != total) {
+    if (!selfSends_.empty() || !selfRecvs_.empty()) {
+      return invalidUsage("a send to self or receive from self has no matching partner in the "
+                          "same group (put both inside braidGroupStart/braidGroupEnd)");
+    }
+    return internalError(fmt::format("{}: schedule stalled with {} of {} steps done",
+                                     scheds_[0]->name(), finished_, total));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status executeSchedules(std::vector<std::unique_ptr<Schedule>>& schedules) {
+  if (schedules.empty()) return Status::ok();
+  // The run lives on the heap: if requests never complete after an abort (should not happen),
+  // it is leaked instead of freed under the transport's feet.
+  auto* run = new Run(schedules);
+  Status s = run->execute();
+  if (run->leaked()) {
+    new std::vector<std::unique_ptr<Schedule>>(std::move(schedules));  // intentionally leaked
+    return s;
+  }
+  delete run;
+  return s;
+}
+
+}  // namespace braid

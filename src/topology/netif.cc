@@ -1,0 +1,124 @@
+#include "src/topology/netif.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace braid {
+
+std::vector<NetIf> listInterfaces() {
+  std::vector<NetIf> out;
+  ifaddrs* list = nullptr;
+  if (getifaddrs(&list) != 0) return out;
+  for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
+    if (i->ifa_addr == nullptr || !(i->ifa_flags & IFF_UP)) continue;
+    int fam = i->ifa_addr->sa_family;
+    if (fam != AF_INET && fam != AF_INET6) continue;
+    NetIf n;
+    n.name = i->ifa_name;
+    n.addr.len = fam == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+    std::memcpy(&n.addr.ss, i->ifa_addr, n.addr.len);
+    if (fam == AF_INET6) {
+      auto* a6 = reinterpret_cast<sockaddr_in6*>(&n.addr.ss);
+      if (IN6_IS_ADDR_LINKLOCAL(&a6->sin6_addr)) continue;  // needs scope ids; skip
+    }
+    n.addr.setPort(0);
+    out.push_back(n);
+  }
+  freeifaddrs(list);
+  return out;
+}
+
+bool ifnameMatches(const std::string& specIn, const std::string& ifname) {
+  std::string spec = specIn;
+  bool exclude = false, exact = false;
+  if (!spec.empty() && spec[0] == '^') {
+    exclude = true;
+    spec.erase(0, 1);
+  }
+  if (!spec.empty() && spec[0] == '=') {
+    exact = true;
+    spec.erase(0, 1);
+  }
+  bool hit = false;
+  size_t pos = 0;
+  while (pos <= spec.size()) {
+    size_t comma = spec.find(',', pos);
+    if (comma == std::string::npos) comma = spec.size();
+    std::string item = spec.substr(pos, comma - pos);
+    if (!item.empty() && (exact ? ifname == item : ifname.rfind(item, 0) == 0)) hit = true;
+    pos = comma + 1;
+  }
+  return exclude ? !hit : hit;
+}
+
+namespace {
+
+bool sameSubnet(const NetIf& nif, const SockAddr& reach) {
+  // Without the netmask at hand, a /24 (v4) or /64 (v6) prefix match is the heuristic.
+  if (nif.addr.family() != reach.family()) return false;
+  if (reach.family() == AF_INET) {
+    uint32_t a = ntohl(reinterpret_cast<const sockaddr_in*>(&nif.addr.ss)->sin_addr.s_addr);
+    uint32_t b = ntohl(reinterpret_cast<const sockaddr_in*>(&reach.ss)->sin_addr.s_addr);
+    return (a >> 8) == (b >> 8);
+  }
+  const auto* a = reinterpret_cast<const sockaddr_in6*>(&nif.addr.ss)->sin6_addr.s6_addr;
+  const auto* b = reinterpret_cast<const sockaddr_in6*>(&reach.ss)->sin6_addr.s6_addr;
+  return std::memcmp(a, b, 8) == 0;
+}
+
+bool familyAllowed(const Config& cfg, const NetIf& n) {
+  if (cfg.socketFamily == "AF_INET") return n.addr.family() == AF_INET;
+  if (cfg.socketFamily == "AF_INET6") return n.addr.family() == AF_INET6;
+  return true;
+}
+
+}  // namespace
+
+Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out) {
+  std::vector<NetIf> all = listInterfaces();
+  if (!cfg.socketIfname.empty()) {
+    for (const NetIf& n : all) {
+      if (familyAllowed(cfg, n) && ifnameMatches(cfg.socketIfname, n.name)) {
+        *out = n;
+        return Status::ok();
+      }
+    }
+    return invalidArgument(
+        fmt::format("no up interface matches BRAID_SOCKET_IFNAME='{}'", cfg.socketIfname));
+  }
+  if (reach != nullptr) {
+    for (const NetIf& n : all) {
+      if (!familyAllowed(cfg, n)) continue;
+      if (reach->isLoopback() ? n.addr.isLoopback() && n.addr.family() == reach->family()
+                              : sameSubnet(n, *reach)) {
+        *out = n;
+        return Status::ok();
+      }
+    }
+  }
+  const NetIf* loopback = nullptr;
+  for (const NetIf& n : all) {
+    if (!familyAllowed(cfg, n)) continue;
+    if (n.addr.isLoopback()) {
+      if (loopback == nullptr) loopback = &n;
+      continue;
+    }
+    if (n.name.rfind("docker", 0) == 0 || n.name.rfind("virbr", 0) == 0) continue;
+    if (reach == nullptr || n.addr.family() == reach->family()) {
+      *out = n;
+      return Status::ok();
+    }
+  }
+  if (loopback != nullptr) {
+    *out = *loopback;
+    return Status::ok();
+  }
+  return systemError("no usable network interface found");
+}
+
+}  // namespace braid

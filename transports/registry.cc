@@ -1,0 +1,48 @@
+#include <mutex>
+
+#include "transports/tcp/tcp_transport.h"
+#include "transports/transport.h"
+
+namespace braid {
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::vector<std::unique_ptr<TransportFactory>> factories;
+};
+
+Registry& registry() {
+  static Registry* r = [] {
+    auto* reg = new Registry();
+    reg->factories.push_back(makeTcpTransportFactory());
+    return reg;
+  }();
+  return *r;
+}
+
+}  // namespace
+
+void registerTransport(std::unique_ptr<TransportFactory> factory) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  r.factories.push_back(std::move(factory));
+}
+
+TransportFactory* findTransport(const std::string& name) {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (auto& f : r.factories) {
+    if (name == f->name()) return f.get();
+  }
+  return nullptr;
+}
+
+std::vector<std::string> transportNames() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  std::vector<std::string> names;
+  for (auto& f : r.factories) names.emplace_back(f->name());
+  return names;
+}
+
+}  // namespace braid

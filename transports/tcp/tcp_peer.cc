@@ -1,0 +1,212 @@
+// Socket I/O of the TCP transport: framing, writev batching, incremental parsing.
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "src/core/log.h"
+#include "transports/tcp/tcp_transport.h"
+
+namespace braid::tcp {
+
+void Socket::enqueue(const FrameHeader& h, const void* payload, NetRequest* req,
+                     std::string owned) {
+  OutFrame f;
+  f.h = h;
+  f.len = h.len;
+  f.req = req;
+  f.owned = std::move(owned);
+  f.payload = f.owned.empty() ? static_cast<const char*>(payload) : nullptr;
+  out_.push_back(std::move(f));
+  if (!out_.back().owned.empty()) out_.back().payload = out_.back().owned.data();
+  queued_ += sizeof(FrameHeader) + h.len;
+}
+
+void Socket::updateInterest() {
+  bool want = !out_.empty();
+  if (want == wantOut_ || !fd_.valid()) return;
+  wantOut_ = want;
+  peer_->t->ctx().reactor->modify(fd_.get(), static_cast<uint32_t>(EPOLLIN) | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u), this);
+}
+
+void Socket::flush() {
+  while (!out_.empty() && fd_.valid()) {
+    iovec iov[64];
+    int n = 0;
+    for (auto it = out_.begin(); it != out_.end() && n < 62; ++it) {
+      size_t s = it->sent;
+      if (s < sizeof(FrameHeader)) {
+        iov[n++] = {reinterpret_cast<char*>(&it->h) + s, sizeof(FrameHeader) - s};
+        s = sizeof(FrameHeader);
+      }
+      size_t p = s - sizeof(FrameHeader);
+      if (p < it->len) iov[n++] = {const_cast<char*>(it->payload) + p, it->len - p};
+    }
+    ssize_t w = ::writev(fd_.get(), iov, n);
+    if (w < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
+      if (errno == EINTR) continue;
+      peer_->t->onSocketDown(peer_, this, fmt::format("write failed: {}", std::strerror(errno)));
+      return;
+    }
+    size_t left = static_cast<size_t>(w);
+    queued_ -= left;
+    while (left > 0) {
+      OutFrame& f = out_.front();
+      size_t need = sizeof(FrameHeader) + f.len - f.sent;
+      if (left < need) {
+        f.sent += left;
+        break;
+      }
+      left -= need;
+      NetRequest* r = f.req;
+      out_.pop_front();
+      if (r != nullptr && --r->fragmentsLeft == 0) peer_->t->complete(r, Status::ok());
+    }
+  }
+  updateInterest();
+}
+
+void Socket::sendNowBestEffort(const FrameHeader& h, const std::string& payload) {
+  if (!fd_.valid() || !clean()) return;
+  iovec iov[2] = {{const_cast<FrameHeader*>(&h), sizeof h},
+                  {const_cast<char*>(payload.data()), payload.size()}};
+  ssize_t w = ::writev(fd_.get(), iov, 2);
+  (void)w;
+}
+
+void Socket::collectRequests(std::vector<NetRequest*>* out) const {
+  for (const auto& f : out_) {
+    if (f.req != nullptr) out->push_back(f.req);
+  }
+}
+
+void Socket::closeNow() {
+  if (!fd_.valid()) return;
+  peer_->t->ctx().reactor->remove(fd_.get());
+  fd_.reset();
+  out_.clear();
+  queued_ = 0;
+}
+
+void Socket::onEvents(uint32_t events) {
+  if (!fd_.valid()) return;
+  if (events & EPOLLIN) readSome();
+  if (!fd_.valid()) return;
+  if (events & EPOLLOUT) flush();
+  if (!fd_.valid()) return;
+  if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN)) {
+    int err = 0;
+    socklen_t len = sizeof err;
+    getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+    peer_->t->onSocketDown(peer_, this,
+                           fmt::format("socket error: {}", err ? std::strerror(err) : "hangup"));
+  }
+}
+
+bool Socket::onHeader() {
+  Transport* t = peer_->t;
+  switch (static_cast<FrameType>(in_.type)) {
+    case FrameType::kData: {
+      if (in_.offset > in_.total || in_.len > in_.total - in_.offset) {
+        t->fail(remoteError(fmt::format("{} sent a malformed data frame (offset {} + {} > {})",
+                                        t->peerName(peer_->rank), in_.offset, in_.len, in_.total)),
+                true);
+        return false;
+      }
+      t->onData(peer_, in_, &inDest_, &inReq_);
+      if (t->failed()) return false;
+      inLeft_ = in_.len;
+      break;
+    }
+    case FrameType::kRtr:
+      if (in_.len != 0) break;  // falls to the malformed check below
+      t->onRtr(peer_, in_);
+      return !t->failed();
+    case FrameType::kAbort:
+      if (in_.len > kMaxAbortText) break;
+      inDest_ = nullptr;
+      inReq_ = nullptr;
+      inText_.assign(in_.len, '\0');
+      inLeft_ = in_.len;
+      break;
+    case FrameType::kBye:
+      if (in_.len != 0) break;
+      byeReceived_ = true;
+      return true;
+    default:
+      break;
+  }
+  if (in_.type == static_cast<uint8_t>(FrameType::kData) ||
+      (in_.type == static_cast<uint8_t>(FrameType::kAbort) && in_.len <= kMaxAbortText)) {
+    inPayload_ = true;
+    if (inLeft_ == 0) onPayloadDone();
+    return fd_.valid() && !t->failed();
+  }
+  t->fail(remoteError(fmt::format("{} sent a malformed frame (type {}, length {})",
+                                  t->peerName(peer_->rank), in_.type, in_.len)),
+          true);
+  return false;
+}
+
+void Socket::onPayloadDone() {
+  inPayload_ = false;
+  inHdrGot_ = 0;
+  Transport* t = peer_->t;
+  if (in_.type == static_cast<uint8_t>(FrameType::kAbort)) {
+    t->fail(remoteError(fmt::format("{} failed: {}", t->peerName(peer_->rank), inText_)), true);
+    return;
+  }
+  t->onDataDone(peer_, in_.tag, inReq_, in_.len);
+}
+
+void Socket::readSome() {
+  for (int rounds = 0; rounds < 64 && fd_.valid(); ++rounds) {
+    ssize_t r;
+    if (!inPayload_) {
+      r = ::recv(fd_.get(), reinterpret_cast<char*>(&in_) + inHdrGot_,
+                 sizeof(FrameHeader) - inHdrGot_, 0);
+    } else if (inDest_ != nullptr) {
+      r = ::recv(fd_.get(), inDest_ + (in_.len - inLeft_), inLeft_, 0);
+    } else if (in_.type == static_cast<uint8_t>(FrameType::kAbort)) {
+      r = ::recv(fd_.get(), inText_.data() + (in_.len - inLeft_), inLeft_, 0);
+    } else {
+      discard_.resize(std::min<size_t>(inLeft_, 1 << 20));
+      r = ::recv(fd_.get(), discard_.data(), std::min(inLeft_, discard_.size()), 0);
+    }
+    if (r == 0) {
+      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0) {
+        closeNow();
+        peer_->t->onGracefulClose(peer_);
+      } else {
+        peer_->t->onSocketDown(peer_, this, "connection closed by the peer");
+      }
+      return;
+    }
+    if (r < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EINTR) continue;
+      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0) {
+        closeNow();  // a reset after goodbye: the peer closed with our goodbye unread
+        peer_->t->onGracefulClose(peer_);
+      } else {
+        peer_->t->onSocketDown(peer_, this, fmt::format("read failed: {}", std::strerror(errno)));
+      }
+      return;
+    }
+    if (!inPayload_) {
+      inHdrGot_ += static_cast<size_t>(r);
+      if (inHdrGot_ == sizeof(FrameHeader)) {
+        inHdrGot_ = 0;
+        if (!onHeader()) return;
+      }
+    } else {
+      inLeft_ -= static_cast<size_t>(r);
+      if (inLeft_ == 0) onPayloadDone();
+    }
+  }
+}
+
+}  // namespace braid::tcp

@@ -1,0 +1,92 @@
+// The Transport interface every transport implements (tcp now; shm, ib, cuda_ipc later), and
+// the registry that finds them by name. Collectives never name a transport.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "src/bootstrap/auth.h"
+#include "src/core/config.h"
+#include "src/core/status.h"
+
+namespace braid {
+
+class Reactor;
+struct NetRequest;
+
+// Receives completions; called on the progress thread, must not block.
+class CompletionSink {
+ public:
+  virtual ~CompletionSink() = default;
+  virtual void onComplete(NetRequest* r) = 0;
+};
+
+// One tagged point-to-point transfer. The poster owns it and keeps it (and its buffer) alive
+// until the sink has been told it completed, successfully or not.
+struct NetRequest {
+  enum class Kind : uint8_t { kSend, kRecv };
+  Kind kind = Kind::kSend;
+  int peer = -1;
+  uint64_t tag = 0;
+  void* buf = nullptr;  // const for sends
+  size_t bytes = 0;
+  CompletionSink* sink = nullptr;
+  size_t node = 0;  // the poster's bookkeeping (schedule node index)
+  Status status;    // set before the sink is told
+  // Transport-private progress counters.
+  size_t progress = 0;
+  size_t fragmentsLeft = 0;
+};
+
+struct TransportContext {
+  int rank = 0;
+  int nranks = 0;
+  const Config* cfg = nullptr;
+  Secret secret{};
+  uint64_t commTag = 0;
+  Reactor* reactor = nullptr;
+  // Called on the progress thread when the transport has failed as a whole (dead peer, abort
+  // message from a peer); the communicator records it as its asynchronous error.
+  std::function<void(const Status&)> onFatal;
+};
+
+class Transport {
+ public:
+  virtual ~Transport() = default;
+  virtual const char* name() const = 0;
+  // Opaque bytes the bootstrap gives every other rank (e.g. listening address).
+  virtual std::string localAddress() const = 0;
+  // Sets this rank's place once known (a split learns it after the listener exists).
+  virtual Status setRankInfo(int rank, int nranks) = 0;
+  // Connects to every peer given the table of their localAddress() blobs; blocking, bounded by
+  // the deadline. Every connection proves knowledge of the job secret.
+  virtual Status connectAll(const std::vector<std::string>& addresses,
+                            const std::vector<std::string>& hosts, Deadline deadline) = 0;
+  // Any thread. Non-blocking; completion is reported through r->sink (possibly an error).
+  virtual void post(NetRequest* r) = 0;
+  // Any thread. Fails every pending and future request with `reason`, tells the peers, closes.
+  virtual void abort(const Status& reason) = 0;
+  // Graceful close at destroy: tells peers this rank leaves; bounded by the deadline.
+  virtual void close(Deadline deadline) = 0;
+  // "rank 3 (host-b, 10.0.0.2:41000)" for error messages.
+  virtual std::string peerName(int rank) const = 0;
+};
+
+class TransportFactory {
+ public:
+  virtual ~TransportFactory() = default;
+  virtual const char* name() const = 0;
+  // Whether this machine can run the transport at all (devices present, etc.).
+  virtual bool usable(const Config& cfg) const = 0;
+  virtual Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) = 0;
+};
+
+// The registry (the one piece of global state): built-ins are registered on first use.
+void registerTransport(std::unique_ptr<TransportFactory> factory);
+TransportFactory* findTransport(const std::string& name);
+std::vector<std::string> transportNames();
+
+}  // namespace braid
