@@ -29,8 +29,8 @@ void allToAllPairwise(const CollArgs& a, Schedule* s) {
     NodeId gateS = step > window ? sends[step - window] : kNoNode;
     NodeId gateR = step > window ? recvs[step - window] : kNoNode;
     sends[step] = s->send(to, 0, in + a.sdispls[to] * esz, a.sendcounts[to] * esz, {gateS, gateR});
-    recvs[step] = s->recv(from, 0, out + a.rdispls[from] * esz, a.recvcounts[from] * esz,
-                          {gateS, gateR});
+    recvs[step] =
+        s->recv(from, 0, out + a.rdispls[from] * esz, a.recvcounts[from] * esz, {gateS, gateR});
   }
 }
 

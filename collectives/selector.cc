@@ -85,8 +85,8 @@ Status forcedAlgo(const std::string& spec, CollKind kind, std::string* out) {
       for (const Algo& a : kAlgos) {
         if (a.kind == kind && *out == a.name) return Status::ok();
       }
-      return invalidArgument(fmt::format("BRAID_ALGO: '{}' is not an algorithm of {}", *out,
-                                         collName(kind)));
+      return invalidArgument(
+          fmt::format("BRAID_ALGO: '{}' is not an algorithm of {}", *out, collName(kind)));
     }
   }
   return Status::ok();

@@ -1,6 +1,7 @@
 #include "src/bootstrap/auth.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -10,8 +11,6 @@
 #include <cstring>
 #include <initializer_list>
 #include <span>
-
-#include <fmt/format.h>
 
 namespace braid {
 namespace {
@@ -149,8 +148,8 @@ Status connectorHandshake(int fd, const Secret& secret, const Hello& hello, Dead
   }
   Mac expect = hmac(secret, {kTagA, nonceC, nonceA, helloBytes});
   if (CRYPTO_memcmp(reply.data(), expect.data(), expect.size()) != 0) {
-    return remoteError(fmt::format("{} does not know the job secret (authentication failed)",
-                                   peerName));
+    return remoteError(
+        fmt::format("{} does not know the job secret (authentication failed)", peerName));
   }
   return Status::ok();
 }

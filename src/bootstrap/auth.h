@@ -8,10 +8,10 @@
 #pragma once
 
 #include <array>
-#include <functional>
-#include <vector>
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include "src/bootstrap/socket_util.h"
 

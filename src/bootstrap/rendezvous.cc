@@ -1,12 +1,11 @@
 #include "src/bootstrap/rendezvous.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 
 #include <cstring>
 #include <map>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "src/core/log.h"
 
@@ -27,8 +26,8 @@ Status readBlob(int fd, std::string* b, Deadline d, const std::string& what) {
   BRAID_TRY(readFull(fd, &len, 4, d, what));
   len = ntohl(len);
   if (len > kMaxBlobBytes) {
-    return remoteError(fmt::format("{} sent a {}-byte record (limit {})", what, len,
-                                   kMaxBlobBytes));
+    return remoteError(
+        fmt::format("{} sent a {}-byte record (limit {})", what, len, kMaxBlobBytes));
   }
   b->assign(len, '\0');
   return readFull(fd, b->data(), len, d, what);
@@ -99,8 +98,8 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
     uint8_t st = kTableOk;
     Status s = writeFull(c.fd.get(), &st, 1, sendBy, "rank");
     if (s.isOk()) s = writeFull(c.fd.get(), table.data(), table.size(), sendBy, "rank");
-    if (!s.isOk()) LOG_WARN(kBoot, "rendezvous root: sending the table to rank {}: {}", r,
-                            s.message());
+    if (!s.isOk())
+      LOG_WARN(kBoot, "rendezvous root: sending the table to rank {}: {}", r, s.message());
   }
   LOG_INFO(kBoot, "rendezvous root: {} ranks joined", nranks);
 }
@@ -129,8 +128,8 @@ Status rendezvous(const SockAddr& root, const Secret& secret, int rank, int nran
   uint8_t st = 0;
   Status s = readFull(fd.get(), &st, 1, deadline, what);
   if (s.code() == braidTimeout) {
-    return timeoutError(fmt::format("timed out waiting at {} for all {} ranks to join", what,
-                                    nranks));
+    return timeoutError(
+        fmt::format("timed out waiting at {} for all {} ranks to join", what, nranks));
   }
   BRAID_TRY(s);
   if (st == kTableError) {
@@ -143,8 +142,8 @@ Status rendezvous(const SockAddr& root, const Secret& secret, int rank, int nran
   uint32_t n = 0;
   BRAID_TRY(readFull(fd.get(), &n, 4, deadline, what));
   if (ntohl(n) != static_cast<uint32_t>(nranks)) {
-    return remoteError(fmt::format("{} sent a table of {} ranks, expected {}", what, ntohl(n),
-                                   nranks));
+    return remoteError(
+        fmt::format("{} sent a table of {} ranks, expected {}", what, ntohl(n), nranks));
   }
   table->assign(nranks, {});
   for (int r = 0; r < nranks; ++r) BRAID_TRY(readBlob(fd.get(), &(*table)[r], deadline, what));

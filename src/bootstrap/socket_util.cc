@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <netdb.h>
 #include <netinet/tcp.h>
 #include <poll.h>
@@ -11,8 +12,6 @@
 #include <climits>
 #include <cstring>
 #include <thread>
-
-#include <fmt/format.h>
 
 namespace braid {
 
@@ -125,8 +124,7 @@ Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
   int one = 1;
   setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&addr.ss), addr.len) != 0) {
-    return systemError(
-        fmt::format("cannot bind to {}: {}", addr.toString(), std::strerror(errno)));
+    return systemError(fmt::format("cannot bind to {}: {}", addr.toString(), std::strerror(errno)));
   }
   if (::listen(s.get(), backlog) != 0) {
     return systemError(fmt::format("listen on {}: {}", addr.toString(), std::strerror(errno)));
@@ -169,7 +167,8 @@ Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::str
     delayMs = std::min(delayMs * 2, 200);
   }
   braidResult_t code = Clock::now() >= deadline ? braidTimeout : braidSystemError;
-  return Status(code, fmt::format("cannot connect to {} at {}: {}", what, addr.toString(), lastErr));
+  return Status(code,
+                fmt::format("cannot connect to {} at {}: {}", what, addr.toString(), lastErr));
 }
 
 namespace {
@@ -193,8 +192,8 @@ Status transferFull(int fd, size_t n, Deadline deadline, const std::string& what
     pollfd p{fd, static_cast<short>(reading ? POLLIN : POLLOUT), 0};
     int left = msUntil(deadline);
     if (left == 0 || ::poll(&p, 1, left) == 0) {
-      return timeoutError(fmt::format("timed out {} {}", reading ? "reading from" : "writing to",
-                                      what));
+      return timeoutError(
+          fmt::format("timed out {} {}", reading ? "reading from" : "writing to", what));
     }
   }
   return Status::ok();

@@ -1,8 +1,8 @@
 // The C ABI: communicators, streams, errors, version. No exception crosses this boundary.
+#include <fmt/format.h>
+
 #include <cstring>
 #include <new>
-
-#include <fmt/format.h>
 
 #include "src/bootstrap/rendezvous.h"
 #include "src/bootstrap/unique_id.h"
@@ -80,8 +80,8 @@ braidResult_t braidUniqueIdToString(const braidUniqueId* uniqueId, char* buf, si
     return braid::report(invalidArgument("uniqueId and buf must not be NULL"));
   }
   if (len < 2 * BRAID_UNIQUE_ID_BYTES + 1) {
-    return braid::report(invalidArgument(fmt::format(
-        "buffer of {} bytes is too small (need {})", len, 2 * BRAID_UNIQUE_ID_BYTES + 1)));
+    return braid::report(invalidArgument(fmt::format("buffer of {} bytes is too small (need {})",
+                                                     len, 2 * BRAID_UNIQUE_ID_BYTES + 1)));
   }
   std::string hex =
       braid::toHex(reinterpret_cast<const uint8_t*>(uniqueId->internal), BRAID_UNIQUE_ID_BYTES);
@@ -95,8 +95,9 @@ braidResult_t braidUniqueIdFromString(const char* str, braidUniqueId* uniqueId) 
   }
   braidUniqueId id;
   if (!braid::fromHex(str, reinterpret_cast<uint8_t*>(id.internal), BRAID_UNIQUE_ID_BYTES)) {
-    return braid::report(invalidArgument(fmt::format(
-        "'{:.20}...' is not a unique id ({} hex digits expected)", str, 2 * BRAID_UNIQUE_ID_BYTES)));
+    return braid::report(
+        invalidArgument(fmt::format("'{:.20}...' is not a unique id ({} hex digits expected)", str,
+                                    2 * BRAID_UNIQUE_ID_BYTES)));
   }
   braid::UniqueIdData d;
   if (braidResult_t r = braid::report(braid::decodeUniqueId(id, &d)); r != braidSuccess) return r;
@@ -200,7 +201,8 @@ braidResult_t braidStreamDestroy(braidStream_t stream) {
   if (stream == nullptr) return braid::report(invalidArgument("stream is NULL"));
   std::shared_ptr<braid::Stream> s;
   if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
-  if (!braid::unregisterHandle(stream)) return braid::report(invalidUsage("stream destroyed twice"));
+  if (!braid::unregisterHandle(stream))
+    return braid::report(invalidUsage("stream destroyed twice"));
   delete stream;
   return braidSuccess;  // the worker finishes queued work when the last reference goes
 }

@@ -36,19 +36,17 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
   const char* coll = collName(a.kind);
   const int n = comm.nranks(), me = comm.rank();
   if (!validDtype(a.dt)) {
-    return invalidArgument(fmt::format("{}: datatype {} is not a braidDataType_t", coll,
-                                       static_cast<int>(a.dt)));
+    return invalidArgument(
+        fmt::format("{}: datatype {} is not a braidDataType_t", coll, static_cast<int>(a.dt)));
   }
   if (c.reduces && !validOp(a.op)) {
     return invalidArgument(
         fmt::format("{}: op {} is not a braidRedOp_t", coll, static_cast<int>(a.op)));
   }
   if (c.rooted && (a.root < 0 || a.root >= n)) {
-    return invalidArgument(fmt::format("{}: {} {} is out of range [0, {})", coll,
-                                       a.kind == CollKind::kSend || a.kind == CollKind::kRecv
-                                           ? "peer"
-                                           : "root",
-                                       a.root, n));
+    return invalidArgument(fmt::format(
+        "{}: {} {} is out of range [0, {})", coll,
+        a.kind == CollKind::kSend || a.kind == CollKind::kRecv ? "peer" : "root", a.root, n));
   }
   size_t bytes = 0, total = 0;
   if (mulOverflows(a.count, dtypeSize(a.dt), &bytes) ||
@@ -62,9 +60,10 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
       BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));
       BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
       if (a.send != a.recv && overlaps(a.send, bytes, a.recv, bytes)) {
-        return invalidArgument(fmt::format("{}: send and receive buffers overlap partially "
-                                           "(in place means sendbuff == recvbuff)",
-                                           coll));
+        return invalidArgument(
+            fmt::format("{}: send and receive buffers overlap partially "
+                        "(in place means sendbuff == recvbuff)",
+                        coll));
       }
       break;
     case CollKind::kBroadcast:
@@ -115,9 +114,10 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
         recvSpan = std::max(recvSpan, e2);
       }
       if (a.sendcounts[me] != a.recvcounts[me]) {
-        return invalidArgument(fmt::format("{}: sendcounts[{}]={} differs from recvcounts[{}]={} "
-                                           "(this rank's own block)",
-                                           coll, me, a.sendcounts[me], me, a.recvcounts[me]));
+        return invalidArgument(
+            fmt::format("{}: sendcounts[{}]={} differs from recvcounts[{}]={} "
+                        "(this rank's own block)",
+                        coll, me, a.sendcounts[me], me, a.recvcounts[me]));
       }
       BRAID_TRY(checkBuffer(a.send, sendSpan, "sendbuff", coll));
       BRAID_TRY(checkBuffer(a.recv, recvSpan, "recvbuff", coll));
@@ -226,8 +226,8 @@ braidResult_t braidAllGather(const void* sendbuff, void* recvbuff, size_t sendco
 braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
                                  braidDataType_t datatype, braidRedOp_t op, braidComm_t comm,
                                  braidStream_t stream) {
-  auto c = makeCall(CollKind::kReduceScatter, comm, stream, sendbuff, recvbuff, recvcount,
-                    datatype);
+  auto c =
+      makeCall(CollKind::kReduceScatter, comm, stream, sendbuff, recvbuff, recvcount, datatype);
   c.a.op = op;
   c.reduces = true;
   return braid::issue(std::move(c));
@@ -239,10 +239,9 @@ braidResult_t braidAllToAll(const void* sendbuff, void* recvbuff, size_t count,
       makeCall(CollKind::kAllToAll, comm, stream, sendbuff, recvbuff, count, datatype));
 }
 
-braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts,
-                             const size_t* sdispls, void* recvbuff, const size_t* recvcounts,
-                             const size_t* rdispls, braidDataType_t datatype, braidComm_t comm,
-                             braidStream_t stream) {
+braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts, const size_t* sdispls,
+                             void* recvbuff, const size_t* recvcounts, const size_t* rdispls,
+                             braidDataType_t datatype, braidComm_t comm, braidStream_t stream) {
   std::shared_ptr<braid::Comm> c;
   if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
   if (!sendcounts || !sdispls || !recvcounts || !rdispls) {

@@ -1,10 +1,10 @@
 // Wraps the body of a C entry point: exceptions become error codes, errors are recorded.
 #pragma once
 
+#include <fmt/format.h>
+
 #include <exception>
 #include <new>
-
-#include <fmt/format.h>
 
 #include "src/core/handles.h"
 

@@ -1,5 +1,6 @@
 #include "src/core/comm.h"
 
+#include <fmt/format.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <unistd.h>
@@ -7,8 +8,6 @@
 #include <algorithm>
 #include <cstring>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "src/bootstrap/rendezvous.h"
 #include "src/core/log.h"
@@ -51,9 +50,8 @@ Status Comm::openTransport() {
   if (f == nullptr) {
     std::string names;
     for (auto& n : transportNames()) names += (names.empty() ? "" : ", ") + n;
-    return invalidArgument(
-        fmt::format("BRAID_TRANSPORT='{}' is not a known transport (have: {})", cfg_.transport,
-                    names));
+    return invalidArgument(fmt::format("BRAID_TRANSPORT='{}' is not a known transport (have: {})",
+                                       cfg_.transport, names));
   }
   if (!f->usable(cfg_)) {
     return systemError(fmt::format("transport '{}' is not usable on this machine", f->name()));
@@ -148,6 +146,8 @@ void Comm::shutdown() {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutDown_) return;
     shutDown_ = true;
+    // Calls still queued on streams find this and fail cleanly instead of using a dead transport.
+    if (asyncError_.isOk()) asyncError_ = invalidUsage("the communicator was destroyed");
   }
   Deadline d = deadlineIn(cfg_.timeoutMs);
   while (inflight_.load() > 0 && Clock::now() < d) {
@@ -185,8 +185,8 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
   std::snprintf(mine.data() + 208, 300, "%s", addr.c_str());
   std::vector<char> all(kRec * nranks_);
   {
-    auto sched = std::make_unique<Schedule>(shared_from_this(), "commSplit",
-                                            nextCollectiveTagBase());
+    auto sched =
+        std::make_unique<Schedule>(shared_from_this(), "commSplit", nextCollectiveTagBase());
     // Simple all-to-all exchange of the fixed-size records.
     for (int r = 0; r < nranks_; ++r) {
       if (r == rank_) {

@@ -1,10 +1,10 @@
 #include "src/core/config.h"
 
+#include <fmt/format.h>
+
 #include <cerrno>
 #include <cstdlib>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace braid {
 namespace {
@@ -54,9 +54,9 @@ const char* typeName<std::string>() {
 
 Status Config::fromEnv(Config* out) {
   Config c;
-#define BRAID_CONFIG_READ(name, type, def, env, help)    \
-  if (const char* v = std::getenv(env); v && *v) {       \
-    BRAID_TRY(parseValue(env, v, &c.name));              \
+#define BRAID_CONFIG_READ(name, type, def, env, help) \
+  if (const char* v = std::getenv(env); v && *v) {    \
+    BRAID_TRY(parseValue(env, v, &c.name));           \
   }
   BRAID_CONFIG_TABLE(BRAID_CONFIG_READ)
 #undef BRAID_CONFIG_READ

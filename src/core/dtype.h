@@ -32,7 +32,7 @@ inline size_t dtypeSize(braidDataType_t dt) {
 }
 
 inline const char* dtypeName(braidDataType_t dt) {
-  static const char* const kNames[] = {"int8",  "uint8",   "int32",  "uint32", "int64",
+  static const char* const kNames[] = {"int8",   "uint8",   "int32",   "uint32",  "int64",
                                        "uint64", "float16", "float32", "float64", "bfloat16"};
   return validDtype(dt) ? kNames[dt] : "invalid-dtype";
 }

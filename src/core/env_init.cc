@@ -1,4 +1,5 @@
 // braidCommInitFromEnv: rank, size and rendezvous from whichever launcher started us.
+#include <fmt/format.h>
 #include <openssl/sha.h>
 #include <unistd.h>
 
@@ -7,8 +8,6 @@
 #include <fstream>
 #include <string>
 #include <thread>
-
-#include <fmt/format.h>
 
 #include "src/bootstrap/rendezvous.h"
 #include "src/bootstrap/unique_id.h"
@@ -54,14 +53,14 @@ Status findRankAndSize(Launch* l) {
     const char* s = env(v.size);
     if (r == nullptr && s == nullptr) continue;
     if (r == nullptr || s == nullptr) {
-      return invalidArgument(fmt::format("{} is set but {} is not", r ? v.rank : v.size,
-                                         r ? v.size : v.rank));
+      return invalidArgument(
+          fmt::format("{} is set but {} is not", r ? v.rank : v.size, r ? v.size : v.rank));
     }
     BRAID_TRY(parseInt(v.rank, r, &l->rank));
     BRAID_TRY(parseInt(v.size, s, &l->size));
     if (l->size < 1 || l->rank >= l->size) {
-      return invalidArgument(fmt::format("{}={} is out of range for {}={}", v.rank, l->rank,
-                                         v.size, l->size));
+      return invalidArgument(
+          fmt::format("{}={} is out of range for {}={}", v.rank, l->rank, v.size, l->size));
     }
     l->source = v.source;
     return Status::ok();
@@ -71,8 +70,7 @@ Status findRankAndSize(Launch* l) {
       "BRAID_WORLD_SIZE, or start the program with braidrun, torchrun, mpirun or srun");
 }
 
-Status readUniqueIdFile(const std::string& path, int rank, Deadline deadline,
-                        braidUniqueId* id) {
+Status readUniqueIdFile(const std::string& path, int rank, Deadline deadline, braidUniqueId* id) {
   // Rank 0 creates the id when the file does not exist yet; the others wait for it.
   if (rank == 0 && access(path.c_str(), F_OK) != 0) {
     braidUniqueId fresh;
@@ -96,8 +94,8 @@ Status readUniqueIdFile(const std::string& path, int rank, Deadline deadline,
     std::string hex;
     if (f && (f >> hex) && hex.size() == 2 * BRAID_UNIQUE_ID_BYTES) {
       if (braidUniqueIdFromString(hex.c_str(), id) != braidSuccess) {
-        return invalidArgument(fmt::format("BRAID_UNIQUE_ID_FILE {} does not hold a unique id",
-                                           path));
+        return invalidArgument(
+            fmt::format("BRAID_UNIQUE_ID_FILE {} does not hold a unique id", path));
       }
       return Status::ok();
     }
@@ -111,13 +109,14 @@ Status readUniqueIdFile(const std::string& path, int rank, Deadline deadline,
 Status secretFromEnv(const std::string& rootText, Secret* secret) {
   if (const char* s = env("BRAID_JOB_SECRET")) {
     if (!fromHex(s, secret->data(), secret->size())) {
-      return invalidArgument(fmt::format("BRAID_JOB_SECRET must be {} hex digits (128 bits)",
-                                         2 * kSecretBytes));
+      return invalidArgument(
+          fmt::format("BRAID_JOB_SECRET must be {} hex digits (128 bits)", 2 * kSecretBytes));
     }
     return Status::ok();
   }
-  LOG_WARN(kBoot, "BRAID_JOB_SECRET is not set: connections prove only that they know the root "
-                  "address; set a random 32-hex-digit secret on every rank to keep strangers out");
+  LOG_WARN(kBoot,
+           "BRAID_JOB_SECRET is not set: connections prove only that they know the root "
+           "address; set a random 32-hex-digit secret on every rank to keep strangers out");
   std::string label = "braid-no-secret:" + rootText;
   uint8_t digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(label.data()), label.size(), digest);

@@ -44,8 +44,6 @@ Status submit(Task task, const std::shared_ptr<Stream>& stream) {
 
 }  // namespace braid
 
-
-
 extern "C" {
 
 braidResult_t braidGroupStart(void) {

@@ -9,8 +9,17 @@
 namespace braid {
 
 enum class LogLevel { kNone = 0, kError = 1, kWarn = 2, kInfo = 3, kDebug = 4, kTrace = 5 };
-enum class Subsys : unsigned { kInit = 1, kBoot = 2, kNet = 4, kShm = 8, kIb = 16, kCuda = 32,
-                               kColl = 64, kPath = 128, kAll = 255 };
+enum class Subsys : unsigned {
+  kInit = 1,
+  kBoot = 2,
+  kNet = 4,
+  kShm = 8,
+  kIb = 16,
+  kCuda = 32,
+  kColl = 64,
+  kPath = 128,
+  kAll = 255
+};
 
 bool logEnabled(LogLevel level, Subsys subsys);
 void logWrite(LogLevel level, Subsys subsys, int rank, std::string_view msg);
@@ -18,12 +27,12 @@ void logWrite(LogLevel level, Subsys subsys, int rank, std::string_view msg);
 void logSetThreadRank(int rank);
 int logThreadRank();
 
-#define BRAID_LOG(level, subsys, ...)                                                          \
-  do {                                                                                         \
-    if (::braid::logEnabled(::braid::LogLevel::level, ::braid::Subsys::subsys)) {              \
-      ::braid::logWrite(::braid::LogLevel::level, ::braid::Subsys::subsys,                     \
-                        ::braid::logThreadRank(), ::fmt::format(__VA_ARGS__));                 \
-    }                                                                                          \
+#define BRAID_LOG(level, subsys, ...)                                             \
+  do {                                                                            \
+    if (::braid::logEnabled(::braid::LogLevel::level, ::braid::Subsys::subsys)) { \
+      ::braid::logWrite(::braid::LogLevel::level, ::braid::Subsys::subsys,        \
+                        ::braid::logThreadRank(), ::fmt::format(__VA_ARGS__));    \
+    }                                                                             \
   } while (0)
 
 #define LOG_ERROR(subsys, ...) BRAID_LOG(kError, subsys, __VA_ARGS__)

@@ -32,9 +32,9 @@ inline Status remoteError(std::string m) { return {braidRemoteError, std::move(m
 inline Status timeoutError(std::string m) { return {braidTimeout, std::move(m)}; }
 
 // Evaluates an expression yielding Status and returns it from the caller when not ok.
-#define BRAID_TRY(expr)                   \
-  do {                                    \
-    ::braid::Status braid_try_s_ = (expr); \
+#define BRAID_TRY(expr)                            \
+  do {                                             \
+    ::braid::Status braid_try_s_ = (expr);         \
     if (!braid_try_s_.isOk()) return braid_try_s_; \
   } while (0)
 

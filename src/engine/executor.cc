@@ -1,11 +1,11 @@
 #include "src/engine/executor.h"
 
+#include <fmt/format.h>
+
 #include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
-
-#include <fmt/format.h>
 
 #include "src/core/comm.h"
 #include "src/core/log.h"
@@ -94,9 +94,10 @@ void Run::start(Ref r) {
     Node& rn = isSend ? node(o) : n;
     if (sn.count != rn.count) {
       if (err_.isOk()) {
-        err_ = invalidUsage(fmt::format("send to self of {} bytes does not match the receive "
-                                        "from self of {} bytes",
-                                        sn.count, rn.count));
+        err_ =
+            invalidUsage(fmt::format("send to self of {} bytes does not match the receive "
+                                     "from self of {} bytes",
+                                     sn.count, rn.count));
       }
       return;
     }
@@ -177,8 +178,7 @@ Status Run::execute() {
         }
         timedOut = true;
         Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}",
-                                            scheds_[0]->name(), timeoutMs,
-                                            pendingDescription()));
+                                            scheds_[0]->name(), timeoutMs, pendingDescription()));
         if (err_.isOk()) err_ = t;
         for (auto& s : scheds_) s->comm()->transport()->abort(t);
         continue;
@@ -199,8 +199,9 @@ Status Run::execute() {
   if (!err_.isOk()) return err_;
   if (finished_ != total) {
     if (!selfSends_.empty() || !selfRecvs_.empty()) {
-      return invalidUsage("a send to self or receive from self has no matching partner in the "
-                          "same group (put both inside braidGroupStart/braidGroupEnd)");
+      return invalidUsage(
+          "a send to self or receive from self has no matching partner in the "
+          "same group (put both inside braidGroupStart/braidGroupEnd)");
     }
     return internalError(fmt::format("{}: schedule stalled with {} of {} steps done",
                                      scheds_[0]->name(), finished_, total));

@@ -1,12 +1,11 @@
 #include "src/engine/reactor.h"
 
+#include <fmt/format.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "src/core/log.h"
 

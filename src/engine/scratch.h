@@ -18,8 +18,7 @@ class ScratchBuffer {
   ScratchBuffer() = default;
   ScratchBuffer(std::shared_ptr<ScratchPool> pool, void* p, size_t cap)
       : pool_(std::move(pool)), p_(p), cap_(cap) {}
-  ScratchBuffer(ScratchBuffer&& o) noexcept
-      : pool_(std::move(o.pool_)), p_(o.p_), cap_(o.cap_) {
+  ScratchBuffer(ScratchBuffer&& o) noexcept : pool_(std::move(o.pool_)), p_(o.p_), cap_(o.cap_) {
     o.p_ = nullptr;
   }
   ScratchBuffer& operator=(ScratchBuffer&&) = delete;

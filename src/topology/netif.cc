@@ -1,12 +1,11 @@
 #include "src/topology/netif.h"
 
 #include <arpa/inet.h>
+#include <fmt/format.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 
 #include <cstring>
-
-#include <fmt/format.h>
 
 namespace braid {
 

@@ -1,10 +1,9 @@
 // Socket I/O of the TCP transport: framing, writev batching, incremental parsing.
+#include <fmt/format.h>
 #include <sys/uio.h>
 
 #include <cerrno>
 #include <cstring>
-
-#include <fmt/format.h>
 
 #include "src/core/log.h"
 #include "transports/tcp/tcp_transport.h"
@@ -28,7 +27,9 @@ void Socket::updateInterest() {
   bool want = !out_.empty();
   if (want == wantOut_ || !fd_.valid()) return;
   wantOut_ = want;
-  peer_->t->ctx().reactor->modify(fd_.get(), static_cast<uint32_t>(EPOLLIN) | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u), this);
+  peer_->t->ctx().reactor->modify(
+      fd_.get(), static_cast<uint32_t>(EPOLLIN) | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u),
+      this);
 }
 
 void Socket::flush() {

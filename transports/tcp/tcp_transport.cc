@@ -1,13 +1,13 @@
 // TCP transport: connection setup, matching of tagged sends and receives, failure handling.
 #include "transports/tcp/tcp_transport.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <bit>
 #include <cstring>
 #include <thread>
 #include <unordered_set>
-
-#include <fmt/format.h>
 
 #include "src/core/log.h"
 #include "src/topology/netif.h"
@@ -37,8 +37,7 @@ std::string Transport::peerName(int rank) const {
 }
 
 std::string Transport::pathName(const Peer* p, const Socket* s) const {
-  return fmt::format("tcp socket {} of {} to {}", s->index(), p->socks.size(),
-                     peerAddrs_[p->rank]);
+  return fmt::format("tcp socket {} of {} to {}", s->index(), p->socks.size(), peerAddrs_[p->rank]);
 }
 
 Status Transport::connectAll(const std::vector<std::string>& addresses,
@@ -63,10 +62,10 @@ Status Transport::connectAll(const std::vector<std::string>& addresses,
   std::thread acceptor([&] {
     logSetThreadRank(me);
     auto admit = [&](const Hello& h) -> Status {
-      if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n ||
-          h.rank <= me || h.socketIndex >= S) {
-        return remoteError(fmt::format("unexpected data connection (rank {}, socket {})", h.rank,
-                                       h.socketIndex));
+      if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n || h.rank <= me ||
+          h.socketIndex >= S) {
+        return remoteError(
+            fmt::format("unexpected data connection (rank {}, socket {})", h.rank, h.socketIndex));
       }
       for (const auto& a : accepted) {
         if (a.hello.rank == h.rank && a.hello.socketIndex == h.socketIndex) {
@@ -112,9 +111,8 @@ Status Transport::connectAll(const std::vector<std::string>& addresses,
                               [&](const AcceptedConn& a) { return a.hello.rank == r; });
       if (!have) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
     }
-    return Status(acceptStatus.code(),
-                  fmt::format("{}; no connection from rank(s) {}", acceptStatus.message(),
-                              missing));
+    return Status(acceptStatus.code(), fmt::format("{}; no connection from rank(s) {}",
+                                                   acceptStatus.message(), missing));
   }
   for (auto& a : accepted) fds[a.hello.rank][a.hello.socketIndex] = std::move(a.fd);
   for (int r = 0; r < n; ++r) {
@@ -166,14 +164,14 @@ void Transport::postInLoop(NetRequest* r) {
     }
     uint64_t want = it->second;
     p.rtrs.erase(it);
-    if (want != r->bytes) return fail(mismatch(peerName(p.rank), r->tag, r->bytes, want, true), true);
+    if (want != r->bytes)
+      return fail(mismatch(peerName(p.rank), r->tag, r->bytes, want, true), true);
     return sendData(&p, r);
   }
   auto u = p.unexpected.find(r->tag);
   if (u != p.unexpected.end()) {
     if (u->second.data.size() != r->bytes) {
-      return fail(mismatch(peerName(p.rank), r->tag, r->bytes, u->second.data.size(), false),
-                  true);
+      return fail(mismatch(peerName(p.rank), r->tag, r->bytes, u->second.data.size(), false), true);
     }
     if (u->second.got == r->bytes) {
       if (r->bytes > 0) std::memcpy(r->buf, u->second.data.data(), r->bytes);
@@ -298,7 +296,8 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
   }
   NetRequest* r = it->second;
   p->awaitingRtr.erase(it);
-  if (r->bytes != h.total) return fail(mismatch(peerName(p->rank), h.tag, r->bytes, h.total, true), true);
+  if (r->bytes != h.total)
+    return fail(mismatch(peerName(p->rank), h.tag, r->bytes, h.total, true), true);
   sendData(p, r);
 }
 
@@ -386,8 +385,7 @@ void Transport::close(Deadline deadline) {
       bool e = true;
       for (Peer& p : peers_) {
         for (auto& s : p.socks) {
-          e = e && s->queuedBytes() == 0 &&
-              (!s->alive() || s->saidBye() || Clock::now() >= byeBy);
+          e = e && s->queuedBytes() == 0 && (!s->alive() || s->saidBye() || Clock::now() >= byeBy);
         }
       }
       std::lock_guard<std::mutex> lock(mu);

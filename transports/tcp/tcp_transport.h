@@ -69,7 +69,7 @@ class Socket : public Reactor::Handler {
     std::string owned;  // payload storage for control frames
   };
   void readSome();
-  bool onHeader();            // false: socket failed/closed
+  bool onHeader();  // false: socket failed/closed
   void onPayloadDone();
   void updateInterest();
 

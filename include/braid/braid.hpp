@@ -1,0 +1,201 @@
+// braid C++ wrapper: RAII handles, span-based calls, errors as exceptions (C++ side only).
+#pragma once
+
+#include <braid/braid.h>
+
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+namespace braid {
+
+class Error : public std::runtime_error {
+ public:
+  Error(braidResult_t code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  braidResult_t code() const noexcept { return code_; }
+
+ private:
+  braidResult_t code_;
+};
+
+inline void check(braidResult_t r, braidComm_t comm = nullptr) {
+  if (r != braidSuccess) {
+    throw Error(r, std::string(braidGetErrorString(r)) + ": " + braidGetLastError(comm));
+  }
+}
+
+template <typename T>
+constexpr braidDataType_t dataType() {
+  using U = std::remove_cv_t<T>;
+  if constexpr (std::is_same_v<U, int8_t> || std::is_same_v<U, char>)
+    return braidInt8;
+  else if constexpr (std::is_same_v<U, uint8_t>)
+    return braidUint8;
+  else if constexpr (std::is_same_v<U, int32_t>)
+    return braidInt32;
+  else if constexpr (std::is_same_v<U, uint32_t>)
+    return braidUint32;
+  else if constexpr (std::is_same_v<U, int64_t>)
+    return braidInt64;
+  else if constexpr (std::is_same_v<U, uint64_t>)
+    return braidUint64;
+  else if constexpr (std::is_same_v<U, float>)
+    return braidFloat32;
+  else if constexpr (std::is_same_v<U, double>)
+    return braidFloat64;
+  else
+    static_assert(sizeof(T) == 0, "no braid datatype for this type; use the C API");
+}
+
+inline braidUniqueId uniqueId() {
+  braidUniqueId id;
+  check(braidGetUniqueId(&id));
+  return id;
+}
+
+class Stream {
+ public:
+  Stream() { check(braidStreamCreate(&s_)); }
+  ~Stream() {
+    if (s_ != nullptr) braidStreamDestroy(s_);
+  }
+  Stream(Stream&& o) noexcept : s_(std::exchange(o.s_, nullptr)) {}
+  Stream& operator=(Stream&& o) noexcept {
+    std::swap(s_, o.s_);
+    return *this;
+  }
+  Stream(const Stream&) = delete;
+  Stream& operator=(const Stream&) = delete;
+  void synchronize() { check(braidStreamSynchronize(s_)); }
+  bool done() {
+    braidResult_t r = braidStreamQuery(s_);
+    if (r == braidInProgress) return false;
+    check(r);
+    return true;
+  }
+  braidStream_t get() const { return s_; }
+
+ private:
+  braidStream_t s_ = nullptr;
+};
+
+// A group: calls made while it lives are fused and start when it ends.
+class Group {
+ public:
+  Group() { check(braidGroupStart()); }
+  ~Group() noexcept(false) {
+    if (std::uncaught_exceptions() == 0)
+      check(braidGroupEnd());
+    else
+      braidGroupEnd();
+  }
+  Group(const Group&) = delete;
+  Group& operator=(const Group&) = delete;
+};
+
+class Communicator {
+ public:
+  Communicator(int nranks, const braidUniqueId& id, int rank) {
+    check(braidCommInitRank(&c_, nranks, id, rank));
+  }
+  static Communicator fromEnv() {
+    braidComm_t c = nullptr;
+    check(braidCommInitFromEnv(&c));
+    return Communicator(c);
+  }
+  ~Communicator() {
+    if (c_ != nullptr) braidCommDestroy(c_);
+  }
+  Communicator(Communicator&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
+  Communicator& operator=(Communicator&& o) noexcept {
+    std::swap(c_, o.c_);
+    return *this;
+  }
+  Communicator(const Communicator&) = delete;
+  Communicator& operator=(const Communicator&) = delete;
+
+  int rank() const {
+    int r;
+    check(braidCommUserRank(c_, &r), c_);
+    return r;
+  }
+  int size() const {
+    int n;
+    check(braidCommCount(c_, &n), c_);
+    return n;
+  }
+  // Collective; an empty result for color BRAID_SPLIT_NOCOLOR.
+  Communicator split(int color, int key) {
+    braidComm_t child = nullptr;
+    check(braidCommSplit(c_, color, key, &child), c_);
+    return Communicator(child);
+  }
+  void abort() {
+    if (c_ != nullptr) braidCommAbort(std::exchange(c_, nullptr));
+  }
+  explicit operator bool() const { return c_ != nullptr; }
+  braidComm_t get() const { return c_; }
+
+  template <typename T>
+  void allReduce(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
+                 Stream* s = nullptr) {
+    sameSize(send.size(), recv.size());
+    check(braidAllReduce(send.data(), recv.data(), send.size(), dataType<T>(), op, c_, st(s)), c_);
+  }
+  template <typename T>
+  void allReduce(std::span<T> inplace, braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    check(braidAllReduce(inplace.data(), inplace.data(), inplace.size(), dataType<T>(), op, c_,
+                         st(s)),
+          c_);
+  }
+  template <typename T>
+  void broadcast(std::span<T> buf, int root, Stream* s = nullptr) {
+    check(braidBroadcast(buf.data(), buf.data(), buf.size(), dataType<T>(), root, c_, st(s)), c_);
+  }
+  template <typename T>
+  void reduce(std::span<const T> send, std::span<T> recv, int root, braidRedOp_t op = braidSum,
+              Stream* s = nullptr) {
+    check(braidReduce(send.data(), recv.data(), send.size(), dataType<T>(), op, root, c_, st(s)),
+          c_);
+  }
+  template <typename T>
+  void allGather(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
+    sameSize(send.size() * size(), recv.size());
+    check(braidAllGather(send.data(), recv.data(), send.size(), dataType<T>(), c_, st(s)), c_);
+  }
+  template <typename T>
+  void reduceScatter(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
+                     Stream* s = nullptr) {
+    sameSize(send.size(), recv.size() * size());
+    check(braidReduceScatter(send.data(), recv.data(), recv.size(), dataType<T>(), op, c_, st(s)),
+          c_);
+  }
+  template <typename T>
+  void allToAll(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
+    sameSize(send.size(), recv.size());
+    check(braidAllToAll(send.data(), recv.data(), send.size() / size(), dataType<T>(), c_, st(s)),
+          c_);
+  }
+  template <typename T>
+  void send(std::span<const T> buf, int peer, Stream* s = nullptr) {
+    check(braidSend(buf.data(), buf.size(), dataType<T>(), peer, c_, st(s)), c_);
+  }
+  template <typename T>
+  void recv(std::span<T> buf, int peer, Stream* s = nullptr) {
+    check(braidRecv(buf.data(), buf.size(), dataType<T>(), peer, c_, st(s)), c_);
+  }
+  void barrier(Stream* s = nullptr) { check(braidBarrier(c_, st(s)), c_); }
+
+ private:
+  explicit Communicator(braidComm_t c) : c_(c) {}
+  static braidStream_t st(Stream* s) { return s ? s->get() : nullptr; }
+  static void sameSize(size_t a, size_t b) {
+    if (a != b) throw Error(braidInvalidArgument, "buffer sizes do not match");
+  }
+  braidComm_t c_ = nullptr;
+};
+
+}  // namespace braid

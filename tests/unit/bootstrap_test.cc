@@ -1,0 +1,150 @@
+// Unit tests of the bootstrap pieces: unique id encoding, authentication, hello parsing,
+// interface matching and the config table.
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+
+#include <cstring>
+#include <thread>
+
+#include "src/bootstrap/auth.h"
+#include "src/bootstrap/unique_id.h"
+#include "src/core/config.h"
+#include "src/topology/netif.h"
+
+namespace braid {
+namespace {
+
+TEST(UniqueId, RoundTripsIpv4AndIpv6) {
+  for (const char* text : {"10.1.2.3:4567", "[::1]:80"}) {
+    UniqueIdData d;
+    ASSERT_TRUE(SockAddr::parse(text, &d.root).isOk());
+    ASSERT_TRUE(randomBytes(d.secret.data(), d.secret.size()).isOk());
+    braidUniqueId id;
+    encodeUniqueId(d, &id);
+    UniqueIdData back;
+    ASSERT_TRUE(decodeUniqueId(id, &back).isOk());
+    EXPECT_EQ(back.root.toString(), d.root.toString());
+    EXPECT_EQ(back.secret, d.secret);
+  }
+}
+
+TEST(UniqueId, RejectsGarbage) {
+  braidUniqueId id;
+  std::memset(&id, 0x5a, sizeof id);
+  UniqueIdData d;
+  Status s = decodeUniqueId(id, &d);
+  EXPECT_EQ(s.code(), braidInvalidArgument);
+  EXPECT_NE(s.message().find("unique id"), std::string::npos);
+}
+
+TEST(SockAddr, ParsesAndRejects) {
+  SockAddr a;
+  EXPECT_TRUE(SockAddr::parse("127.0.0.1:0", &a).isOk());
+  EXPECT_TRUE(a.isLoopback());
+  EXPECT_FALSE(SockAddr::parse("127.0.0.1", &a).isOk());
+  EXPECT_FALSE(SockAddr::parse("127.0.0.1:99999", &a).isOk());
+  EXPECT_FALSE(SockAddr::parse("::1:80", &a).isOk());  // IPv6 needs brackets
+  EXPECT_FALSE(SockAddr::parse("[::1:80", &a).isOk());
+}
+
+TEST(Hello, ParseRejectsOutOfRange) {
+  Hello h;
+  h.rank = 3;
+  h.nranks = 4;
+  h.commTag = 0x1234;
+  uint8_t buf[Hello::kBytes];
+  h.serialize(buf);
+  Hello back;
+  ASSERT_TRUE(Hello::parse(buf, &back));
+  EXPECT_EQ(back.rank, 3);
+  EXPECT_EQ(back.commTag, 0x1234u);
+  h.rank = 4;  // == nranks
+  h.serialize(buf);
+  EXPECT_FALSE(Hello::parse(buf, &back));
+  std::memset(buf, 0xff, sizeof buf);
+  EXPECT_FALSE(Hello::parse(buf, &back));
+}
+
+// Runs the acceptor state machine against the connector over a socketpair.
+Status handshake(const Secret& acceptorSecret, const Secret& connectorSecret, Status* conn) {
+  int sv[2];
+  EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+  Fd a(sv[0]), c(sv[1]);
+  Hello h;
+  h.rank = 1;
+  h.nranks = 2;
+  std::thread t([&] {
+    *conn = connectorHandshake(c.get(), connectorSecret, h, deadlineIn(5000), "acceptor");
+    c.reset();
+  });
+  AcceptorHandshake acc(std::move(a), acceptorSecret, deadlineIn(5000));
+  Status s = acc.start();
+  bool done = false;
+  while (s.isOk() && !done) {
+    pollfd p{acc.fd(), POLLIN, 0};
+    poll(&p, 1, 5000);
+    s = acc.onReadable(&done);
+  }
+  acc.takeFd().reset();  // closing tells a rejected connector
+  t.join();
+  return s;
+}
+
+TEST(Auth, SameSecretSucceedsBothWays) {
+  Secret s{};
+  ASSERT_TRUE(randomBytes(s.data(), s.size()).isOk());
+  Status conn;
+  EXPECT_TRUE(handshake(s, s, &conn).isOk());
+  EXPECT_TRUE(conn.isOk()) << conn.message();
+}
+
+TEST(Auth, WrongSecretIsRejectedOnBothSides) {
+  Secret a{}, b{};
+  ASSERT_TRUE(randomBytes(a.data(), a.size()).isOk());
+  b = a;
+  b[0] ^= 1;
+  Status conn;
+  Status acc = handshake(a, b, &conn);
+  EXPECT_FALSE(acc.isOk());
+  EXPECT_NE(acc.message().find("authentication"), std::string::npos) << acc.message();
+  EXPECT_FALSE(conn.isOk());
+}
+
+TEST(Netif, IfnameSpecMatchesLikeNccl) {
+  EXPECT_TRUE(ifnameMatches("eth", "eth0"));
+  EXPECT_FALSE(ifnameMatches("eth", "ib0"));
+  EXPECT_TRUE(ifnameMatches("eth,ib", "ib1"));
+  EXPECT_FALSE(ifnameMatches("^eth", "eth0"));
+  EXPECT_TRUE(ifnameMatches("^eth", "lo"));
+  EXPECT_TRUE(ifnameMatches("=eth0", "eth0"));
+  EXPECT_FALSE(ifnameMatches("=eth0", "eth01"));
+  EXPECT_FALSE(ifnameMatches("^=lo", "lo"));
+}
+
+TEST(Config, ReadsEnvAndRejectsMalformedValues) {
+  setenv("BRAID_TIMEOUT_MS", "1234", 1);
+  setenv("BRAID_CHUNK_BYTES", "1m", 1);
+  Config c;
+  ASSERT_TRUE(Config::fromEnv(&c).isOk());
+  EXPECT_EQ(c.timeoutMs, 1234);
+  EXPECT_EQ(c.chunkBytes, 1 << 20);
+  setenv("BRAID_TIMEOUT_MS", "soon", 1);
+  Status s = Config::fromEnv(&c);
+  EXPECT_EQ(s.code(), braidInvalidArgument);
+  EXPECT_NE(s.message().find("BRAID_TIMEOUT_MS"), std::string::npos);
+  setenv("BRAID_TIMEOUT_MS", "0", 1);
+  EXPECT_FALSE(Config::fromEnv(&c).isOk());
+  unsetenv("BRAID_TIMEOUT_MS");
+  unsetenv("BRAID_CHUNK_BYTES");
+  int rows = 0;
+  forEachConfigEntry([&](const ConfigEntry& e) {
+    ++rows;
+    EXPECT_EQ(std::string(e.env).rfind("BRAID_", 0), 0u);
+  });
+  EXPECT_GT(rows, 10);
+}
+
+}  // namespace
+}  // namespace braid
