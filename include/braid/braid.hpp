@@ -1,6 +1,10 @@
 // braid C++ wrapper: RAII handles, span-based calls, errors as exceptions (C++ side only).
 #pragma once
 
+#if __cplusplus < 202002L
+#error "braid.hpp needs C++20 (std::span); braid.h works from C and from any C++ standard"
+#endif
+
 #include <braid/braid.h>
 
 #include <span>
