@@ -155,13 +155,12 @@ Status connectorHandshake(int fd, const Secret& secret, const Hello& hello, Dead
 }
 
 AcceptorHandshake::AcceptorHandshake(Fd fd, const Secret& secret, Deadline deadline)
-    : fd_(std::move(fd)), secret_(secret), deadline_(deadline) {}
-
-std::string AcceptorHandshake::peerName() const {
+    : fd_(std::move(fd)), secret_(secret), deadline_(deadline) {
   SockAddr a;
   a.len = sizeof a.ss;
-  if (getpeername(fd_.get(), reinterpret_cast<sockaddr*>(&a.ss), &a.len) != 0) return "unknown";
-  return a.toString();
+  peerName_ = getpeername(fd_.get(), reinterpret_cast<sockaddr*>(&a.ss), &a.len) == 0
+                  ? a.toString()
+                  : "an unknown peer";
 }
 
 Status AcceptorHandshake::start() {

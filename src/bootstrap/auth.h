@@ -55,9 +55,10 @@ class AcceptorHandshake {
   Fd takeFd() { return std::move(fd_); }
   const Hello& hello() const { return hello_; }
   Deadline deadline() const { return deadline_; }
-  std::string peerName() const;
+  const std::string& peerName() const { return peerName_; }
 
  private:
+  std::string peerName_;
   Fd fd_;
   Secret secret_;
   Deadline deadline_;
