@@ -1,0 +1,149 @@
+#include "harness/ranks.h"
+
+#include <dirent.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace braid::test {
+
+double now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+int braidShmFiles() {
+  int n = 0;
+  if (DIR* d = opendir("/dev/shm")) {
+    while (dirent* e = readdir(d)) {
+      if (std::strncmp(e->d_name, "braid", 5) == 0) ++n;
+    }
+    closedir(d);
+  }
+  return n;
+}
+
+braidComm_t initComm(int rank, int nranks, const braidUniqueId& id) {
+  braidComm_t c = nullptr;
+  braidResult_t r = braidCommInitRank(&c, nranks, id, rank);
+  EXPECT_EQ(r, braidSuccess) << "rank " << rank << ": " << braidGetLastError(nullptr);
+  return c;
+}
+
+namespace {
+
+[[noreturn]] void runChild(int rank, int nranks, const RankBody& body, const RankOptions& opt,
+                           int idRead, int idWrite) {
+  for (const auto& [k, v] : opt.env) setenv(k.c_str(), v.c_str(), 1);
+  braidUniqueId id{};
+  if (rank == 0) {
+    if (braidGetUniqueId(&id) != braidSuccess) {
+      std::fprintf(stderr, "rank 0: braidGetUniqueId: %s\n", braidGetLastError(nullptr));
+      _exit(3);
+    }
+    for (int r = 1; r < nranks; ++r) {
+      if (write(idWrite, &id, sizeof id) != static_cast<ssize_t>(sizeof id)) _exit(3);
+    }
+  } else {
+    size_t got = 0;
+    while (got < sizeof id) {
+      pollfd p{idRead, POLLIN, 0};
+      if (poll(&p, 1, opt.timeoutSec * 1000) <= 0) _exit(4);
+      ssize_t n = read(idRead, reinterpret_cast<char*>(&id) + got, sizeof id - got);
+      if (n <= 0) _exit(4);
+      got += static_cast<size_t>(n);
+    }
+  }
+  close(idRead);
+  close(idWrite);
+  int code = 0;
+  try {
+    body(rank, nranks, id);
+    if (::testing::Test::HasFailure()) code = 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "rank %d: exception: %s\n", rank, e.what());
+    code = 2;
+  } catch (...) {
+    code = 2;
+  }
+  if (code != 0) std::fprintf(stderr, "rank %d of %d failed (see above)\n", rank, nranks);
+  std::fflush(stdout);
+  std::fflush(stderr);
+  _exit(code);
+}
+
+}  // namespace
+
+std::vector<RankResult> runRanksRaw(int nranks, const RankBody& body, const RankOptions& opt) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  int pipeFds[2];
+  if (pipe(pipeFds) != 0) {
+    ADD_FAILURE() << "pipe failed";
+    return {};
+  }
+  std::vector<pid_t> pids(nranks, -1);
+  for (int r = 0; r < nranks; ++r) {
+    pid_t pid = fork();
+    if (pid == 0) runChild(r, nranks, body, opt, pipeFds[0], pipeFds[1]);
+    pids[r] = pid;
+  }
+  close(pipeFds[0]);
+  close(pipeFds[1]);
+  std::vector<RankResult> res(nranks);
+  std::vector<bool> done(nranks, false);
+  int left = nranks;
+  double deadline = now() + opt.timeoutSec;
+  while (left > 0) {
+    int status = 0;
+    pid_t pid = waitpid(-1, &status, WNOHANG);
+    if (pid > 0) {
+      for (int r = 0; r < nranks; ++r) {
+        if (pids[r] != pid) continue;
+        res[r].exited = WIFEXITED(status);
+        res[r].code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+        res[r].signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+        done[r] = true;
+        --left;
+      }
+      continue;
+    }
+    if (now() > deadline) {
+      for (int r = 0; r < nranks; ++r) {
+        if (!done[r]) {
+          res[r].hung = true;
+          kill(pids[r], SIGKILL);
+        }
+      }
+      for (int r = 0; r < nranks; ++r) {
+        if (!done[r]) waitpid(pids[r], nullptr, 0);
+      }
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  return res;
+}
+
+void runRanks(int nranks, const RankBody& body, const RankOptions& opt) {
+  auto res = runRanksRaw(nranks, body, opt);
+  for (int r = 0; r < static_cast<int>(res.size()); ++r) {
+    if (res[r].hung) {
+      ADD_FAILURE() << "rank " << r << " of " << nranks << " hung (killed after " << opt.timeoutSec
+                    << " s)";
+    } else if (!res[r].exited) {
+      ADD_FAILURE() << "rank " << r << " of " << nranks << " died of signal " << res[r].signal;
+    } else if (res[r].code != 0) {
+      ADD_FAILURE() << "rank " << r << " of " << nranks << " failed (exit " << res[r].code
+                    << "; its messages are above)";
+    }
+  }
+}
+
+}  // namespace braid::test

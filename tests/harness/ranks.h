@@ -1,0 +1,54 @@
+// Multi-process test harness: every rank is a real forked process. Rank 0 makes the unique id
+// (braidGetUniqueId, in the child, never in the parent) and hands it to the others over pipes.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "braid/braid.h"
+
+namespace braid::test {
+
+using RankBody = std::function<void(int rank, int nranks, const braidUniqueId& id)>;
+
+struct RankOptions {
+  int timeoutSec = 120;
+  std::vector<std::pair<std::string, std::string>> env;  // set in every rank before body
+};
+
+struct RankResult {
+  bool exited = false;  // normal exit (else killed by a signal or by the harness)
+  int code = -1;        // exit code when exited
+  int signal = 0;
+  bool hung = false;  // killed by the harness at the timeout
+};
+
+// Runs body in nranks processes and returns how each ended (no assertions).
+std::vector<RankResult> runRanksRaw(int nranks, const RankBody& body, const RankOptions& opt = {});
+
+// Runs body in nranks processes; the test fails if any rank fails an assertion, crashes,
+// or hangs past the timeout.
+void runRanks(int nranks, const RankBody& body, const RankOptions& opt = {});
+
+// A communicator for this rank of a job made by runRanks; the test fails on error.
+braidComm_t initComm(int rank, int nranks, const braidUniqueId& id);
+
+// Seconds since an arbitrary point (steady clock).
+double now();
+
+// Number of files in /dev/shm whose name starts with "braid".
+int braidShmFiles();
+
+}  // namespace braid::test
+
+// Asserts a braid call succeeded; prints the communicator's last error otherwise.
+#define BRAID_ASSERT_OK(call, comm)                                                           \
+  do {                                                                                        \
+    braidResult_t braid_r_ = (call);                                                          \
+    ASSERT_EQ(braid_r_, braidSuccess)                                                         \
+        << #call << ": " << braidGetErrorString(braid_r_) << ": " << braidGetLastError(comm); \
+  } while (0)

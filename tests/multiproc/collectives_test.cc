@@ -1,0 +1,299 @@
+// Correctness of every collective x dtype x op at counts 0, 1, 7, 1000 (and 1 Mi + 3 for a
+// subset), in place and out of place, on world sizes 1, 2, 3, 4, 5 and 8. Ranks are processes.
+#include <gtest/gtest.h>
+
+#include <numeric>
+
+#include "harness/ranks.h"
+#include "harness/values.h"
+
+namespace braid::test {
+namespace {
+
+struct Case {
+  braidDataType_t dt;
+  braidRedOp_t op;
+  size_t count;
+  bool inPlace;
+};
+
+std::string name(const Case& c, const char* coll) {
+  return std::string(coll) + " " + dtypeName(c.dt) + " " + opName(c.op) + " count " +
+         std::to_string(c.count) + (c.inPlace ? " in-place" : "");
+}
+
+// Checks n elements of got against want; reports the first mismatch only.
+void expectEqual(Buf& got, Buf& want, size_t n, const std::string& what, int rank) {
+  for (size_t i = 0; i < n; ++i) {
+    if (!sameElem(got.data(), want.data(), got.dt, i)) {
+      ADD_FAILURE() << "rank " << rank << ": " << what << ": element " << i << " differs";
+      return;
+    }
+  }
+}
+
+void checkAllReduce(braidComm_t comm, int r, int n, const Case& c) {
+  Buf send(c.count, c.dt), recv(c.count, c.dt), want(c.count, c.dt);
+  for (size_t i = 0; i < c.count; ++i) {
+    put(send.data(), c.dt, i, inputValue(c.op, r, n, i));
+    put(want.data(), c.dt, i, expectedValue(c.op, n, i));
+  }
+  void* out = c.inPlace ? send.data() : recv.data();
+  BRAID_ASSERT_OK(braidAllReduce(send.data(), out, c.count, c.dt, c.op, comm, nullptr), comm);
+  Buf& got = c.inPlace ? send : recv;
+  expectEqual(got, want, c.count, name(c, "allreduce"), r);
+}
+
+void checkReduce(braidComm_t comm, int r, int n, const Case& c, int root) {
+  Buf send(c.count, c.dt), recv(c.count, c.dt), want(c.count, c.dt);
+  for (size_t i = 0; i < c.count; ++i) {
+    put(send.data(), c.dt, i, inputValue(c.op, r, n, i));
+    put(want.data(), c.dt, i, expectedValue(c.op, n, i));
+  }
+  void* out = c.inPlace ? send.data() : recv.data();
+  BRAID_ASSERT_OK(braidReduce(send.data(), out, c.count, c.dt, c.op, root, comm, nullptr), comm);
+  if (r == root) {
+    expectEqual(c.inPlace ? send : recv, want, c.count,
+                name(c, "reduce") + " root " + std::to_string(root), r);
+  }
+}
+
+void checkBroadcast(braidComm_t comm, int r, int n, const Case& c, int root) {
+  Buf buf(c.count, c.dt), recv(c.count, c.dt), want(c.count, c.dt);
+  for (size_t i = 0; i < c.count; ++i) {
+    put(buf.data(), c.dt, i, r == root ? inputValue(braidSum, root, n, i) : 0);
+    put(want.data(), c.dt, i, inputValue(braidSum, root, n, i));
+  }
+  void* out = c.inPlace ? buf.data() : recv.data();
+  BRAID_ASSERT_OK(braidBroadcast(buf.data(), out, c.count, c.dt, root, comm, nullptr), comm);
+  expectEqual(c.inPlace ? buf : recv, want, c.count,
+              name(c, "broadcast") + " root " + std::to_string(root), r);
+}
+
+void checkAllGather(braidComm_t comm, int r, int n, const Case& c) {
+  Buf send(c.count, c.dt), recv(c.count * n, c.dt), want(c.count * n, c.dt);
+  for (size_t i = 0; i < c.count; ++i) put(send.data(), c.dt, i, inputValue(braidSum, r, n, i));
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < c.count; ++i) {
+      put(want.data(), c.dt, q * c.count + i, inputValue(braidSum, q, n, i));
+    }
+  }
+  const void* in = send.data();
+  if (c.inPlace) {
+    std::memcpy(recv.bytes.data() + r * c.count * dtypeSize(c.dt), send.data(),
+                c.count * dtypeSize(c.dt));
+    in = recv.bytes.data() + r * c.count * dtypeSize(c.dt);
+  }
+  BRAID_ASSERT_OK(braidAllGather(in, recv.data(), c.count, c.dt, comm, nullptr), comm);
+  expectEqual(recv, want, c.count * n, name(c, "allgather"), r);
+}
+
+void checkReduceScatter(braidComm_t comm, int r, int n, const Case& c) {
+  Buf send(c.count * n, c.dt), recv(c.count, c.dt), want(c.count, c.dt);
+  for (size_t i = 0; i < c.count * n; ++i) put(send.data(), c.dt, i, inputValue(c.op, r, n, i));
+  for (size_t i = 0; i < c.count; ++i) {
+    put(want.data(), c.dt, i, expectedValue(c.op, n, r * c.count + i));
+  }
+  void* out = c.inPlace ? send.bytes.data() + r * c.count * dtypeSize(c.dt) : recv.data();
+  BRAID_ASSERT_OK(braidReduceScatter(send.data(), out, c.count, c.dt, c.op, comm, nullptr), comm);
+  if (c.inPlace) std::memcpy(recv.data(), out, c.count * dtypeSize(c.dt));
+  expectEqual(recv, want, c.count, name(c, "reducescatter"), r);
+}
+
+int64_t a2aValue(int from, int to, size_t i) { return (from * 7 + to * 3 + i) % 100; }
+
+void checkAllToAll(braidComm_t comm, int r, int n, const Case& c) {
+  Buf send(c.count * n, c.dt), recv(c.count * n, c.dt), want(c.count * n, c.dt);
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < c.count; ++i) {
+      put(send.data(), c.dt, q * c.count + i, a2aValue(r, q, i));
+      put(want.data(), c.dt, q * c.count + i, a2aValue(q, r, i));
+    }
+  }
+  void* out = c.inPlace ? send.data() : recv.data();
+  BRAID_ASSERT_OK(braidAllToAll(send.data(), out, c.count, c.dt, comm, nullptr), comm);
+  expectEqual(c.inPlace ? send : recv, want, c.count * n, name(c, "alltoall"), r);
+}
+
+size_t a2avCount(int from, int to, size_t base) { return base + (from + 2 * to) % 3; }
+
+void checkAllToAllv(braidComm_t comm, int r, int n, const Case& c) {
+  std::vector<size_t> sc(n), sd(n), rc(n), rd(n);
+  for (int q = 0; q < n; ++q) {
+    sc[q] = a2avCount(r, q, c.count);
+    rc[q] = a2avCount(q, r, c.count);
+  }
+  // Displacements with a gap of 2 elements between blocks, in reverse peer order.
+  size_t off = 0;
+  for (int q = n - 1; q >= 0; --q) {
+    sd[q] = off;
+    off += sc[q] + 2;
+  }
+  Buf send(off, c.dt);
+  off = 0;
+  for (int q = 0; q < n; ++q) {
+    rd[q] = off;
+    off += rc[q] + 1;
+  }
+  Buf recv(off, c.dt), want(off, c.dt);
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < sc[q]; ++i) put(send.data(), c.dt, sd[q] + i, a2aValue(r, q, i));
+    for (size_t i = 0; i < rc[q]; ++i) put(want.data(), c.dt, rd[q] + i, a2aValue(q, r, i));
+  }
+  BRAID_ASSERT_OK(braidAllToAllv(send.data(), sc.data(), sd.data(), recv.data(), rc.data(),
+                                 rd.data(), c.dt, comm, nullptr),
+                  comm);
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < rc[q]; ++i) {
+      if (!sameElem(recv.data(), want.data(), c.dt, rd[q] + i)) {
+        ADD_FAILURE() << "rank " << r << ": " << name(c, "alltoallv") << " from " << q
+                      << " element " << i;
+        return;
+      }
+    }
+  }
+}
+
+void checkSendRecvRing(braidComm_t comm, int r, int n, const Case& c) {
+  Buf send(c.count, c.dt), recv(c.count, c.dt), want(c.count, c.dt);
+  int to = (r + 1) % n, from = (r + n - 1) % n;
+  for (size_t i = 0; i < c.count; ++i) {
+    put(send.data(), c.dt, i, a2aValue(r, to, i));
+    put(want.data(), c.dt, i, a2aValue(from, r, i));
+  }
+  BRAID_ASSERT_OK(braidGroupStart(), comm);
+  BRAID_ASSERT_OK(braidSend(send.data(), c.count, c.dt, to, comm, nullptr), comm);
+  BRAID_ASSERT_OK(braidRecv(recv.data(), c.count, c.dt, from, comm, nullptr), comm);
+  BRAID_ASSERT_OK(braidGroupEnd(), comm);
+  expectEqual(recv, want, c.count, name(c, "send/recv ring"), r);
+}
+
+void runMatrix(braidComm_t comm, int r, int n, const std::vector<braidDataType_t>& types,
+               const std::vector<braidRedOp_t>& ops, const std::vector<size_t>& counts) {
+  for (size_t count : counts) {
+    for (braidDataType_t dt : types) {
+      for (bool inPlace : {false, true}) {
+        for (braidRedOp_t op : ops) {
+          Case c{dt, op, count, inPlace};
+          checkAllReduce(comm, r, n, c);
+          checkReduce(comm, r, n, c, n - 1);
+          checkReduceScatter(comm, r, n, c);
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+        Case c{dt, braidSum, count, inPlace};
+        checkBroadcast(comm, r, n, c, 0);
+        checkBroadcast(comm, r, n, c, n / 2);
+        checkAllGather(comm, r, n, c);
+        checkAllToAll(comm, r, n, c);
+        if (!inPlace) {
+          checkAllToAllv(comm, r, n, c);
+          checkSendRecvRing(comm, r, n, c);
+        }
+        if (::testing::Test::HasFatalFailure()) return;
+      }
+    }
+  }
+  BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
+}
+
+class Collectives : public ::testing::TestWithParam<int> {};
+
+TEST_P(Collectives, EveryDtypeOpAndSmallCount) {
+  const int n = GetParam();
+  const bool full = n == 3 || n == 4;
+  std::vector<braidDataType_t> types(std::begin(kAllTypes), std::end(kAllTypes));
+  std::vector<braidRedOp_t> ops(std::begin(kAllOps), std::end(kAllOps));
+  if (!full) {
+    types = {braidInt8, braidUint64, braidFloat16, braidBfloat16, braidFloat32};
+    ops = {braidSum, braidProd, braidMax, braidAvg};
+  }
+  runRanks(n, [&](int r, int nr, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, nr, id);
+    ASSERT_NE(comm, nullptr);
+    runMatrix(comm, r, nr, types, ops, {0, 1, 7, 1000});
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+TEST_P(Collectives, LargeCounts) {
+  const int n = GetParam();
+  runRanks(n, [&](int r, int nr, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, nr, id);
+    ASSERT_NE(comm, nullptr);
+    const size_t big = (size_t{1} << 20) + 3;
+    for (auto [dt, op] : {std::pair{braidFloat32, braidSum}, std::pair{braidInt8, braidMax},
+                          std::pair{braidBfloat16, braidSum}}) {
+      Case c{dt, op, big, false};
+      checkAllReduce(comm, r, nr, c);
+      checkReduce(comm, r, nr, c, 0);
+      checkBroadcast(comm, r, nr, Case{dt, braidSum, big, true}, nr - 1);
+      Case per{dt, op, big / nr + 1, false};
+      checkReduceScatter(comm, r, nr, per);
+      checkAllGather(comm, r, nr, per);
+      checkAllToAll(comm, r, nr, per);
+      if (::testing::Test::HasFatalFailure()) return;
+    }
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, Collectives, ::testing::Values(1, 2, 3, 4, 5, 8),
+                         [](const auto& info) { return "n" + std::to_string(info.param); });
+
+TEST(CollectivesBig, AllReduce64MiB) {
+  runRanks(4, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    const size_t count = size_t{16} << 20;  // 64 MiB of float32
+    std::vector<float> buf(count);
+    for (size_t i = 0; i < count; ++i) buf[i] = static_cast<float>((r * 3 + i) % 5 + 1);
+    BRAID_ASSERT_OK(
+        braidAllReduce(buf.data(), buf.data(), count, braidFloat32, braidSum, comm, nullptr), comm);
+    for (size_t i = 0; i < count; ++i) {
+      float want = 0;
+      for (int q = 0; q < n; ++q) want += static_cast<float>((q * 3 + i) % 5 + 1);
+      if (buf[i] != want) {
+        ADD_FAILURE() << "rank " << r << ": element " << i << " is " << buf[i] << ", want " << want;
+        break;
+      }
+    }
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+// Random floats: every rank must end with the very same bits (same reduction order).
+TEST(CollectivesBig, AllReduceIsBitIdenticalAcrossRanks) {
+  for (int n : {3, 5}) {
+    runRanks(n, [](int r, int nr, const braidUniqueId& id) {
+      braidComm_t comm = initComm(r, nr, id);
+      ASSERT_NE(comm, nullptr);
+      for (size_t count : {size_t{1000}, size_t{300001}}) {
+        for (braidDataType_t dt : {braidFloat32, braidFloat16, braidBfloat16, braidFloat64}) {
+          Buf buf(count, dt);
+          uint64_t x = 0x9e3779b97f4a7c15ull * (r + 1);
+          for (size_t i = 0; i < buf.bytes.size() - 1; ++i) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            buf.bytes[i] = static_cast<char>(x);
+          }
+          // Keep the values finite: clear the exponent's top bit of each element.
+          size_t es = dtypeSize(dt);
+          for (size_t i = 0; i < count; ++i) buf.bytes[i * es + es - 1] &= 0x3f;
+          BRAID_ASSERT_OK(
+              braidAllReduce(buf.data(), buf.data(), count, dt, braidSum, comm, nullptr), comm);
+          std::vector<char> root(buf.bytes.begin(), buf.bytes.end() - 1);
+          BRAID_ASSERT_OK(
+              braidBroadcast(root.data(), root.data(), root.size(), braidUint8, 0, comm, nullptr),
+              comm);
+          EXPECT_EQ(std::memcmp(root.data(), buf.data(), root.size()), 0)
+              << "rank " << r << " differs from rank 0 for " << dtypeName(dt) << " count " << count;
+        }
+      }
+      BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+    });
+  }
+}
+
+}  // namespace
+}  // namespace braid::test
