@@ -2,6 +2,8 @@
 // a bad call returns a clear error and consumes no sequence number.
 #include <fmt/format.h>
 
+#include <cstdint>
+
 #include "collectives/algorithms.h"
 #include "src/core/api_guard.h"
 #include "src/core/handles.h"
@@ -9,7 +11,12 @@
 namespace braid {
 namespace {
 
-bool mulOverflows(size_t a, size_t b, size_t* out) { return __builtin_mul_overflow(a, b, out); }
+// No buffer may span more than half the address space (so pointer arithmetic cannot wrap).
+constexpr size_t kMaxSpan = static_cast<size_t>(PTRDIFF_MAX);
+
+bool mulOverflows(size_t a, size_t b, size_t* out) {
+  return __builtin_mul_overflow(a, b, out) || *out > kMaxSpan;
+}
 
 bool overlaps(const void* a, size_t an, const void* b, size_t bn) {
   auto pa = reinterpret_cast<uintptr_t>(a), pb = reinterpret_cast<uintptr_t>(b);
@@ -105,8 +112,8 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
       for (int p = 0; p < n; ++p) {
         size_t e1, e2;
         if (__builtin_add_overflow(a.sdispls[p], a.sendcounts[p], &e1) ||
-            __builtin_add_overflow(a.rdispls[p], a.recvcounts[p], &e2) ||
-            mulOverflows(e1, esz, &e1) || mulOverflows(e2, esz, &e2)) {
+            __builtin_add_overflow(a.rdispls[p], a.recvcounts[p], &e2) || e1 > kMaxSpan ||
+            e2 > kMaxSpan || mulOverflows(e1, esz, &e1) || mulOverflows(e2, esz, &e2)) {
           return invalidArgument(
               fmt::format("{}: counts/displacements for peer {} overflow", coll, p));
         }

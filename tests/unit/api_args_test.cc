@@ -1,0 +1,203 @@
+// Every invalid argument gets a clear error, and nothing runs: a valid call afterwards works.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "braid/braid.h"
+
+namespace {
+
+class ApiArgs : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    braidUniqueId id;
+    ASSERT_EQ(braidGetUniqueId(&id), braidSuccess) << braidGetLastError(nullptr);
+    ASSERT_EQ(braidCommInitRank(&comm_, 1, id, 0), braidSuccess) << braidGetLastError(nullptr);
+  }
+  void TearDown() override {
+    if (comm_ != nullptr) {
+      EXPECT_EQ(braidCommDestroy(comm_), braidSuccess);
+    }
+  }
+  // The call failed with `code`, left a sentence, and the communicator still works.
+  void expectRejected(braidResult_t got, braidResult_t code, const char* what) {
+    EXPECT_EQ(got, code) << what;
+    std::string msg = braidGetLastError(comm_);
+    EXPECT_GT(msg.size(), 10u) << what << ": no message";
+    float x = 2, y = 0;
+    EXPECT_EQ(braidAllReduce(&x, &y, 1, braidFloat32, braidSum, comm_, nullptr), braidSuccess)
+        << "after " << what << ": " << braidGetLastError(comm_);
+    EXPECT_EQ(y, 2.0f);
+  }
+  braidComm_t comm_ = nullptr;
+  float a_[8] = {}, b_[8] = {};
+};
+
+TEST_F(ApiArgs, NullBuffersWithCount) {
+  expectRejected(braidAllReduce(nullptr, b_, 4, braidFloat32, braidSum, comm_, nullptr),
+                 braidInvalidArgument, "allreduce null send");
+  expectRejected(braidAllReduce(a_, nullptr, 4, braidFloat32, braidSum, comm_, nullptr),
+                 braidInvalidArgument, "allreduce null recv");
+  expectRejected(braidBroadcast(a_, nullptr, 4, braidFloat32, 0, comm_, nullptr),
+                 braidInvalidArgument, "broadcast null recv");
+  expectRejected(braidAllGather(nullptr, b_, 1, braidFloat32, comm_, nullptr), braidInvalidArgument,
+                 "allgather null send");
+  expectRejected(braidReduceScatter(a_, nullptr, 1, braidFloat32, braidSum, comm_, nullptr),
+                 braidInvalidArgument, "reducescatter null recv");
+  expectRejected(braidAllToAll(nullptr, b_, 1, braidFloat32, comm_, nullptr), braidInvalidArgument,
+                 "alltoall null send");
+  expectRejected(braidSend(nullptr, 1, braidFloat32, 0, comm_, nullptr), braidInvalidArgument,
+                 "send null");
+  expectRejected(braidRecv(nullptr, 1, braidFloat32, 0, comm_, nullptr), braidInvalidArgument,
+                 "recv null");
+  size_t c[1] = {1}, d[1] = {0};
+  expectRejected(braidAllToAllv(a_, nullptr, d, b_, c, d, braidFloat32, comm_, nullptr),
+                 braidInvalidArgument, "alltoallv null counts");
+}
+
+TEST_F(ApiArgs, NullBuffersWithZeroCountAreValid) {
+  EXPECT_EQ(braidAllReduce(nullptr, nullptr, 0, braidFloat32, braidSum, comm_, nullptr),
+            braidSuccess);
+  EXPECT_EQ(braidAllGather(nullptr, nullptr, 0, braidInt8, comm_, nullptr), braidSuccess);
+  EXPECT_EQ(braidBroadcast(nullptr, nullptr, 0, braidInt8, 0, comm_, nullptr), braidSuccess);
+}
+
+TEST_F(ApiArgs, BadDtypeAndOp) {
+  expectRejected(
+      braidAllReduce(a_, b_, 1, static_cast<braidDataType_t>(99), braidSum, comm_, nullptr),
+      braidInvalidArgument, "bad dtype");
+  expectRejected(
+      braidAllReduce(a_, b_, 1, static_cast<braidDataType_t>(-1), braidSum, comm_, nullptr),
+      braidInvalidArgument, "negative dtype");
+  expectRejected(
+      braidAllReduce(a_, b_, 1, braidFloat32, static_cast<braidRedOp_t>(7), comm_, nullptr),
+      braidInvalidArgument, "bad op");
+  expectRejected(braidReduceScatter(a_, b_, 1, braidFloat32, braidNumOps, comm_, nullptr),
+                 braidInvalidArgument, "bad op reducescatter");
+  expectRejected(braidSend(a_, 1, braidNumTypes, 0, comm_, nullptr), braidInvalidArgument,
+                 "bad dtype send");
+}
+
+TEST_F(ApiArgs, RootAndPeerOutOfRange) {
+  for (int bad : {-1, 1, 1000}) {
+    expectRejected(braidBroadcast(a_, b_, 1, braidFloat32, bad, comm_, nullptr),
+                   braidInvalidArgument, "broadcast root");
+    expectRejected(braidReduce(a_, b_, 1, braidFloat32, braidSum, bad, comm_, nullptr),
+                   braidInvalidArgument, "reduce root");
+    expectRejected(braidSend(a_, 1, braidFloat32, bad, comm_, nullptr), braidInvalidArgument,
+                   "send peer");
+    expectRejected(braidRecv(b_, 1, braidFloat32, bad, comm_, nullptr), braidInvalidArgument,
+                   "recv peer");
+  }
+}
+
+TEST_F(ApiArgs, CountOverflow) {
+  expectRejected(braidAllReduce(a_, b_, SIZE_MAX / 2, braidFloat32, braidSum, comm_, nullptr),
+                 braidInvalidArgument, "allreduce overflow");
+  expectRejected(braidAllGather(a_, b_, SIZE_MAX / 3, braidInt8, comm_, nullptr),
+                 braidInvalidArgument, "allgather overflow");
+  size_t c[1] = {SIZE_MAX / 4}, d[1] = {0};
+  expectRejected(braidAllToAllv(a_, c, d, b_, c, d, braidFloat32, comm_, nullptr),
+                 braidInvalidArgument, "alltoallv overflow");
+}
+
+TEST_F(ApiArgs, PartialOverlapIsRejected) {
+  expectRejected(braidAllReduce(a_, a_ + 1, 4, braidFloat32, braidSum, comm_, nullptr),
+                 braidInvalidArgument, "allreduce overlap");
+}
+
+TEST_F(ApiArgs, NullComm) {
+  EXPECT_EQ(braidAllReduce(a_, b_, 1, braidFloat32, braidSum, nullptr, nullptr),
+            braidInvalidArgument);
+  EXPECT_GT(std::string(braidGetLastError(nullptr)).size(), 5u);
+  EXPECT_EQ(braidBarrier(nullptr, nullptr), braidInvalidArgument);
+  EXPECT_EQ(braidCommDestroy(nullptr), braidInvalidArgument);
+  int v;
+  EXPECT_EQ(braidCommCount(nullptr, &v), braidInvalidArgument);
+}
+
+TEST_F(ApiArgs, NullOutputPointers) {
+  EXPECT_EQ(braidCommCount(comm_, nullptr), braidInvalidArgument);
+  EXPECT_EQ(braidCommUserRank(comm_, nullptr), braidInvalidArgument);
+  EXPECT_EQ(braidCommGetAsyncError(comm_, nullptr), braidInvalidArgument);
+  EXPECT_EQ(braidGetVersion(nullptr), braidInvalidArgument);
+  EXPECT_EQ(braidGetUniqueId(nullptr), braidInvalidArgument);
+  EXPECT_EQ(braidStreamCreate(nullptr), braidInvalidArgument);
+  EXPECT_EQ(braidCommSplit(comm_, 0, 0, nullptr), braidInvalidArgument);
+  braidUniqueId id;
+  EXPECT_EQ(braidCommInitRank(nullptr, 1, id, 0), braidInvalidArgument);
+}
+
+TEST_F(ApiArgs, BadInitArguments) {
+  braidUniqueId id;
+  ASSERT_EQ(braidGetUniqueId(&id), braidSuccess);
+  braidComm_t c = reinterpret_cast<braidComm_t>(0x1);
+  EXPECT_EQ(braidCommInitRank(&c, 0, id, 0), braidInvalidArgument);
+  EXPECT_EQ(c, nullptr);
+  EXPECT_EQ(braidCommInitRank(&c, 2, id, 2), braidInvalidArgument);
+  EXPECT_EQ(braidCommInitRank(&c, 2, id, -1), braidInvalidArgument);
+  braidUniqueId garbage;
+  std::memset(&garbage, 0x41, sizeof garbage);
+  EXPECT_EQ(braidCommInitRank(&c, 1, garbage, 0), braidInvalidArgument);
+  EXPECT_NE(std::string(braidGetLastError(nullptr)).find("unique id"), std::string::npos);
+  char text[2 * BRAID_UNIQUE_ID_BYTES + 1];
+  EXPECT_EQ(braidUniqueIdToString(&id, text, 10), braidInvalidArgument);
+  EXPECT_EQ(braidUniqueIdFromString("zz", &garbage), braidInvalidArgument);
+  ASSERT_EQ(braidUniqueIdToString(&id, text, sizeof text), braidSuccess);
+  braidUniqueId back;
+  ASSERT_EQ(braidUniqueIdFromString(text, &back), braidSuccess);
+  EXPECT_EQ(std::memcmp(&back, &id, sizeof id), 0);
+}
+
+TEST_F(ApiArgs, GroupEndWithoutStart) {
+  EXPECT_EQ(braidGroupEnd(), braidInvalidUsage);
+  EXPECT_GT(std::string(braidGetLastError(nullptr)).size(), 5u);
+}
+
+TEST_F(ApiArgs, SplitWithBadColor) {
+  braidComm_t child = nullptr;
+  expectRejected(braidCommSplit(comm_, -5, 0, &child), braidInvalidArgument, "split color");
+  EXPECT_EQ(braidCommSplit(comm_, BRAID_SPLIT_NOCOLOR, 0, &child), braidSuccess);
+  EXPECT_EQ(child, nullptr);
+}
+
+TEST_F(ApiArgs, UseAfterDestroy) {
+  braidComm_t dead = comm_;
+  ASSERT_EQ(braidCommDestroy(comm_), braidSuccess);
+  comm_ = nullptr;
+  EXPECT_EQ(braidAllReduce(a_, b_, 1, braidFloat32, braidSum, dead, nullptr), braidInvalidUsage);
+  EXPECT_NE(std::string(braidGetLastError(nullptr)).find("destroyed"), std::string::npos);
+  EXPECT_EQ(braidCommDestroy(dead), braidInvalidUsage);
+  int n;
+  EXPECT_EQ(braidCommCount(dead, &n), braidInvalidUsage);
+}
+
+TEST_F(ApiArgs, StreamUseAfterDestroyAndNull) {
+  braidStream_t s;
+  ASSERT_EQ(braidStreamCreate(&s), braidSuccess);
+  ASSERT_EQ(braidAllReduce(a_, b_, 8, braidFloat32, braidSum, comm_, s), braidSuccess);
+  ASSERT_EQ(braidStreamSynchronize(s), braidSuccess);
+  ASSERT_EQ(braidStreamDestroy(s), braidSuccess);
+  EXPECT_EQ(braidAllReduce(a_, b_, 8, braidFloat32, braidSum, comm_, s), braidInvalidUsage);
+  EXPECT_EQ(braidStreamSynchronize(s), braidInvalidUsage);
+  EXPECT_EQ(braidStreamQuery(nullptr), braidInvalidArgument);
+}
+
+TEST_F(ApiArgs, SelfSendWithoutGroupPartnerIsAnError) {
+  float x = 1;
+  EXPECT_EQ(braidSend(&x, 1, braidFloat32, 0, comm_, nullptr), braidInvalidUsage);
+}
+
+TEST(ApiStrings, ErrorStringsAndVersion) {
+  for (int r = 0; r < braidNumResults; ++r) {
+    EXPECT_GT(std::string(braidGetErrorString(static_cast<braidResult_t>(r))).size(), 3u);
+  }
+  int v = 0;
+  EXPECT_EQ(braidGetVersion(&v), braidSuccess);
+  EXPECT_EQ(v, BRAID_VERSION_CODE);
+}
+
+}  // namespace
