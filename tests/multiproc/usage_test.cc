@@ -1,0 +1,193 @@
+// Streams, groups, several communicators and splits used at once, long runs of small calls.
+#include <gtest/gtest.h>
+
+#include <thread>
+#include <vector>
+
+#include "harness/ranks.h"
+
+namespace braid::test {
+namespace {
+
+TEST(Usage, ThousandsOfSmallAllReduces) {
+  runRanks(4, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    for (int k = 0; k < 3000; ++k) {
+      float v = static_cast<float>(r + k);
+      BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, nullptr), comm);
+      ASSERT_EQ(v, static_cast<float>(n * k + n * (n - 1) / 2)) << "call " << k;
+    }
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+TEST(Usage, StreamsRunInOrderAsynchronously) {
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    braidStream_t s1, s2;
+    BRAID_ASSERT_OK(braidStreamCreate(&s1), comm);
+    BRAID_ASSERT_OK(braidStreamCreate(&s2), comm);
+    const size_t count = 1 << 18;
+    std::vector<int32_t> a(count, 1), b(count, r);
+    // Ten dependent allreduces on s1: each doubles... multiplies by n; order matters.
+    for (int k = 0; k < 5; ++k) {
+      BRAID_ASSERT_OK(braidAllReduce(a.data(), a.data(), count, braidInt32, braidSum, comm, s1),
+                      comm);
+    }
+    BRAID_ASSERT_OK(braidBroadcast(b.data(), b.data(), count, braidInt32, 1, comm, s2), comm);
+    // The calls returned before completing (or completed very fast); either way, sync.
+    braidResult_t q = braidStreamQuery(s1);
+    EXPECT_TRUE(q == braidInProgress || q == braidSuccess) << q;
+    BRAID_ASSERT_OK(braidStreamSynchronize(s1), comm);
+    BRAID_ASSERT_OK(braidStreamSynchronize(s2), comm);
+    EXPECT_EQ(braidStreamQuery(s1), braidSuccess);
+    int32_t want = 1;
+    for (int k = 0; k < 5; ++k) want *= n;
+    EXPECT_EQ(a[0], want);
+    EXPECT_EQ(a[count - 1], want);
+    EXPECT_EQ(b[count / 2], 1);
+    BRAID_ASSERT_OK(braidStreamDestroy(s1), comm);
+    BRAID_ASSERT_OK(braidStreamDestroy(s2), comm);
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+TEST(Usage, GroupedSendRecvRingOfLargeMessagesDoesNotDeadlock) {
+  runRanks(4, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    const size_t count = size_t{2} << 20;  // 8 MiB of float
+    std::vector<float> out(count, static_cast<float>(r)), in(count, -1);
+    BRAID_ASSERT_OK(braidGroupStart(), comm);
+    // Sends first on every rank: outside a group this order could deadlock.
+    BRAID_ASSERT_OK(braidSend(out.data(), count, braidFloat32, (r + 1) % n, comm, nullptr), comm);
+    BRAID_ASSERT_OK(braidRecv(in.data(), count, braidFloat32, (r + n - 1) % n, comm, nullptr),
+                    comm);
+    BRAID_ASSERT_OK(braidGroupEnd(), comm);
+    EXPECT_EQ(in[0], static_cast<float>((r + n - 1) % n));
+    EXPECT_EQ(in[count - 1], static_cast<float>((r + n - 1) % n));
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+TEST(Usage, NestedGroupAllToAllWithSelf) {
+  runRanks(5, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    const size_t count = 1000;
+    std::vector<int64_t> out(count * n), in(count * n, -1);
+    for (int q = 0; q < n; ++q) {
+      for (size_t i = 0; i < count; ++i) out[q * count + i] = r * 100000 + q * 1000 + i;
+    }
+    BRAID_ASSERT_OK(braidGroupStart(), comm);
+    for (int q = 0; q < n; ++q) {
+      BRAID_ASSERT_OK(braidGroupStart(), comm);  // nested
+      BRAID_ASSERT_OK(braidSend(&out[q * count], count, braidInt64, q, comm, nullptr), comm);
+      BRAID_ASSERT_OK(braidRecv(&in[q * count], count, braidInt64, q, comm, nullptr), comm);
+      BRAID_ASSERT_OK(braidGroupEnd(), comm);
+    }
+    BRAID_ASSERT_OK(braidGroupEnd(), comm);
+    for (int q = 0; q < n; ++q) {
+      EXPECT_EQ(in[q * count + 7], q * 100000 + r * 1000 + 7) << "from " << q;
+    }
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+TEST(Usage, TwoCommunicatorsAndASplitConcurrently) {
+  runRanks(4, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t a = initComm(r, n, id);
+    ASSERT_NE(a, nullptr);
+    // A second communicator: rank 0 makes an id and broadcasts it over the first.
+    braidUniqueId id2{};
+    if (r == 0) {
+      BRAID_ASSERT_OK(braidGetUniqueId(&id2), a);
+    }
+    BRAID_ASSERT_OK(braidBroadcast(&id2, &id2, sizeof id2, braidUint8, 0, a, nullptr), a);
+    braidComm_t b = initComm(r, n, id2);
+    ASSERT_NE(b, nullptr);
+    // Split a: even/odd colors, key reverses the order.
+    braidComm_t half = nullptr;
+    BRAID_ASSERT_OK(braidCommSplit(a, r % 2, -r, &half), a);
+    ASSERT_NE(half, nullptr);
+    int hn = 0, hr = -1;
+    BRAID_ASSERT_OK(braidCommCount(half, &hn), half);
+    BRAID_ASSERT_OK(braidCommUserRank(half, &hr), half);
+    EXPECT_EQ(hn, 2);
+    EXPECT_EQ(hr, r < 2 ? 1 : 0);  // key -r: the higher parent rank comes first
+    braidComm_t none = reinterpret_cast<braidComm_t>(0x1);
+    BRAID_ASSERT_OK(braidCommSplit(a, r == 0 ? 0 : BRAID_SPLIT_NOCOLOR, 0, &none), a);
+    EXPECT_EQ(none == nullptr, r != 0);
+    if (none != nullptr) {
+      BRAID_ASSERT_OK(braidCommDestroy(none), nullptr);
+    }
+    // Use the three communicators at once from three threads.
+    std::vector<double> va(1 << 16, 1), vb(1 << 16, 2), vh(1 << 16, r);
+    braidResult_t ra = braidSuccess, rb = braidSuccess, rh = braidSuccess;
+    std::thread ta([&] {
+      for (int k = 0; k < 20 && ra == braidSuccess; ++k) {
+        ra = braidAllReduce(va.data(), va.data(), va.size(), braidFloat64, braidMax, a, nullptr);
+      }
+    });
+    std::thread tb([&] {
+      for (int k = 0; k < 20 && rb == braidSuccess; ++k) {
+        rb = braidAllReduce(vb.data(), vb.data(), vb.size(), braidFloat64, braidMin, b, nullptr);
+      }
+    });
+    std::thread th([&] {
+      for (int k = 0; k < 20 && rh == braidSuccess; ++k) {
+        rh = braidAllReduce(vh.data(), vh.data(), vh.size(), braidFloat64, braidMax, half, nullptr);
+      }
+    });
+    ta.join();
+    tb.join();
+    th.join();
+    EXPECT_EQ(ra, braidSuccess) << braidGetLastError(a);
+    EXPECT_EQ(rb, braidSuccess) << braidGetLastError(b);
+    EXPECT_EQ(rh, braidSuccess) << braidGetLastError(half);
+    EXPECT_EQ(va[5], 1.0);
+    EXPECT_EQ(vb[5], 2.0);
+    EXPECT_EQ(vh[5], r % 2 == 0 ? 2.0 : 3.0);
+    BRAID_ASSERT_OK(braidCommDestroy(half), nullptr);
+    BRAID_ASSERT_OK(braidCommDestroy(b), nullptr);
+    BRAID_ASSERT_OK(braidCommDestroy(a), nullptr);
+  });
+  EXPECT_EQ(braidShmFiles(), 0);
+}
+
+TEST(Usage, SeveralAlgorithmsForcedAgree) {
+  for (const char* algo : {"allreduce=ring", "allreduce=rd,broadcast=chain,reduce=chain",
+                           "broadcast=binomial,reduce=binomial"}) {
+    RankOptions opt;
+    opt.env = {{"BRAID_ALGO", algo}, {"BRAID_CHUNK_BYTES", "8192"}};
+    runRanks(
+        3,
+        [algo](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          for (size_t count : {size_t{1}, size_t{5000}, size_t{100003}}) {
+            std::vector<int32_t> v(count, r + 1), w(count, -1);
+            BRAID_ASSERT_OK(
+                braidAllReduce(v.data(), w.data(), count, braidInt32, braidSum, comm, nullptr),
+                comm);
+            EXPECT_EQ(w[count - 1], n * (n + 1) / 2) << algo;
+            BRAID_ASSERT_OK(braidBroadcast(v.data(), w.data(), count, braidInt32, 2, comm, nullptr),
+                            comm);
+            EXPECT_EQ(w[0], 3) << algo;
+            BRAID_ASSERT_OK(
+                braidReduce(v.data(), w.data(), count, braidInt32, braidMax, 1, comm, nullptr),
+                comm);
+            if (r == 1) {
+              EXPECT_EQ(w[count / 2], n) << algo;
+            }
+          }
+          BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+        },
+        opt);
+  }
+}
+
+}  // namespace
+}  // namespace braid::test
