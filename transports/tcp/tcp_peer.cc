@@ -1,5 +1,6 @@
 // Socket I/O of the TCP transport: framing, writev batching, incremental parsing.
 #include <fmt/format.h>
+#include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cerrno>
@@ -45,7 +46,10 @@ void Socket::flush() {
       size_t p = s - sizeof(FrameHeader);
       if (p < it->len) iov[n++] = {const_cast<char*>(it->payload) + p, it->len - p};
     }
-    ssize_t w = ::writev(fd_.get(), iov, n);
+    msghdr mh{};
+    mh.msg_iov = iov;
+    mh.msg_iovlen = static_cast<size_t>(n);
+    ssize_t w = ::sendmsg(fd_.get(), &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (w < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (errno == EINTR) continue;
@@ -67,15 +71,36 @@ void Socket::flush() {
       if (r != nullptr && --r->fragmentsLeft == 0) peer_->t->complete(r, Status::ok());
     }
   }
+  if (aborting_ && out_.empty() && fd_.valid()) ::shutdown(fd_.get(), SHUT_WR);
   updateInterest();
 }
 
-void Socket::sendNowBestEffort(const FrameHeader& h, const std::string& payload) {
-  if (!fd_.valid() || !clean()) return;
-  iovec iov[2] = {{const_cast<FrameHeader*>(&h), sizeof h},
-                  {const_cast<char*>(payload.data()), payload.size()}};
-  ssize_t w = ::writev(fd_.get(), iov, 2);
-  (void)w;
+void Socket::beginAbort(const FrameHeader& abortHdr, const std::string& text) {
+  if (!fd_.valid() || aborting_) return;
+  aborting_ = true;
+  std::deque<OutFrame> keep;
+  if (!out_.empty() && out_.front().sent > 0) {
+    // Copy what is left of the frame on the wire: the user's buffer may go away now.
+    OutFrame& f = out_.front();
+    std::string rest;
+    size_t s = f.sent;
+    if (s < sizeof(FrameHeader)) {
+      rest.append(reinterpret_cast<const char*>(&f.h) + s, sizeof(FrameHeader) - s);
+      s = sizeof(FrameHeader);
+    }
+    rest.append(f.payload + (s - sizeof(FrameHeader)), f.len - (s - sizeof(FrameHeader)));
+    OutFrame raw;
+    raw.sent = sizeof(FrameHeader);  // header already "sent": only the raw bytes follow
+    raw.len = rest.size();
+    raw.owned = std::move(rest);
+    raw.payload = raw.owned.data();
+    keep.push_back(std::move(raw));
+  }
+  out_.swap(keep);
+  queued_ = out_.empty() ? 0 : out_.front().len;
+  if (!out_.empty()) out_.front().payload = out_.front().owned.data();
+  enqueue(abortHdr, nullptr, nullptr, text);
+  flush();
 }
 
 void Socket::collectRequests(std::vector<NetRequest*>* out) const {
@@ -98,6 +123,10 @@ void Socket::onEvents(uint32_t events) {
   if (!fd_.valid()) return;
   if (events & EPOLLOUT) flush();
   if (!fd_.valid()) return;
+  if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN) && aborting_) {
+    closeNow();
+    return;
+  }
   if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN)) {
     int err = 0;
     socklen_t len = sizeof err;
@@ -164,7 +193,18 @@ void Socket::onPayloadDone() {
 }
 
 void Socket::readSome() {
-  for (int rounds = 0; rounds < 64 && fd_.valid(); ++rounds) {
+  if (aborting_) {
+    char sink[65536];
+    while (fd_.valid()) {
+      ssize_t r = ::recv(fd_.get(), sink, sizeof sink, 0);
+      if (r > 0) continue;
+      if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return;
+      if (r < 0 && errno == EINTR) continue;
+      closeNow();
+    }
+    return;
+  }
+  for (int rounds = 0; rounds < 64 && fd_.valid() && !aborting_; ++rounds) {
     ssize_t r;
     if (!inPayload_) {
       r = ::recv(fd_.get(), reinterpret_cast<char*>(&in_) + inHdrGot_,
@@ -178,7 +218,7 @@ void Socket::readSome() {
       r = ::recv(fd_.get(), discard_.data(), std::min(inLeft_, discard_.size()), 0);
     }
     if (r == 0) {
-      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0) {
+      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0 && out_.empty()) {
         closeNow();
         peer_->t->onGracefulClose(peer_);
       } else {
@@ -189,7 +229,7 @@ void Socket::readSome() {
     if (r < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) return;
       if (errno == EINTR) continue;
-      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0) {
+      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0 && out_.empty()) {
         closeNow();  // a reset after goodbye: the peer closed with our goodbye unread
         peer_->t->onGracefulClose(peer_);
       } else {

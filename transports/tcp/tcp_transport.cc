@@ -164,14 +164,17 @@ void Transport::postInLoop(NetRequest* r) {
     }
     uint64_t want = it->second;
     p.rtrs.erase(it);
-    if (want != r->bytes)
-      return fail(mismatch(peerName(p.rank), r->tag, r->bytes, want, true), true);
+    if (want != r->bytes) {
+      fail(mismatch(peerName(p.rank), r->tag, r->bytes, want, true), true);
+      return complete(r, failed_);  // r was in no queue that fail() empties
+    }
     return sendData(&p, r);
   }
   auto u = p.unexpected.find(r->tag);
   if (u != p.unexpected.end()) {
     if (u->second.data.size() != r->bytes) {
-      return fail(mismatch(peerName(p.rank), r->tag, r->bytes, u->second.data.size(), false), true);
+      fail(mismatch(peerName(p.rank), r->tag, r->bytes, u->second.data.size(), false), true);
+      return complete(r, failed_);  // r was in no queue that fail() empties
     }
     if (u->second.got == r->bytes) {
       if (r->bytes > 0) std::memcpy(r->buf, u->second.data.data(), r->bytes);
@@ -215,6 +218,14 @@ void Transport::sendData(Peer* p, NetRequest* r) {
       if (s->alive() && (best == nullptr || s->queuedBytes() < best->queuedBytes())) {
         best = s.get();
       }
+    }
+    if (best == nullptr) {
+      // Every socket to the peer closed after its goodbye: it left while we still send.
+      fail(remoteError(
+               fmt::format("{} left while this rank was still sending to it", peerName(p->rank))),
+           true);
+      if (i == 0) complete(r, failed_);  // no fragment queued: fail() could not see r
+      return;
     }
     FrameHeader h;
     h.type = static_cast<uint8_t>(FrameType::kData);
@@ -295,9 +306,11 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
     return;
   }
   NetRequest* r = it->second;
-  p->awaitingRtr.erase(it);
-  if (r->bytes != h.total)
+  if (r->bytes != h.total) {
+    // r stays queued so that fail() completes it with the error.
     return fail(mismatch(peerName(p->rank), h.tag, r->bytes, h.total, true), true);
+  }
+  p->awaitingRtr.erase(it);
   sendData(p, r);
 }
 
@@ -325,6 +338,9 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
   if (failed()) return;
   failed_ = reason;
   LOG_WARN(kNet, "communicator failed: {}", reason.message());
+  // Record the error before waking anyone: a caller that sees its call fail must also see it
+  // in braidCommGetAsyncError.
+  if (ctx_.onFatal) ctx_.onFatal(reason);
   std::unordered_set<NetRequest*> reqs;
   std::vector<NetRequest*> queued;
   FrameHeader abortHdr;
@@ -337,14 +353,13 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
     for (auto& [tag, u] : p.unexpected) {
       if (u.waiting != nullptr) reqs.insert(u.waiting);
     }
-    bool told = !notifyPeers;
     for (auto& s : p.socks) {
       s->collectRequests(&queued);
-      if (!told && s->alive() && s->clean()) {
-        s->sendNowBestEffort(abortHdr, text);
-        told = true;
+      if (notifyPeers) {
+        s->beginAbort(abortHdr, text);
+      } else {
+        s->closeNow();
       }
-      s->closeNow();
     }
     p.postedRecvs.clear();
     p.awaitingRtr.clear();
@@ -354,7 +369,6 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
   unexpectedBytes_ = 0;
   reqs.insert(queued.begin(), queued.end());
   for (NetRequest* r : reqs) complete(r, reason);
-  if (ctx_.onFatal) ctx_.onFatal(reason);
 }
 
 void Transport::abort(const Status& reason) {

@@ -50,13 +50,14 @@ class Socket : public Reactor::Handler {
   void flush();
   void closeNow();
   bool saidBye() const { return byeReceived_; }
-  bool clean() const { return out_.empty() || out_.front().sent == 0; }
+  // After a failure: finish the frame on the wire (from a private copy), send ABORT with the
+  // reason, then FIN; keep reading and discarding until the peer closes. So the peer reads
+  // the reason before it sees the connection end, on whichever socket it reads first.
+  void beginAbort(const FrameHeader& abortHdr, const std::string& text);
   bool alive() const { return fd_.valid(); }
   size_t queuedBytes() const { return queued_; }
   int fd() const { return fd_.get(); }
   int index() const { return index_; }
-  // Writes a frame directly, best effort (used for ABORT when the socket is clean).
-  void sendNowBestEffort(const FrameHeader& h, const std::string& payload);
   void collectRequests(std::vector<NetRequest*>* out) const;
 
  private:
@@ -89,6 +90,7 @@ class Socket : public Reactor::Handler {
   std::string inText_;
   std::vector<char> discard_;
   bool byeReceived_ = false;  // the peer said goodbye on this socket: EOF is expected
+  bool aborting_ = false;     // beginAbort ran: output ends with ABORT + FIN, input discarded
 };
 
 struct Unexpected {

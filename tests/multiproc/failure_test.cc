@@ -1,0 +1,257 @@
+// Failures: a rank killed mid-collective, abort from another thread, a rank that never joins,
+// a silent peer (timeout), strangers at the rendezvous port, mismatched counts.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/ranks.h"
+
+namespace braid::test {
+namespace {
+
+bool isPeerFailure(braidResult_t r) { return r == braidRemoteError || r == braidTimeout; }
+
+TEST(Failure, RankKilledMidAllReduceIsNamedByEveryone) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "20000"}};
+  opt.timeoutSec = 60;
+  auto res = runRanksRaw(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        std::vector<float> v(size_t{8} << 20, 1.0f);
+        if (r == 2) {
+          std::thread([] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(50));
+            raise(SIGKILL);
+          }).detach();
+        }
+        double t0 = now();
+        braidResult_t rc = braidSuccess;
+        for (int k = 0; k < 1000 && rc == braidSuccess; ++k) {
+          rc = braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr);
+        }
+        double took = now() - t0;
+        std::string msg = braidGetLastError(comm);
+        EXPECT_TRUE(isPeerFailure(rc)) << "rank " << r << " got " << rc << ": " << msg;
+        EXPECT_NE(msg.find("rank 2"), std::string::npos) << "rank " << r << ": " << msg;
+        EXPECT_LT(took, 5.0) << "a dead peer must be seen by EOF, not by the timeout";
+        braidResult_t async = braidSuccess;
+        EXPECT_EQ(braidCommGetAsyncError(comm, &async), braidSuccess);
+        EXPECT_NE(async, braidSuccess);
+        // The broken communicator refuses new work with the same story.
+        float x = 1;
+        EXPECT_NE(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, comm, nullptr), braidSuccess);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      opt);
+  ASSERT_EQ(res.size(), 4u);
+  EXPECT_EQ(res[2].signal, SIGKILL);
+  for (int r : {0, 1, 3}) {
+    EXPECT_TRUE(res[r].exited && res[r].code == 0)
+        << "rank " << r << " code " << res[r].code << " signal " << res[r].signal
+        << (res[r].hung ? " (hung)" : "");
+  }
+}
+
+TEST(Failure, AbortFromAnotherThreadUnblocksACollective) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        if (r == 1) {
+          // Never joins the allreduce; learns of the abort from rank 0.
+          double t0 = now();
+          braidResult_t async = braidSuccess;
+          while (now() - t0 < 10 && async == braidSuccess) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            ASSERT_EQ(braidCommGetAsyncError(comm, &async), braidSuccess);
+          }
+          EXPECT_NE(async, braidSuccess) << "rank 1 never heard of rank 0's abort";
+          EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+          return;
+        }
+        std::thread aborter([comm] {
+          std::this_thread::sleep_for(std::chrono::milliseconds(300));
+          EXPECT_EQ(braidCommAbort(comm), braidSuccess);
+        });
+        float v[4] = {1, 2, 3, 4};
+        double t0 = now();
+        braidResult_t rc = braidAllReduce(v, v, 4, braidFloat32, braidSum, comm, nullptr);
+        double took = now() - t0;
+        aborter.join();
+        EXPECT_NE(rc, braidSuccess);
+        EXPECT_LT(took, 5.0);
+        // The handle is gone after abort.
+        EXPECT_EQ(braidBarrier(comm, nullptr), braidInvalidUsage);
+      },
+      opt);
+}
+
+TEST(Failure, SilentPeerTimesOutNamingIt) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "1500"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        if (r == 1) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(2500));
+          EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+          return;
+        }
+        std::vector<float> v(1000, 1);
+        double t0 = now();
+        braidResult_t rc =
+            braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr);
+        double took = now() - t0;
+        EXPECT_EQ(rc, braidTimeout);
+        std::string msg = braidGetLastError(comm);
+        EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+        EXPECT_GT(took, 1.0);
+        EXPECT_LT(took, 4.0);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      opt);
+}
+
+TEST(Failure, RankThatNeverJoinsMakesInitTimeOut) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "2000"}};
+  runRanks(
+      3,
+      [](int r, int n, const braidUniqueId& id) {
+        if (r == 2) return;  // never calls init
+        braidComm_t comm = nullptr;
+        double t0 = now();
+        braidResult_t rc = braidCommInitRank(&comm, n, id, r);
+        double took = now() - t0;
+        EXPECT_EQ(rc, braidTimeout) << braidGetLastError(nullptr);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_NE(std::string(braidGetLastError(nullptr)).find("2"), std::string::npos)
+            << braidGetLastError(nullptr);
+        EXPECT_LT(took, 6.0);
+      },
+      opt);
+}
+
+int freePort() {
+  int s = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  close(s);
+  return port;
+}
+
+int connectLoopback(int port) {
+  for (int attempt = 0; attempt < 200; ++attempt) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) return s;
+    close(s);
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return -1;
+}
+
+TEST(Failure, StrangersAtTheRendezvousAreRejectedAndTheJobRuns) {
+  const int port = freePort();
+  const std::string root = "127.0.0.1:" + std::to_string(port);
+  const char* secret = "0123456789abcdef0123456789abcdef";
+  runRanks(3, [&](int r, int, const braidUniqueId&) {
+    setenv("BRAID_ROOT_ADDR", root.c_str(), 1);
+    setenv("BRAID_WORLD_SIZE", "2", 1);
+    setenv("BRAID_TIMEOUT_MS", "8000", 1);
+    if (r == 2) {
+      // The stranger: garbage, a huge length, a silent connection, and a wrong secret.
+      int g = connectLoopback(port);
+      ASSERT_GE(g, 0);
+      std::vector<char> junk(100000);
+      for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<char>(i * 131 + 7);
+      (void)!write(g, junk.data(), junk.size());
+      int h = connectLoopback(port);
+      const char huge[] = "\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff\xff";
+      (void)!write(h, huge, sizeof huge);
+      int silent = connectLoopback(port);
+      setenv("BRAID_RANK", "1", 1);
+      setenv("BRAID_JOB_SECRET", "ffffffffffffffffffffffffffffffff", 1);
+      braidComm_t c = nullptr;
+      EXPECT_NE(braidCommInitFromEnv(&c), braidSuccess) << "a wrong secret was accepted";
+      EXPECT_EQ(c, nullptr);
+      close(g);
+      close(h);
+      close(silent);
+      return;
+    }
+    if (r == 1) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+    setenv("BRAID_JOB_SECRET", secret, 1);
+    braidComm_t c = nullptr;
+    BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+    int v = r + 1;
+    BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidInt32, braidSum, c, nullptr), c);
+    EXPECT_EQ(v, 3);
+    BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+  });
+}
+
+TEST(Failure, MismatchedCountsAreAnErrorNotACrash) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "4000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        // Point-to-point: both sides large, sizes differ: detected at once by both.
+        std::vector<float> buf(size_t{2} << 20, 1);
+        size_t count = r == 0 ? buf.size() / 2 : buf.size();
+        double t0 = now();
+        braidResult_t rc = r == 0 ? braidSend(buf.data(), count, braidFloat32, 1, comm, nullptr)
+                                  : braidRecv(buf.data(), count, braidFloat32, 0, comm, nullptr);
+        EXPECT_NE(rc, braidSuccess);
+        EXPECT_LT(now() - t0, 3.0);
+        std::string msg = braidGetLastError(comm);
+        EXPECT_NE(msg.find("mismatch"), std::string::npos) << msg;
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      opt);
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        // Collective: one rank small, the other large (different algorithms even).
+        std::vector<float> buf(size_t{2} << 20, 1);
+        size_t count = r == 0 ? 1000 : buf.size();
+        braidResult_t rc =
+            braidAllReduce(buf.data(), buf.data(), count, braidFloat32, braidSum, comm, nullptr);
+        EXPECT_NE(rc, braidSuccess);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      opt);
+}
+
+}  // namespace
+}  // namespace braid::test
