@@ -85,8 +85,7 @@ BRAID_API braidResult_t braidGetVersion(int* version);
 /* Creates a unique id; the calling process hosts the rendezvous until every rank has joined. */
 BRAID_API braidResult_t braidGetUniqueId(braidUniqueId* uniqueId);
 /* Text form (hex, 2*BRAID_UNIQUE_ID_BYTES chars + NUL) for env vars and files. */
-BRAID_API braidResult_t braidUniqueIdToString(const braidUniqueId* uniqueId, char* buf,
-                                              size_t len);
+BRAID_API braidResult_t braidUniqueIdToString(const braidUniqueId* uniqueId, char* buf, size_t len);
 BRAID_API braidResult_t braidUniqueIdFromString(const char* str, braidUniqueId* uniqueId);
 
 BRAID_API braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUniqueId commId,
@@ -97,8 +96,7 @@ BRAID_API braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUn
 BRAID_API braidResult_t braidCommInitFromEnv(braidComm_t* comm);
 /* Collective over comm. color < 0 (BRAID_SPLIT_NOCOLOR) gives *newcomm = NULL. */
 #define BRAID_SPLIT_NOCOLOR (-1)
-BRAID_API braidResult_t braidCommSplit(braidComm_t comm, int color, int key,
-                                       braidComm_t* newcomm);
+BRAID_API braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* newcomm);
 BRAID_API braidResult_t braidCommDestroy(braidComm_t comm);
 /* Fails every operation in flight on comm (from any thread), then frees it. */
 BRAID_API braidResult_t braidCommAbort(braidComm_t comm);
@@ -116,8 +114,8 @@ BRAID_API braidResult_t braidStreamSynchronize(braidStream_t stream);
 BRAID_API braidResult_t braidStreamQuery(braidStream_t stream);
 
 BRAID_API braidResult_t braidAllReduce(const void* sendbuff, void* recvbuff, size_t count,
-                                       braidDataType_t datatype, braidRedOp_t op,
-                                       braidComm_t comm, braidStream_t stream);
+                                       braidDataType_t datatype, braidRedOp_t op, braidComm_t comm,
+                                       braidStream_t stream);
 BRAID_API braidResult_t braidBroadcast(const void* sendbuff, void* recvbuff, size_t count,
                                        braidDataType_t datatype, int root, braidComm_t comm,
                                        braidStream_t stream);
@@ -127,10 +125,9 @@ BRAID_API braidResult_t braidReduce(const void* sendbuff, void* recvbuff, size_t
 BRAID_API braidResult_t braidAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
                                        braidDataType_t datatype, braidComm_t comm,
                                        braidStream_t stream);
-BRAID_API braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff,
-                                           size_t recvcount, braidDataType_t datatype,
-                                           braidRedOp_t op, braidComm_t comm,
-                                           braidStream_t stream);
+BRAID_API braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
+                                           braidDataType_t datatype, braidRedOp_t op,
+                                           braidComm_t comm, braidStream_t stream);
 BRAID_API braidResult_t braidAllToAll(const void* sendbuff, void* recvbuff, size_t count,
                                       braidDataType_t datatype, braidComm_t comm,
                                       braidStream_t stream);
@@ -141,8 +138,8 @@ BRAID_API braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendc
                                        braidStream_t stream);
 BRAID_API braidResult_t braidSend(const void* sendbuff, size_t count, braidDataType_t datatype,
                                   int peer, braidComm_t comm, braidStream_t stream);
-BRAID_API braidResult_t braidRecv(void* recvbuff, size_t count, braidDataType_t datatype,
-                                  int peer, braidComm_t comm, braidStream_t stream);
+BRAID_API braidResult_t braidRecv(void* recvbuff, size_t count, braidDataType_t datatype, int peer,
+                                  braidComm_t comm, braidStream_t stream);
 BRAID_API braidResult_t braidBarrier(braidComm_t comm, braidStream_t stream);
 
 /* Operations issued between braidGroupStart and braidGroupEnd (on this thread) are fused and
