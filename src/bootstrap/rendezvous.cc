@@ -83,7 +83,11 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
   Deadline sendBy = deadlineIn(std::max<int64_t>(timeoutMs, 10000));
   if (!error.empty()) {
     LOG_WARN(kBoot, "rendezvous root: {}", error);
-    for (auto& [r, c] : joined) sendError(c.fd.get(), error, sendBy);
+    // Highest rank first: rank 0 usually lives in this process and may exit as soon as it
+    // has its answer, taking this thread with it.
+    for (auto it = joined.rbegin(); it != joined.rend(); ++it) {
+      sendError(it->second.fd.get(), error, sendBy);
+    }
     return;
   }
   std::string table;
@@ -94,7 +98,8 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
     table.append(reinterpret_cast<const char*>(&len), 4);
     table += b;
   }
-  for (auto& [r, c] : joined) {
+  for (auto it = joined.rbegin(); it != joined.rend(); ++it) {  // rank 0 last, as above
+    auto& [r, c] = *it;
     uint8_t st = kTableOk;
     Status s = writeFull(c.fd.get(), &st, 1, sendBy, "rank");
     if (s.isOk()) s = writeFull(c.fd.get(), table.data(), table.size(), sendBy, "rank");

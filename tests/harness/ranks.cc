@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -133,6 +134,9 @@ std::vector<RankResult> runRanksRaw(int nranks, const RankBody& body, const Rank
 
 void runRanks(int nranks, const RankBody& body, const RankOptions& opt) {
   auto res = runRanksRaw(nranks, body, opt);
+  errno = 0;
+  EXPECT_TRUE(waitpid(-1, nullptr, WNOHANG) == -1 && errno == ECHILD)
+      << "a process of the test is still running";
   for (int r = 0; r < static_cast<int>(res.size()); ++r) {
     if (res[r].hung) {
       ADD_FAILURE() << "rank " << r << " of " << nranks << " hung (killed after " << opt.timeoutSec

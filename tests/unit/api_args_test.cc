@@ -1,9 +1,12 @@
 // Every invalid argument gets a clear error, and nothing runs: a valid call afterwards works.
+#include <dirent.h>
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "braid/braid.h"
@@ -198,6 +201,45 @@ TEST(ApiStrings, ErrorStringsAndVersion) {
   int v = 0;
   EXPECT_EQ(braidGetVersion(&v), braidSuccess);
   EXPECT_EQ(v, BRAID_VERSION_CODE);
+}
+
+}  // namespace
+
+namespace {
+
+int countEntries(const char* dir) {
+  int n = 0;
+  if (DIR* d = opendir(dir)) {
+    while (readdir(d) != nullptr) ++n;
+    closedir(d);
+  }
+  return n;
+}
+
+int openFds() { return countEntries("/proc/self/fd"); }
+int threads() { return countEntries("/proc/self/task"); }
+
+TEST(ApiLifecycle, InitAndDestroyLeaveNoFileDescriptorsOrThreadsBehind) {
+  const int before = openFds();
+  const int threadsBefore = threads();
+  for (int k = 0; k < 20; ++k) {
+    braidUniqueId id;
+    ASSERT_EQ(braidGetUniqueId(&id), braidSuccess) << braidGetLastError(nullptr);
+    braidComm_t c = nullptr;
+    ASSERT_EQ(braidCommInitRank(&c, 1, id, 0), braidSuccess) << braidGetLastError(nullptr);
+    braidStream_t s = nullptr;
+    ASSERT_EQ(braidStreamCreate(&s), braidSuccess);
+    float x = 1;
+    ASSERT_EQ(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, c, s), braidSuccess);
+    ASSERT_EQ(braidStreamDestroy(s), braidSuccess);
+    ASSERT_EQ(braidCommDestroy(c), braidSuccess);
+  }
+  // The rendezvous roots exit once they served their job; give them a moment.
+  for (int i = 0; i < 100 && (openFds() > before || threads() > threadsBefore); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  EXPECT_EQ(openFds(), before);
+  EXPECT_EQ(threads(), threadsBefore);
 }
 
 }  // namespace
