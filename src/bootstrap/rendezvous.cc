@@ -39,7 +39,10 @@ void sendError(int fd, const std::string& msg, Deadline d) {
 }
 
 void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
-  Deadline deadline = deadlineIn(timeoutMs);
+  // Give up a little before the ranks do, so that they hear which ranks never came instead of
+  // timing out themselves (or seeing this thread die with rank 0's process).
+  int64_t margin = std::min(std::max<int64_t>(100, timeoutMs / 20), timeoutMs / 2);
+  Deadline deadline = deadlineIn(timeoutMs - margin);
   int nranks = -1;
   std::map<int, AcceptedConn> joined;
   std::map<int, std::string> blobs;

@@ -113,4 +113,7 @@ inline int64_t expectedValue(braidRedOp_t op, int n, size_t i) {
   return acc;
 }
 
+// All-to-all and send/recv data: what rank `from` sends to rank `to` at element i.
+inline int64_t a2aValue(int from, int to, size_t i) { return (from * 7 + to * 3 + i) % 100; }
+
 }  // namespace braid::test

@@ -100,8 +100,6 @@ void checkReduceScatter(braidComm_t comm, int r, int n, const Case& c) {
   expectEqual(recv, want, c.count, name(c, "reducescatter"), r);
 }
 
-int64_t a2aValue(int from, int to, size_t i) { return (from * 7 + to * 3 + i) % 100; }
-
 void checkAllToAll(braidComm_t comm, int r, int n, const Case& c) {
   Buf send(c.count * n, c.dt), recv(c.count * n, c.dt), want(c.count * n, c.dt);
   for (int q = 0; q < n; ++q) {

@@ -1,0 +1,436 @@
+// braid-perf COLL [nccl-tests flags] — or invoked as all_reduce_perf, all_gather_perf, ...
+// Prints the nccl-tests table (size count type redop root | out-of-place time algbw busbw
+// #wrong | in-place ...) and footer; exits non-zero on a wrong element or an error.
+#include <fmt/format.h>
+#include <getopt.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "benchmarks/perf/perf.h"
+#include "src/core/dtype.h"
+
+namespace braid::perf {
+namespace {
+
+[[noreturn]] void die(const std::string& msg) {
+  std::fprintf(stderr, "braid-perf: %s\n", msg.c_str());
+  std::exit(2);
+}
+
+size_t parseSize(const char* s) {
+  char* end = nullptr;
+  double v = std::strtod(s, &end);
+  if (end == s || v < 0) die(fmt::format("bad size '{}'", s));
+  switch (*end) {
+    case 'k':
+    case 'K':
+      v *= 1024;
+      break;
+    case 'm':
+    case 'M':
+      v *= 1024.0 * 1024;
+      break;
+    case 'g':
+    case 'G':
+      v *= 1024.0 * 1024 * 1024;
+      break;
+    case '\0':
+      break;
+    default:
+      die(fmt::format("bad size suffix in '{}'", s));
+  }
+  return static_cast<size_t>(v);
+}
+
+std::vector<braidDataType_t> parseTypes(const std::string& s) {
+  static const std::pair<const char*, braidDataType_t> kNames[] = {
+      {"int8", braidInt8},       {"char", braidInt8},       {"uint8", braidUint8},
+      {"int32", braidInt32},     {"int", braidInt32},       {"uint32", braidUint32},
+      {"int64", braidInt64},     {"uint64", braidUint64},   {"half", braidFloat16},
+      {"float16", braidFloat16}, {"float", braidFloat32},   {"float32", braidFloat32},
+      {"double", braidFloat64},  {"float64", braidFloat64}, {"bfloat16", braidBfloat16}};
+  if (s == "all") {
+    return {braidInt8,   braidUint8,   braidInt32,   braidUint32,  braidInt64,
+            braidUint64, braidFloat16, braidFloat32, braidFloat64, braidBfloat16};
+  }
+  for (const auto& [n, t] : kNames) {
+    if (s == n) return {t};
+  }
+  die(fmt::format("unknown datatype '{}'", s));
+}
+
+std::vector<braidRedOp_t> parseOps(const std::string& s) {
+  if (s == "all") return {braidSum, braidProd, braidMax, braidMin, braidAvg};
+  static const std::pair<const char*, braidRedOp_t> kNames[] = {{"sum", braidSum},
+                                                                {"prod", braidProd},
+                                                                {"max", braidMax},
+                                                                {"min", braidMin},
+                                                                {"avg", braidAvg}};
+  for (const auto& [n, o] : kNames) {
+    if (s == n) return {o};
+  }
+  die(fmt::format("unknown op '{}'", s));
+}
+
+std::string collFromArgv0(const char* argv0) {
+  std::string base = argv0;
+  if (auto slash = base.rfind('/'); slash != std::string::npos) base = base.substr(slash + 1);
+  static const std::pair<const char*, const char*> kAliases[] = {
+      {"all_reduce_perf", "allreduce"},
+      {"all_gather_perf", "allgather"},
+      {"broadcast_perf", "broadcast"},
+      {"reduce_perf", "reduce"},
+      {"reduce_scatter_perf", "reducescatter"},
+      {"alltoall_perf", "alltoall"},
+      {"sendrecv_perf", "sendrecv"}};
+  for (const auto& [alias, coll] : kAliases) {
+    if (base == alias) return coll;
+  }
+  return "";
+}
+
+void usage() {
+  std::printf(
+      "usage: braid-perf COLL [flags]   (or all_reduce_perf, all_gather_perf, broadcast_perf,\n"
+      "       reduce_perf, reduce_scatter_perf, alltoall_perf, sendrecv_perf [flags])\n"
+      "COLL: allreduce allgather broadcast reduce reducescatter alltoall sendrecv\n"
+      "  -b minbytes  -e maxbytes  -f stepfactor  -i stepbytes  -n iters  -w warmup iters\n"
+      "  -c check (0/1)  -o op (sum|prod|min|max|avg|all)  -d dtype (int8..float64, half,\n"
+      "  bfloat16, all)  -r root  -z blocking (0/1)  -a average (0 rank0, 1 avg, 2 min, 3 max)\n"
+      "  -R register buffers (accepted; host memory needs none)  -J FILE (JSON lines)\n"
+      "  -T seconds per size (adapts -n)  -t/-g (accepted, must be 1)\n"
+      "Ranks come from the launcher: braidrun -np N, mpirun (+BRAID_ROOT_ADDR), torchrun, srun.\n");
+}
+
+Options parse(int argc, char** argv) {
+  Options o;
+  std::string coll = collFromArgv0(argv[0]);
+  int first = 1;
+  if (coll.empty()) {
+    if (argc < 2 || argv[1][0] == '-') {
+      usage();
+      std::exit(argc < 2 ? 2 : (std::strcmp(argv[1], "-h") == 0 ? 0 : 2));
+    }
+    coll = argv[1];
+    first = 2;
+  }
+  o.coll = coll;
+  static const option kLong[] = {{"corrupt-for-test", no_argument, nullptr, 1000},
+                                 {"help", no_argument, nullptr, 'h'},
+                                 {nullptr, 0, nullptr, 0}};
+  optind = first;
+  int c;
+  while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:z:a:RJ:T:t:g:m:p:y:G:C:h", kLong,
+                          nullptr)) != -1) {
+    switch (c) {
+      case 'b':
+        o.minBytes = parseSize(optarg);
+        break;
+      case 'e':
+        o.maxBytes = parseSize(optarg);
+        break;
+      case 'f':
+        o.stepFactor = std::atof(optarg);
+        break;
+      case 'i':
+        o.stepBytes = parseSize(optarg);
+        o.stepFactor = 0;
+        break;
+      case 'n':
+        o.iters = std::atoi(optarg);
+        break;
+      case 'w':
+        o.warmup = std::atoi(optarg);
+        break;
+      case 'c':
+        o.check = std::atoi(optarg) != 0;
+        break;
+      case 'o':
+        o.ops = parseOps(optarg);
+        break;
+      case 'd':
+        o.types = parseTypes(optarg);
+        break;
+      case 'r':
+        o.root = std::atoi(optarg);
+        break;
+      case 'z':
+        o.blocking = std::atoi(optarg) != 0;
+        break;
+      case 'a':
+        o.average = std::atoi(optarg);
+        break;
+      case 'R':
+        break;
+      case 'J':
+        o.jsonPath = optarg;
+        break;
+      case 'T':
+        o.secondsPerSize = std::atof(optarg);
+        break;
+      case 't':
+      case 'g':
+        if (std::atoi(optarg) != 1) die("braid-perf runs one rank per process: -t/-g must be 1");
+        break;
+      case 'm':
+      case 'p':
+      case 'y':
+      case 'G':
+      case 'C':
+        break;  // nccl-tests flags without effect here
+      case 1000:
+        o.corrupt = true;
+        break;
+      case 'h':
+        usage();
+        std::exit(0);
+      default:
+        usage();
+        std::exit(2);
+    }
+  }
+  if (optind < argc) die(fmt::format("unexpected argument '{}'", argv[optind]));
+  if (findColl(o.coll) == nullptr) die(fmt::format("unknown collective '{}'", o.coll));
+  if (o.minBytes > o.maxBytes) die("-b must not exceed -e");
+  if (o.iters < 1 || o.warmup < 0) die("-n must be >= 1 and -w >= 0");
+  if (o.stepFactor != 0 && o.stepFactor <= 1 && o.minBytes != o.maxBytes) die("-f must be > 1");
+  if (o.stepFactor == 0 && o.stepBytes == 0) die("-i must be > 0");
+  if (o.average < 0 || o.average > 3) die("-a must be 0..3");
+  return o;
+}
+
+std::vector<size_t> sizes(const Options& o) {
+  std::vector<size_t> v;
+  for (size_t s = o.minBytes; s <= o.maxBytes;) {
+    v.push_back(s);
+    size_t next =
+        o.stepFactor != 0 ? static_cast<size_t>(std::ceil(s * o.stepFactor)) : s + o.stepBytes;
+    if (next <= s) break;
+    s = next;
+  }
+  return v;
+}
+
+struct Ctx {
+  braidComm_t comm = nullptr;
+  braidStream_t stream = nullptr;
+  int rank = 0, n = 1;
+};
+
+void checkOk(braidResult_t r, const Ctx& c, const char* what) {
+  if (r != braidSuccess) {
+    std::fprintf(stderr, "braid-perf: rank %d: %s failed: %s: %s\n", c.rank, what,
+                 braidGetErrorString(r), braidGetLastError(c.comm));
+    std::exit(1);
+  }
+}
+
+// Combines a per-rank value the way -a asks (every rank gets the same answer).
+double combine(const Ctx& c, double v, int mode) {
+  double x = v;
+  braidRedOp_t op = mode == 2 ? braidMin : (mode == 3 ? braidMax : braidSum);
+  checkOk(braidAllReduce(&x, &x, 1, braidFloat64, op, c.comm, nullptr), c, "allreduce of times");
+  if (mode == 1) x /= c.n;
+  if (mode == 0) {
+    double r0 = v;
+    checkOk(braidBroadcast(&r0, &r0, 1, braidFloat64, 0, c.comm, nullptr), c, "broadcast");
+    x = r0;
+  }
+  return x;
+}
+
+struct Result {
+  double us = 0, algbw = 0, busbw = 0;
+  size_t wrong = 0;
+  bool valid = true;
+};
+
+// Times `iters` calls (after the warmup) and checks the result.
+Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, braidDataType_t dt,
+               braidRedOp_t op, bool inPlace, char* send, char* recv, size_t bytes, int iters) {
+  const size_t esz = dtypeSize(dt);
+  char* in = send;
+  char* out = recv;
+  if (inPlace) {
+    if (coll.name == std::string("sendrecv")) return Result{0, 0, 0, 0, false};
+    out = send;  // allreduce/broadcast/reduce/alltoall: same buffer
+    if (coll.name == std::string("allgather")) in = recv + c.rank * count * esz, out = recv;
+    if (coll.name == std::string("reducescatter")) out = send + c.rank * count * esz;
+  }
+  auto run = [&] {
+    checkOk(runOnce(coll, in, out, count, dt, op, o.root, c.comm, c.stream), c, coll.name);
+  };
+  auto sync = [&] {
+    if (c.stream != nullptr) checkOk(braidStreamSynchronize(c.stream), c, "stream synchronize");
+  };
+  fillInput(coll, in, count, dt, op, c.rank, c.n);
+  for (int i = 0; i < o.warmup; ++i) run();
+  sync();
+  checkOk(braidBarrier(c.comm, nullptr), c, "barrier");
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) run();
+  sync();
+  double us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+      iters;
+  Result r;
+  r.us = combine(c, us, o.average);
+  r.algbw = r.us > 0 ? static_cast<double>(bytes) / (r.us * 1e3) : 0;  // GB/s (1e9)
+  r.busbw = r.algbw * coll.busFactor(c.n);
+  if (o.check) {
+    // In place, the input was overwritten: refill and run once more before checking.
+    if (inPlace) {
+      fillInput(coll, in, count, dt, op, c.rank, c.n);
+      run();
+      sync();
+    }
+    if (o.corrupt && c.rank == 0 && coll.recvElems(count, c.n) > 0) out[0] ^= 0x40;
+    double w = static_cast<double>(countWrong(coll, out, count, dt, op, o.root, c.rank, c.n));
+    checkOk(braidAllReduce(&w, &w, 1, braidFloat64, braidSum, c.comm, nullptr), c, "allreduce");
+    r.wrong = static_cast<size_t>(w);
+  }
+  return r;
+}
+
+std::string fmtResult(const Result& r, bool check) {
+  if (!r.valid) return fmt::format("  {:>7}  {:>6}  {:>6}  {:>6}", "N/A", "N/A", "N/A", "N/A");
+  std::string t = r.us >= 1e4 ? fmt::format("{:7.0f}", r.us) : fmt::format("{:7.2f}", r.us);
+  return fmt::format("  {}  {:6.2f}  {:6.2f}  {:>6}", t, r.algbw, r.busbw,
+                     check ? std::to_string(r.wrong) : "N/A");
+}
+
+std::string jsonResult(const Result& r) {
+  if (!r.valid) return "null";
+  return fmt::format(
+      "{{\"time_us\":{:.3f},\"algbw_gbs\":{:.4f},\"busbw_gbs\":{:.4f},\"wrong\":{}}}", r.us,
+      r.algbw, r.busbw, r.wrong);
+}
+
+int run(const Options& o) {
+  Ctx c;
+  checkOk(braidCommInitFromEnv(&c.comm), c, "braidCommInitFromEnv");
+  checkOk(braidCommUserRank(c.comm, &c.rank), c, "rank");
+  checkOk(braidCommCount(c.comm, &c.n), c, "size");
+  if (!o.blocking) checkOk(braidStreamCreate(&c.stream), c, "stream create");
+  const Coll& coll = *findColl(o.coll);
+  if (coll.rooted && (o.root < 0 || o.root >= c.n)) die(fmt::format("-r {} is not a rank", o.root));
+  // Host names of all ranks for the header.
+  char host[64] = {};
+  gethostname(host, sizeof host - 1);
+  std::vector<char> hosts(64 * c.n);
+  checkOk(braidAllGather(host, hosts.data(), 64, braidInt8, c.comm, nullptr), c, "allgather");
+  FILE* json = nullptr;
+  if (c.rank == 0) {
+    std::vector<std::string> distinct;
+    for (int r = 0; r < c.n; ++r) {
+      std::string h(&hosts[64 * r]);
+      if (std::find(distinct.begin(), distinct.end(), h) == distinct.end()) distinct.push_back(h);
+    }
+    const char* sockets = std::getenv("BRAID_TCP_SOCKETS_PER_PEER");
+    std::printf("# braid-perf %s: nranks %d hosts %zu transport %s (%s TCP sockets per peer)\n",
+                coll.name, c.n, distinct.size(),
+                std::getenv("BRAID_TRANSPORT") ? std::getenv("BRAID_TRANSPORT") : "tcp",
+                sockets ? sockets : "2");
+    std::printf(
+        "# minBytes %zu maxBytes %zu step: %s warmup iters: %d iters: %d%s validation: %d"
+        " blocking: %d\n",
+        o.minBytes, o.maxBytes,
+        o.stepFactor != 0 ? fmt::format("{}(factor)", o.stepFactor).c_str()
+                          : fmt::format("{}(bytes)", o.stepBytes).c_str(),
+        o.warmup, o.iters,
+        o.secondsPerSize > 0 ? fmt::format(" (adaptive, {} s per size)", o.secondsPerSize).c_str()
+                             : "",
+        o.check ? 1 : 0, o.blocking ? 1 : 0);
+    std::printf("#\n# Using ranks\n");
+    for (int r = 0; r < c.n; ++r) std::printf("#  Rank %2d on %s\n", r, &hosts[64 * r]);
+    std::printf("#\n");
+    std::printf("#%70s%35s\n", "out-of-place", "in-place");
+    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "size",
+                "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
+                "algbw", "busbw", "#wrong");
+    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "(B)",
+                "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
+                "(GB/s)", "");
+    std::fflush(stdout);
+    if (!o.jsonPath.empty()) {
+      json = std::fopen(o.jsonPath.c_str(), "w");
+      if (json == nullptr) die(fmt::format("cannot write {}", o.jsonPath));
+    }
+  }
+  // Buffers sized for the largest case, allocated and pre-faulted once.
+  size_t maxEsz = 0;
+  for (auto t : o.types) maxEsz = std::max(maxEsz, dtypeSize(t));
+  size_t maxCount = countFor(coll, o.maxBytes, 1, c.n) + 1;
+  std::vector<char> send(coll.sendElems(maxCount, c.n) * maxEsz + 64, 1);
+  std::vector<char> recv(coll.recvElems(maxCount, c.n) * maxEsz + 64, 1);
+  size_t totalWrong = 0;
+  double busSum = 0;
+  int busRows = 0;
+  for (size_t bytes : sizes(o)) {
+    for (braidDataType_t dt : o.types) {
+      const size_t esz = dtypeSize(dt);
+      size_t count = countFor(coll, bytes, esz, c.n);
+      size_t realBytes =
+          (coll.name == std::string("allgather") || coll.name == std::string("reducescatter") ||
+           coll.name == std::string("alltoall"))
+              ? count * esz * c.n
+              : count * esz;
+      for (braidRedOp_t op : coll.reduces ? o.ops : std::vector<braidRedOp_t>{braidSum}) {
+        int iters = o.iters;
+        if (o.secondsPerSize > 0) {
+          // Estimate from a short timed probe; rank 0 decides so every rank agrees.
+          Result probe = measure(c, Options{o}, coll, count, dt, op, false, send.data(),
+                                 recv.data(), realBytes, 2);
+          double n = probe.us > 0 ? o.secondsPerSize * 1e6 / probe.us : o.iters;
+          n = std::clamp(n, 1.0, 1e6);
+          checkOk(braidBroadcast(&n, &n, 1, braidFloat64, 0, c.comm, nullptr), c, "broadcast");
+          iters = static_cast<int>(n);
+        }
+        Result oop =
+            measure(c, o, coll, count, dt, op, false, send.data(), recv.data(), realBytes, iters);
+        Result ip =
+            measure(c, o, coll, count, dt, op, true, send.data(), recv.data(), realBytes, iters);
+        totalWrong += oop.wrong + (ip.valid ? ip.wrong : 0);
+        busSum += oop.busbw + (ip.valid ? ip.busbw : 0);
+        busRows += ip.valid ? 2 : 1;
+        if (c.rank == 0) {
+          std::printf("  %10zu  %12zu  %8s  %6s  %6d%s%s\n", realBytes, realBytes / esz,
+                      dtypeName(dt), coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1,
+                      fmtResult(oop, o.check).c_str(), fmtResult(ip, o.check).c_str());
+          std::fflush(stdout);
+          if (json != nullptr) {
+            std::string line = fmt::format(
+                "{{\"coll\":\"{}\",\"nranks\":{},\"size\":{},\"count\":{},\"type\":\"{}\","
+                "\"redop\":\"{}\",\"root\":{},\"iters\":{},\"out_of_place\":{},"
+                "\"in_place\":{}}}\n",
+                coll.name, c.n, realBytes, realBytes / esz, dtypeName(dt),
+                coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1, iters,
+                jsonResult(oop), jsonResult(ip));
+            std::fputs(line.c_str(), json);
+          }
+        }
+      }
+    }
+  }
+  if (c.rank == 0) {
+    std::printf("# Out of bounds values : %zu %s\n", totalWrong, totalWrong == 0 ? "OK" : "FAILED");
+    std::printf("# Avg bus bandwidth    : %g \n#\n", busRows ? busSum / busRows : 0.0);
+    if (json != nullptr) std::fclose(json);
+  }
+  if (c.stream != nullptr) braidStreamDestroy(c.stream);
+  checkOk(braidCommDestroy(c.comm), c, "destroy");
+  return totalWrong == 0 ? 0 : 1;
+}
+
+}  // namespace
+}  // namespace braid::perf
+
+int main(int argc, char** argv) { return braid::perf::run(braid::perf::parse(argc, argv)); }

@@ -1,0 +1,55 @@
+// braid-perf: the nccl-tests-compatible benchmark (same flags, table and bus bandwidth).
+#pragma once
+
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "braid/braid.h"
+
+namespace braid::perf {
+
+struct Options {
+  std::string coll = "allreduce";
+  size_t minBytes = 32 << 20, maxBytes = 32 << 20, stepBytes = 1 << 20;
+  double stepFactor = 1;  // -f; 0 means use stepBytes
+  int iters = 20, warmup = 5;
+  bool check = true;
+  std::vector<braidRedOp_t> ops = {braidSum};
+  std::vector<braidDataType_t> types = {braidFloat32};
+  int root = 0;
+  bool blocking = false;      // -z: NULL stream (run now) instead of a stream
+  int average = 1;            // -a: 0 rank 0, 1 average, 2 min, 3 max across ranks
+  std::string jsonPath;       // -J
+  double secondsPerSize = 0;  // -T: adapt the iteration count to this time
+  bool corrupt = false;       // --corrupt-for-test: flip one received byte (tests #wrong)
+};
+
+struct Coll {
+  const char* name;
+  bool reduces;  // op matters
+  bool rooted;   // root matters
+  // Bytes in the send and receive buffers for `count` elements of `esz` bytes, n ranks.
+  size_t sendElems(size_t count, int n) const;
+  size_t recvElems(size_t count, int n) const;
+  double busFactor(int n) const;
+};
+
+const Coll* findColl(const std::string& name);
+const std::vector<std::string>& collNames();
+
+// Elements per rank for a size in bytes (nccl-tests semantics per collective).
+size_t countFor(const Coll& c, size_t bytes, size_t esz, int n);
+
+// Runs the collective once. sendbuf/recvbuf as sized by sendElems/recvElems.
+braidResult_t runOnce(const Coll& c, const void* send, void* recv, size_t count, braidDataType_t dt,
+                      braidRedOp_t op, int root, braidComm_t comm, braidStream_t stream);
+
+// Fills the send buffer with this rank's exact test data, and counts wrong elements of the
+// receive buffer against the exactly computed expectation.
+void fillInput(const Coll& c, void* send, size_t count, braidDataType_t dt, braidRedOp_t op,
+               int rank, int n);
+size_t countWrong(const Coll& c, const void* recv, size_t count, braidDataType_t dt,
+                  braidRedOp_t op, int root, int rank, int n);
+
+}  // namespace braid::perf
