@@ -155,9 +155,6 @@ class Transport : public braid::Transport {
   std::vector<Peer> peers_;
   Status failed_;
   size_t unexpectedBytes_ = 0;
-  std::mutex closeMu_;
-  std::condition_variable closeCv_;
-  bool closeFlushed_ = false;
 };
 
 }  // namespace tcp
