@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdint>
+#include <cstring>
 
 #include "collectives/algorithms.h"
 #include "src/core/api_guard.h"
@@ -27,6 +28,10 @@ struct Call {
   braidComm_t comm;
   braidStream_t stream;
   CollArgs a;
+  // Datatype and op as the caller passed them: read as plain ints (the C caller may pass any
+  // value, and loading an out-of-range enum in C++ is undefined), validated before use.
+  int dtRaw = 0;
+  int opRaw = 0;
   bool reduces = false;  // op must be valid
   bool rooted = false;   // root must be in range
 };
@@ -42,14 +47,6 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
   const CollArgs& a = c.a;
   const char* coll = collName(a.kind);
   const int n = comm.nranks(), me = comm.rank();
-  if (!validDtype(a.dt)) {
-    return invalidArgument(
-        fmt::format("{}: datatype {} is not a braidDataType_t", coll, static_cast<int>(a.dt)));
-  }
-  if (c.reduces && !validOp(a.op)) {
-    return invalidArgument(
-        fmt::format("{}: op {} is not a braidRedOp_t", coll, static_cast<int>(a.op)));
-  }
   if (c.rooted && (a.root < 0 || a.root >= n)) {
     return invalidArgument(fmt::format(
         "{}: {} {} is out of range [0, {})", coll,
@@ -151,6 +148,16 @@ braidResult_t issue(Call c) {
   return guard(comm, [&]() -> Status {
     std::shared_ptr<Stream> stream;
     BRAID_TRY(lookupStream(c.stream, &stream));
+    const char* coll = collName(c.a.kind);
+    if (!validDtype(c.dtRaw)) {
+      return invalidArgument(
+          fmt::format("{}: datatype {} is not a braidDataType_t", coll, c.dtRaw));
+    }
+    if (c.reduces && !validOp(c.opRaw)) {
+      return invalidArgument(fmt::format("{}: op {} is not a braidRedOp_t", coll, c.opRaw));
+    }
+    c.a.dt = static_cast<braidDataType_t>(c.dtRaw);
+    if (c.reduces) c.a.op = static_cast<braidRedOp_t>(c.opRaw);
     size_t unit = 0;
     BRAID_TRY(validate(c, *comm, &unit));
     if (Status e = comm->asyncError(); !e.isOk()) {
@@ -177,14 +184,22 @@ braidResult_t issue(Call c) {
   });
 }
 
+template <typename E>
+int rawEnum(const E& e) {
+  static_assert(sizeof(E) == sizeof(int));
+  int r;
+  std::memcpy(&r, &e, sizeof r);
+  return r;
+}
+
 Call makeCall(CollKind kind, braidComm_t comm, braidStream_t stream, const void* send, void* recv,
-              size_t count, braidDataType_t dt) {
+              size_t count, int dtRaw) {
   Call c{comm, stream, {}};
   c.a.kind = kind;
   c.a.send = send;
   c.a.recv = recv;
   c.a.count = count;
-  c.a.dt = dt;
+  c.dtRaw = dtRaw;
   return c;
 }
 
@@ -193,14 +208,16 @@ Call makeCall(CollKind kind, braidComm_t comm, braidStream_t stream, const void*
 
 using braid::CollKind;
 using braid::makeCall;
+using braid::rawEnum;
 
 extern "C" {
 
 braidResult_t braidAllReduce(const void* sendbuff, void* recvbuff, size_t count,
                              braidDataType_t datatype, braidRedOp_t op, braidComm_t comm,
                              braidStream_t stream) {
-  auto c = makeCall(CollKind::kAllReduce, comm, stream, sendbuff, recvbuff, count, datatype);
-  c.a.op = op;
+  auto c =
+      makeCall(CollKind::kAllReduce, comm, stream, sendbuff, recvbuff, count, rawEnum(datatype));
+  c.opRaw = rawEnum(op);
   c.reduces = true;
   return braid::issue(std::move(c));
 }
@@ -208,7 +225,8 @@ braidResult_t braidAllReduce(const void* sendbuff, void* recvbuff, size_t count,
 braidResult_t braidBroadcast(const void* sendbuff, void* recvbuff, size_t count,
                              braidDataType_t datatype, int root, braidComm_t comm,
                              braidStream_t stream) {
-  auto c = makeCall(CollKind::kBroadcast, comm, stream, sendbuff, recvbuff, count, datatype);
+  auto c =
+      makeCall(CollKind::kBroadcast, comm, stream, sendbuff, recvbuff, count, rawEnum(datatype));
   c.a.root = root;
   c.rooted = true;
   return braid::issue(std::move(c));
@@ -217,8 +235,8 @@ braidResult_t braidBroadcast(const void* sendbuff, void* recvbuff, size_t count,
 braidResult_t braidReduce(const void* sendbuff, void* recvbuff, size_t count,
                           braidDataType_t datatype, braidRedOp_t op, int root, braidComm_t comm,
                           braidStream_t stream) {
-  auto c = makeCall(CollKind::kReduce, comm, stream, sendbuff, recvbuff, count, datatype);
-  c.a.op = op;
+  auto c = makeCall(CollKind::kReduce, comm, stream, sendbuff, recvbuff, count, rawEnum(datatype));
+  c.opRaw = rawEnum(op);
   c.a.root = root;
   c.reduces = c.rooted = true;
   return braid::issue(std::move(c));
@@ -226,16 +244,16 @@ braidResult_t braidReduce(const void* sendbuff, void* recvbuff, size_t count,
 
 braidResult_t braidAllGather(const void* sendbuff, void* recvbuff, size_t sendcount,
                              braidDataType_t datatype, braidComm_t comm, braidStream_t stream) {
-  return braid::issue(
-      makeCall(CollKind::kAllGather, comm, stream, sendbuff, recvbuff, sendcount, datatype));
+  return braid::issue(makeCall(CollKind::kAllGather, comm, stream, sendbuff, recvbuff, sendcount,
+                               rawEnum(datatype)));
 }
 
 braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff, size_t recvcount,
                                  braidDataType_t datatype, braidRedOp_t op, braidComm_t comm,
                                  braidStream_t stream) {
-  auto c =
-      makeCall(CollKind::kReduceScatter, comm, stream, sendbuff, recvbuff, recvcount, datatype);
-  c.a.op = op;
+  auto c = makeCall(CollKind::kReduceScatter, comm, stream, sendbuff, recvbuff, recvcount,
+                    rawEnum(datatype));
+  c.opRaw = rawEnum(op);
   c.reduces = true;
   return braid::issue(std::move(c));
 }
@@ -243,7 +261,7 @@ braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff, size_t re
 braidResult_t braidAllToAll(const void* sendbuff, void* recvbuff, size_t count,
                             braidDataType_t datatype, braidComm_t comm, braidStream_t stream) {
   return braid::issue(
-      makeCall(CollKind::kAllToAll, comm, stream, sendbuff, recvbuff, count, datatype));
+      makeCall(CollKind::kAllToAll, comm, stream, sendbuff, recvbuff, count, rawEnum(datatype)));
 }
 
 braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts, const size_t* sdispls,
@@ -257,7 +275,8 @@ braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts, con
                                "be NULL"),
         c);
   }
-  auto call = makeCall(CollKind::kAllToAllv, comm, stream, sendbuff, recvbuff, 0, datatype);
+  auto call =
+      makeCall(CollKind::kAllToAllv, comm, stream, sendbuff, recvbuff, 0, rawEnum(datatype));
   const size_t n = static_cast<size_t>(c->nranks());
   call.a.sendcounts.assign(sendcounts, sendcounts + n);
   call.a.sdispls.assign(sdispls, sdispls + n);
@@ -268,7 +287,7 @@ braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts, con
 
 braidResult_t braidSend(const void* sendbuff, size_t count, braidDataType_t datatype, int peer,
                         braidComm_t comm, braidStream_t stream) {
-  auto c = makeCall(CollKind::kSend, comm, stream, sendbuff, nullptr, count, datatype);
+  auto c = makeCall(CollKind::kSend, comm, stream, sendbuff, nullptr, count, rawEnum(datatype));
   c.a.root = peer;
   c.rooted = true;
   return braid::issue(std::move(c));
@@ -276,7 +295,7 @@ braidResult_t braidSend(const void* sendbuff, size_t count, braidDataType_t data
 
 braidResult_t braidRecv(void* recvbuff, size_t count, braidDataType_t datatype, int peer,
                         braidComm_t comm, braidStream_t stream) {
-  auto c = makeCall(CollKind::kRecv, comm, stream, nullptr, recvbuff, count, datatype);
+  auto c = makeCall(CollKind::kRecv, comm, stream, nullptr, recvbuff, count, rawEnum(datatype));
   c.a.root = peer;
   c.rooted = true;
   return braid::issue(std::move(c));

@@ -1,6 +1,14 @@
 // Streams, groups, several communicators and splits used at once, long runs of small calls.
+#include <arpa/inet.h>
+#include <dirent.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -187,6 +195,93 @@ TEST(Usage, SeveralAlgorithmsForcedAgree) {
         },
         opt);
   }
+}
+
+}  // namespace
+}  // namespace braid::test
+
+namespace braid::test {
+namespace {
+
+bool haveIpv6Loopback() {
+  int s = socket(AF_INET6, SOCK_STREAM, 0);
+  if (s < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  bool ok = bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(s);
+  return ok;
+}
+
+TEST(Usage, Ipv6RendezvousAndDataFromTheEnvironment) {
+  if (!haveIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
+  // A port from the kernel for IPv6 loopback, released for rank 0 to bind.
+  int s = socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  ASSERT_EQ(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string root = "[::1]:" + std::to_string(ntohs(a.sin6_port));
+  close(s);
+  runRanks(3, [&](int r, int n, const braidUniqueId&) {
+    setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+    setenv("BRAID_WORLD_SIZE", std::to_string(n).c_str(), 1);
+    setenv("BRAID_ROOT_ADDR", root.c_str(), 1);
+    setenv("BRAID_JOB_SECRET", "00112233445566778899aabbccddeeff", 1);
+    setenv("BRAID_SOCKET_IFNAME", "lo", 1);
+    setenv("BRAID_SOCKET_FAMILY", "AF_INET6", 1);
+    braidComm_t c = nullptr;
+    BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+    std::vector<float> v(100000, 1.0f);
+    BRAID_ASSERT_OK(
+        braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, c, nullptr), c);
+    EXPECT_EQ(v[99999], 3.0f);
+    BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+  });
+}
+
+TEST(Usage, LogFileNamedByHostPidAndRank) {
+  char dir[] = "/tmp/braid-log-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string pattern = std::string(dir) + "/%h-%p-rank%r.log";
+  RankOptions opt;
+  opt.env = {
+      {"BRAID_LOG_LEVEL", "INFO"}, {"BRAID_LOG_SUBSYS", "INIT"}, {"BRAID_LOG_FILE", pattern}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t c = initComm(r, n, id);
+        ASSERT_NE(c, nullptr);
+        BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+      },
+      opt);
+  int files = 0, withRank = 0;
+  if (DIR* d = opendir(dir)) {
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name[0] == '.') continue;
+      ++files;
+      if (name.find("-rank0.log") != std::string::npos ||
+          name.find("-rank1.log") != std::string::npos) {
+        ++withRank;
+        std::string path = std::string(dir) + "/" + name;
+        FILE* f = std::fopen(path.c_str(), "r");
+        char line[512] = {};
+        ASSERT_NE(f, nullptr);
+        ASSERT_NE(std::fgets(line, sizeof line, f), nullptr);
+        std::fclose(f);
+        EXPECT_NE(std::string(line).find("INIT"), std::string::npos) << line;
+      }
+      std::remove((std::string(dir) + "/" + name).c_str());
+    }
+    closedir(d);
+  }
+  rmdir(dir);
+  EXPECT_EQ(files, 2);
+  EXPECT_EQ(withRank, 2);
 }
 
 }  // namespace
