@@ -425,6 +425,9 @@ int run(const Options& o) {
     std::printf("# Avg bus bandwidth    : %g \n#\n", busRows ? busSum / busRows : 0.0);
     if (json != nullptr) std::fclose(json);
   }
+  std::fflush(stdout);
+  // Everyone waits for rank 0's report: a launcher ends the job at the first non-zero exit.
+  checkOk(braidBarrier(c.comm, nullptr), c, "barrier");
   if (c.stream != nullptr) braidStreamDestroy(c.stream);
   checkOk(braidCommDestroy(c.comm), c, "destroy");
   return totalWrong == 0 ? 0 : 1;

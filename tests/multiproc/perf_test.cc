@@ -1,0 +1,140 @@
+// braid-perf itself: the nccl-tests table parses, sizes step as asked, #wrong catches an
+// injected corruption (non-zero exit), JSON lines hold every row, a dying rank fails the job.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace {
+
+struct Shell {
+  int exitCode = -1;
+  std::string out;
+};
+
+Shell sh(const std::string& cmd) {
+  Shell r;
+  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = pclose(p);
+  r.exitCode = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+class Perf : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* run = std::getenv("BRAIDRUN");
+    const char* perf = std::getenv("BRAID_PERF");
+    if (run == nullptr || perf == nullptr) GTEST_SKIP() << "BRAIDRUN/BRAID_PERF not set";
+    launcher_ = std::string(run) + " -np 3 --no-prefix --timeout 60 ";
+    perf_ = perf;
+  }
+  // Data rows of the table: lines that do not start with '#'.
+  static std::vector<std::vector<std::string>> rows(const std::string& out) {
+    std::vector<std::vector<std::string>> v;
+    std::istringstream in(out);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.empty() || line[0] == '#' || line.find_first_not_of(' ') == std::string::npos) {
+        continue;
+      }
+      std::istringstream ls(line);
+      std::vector<std::string> cols;
+      std::string c;
+      while (ls >> c) cols.push_back(c);
+      // Table rows start with the size; anything else (launcher messages) is not a row.
+      if (!cols.empty() && cols[0].find_first_not_of("0123456789") == std::string::npos) {
+        v.push_back(cols);
+      }
+    }
+    return v;
+  }
+  std::string launcher_, perf_;
+};
+
+TEST_F(Perf, TableAndFooterParseAndSizesStepByFactor) {
+  Shell r = sh(launcher_ + perf_ + " allreduce -b 8 -e 8K -f 4 -n 3 -w 1");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto rs = rows(r.out);
+  ASSERT_EQ(rs.size(), 6u) << r.out;  // 8 32 128 512 2048 8192
+  size_t want = 8;
+  for (const auto& cols : rs) {
+    ASSERT_EQ(cols.size(), 13u) << r.out;  // size count type redop root + 4 + 4
+    EXPECT_EQ(std::stoull(cols[0]), want);
+    EXPECT_EQ(std::stoull(cols[1]), want / 4);
+    EXPECT_EQ(cols[2], "float32");
+    EXPECT_EQ(cols[3], "sum");
+    EXPECT_EQ(cols[8], "0");   // out-of-place #wrong
+    EXPECT_EQ(cols[12], "0");  // in-place #wrong
+    EXPECT_GT(std::stod(cols[5]), 0.0);
+    want *= 4;
+  }
+  EXPECT_NE(r.out.find("# Out of bounds values : 0 OK"), std::string::npos);
+  EXPECT_NE(r.out.find("# Avg bus bandwidth"), std::string::npos);
+}
+
+TEST_F(Perf, StepBytesAndAliasName) {
+  // The nccl-tests name (a symlink next to braid-perf) picks the collective.
+  std::string alias = perf_.substr(0, perf_.rfind('/') + 1) + "all_gather_perf";
+  Shell r = sh(launcher_ + alias + " -b 3K -e 9K -i 3K -n 2 -w 1 -d int8");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto rs = rows(r.out);
+  ASSERT_EQ(rs.size(), 3u) << r.out;
+  EXPECT_EQ(rs[0][0], "3072");
+  EXPECT_EQ(rs[2][0], "9216");
+  EXPECT_EQ(rs[1][3], "none");
+}
+
+TEST_F(Perf, InjectedCorruptionIsCountedAndFailsTheRun) {
+  Shell r = sh(launcher_ + perf_ + " allreduce -b 1K -e 1K -n 2 -w 1 --corrupt-for-test");
+  EXPECT_NE(r.exitCode, 0) << r.out;
+  auto rs = rows(r.out);
+  ASSERT_EQ(rs.size(), 1u) << r.out;
+  EXPECT_NE(rs[0][8], "0") << r.out;
+  EXPECT_NE(r.out.find("FAILED"), std::string::npos);
+}
+
+TEST_F(Perf, JsonLinesHoldEveryRow) {
+  char path[] = "/tmp/braid-perf-XXXXXX";
+  int fd = mkstemp(path);
+  ASSERT_GE(fd, 0);
+  close(fd);
+  Shell r = sh(launcher_ + perf_ +
+               " reducescatter -b 96 -e 384 -f 2 -n 2 -w 0 -o all -d float -J " + path);
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  std::ifstream in(path);
+  std::string line;
+  int lines = 0;
+  while (std::getline(in, line)) {
+    ++lines;
+    for (const char* key : {"\"coll\":\"reducescatter\"", "\"size\":", "\"redop\":",
+                            "\"out_of_place\":{\"time_us\":", "\"busbw_gbs\":", "\"wrong\":0"}) {
+      EXPECT_NE(line.find(key), std::string::npos) << key << " missing in " << line;
+    }
+    EXPECT_EQ(line.front(), '{');
+    EXPECT_EQ(line.back(), '}');
+  }
+  EXPECT_EQ(lines, 3 * 5);  // 3 sizes x 5 ops
+  std::remove(path);
+}
+
+TEST_F(Perf, ADyingRankFailsTheJobQuickly) {
+  // BRAID_TIMEOUT_MS bounds the wait; the launcher reports the dead rank and exits non-zero.
+  Shell r = sh("BRAID_TIMEOUT_MS=10000 " + launcher_ +
+               "sh -c 'if [ \"$BRAID_RANK\" = 1 ]; then exit 7; fi; exec " + perf_ +
+               " allreduce -b 1M -e 1M -n 1000'");
+  EXPECT_NE(r.exitCode, 0) << r.out;
+  EXPECT_NE(r.out.find("rank 1 exited with code 7"), std::string::npos) << r.out;
+}
+
+}  // namespace
