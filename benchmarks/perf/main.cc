@@ -2,6 +2,10 @@
 // Prints the nccl-tests table (size count type redop root | out-of-place time algbw busbw
 // #wrong | in-place ...) and footer; exits non-zero on a wrong element or an error.
 #include <fmt/format.h>
+
+#if BRAID_PERF_WITH_MPI
+#include <mpi.h>
+#endif
 #include <getopt.h>
 #include <unistd.h>
 
@@ -314,9 +318,34 @@ std::string jsonResult(const Result& r) {
       r.algbw, r.busbw, r.wrong);
 }
 
+// Under mpirun (and without a braid rendezvous in the environment) the unique id travels by
+// MPI_Bcast, like nccl-tests built with MPI=1; otherwise the launcher's environment is used.
+braidResult_t initComm(braidComm_t* comm) {
+#if BRAID_PERF_WITH_MPI
+  bool underMpi =
+      std::getenv("OMPI_COMM_WORLD_SIZE") || std::getenv("PMI_SIZE") || std::getenv("PMIX_RANK");
+  bool braidRendezvous = std::getenv("BRAID_UNIQUE_ID") || std::getenv("BRAID_UNIQUE_ID_FILE") ||
+                         std::getenv("BRAID_ROOT_ADDR");
+  if (underMpi && !braidRendezvous) {
+    MPI_Init(nullptr, nullptr);
+    int rank = 0, size = 1;
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    braidUniqueId id{};
+    braidResult_t r = rank == 0 ? braidGetUniqueId(&id) : braidSuccess;
+    MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD);
+    if (r != braidSuccess) return r;
+    r = braidCommInitRank(comm, size, id, rank);
+    std::atexit([] { MPI_Finalize(); });
+    return r;
+  }
+#endif
+  return braidCommInitFromEnv(comm);
+}
+
 int run(const Options& o) {
   Ctx c;
-  checkOk(braidCommInitFromEnv(&c.comm), c, "braidCommInitFromEnv");
+  checkOk(initComm(&c.comm), c, "communicator init");
   checkOk(braidCommUserRank(c.comm, &c.rank), c, "rank");
   checkOk(braidCommCount(c.comm, &c.n), c, "size");
   if (!o.blocking) checkOk(braidStreamCreate(&c.stream), c, "stream create");

@@ -137,4 +137,18 @@ TEST_F(Perf, ADyingRankFailsTheJobQuickly) {
   EXPECT_NE(r.out.find("rank 1 exited with code 7"), std::string::npos) << r.out;
 }
 
+TEST_F(Perf, MpirunLaunchesTwoRanksAndBroadcastsTheIdWithMpi) {
+  if (std::getenv("BRAID_PERF_MPI") == nullptr) GTEST_SKIP() << "braid-perf built without MPI";
+  if (sh("command -v mpirun").exitCode != 0) GTEST_SKIP() << "no mpirun";
+  // Open MPI refuses root without these; --oversubscribe: 2 ranks may exceed the slots here.
+  Shell r =
+      sh("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun -np 2 "
+         "--oversubscribe --mca btl tcp,self " +
+         perf_ + " allreduce -b 8 -e 64K -f 8 -n 3 -w 1");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_NE(r.out.find("nranks 2"), std::string::npos) << r.out;
+  EXPECT_EQ(rows(r.out).size(), 5u) << r.out;  // 8, 64, 512, 4K, 32K
+  EXPECT_NE(r.out.find("# Out of bounds values : 0 OK"), std::string::npos) << r.out;
+}
+
 }  // namespace
