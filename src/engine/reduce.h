@@ -13,6 +13,10 @@ namespace braid {
 void reduceBuffers(void* dst, const void* a, const void* b, size_t count, braidDataType_t dt,
                    braidRedOp_t op);
 
+// Tests and benchmarks only: false forces the portable kernels even where the CPU has
+// F16C/AVX2 (so both paths are checked on one machine); true picks by cpuid again.
+void reduceUseSimdForTesting(bool enabled);
+
 // buf[i] = buf[i] / nranks (integers: truncating division, as NCCL's ncclAvg does).
 void finishAvg(void* buf, size_t count, braidDataType_t dt, int nranks);
 
