@@ -1,0 +1,101 @@
+// TCP transport microbenchmarks through the public API, two real processes on this machine:
+// ping-pong round trip (one-way latency is half) and one-way streaming bandwidth, per message size.
+// The benchmark process is rank 0; it forks rank 1, which mirrors every benchmark run as told
+// by a small control message (size, iterations, mode). Run: build/benchmarks/transport_bench
+#include <benchmark/benchmark.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <vector>
+
+#include "braid/braid.h"
+
+namespace {
+
+braidComm_t gComm = nullptr;
+constexpr uint64_t kPingPong = 1, kStream = 2, kQuit = 3;
+
+void must(braidResult_t r, const char* what) {
+  if (r != braidSuccess) {
+    std::fprintf(stderr, "transport_bench: %s: %s\n", what, braidGetLastError(gComm));
+    std::exit(1);
+  }
+}
+
+void control(uint64_t mode, uint64_t bytes, uint64_t iters) {
+  uint64_t msg[3] = {mode, bytes, iters};
+  must(braidSend(msg, 3, braidUint64, 1, gComm, nullptr), "control send");
+}
+
+// Rank 1: does its half of whatever rank 0 announces, until told to quit.
+void mirror() {
+  std::vector<char> buf;
+  while (true) {
+    uint64_t msg[3];
+    must(braidRecv(msg, 3, braidUint64, 0, gComm, nullptr), "control recv");
+    if (msg[0] == kQuit) return;
+    buf.resize(msg[1] + 1);
+    for (uint64_t i = 0; i < msg[2]; ++i) {
+      must(braidRecv(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "recv");
+      if (msg[0] == kPingPong)
+        must(braidSend(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "send");
+    }
+    if (msg[0] == kStream) must(braidSend(buf.data(), 1, braidUint8, 0, gComm, nullptr), "ack");
+  }
+}
+
+void BM_PingPong(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0));
+  std::vector<char> buf(bytes + 1, 1);
+  control(kPingPong, bytes, state.max_iterations);
+  for (auto _ : state) {
+    must(braidSend(buf.data(), bytes, braidUint8, 1, gComm, nullptr), "send");
+    must(braidRecv(buf.data(), bytes, braidUint8, 1, gComm, nullptr), "recv");
+  }
+  // Time per iteration is one round trip: the one-way latency is half of it.
+}
+
+void BM_Stream(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0));
+  std::vector<char> buf(bytes + 1, 1);
+  control(kStream, bytes, state.max_iterations);
+  for (auto _ : state) must(braidSend(buf.data(), bytes, braidUint8, 1, gComm, nullptr), "send");
+  must(braidRecv(buf.data(), 1, braidUint8, 1, gComm, nullptr), "ack");
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
+}
+
+BENCHMARK(BM_PingPong)->Arg(8)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime();
+BENCHMARK(BM_Stream)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  int ready[2];
+  if (pipe(ready) != 0) return 1;
+  pid_t child = fork();
+  const int rank = child == 0 ? 1 : 0;
+  braidUniqueId id;
+  if (rank == 0) {
+    must(braidGetUniqueId(&id), "unique id");
+    if (write(ready[1], &id, sizeof id) != static_cast<ssize_t>(sizeof id)) return 1;
+  } else if (read(ready[0], &id, sizeof id) != static_cast<ssize_t>(sizeof id)) {
+    _exit(1);
+  }
+  must(braidCommInitRank(&gComm, 2, id, rank), "init");
+  if (rank == 1) {
+    mirror();
+    braidCommDestroy(gComm);
+    _exit(0);
+  }
+  benchmark::Initialize(&argc, argv);
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  control(kQuit, 0, 0);
+  braidCommDestroy(gComm);
+  int status = 0;
+  waitpid(child, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1;
+}
