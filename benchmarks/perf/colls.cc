@@ -62,6 +62,31 @@ size_t countFor(const Coll& c, size_t bytes, size_t esz, int n) {
   }
 }
 
+size_t bytesFor(const Coll& c, size_t count, size_t esz, int n) {
+  Kind k = kindOf(c);
+  bool perRankTotal = k == kAllGather || k == kReduceScatter || k == kAllToAll;
+  return count * esz * (perRankTotal ? static_cast<size_t>(n) : 1);
+}
+
+bool inPlaceBuffers(const Coll& c, char* send, char* recv, size_t count, size_t esz, int rank,
+                    char** in, char** out) {
+  switch (kindOf(c)) {
+    case kSendRecv:
+      return false;
+    case kAllGather:  // sendbuff == recvbuff + rank * count
+      *in = recv + rank * count * esz;
+      *out = recv;
+      return true;
+    case kReduceScatter:  // recvbuff == sendbuff + rank * count
+      *in = send;
+      *out = send + rank * count * esz;
+      return true;
+    default:  // allreduce, broadcast, reduce, alltoall: the same buffer
+      *in = *out = send;
+      return true;
+  }
+}
+
 size_t Coll::sendElems(size_t count, int n) const {
   Kind k = kindOf(*this);
   return (k == kReduceScatter || k == kAllToAll) ? count * n : count;

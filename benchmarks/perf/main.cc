@@ -263,11 +263,8 @@ Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, b
   const size_t esz = dtypeSize(dt);
   char* in = send;
   char* out = recv;
-  if (inPlace) {
-    if (coll.name == std::string("sendrecv")) return Result{0, 0, 0, 0, false};
-    out = send;  // allreduce/broadcast/reduce/alltoall: same buffer
-    if (coll.name == std::string("allgather")) in = recv + c.rank * count * esz, out = recv;
-    if (coll.name == std::string("reducescatter")) out = send + c.rank * count * esz;
+  if (inPlace && !inPlaceBuffers(coll, send, recv, count, esz, c.rank, &in, &out)) {
+    return Result{0, 0, 0, 0, false};
   }
   auto run = [&] {
     checkOk(runOnce(coll, in, out, count, dt, op, o.root, c.comm, c.stream), c, coll.name);
@@ -407,11 +404,7 @@ int run(const Options& o) {
     for (braidDataType_t dt : o.types) {
       const size_t esz = dtypeSize(dt);
       size_t count = countFor(coll, bytes, esz, c.n);
-      size_t realBytes =
-          (coll.name == std::string("allgather") || coll.name == std::string("reducescatter") ||
-           coll.name == std::string("alltoall"))
-              ? count * esz * c.n
-              : count * esz;
+      size_t realBytes = bytesFor(coll, count, esz, c.n);
       for (braidRedOp_t op : coll.reduces ? o.ops : std::vector<braidRedOp_t>{braidSum}) {
         int iters = o.iters;
         if (o.secondsPerSize > 0) {

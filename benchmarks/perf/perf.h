@@ -41,6 +41,15 @@ const std::vector<std::string>& collNames();
 // Elements per rank for a size in bytes (nccl-tests semantics per collective).
 size_t countFor(const Coll& c, size_t bytes, size_t esz, int n);
 
+// Bytes the row reports for `count` elements per call (nccl-tests: the per-rank total for
+// allgather, reducescatter and alltoall).
+size_t bytesFor(const Coll& c, size_t count, size_t esz, int n);
+
+// The in-place form of the call (NCCL's rules): input and output inside send/recv. False when
+// the collective has no in-place form (sendrecv).
+bool inPlaceBuffers(const Coll& c, char* send, char* recv, size_t count, size_t esz, int rank,
+                    char** in, char** out);
+
 // Runs the collective once. sendbuf/recvbuf as sized by sendElems/recvElems.
 braidResult_t runOnce(const Coll& c, const void* send, void* recv, size_t count, braidDataType_t dt,
                       braidRedOp_t op, int root, braidComm_t comm, braidStream_t stream);

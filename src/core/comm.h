@@ -37,7 +37,6 @@ class Comm : public std::enable_shared_from_this<Comm> {
   const Config& config() const { return cfg_; }
   Transport* transport() const { return transport_.get(); }
   const std::shared_ptr<ScratchPool>& scratchPool() const { return scratch_; }
-  const std::string& host(int r) const { return table_.hosts[r]; }
 
   // Tag bases: collectives by call order (every rank calls them in the same order),
   // point-to-point by per-peer, per-direction order (NCCL matching semantics).

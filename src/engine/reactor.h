@@ -37,7 +37,6 @@ class Reactor {
 
   // Any thread: fn runs on the loop thread, in post order.
   void post(std::function<void()> fn);
-  bool inLoop() const { return std::this_thread::get_id() == thread_.get_id(); }
   bool running() const { return thread_.joinable(); }
 
   // Loop thread only (or before start).

@@ -196,10 +196,7 @@ void Transport::postInLoop(NetRequest* r) {
 }
 
 void Transport::sendControl(Peer* p, FrameHeader h) {
-  Socket* best = nullptr;
-  for (auto& s : p->socks) {
-    if (s->alive() && (best == nullptr || s->queuedBytes() < best->queuedBytes())) best = s.get();
-  }
+  Socket* best = p->leastQueued();
   if (best == nullptr) return;
   best->enqueue(h, nullptr, nullptr);
   best->flush();
@@ -213,12 +210,7 @@ void Transport::sendData(Peer* p, NetRequest* r) {
   r->fragmentsLeft = nfrag;
   std::vector<Socket*> touched;
   for (size_t i = 0; i < nfrag; ++i) {
-    Socket* best = nullptr;
-    for (auto& s : p->socks) {
-      if (s->alive() && (best == nullptr || s->queuedBytes() < best->queuedBytes())) {
-        best = s.get();
-      }
-    }
+    Socket* best = p->leastQueued();
     if (best == nullptr) {
       // Every socket to the peer closed after its goodbye: it left while we still send.
       fail(remoteError(

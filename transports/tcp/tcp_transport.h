@@ -107,6 +107,16 @@ struct Peer {
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
+  // The live socket with the fewest queued bytes (nullptr when all are closed).
+  Socket* leastQueued() const {
+    Socket* best = nullptr;
+    for (const auto& s : socks) {
+      if (s->alive() && (best == nullptr || s->queuedBytes() < best->queuedBytes())) {
+        best = s.get();
+      }
+    }
+    return best;
+  }
 };
 
 class Transport : public braid::Transport {
