@@ -40,6 +40,8 @@ struct CollArgs {
 };
 
 // Picks the algorithm and builds the schedule.
+// Chooses the algorithm now (bad BRAID_ALGO entries fail the call); its steps are built when the
+// schedule starts running, so queued calls hold neither steps nor scratch memory.
 Status buildCollective(const CollArgs& a, Schedule* s);
 
 // Algorithms (rank and size come from the schedule's communicator).

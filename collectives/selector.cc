@@ -114,7 +114,7 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
   }
   for (const Algo& al : kAlgos) {
     if (al.kind == a.kind && (name.empty() || name == al.name)) {
-      al.build(a, s);
+      s->defer([a, build = al.build](Schedule* sched) { build(a, sched); });
       return Status::ok();
     }
   }

@@ -70,7 +70,7 @@ Status Comm::openTransport() {
 Status Comm::connect(const PeerTable& table, Deadline deadline) {
   table_ = table;
   BRAID_TRY(transport_->connectAll(table.addresses, table.hosts, deadline));
-  return reactor_->start(cfg_.spinUs, rank_);
+  return reactor_->start(rank_);
 }
 
 Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secret& secret,

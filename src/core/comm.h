@@ -36,6 +36,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   int nranks() const { return nranks_; }
   const Config& config() const { return cfg_; }
   Transport* transport() const { return transport_.get(); }
+  Reactor* reactor() const { return reactor_.get(); }
   const std::shared_ptr<ScratchPool>& scratchPool() const { return scratch_; }
 
   // Tag bases: collectives by call order (every rank calls them in the same order),

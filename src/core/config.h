@@ -21,8 +21,9 @@ namespace braid {
   X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                              \
     "TCP sockets per peer; large messages are striped over them")                             \
   X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")   \
-  X(spinUs, int64_t, 0, "BRAID_SPIN_US",                                                      \
-    "microseconds the progress thread polls before sleeping in epoll (0: sleep at once)")     \
+  X(spinUs, int64_t, 200, "BRAID_SPIN_US",                                                    \
+    "microseconds a waiting call polls the network itself without progress before it sleeps " \
+    "and leaves progress to the communicator's thread (0: sleep at once)")                    \
   X(eagerBytes, int64_t, 65536, "BRAID_EAGER_BYTES",                                          \
     "messages up to this size are sent at once; larger ones wait for the receiver")           \
   X(chunkBytes, int64_t, 512 << 10, "BRAID_CHUNK_BYTES", "pipeline chunk size of algorithms") \

@@ -40,28 +40,41 @@ void Stream::enqueue(Task task) {
   cv_.notify_all();
 }
 
+// Runs the front task with mu_ held on entry and exit (released while it runs).
+void Stream::runFront(std::unique_lock<std::mutex>& lock) {
+  Task t = std::move(queue_.front());
+  queue_.pop_front();
+  running_ = true;
+  lock.unlock();
+  Status s = runTask(t);
+  t.schedules.clear();
+  lock.lock();
+  running_ = false;
+  if (!s.isOk() && firstError_.isOk()) firstError_ = s;
+  if (queue_.empty()) idle_.notify_all();
+}
+
 void Stream::worker() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    cv_.wait(lock, [&] { return stop_ || !queue_.empty(); });
+    cv_.wait(lock, [&] { return !running_ && (stop_ || !queue_.empty()); });
     if (queue_.empty()) return;  // stop_ and nothing left
-    Task t = std::move(queue_.front());
-    queue_.pop_front();
-    running_ = true;
-    lock.unlock();
-    Status s = runTask(t);
-    t.schedules.clear();
-    lock.lock();
-    running_ = false;
-    if (!s.isOk() && firstError_.isOk()) firstError_ = s;
-    if (queue_.empty()) idle_.notify_all();
+    runFront(lock);
   }
 }
 
 Status Stream::synchronize() {
   std::unique_lock<std::mutex> lock(mu_);
-  // Every queued operation is itself bounded by its communicator's timeout.
-  idle_.wait(lock, [&] { return queue_.empty() && !running_; });
+  // The caller would only wait, so when the worker has not started yet it runs the queued
+  // tasks itself (in order): no hand-off to the worker and back. A busy worker keeps going
+  // (it wakes us when the queue is empty). Every task is bounded by its timeout.
+  while (!queue_.empty() || running_) {
+    if (running_) {
+      idle_.wait(lock);
+    } else {
+      runFront(lock);
+    }
+  }
   Status s = firstError_;
   firstError_ = Status::ok();
   return s;

@@ -1,4 +1,5 @@
-// Streams: a worker thread per stream runs its tasks in order, asynchronously to the caller.
+// Streams: a worker thread per stream runs its tasks in order, asynchronously to the caller;
+// a caller that synchronizes runs the queued tasks itself instead of waiting for the worker.
 // A task is the schedules of one call or of one fused group.
 #pragma once
 
@@ -32,6 +33,7 @@ class Stream {
 
  private:
   void worker();
+  void runFront(std::unique_lock<std::mutex>& lock);
   std::mutex mu_;
   std::condition_variable cv_;
   std::condition_variable idle_;

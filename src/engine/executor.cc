@@ -2,10 +2,13 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <atomic>
 #include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <thread>
 
 #include "src/core/comm.h"
 #include "src/core/log.h"
@@ -28,6 +31,7 @@ class Run : public CompletionSink {
   void onComplete(NetRequest* r) override {
     std::lock_guard<std::mutex> lock(mu_);
     done_.push_back(r);
+    hasDone_.store(true, std::memory_order_release);
     cv_.notify_one();
   }
 
@@ -36,6 +40,9 @@ class Run : public CompletionSink {
   void start(Ref r);
   void finish(Ref r);
   std::string pendingDescription();
+  bool waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch);
+  bool drive(Deadline deadline);
+  void setDriving(bool on, bool handBack);
 
   std::vector<std::unique_ptr<Schedule>>& scheds_;
   std::vector<std::vector<uint32_t>> deps_;
@@ -47,6 +54,12 @@ class Run : public CompletionSink {
   size_t finished_ = 0;
   Status err_;
   bool leaked_ = false;
+  bool timedOut_ = false;
+  // The progress loops of the communicators involved, and whether this thread drives them.
+  std::vector<Reactor*> loops_;
+  int64_t spinUs_ = 0;
+  bool driving_ = false;
+  std::atomic<bool> hasDone_{false};
   std::mutex mu_;
   std::condition_variable cv_;
   std::vector<NetRequest*> done_;
@@ -137,15 +150,86 @@ std::string Run::pendingDescription() {
   return out;
 }
 
+void Run::setDriving(bool on, bool handBack) {
+  if (on == driving_) return;
+  driving_ = on;
+  for (Reactor* l : loops_) on ? l->beginDrive() : l->endDrive(handBack);
+}
+
+// Polls the communicators' loops on this thread while the network keeps moving; returns true
+// when completions arrived, false when nothing moved for spinUs_ (or the deadline passed).
+bool Run::drive(Deadline deadline) {
+  setDriving(true, false);
+  auto lastMove = Clock::now();
+  for (unsigned idle = 0;; ++idle) {
+    bool moved = false;
+    for (Reactor* l : loops_) moved = l->pollOnce() || moved;
+    if (hasDone_.load(std::memory_order_acquire)) return true;
+    auto now = Clock::now();
+    if (now >= deadline) break;
+    if (moved) {
+      lastMove = now;
+      idle = 0;
+    } else if (now - lastMove > std::chrono::microseconds(spinUs_)) {
+      break;
+    } else if ((idle & 15) == 15) {
+      // Let other ranks sharing this core run (ranks may outnumber cores).
+      std::this_thread::yield();
+    }
+  }
+  setDriving(false, true);
+  return false;
+}
+
+// Waits for at least one completion (moved into *batch); false when the run must give up.
+bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch) {
+  if (spinUs_ > 0 && !timedOut_ && drive(deadline)) {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch->swap(done_);
+    hasDone_.store(false, std::memory_order_relaxed);
+    return true;
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  Deadline until = timedOut_ ? deadlineIn(30000) : deadline;
+  if (!cv_.wait_until(lock, until, [&] { return !done_.empty(); })) {
+    lock.unlock();
+    if (timedOut_) {
+      LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
+      leaked_ = true;
+      return false;
+    }
+    timedOut_ = true;
+    Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}",
+                                        scheds_[0]->name(), timeoutMs, pendingDescription()));
+    if (err_.isOk()) err_ = t;
+    for (auto& s : scheds_) s->comm()->transport()->abort(t);
+    return true;  // batch stays empty: the caller comes back after the aborts
+  }
+  batch->swap(done_);
+  hasDone_.store(false, std::memory_order_relaxed);
+  return true;
+}
+
 Status Run::execute() {
   int64_t timeoutMs = INT64_MAX;
   size_t total = 0;
   deps_.resize(scheds_.size());
   reqs_.resize(scheds_.size());
+  for (auto& s : scheds_) {
+    BRAID_TRY(s->comm()->asyncError());
+    try {
+      s->prepare();
+    } catch (const std::bad_alloc&) {
+      return systemError(fmt::format("{}: out of memory building its steps", s->name()));
+    }
+  }
   for (uint32_t si = 0; si < scheds_.size(); ++si) {
     Comm* c = scheds_[si]->comm();
-    BRAID_TRY(c->asyncError());
     timeoutMs = std::min(timeoutMs, c->config().timeoutMs);
+    spinUs_ = std::max(spinUs_, c->config().spinUs);
+    if (std::find(loops_.begin(), loops_.end(), c->reactor()) == loops_.end()) {
+      loops_.push_back(c->reactor());
+    }
     auto& nodes = scheds_[si]->nodes();
     total += nodes.size();
     deps_[si].resize(nodes.size());
@@ -157,7 +241,6 @@ Status Run::execute() {
     }
   }
   Deadline deadline = deadlineIn(timeoutMs);
-  bool timedOut = false;
   std::vector<NetRequest*> batch;
   while (true) {
     while (!ready_.empty() && err_.isOk()) {
@@ -166,25 +249,7 @@ Status Run::execute() {
       start(r);
     }
     if (outstanding_ == 0) break;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      Deadline until = timedOut ? deadlineIn(30000) : deadline;
-      if (!cv_.wait_until(lock, until, [&] { return !done_.empty(); })) {
-        lock.unlock();
-        if (timedOut) {
-          LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
-          leaked_ = true;
-          return err_;
-        }
-        timedOut = true;
-        Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}",
-                                            scheds_[0]->name(), timeoutMs, pendingDescription()));
-        if (err_.isOk()) err_ = t;
-        for (auto& s : scheds_) s->comm()->transport()->abort(t);
-        continue;
-      }
-      batch.swap(done_);
-    }
+    if (!waitSome(deadline, timeoutMs, &batch)) return err_;
     for (NetRequest* q : batch) {
       --outstanding_;
       inFlight_[q->node >> 32][static_cast<uint32_t>(q->node)] = 0;
@@ -196,6 +261,7 @@ Status Run::execute() {
     }
     batch.clear();
   }
+  setDriving(false, false);
   if (!err_.isOk()) return err_;
   if (finished_ != total) {
     if (!selfSends_.empty() || !selfRecvs_.empty()) {

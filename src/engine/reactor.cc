@@ -4,12 +4,39 @@
 #include <sys/eventfd.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
 #include "src/core/log.h"
 
 namespace braid {
+namespace {
+
+// How long the loop thread stays parked after a driver finished with nothing pending: an
+// application issuing operations back to back keeps the loop on its own thread.
+constexpr int64_t kLingerNs = 2'000'000;
+
+// The reactor whose loop this thread holds (nested runOrPost runs inline).
+thread_local const Reactor* tlsHeld = nullptr;
+
+int64_t nowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+      .count();
+}
+
+class Hold {
+ public:
+  Hold(const Reactor* r) : prev_(tlsHeld) { tlsHeld = r; }
+  ~Hold() { tlsHeld = prev_; }
+  Hold(const Hold&) = delete;
+  Hold& operator=(const Hold&) = delete;
+
+ private:
+  const Reactor* prev_;
+};
+
+}  // namespace
 
 Reactor::~Reactor() { stop(); }
 
@@ -28,8 +55,7 @@ Status Reactor::open() {
   return Status::ok();
 }
 
-Status Reactor::start(int64_t spinUs, int rank) {
-  spinUs_ = spinUs;
+Status Reactor::start(int rank) {
   rank_ = rank;
   thread_ = std::thread([this] { run(); });
   return Status::ok();
@@ -38,7 +64,16 @@ Status Reactor::start(int64_t spinUs, int rank) {
 void Reactor::stop() {
   if (!thread_.joinable()) return;
   post([this] { stopping_ = true; });
+  wakeLoopThread();
   thread_.join();
+}
+
+void Reactor::wakeLoopThread() {
+  uint64_t one = 1;
+  ssize_t r = ::write(wakeFd_.get(), &one, sizeof one);
+  (void)r;
+  std::lock_guard<std::mutex> lock(parkMu_);
+  parkCv_.notify_one();
 }
 
 void Reactor::post(std::function<void()> fn) {
@@ -47,13 +82,20 @@ void Reactor::post(std::function<void()> fn) {
     std::lock_guard<std::mutex> lock(mu_);
     wasEmpty = posted_.empty();
     posted_.push_back(std::move(fn));
-    hasPosted_.store(true, std::memory_order_release);
+    hasPosted_.store(true);
   }
-  if (wasEmpty) {
-    uint64_t one = 1;
-    ssize_t r = ::write(wakeFd_.get(), &one, sizeof one);
-    (void)r;
-  }
+  // A driver drains posted work itself; otherwise the loop thread must wake. (Sequentially
+  // consistent with endDrive: one of the two sees the other.)
+  if (wasEmpty && drivers_.load() == 0) wakeLoopThread();
+}
+
+void Reactor::runOrPost(std::function<void()> fn) {
+  if (tlsHeld == this) return fn();
+  std::unique_lock<std::mutex> loop(loopMu_, std::try_to_lock);
+  if (!loop.owns_lock()) return post(std::move(fn));
+  Hold hold(this);
+  if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
+  fn();
 }
 
 Status Reactor::add(int fd, uint32_t events, Handler* h) {
@@ -85,38 +127,76 @@ void Reactor::drainPosted() {
   for (auto& fn : work) fn();
 }
 
+void Reactor::dispatch(const epoll_event* events, int n) {
+  for (int i = 0; i < n; ++i) {
+    if (events[i].data.ptr == nullptr) {
+      uint64_t v;
+      ssize_t r = ::read(wakeFd_.get(), &v, sizeof v);
+      (void)r;
+      continue;
+    }
+    static_cast<Handler*>(events[i].data.ptr)->onEvents(events[i].events);
+  }
+}
+
+void Reactor::beginDrive() { drivers_.fetch_add(1, std::memory_order_acq_rel); }
+
+bool Reactor::pollOnce() {
+  std::unique_lock<std::mutex> loop(loopMu_, std::try_to_lock);
+  if (!loop.owns_lock()) return false;
+  Hold hold(this);
+  bool moved = hasPosted_.load(std::memory_order_acquire);
+  if (moved) drainPosted();
+  epoll_event events[64];
+  int n = epoll_wait(epfd_.get(), events, 64, 0);
+  if (n > 0) {
+    dispatch(events, n);
+    moved = true;
+  }
+  if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
+  return moved;
+}
+
+void Reactor::endDrive(bool handBack) {
+  lingerUntilNs_.store(handBack ? 0 : nowNs() + kLingerNs, std::memory_order_release);
+  if (drivers_.fetch_sub(1) == 1 && (handBack || hasPosted_.load())) {
+    std::lock_guard<std::mutex> lock(parkMu_);
+    parkCv_.notify_one();
+  }
+}
+
+bool Reactor::parked() const {
+  if (stopping_.load(std::memory_order_acquire)) return false;
+  if (drivers_.load(std::memory_order_acquire) > 0) return true;
+  if (hasPosted_.load(std::memory_order_acquire)) return false;
+  return nowNs() < lingerUntilNs_.load(std::memory_order_acquire);
+}
+
 void Reactor::run() {
   logSetThreadRank(rank_);
   epoll_event events[64];
   while (!stopping_) {
-    int timeout = -1;
-    if (spinUs_ > 0) timeout = 0;
-    int n = epoll_wait(epfd_.get(), events, 64, timeout);
-    if (n == 0 && spinUs_ > 0) {
-      // Bounded spin: poll without sleeping for spinUs_, then sleep.
-      auto until = Clock::now() + std::chrono::microseconds(spinUs_);
-      while (n == 0 && Clock::now() < until && !hasPosted_.load(std::memory_order_acquire)) {
-        n = epoll_wait(epfd_.get(), events, 64, 0);
-      }
-      if (n == 0 && !hasPosted_.load(std::memory_order_acquire)) {
-        n = epoll_wait(epfd_.get(), events, 64, -1);
-      }
+    if (parked()) {
+      std::unique_lock<std::mutex> lock(parkMu_);
+      int64_t until = lingerUntilNs_.load(std::memory_order_acquire);
+      int64_t waitNs = std::clamp<int64_t>(until - nowNs(), 100'000, kLingerNs);
+      parkCv_.wait_for(lock, std::chrono::nanoseconds(waitNs), [&] { return !parked(); });
+      continue;
     }
+    int n = epoll_wait(epfd_.get(), events, 64, -1);
     if (n < 0 && errno != EINTR) {
       LOG_ERROR(kNet, "epoll_wait: {}", std::strerror(errno));
       break;
     }
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.ptr == nullptr) {
-        uint64_t v;
-        ssize_t r = ::read(wakeFd_.get(), &v, sizeof v);
-        (void)r;
-        continue;
-      }
-      static_cast<Handler*>(events[i].data.ptr)->onEvents(events[i].events);
-    }
+    // A thread began driving while we slept: it handles these events (level-triggered).
+    if (drivers_.load(std::memory_order_acquire) > 0) continue;
+    std::lock_guard<std::mutex> loop(loopMu_);
+    Hold hold(this);
+    if (n > 0) dispatch(events, n);
     if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
   }
+  std::lock_guard<std::mutex> loop(loopMu_);
+  Hold hold(this);
   drainPosted();
 }
 

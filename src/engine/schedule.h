@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -50,6 +51,15 @@ class Schedule {
   NodeId avg(void* buf, size_t count, braidDataType_t dt, int nranks, Deps deps = {});
   void addDep(NodeId before, NodeId after);
 
+  // Defers building the steps until prepare() (called when the schedule starts running).
+  void defer(std::function<void(Schedule*)> build) { deferred_ = std::move(build); }
+  void prepare() {
+    if (!deferred_) return;
+    auto build = std::move(deferred_);
+    deferred_ = nullptr;
+    build(this);
+  }
+
   // Scratch memory that lives as long as the schedule (from the communicator's pool).
   void* scratch(size_t bytes);
 
@@ -68,6 +78,7 @@ class Schedule {
   uint64_t tagBase_;
   std::vector<Node> nodes_;
   std::vector<ScratchBuffer> scratch_;
+  std::function<void(Schedule*)> deferred_;
 };
 
 }  // namespace braid

@@ -3,6 +3,7 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -205,18 +206,15 @@ void Socket::readSome() {
     return;
   }
   for (int rounds = 0; rounds < 64 && fd_.valid() && !aborting_; ++rounds) {
-    ssize_t r;
-    if (!inPayload_) {
-      r = ::recv(fd_.get(), reinterpret_cast<char*>(&in_) + inHdrGot_,
-                 sizeof(FrameHeader) - inHdrGot_, 0);
-    } else if (inDest_ != nullptr) {
-      r = ::recv(fd_.get(), inDest_ + (in_.len - inLeft_), inLeft_, 0);
-    } else if (in_.type == static_cast<uint8_t>(FrameType::kAbort)) {
-      r = ::recv(fd_.get(), inText_.data() + (in_.len - inLeft_), inLeft_, 0);
-    } else {
-      discard_.resize(std::min<size_t>(inLeft_, 1 << 20));
-      r = ::recv(fd_.get(), discard_.data(), std::min(inLeft_, discard_.size()), 0);
-    }
+    if (!consumeBuffered()) return;
+    // Large payload remainders go straight to their destination; everything else (headers,
+    // small payloads, what follows them) is read in bulk into the staging buffer, so a small
+    // message costs one recv.
+    bool direct = inPayload_ && inDest_ != nullptr && inLeft_ >= kDirectReadBytes;
+    if (rbuf_.empty()) rbuf_.resize(kStagingBytes);
+    char* dst = direct ? inDest_ + (in_.len - inLeft_) : rbuf_.data();
+    size_t want = direct ? inLeft_ : rbuf_.size();
+    ssize_t r = ::recv(fd_.get(), dst, want, 0);
     if (r == 0) {
       if (byeReceived_ && !inPayload_ && inHdrGot_ == 0 && out_.empty()) {
         closeNow();
@@ -237,17 +235,51 @@ void Socket::readSome() {
       }
       return;
     }
-    if (!inPayload_) {
-      inHdrGot_ += static_cast<size_t>(r);
-      if (inHdrGot_ == sizeof(FrameHeader)) {
-        inHdrGot_ = 0;
-        if (!onHeader()) return;
-      }
-    } else {
-      inLeft_ -= static_cast<size_t>(r);
+    size_t got = static_cast<size_t>(r);
+    if (direct) {
+      inLeft_ -= got;
       if (inLeft_ == 0) onPayloadDone();
+    } else {
+      rbufPos_ = 0;
+      rbufEnd_ = got;
+    }
+    // A short read drained the socket: epoll says when more comes (saves an EAGAIN recv).
+    if (got < want) {
+      consumeBuffered();
+      return;
     }
   }
+}
+
+// Parses what the staging buffer holds; false when the socket failed or closed meanwhile.
+bool Socket::consumeBuffered() {
+  while (rbufPos_ < rbufEnd_) {
+    if (!fd_.valid() || aborting_) return false;
+    size_t avail = rbufEnd_ - rbufPos_;
+    const char* src = rbuf_.data() + rbufPos_;
+    if (!inPayload_) {
+      size_t n = std::min(avail, sizeof(FrameHeader) - inHdrGot_);
+      std::memcpy(reinterpret_cast<char*>(&in_) + inHdrGot_, src, n);
+      rbufPos_ += n;
+      inHdrGot_ += n;
+      if (inHdrGot_ == sizeof(FrameHeader)) {
+        inHdrGot_ = 0;
+        if (!onHeader()) return false;
+      }
+      continue;
+    }
+    size_t n = std::min(avail, inLeft_);
+    size_t at = in_.len - inLeft_;
+    if (inDest_ != nullptr) {
+      std::memcpy(inDest_ + at, src, n);
+    } else if (in_.type == static_cast<uint8_t>(FrameType::kAbort)) {
+      std::memcpy(inText_.data() + at, src, n);
+    }  // else: a payload nobody wants any more is skipped
+    rbufPos_ += n;
+    inLeft_ -= n;
+    if (inLeft_ == 0) onPayloadDone();
+  }
+  return fd_.valid() && !aborting_;
 }
 
 }  // namespace braid::tcp

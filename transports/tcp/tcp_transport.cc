@@ -129,7 +129,7 @@ Status Transport::connectAll(const std::vector<std::string>& addresses,
 }
 
 void Transport::post(NetRequest* r) {
-  ctx_.reactor->post([this, r] { postInLoop(r); });
+  ctx_.reactor->runOrPost([this, r] { postInLoop(r); });
 }
 
 void Transport::complete(NetRequest* r, Status s) {

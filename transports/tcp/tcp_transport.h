@@ -38,6 +38,9 @@ static_assert(sizeof(FrameHeader) == 32);
 
 constexpr size_t kMaxAbortText = 4096;
 constexpr size_t kMaxUnexpectedBytes = size_t{1} << 30;
+// Inbound staging per socket, and the payload remainder from which reads go direct.
+constexpr size_t kStagingBytes = 16384;
+constexpr size_t kDirectReadBytes = 4096;
 
 class Transport;
 struct Peer;
@@ -70,6 +73,7 @@ class Socket : public Reactor::Handler {
     std::string owned;  // payload storage for control frames
   };
   void readSome();
+  bool consumeBuffered();
   bool onHeader();  // false: socket failed/closed
   void onPayloadDone();
   void updateInterest();
@@ -88,7 +92,9 @@ class Socket : public Reactor::Handler {
   size_t inLeft_ = 0;
   NetRequest* inReq_ = nullptr;
   std::string inText_;
-  std::vector<char> discard_;
+  std::vector<char> rbuf_;  // staging for headers and small payloads
+  size_t rbufPos_ = 0;
+  size_t rbufEnd_ = 0;
   bool byeReceived_ = false;  // the peer said goodbye on this socket: EOF is expected
   bool aborting_ = false;     // beginAbort ran: output ends with ABORT + FIN, input discarded
 };
