@@ -39,7 +39,6 @@ struct CollArgs {
   std::vector<size_t> sendcounts, sdispls, recvcounts, rdispls;
 };
 
-// Picks the algorithm and builds the schedule.
 // Chooses the algorithm now (bad BRAID_ALGO entries fail the call); its steps are built when the
 // schedule starts running, so queued calls hold neither steps nor scratch memory.
 Status buildCollective(const CollArgs& a, Schedule* s);

@@ -13,10 +13,6 @@
 
 namespace braid {
 
-using Clock = std::chrono::steady_clock;
-using Deadline = Clock::time_point;
-
-inline Deadline deadlineIn(int64_t ms) { return Clock::now() + std::chrono::milliseconds(ms); }
 // Milliseconds left until d, clamped to [0, INT_MAX].
 int msUntil(Deadline d);
 

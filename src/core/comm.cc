@@ -33,6 +33,10 @@ std::string localHostName() {
 
 }  // namespace
 
+std::shared_ptr<Comm> Comm::detached(int rank, int nranks, const Config& cfg) {
+  return std::shared_ptr<Comm>(new Comm(rank, nranks, cfg, Secret{}));
+}
+
 Comm::Comm(int rank, int nranks, const Config& cfg, const Secret& secret)
     : rank_(rank), nranks_(nranks), cfg_(cfg), secret_(secret) {
   auto tag = derive(secret, "braid comm tag");

@@ -29,6 +29,9 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // Joins the job at the rendezvous root (unique id) and connects to every peer.
   static Status initFromRoot(int nranks, int rank, const SockAddr& root, const Secret& secret,
                              const Config& cfg, std::shared_ptr<Comm>* out);
+  // A communicator with no progress loop or transport, only rank, size and config: for
+  // planning schedules (the schedule-build benchmark); it cannot run them.
+  static std::shared_ptr<Comm> detached(int rank, int nranks, const Config& cfg);
   // Collective over this communicator (see braidCommSplit).
   Status split(int color, int key, std::shared_ptr<Comm>* out);
 

@@ -1,12 +1,19 @@
 // Internal error type: a result code plus a human sentence. Never thrown across the C ABI.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <utility>
 
 #include "braid/braid.h"
 
 namespace braid {
+
+// Every wait in braid is bounded by a deadline on this clock.
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+inline Deadline deadlineIn(int64_t ms) { return Clock::now() + std::chrono::milliseconds(ms); }
 
 class [[nodiscard]] Status {
  public:

@@ -32,12 +32,22 @@ Stream::~Stream() {
   thread_.join();
 }
 
+namespace {
+// How long a task queued during synchronous use may wait for its caller before the worker
+// starts it, and how long after the caller last ran a task that use counts as synchronous.
+constexpr auto kLazyStart = std::chrono::microseconds(500);
+constexpr auto kSyncWindow = std::chrono::milliseconds(20);
+}  // namespace
+
 void Stream::enqueue(Task task) {
+  task.queuedAt = Clock::now();
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);
     queue_.push_back(std::move(task));
+    wake = !(callerRuns_ && workerTimed_);
   }
-  cv_.notify_all();
+  if (wake) cv_.notify_all();
 }
 
 // Runs the front task with mu_ held on entry and exit (released while it runs).
@@ -57,9 +67,22 @@ void Stream::runFront(std::unique_lock<std::mutex>& lock) {
 void Stream::worker() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
-    cv_.wait(lock, [&] { return !running_ && (stop_ || !queue_.empty()); });
-    if (queue_.empty()) return;  // stop_ and nothing left
-    runFront(lock);
+    auto now = Clock::now();
+    if (!running_ && !queue_.empty() &&
+        (!callerRuns_ || stop_ || now - queue_.front().queuedAt >= kLazyStart)) {
+      callerRuns_ = false;
+      runFront(lock);
+      continue;
+    }
+    if (stop_ && queue_.empty() && !running_) return;
+    if (callerRuns_ && now - lastCallerRun_ > kSyncWindow) callerRuns_ = false;
+    workerTimed_ = callerRuns_;
+    if (workerTimed_) {
+      cv_.wait_for(lock, kLazyStart);
+    } else {
+      cv_.wait(lock);
+    }
+    workerTimed_ = false;
   }
 }
 
@@ -72,6 +95,8 @@ Status Stream::synchronize() {
     if (running_) {
       idle_.wait(lock);
     } else {
+      callerRuns_ = true;
+      lastCallerRun_ = Clock::now();
       runFront(lock);
     }
   }

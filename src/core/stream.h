@@ -1,5 +1,6 @@
 // Streams: a worker thread per stream runs its tasks in order, asynchronously to the caller;
-// a caller that synchronizes runs the queued tasks itself instead of waiting for the worker.
+// a caller that synchronizes runs the queued tasks itself instead of waiting for the worker,
+// and while it keeps doing so, enqueue stops waking the worker (no thread switch per call).
 // A task is the schedules of one call or of one fused group.
 #pragma once
 
@@ -17,6 +18,7 @@ namespace braid {
 
 struct Task {
   std::vector<std::unique_ptr<Schedule>> schedules;
+  Clock::time_point queuedAt{};
 };
 
 // Runs a task now on this thread; records errors on the communicators involved.
@@ -40,6 +42,12 @@ class Stream {
   std::deque<Task> queue_;
   bool running_ = false;
   bool stop_ = false;
+  // Synchronous use (the caller keeps running its tasks in synchronize): new tasks do not wake
+  // the worker; it looks at the queue by itself every kLazyStart and starts a task that has
+  // waited that long (so a caller that never synchronizes is only delayed, never stuck).
+  bool callerRuns_ = false;
+  bool workerTimed_ = false;
+  Clock::time_point lastCallerRun_{};
   Status firstError_;
   std::thread thread_;
 };

@@ -45,9 +45,12 @@ class Run : public CompletionSink {
   void setDriving(bool on, bool handBack);
 
   std::vector<std::unique_ptr<Schedule>>& scheds_;
-  std::vector<std::vector<uint32_t>> deps_;
-  std::vector<std::vector<NetRequest>> reqs_;
-  std::vector<std::vector<uint8_t>> inFlight_;
+  size_t at(Ref r) const { return base_[r.sched] + r.node; }
+  // Per step of every schedule, flat (schedule si's steps start at base_[si]).
+  std::vector<size_t> base_;
+  std::vector<uint32_t> deps_;
+  std::vector<NetRequest> reqs_;
+  std::vector<uint8_t> inFlight_;
   std::vector<Ref> ready_;
   std::map<std::pair<Comm*, uint64_t>, Ref> selfSends_, selfRecvs_;
   size_t outstanding_ = 0;
@@ -68,7 +71,7 @@ class Run : public CompletionSink {
 void Run::finish(Ref r) {
   ++finished_;
   for (uint32_t s : node(r).succ) {
-    if (--deps_[r.sched][s] == 0) ready_.push_back(Ref{r.sched, s});
+    if (--deps_[base_[r.sched] + s] == 0) ready_.push_back(Ref{r.sched, s});
   }
 }
 
@@ -119,7 +122,7 @@ void Run::start(Ref r) {
     finish(o);
     return;
   }
-  NetRequest& q = reqs_[r.sched][r.node];
+  NetRequest& q = reqs_[at(r)];
   q.kind = isSend ? NetRequest::Kind::kSend : NetRequest::Kind::kRecv;
   q.peer = n.peer;
   q.tag = s.tag(n.slot);
@@ -128,7 +131,7 @@ void Run::start(Ref r) {
   q.sink = this;
   q.node = (static_cast<size_t>(r.sched) << 32) | r.node;
   ++outstanding_;
-  inFlight_[r.sched][r.node] = 1;
+  inFlight_[at(r)] = 1;
   comm->transport()->post(&q);
 }
 
@@ -138,8 +141,8 @@ std::string Run::pendingDescription() {
   for (uint32_t si = 0; si < scheds_.size(); ++si) {
     auto& nodes = scheds_[si]->nodes();
     for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
-      NetRequest& q = reqs_[si][ni];
-      if (!inFlight_[si][ni]) continue;
+      NetRequest& q = reqs_[at(Ref{si, ni})];
+      if (!inFlight_[at(Ref{si, ni})]) continue;
       if (shown++ == 3) return out + ", ...";
       out += fmt::format("{}{} {} bytes {} {}", out.empty() ? "" : ", ",
                          q.kind == NetRequest::Kind::kSend ? "send of" : "receive of", q.bytes,
@@ -213,8 +216,7 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
 Status Run::execute() {
   int64_t timeoutMs = INT64_MAX;
   size_t total = 0;
-  deps_.resize(scheds_.size());
-  reqs_.resize(scheds_.size());
+  base_.reserve(scheds_.size());
   for (auto& s : scheds_) {
     BRAID_TRY(s->comm()->asyncError());
     try {
@@ -232,14 +234,14 @@ Status Run::execute() {
     }
     auto& nodes = scheds_[si]->nodes();
     total += nodes.size();
-    deps_[si].resize(nodes.size());
-    reqs_[si].resize(nodes.size());
-    inFlight_.emplace_back(nodes.size(), 0);
+    base_.push_back(total - nodes.size());
     for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
-      deps_[si][ni] = nodes[ni].deps;
+      deps_.push_back(nodes[ni].deps);
       if (nodes[ni].deps == 0) ready_.push_back(Ref{si, ni});
     }
   }
+  reqs_.resize(total);
+  inFlight_.assign(total, 0);
   Deadline deadline = deadlineIn(timeoutMs);
   std::vector<NetRequest*> batch;
   while (true) {
@@ -252,7 +254,7 @@ Status Run::execute() {
     if (!waitSome(deadline, timeoutMs, &batch)) return err_;
     for (NetRequest* q : batch) {
       --outstanding_;
-      inFlight_[q->node >> 32][static_cast<uint32_t>(q->node)] = 0;
+      inFlight_[at(Ref{static_cast<uint32_t>(q->node >> 32), static_cast<uint32_t>(q->node)})] = 0;
       if (!q->status.isOk()) {
         if (err_.isOk()) err_ = q->status;
         continue;

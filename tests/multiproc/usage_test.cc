@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
@@ -58,6 +59,40 @@ TEST(Usage, StreamsRunInOrderAsynchronously) {
     EXPECT_EQ(b[count / 2], 1);
     BRAID_ASSERT_OK(braidStreamDestroy(s1), comm);
     BRAID_ASSERT_OK(braidStreamDestroy(s2), comm);
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+// After synchronous use (the caller runs its tasks in synchronize, so enqueue stops waking
+// the worker) a call must still complete by itself: rank 0 polls braidStreamQuery, never
+// synchronizes, while rank 1 waits for it in a blocking call.
+TEST(Usage, StreamProgressesWithoutSynchronizeAfterSynchronousUse) {
+  runRanks(2, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    braidStream_t s;
+    BRAID_ASSERT_OK(braidStreamCreate(&s), comm);
+    float v = 1;
+    for (int k = 0; k < 50; ++k) {
+      BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, s), comm);
+      BRAID_ASSERT_OK(braidStreamSynchronize(s), comm);
+    }
+    v = 1;
+    if (r == 0) {
+      BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, s), comm);
+      auto until = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      braidResult_t q = braidInProgress;
+      while (q == braidInProgress && std::chrono::steady_clock::now() < until) {
+        std::this_thread::sleep_for(std::chrono::microseconds(100));
+        q = braidStreamQuery(s);
+      }
+      EXPECT_EQ(q, braidSuccess) << "the queued call never ran without synchronize";
+    } else {
+      BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, nullptr), comm);
+    }
+    EXPECT_EQ(v, 2.0f);
+    BRAID_ASSERT_OK(braidStreamSynchronize(s), comm);
+    BRAID_ASSERT_OK(braidStreamDestroy(s), comm);
     BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
   });
 }
