@@ -67,12 +67,7 @@ constexpr Algo kAlgos[] = {
 // The algorithm BRAID_ALGO asks for this collective ("" when none).
 Status forcedAlgo(const std::string& spec, CollKind kind, std::string* out) {
   out->clear();
-  size_t pos = 0;
-  while (pos < spec.size()) {
-    size_t comma = spec.find(',', pos);
-    if (comma == std::string::npos) comma = spec.size();
-    std::string item = spec.substr(pos, comma - pos);
-    pos = comma + 1;
+  for (const std::string& item : splitList(spec)) {
     size_t eq = item.find('=');
     if (eq == std::string::npos) {
       for (const Algo& a : kAlgos) {

@@ -363,7 +363,7 @@ int run(const Options& o) {
     const char* sockets = std::getenv("BRAID_TCP_SOCKETS_PER_PEER");
     std::printf("# braid-perf %s: nranks %d hosts %zu transport %s (%s TCP sockets per peer)\n",
                 coll.name, c.n, distinct.size(),
-                std::getenv("BRAID_TRANSPORT") ? std::getenv("BRAID_TRANSPORT") : "tcp",
+                std::getenv("BRAID_TRANSPORTS") ? std::getenv("BRAID_TRANSPORTS") : "tcp",
                 sockets ? sockets : "2");
     std::printf(
         "# minBytes %zu maxBytes %zu step: %s warmup iters: %d iters: %d%s validation: %d"

@@ -50,15 +50,27 @@ Comm::~Comm() { shutdown(); }
 Status Comm::openTransport() {
   reactor_ = std::make_unique<Reactor>();
   BRAID_TRY(reactor_->open());
-  TransportFactory* f = findTransport(cfg_.transport);
-  if (f == nullptr) {
-    std::string names;
-    for (auto& n : transportNames()) names += (names.empty() ? "" : ", ") + n;
-    return invalidArgument(fmt::format("BRAID_TRANSPORT='{}' is not a known transport (have: {})",
-                                       cfg_.transport, names));
+  // The first transport of BRAID_TRANSPORTS that exists and is usable here.
+  TransportFactory* f = nullptr;
+  std::string unusable;
+  for (const std::string& name : splitList(cfg_.transports)) {
+    TransportFactory* t = findTransport(name);
+    if (t == nullptr) {
+      std::string names;
+      for (auto& n : transportNames()) names += (names.empty() ? "" : ", ") + n;
+      return invalidArgument(
+          fmt::format("BRAID_TRANSPORTS: '{}' is not a known transport (have: {})", name, names));
+    }
+    if (!t->usable(cfg_)) {
+      unusable += (unusable.empty() ? "" : ", ") + name;
+      continue;
+    }
+    if (f == nullptr) f = t;
   }
-  if (!f->usable(cfg_)) {
-    return systemError(fmt::format("transport '{}' is not usable on this machine", f->name()));
+  if (f == nullptr) {
+    return systemError(fmt::format("BRAID_TRANSPORTS='{}': no usable transport on this machine{}",
+                                   cfg_.transports,
+                                   unusable.empty() ? "" : " (unusable: " + unusable + ")"));
   }
   TransportContext ctx;
   ctx.rank = rank_;

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <string>
@@ -51,6 +52,17 @@ const char* typeName<std::string>() {
 }
 
 }  // namespace
+
+std::vector<std::string> splitList(std::string_view text) {
+  std::vector<std::string> out;
+  size_t pos = 0;
+  while (pos <= text.size()) {
+    size_t comma = std::min(text.find(',', pos), text.size());
+    if (comma > pos) out.emplace_back(text.substr(pos, comma - pos));
+    pos = comma + 1;
+  }
+  return out;
+}
 
 Status Config::fromEnv(Config* out) {
   Config c;

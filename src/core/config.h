@@ -6,6 +6,8 @@
 #include <cstdint>
 #include <functional>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "src/core/status.h"
 
@@ -14,7 +16,8 @@ namespace braid {
 #define BRAID_CONFIG_TABLE(X)                                                                 \
   X(timeoutMs, int64_t, 300000, "BRAID_TIMEOUT_MS",                                           \
     "bound on every operation and connection wait, in milliseconds")                          \
-  X(transport, std::string, "tcp", "BRAID_TRANSPORT", "transport used between ranks")         \
+  X(transports, std::string, "tcp", "BRAID_TRANSPORTS",                                       \
+    "transports allowed between ranks, in order of preference (available today: tcp)")        \
   X(socketIfname, std::string, "", "BRAID_SOCKET_IFNAME",                                     \
     "NIC prefixes to use (comma list, '^' excludes, '=' exact), like NCCL_SOCKET_IFNAME")     \
   X(socketFamily, std::string, "", "BRAID_SOCKET_FAMILY", "force AF_INET or AF_INET6")        \
@@ -48,6 +51,9 @@ struct Config {
   // Defaults overridden by the BRAID_* environment; a malformed value is an error naming it.
   static Status fromEnv(Config* out);
 };
+
+// "a,b,,c" -> {"a", "b", "c"}: the comma lists of BRAID_* values (empty items dropped).
+std::vector<std::string> splitList(std::string_view text);
 
 struct ConfigEntry {
   const char* env;

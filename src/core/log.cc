@@ -47,12 +47,8 @@ unsigned subsysBit(std::string_view name) {
 unsigned parseSubsys(const std::string& s) {
   bool exclude = !s.empty() && s[0] == '^';
   unsigned mask = 0;
-  size_t pos = exclude ? 1 : 0;
-  while (pos <= s.size()) {
-    size_t comma = s.find(',', pos);
-    if (comma == std::string::npos) comma = s.size();
-    mask |= subsysBit(std::string_view(s).substr(pos, comma - pos));
-    pos = comma + 1;
+  for (const std::string& item : splitList(std::string_view(s).substr(exclude ? 1 : 0))) {
+    mask |= subsysBit(item);
   }
   return exclude ? (static_cast<unsigned>(Subsys::kAll) & ~mask) : mask;
 }

@@ -7,6 +7,8 @@
 
 #include <cstring>
 
+#include "src/core/config.h"
+
 namespace braid {
 
 std::vector<NetIf> listInterfaces() {
@@ -44,13 +46,8 @@ bool ifnameMatches(const std::string& specIn, const std::string& ifname) {
     spec.erase(0, 1);
   }
   bool hit = false;
-  size_t pos = 0;
-  while (pos <= spec.size()) {
-    size_t comma = spec.find(',', pos);
-    if (comma == std::string::npos) comma = spec.size();
-    std::string item = spec.substr(pos, comma - pos);
-    if (!item.empty() && (exact ? ifname == item : ifname.rfind(item, 0) == 0)) hit = true;
-    pos = comma + 1;
+  for (const std::string& item : splitList(spec)) {
+    if (exact ? ifname == item : ifname.rfind(item, 0) == 0) hit = true;
   }
   return exclude ? !hit : hit;
 }

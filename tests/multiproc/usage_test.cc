@@ -249,6 +249,31 @@ bool haveIpv6Loopback() {
   return ok;
 }
 
+TEST(Usage, TransportListIsCheckedAtInit) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "warp,tcp"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidArgument);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_NE(std::string(braidGetLastError(nullptr)).find("'warp' is not a known transport"),
+                  std::string::npos)
+            << braidGetLastError(nullptr);
+      },
+      opt);
+  opt.env = {{"BRAID_TRANSPORTS", ",tcp"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+}
+
 TEST(Usage, Ipv6RendezvousAndDataFromTheEnvironment) {
   if (!haveIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
   // A port from the kernel for IPv6 loopback, released for rank 0 to bind.

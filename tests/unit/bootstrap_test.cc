@@ -123,6 +123,13 @@ TEST(Netif, IfnameSpecMatchesLikeNccl) {
   EXPECT_FALSE(ifnameMatches("^=lo", "lo"));
 }
 
+TEST(Config, SplitsCommaLists) {
+  EXPECT_EQ(splitList("tcp"), std::vector<std::string>{"tcp"});
+  EXPECT_EQ(splitList("tcp,,shm,"), (std::vector<std::string>{"tcp", "shm"}));
+  EXPECT_TRUE(splitList("").empty());
+  EXPECT_TRUE(splitList(",").empty());
+}
+
 TEST(Config, ReadsEnvAndRejectsMalformedValues) {
   setenv("BRAID_TIMEOUT_MS", "1234", 1);
   setenv("BRAID_CHUNK_BYTES", "1m", 1);
