@@ -33,8 +33,10 @@ Kind kindOf(const Coll& c) {
 }  // namespace
 
 const Coll* findColl(const std::string& name) {
+  // nccl-tests spells it reduce_scatter (reduce_scatter_perf).
+  const std::string n = name == "reduce_scatter" ? "reducescatter" : name;
   for (const auto& e : kEntries) {
-    if (name == e.coll.name) return &e.coll;
+    if (n == e.coll.name) return &e.coll;
   }
   return nullptr;
 }

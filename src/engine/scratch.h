@@ -2,6 +2,7 @@
 // the machines we measured, so a collective must not allocate fresh memory on every call.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdlib>
 #include <cstring>
@@ -37,16 +38,19 @@ class ScratchPool : public std::enable_shared_from_this<ScratchPool> {
     for (auto& [p, cap] : free_) std::free(p);
   }
   ScratchBuffer get(size_t bytes) {
-    size_t cap = 4096;
-    while (cap < bytes) cap <<= 1;
+    // Whole pages; the best-fitting free buffer is reused when it wastes at most half.
+    const size_t cap = (std::max<size_t>(bytes, 1) + 4095) & ~size_t{4095};
     {
       std::lock_guard<std::mutex> lock(mu_);
+      size_t best = free_.size();
       for (size_t i = 0; i < free_.size(); ++i) {
-        if (free_[i].second == cap) {
-          void* p = free_[i].first;
-          free_.erase(free_.begin() + static_cast<long>(i));
-          return ScratchBuffer(shared_from_this(), p, cap);
-        }
+        size_t c = free_[i].second;
+        if (c >= cap && c / 2 <= cap && (best == free_.size() || c < free_[best].second)) best = i;
+      }
+      if (best != free_.size()) {
+        auto [p, c] = free_[best];
+        free_.erase(free_.begin() + static_cast<long>(best));
+        return ScratchBuffer(shared_from_this(), p, c);
       }
     }
     void* p = std::aligned_alloc(4096, cap);

@@ -1,0 +1,480 @@
+// The benchmark driver shared by mpi_bench and gloo_bench (see bench_common.h). Sizes, counts,
+// bus-bandwidth factors and data checks mirror benchmarks/perf/colls.cc exactly, so that the
+// numbers of the three implementations can be put side by side.
+#include "benchmarks/compare/bench_common.h"
+
+#include <fmt/format.h>
+#include <getopt.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+#include "harness/values.h"
+#include "src/core/dtype.h"
+
+namespace braid::compare {
+
+void die(const char* prog, const std::string& msg) {
+  std::fprintf(stderr, "%s: %s\n", prog, msg.c_str());
+  std::exit(2);
+}
+
+const char* collName(Coll c) {
+  switch (c) {
+    case Coll::kAllReduce:
+      return "allreduce";
+    case Coll::kAllGather:
+      return "allgather";
+    case Coll::kReduceScatter:
+      return "reducescatter";
+    case Coll::kAllToAll:
+      return "alltoall";
+    case Coll::kBroadcast:
+      return "broadcast";
+  }
+  return "?";
+}
+
+bool reduces(Coll c) { return c == Coll::kAllReduce || c == Coll::kReduceScatter; }
+bool rooted(Coll c) { return c == Coll::kBroadcast; }
+
+// nccl-tests' bus-bandwidth factors (benchmarks/perf/colls.cc, Coll::busFactor).
+double busFactor(Coll c, int n) {
+  switch (c) {
+    case Coll::kAllReduce:
+      return 2.0 * (n - 1) / n;
+    case Coll::kAllGather:
+    case Coll::kReduceScatter:
+    case Coll::kAllToAll:
+      return static_cast<double>(n - 1) / n;
+    case Coll::kBroadcast:
+      return 1.0;
+  }
+  return 1.0;
+}
+
+namespace {
+bool perRankTotal(Coll c) {
+  return c == Coll::kAllGather || c == Coll::kReduceScatter || c == Coll::kAllToAll;
+}
+}  // namespace
+
+// The size is the per-rank total for allgather (receive), reducescatter (send) and alltoall;
+// the count passed to the call is then size / n (as braid-perf's countFor).
+size_t countFor(Coll c, size_t bytes, size_t esz, int n) {
+  size_t elems = bytes / esz;
+  return perRankTotal(c) ? elems / static_cast<size_t>(n) : elems;
+}
+
+size_t bytesFor(Coll c, size_t count, size_t esz, int n) {
+  return count * esz * (perRankTotal(c) ? static_cast<size_t>(n) : 1);
+}
+
+size_t sendElems(Coll c, size_t count, int n) {
+  return (c == Coll::kReduceScatter || c == Coll::kAllToAll) ? count * n : count;
+}
+
+size_t recvElems(Coll c, size_t count, int n) {
+  return (c == Coll::kAllGather || c == Coll::kAllToAll) ? count * n : count;
+}
+
+// ---- command line ----
+
+namespace {
+
+size_t parseSize(const char* prog, const char* s) {
+  char* end = nullptr;
+  double v = std::strtod(s, &end);
+  if (end == s || v < 0) die(prog, fmt::format("bad size '{}'", s));
+  switch (*end) {
+    case 'k':
+    case 'K':
+      v *= 1024;
+      break;
+    case 'm':
+    case 'M':
+      v *= 1024.0 * 1024;
+      break;
+    case 'g':
+    case 'G':
+      v *= 1024.0 * 1024 * 1024;
+      break;
+    case '\0':
+      break;
+    default:
+      die(prog, fmt::format("bad size suffix in '{}'", s));
+  }
+  return static_cast<size_t>(v);
+}
+
+braidDataType_t parseType(const char* prog, const std::string& s) {
+  static const std::pair<const char*, braidDataType_t> kNames[] = {
+      {"float32", braidFloat32}, {"float", braidFloat32}, {"float64", braidFloat64},
+      {"double", braidFloat64},  {"int32", braidInt32},   {"int", braidInt32},
+      {"int64", braidInt64}};
+  for (const auto& [name, t] : kNames) {
+    if (s == name) return t;
+  }
+  die(prog, fmt::format("unsupported datatype '{}' (float32, float64, int32, int64)", s));
+}
+
+Coll parseColl(const char* prog, const std::string& s) {
+  static const std::pair<const char*, Coll> kNames[] = {
+      {"allreduce", Coll::kAllReduce},         {"all_reduce", Coll::kAllReduce},
+      {"allgather", Coll::kAllGather},         {"all_gather", Coll::kAllGather},
+      {"reducescatter", Coll::kReduceScatter}, {"reduce_scatter", Coll::kReduceScatter},
+      {"alltoall", Coll::kAllToAll},           {"broadcast", Coll::kBroadcast}};
+  for (const auto& [name, c] : kNames) {
+    if (s == name) return c;
+  }
+  die(prog, fmt::format("unknown collective '{}'", s));
+}
+
+void usage(const char* prog, bool gloo) {
+  std::printf(
+      "usage: %s COLL [flags]\n"
+      "COLL: allreduce allgather reduce_scatter (reducescatter) alltoall broadcast\n"
+      "  -b minbytes  -e maxbytes  -f stepfactor  -i stepbytes  -n iters  -w warmup iters\n"
+      "  -c check (0/1, default 1)  -d dtype (float32 float64 int32 int64)  -o op (sum)\n"
+      "  -r root (broadcast)  -J FILE (JSON lines)  -T seconds per size (adapts -n)\n"
+      "Sizes as braid-perf (nccl-tests): per-rank bytes for allreduce and broadcast, the\n"
+      "per-rank total for allgather, reduce_scatter and alltoall. Times are the slowest rank's.\n",
+      prog);
+  if (gloo) {
+    std::printf(
+        "  --algo ring_chunked|halving_doubling (allreduce)  --timeout SECONDS (default 300)\n"
+        "  --store DIR (FileStore; default $BRAID_COMPARE_STORE or /tmp/braid-compare-store)\n"
+        "  --run-id ID (key prefix; default from $BRAID_COMPARE_RUN_ID, braidrun's\n"
+        "  BRAID_UNIQUE_ID or Open MPI's job id)\n"
+        "Rank and size: BRAID_RANK/BRAID_WORLD_SIZE (braidrun) or OMPI_COMM_WORLD_RANK/SIZE.\n"
+        "Address: $GLOO_HOST (default 127.0.0.1) or interface $GLOO_IFACE.\n");
+  }
+}
+
+}  // namespace
+
+Options parseArgs(int argc, char** argv, const char* prog, bool gloo) {
+  if (argc < 2 || argv[1][0] == '-') {
+    usage(prog, gloo);
+    std::exit(argc >= 2 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0)
+                  ? 0
+                  : 2);
+  }
+  Options o;
+  o.coll = parseColl(prog, argv[1]);
+  static const option kLong[] = {{"algo", required_argument, nullptr, 1000},
+                                 {"store", required_argument, nullptr, 1001},
+                                 {"run-id", required_argument, nullptr, 1002},
+                                 {"timeout", required_argument, nullptr, 1003},
+                                 {"corrupt-for-test", no_argument, nullptr, 999},
+                                 {"help", no_argument, nullptr, 'h'},
+                                 {nullptr, 0, nullptr, 0}};
+  optind = 2;
+  int c;
+  while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:d:o:r:J:T:h", kLong, nullptr)) != -1) {
+    if (c >= 1000 && !gloo) die(prog, "--algo, --store, --run-id, --timeout are gloo_bench flags");
+    switch (c) {
+      case 'b':
+        o.minBytes = parseSize(prog, optarg);
+        break;
+      case 'e':
+        o.maxBytes = parseSize(prog, optarg);
+        break;
+      case 'f':
+        o.stepFactor = std::atof(optarg);
+        break;
+      case 'i':
+        o.stepBytes = parseSize(prog, optarg);
+        o.stepFactor = 0;
+        break;
+      case 'n':
+        o.iters = std::atoi(optarg);
+        break;
+      case 'w':
+        o.warmup = std::atoi(optarg);
+        break;
+      case 'c':
+        o.check = std::atoi(optarg) != 0;
+        break;
+      case 'd':
+        o.dtype = parseType(prog, optarg);
+        break;
+      case 'o':
+        if (std::strcmp(optarg, "sum") != 0) die(prog, "only -o sum is supported");
+        break;
+      case 'r':
+        o.root = std::atoi(optarg);
+        break;
+      case 'J':
+        o.jsonPath = optarg;
+        break;
+      case 'T':
+        o.secondsPerSize = std::atof(optarg);
+        break;
+      case 1000:
+        o.algo = optarg;
+        if (o.algo != "ring_chunked" && o.algo != "halving_doubling") {
+          die(prog,
+              fmt::format("--algo must be ring_chunked or halving_doubling, not '{}'", o.algo));
+        }
+        break;
+      case 1001:
+        o.store = optarg;
+        break;
+      case 1002:
+        o.runId = optarg;
+        break;
+      case 1003:
+        o.timeoutS = std::atof(optarg);
+        if (!(o.timeoutS > 0) || !std::isfinite(o.timeoutS)) die(prog, "--timeout must be > 0");
+        break;
+      case 999:
+        o.corrupt = true;
+        break;
+      case 'h':
+        usage(prog, gloo);
+        std::exit(0);
+      default:
+        usage(prog, gloo);
+        std::exit(2);
+    }
+  }
+  if (optind < argc) die(prog, fmt::format("unexpected argument '{}'", argv[optind]));
+  if (o.minBytes > o.maxBytes) die(prog, "-b must not exceed -e");
+  if (o.iters < 1 || o.warmup < 0) die(prog, "-n must be >= 1 and -w >= 0");
+  if (o.stepFactor != 0 && o.stepFactor <= 1 && o.minBytes != o.maxBytes) {
+    die(prog, "-f must be > 1");
+  }
+  if (o.stepFactor == 0 && o.stepBytes == 0) die(prog, "-i must be > 0");
+  if (o.secondsPerSize < 0) die(prog, "-T must be >= 0");
+  return o;
+}
+
+// ---- data ----
+
+// The same data as braid-perf's fillInput/countWrong (benchmarks/perf/colls.cc), op sum.
+void fillInput(Coll c, void* in, size_t count, braidDataType_t dt, int rank, int n) {
+  using test::a2aValue;
+  using test::inputValue;
+  using test::put;
+  switch (c) {
+    case Coll::kAllReduce:
+    case Coll::kReduceScatter:
+      for (size_t i = 0; i < sendElems(c, count, n); ++i) {
+        put(in, dt, i, inputValue(braidSum, rank, n, i));
+      }
+      break;
+    case Coll::kAllGather:
+    case Coll::kBroadcast:
+      for (size_t i = 0; i < count; ++i) put(in, dt, i, inputValue(braidSum, rank, n, i));
+      break;
+    case Coll::kAllToAll:
+      for (int q = 0; q < n; ++q) {
+        for (size_t i = 0; i < count; ++i) put(in, dt, q * count + i, a2aValue(rank, q, i));
+      }
+      break;
+  }
+}
+
+size_t countWrong(Coll c, const void* out, size_t count, braidDataType_t dt, int root, int rank,
+                  int n) {
+  using test::a2aValue;
+  using test::expectedValue;
+  using test::inputValue;
+  const size_t esz = dtypeSize(dt);
+  std::vector<char> want(esz);
+  size_t wrong = 0;
+  auto check = [&](size_t i, int64_t v) {
+    test::put(want.data(), dt, 0, v);
+    if (!test::sameElem(static_cast<const char*>(out) + i * esz, want.data(), dt, 0)) ++wrong;
+  };
+  switch (c) {
+    case Coll::kAllReduce:
+      for (size_t i = 0; i < count; ++i) check(i, expectedValue(braidSum, n, i));
+      break;
+    case Coll::kReduceScatter:
+      for (size_t i = 0; i < count; ++i) check(i, expectedValue(braidSum, n, rank * count + i));
+      break;
+    case Coll::kBroadcast:
+      for (size_t i = 0; i < count; ++i) check(i, inputValue(braidSum, root, n, i));
+      break;
+    case Coll::kAllGather:
+      for (int q = 0; q < n; ++q) {
+        for (size_t i = 0; i < count; ++i) check(q * count + i, inputValue(braidSum, q, n, i));
+      }
+      break;
+    case Coll::kAllToAll:
+      for (int q = 0; q < n; ++q) {
+        for (size_t i = 0; i < count; ++i) check(q * count + i, a2aValue(q, rank, i));
+      }
+      break;
+  }
+  return wrong;
+}
+
+// ---- timing ----
+
+namespace {
+
+std::vector<size_t> sizes(const Options& o) {
+  std::vector<size_t> v;
+  for (size_t s = o.minBytes; s <= o.maxBytes;) {
+    v.push_back(s);
+    size_t next =
+        o.stepFactor != 0 ? static_cast<size_t>(std::ceil(s * o.stepFactor)) : s + o.stepBytes;
+    if (next <= s) break;
+    s = next;
+  }
+  return v;
+}
+
+struct Result {
+  double us = 0, algbw = 0, busbw = 0;
+  size_t wrong = 0;
+};
+
+double maxOf(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
+
+// Warmup, barrier, `iters` back-to-back calls. time_us is elapsed / iters of the slowest rank:
+// a collective is not done before every rank is done with it (braid-perf -a 3; the compare
+// script runs braid-perf with -a 3 too, so all three report the same statistic).
+Result measure(Backend& b, const Options& o, const Op& op, size_t count, size_t bytes, int iters,
+               bool check) {
+  const int rank = b.rank(), n = b.size();
+  fillInput(o.coll, op.in, count, o.dtype, rank, n);
+  for (int i = 0; i < o.warmup; ++i) op.run();
+  b.barrier();
+  auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < iters; ++i) op.run();
+  double us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
+      iters;
+  Result r;
+  r.us = maxOf(b.allgather(us));
+  r.algbw = r.us > 0 ? static_cast<double>(bytes) / (r.us * 1e3) : 0;  // GB/s (1e9)
+  r.busbw = r.algbw * busFactor(o.coll, n);
+  if (check) {
+    // In place, the timed calls reduced their own output: refill and run once more.
+    if (op.inPlace) {
+      fillInput(o.coll, op.in, count, o.dtype, rank, n);
+      op.run();
+    }
+    if (o.corrupt && rank == 0 && recvElems(o.coll, count, n) > 0) op.out[0] ^= 0x40;
+    double w = static_cast<double>(countWrong(o.coll, op.out, count, o.dtype, o.root, rank, n));
+    double total = 0;
+    for (double x : b.allgather(w)) total += x;
+    r.wrong = static_cast<size_t>(total);
+  }
+  return r;
+}
+
+std::string fmtResult(const Result* r, bool check) {
+  if (r == nullptr) return fmt::format("  {:>7}  {:>6}  {:>6}  {:>6}", "N/A", "N/A", "N/A", "N/A");
+  std::string t = r->us >= 1e4 ? fmt::format("{:7.0f}", r->us) : fmt::format("{:7.2f}", r->us);
+  return fmt::format("  {}  {:6.2f}  {:6.2f}  {:>6}", t, r->algbw, r->busbw,
+                     check ? std::to_string(r->wrong) : "N/A");
+}
+
+std::string jsonResult(const Result* r) {
+  if (r == nullptr) return "null";
+  return fmt::format(
+      "{{\"time_us\":{:.3f},\"algbw_gbs\":{:.4f},\"busbw_gbs\":{:.4f},\"wrong\":{}}}", r->us,
+      r->algbw, r->busbw, r->wrong);
+}
+
+}  // namespace
+
+int runBench(Backend& b, const Options& o, const char* prog) {
+  const int rank = b.rank(), n = b.size();
+  const Coll c = o.coll;
+  if (rooted(c) && (o.root < 0 || o.root >= n))
+    die(prog, fmt::format("-r {} is not a rank", o.root));
+  const size_t esz = dtypeSize(o.dtype);
+  FILE* json = nullptr;
+  if (rank == 0) {
+    std::printf("# %s %s: nranks %d impl %s (%s)\n", prog, collName(c), n, b.impl().c_str(),
+                b.version().c_str());
+    std::printf(
+        "# minBytes %zu maxBytes %zu step: %s warmup iters: %d iters: %d%s validation: %d\n",
+        o.minBytes, o.maxBytes,
+        o.stepFactor != 0 ? fmt::format("{}(factor)", o.stepFactor).c_str()
+                          : fmt::format("{}(bytes)", o.stepBytes).c_str(),
+        o.warmup, o.iters,
+        o.secondsPerSize > 0 ? fmt::format(" (adaptive, {} s per size)", o.secondsPerSize).c_str()
+                             : "",
+        o.check ? 1 : 0);
+    std::printf("# time: the slowest rank's (max over ranks)\n#\n");
+    std::printf("#%70s%35s\n", "out-of-place", "in-place");
+    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "size",
+                "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
+                "algbw", "busbw", "#wrong");
+    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "(B)",
+                "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
+                "(GB/s)", "");
+    std::fflush(stdout);
+    if (!o.jsonPath.empty()) {
+      json = std::fopen(o.jsonPath.c_str(), "w");
+      if (json == nullptr) die(prog, fmt::format("cannot write {}", o.jsonPath));
+    }
+  }
+  // Buffers sized for the largest case, allocated and pre-faulted (written) once.
+  size_t maxCount = countFor(c, o.maxBytes, esz, n) + 1;
+  std::vector<char> send(sendElems(c, maxCount, n) * esz + 64, 1);
+  std::vector<char> recv(recvElems(c, maxCount, n) * esz + 64, 1);
+  size_t totalWrong = 0;
+  double busSum = 0;
+  int busRows = 0;
+  for (size_t bytes : sizes(o)) {
+    size_t count = countFor(c, bytes, esz, n);
+    size_t realBytes = bytesFor(c, count, esz, n);
+    Op op = b.prepare(o, count, send.data(), recv.data());
+    int iters = o.iters;
+    Result res;
+    if (op.valid) {
+      if (o.secondsPerSize > 0) {
+        // A short timed probe; every rank gets the same (slowest rank's) time, so all agree.
+        Result probe = measure(b, o, op, count, realBytes, 2, false);
+        double k = probe.us > 0 ? o.secondsPerSize * 1e6 / probe.us : o.iters;
+        iters = static_cast<int>(std::clamp(k, 1.0, 1e6));
+      }
+      res = measure(b, o, op, count, realBytes, iters, o.check);
+      totalWrong += res.wrong;
+      busSum += res.busbw;
+      ++busRows;
+    }
+    const Result* oop = op.valid && !op.inPlace ? &res : nullptr;
+    const Result* ip = op.valid && op.inPlace ? &res : nullptr;
+    if (rank == 0) {
+      std::printf("  %10zu  %12zu  %8s  %6s  %6d%s%s\n", realBytes, realBytes / esz,
+                  dtypeName(o.dtype), reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1,
+                  fmtResult(oop, o.check).c_str(), fmtResult(ip, o.check).c_str());
+      std::fflush(stdout);
+      if (json != nullptr) {
+        std::string line = fmt::format(
+            "{{\"impl\":\"{}\",\"coll\":\"{}\",\"nranks\":{},\"size\":{},\"count\":{},"
+            "\"type\":\"{}\",\"redop\":\"{}\",\"root\":{},\"iters\":{},\"out_of_place\":{},"
+            "\"in_place\":{}}}\n",
+            b.impl(), collName(c), n, realBytes, realBytes / esz, dtypeName(o.dtype),
+            reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1, iters, jsonResult(oop),
+            jsonResult(ip));
+        std::fputs(line.c_str(), json);
+        std::fflush(json);
+      }
+    }
+  }
+  if (rank == 0) {
+    std::printf("# Out of bounds values : %zu %s\n", totalWrong, totalWrong == 0 ? "OK" : "FAILED");
+    std::printf("# Avg bus bandwidth    : %g \n#\n", busRows ? busSum / busRows : 0.0);
+    std::fflush(stdout);
+    if (json != nullptr) std::fclose(json);
+  }
+  // Everyone waits for rank 0's report: a launcher ends the job at the first non-zero exit.
+  b.barrier();
+  return totalWrong == 0 ? 0 : 1;
+}
+
+}  // namespace braid::compare
