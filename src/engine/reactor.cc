@@ -178,8 +178,13 @@ void Reactor::run() {
   while (!stopping_) {
     if (parked()) {
       std::unique_lock<std::mutex> lock(parkMu_);
-      int64_t until = lingerUntilNs_.load(std::memory_order_acquire);
-      int64_t waitNs = std::clamp<int64_t>(until - nowNs(), 100'000, kLingerNs);
+      // While someone drives, endDrive(handBack) or post() wakes us: check rarely. While
+      // lingering, look again when the linger ends.
+      int64_t waitNs = kLingerNs;
+      if (drivers_.load(std::memory_order_acquire) == 0) {
+        int64_t until = lingerUntilNs_.load(std::memory_order_acquire);
+        waitNs = std::clamp<int64_t>(until - nowNs(), 100'000, kLingerNs);
+      }
       parkCv_.wait_for(lock, std::chrono::nanoseconds(waitNs), [&] { return !parked(); });
       continue;
     }
