@@ -10,11 +10,14 @@ void allReduceRecursiveDoubling(const CollArgs& a, Schedule* s) {
   const int n = s->comm()->nranks(), r = s->comm()->rank();
   const size_t bytes = a.count * dtypeSize(a.dt);
   auto* out = static_cast<char*>(a.recv);
-  NodeId cur = s->copy(out, a.send, bytes);
-  if (n == 1) return;
   int p2 = 1;
   while (p2 * 2 <= n) p2 *= 2;
   const int rem = n - p2;
+  // Ranks that take part in the first exchange as they are send straight from the input and
+  // reduce into the output: no copy step ahead of the first message.
+  const bool direct = n > 1 && r < p2 && r >= rem && a.send != a.recv;
+  NodeId cur = direct ? kNoNode : s->copy(out, a.send, bytes);
+  if (n == 1) return;
   constexpr uint32_t kFold = 0, kUnfold = 1, kFirstStep = 2;
   if (r >= p2) {
     NodeId sn = s->send(r - p2, kFold, out, bytes, {cur});
@@ -31,10 +34,11 @@ void allReduceRecursiveDoubling(const CollArgs& a, Schedule* s) {
   for (int k = 0; k < steps; ++k) {
     int partner = r ^ (1 << k);
     char* t = tmp + (k + 1) * bytes;
-    NodeId sn = s->send(partner, kFirstStep + k, out, bytes, {cur});
+    const char* mine = direct && k == 0 ? static_cast<const char*>(a.send) : out;
+    NodeId sn = s->send(partner, kFirstStep + k, mine, bytes, {cur});
     NodeId rv = s->recv(partner, kFirstStep + k, t, bytes);
-    cur = r < partner ? s->reduce(out, out, t, a.count, a.dt, a.op, {sn, rv})
-                      : s->reduce(out, t, out, a.count, a.dt, a.op, {sn, rv});
+    cur = r < partner ? s->reduce(out, mine, t, a.count, a.dt, a.op, {sn, rv})
+                      : s->reduce(out, t, mine, a.count, a.dt, a.op, {sn, rv});
   }
   if (a.op == braidAvg) cur = s->avg(out, a.count, a.dt, n, {cur});
   if (r < rem) s->send(r + p2, kUnfold, out, bytes, {cur});

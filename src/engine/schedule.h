@@ -40,7 +40,9 @@ struct Node {
 class Schedule {
  public:
   Schedule(std::shared_ptr<Comm> comm, std::string name, uint64_t tagBase)
-      : comm_(std::move(comm)), name_(std::move(name)), tagBase_(tagBase) {}
+      : comm_(std::move(comm)), name_(std::move(name)), tagBase_(tagBase) {
+    nodes_.reserve(8);  // small calls: one allocation
+  }
 
   using Deps = std::initializer_list<NodeId>;
   NodeId send(int peer, uint32_t slot, const void* buf, size_t bytes, Deps deps = {});
