@@ -13,7 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "harness/values.h"
+#include "benchmarks/perf/perf.h"
 #include "src/core/dtype.h"
 
 namespace braid::compare {
@@ -23,92 +23,35 @@ void die(const char* prog, const std::string& msg) {
   std::exit(2);
 }
 
-const char* collName(Coll c) {
-  switch (c) {
-    case Coll::kAllReduce:
-      return "allreduce";
-    case Coll::kAllGather:
-      return "allgather";
-    case Coll::kReduceScatter:
-      return "reducescatter";
-    case Coll::kAllToAll:
-      return "alltoall";
-    case Coll::kBroadcast:
-      return "broadcast";
-  }
-  return "?";
+// Every table entry comes from braid-perf's (benchmarks/perf/colls.cc), so sizes, counts,
+// bus-bandwidth factors and data checks are the same code.
+const perf::Coll& perfColl(Coll c) {
+  static const char* const kNames[] = {"allreduce", "allgather", "reducescatter", "alltoall",
+                                       "broadcast"};
+  return *perf::findColl(kNames[static_cast<int>(c)]);
 }
 
-bool reduces(Coll c) { return c == Coll::kAllReduce || c == Coll::kReduceScatter; }
-bool rooted(Coll c) { return c == Coll::kBroadcast; }
-
-// nccl-tests' bus-bandwidth factors (benchmarks/perf/colls.cc, Coll::busFactor).
-double busFactor(Coll c, int n) {
-  switch (c) {
-    case Coll::kAllReduce:
-      return 2.0 * (n - 1) / n;
-    case Coll::kAllGather:
-    case Coll::kReduceScatter:
-    case Coll::kAllToAll:
-      return static_cast<double>(n - 1) / n;
-    case Coll::kBroadcast:
-      return 1.0;
-  }
-  return 1.0;
-}
-
-namespace {
-bool perRankTotal(Coll c) {
-  return c == Coll::kAllGather || c == Coll::kReduceScatter || c == Coll::kAllToAll;
-}
-}  // namespace
-
-// The size is the per-rank total for allgather (receive), reducescatter (send) and alltoall;
-// the count passed to the call is then size / n (as braid-perf's countFor).
+const char* collName(Coll c) { return perfColl(c).name; }
+bool reduces(Coll c) { return perfColl(c).reduces; }
+bool rooted(Coll c) { return perfColl(c).rooted; }
+double busFactor(Coll c, int n) { return perfColl(c).busFactor(n); }
 size_t countFor(Coll c, size_t bytes, size_t esz, int n) {
-  size_t elems = bytes / esz;
-  return perRankTotal(c) ? elems / static_cast<size_t>(n) : elems;
+  return perf::countFor(perfColl(c), bytes, esz, n);
 }
-
 size_t bytesFor(Coll c, size_t count, size_t esz, int n) {
-  return count * esz * (perRankTotal(c) ? static_cast<size_t>(n) : 1);
+  return perf::bytesFor(perfColl(c), count, esz, n);
 }
-
-size_t sendElems(Coll c, size_t count, int n) {
-  return (c == Coll::kReduceScatter || c == Coll::kAllToAll) ? count * n : count;
-}
-
-size_t recvElems(Coll c, size_t count, int n) {
-  return (c == Coll::kAllGather || c == Coll::kAllToAll) ? count * n : count;
-}
+size_t sendElems(Coll c, size_t count, int n) { return perfColl(c).sendElems(count, n); }
+size_t recvElems(Coll c, size_t count, int n) { return perfColl(c).recvElems(count, n); }
 
 // ---- command line ----
 
 namespace {
 
 size_t parseSize(const char* prog, const char* s) {
-  char* end = nullptr;
-  double v = std::strtod(s, &end);
-  if (end == s || v < 0) die(prog, fmt::format("bad size '{}'", s));
-  switch (*end) {
-    case 'k':
-    case 'K':
-      v *= 1024;
-      break;
-    case 'm':
-    case 'M':
-      v *= 1024.0 * 1024;
-      break;
-    case 'g':
-    case 'G':
-      v *= 1024.0 * 1024 * 1024;
-      break;
-    case '\0':
-      break;
-    default:
-      die(prog, fmt::format("bad size suffix in '{}'", s));
-  }
-  return static_cast<size_t>(v);
+  size_t v = 0;
+  if (!perf::parseSize(s, &v)) die(prog, fmt::format("bad size '{}'", s));
+  return v;
 }
 
 braidDataType_t parseType(const char* prog, const std::string& s) {
@@ -256,86 +199,21 @@ Options parseArgs(int argc, char** argv, const char* prog, bool gloo) {
 
 // ---- data ----
 
-// The same data as braid-perf's fillInput/countWrong (benchmarks/perf/colls.cc), op sum.
+// braid-perf's data (op sum).
 void fillInput(Coll c, void* in, size_t count, braidDataType_t dt, int rank, int n) {
-  using test::a2aValue;
-  using test::inputValue;
-  using test::put;
-  switch (c) {
-    case Coll::kAllReduce:
-    case Coll::kReduceScatter:
-      for (size_t i = 0; i < sendElems(c, count, n); ++i) {
-        put(in, dt, i, inputValue(braidSum, rank, n, i));
-      }
-      break;
-    case Coll::kAllGather:
-    case Coll::kBroadcast:
-      for (size_t i = 0; i < count; ++i) put(in, dt, i, inputValue(braidSum, rank, n, i));
-      break;
-    case Coll::kAllToAll:
-      for (int q = 0; q < n; ++q) {
-        for (size_t i = 0; i < count; ++i) put(in, dt, q * count + i, a2aValue(rank, q, i));
-      }
-      break;
-  }
+  perf::fillInput(perfColl(c), in, count, dt, braidSum, rank, n);
 }
 
 size_t countWrong(Coll c, const void* out, size_t count, braidDataType_t dt, int root, int rank,
                   int n) {
-  using test::a2aValue;
-  using test::expectedValue;
-  using test::inputValue;
-  const size_t esz = dtypeSize(dt);
-  std::vector<char> want(esz);
-  size_t wrong = 0;
-  auto check = [&](size_t i, int64_t v) {
-    test::put(want.data(), dt, 0, v);
-    if (!test::sameElem(static_cast<const char*>(out) + i * esz, want.data(), dt, 0)) ++wrong;
-  };
-  switch (c) {
-    case Coll::kAllReduce:
-      for (size_t i = 0; i < count; ++i) check(i, expectedValue(braidSum, n, i));
-      break;
-    case Coll::kReduceScatter:
-      for (size_t i = 0; i < count; ++i) check(i, expectedValue(braidSum, n, rank * count + i));
-      break;
-    case Coll::kBroadcast:
-      for (size_t i = 0; i < count; ++i) check(i, inputValue(braidSum, root, n, i));
-      break;
-    case Coll::kAllGather:
-      for (int q = 0; q < n; ++q) {
-        for (size_t i = 0; i < count; ++i) check(q * count + i, inputValue(braidSum, q, n, i));
-      }
-      break;
-    case Coll::kAllToAll:
-      for (int q = 0; q < n; ++q) {
-        for (size_t i = 0; i < count; ++i) check(q * count + i, a2aValue(q, rank, i));
-      }
-      break;
-  }
-  return wrong;
+  return perf::countWrong(perfColl(c), out, count, dt, braidSum, root, rank, n);
 }
 
 // ---- timing ----
 
 namespace {
 
-std::vector<size_t> sizes(const Options& o) {
-  std::vector<size_t> v;
-  for (size_t s = o.minBytes; s <= o.maxBytes;) {
-    v.push_back(s);
-    size_t next =
-        o.stepFactor != 0 ? static_cast<size_t>(std::ceil(s * o.stepFactor)) : s + o.stepBytes;
-    if (next <= s) break;
-    s = next;
-  }
-  return v;
-}
-
-struct Result {
-  double us = 0, algbw = 0, busbw = 0;
-  size_t wrong = 0;
-};
+using perf::Result;
 
 double maxOf(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 
@@ -370,20 +248,6 @@ Result measure(Backend& b, const Options& o, const Op& op, size_t count, size_t 
     r.wrong = static_cast<size_t>(total);
   }
   return r;
-}
-
-std::string fmtResult(const Result* r, bool check) {
-  if (r == nullptr) return fmt::format("  {:>7}  {:>6}  {:>6}  {:>6}", "N/A", "N/A", "N/A", "N/A");
-  std::string t = r->us >= 1e4 ? fmt::format("{:7.0f}", r->us) : fmt::format("{:7.2f}", r->us);
-  return fmt::format("  {}  {:6.2f}  {:6.2f}  {:>6}", t, r->algbw, r->busbw,
-                     check ? std::to_string(r->wrong) : "N/A");
-}
-
-std::string jsonResult(const Result* r) {
-  if (r == nullptr) return "null";
-  return fmt::format(
-      "{{\"time_us\":{:.3f},\"algbw_gbs\":{:.4f},\"busbw_gbs\":{:.4f},\"wrong\":{}}}", r->us,
-      r->algbw, r->busbw, r->wrong);
 }
 
 }  // namespace
@@ -428,7 +292,7 @@ int runBench(Backend& b, const Options& o, const char* prog) {
   size_t totalWrong = 0;
   double busSum = 0;
   int busRows = 0;
-  for (size_t bytes : sizes(o)) {
+  for (size_t bytes : perf::sizes(o.minBytes, o.maxBytes, o.stepFactor, o.stepBytes)) {
     size_t count = countFor(c, bytes, esz, n);
     size_t realBytes = bytesFor(c, count, esz, n);
     Op op = b.prepare(o, count, send.data(), recv.data());
@@ -446,12 +310,13 @@ int runBench(Backend& b, const Options& o, const char* prog) {
       busSum += res.busbw;
       ++busRows;
     }
-    const Result* oop = op.valid && !op.inPlace ? &res : nullptr;
-    const Result* ip = op.valid && op.inPlace ? &res : nullptr;
+    const Result na{0, 0, 0, 0, false};
+    const Result& oop = op.valid && !op.inPlace ? res : na;
+    const Result& ip = op.valid && op.inPlace ? res : na;
     if (rank == 0) {
       std::printf("  %10zu  %12zu  %8s  %6s  %6d%s%s\n", realBytes, realBytes / esz,
                   dtypeName(o.dtype), reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1,
-                  fmtResult(oop, o.check).c_str(), fmtResult(ip, o.check).c_str());
+                  perf::fmtResult(oop, o.check).c_str(), perf::fmtResult(ip, o.check).c_str());
       std::fflush(stdout);
       if (json != nullptr) {
         std::string line = fmt::format(
@@ -459,8 +324,8 @@ int runBench(Backend& b, const Options& o, const char* prog) {
             "\"type\":\"{}\",\"redop\":\"{}\",\"root\":{},\"iters\":{},\"out_of_place\":{},"
             "\"in_place\":{}}}\n",
             b.impl(), collName(c), n, realBytes, realBytes / esz, dtypeName(o.dtype),
-            reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1, iters, jsonResult(oop),
-            jsonResult(ip));
+            reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1, iters, perf::jsonResult(oop),
+            perf::jsonResult(ip));
         std::fputs(line.c_str(), json);
         std::fflush(json);
       }

@@ -9,34 +9,20 @@
 namespace braid::perf {
 namespace {
 
-enum Kind { kAllReduce, kAllGather, kBroadcast, kReduce, kReduceScatter, kAllToAll, kSendRecv };
-
-struct Entry {
-  Coll coll;
-  Kind kind;
+const Coll kColls[] = {
+    {kAllReduce, "allreduce", true, false},         {kAllGather, "allgather", false, false},
+    {kBroadcast, "broadcast", false, true},         {kReduce, "reduce", true, true},
+    {kReduceScatter, "reducescatter", true, false}, {kAllToAll, "alltoall", false, false},
+    {kSendRecv, "sendrecv", false, false},
 };
-
-const Entry kEntries[] = {
-    {{"allreduce", true, false}, kAllReduce},         {{"allgather", false, false}, kAllGather},
-    {{"broadcast", false, true}, kBroadcast},         {{"reduce", true, true}, kReduce},
-    {{"reducescatter", true, false}, kReduceScatter}, {{"alltoall", false, false}, kAllToAll},
-    {{"sendrecv", false, false}, kSendRecv},
-};
-
-Kind kindOf(const Coll& c) {
-  for (const auto& e : kEntries) {
-    if (&e.coll == &c) return e.kind;
-  }
-  return kAllReduce;
-}
 
 }  // namespace
 
 const Coll* findColl(const std::string& name) {
   // nccl-tests spells it reduce_scatter (reduce_scatter_perf).
   const std::string n = name == "reduce_scatter" ? "reducescatter" : name;
-  for (const auto& e : kEntries) {
-    if (n == e.coll.name) return &e.coll;
+  for (const auto& c : kColls) {
+    if (n == c.name) return &c;
   }
   return nullptr;
 }
@@ -44,7 +30,7 @@ const Coll* findColl(const std::string& name) {
 const std::vector<std::string>& collNames() {
   static const std::vector<std::string> names = [] {
     std::vector<std::string> v;
-    for (const auto& e : kEntries) v.emplace_back(e.coll.name);
+    for (const auto& c : kColls) v.emplace_back(c.name);
     return v;
   }();
   return names;
@@ -54,7 +40,7 @@ const std::vector<std::string>& collNames() {
 // alltoall; the count passed to the call is then size / n.
 size_t countFor(const Coll& c, size_t bytes, size_t esz, int n) {
   size_t elems = bytes / esz;
-  switch (kindOf(c)) {
+  switch (c.kind) {
     case kAllGather:
     case kReduceScatter:
     case kAllToAll:
@@ -65,14 +51,14 @@ size_t countFor(const Coll& c, size_t bytes, size_t esz, int n) {
 }
 
 size_t bytesFor(const Coll& c, size_t count, size_t esz, int n) {
-  Kind k = kindOf(c);
+  Kind k = c.kind;
   bool perRankTotal = k == kAllGather || k == kReduceScatter || k == kAllToAll;
   return count * esz * (perRankTotal ? static_cast<size_t>(n) : 1);
 }
 
 bool inPlaceBuffers(const Coll& c, char* send, char* recv, size_t count, size_t esz, int rank,
                     char** in, char** out) {
-  switch (kindOf(c)) {
+  switch (c.kind) {
     case kSendRecv:
       return false;
     case kAllGather:  // sendbuff == recvbuff + rank * count
@@ -90,17 +76,17 @@ bool inPlaceBuffers(const Coll& c, char* send, char* recv, size_t count, size_t 
 }
 
 size_t Coll::sendElems(size_t count, int n) const {
-  Kind k = kindOf(*this);
+  Kind k = kind;
   return (k == kReduceScatter || k == kAllToAll) ? count * n : count;
 }
 
 size_t Coll::recvElems(size_t count, int n) const {
-  Kind k = kindOf(*this);
+  Kind k = kind;
   return (k == kAllGather || k == kAllToAll) ? count * n : count;
 }
 
 double Coll::busFactor(int n) const {
-  switch (kindOf(*this)) {
+  switch (kind) {
     case kAllReduce:
       return 2.0 * (n - 1) / n;
     case kAllGather:
@@ -112,41 +98,12 @@ double Coll::busFactor(int n) const {
   }
 }
 
-braidResult_t runOnce(const Coll& c, const void* send, void* recv, size_t count, braidDataType_t dt,
-                      braidRedOp_t op, int root, braidComm_t comm, braidStream_t stream) {
-  switch (kindOf(c)) {
-    case kAllReduce:
-      return braidAllReduce(send, recv, count, dt, op, comm, stream);
-    case kAllGather:
-      return braidAllGather(send, recv, count, dt, comm, stream);
-    case kBroadcast:
-      return braidBroadcast(send, recv, count, dt, root, comm, stream);
-    case kReduce:
-      return braidReduce(send, recv, count, dt, op, root, comm, stream);
-    case kReduceScatter:
-      return braidReduceScatter(send, recv, count, dt, op, comm, stream);
-    case kAllToAll:
-      return braidAllToAll(send, recv, count, dt, comm, stream);
-    case kSendRecv: {
-      int n = 0, r = 0;
-      braidCommCount(comm, &n);
-      braidCommUserRank(comm, &r);
-      braidGroupStart();
-      braidResult_t a = braidSend(send, count, dt, (r + 1) % n, comm, stream);
-      braidResult_t b = braidRecv(recv, count, dt, (r + n - 1) % n, comm, stream);
-      braidResult_t e = braidGroupEnd();
-      return a != braidSuccess ? a : (b != braidSuccess ? b : e);
-    }
-  }
-  return braidInternalError;
-}
-
 void fillInput(const Coll& c, void* send, size_t count, braidDataType_t dt, braidRedOp_t op,
                int rank, int n) {
   using test::a2aValue;
   using test::inputValue;
   using test::put;
-  switch (kindOf(c)) {
+  switch (c.kind) {
     case kAllReduce:
     case kReduce:
     case kReduceScatter:
@@ -180,7 +137,7 @@ size_t countWrong(const Coll& c, const void* recv, size_t count, braidDataType_t
     test::put(want.data(), dt, 0, v);
     if (std::memcmp(static_cast<const char*>(recv) + i * esz, want.data(), esz) != 0) ++wrong;
   };
-  switch (kindOf(c)) {
+  switch (c.kind) {
     case kAllReduce:
       for (size_t i = 0; i < count; ++i) check(i, expectedValue(op, n, i));
       break;

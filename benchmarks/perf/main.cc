@@ -29,29 +29,10 @@ namespace {
   std::exit(2);
 }
 
-size_t parseSize(const char* s) {
-  char* end = nullptr;
-  double v = std::strtod(s, &end);
-  if (end == s || v < 0) die(fmt::format("bad size '{}'", s));
-  switch (*end) {
-    case 'k':
-    case 'K':
-      v *= 1024;
-      break;
-    case 'm':
-    case 'M':
-      v *= 1024.0 * 1024;
-      break;
-    case 'g':
-    case 'G':
-      v *= 1024.0 * 1024 * 1024;
-      break;
-    case '\0':
-      break;
-    default:
-      die(fmt::format("bad size suffix in '{}'", s));
-  }
-  return static_cast<size_t>(v);
+size_t sizeArg(const char* s) {
+  size_t v = 0;
+  if (!parseSize(s, &v)) die(fmt::format("bad size '{}'", s));
+  return v;
 }
 
 std::vector<braidDataType_t> parseTypes(const std::string& s) {
@@ -136,16 +117,16 @@ Options parse(int argc, char** argv) {
                           nullptr)) != -1) {
     switch (c) {
       case 'b':
-        o.minBytes = parseSize(optarg);
+        o.minBytes = sizeArg(optarg);
         break;
       case 'e':
-        o.maxBytes = parseSize(optarg);
+        o.maxBytes = sizeArg(optarg);
         break;
       case 'f':
         o.stepFactor = std::atof(optarg);
         break;
       case 'i':
-        o.stepBytes = parseSize(optarg);
+        o.stepBytes = sizeArg(optarg);
         o.stepFactor = 0;
         break;
       case 'n':
@@ -211,18 +192,6 @@ Options parse(int argc, char** argv) {
   return o;
 }
 
-std::vector<size_t> sizes(const Options& o) {
-  std::vector<size_t> v;
-  for (size_t s = o.minBytes; s <= o.maxBytes;) {
-    v.push_back(s);
-    size_t next =
-        o.stepFactor != 0 ? static_cast<size_t>(std::ceil(s * o.stepFactor)) : s + o.stepBytes;
-    if (next <= s) break;
-    s = next;
-  }
-  return v;
-}
-
 struct Ctx {
   braidComm_t comm = nullptr;
   braidStream_t stream = nullptr;
@@ -250,12 +219,6 @@ double combine(const Ctx& c, double v, int mode) {
   }
   return x;
 }
-
-struct Result {
-  double us = 0, algbw = 0, busbw = 0;
-  size_t wrong = 0;
-  bool valid = true;
-};
 
 // Times `iters` calls (after the warmup) and checks the result.
 Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, braidDataType_t dt,
@@ -299,20 +262,6 @@ Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, b
     r.wrong = static_cast<size_t>(w);
   }
   return r;
-}
-
-std::string fmtResult(const Result& r, bool check) {
-  if (!r.valid) return fmt::format("  {:>7}  {:>6}  {:>6}  {:>6}", "N/A", "N/A", "N/A", "N/A");
-  std::string t = r.us >= 1e4 ? fmt::format("{:7.0f}", r.us) : fmt::format("{:7.2f}", r.us);
-  return fmt::format("  {}  {:6.2f}  {:6.2f}  {:>6}", t, r.algbw, r.busbw,
-                     check ? std::to_string(r.wrong) : "N/A");
-}
-
-std::string jsonResult(const Result& r) {
-  if (!r.valid) return "null";
-  return fmt::format(
-      "{{\"time_us\":{:.3f},\"algbw_gbs\":{:.4f},\"busbw_gbs\":{:.4f},\"wrong\":{}}}", r.us,
-      r.algbw, r.busbw, r.wrong);
 }
 
 // Under mpirun (and without a braid rendezvous in the environment) the unique id travels by
@@ -400,7 +349,7 @@ int run(const Options& o) {
   size_t totalWrong = 0;
   double busSum = 0;
   int busRows = 0;
-  for (size_t bytes : sizes(o)) {
+  for (size_t bytes : sizes(o.minBytes, o.maxBytes, o.stepFactor, o.stepBytes)) {
     for (braidDataType_t dt : o.types) {
       const size_t esz = dtypeSize(dt);
       size_t count = countFor(coll, bytes, esz, c.n);

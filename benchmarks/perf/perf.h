@@ -25,7 +25,10 @@ struct Options {
   bool corrupt = false;       // --corrupt-for-test: flip one received byte (tests #wrong)
 };
 
+enum Kind { kAllReduce, kAllGather, kBroadcast, kReduce, kReduceScatter, kAllToAll, kSendRecv };
+
 struct Coll {
+  Kind kind;
   const char* name;
   bool reduces;  // op matters
   bool rooted;   // root matters
@@ -60,5 +63,19 @@ void fillInput(const Coll& c, void* send, size_t count, braidDataType_t dt, brai
                int rank, int n);
 size_t countWrong(const Coll& c, const void* recv, size_t count, braidDataType_t dt,
                   braidRedOp_t op, int root, int rank, int n);
+
+// Sizes with K/M/G suffixes ("64K"); false when malformed.
+bool parseSize(const char* text, size_t* out);
+// -b/-e with -f factor (or -i step bytes when the factor is 0).
+std::vector<size_t> sizes(size_t minBytes, size_t maxBytes, double stepFactor, size_t stepBytes);
+
+// One measured cell: time per call (µs), bandwidths (GB/s = 1e9 B/s), wrong elements.
+struct Result {
+  double us = 0, algbw = 0, busbw = 0;
+  size_t wrong = 0;
+  bool valid = true;  // false: the case does not exist (N/A / null)
+};
+std::string fmtResult(const Result& r, bool check);  // the table's four columns
+std::string jsonResult(const Result& r);             // {"time_us":..,...} or null
 
 }  // namespace braid::perf
