@@ -45,6 +45,7 @@ Status buildCollective(const CollArgs& a, Schedule* s);
 
 // Algorithms (rank and size come from the schedule's communicator).
 void allReduceRing(const CollArgs& a, Schedule* s);
+void allReduceHalvingDoubling(const CollArgs& a, Schedule* s);
 void allReduceRecursiveDoubling(const CollArgs& a, Schedule* s);
 void broadcastBinomial(const CollArgs& a, Schedule* s);
 void broadcastChain(const CollArgs& a, Schedule* s);

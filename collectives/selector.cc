@@ -51,6 +51,7 @@ struct Algo {
 constexpr Algo kAlgos[] = {
     {CollKind::kAllReduce, "ring", allReduceRing},
     {CollKind::kAllReduce, "rd", allReduceRecursiveDoubling},
+    {CollKind::kAllReduce, "rhd", allReduceHalvingDoubling},
     {CollKind::kBroadcast, "binomial", broadcastBinomial},
     {CollKind::kBroadcast, "chain", broadcastChain},
     {CollKind::kReduce, "binomial", reduceBinomial},
@@ -97,7 +98,9 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
     const size_t bytes = a.count * dtypeSize(a.dt);
     switch (a.kind) {
       case CollKind::kAllReduce:
-        name = bytes <= static_cast<size_t>(cfg.smallAllreduceBytes) ? "rd" : "ring";
+        name = bytes <= static_cast<size_t>(cfg.smallAllreduceBytes) ? "rd"
+               : bytes <= static_cast<size_t>(cfg.rhdMaxBytes)       ? "rhd"
+                                                                     : "ring";
         break;
       case CollKind::kBroadcast:
       case CollKind::kReduce:

@@ -13,34 +13,37 @@
 
 namespace braid {
 
-#define BRAID_CONFIG_TABLE(X)                                                                 \
-  X(timeoutMs, int64_t, 300000, "BRAID_TIMEOUT_MS",                                           \
-    "bound on every operation and connection wait, in milliseconds")                          \
-  X(transports, std::string, "tcp", "BRAID_TRANSPORTS",                                       \
-    "transports allowed between ranks, in order of preference (available today: tcp)")        \
-  X(socketIfname, std::string, "", "BRAID_SOCKET_IFNAME",                                     \
-    "NIC prefixes to use (comma list, '^' excludes, '=' exact), like NCCL_SOCKET_IFNAME")     \
-  X(socketFamily, std::string, "", "BRAID_SOCKET_FAMILY", "force AF_INET or AF_INET6")        \
-  X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                              \
-    "TCP sockets per peer; large messages are striped over them")                             \
-  X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")   \
-  X(spinUs, int64_t, 200, "BRAID_SPIN_US",                                                    \
-    "microseconds a waiting call polls the network itself without progress before it sleeps " \
-    "and leaves progress to the communicator's thread (0: sleep at once)")                    \
-  X(eagerBytes, int64_t, 65536, "BRAID_EAGER_BYTES",                                          \
-    "messages up to this size are sent at once; larger ones wait for the receiver")           \
-  X(chunkBytes, int64_t, 4 << 20, "BRAID_CHUNK_BYTES", "pipeline chunk size of algorithms")   \
-  X(algo, std::string, "", "BRAID_ALGO",                                                      \
-    "force algorithms, e.g. 'allreduce=ring,broadcast=chain' or 'ring' for all that have it") \
-  X(smallAllreduceBytes, int64_t, 65536, "BRAID_SMALL_ALLREDUCE_BYTES",                       \
-    "allreduce at most this size uses recursive doubling, larger uses the ring")              \
-  X(chainMinBytes, int64_t, 262144, "BRAID_CHAIN_MIN_BYTES",                                  \
-    "broadcast/reduce at least this size use the pipelined chain, smaller the binomial tree") \
-  X(alltoallWindow, int64_t, 4, "BRAID_ALLTOALL_WINDOW",                                      \
-    "pairwise all-to-all steps in flight at once")                                            \
-  X(logLevel, std::string, "WARN", "BRAID_LOG_LEVEL", "ERROR, WARN, INFO, DEBUG or TRACE")    \
-  X(logSubsys, std::string, "ALL", "BRAID_LOG_SUBSYS",                                        \
-    "subsystems to log: INIT,BOOT,NET,SHM,IB,CUDA,COLL,PATH,ALL; '^' excludes")               \
+#define BRAID_CONFIG_TABLE(X)                                                                   \
+  X(timeoutMs, int64_t, 300000, "BRAID_TIMEOUT_MS",                                             \
+    "bound on every operation and connection wait, in milliseconds")                            \
+  X(transports, std::string, "tcp", "BRAID_TRANSPORTS",                                         \
+    "transports allowed between ranks, in order of preference (available today: tcp)")          \
+  X(socketIfname, std::string, "", "BRAID_SOCKET_IFNAME",                                       \
+    "NIC prefixes to use (comma list, '^' excludes, '=' exact), like NCCL_SOCKET_IFNAME")       \
+  X(socketFamily, std::string, "", "BRAID_SOCKET_FAMILY", "force AF_INET or AF_INET6")          \
+  X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                                \
+    "TCP sockets per peer; large messages are striped over them")                               \
+  X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")     \
+  X(spinUs, int64_t, 200, "BRAID_SPIN_US",                                                      \
+    "microseconds a waiting call polls the network itself without progress before it sleeps "   \
+    "and leaves progress to the communicator's thread (0: sleep at once)")                      \
+  X(eagerBytes, int64_t, 65536, "BRAID_EAGER_BYTES",                                            \
+    "messages up to this size are sent at once; larger ones wait for the receiver")             \
+  X(chunkBytes, int64_t, 4 << 20, "BRAID_CHUNK_BYTES", "pipeline chunk size of algorithms")     \
+  X(algo, std::string, "", "BRAID_ALGO",                                                        \
+    "force algorithms, e.g. 'allreduce=ring,broadcast=chain' or 'ring' for all that have it")   \
+  X(smallAllreduceBytes, int64_t, 65536, "BRAID_SMALL_ALLREDUCE_BYTES",                         \
+    "allreduce at most this size uses recursive doubling")                                      \
+  X(rhdMaxBytes, int64_t, 8 << 20, "BRAID_RHD_MAX_BYTES",                                       \
+    "allreduce above BRAID_SMALL_ALLREDUCE_BYTES and at most this size uses halving-doubling, " \
+    "larger uses the ring")                                                                     \
+  X(chainMinBytes, int64_t, 262144, "BRAID_CHAIN_MIN_BYTES",                                    \
+    "broadcast/reduce at least this size use the pipelined chain, smaller the binomial tree")   \
+  X(alltoallWindow, int64_t, 4, "BRAID_ALLTOALL_WINDOW",                                        \
+    "pairwise all-to-all steps in flight at once")                                              \
+  X(logLevel, std::string, "WARN", "BRAID_LOG_LEVEL", "ERROR, WARN, INFO, DEBUG or TRACE")      \
+  X(logSubsys, std::string, "ALL", "BRAID_LOG_SUBSYS",                                          \
+    "subsystems to log: INIT,BOOT,NET,SHM,IB,CUDA,COLL,PATH,ALL; '^' excludes")                 \
   X(logFile, std::string, "", "BRAID_LOG_FILE", "log file (%h host, %p pid, %r rank)")
 
 struct Config {

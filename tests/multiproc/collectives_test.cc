@@ -259,37 +259,72 @@ TEST(CollectivesBig, AllReduce64MiB) {
   });
 }
 
+// Every allreduce algorithm, forced, over shapes that stress its edges (folded ranks for
+// non-powers of two, counts smaller than the rank count, many small chunks).
+TEST(CollectivesAlgos, EveryAllReduceAlgorithmForced) {
+  for (const char* algo : {"ring", "rd", "rhd"}) {
+    for (int n : {2, 3, 4, 5, 6, 8}) {
+      RankOptions opt;
+      opt.env = {{"BRAID_ALGO", std::string("allreduce=") + algo}, {"BRAID_CHUNK_BYTES", "4096"}};
+      runRanks(
+          n,
+          [](int r, int nr, const braidUniqueId& id) {
+            braidComm_t comm = initComm(r, nr, id);
+            ASSERT_NE(comm, nullptr);
+            for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1000}, size_t{20011}}) {
+              for (braidDataType_t dt : {braidInt32, braidFloat32, braidBfloat16, braidFloat64}) {
+                for (braidRedOp_t op : {braidSum, braidProd, braidMax, braidAvg}) {
+                  for (bool inPlace : {false, true}) {
+                    checkAllReduce(comm, r, nr, Case{dt, op, count, inPlace});
+                    if (::testing::Test::HasFatalFailure()) return;
+                  }
+                }
+              }
+            }
+            BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+          },
+          opt);
+    }
+  }
+}
+
 // Random floats: every rank must end with the very same bits (same reduction order).
 TEST(CollectivesBig, AllReduceIsBitIdenticalAcrossRanks) {
-  for (int n : {3, 5}) {
-    runRanks(n, [](int r, int nr, const braidUniqueId& id) {
-      braidComm_t comm = initComm(r, nr, id);
-      ASSERT_NE(comm, nullptr);
-      for (size_t count : {size_t{1000}, size_t{300001}}) {
-        for (braidDataType_t dt : {braidFloat32, braidFloat16, braidBfloat16, braidFloat64}) {
-          Buf buf(count, dt);
-          uint64_t x = 0x9e3779b97f4a7c15ull * (r + 1);
-          for (size_t i = 0; i < buf.bytes.size() - 1; ++i) {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            buf.bytes[i] = static_cast<char>(x);
+  for (auto [n, algo] : {std::pair{3, ""}, std::pair{5, ""}, std::pair{6, "allreduce=rhd"}}) {
+    RankOptions opt;
+    opt.env = {{"BRAID_ALGO", algo}};
+    runRanks(
+        n,
+        [](int r, int nr, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, nr, id);
+          ASSERT_NE(comm, nullptr);
+          for (size_t count : {size_t{1000}, size_t{300001}}) {
+            for (braidDataType_t dt : {braidFloat32, braidFloat16, braidBfloat16, braidFloat64}) {
+              Buf buf(count, dt);
+              uint64_t x = 0x9e3779b97f4a7c15ull * (r + 1);
+              for (size_t i = 0; i < buf.bytes.size() - 1; ++i) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                buf.bytes[i] = static_cast<char>(x);
+              }
+              // Keep the values finite: clear the exponent's top bit of each element.
+              size_t es = dtypeSize(dt);
+              for (size_t i = 0; i < count; ++i) buf.bytes[i * es + es - 1] &= 0x3f;
+              BRAID_ASSERT_OK(
+                  braidAllReduce(buf.data(), buf.data(), count, dt, braidSum, comm, nullptr), comm);
+              std::vector<char> root(buf.bytes.begin(), buf.bytes.end() - 1);
+              BRAID_ASSERT_OK(braidBroadcast(root.data(), root.data(), root.size(), braidUint8, 0,
+                                             comm, nullptr),
+                              comm);
+              EXPECT_EQ(std::memcmp(root.data(), buf.data(), root.size()), 0)
+                  << "rank " << r << " differs from rank 0 for " << dtypeName(dt) << " count "
+                  << count;
+            }
           }
-          // Keep the values finite: clear the exponent's top bit of each element.
-          size_t es = dtypeSize(dt);
-          for (size_t i = 0; i < count; ++i) buf.bytes[i * es + es - 1] &= 0x3f;
-          BRAID_ASSERT_OK(
-              braidAllReduce(buf.data(), buf.data(), count, dt, braidSum, comm, nullptr), comm);
-          std::vector<char> root(buf.bytes.begin(), buf.bytes.end() - 1);
-          BRAID_ASSERT_OK(
-              braidBroadcast(root.data(), root.data(), root.size(), braidUint8, 0, comm, nullptr),
-              comm);
-          EXPECT_EQ(std::memcmp(root.data(), buf.data(), root.size()), 0)
-              << "rank " << r << " differs from rank 0 for " << dtypeName(dt) << " count " << count;
-        }
-      }
-      BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
-    });
+          BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+        },
+        opt);
   }
 }
 
