@@ -1,68 +1,197 @@
-// braid-info: the library version and every configuration variable with its type, default, the
-// value this environment gives it, and what it does.
+// braid-info: the library version, this machine as braid sees it (hwloc: NUMA nodes, cores,
+// NICs, GPUs; network interfaces; transports and why one is unusable), the nodes and rails a
+// topology file declares, and every configuration variable with its type, default, the value
+// this environment gives it, and what it does. `--json` prints the same as one JSON object.
+#include <fmt/format.h>
+
+#include <CLI/CLI.hpp>
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
 
 #include "braid/braid.h"
 #include "src/core/config.h"
+#include "src/topology/machine.h"
+#include "src/topology/netif.h"
+#include "src/topology/nodes.h"
+#include "transports/transport.h"
 
 namespace braid {
 namespace {
 
+using nlohmann::json;
+
 // Empty strings are shown as "" so that the columns stay readable.
 std::string shown(const std::string& v) { return v.empty() ? "\"\"" : v; }
 
-int infoMain(int argc, char** argv) {
-  if (argc > 1) {
-    std::string a = argv[1];
-    bool help = a == "-h" || a == "--help";
-    std::fprintf(help ? stdout : stderr,
-                 "usage: %s\nPrints the braid version and the BRAID_* configuration variables: "
-                 "type, default, the value in this environment, and what each one does.\n",
-                 argv[0]);
-    return help ? 0 : 2;
-  }
-  int version = 0;
-  braidResult_t r = braidGetVersion(&version);
-  if (r != braidSuccess) {
-    std::fprintf(stderr, "braidGetVersion failed: %s: %s\n", braidGetErrorString(r),
-                 braidGetLastError(nullptr));
-    return 1;
-  }
-  std::printf("braid %d.%d.%d (version code %d)\n\n", version / 10000, version / 100 % 100,
-              version % 100, version);
+// "10.0.0.1:0" -> "10.0.0.1", "[::1]:0" -> "::1" (interfaces have no port).
+std::string withoutPort(std::string a) {
+  if (a.size() > 2 && a.compare(a.size() - 2, 2, ":0") == 0) a.resize(a.size() - 2);
+  if (a.size() > 2 && a.front() == '[' && a.back() == ']') a = a.substr(1, a.size() - 2);
+  return a;
+}
 
-  struct Row {
-    std::string cells[5];
-  };
-  std::vector<Row> rows{{{"variable", "type", "default", "current", "help"}}};
-  forEachConfigEntry([&](const ConfigEntry& e) {
-    std::string current = shown(e.currentValue);
-    if (e.currentValue != e.defaultValue) current += " *";
-    rows.push_back({{e.env, e.type, shown(e.defaultValue), current, e.help}});
-  });
-  size_t width[4] = {0, 0, 0, 0};
-  for (const Row& row : rows) {
-    for (size_t c = 0; c < 4; ++c) width[c] = std::max(width[c], row.cells[c].size());
+json deviceJson(const PciDevice& d) {
+  return {{"name", d.name}, {"kind", d.kind}, {"pci", d.pciBus}, {"numa", d.numa}};
+}
+
+// Everything braid-info reports, as JSON (the text form is printed from it).
+json collect(const Config& cfg, std::string* problems) {
+  json out;
+  int version = 0;
+  braidGetVersion(&version);
+  out["version"] = fmt::format("{}.{}.{}", version / 10000, version / 100 % 100, version % 100);
+  out["host"] = hostIdentity();
+  MachineInfo m;
+  if (Status s = discoverMachine(&m); s.isOk()) {
+    out["machine"] = {{"numa_nodes", m.numaNodes}, {"packages", m.packages},
+                      {"cores", m.cores},          {"threads", m.threads},
+                      {"nics", json::array()},     {"gpus", json::array()}};
+    for (const auto& d : m.nics) out["machine"]["nics"].push_back(deviceJson(d));
+    for (const auto& d : m.gpus) out["machine"]["gpus"].push_back(deviceJson(d));
+  } else {
+    out["machine"] = {{"error", s.message()}};
   }
-  for (const Row& row : rows) {
+  out["interfaces"] = json::array();
+  for (const NetIf& i : listInterfaces()) {
+    out["interfaces"].push_back({{"name", i.name}, {"address", withoutPort(i.addr.toString())}});
+  }
+  out["transports"] = json::array();
+  for (const std::string& name : transportNames()) {
+    TransportFactory* f = findTransport(name);
+    bool usable = f != nullptr && f->usable(cfg);
+    bool allowed = false;
+    for (const auto& t : splitList(cfg.transports)) allowed = allowed || t == name;
+    out["transports"].push_back({{"name", name}, {"usable", usable}, {"allowed", allowed}});
+  }
+  if (!cfg.topoFile.empty()) {
+    const char* ws = std::getenv("BRAID_WORLD_SIZE");
+    NodeMap nm;
+    if (Status s = loadTopologyFile(cfg.topoFile, ws ? std::atoi(ws) : 0, &nm); s.isOk()) {
+      json nodes = json::array();
+      for (size_t n = 0; n < nm.names.size(); ++n) {
+        nodes.push_back({{"name", nm.names[n]}, {"ranks", nm.ranks[n]}});
+      }
+      out["topology"] = {{"file", cfg.topoFile}, {"nodes", nodes}, {"rails", nm.rails}};
+    } else {
+      out["topology"] = {{"file", cfg.topoFile}, {"error", s.message()}};
+      *problems += s.message() + "\n";
+    }
+  }
+  out["config"] = json::array();
+  forEachConfigEntry([&](const ConfigEntry& e) {
+    out["config"].push_back({{"variable", e.env},
+                             {"type", e.type},
+                             {"default", e.defaultValue},
+                             {"current", e.currentValue},
+                             {"help", e.help}});
+  });
+  return out;
+}
+
+std::string devices(const json& list) {
+  std::string s;
+  for (const auto& d : list) {
+    s += fmt::format(
+        "{}{} ({}{}{})", s.empty() ? "" : ", ", d["name"].get<std::string>(),
+        d["kind"].get<std::string>(),
+        d["pci"].get<std::string>().empty() ? "" : ", pci " + d["pci"].get<std::string>(),
+        d["numa"].get<int>() >= 0 ? fmt::format(", numa {}", d["numa"].get<int>()) : "");
+  }
+  return s.empty() ? "none" : s;
+}
+
+void printText(const json& j) {
+  std::printf("braid %s\n\nhost        %s\n", j["version"].get<std::string>().c_str(),
+              j["host"].get<std::string>().c_str());
+  const json& m = j["machine"];
+  if (m.contains("error")) {
+    std::printf("machine     unknown: %s\n", m["error"].get<std::string>().c_str());
+  } else {
+    std::printf("machine     %d NUMA node(s), %d package(s), %d cores, %d threads\n",
+                m["numa_nodes"].get<int>(), m["packages"].get<int>(), m["cores"].get<int>(),
+                m["threads"].get<int>());
+    std::printf("PCI NICs    %s\nGPUs        %s\n", devices(m["nics"]).c_str(),
+                devices(m["gpus"]).c_str());
+  }
+  std::string ifs;
+  for (const auto& i : j["interfaces"]) {
+    ifs += fmt::format("{}{} {}", ifs.empty() ? "" : ", ", i["name"].get<std::string>(),
+                       i["address"].get<std::string>());
+  }
+  std::printf("interfaces  %s\n", ifs.empty() ? "none" : ifs.c_str());
+  std::string ts;
+  for (const auto& t : j["transports"]) {
+    ts += fmt::format("{}{} ({})", ts.empty() ? "" : ", ", t["name"].get<std::string>(),
+                      !t["usable"].get<bool>()    ? "not usable on this machine"
+                      : !t["allowed"].get<bool>() ? "usable, not in BRAID_TRANSPORTS"
+                                                  : "usable");
+  }
+  std::printf("transports  %s\n", ts.c_str());
+  if (j.contains("topology")) {
+    const json& t = j["topology"];
+    if (t.contains("error")) {
+      std::printf("topology    %s\n", t["error"].get<std::string>().c_str());
+    } else {
+      std::printf("topology    %s: %zu node(s), %d rail(s)\n", t["file"].get<std::string>().c_str(),
+                  t["nodes"].size(), t["rails"].get<int>());
+      for (const auto& n : t["nodes"]) {
+        std::printf("            %s: ranks %s\n", n["name"].get<std::string>().c_str(),
+                    n["ranks"].dump().c_str());
+      }
+    }
+  }
+  std::printf("\n");
+  std::vector<std::vector<std::string>> rows{{"variable", "type", "default", "current", "help"}};
+  for (const auto& e : j["config"]) {
+    std::string cur = e["current"], def = e["default"];
+    rows.push_back(
+        {e["variable"], e["type"], shown(def), shown(cur) + (cur != def ? " *" : ""), e["help"]});
+  }
+  size_t width[4] = {0, 0, 0, 0};
+  for (const auto& row : rows) {
+    for (size_t c = 0; c < 4; ++c) width[c] = std::max(width[c], row[c].size());
+  }
+  for (const auto& row : rows) {
     std::string line;
     for (size_t c = 0; c < 4; ++c) {
-      line += row.cells[c];
-      line.append(width[c] + 2 - row.cells[c].size(), ' ');
+      line += row[c];
+      line.append(width[c] + 2 - row[c].size(), ' ');
     }
-    line += row.cells[4];
-    std::printf("%s\n", line.c_str());
+    std::printf("%s%s\n", line.c_str(), row[4].c_str());
   }
   std::printf("\n* set in this environment to something other than the default\n");
-  Config config;
-  if (Status s = Config::fromEnv(&config); !s.isOk()) {
+}
+
+int infoMain(int argc, char** argv) {
+  CLI::App app{
+      "Prints the braid version, this machine as braid sees it (NUMA, cores, NICs, GPUs, "
+      "interfaces, transports), the nodes of BRAID_TOPO_FILE, and every BRAID_* variable."};
+  bool asJson = false;
+  app.add_flag("--json", asJson, "one JSON object instead of text");
+  CLI11_PARSE(app, argc, argv);
+  Config cfg;
+  Status cs = Config::fromEnv(&cfg);
+  if (!cs.isOk()) cfg = Config{};  // show the machine and the table with the defaults
+  std::string problems;
+  json j = collect(cfg, &problems);
+  if (asJson) {
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    printText(j);
+  }
+  if (!cs.isOk()) {
     std::fprintf(stderr,
-                 "\nbraid-info: the environment holds an invalid setting (the table shows the "
+                 "\nbraid-info: the environment holds an invalid setting (shown with the "
                  "defaults): %s\n",
-                 s.message().c_str());
+                 cs.message().c_str());
+    return 1;
+  }
+  if (!problems.empty()) {
+    std::fprintf(stderr, "\nbraid-info: %s", problems.c_str());
     return 1;
   }
   return 0;

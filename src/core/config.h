@@ -30,6 +30,8 @@ namespace braid {
   X(eagerBytes, int64_t, 65536, "BRAID_EAGER_BYTES",                                            \
     "messages up to this size are sent at once; larger ones wait for the receiver")             \
   X(chunkBytes, int64_t, 4 << 20, "BRAID_CHUNK_BYTES", "pipeline chunk size of algorithms")     \
+  X(topoFile, std::string, "", "BRAID_TOPO_FILE",                                               \
+    "JSON file declaring the nodes (virtual ones too), rails and link rates of the job")        \
   X(algo, std::string, "", "BRAID_ALGO",                                                        \
     "force algorithms, e.g. 'allreduce=ring,broadcast=chain' or 'ring' for all that have it")   \
   X(smallAllreduceBytes, int64_t, 65536, "BRAID_SMALL_ALLREDUCE_BYTES",                         \

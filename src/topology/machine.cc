@@ -1,0 +1,90 @@
+#include "src/topology/machine.h"
+
+#include <fmt/format.h>
+#include <hwloc.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+#include <memory>
+
+namespace braid {
+namespace {
+
+struct TopoDeleter {
+  void operator()(hwloc_topology* t) const { hwloc_topology_destroy(t); }
+};
+using Topo = std::unique_ptr<hwloc_topology, TopoDeleter>;
+
+const char* osdevKind(hwloc_obj_osdev_type_t t) {
+  switch (t) {
+    case HWLOC_OBJ_OSDEV_NETWORK:
+      return "network";
+    case HWLOC_OBJ_OSDEV_OPENFABRICS:
+      return "openfabrics";
+    case HWLOC_OBJ_OSDEV_GPU:
+      return "gpu";
+    case HWLOC_OBJ_OSDEV_COPROC:
+      return "coproc";
+    default:
+      return nullptr;
+  }
+}
+
+PciDevice describe(hwloc_topology_t topo, hwloc_obj_t dev, const char* kind) {
+  PciDevice d;
+  d.name = dev->name != nullptr ? dev->name : "?";
+  d.kind = kind;
+  for (hwloc_obj_t p = dev->parent; p != nullptr; p = p->parent) {
+    if (p->type == HWLOC_OBJ_PCI_DEVICE) {
+      const auto& pci = p->attr->pcidev;
+      d.pciBus = fmt::format("{:04x}:{:02x}:{:02x}.{:x}", pci.domain, pci.bus, pci.dev, pci.func);
+      break;
+    }
+  }
+  hwloc_obj_t anc = hwloc_get_non_io_ancestor_obj(topo, dev);
+  if (anc != nullptr && anc->nodeset != nullptr) d.numa = hwloc_bitmap_first(anc->nodeset);
+  return d;
+}
+
+}  // namespace
+
+Status discoverMachine(MachineInfo* out) {
+  hwloc_topology_t raw = nullptr;
+  if (hwloc_topology_init(&raw) != 0) {
+    return systemError(fmt::format("hwloc_topology_init: {}", std::strerror(errno)));
+  }
+  Topo topo(raw);
+  hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  if (hwloc_topology_load(raw) != 0) {
+    return systemError(fmt::format("hwloc_topology_load: {}", std::strerror(errno)));
+  }
+  MachineInfo m;
+  m.numaNodes = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_NUMANODE);
+  m.packages = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_PACKAGE);
+  m.cores = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_CORE);
+  m.threads = hwloc_get_nbobjs_by_type(raw, HWLOC_OBJ_PU);
+  for (hwloc_obj_t o = hwloc_get_next_osdev(raw, nullptr); o != nullptr;
+       o = hwloc_get_next_osdev(raw, o)) {
+    const char* kind = osdevKind(o->attr->osdev.type);
+    if (kind == nullptr) continue;
+    PciDevice d = describe(raw, o, kind);
+    bool gpu =
+        o->attr->osdev.type == HWLOC_OBJ_OSDEV_GPU || o->attr->osdev.type == HWLOC_OBJ_OSDEV_COPROC;
+    (gpu ? m.gpus : m.nics).push_back(std::move(d));
+  }
+  *out = std::move(m);
+  return Status::ok();
+}
+
+std::string hostIdentity() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "unknown-host");
+  std::string boot;
+  std::ifstream f("/proc/sys/kernel/random/boot_id");
+  std::getline(f, boot);
+  return boot.empty() ? std::string(host) : fmt::format("{}/{}", host, boot.substr(0, 8));
+}
+
+}  // namespace braid

@@ -1,0 +1,142 @@
+#include "src/topology/nodes.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <sstream>
+
+namespace braid {
+
+int NodeMap::localRank(int rank) const {
+  const auto& rs = ranks[nodeOf[rank]];
+  return static_cast<int>(std::find(rs.begin(), rs.end(), rank) - rs.begin());
+}
+
+int NodeMap::localSize(int rank) const { return static_cast<int>(ranks[nodeOf[rank]].size()); }
+
+NodeMap groupByHost(const std::vector<std::string>& hostIds) {
+  NodeMap m;
+  std::map<std::string, int> index;
+  for (size_t r = 0; r < hostIds.size(); ++r) {
+    auto [it, fresh] = index.emplace(hostIds[r], static_cast<int>(m.names.size()));
+    if (fresh) {
+      m.names.push_back(hostIds[r]);
+      m.ranks.emplace_back();
+    }
+    m.nodeOf.push_back(it->second);
+    m.ranks[it->second].push_back(static_cast<int>(r));
+  }
+  return m;
+}
+
+namespace {
+
+using nlohmann::json;
+
+Status bad(const std::string& origin, const std::string& what) {
+  return invalidArgument(fmt::format("topology {}: {}", origin, what));
+}
+
+Status readLink(const json& j, const char* key, const std::string& origin, LinkRate* out) {
+  if (!j.contains(key)) return Status::ok();
+  const json& l = j.at(key);
+  if (!l.is_object()) return bad(origin, fmt::format("links.{} must be an object", key));
+  out->latencyUs = l.value("latency_us", 0.0);
+  out->gbps = l.value("gbps", 0.0);
+  if (out->latencyUs < 0 || out->gbps < 0) {
+    return bad(origin, fmt::format("links.{} must not be negative", key));
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
+Status parseTopology(const std::string& text, const std::string& origin, int nranks, NodeMap* out) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
+  if (j.is_discarded() || !j.is_object()) return bad(origin, "not a JSON object");
+  NodeMap m;
+  const json nodes = j.value("nodes", json());
+  if (nranks <= 0) {  // infer the job size from the file
+    nranks = 0;
+    if (nodes.is_number_integer()) nranks = nodes.get<int>() * j.value("ranks_per_node", 0);
+    if (nodes.is_array()) {
+      for (const json& e : nodes) {
+        if (e.is_object() && e.contains("ranks") && e.at("ranks").is_array()) {
+          nranks += static_cast<int>(e.at("ranks").size());
+        }
+      }
+    }
+    if (nranks <= 0) return bad(origin, "declares no ranks");
+  }
+  m.nodeOf.assign(static_cast<size_t>(nranks), -1);
+  if (nodes.is_number_integer()) {
+    int count = nodes.get<int>();
+    int per = j.value("ranks_per_node", 0);
+    if (count < 1 || per < 1) return bad(origin, "\"nodes\" and \"ranks_per_node\" must be >= 1");
+    if (count * per != nranks) {
+      return bad(origin,
+                 fmt::format("{} nodes x {} ranks is not the job's {} ranks", count, per, nranks));
+    }
+    for (int n = 0; n < count; ++n) {
+      m.names.push_back(fmt::format("node{}", n));
+      m.ranks.emplace_back();
+      for (int i = 0; i < per; ++i) m.ranks.back().push_back(n * per + i);
+    }
+  } else if (nodes.is_array() && !nodes.empty()) {
+    std::set<std::string> names;
+    for (size_t n = 0; n < nodes.size(); ++n) {
+      const json& e = nodes[n];
+      if (!e.is_object() || !e.contains("ranks") || !e.at("ranks").is_array()) {
+        return bad(origin, fmt::format("nodes[{}] needs a \"ranks\" array", n));
+      }
+      std::string name = e.value("name", fmt::format("node{}", n));
+      if (!names.insert(name).second) return bad(origin, fmt::format("node '{}' twice", name));
+      m.names.push_back(name);
+      m.ranks.emplace_back();
+      for (const json& r : e.at("ranks")) {
+        if (!r.is_number_integer()) return bad(origin, fmt::format("node '{}': bad rank", name));
+        m.ranks.back().push_back(r.get<int>());
+      }
+      std::sort(m.ranks.back().begin(), m.ranks.back().end());
+    }
+  } else {
+    return bad(origin, "\"nodes\" must be a count or a non-empty array");
+  }
+  for (size_t n = 0; n < m.ranks.size(); ++n) {
+    for (int r : m.ranks[n]) {
+      if (r < 0 || r >= nranks) {
+        return bad(origin, fmt::format("rank {} is outside the job's {} ranks", r, nranks));
+      }
+      if (m.nodeOf[r] != -1) return bad(origin, fmt::format("rank {} is in two nodes", r));
+      m.nodeOf[r] = static_cast<int>(n);
+    }
+  }
+  for (int r = 0; r < nranks; ++r) {
+    if (m.nodeOf[r] == -1) return bad(origin, fmt::format("rank {} is in no node", r));
+  }
+  const json rails = j.value("rails", json(1));
+  if (!rails.is_number_integer() || rails.get<int>() < 1) {
+    return bad(origin, "\"rails\" must be an integer >= 1");
+  }
+  m.rails = rails.get<int>();
+  if (j.contains("links")) {
+    BRAID_TRY(readLink(j.at("links"), "intra", origin, &m.intra));
+    BRAID_TRY(readLink(j.at("links"), "inter", origin, &m.inter));
+  }
+  *out = std::move(m);
+  return Status::ok();
+}
+
+Status loadTopologyFile(const std::string& path, int nranks, NodeMap* out) {
+  std::ifstream f(path);
+  if (!f) return invalidArgument(fmt::format("BRAID_TOPO_FILE {}: cannot be read", path));
+  std::stringstream text;
+  text << f.rdbuf();
+  return parseTopology(text.str(), path, nranks, out);
+}
+
+}  // namespace braid

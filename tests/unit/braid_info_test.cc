@@ -1,0 +1,82 @@
+// braid-info: machine, transports, topology file and configuration, as text and as JSON.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace {
+
+struct Output {
+  int code = -1;
+  std::string out;
+};
+
+// Runs braid-info with `env` (shell assignments) and `args`, stdout captured, bounded.
+Output info(const std::string& env, const std::string& args) {
+  const char* bin = std::getenv("BRAID_INFO");
+  Output r;
+  std::string cmd = env + " timeout 60 " + bin + " " + args + " 2>/dev/null";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
+  int st = ::pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+  return r;
+}
+
+class BraidInfo : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const char* bin = std::getenv("BRAID_INFO");
+    if (bin == nullptr || *bin == '\0') GTEST_SKIP() << "BRAID_INFO is not set";
+  }
+};
+
+TEST_F(BraidInfo, JsonHasMachineTransportsAndConfig) {
+  Output r = info("BRAID_TIMEOUT_MS=1234", "--json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto j = nlohmann::json::parse(r.out);
+  EXPECT_GE(j["machine"]["cores"].get<int>(), 1);
+  EXPECT_FALSE(j["host"].get<std::string>().empty());
+  bool tcp = false;
+  for (const auto& t : j["transports"]) tcp = tcp || (t["name"] == "tcp" && t["usable"] == true);
+  EXPECT_TRUE(tcp);
+  bool timeout = false;
+  for (const auto& e : j["config"]) {
+    timeout = timeout || (e["variable"] == "BRAID_TIMEOUT_MS" && e["current"] == "1234");
+  }
+  EXPECT_TRUE(timeout);
+}
+
+TEST_F(BraidInfo, ShowsTheNodesOfATopologyFile) {
+  std::string path = ::testing::TempDir() + "braid_info_topo.json";
+  std::ofstream(path) << R"({"nodes": 2, "ranks_per_node": 2, "rails": 2})";
+  Output r = info("BRAID_TOPO_FILE=" + path, "");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("2 node(s), 2 rail(s)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("node1: ranks [2,3]"), std::string::npos) << r.out;
+  Output bad = info("BRAID_WORLD_SIZE=3 BRAID_TOPO_FILE=" + path, "--json");
+  EXPECT_EQ(bad.code, 1);
+  auto j = nlohmann::json::parse(bad.out);
+  EXPECT_NE(j["topology"]["error"].get<std::string>().find("not the job's 3"), std::string::npos);
+  std::remove(path.c_str());
+}
+
+TEST_F(BraidInfo, InvalidSettingIsReportedWithExitCode1) {
+  Output r = info("BRAID_TIMEOUT_MS=soon", "");
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("BRAID_TIMEOUT_MS"), std::string::npos);
+}
+
+TEST_F(BraidInfo, UnknownFlagIsAUsageError) {
+  Output r = info("", "--bogus");
+  EXPECT_NE(r.code, 0);
+}
+
+}  // namespace

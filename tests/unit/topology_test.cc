@@ -1,0 +1,106 @@
+// Machine discovery (hwloc), grouping ranks into nodes, and the topology file.
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+
+#include "src/topology/machine.h"
+#include "src/topology/nodes.h"
+
+namespace braid {
+namespace {
+
+TEST(Machine, HwlocSeesThisMachine) {
+  MachineInfo m;
+  Status s = discoverMachine(&m);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_GE(m.cores, 1);
+  EXPECT_GE(m.threads, m.cores);
+  EXPECT_GE(m.numaNodes, 1);
+  for (const PciDevice& d : m.nics) EXPECT_FALSE(d.name.empty());
+}
+
+TEST(Machine, HostIdentityIsStableAndCarriesTheBootId) {
+  std::string a = hostIdentity(), b = hostIdentity();
+  EXPECT_EQ(a, b);
+  EXPECT_NE(a.find('/'), std::string::npos) << a;  // hostname/boot-id prefix
+}
+
+TEST(Nodes, GroupByHostNumbersNodesByLowestRank) {
+  NodeMap m = groupByHost({"b", "a", "b", "c", "a"});
+  ASSERT_EQ(m.names.size(), 3u);
+  EXPECT_EQ(m.names[0], "b");
+  EXPECT_EQ(m.ranks[0], (std::vector<int>{0, 2}));
+  EXPECT_EQ(m.ranks[1], (std::vector<int>{1, 4}));
+  EXPECT_EQ(m.localRank(4), 1);
+  EXPECT_EQ(m.localSize(3), 1);
+  EXPECT_TRUE(m.sameNode(1, 4));
+  EXPECT_FALSE(m.sameNode(0, 1));
+}
+
+TEST(Nodes, TopologyFileExplicitNodesRailsAndLinks) {
+  NodeMap m;
+  Status s = parseTopology(R"({
+      // two virtual nodes of two ranks, two rails
+      "nodes": [{"name": "a", "ranks": [2, 0]}, {"name": "b", "ranks": [1, 3]}],
+      "rails": 2,
+      "links": {"intra": {"latency_us": 1, "gbps": 200}, "inter": {"latency_us": 5, "gbps": 25}}
+    })",
+                           "test", 4, &m);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  EXPECT_EQ(m.ranks[0], (std::vector<int>{0, 2}));
+  EXPECT_EQ(m.nodeOf[3], 1);
+  EXPECT_EQ(m.railOf(2), 1);
+  EXPECT_EQ(m.railOf(1), 0);
+  EXPECT_EQ(m.inter.gbps, 25);
+  EXPECT_EQ(m.intra.latencyUs, 1);
+}
+
+TEST(Nodes, TopologyFileUnevenBlocksAndCounts) {
+  NodeMap m;
+  ASSERT_TRUE(parseTopology(R"({"nodes": 3, "ranks_per_node": 3, "rails": 3})", "t", 9, &m).isOk());
+  EXPECT_EQ(m.ranks[2], (std::vector<int>{6, 7, 8}));
+  EXPECT_EQ(m.railOf(7), 1);
+  // Uneven nodes are declared explicitly.
+  ASSERT_TRUE(
+      parseTopology(R"({"nodes": [{"ranks": [0, 1, 2]}, {"ranks": [3]}]})", "t", 4, &m).isOk());
+  EXPECT_EQ(m.localSize(3), 1);
+  EXPECT_EQ(m.names[1], "node1");
+}
+
+TEST(Nodes, TopologyFileErrorsSayWhatIsWrong) {
+  NodeMap m;
+  auto err = [&](const char* text, int n) {
+    Status s = parseTopology(text, "f.json", n, &m);
+    EXPECT_EQ(s.code(), braidInvalidArgument) << text;
+    return s.message();
+  };
+  EXPECT_NE(err("{", 2).find("not a JSON object"), std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": 2})", 3).find("not the job's 3"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": [{"ranks": [0, 1]}, {"ranks": [1]}]})", 2).find("two nodes"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": [{"ranks": [0]}]})", 2).find("rank 1 is in no node"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": [{"ranks": [0, 5]}]})", 2).find("outside"), std::string::npos);
+  EXPECT_NE(err(R"({"nodes": [{"ranks": [0, 1]}], "rails": 0})", 2).find("rails"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": [{"name": "x", "ranks": [0]}, {"name": "x", "ranks": [1]}]})", 2)
+                .find("'x' twice"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": []})", 1).find("non-empty"), std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 1, "ranks_per_node": 1, "links": {"inter": {"gbps": -1}}})", 1)
+                .find("negative"),
+            std::string::npos);
+  EXPECT_NE(err("[1]", 1).find("f.json"), std::string::npos);
+}
+
+TEST(Nodes, TopologyFileThatCannotBeRead) {
+  NodeMap m;
+  Status s = loadTopologyFile("/nonexistent/braid-topo.json", 2, &m);
+  EXPECT_EQ(s.code(), braidInvalidArgument);
+  EXPECT_NE(s.message().find("cannot be read"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace braid
