@@ -52,6 +52,7 @@ void broadcastChain(const CollArgs& a, Schedule* s);
 void reduceBinomial(const CollArgs& a, Schedule* s);
 void reduceChain(const CollArgs& a, Schedule* s);
 void allGatherRing(const CollArgs& a, Schedule* s);
+void allGatherBruck(const CollArgs& a, Schedule* s);
 void reduceScatterRing(const CollArgs& a, Schedule* s);
 void allToAllPairwise(const CollArgs& a, Schedule* s);
 void barrierDissemination(const CollArgs& a, Schedule* s);

@@ -57,6 +57,7 @@ constexpr Algo kAlgos[] = {
     {CollKind::kReduce, "binomial", reduceBinomial},
     {CollKind::kReduce, "chain", reduceChain},
     {CollKind::kAllGather, "ring", allGatherRing},
+    {CollKind::kAllGather, "bruck", allGatherBruck},
     {CollKind::kReduceScatter, "ring", reduceScatterRing},
     {CollKind::kAllToAll, "pairwise", allToAllPairwise},
     {CollKind::kAllToAllv, "pairwise", allToAllPairwise},
@@ -101,6 +102,12 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
         name = bytes <= static_cast<size_t>(cfg.smallAllreduceBytes) ? "rd"
                : bytes <= static_cast<size_t>(cfg.rhdMaxBytes)       ? "rhd"
                                                                      : "ring";
+        break;
+      case CollKind::kAllGather:
+        name = bytes * static_cast<size_t>(s->comm()->nranks()) <=
+                       static_cast<size_t>(cfg.smallAllgatherBytes)
+                   ? "bruck"
+                   : "ring";
         break;
       case CollKind::kBroadcast:
       case CollKind::kReduce:

@@ -39,6 +39,8 @@ namespace braid {
   X(rhdMaxBytes, int64_t, 8 << 20, "BRAID_RHD_MAX_BYTES",                                       \
     "allreduce above BRAID_SMALL_ALLREDUCE_BYTES and at most this size uses halving-doubling, " \
     "larger uses the ring")                                                                     \
+  X(smallAllgatherBytes, int64_t, 16384, "BRAID_SMALL_ALLGATHER_BYTES",                         \
+    "allgather of at most this many bytes in total uses Bruck (log2 n steps), larger the ring") \
   X(chainMinBytes, int64_t, 262144, "BRAID_CHAIN_MIN_BYTES",                                    \
     "broadcast/reduce at least this size use the pipelined chain, smaller the binomial tree")   \
   X(alltoallWindow, int64_t, 4, "BRAID_ALLTOALL_WINDOW",                                        \

@@ -288,6 +288,31 @@ TEST(CollectivesAlgos, EveryAllReduceAlgorithmForced) {
   }
 }
 
+TEST(CollectivesAlgos, EveryAllGatherAlgorithmForced) {
+  for (const char* algo : {"ring", "bruck"}) {
+    RankOptions opt;
+    opt.env = {{"BRAID_ALGO", std::string("allgather=") + algo}, {"BRAID_CHUNK_BYTES", "4096"}};
+    for (int n : {1, 2, 3, 5, 8}) {
+      runRanks(
+          n,
+          [](int r, int nr, const braidUniqueId& id) {
+            braidComm_t comm = initComm(r, nr, id);
+            ASSERT_NE(comm, nullptr);
+            for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{3001}}) {
+              for (braidDataType_t dt : {braidInt8, braidFloat32, braidFloat64}) {
+                for (bool inPlace : {false, true}) {
+                  checkAllGather(comm, r, nr, Case{dt, braidSum, count, inPlace});
+                  if (::testing::Test::HasFatalFailure()) return;
+                }
+              }
+            }
+            BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+          },
+          opt);
+    }
+  }
+}
+
 // Random floats: every rank must end with the very same bits (same reduction order).
 TEST(CollectivesBig, AllReduceIsBitIdenticalAcrossRanks) {
   for (auto [n, algo] : {std::pair{3, ""}, std::pair{5, ""}, std::pair{6, "allreduce=rhd"}}) {
