@@ -12,6 +12,7 @@
 #include "src/bootstrap/rendezvous.h"
 #include "src/core/log.h"
 #include "src/engine/executor.h"
+#include "src/topology/machine.h"
 
 namespace braid {
 namespace {
@@ -85,6 +86,10 @@ Status Comm::openTransport() {
 
 Status Comm::connect(const PeerTable& table, Deadline deadline) {
   table_ = table;
+  nodes_ = groupByHost(table.nodes);
+  LOG_INFO(kInit, "rank {} of {}: node {} ({} of {} nodes), local rank {} of {}", rank_, nranks_,
+           nodes_.names[nodes_.nodeOf[rank_]], nodes_.nodeOf[rank_] + 1, nodes_.names.size(),
+           nodes_.localRank(rank_), nodes_.localSize(rank_));
   BRAID_TRY(transport_->connectAll(table.addresses, table.hosts, deadline));
   return reactor_->start(rank_);
 }
@@ -94,18 +99,23 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   std::shared_ptr<Comm> c(new Comm(rank, nranks, cfg, secret));
   logSetThreadRank(rank);
   Deadline deadline = deadlineIn(cfg.timeoutMs);
+  // A topology file is checked before anyone waits on anyone: a bad one fails every rank now.
+  NodeMap declared;
+  if (!cfg.topoFile.empty()) BRAID_TRY(loadTopologyFile(cfg.topoFile, nranks, &declared));
   BRAID_TRY(c->openTransport());
-  std::string blob = localHostName() + '\n' + c->transport_->localAddress();
+  std::string blob = localHostName() + '\n' + hostIdentity() + '\n' + c->transport_->localAddress();
   std::vector<std::string> rows;
   BRAID_TRY(rendezvous(root, secret, rank, nranks, blob, deadline, &rows));
   PeerTable table;
   for (int r = 0; r < nranks; ++r) {
-    size_t nl = rows[r].find('\n');
-    if (nl == std::string::npos) {
+    size_t nl = rows[r].find('\n'), nl2 = nl == std::string::npos ? nl : rows[r].find('\n', nl + 1);
+    if (nl2 == std::string::npos) {
       return remoteError(fmt::format("rendezvous: malformed address record of rank {}", r));
     }
     table.hosts.push_back(rows[r].substr(0, nl));
-    table.addresses.push_back(rows[r].substr(nl + 1));
+    table.nodes.push_back(cfg.topoFile.empty() ? rows[r].substr(nl + 1, nl2 - nl - 1)
+                                               : declared.names[declared.nodeOf[r]]);
+    table.addresses.push_back(rows[r].substr(nl2 + 1));
   }
   BRAID_TRY(c->connect(table, deadline));
   LOG_INFO(kInit, "communicator ready: rank {} of {} (transport {})", rank, nranks,
@@ -242,6 +252,7 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     if (members[i].parentRank == rank_) newRank = static_cast<int>(i);
     table.hosts.push_back(members[i].host);
     table.addresses.push_back(members[i].addr);
+    table.nodes.push_back(table_.nodes[members[i].parentRank]);  // the parent's grouping
   }
   // Re-seat the child with its real rank and size (the transport listener is kept).
   child->rank_ = newRank;

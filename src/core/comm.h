@@ -13,6 +13,7 @@
 #include "src/core/status.h"
 #include "src/engine/reactor.h"
 #include "src/engine/scratch.h"
+#include "src/topology/nodes.h"
 #include "transports/transport.h"
 
 namespace braid {
@@ -22,6 +23,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   struct PeerTable {
     std::vector<std::string> hosts;
     std::vector<std::string> addresses;
+    std::vector<std::string> nodes;  // per rank: node identity (host id or topology-file node)
   };
 
   ~Comm();
@@ -40,6 +42,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   const Config& config() const { return cfg_; }
   Transport* transport() const { return transport_.get(); }
   Reactor* reactor() const { return reactor_.get(); }
+  // Which ranks share a node (host identity, or BRAID_TOPO_FILE for the world communicator).
+  const NodeMap& nodes() const { return nodes_; }
   const std::shared_ptr<ScratchPool>& scratchPool() const { return scratch_; }
 
   // Tag bases: collectives by call order (every rank calls them in the same order),
@@ -76,6 +80,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::unique_ptr<Reactor> reactor_;
   std::unique_ptr<Transport> transport_;
   PeerTable table_;
+  NodeMap nodes_;
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
   std::atomic<uint64_t> collSeq_{0};
   std::mutex mu_;

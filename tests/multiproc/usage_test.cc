@@ -9,11 +9,13 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "harness/ranks.h"
+#include "src/core/handles.h"
 
 namespace braid::test {
 namespace {
@@ -272,6 +274,53 @@ TEST(Usage, TransportListIsCheckedAtInit) {
         BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
       },
       opt);
+}
+
+TEST(Usage, TopologyFileDeclaresVirtualNodesAndSplitsKeepThem) {
+  std::string path = ::testing::TempDir() + "usage_topo.json";
+  std::ofstream(path)
+      << R"({"nodes": [{"name": "a", "ranks": [0, 3]}, {"name": "b", "ranks": [1, 2]}],
+                           "rails": 2})";
+  RankOptions opt;
+  opt.env = {{"BRAID_TOPO_FILE", path}};
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        const NodeMap& m = comm->impl->nodes();
+        ASSERT_EQ(m.names.size(), 2u);
+        EXPECT_EQ(m.names[m.nodeOf[r]], (r == 0 || r == 3) ? "a" : "b");
+        EXPECT_EQ(m.localRank(r), (r == 0 || r == 1) ? 0 : 1);
+        // Ranks 2 and 3 (nodes b and a) split off: still two nodes of one rank each.
+        braidComm_t half = nullptr;
+        BRAID_ASSERT_OK(braidCommSplit(comm, r >= 2 ? 0 : 1, r, &half), comm);
+        const NodeMap& h = half->impl->nodes();
+        EXPECT_EQ(h.names.size(), 2u);
+        EXPECT_EQ(h.localSize(0), 1);
+        BRAID_ASSERT_OK(braidCommDestroy(half), nullptr);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+  // Without a file, ranks of one machine share one node.
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    EXPECT_EQ(comm->impl->nodes().names.size(), 1u);
+    EXPECT_EQ(comm->impl->nodes().localRank(r), r);
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+  // A file that does not fit the job fails every rank at once, naming the file.
+  opt.env = {{"BRAID_TOPO_FILE", path}};
+  runRanks(
+      2,
+      [path](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidArgument);
+        EXPECT_NE(std::string(braidGetLastError(nullptr)).find(path), std::string::npos);
+      },
+      opt);
+  std::remove(path.c_str());
 }
 
 TEST(Usage, Ipv6RendezvousAndDataFromTheEnvironment) {
