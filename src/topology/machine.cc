@@ -50,7 +50,11 @@ PciDevice describe(hwloc_topology_t topo, hwloc_obj_t dev, const char* kind) {
 
 }  // namespace
 
-Status discoverMachine(MachineInfo* out) {
+namespace {
+
+hwloc_topology_t gKeptTopology = nullptr;  // see discoverOnce
+
+Status discoverOnce(MachineInfo* out) {
   hwloc_topology_t raw = nullptr;
   if (hwloc_topology_init(&raw) != 0) {
     return systemError(fmt::format("hwloc_topology_init: {}", std::strerror(errno)));
@@ -75,6 +79,22 @@ Status discoverMachine(MachineInfo* out) {
     (gpu ? m.gpus : m.nics).push_back(std::move(d));
   }
   *out = std::move(m);
+  // Kept for the life of the process: loading costs tens of milliseconds, and destroying the
+  // last topology unloads hwloc's I/O plugins, which drops (leaks) their global state.
+  gKeptTopology = topo.release();
+  return Status::ok();
+}
+
+}  // namespace
+
+Status discoverMachine(MachineInfo* out) {
+  static const auto result = [] {
+    std::pair<Status, MachineInfo> r;
+    r.first = discoverOnce(&r.second);
+    return r;
+  }();
+  if (!result.first.isOk()) return result.first;
+  *out = result.second;
   return Status::ok();
 }
 

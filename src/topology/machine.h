@@ -22,7 +22,7 @@ struct MachineInfo {
   std::vector<PciDevice> gpus;  // gpu and coproc devices
 };
 
-// Fails (with the reason) when hwloc cannot load the topology.
+// Fails (with the reason) when hwloc cannot load the topology. Discovered once per process.
 Status discoverMachine(MachineInfo* out);
 
 // This host's identity for grouping ranks into nodes: hostname plus the kernel's boot id, so
