@@ -48,12 +48,6 @@ size_t recvElems(Coll c, size_t count, int n) { return perfColl(c).recvElems(cou
 
 namespace {
 
-size_t parseSize(const char* prog, const char* s) {
-  size_t v = 0;
-  if (!perf::parseSize(s, &v)) die(prog, fmt::format("bad size '{}'", s));
-  return v;
-}
-
 braidDataType_t parseType(const char* prog, const std::string& s) {
   static const std::pair<const char*, braidDataType_t> kNames[] = {
       {"float32", braidFloat32}, {"float", braidFloat32}, {"float64", braidFloat64},
@@ -120,29 +114,12 @@ Options parseArgs(int argc, char** argv, const char* prog, bool gloo) {
   int c;
   while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:d:o:r:J:T:h", kLong, nullptr)) != -1) {
     if (c >= 1000 && !gloo) die(prog, "--algo, --store, --run-id, --timeout are gloo_bench flags");
+    std::string err;
+    if (perf::applyCommonFlag(c, optarg, &o, &err)) {
+      if (!err.empty()) die(prog, err);
+      continue;
+    }
     switch (c) {
-      case 'b':
-        o.minBytes = parseSize(prog, optarg);
-        break;
-      case 'e':
-        o.maxBytes = parseSize(prog, optarg);
-        break;
-      case 'f':
-        o.stepFactor = std::atof(optarg);
-        break;
-      case 'i':
-        o.stepBytes = parseSize(prog, optarg);
-        o.stepFactor = 0;
-        break;
-      case 'n':
-        o.iters = std::atoi(optarg);
-        break;
-      case 'w':
-        o.warmup = std::atoi(optarg);
-        break;
-      case 'c':
-        o.check = std::atoi(optarg) != 0;
-        break;
       case 'd':
         o.dtype = parseType(prog, optarg);
         break;
@@ -151,12 +128,6 @@ Options parseArgs(int argc, char** argv, const char* prog, bool gloo) {
         break;
       case 'r':
         o.root = std::atoi(optarg);
-        break;
-      case 'J':
-        o.jsonPath = optarg;
-        break;
-      case 'T':
-        o.secondsPerSize = std::atof(optarg);
         break;
       case 1000:
         o.algo = optarg;
@@ -187,13 +158,7 @@ Options parseArgs(int argc, char** argv, const char* prog, bool gloo) {
     }
   }
   if (optind < argc) die(prog, fmt::format("unexpected argument '{}'", argv[optind]));
-  if (o.minBytes > o.maxBytes) die(prog, "-b must not exceed -e");
-  if (o.iters < 1 || o.warmup < 0) die(prog, "-n must be >= 1 and -w >= 0");
-  if (o.stepFactor != 0 && o.stepFactor <= 1 && o.minBytes != o.maxBytes) {
-    die(prog, "-f must be > 1");
-  }
-  if (o.stepFactor == 0 && o.stepBytes == 0) die(prog, "-i must be > 0");
-  if (o.secondsPerSize < 0) die(prog, "-T must be >= 0");
+  if (std::string err = perf::checkCommonOptions(o); !err.empty()) die(prog, err);
   return o;
 }
 
@@ -262,23 +227,9 @@ int runBench(Backend& b, const Options& o, const char* prog) {
   if (rank == 0) {
     std::printf("# %s %s: nranks %d impl %s (%s)\n", prog, collName(c), n, b.impl().c_str(),
                 b.version().c_str());
-    std::printf(
-        "# minBytes %zu maxBytes %zu step: %s warmup iters: %d iters: %d%s validation: %d\n",
-        o.minBytes, o.maxBytes,
-        o.stepFactor != 0 ? fmt::format("{}(factor)", o.stepFactor).c_str()
-                          : fmt::format("{}(bytes)", o.stepBytes).c_str(),
-        o.warmup, o.iters,
-        o.secondsPerSize > 0 ? fmt::format(" (adaptive, {} s per size)", o.secondsPerSize).c_str()
-                             : "",
-        o.check ? 1 : 0);
+    std::printf("%s\n", perf::steppingLine(o).c_str());
     std::printf("# time: the slowest rank's (max over ranks)\n#\n");
-    std::printf("#%70s%35s\n", "out-of-place", "in-place");
-    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "size",
-                "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
-                "algbw", "busbw", "#wrong");
-    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "(B)",
-                "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
-                "(GB/s)", "");
+    perf::printTableHeader();
     std::fflush(stdout);
     if (!o.jsonPath.empty()) {
       json = std::fopen(o.jsonPath.c_str(), "w");

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "benchmarks/perf/perf.h"
 #include "braid/braid.h"
 
 namespace braid::compare {
@@ -16,17 +17,11 @@ namespace braid::compare {
 // takes nccl-tests' spelling "reduce_scatter".
 enum class Coll { kAllReduce, kAllGather, kReduceScatter, kAllToAll, kBroadcast };
 
-struct Options {
+// braid-perf's shared flags (-b -e -f -i -n -w -c -J -T, --corrupt-for-test) plus these.
+struct Options : perf::CommonOptions {
   Coll coll = Coll::kAllReduce;
-  size_t minBytes = 32 << 20, maxBytes = 32 << 20, stepBytes = 1 << 20;
-  double stepFactor = 1;  // -f; 0 means -i stepBytes
-  int iters = 20, warmup = 5;
-  bool check = true;                     // -c
   braidDataType_t dtype = braidFloat32;  // -d
   int root = 0;                          // -r (broadcast)
-  std::string jsonPath;                  // -J
-  double secondsPerSize = 0;             // -T: adapt the iteration count to this time
-  bool corrupt = false;  // --corrupt-for-test: flip one received byte (tests the #wrong path)
   // gloo_bench only.
   std::string algo = "ring_chunked";  // --algo (allreduce)
   std::string store;                  // --store (FileStore directory)

@@ -29,12 +29,6 @@ namespace {
   std::exit(2);
 }
 
-size_t sizeArg(const char* s) {
-  size_t v = 0;
-  if (!parseSize(s, &v)) die(fmt::format("bad size '{}'", s));
-  return v;
-}
-
 std::vector<braidDataType_t> parseTypes(const std::string& s) {
   static const std::pair<const char*, braidDataType_t> kNames[] = {
       {"int8", braidInt8},       {"char", braidInt8},       {"uint8", braidUint8},
@@ -115,29 +109,12 @@ Options parse(int argc, char** argv) {
   int c;
   while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:z:a:RJ:T:t:g:m:p:y:G:C:h", kLong,
                           nullptr)) != -1) {
+    std::string err;
+    if (applyCommonFlag(c, optarg, &o, &err)) {
+      if (!err.empty()) die(err);
+      continue;
+    }
     switch (c) {
-      case 'b':
-        o.minBytes = sizeArg(optarg);
-        break;
-      case 'e':
-        o.maxBytes = sizeArg(optarg);
-        break;
-      case 'f':
-        o.stepFactor = std::atof(optarg);
-        break;
-      case 'i':
-        o.stepBytes = sizeArg(optarg);
-        o.stepFactor = 0;
-        break;
-      case 'n':
-        o.iters = std::atoi(optarg);
-        break;
-      case 'w':
-        o.warmup = std::atoi(optarg);
-        break;
-      case 'c':
-        o.check = std::atoi(optarg) != 0;
-        break;
       case 'o':
         o.ops = parseOps(optarg);
         break;
@@ -154,12 +131,6 @@ Options parse(int argc, char** argv) {
         o.average = std::atoi(optarg);
         break;
       case 'R':
-        break;
-      case 'J':
-        o.jsonPath = optarg;
-        break;
-      case 'T':
-        o.secondsPerSize = std::atof(optarg);
         break;
       case 't':
       case 'g':
@@ -184,10 +155,7 @@ Options parse(int argc, char** argv) {
   }
   if (optind < argc) die(fmt::format("unexpected argument '{}'", argv[optind]));
   if (findColl(o.coll) == nullptr) die(fmt::format("unknown collective '{}'", o.coll));
-  if (o.minBytes > o.maxBytes) die("-b must not exceed -e");
-  if (o.iters < 1 || o.warmup < 0) die("-n must be >= 1 and -w >= 0");
-  if (o.stepFactor != 0 && o.stepFactor <= 1 && o.minBytes != o.maxBytes) die("-f must be > 1");
-  if (o.stepFactor == 0 && o.stepBytes == 0) die("-i must be > 0");
+  if (std::string err = checkCommonOptions(o); !err.empty()) die(err);
   if (o.average < 0 || o.average > 3) die("-a must be 0..3");
   return o;
 }
@@ -314,26 +282,11 @@ int run(const Options& o) {
                 coll.name, c.n, distinct.size(),
                 std::getenv("BRAID_TRANSPORTS") ? std::getenv("BRAID_TRANSPORTS") : "tcp",
                 sockets ? sockets : "2");
-    std::printf(
-        "# minBytes %zu maxBytes %zu step: %s warmup iters: %d iters: %d%s validation: %d"
-        " blocking: %d\n",
-        o.minBytes, o.maxBytes,
-        o.stepFactor != 0 ? fmt::format("{}(factor)", o.stepFactor).c_str()
-                          : fmt::format("{}(bytes)", o.stepBytes).c_str(),
-        o.warmup, o.iters,
-        o.secondsPerSize > 0 ? fmt::format(" (adaptive, {} s per size)", o.secondsPerSize).c_str()
-                             : "",
-        o.check ? 1 : 0, o.blocking ? 1 : 0);
+    std::printf("%s blocking: %d\n", steppingLine(o).c_str(), o.blocking ? 1 : 0);
     std::printf("#\n# Using ranks\n");
     for (int r = 0; r < c.n; ++r) std::printf("#  Rank %2d on %s\n", r, &hosts[64 * r]);
     std::printf("#\n");
-    std::printf("#%70s%35s\n", "out-of-place", "in-place");
-    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "size",
-                "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time",
-                "algbw", "busbw", "#wrong");
-    std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "(B)",
-                "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)",
-                "(GB/s)", "");
+    printTableHeader();
     std::fflush(stdout);
     if (!o.jsonPath.empty()) {
       json = std::fopen(o.jsonPath.c_str(), "w");

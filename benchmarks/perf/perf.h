@@ -9,20 +9,30 @@
 
 namespace braid::perf {
 
-struct Options {
+// The flags every benchmark of the project shares (braid-perf and the peer programs of
+// benchmarks/compare), with nccl-tests' meaning.
+struct CommonOptions {
+  size_t minBytes = 32 << 20, maxBytes = 32 << 20, stepBytes = 1 << 20;  // -b -e -i
+  double stepFactor = 1;                                                 // -f; 0: use -i
+  int iters = 20, warmup = 5;                                            // -n -w
+  bool check = true;                                                     // -c
+  std::string jsonPath;                                                  // -J
+  double secondsPerSize = 0;  // -T: adapt the iteration count to this time
+  bool corrupt = false;       // --corrupt-for-test: flip one received byte (tests #wrong)
+};
+// Applies one of -b -e -f -i -n -w -c -J -T: true when `flag` is one of them (*err says what
+// is wrong with its value, if anything).
+bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* err);
+// "" when the combination is valid, else what is wrong.
+std::string checkCommonOptions(const CommonOptions& o);
+
+struct Options : CommonOptions {
   std::string coll = "allreduce";
-  size_t minBytes = 32 << 20, maxBytes = 32 << 20, stepBytes = 1 << 20;
-  double stepFactor = 1;  // -f; 0 means use stepBytes
-  int iters = 20, warmup = 5;
-  bool check = true;
   std::vector<braidRedOp_t> ops = {braidSum};
   std::vector<braidDataType_t> types = {braidFloat32};
   int root = 0;
-  bool blocking = false;      // -z: NULL stream (run now) instead of a stream
-  int average = 1;            // -a: 0 rank 0, 1 average, 2 min, 3 max across ranks
-  std::string jsonPath;       // -J
-  double secondsPerSize = 0;  // -T: adapt the iteration count to this time
-  bool corrupt = false;       // --corrupt-for-test: flip one received byte (tests #wrong)
+  bool blocking = false;  // -z: NULL stream (run now) instead of a stream
+  int average = 1;        // -a: 0 rank 0, 1 average, 2 min, 3 max across ranks
 };
 
 enum Kind { kAllReduce, kAllGather, kBroadcast, kReduce, kReduceScatter, kAllToAll, kSendRecv };
@@ -75,6 +85,10 @@ struct Result {
   size_t wrong = 0;
   bool valid = true;  // false: the case does not exist (N/A / null)
 };
+// "# minBytes .. maxBytes .. step: .. warmup iters: .. iters: .. validation: .." (no newline).
+std::string steppingLine(const CommonOptions& o);
+// The two column-title lines of nccl-tests' table.
+void printTableHeader();
 std::string fmtResult(const Result& r, bool check);  // the table's four columns
 std::string jsonResult(const Result& r);             // {"time_us":..,...} or null
 

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 
 #include "benchmarks/perf/perf.h"
@@ -45,6 +46,74 @@ std::vector<size_t> sizes(size_t minBytes, size_t maxBytes, double stepFactor, s
     s = next;
   }
   return v;
+}
+
+bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* err) {
+  auto size = [&](size_t* out) {
+    if (!parseSize(arg, out)) *err = fmt::format("bad size '{}'", arg);
+  };
+  switch (flag) {
+    case 'b':
+      size(&o->minBytes);
+      return true;
+    case 'e':
+      size(&o->maxBytes);
+      return true;
+    case 'f':
+      o->stepFactor = std::atof(arg);
+      return true;
+    case 'i':
+      size(&o->stepBytes);
+      o->stepFactor = 0;
+      return true;
+    case 'n':
+      o->iters = std::atoi(arg);
+      return true;
+    case 'w':
+      o->warmup = std::atoi(arg);
+      return true;
+    case 'c':
+      o->check = std::atoi(arg) != 0;
+      return true;
+    case 'J':
+      o->jsonPath = arg;
+      return true;
+    case 'T':
+      o->secondsPerSize = std::atof(arg);
+      return true;
+    default:
+      return false;
+  }
+}
+
+std::string checkCommonOptions(const CommonOptions& o) {
+  if (o.minBytes > o.maxBytes) return "-b must not exceed -e";
+  if (o.iters < 1 || o.warmup < 0) return "-n must be >= 1 and -w >= 0";
+  if (o.stepFactor != 0 && o.stepFactor <= 1 && o.minBytes != o.maxBytes) return "-f must be > 1";
+  if (o.stepFactor == 0 && o.stepBytes == 0) return "-i must be > 0";
+  if (o.secondsPerSize < 0) return "-T must be >= 0";
+  return "";
+}
+
+std::string steppingLine(const CommonOptions& o) {
+  return fmt::format(
+      "# minBytes {} maxBytes {} step: {} warmup iters: {} iters: {}{} validation: {}", o.minBytes,
+      o.maxBytes,
+      o.stepFactor != 0 ? fmt::format("{}(factor)", o.stepFactor)
+                        : fmt::format("{}(bytes)", o.stepBytes),
+      o.warmup, o.iters,
+      o.secondsPerSize > 0 ? fmt::format(" (adaptive, {} s per size)", o.secondsPerSize) : "",
+      o.check ? 1 : 0);
+}
+
+void printTableHeader() {
+  std::printf("#%70s%35s\n", "out-of-place", "in-place");
+  std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "size",
+              "count", "type", "redop", "root", "time", "algbw", "busbw", "#wrong", "time", "algbw",
+              "busbw", "#wrong");
+  std::printf("# %10s  %12s  %8s  %6s  %6s  %7s  %6s  %6s  %6s  %7s  %6s  %6s  %6s\n", "(B)",
+              "(elements)", "", "", "", "(us)", "(GB/s)", "(GB/s)", "", "(us)", "(GB/s)", "(GB/s)",
+              "");
 }
 
 std::string fmtResult(const Result& r, bool check) {
