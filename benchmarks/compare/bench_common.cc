@@ -265,27 +265,14 @@ int runBench(Backend& b, const Options& o, const char* prog) {
     const Result& oop = op.valid && !op.inPlace ? res : na;
     const Result& ip = op.valid && op.inPlace ? res : na;
     if (rank == 0) {
-      std::printf("  %10zu  %12zu  %8s  %6s  %6d%s%s\n", realBytes, realBytes / esz,
-                  dtypeName(o.dtype), reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1,
-                  perf::fmtResult(oop, o.check).c_str(), perf::fmtResult(ip, o.check).c_str());
-      std::fflush(stdout);
-      if (json != nullptr) {
-        std::string line = fmt::format(
-            "{{\"impl\":\"{}\",\"coll\":\"{}\",\"nranks\":{},\"size\":{},\"count\":{},"
-            "\"type\":\"{}\",\"redop\":\"{}\",\"root\":{},\"iters\":{},\"out_of_place\":{},"
-            "\"in_place\":{}}}\n",
-            b.impl(), collName(c), n, realBytes, realBytes / esz, dtypeName(o.dtype),
-            reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1, iters, perf::jsonResult(oop),
-            perf::jsonResult(ip));
-        std::fputs(line.c_str(), json);
-        std::fflush(json);
-      }
+      perf::printRow(
+          perf::Row{b.impl(), collName(c), n, realBytes, realBytes / esz, dtypeName(o.dtype),
+                    reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1, iters, oop, ip},
+          o.check, json);
     }
   }
   if (rank == 0) {
-    std::printf("# Out of bounds values : %zu %s\n", totalWrong, totalWrong == 0 ? "OK" : "FAILED");
-    std::printf("# Avg bus bandwidth    : %g \n#\n", busRows ? busSum / busRows : 0.0);
-    std::fflush(stdout);
+    perf::printFooter(totalWrong, busSum, busRows);
     if (json != nullptr) std::fclose(json);
   }
   // Everyone waits for rank 0's report: a launcher ends the job at the first non-zero exit.

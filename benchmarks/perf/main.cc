@@ -326,27 +326,16 @@ int run(const Options& o) {
         busSum += oop.busbw + (ip.valid ? ip.busbw : 0);
         busRows += ip.valid ? 2 : 1;
         if (c.rank == 0) {
-          std::printf("  %10zu  %12zu  %8s  %6s  %6d%s%s\n", realBytes, realBytes / esz,
-                      dtypeName(dt), coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1,
-                      fmtResult(oop, o.check).c_str(), fmtResult(ip, o.check).c_str());
-          std::fflush(stdout);
-          if (json != nullptr) {
-            std::string line = fmt::format(
-                "{{\"coll\":\"{}\",\"nranks\":{},\"size\":{},\"count\":{},\"type\":\"{}\","
-                "\"redop\":\"{}\",\"root\":{},\"iters\":{},\"out_of_place\":{},"
-                "\"in_place\":{}}}\n",
-                coll.name, c.n, realBytes, realBytes / esz, dtypeName(dt),
-                coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1, iters,
-                jsonResult(oop), jsonResult(ip));
-            std::fputs(line.c_str(), json);
-          }
+          printRow(
+              Row{"", coll.name, c.n, realBytes, realBytes / esz, dtypeName(dt),
+                  coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1, iters, oop, ip},
+              o.check, json);
         }
       }
     }
   }
   if (c.rank == 0) {
-    std::printf("# Out of bounds values : %zu %s\n", totalWrong, totalWrong == 0 ? "OK" : "FAILED");
-    std::printf("# Avg bus bandwidth    : %g \n#\n", busRows ? busSum / busRows : 0.0);
+    printFooter(totalWrong, busSum, busRows);
     if (json != nullptr) std::fclose(json);
   }
   std::fflush(stdout);

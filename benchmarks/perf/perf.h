@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -91,5 +92,21 @@ std::string steppingLine(const CommonOptions& o);
 void printTableHeader();
 std::string fmtResult(const Result& r, bool check);  // the table's four columns
 std::string jsonResult(const Result& r);             // {"time_us":..,...} or null
+
+// One size of one run: the table line on stdout and, with `json`, the JSON line (with "impl"
+// first when impl is not empty).
+struct Row {
+  std::string impl;
+  const char* coll;
+  int nranks;
+  size_t bytes, count;
+  const char* type;
+  const char* redop;
+  int root, iters;
+  Result oop, ip;
+};
+void printRow(const Row& r, bool check, FILE* json);
+// nccl-tests' footer: "# Out of bounds values" and "# Avg bus bandwidth".
+void printFooter(size_t wrong, double busSum, int busRows);
 
 }  // namespace braid::perf

@@ -131,3 +131,27 @@ std::string jsonResult(const Result& r) {
 }
 
 }  // namespace braid::perf
+
+namespace braid::perf {
+
+void printRow(const Row& r, bool check, FILE* json) {
+  std::printf("  %10zu  %12zu  %8s  %6s  %6d%s%s\n", r.bytes, r.count, r.type, r.redop, r.root,
+              fmtResult(r.oop, check).c_str(), fmtResult(r.ip, check).c_str());
+  std::fflush(stdout);
+  if (json == nullptr) return;
+  std::string line = fmt::format(
+      "{{{}\"coll\":\"{}\",\"nranks\":{},\"size\":{},\"count\":{},\"type\":\"{}\","
+      "\"redop\":\"{}\",\"root\":{},\"iters\":{},\"out_of_place\":{},\"in_place\":{}}}\n",
+      r.impl.empty() ? "" : fmt::format("\"impl\":\"{}\",", r.impl), r.coll, r.nranks, r.bytes,
+      r.count, r.type, r.redop, r.root, r.iters, jsonResult(r.oop), jsonResult(r.ip));
+  std::fputs(line.c_str(), json);
+  std::fflush(json);
+}
+
+void printFooter(size_t wrong, double busSum, int busRows) {
+  std::printf("# Out of bounds values : %zu %s\n", wrong, wrong == 0 ? "OK" : "FAILED");
+  std::printf("# Avg bus bandwidth    : %g \n#\n", busRows ? busSum / busRows : 0.0);
+  std::fflush(stdout);
+}
+
+}  // namespace braid::perf
