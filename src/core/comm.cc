@@ -87,6 +87,9 @@ Status Comm::openTransport() {
 Status Comm::connect(const PeerTable& table, Deadline deadline) {
   table_ = table;
   nodes_ = groupByHost(table.nodes);
+  nodes_.rails = table.rails;
+  nodes_.intra = table.intra;
+  nodes_.inter = table.inter;
   LOG_INFO(kInit, "rank {} of {}: node {} ({} of {} nodes), local rank {} of {}", rank_, nranks_,
            nodes_.names[nodes_.nodeOf[rank_]], nodes_.nodeOf[rank_] + 1, nodes_.names.size(),
            nodes_.localRank(rank_), nodes_.localSize(rank_));
@@ -107,6 +110,9 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   std::vector<std::string> rows;
   BRAID_TRY(rendezvous(root, secret, rank, nranks, blob, deadline, &rows));
   PeerTable table;
+  table.rails = declared.rails;
+  table.intra = declared.intra;
+  table.inter = declared.inter;
   for (int r = 0; r < nranks; ++r) {
     size_t nl = rows[r].find('\n'), nl2 = nl == std::string::npos ? nl : rows[r].find('\n', nl + 1);
     if (nl2 == std::string::npos) {
@@ -247,6 +253,9 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     return a.key != b.key ? a.key < b.key : a.parentRank < b.parentRank;
   });
   PeerTable table;
+  table.rails = nodes_.rails;
+  table.intra = nodes_.intra;
+  table.inter = nodes_.inter;
   int newRank = -1;
   for (size_t i = 0; i < members.size(); ++i) {
     if (members[i].parentRank == rank_) newRank = static_cast<int>(i);

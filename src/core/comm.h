@@ -24,6 +24,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
     std::vector<std::string> hosts;
     std::vector<std::string> addresses;
     std::vector<std::string> nodes;  // per rank: node identity (host id or topology-file node)
+    int rails = 1;                   // and what BRAID_TOPO_FILE declares beyond the grouping
+    LinkRate intra, inter;
   };
 
   ~Comm();

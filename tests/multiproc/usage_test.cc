@@ -292,12 +292,14 @@ TEST(Usage, TopologyFileDeclaresVirtualNodesAndSplitsKeepThem) {
         ASSERT_EQ(m.names.size(), 2u);
         EXPECT_EQ(m.names[m.nodeOf[r]], (r == 0 || r == 3) ? "a" : "b");
         EXPECT_EQ(m.localRank(r), (r == 0 || r == 1) ? 0 : 1);
+        EXPECT_EQ(m.rails, 2);
         // Ranks 2 and 3 (nodes b and a) split off: still two nodes of one rank each.
         braidComm_t half = nullptr;
         BRAID_ASSERT_OK(braidCommSplit(comm, r >= 2 ? 0 : 1, r, &half), comm);
         const NodeMap& h = half->impl->nodes();
         EXPECT_EQ(h.names.size(), 2u);
         EXPECT_EQ(h.localSize(0), 1);
+        EXPECT_EQ(h.rails, 2);
         BRAID_ASSERT_OK(braidCommDestroy(half), nullptr);
         BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
       },
