@@ -1,5 +1,6 @@
 #include <mutex>
 
+#include "transports/shm/shm_transport.h"
 #include "transports/tcp/tcp_transport.h"
 #include "transports/transport.h"
 
@@ -14,6 +15,7 @@ struct Registry {
 Registry& registry() {
   static Registry* r = [] {
     auto* reg = new Registry();
+    reg->factories.push_back(makeShmTransportFactory());
     reg->factories.push_back(makeTcpTransportFactory());
     return reg;
   }();

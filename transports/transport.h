@@ -53,6 +53,13 @@ struct TransportContext {
   std::function<void(const Status&)> onFatal;
 };
 
+// What a transport learns of each rank at connect time (index = rank; its own entry unused).
+struct PeerInfo {
+  std::string address;  // the peer's localAddress() for this transport
+  std::string host;     // host name, for messages
+  bool serve = false;   // this transport carries the traffic with this peer
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -61,10 +68,9 @@ class Transport {
   virtual std::string localAddress() const = 0;
   // Sets this rank's place once known (a split learns it after the listener exists).
   virtual Status setRankInfo(int rank, int nranks) = 0;
-  // Connects to every peer given the table of their localAddress() blobs; blocking, bounded by
-  // the deadline. Every connection proves knowledge of the job secret.
-  virtual Status connectAll(const std::vector<std::string>& addresses,
-                            const std::vector<std::string>& hosts, Deadline deadline) = 0;
+  // Connects to every peer it serves; blocking, bounded by the deadline. Every connection
+  // proves knowledge of the job secret.
+  virtual Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) = 0;
   // Any thread. Non-blocking; completion is reported through r->sink (possibly an error).
   virtual void post(NetRequest* r) = 0;
   // Any thread. Fails every pending and future request with `reason`, tells the peers, closes.
@@ -81,6 +87,10 @@ class TransportFactory {
   virtual const char* name() const = 0;
   // Whether this machine can run the transport at all (devices present, etc.).
   virtual bool usable(const Config& cfg) const = 0;
+  // Why usable() is false, for braid-info and errors.
+  virtual std::string unusableReason(const Config&) const { return {}; }
+  // Reaches only ranks of the same node (shared memory); otherwise any rank.
+  virtual bool nodeLocal() const { return false; }
   virtual Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) = 0;
 };
 

@@ -20,6 +20,7 @@
 
 #include "benchmarks/perf/perf.h"
 #include "src/core/dtype.h"
+#include "src/core/handles.h"
 
 namespace braid::perf {
 namespace {
@@ -277,11 +278,29 @@ int run(const Options& o) {
       std::string h(&hosts[64 * r]);
       if (std::find(distinct.begin(), distinct.end(), h) == distinct.end()) distinct.push_back(h);
     }
-    const char* sockets = std::getenv("BRAID_TCP_SOCKETS_PER_PEER");
-    std::printf("# braid-perf %s: nranks %d hosts %zu transport %s (%s TCP sockets per peer)\n",
-                coll.name, c.n, distinct.size(),
-                std::getenv("BRAID_TRANSPORTS") ? std::getenv("BRAID_TRANSPORTS") : "tcp",
-                sockets ? sockets : "2");
+    // Which transport carries rank 0's traffic with how many peers.
+    const TransportSet* ts = c.comm->impl->transports();
+    std::vector<std::pair<std::string, int>> routes;
+    for (int r = 1; r < c.n; ++r) {
+      std::string name = ts->routeName(r);
+      auto it =
+          std::find_if(routes.begin(), routes.end(), [&](auto& p) { return p.first == name; });
+      if (it == routes.end()) {
+        routes.emplace_back(name, 1);
+      } else {
+        ++it->second;
+      }
+    }
+    std::string via;
+    for (auto& [name, count] : routes) {
+      via += fmt::format("{}{} to {} peer{}", via.empty() ? "" : ", ", name, count,
+                         count == 1 ? "" : "s");
+      if (name == "tcp") {
+        via += fmt::format(" ({} sockets each)", c.comm->impl->config().tcpSocketsPerPeer);
+      }
+    }
+    std::printf("# braid-perf %s: nranks %d hosts %zu transports %s%s%s\n", coll.name, c.n,
+                distinct.size(), ts->name(), via.empty() ? "" : ": rank 0 uses ", via.c_str());
     std::printf("%s blocking: %d\n", steppingLine(o).c_str(), o.blocking ? 1 : 0);
     std::printf("#\n# Using ranks\n");
     for (int r = 0; r < c.n; ++r) std::printf("#  Rank %2d on %s\n", r, &hosts[64 * r]);

@@ -51,28 +51,6 @@ Comm::~Comm() { shutdown(); }
 Status Comm::openTransport() {
   reactor_ = std::make_unique<Reactor>();
   BRAID_TRY(reactor_->open());
-  // The first transport of BRAID_TRANSPORTS that exists and is usable here.
-  TransportFactory* f = nullptr;
-  std::string unusable;
-  for (const std::string& name : splitList(cfg_.transports)) {
-    TransportFactory* t = findTransport(name);
-    if (t == nullptr) {
-      std::string names;
-      for (auto& n : transportNames()) names += (names.empty() ? "" : ", ") + n;
-      return invalidArgument(
-          fmt::format("BRAID_TRANSPORTS: '{}' is not a known transport (have: {})", name, names));
-    }
-    if (!t->usable(cfg_)) {
-      unusable += (unusable.empty() ? "" : ", ") + name;
-      continue;
-    }
-    if (f == nullptr) f = t;
-  }
-  if (f == nullptr) {
-    return systemError(fmt::format("BRAID_TRANSPORTS='{}': no usable transport on this machine{}",
-                                   cfg_.transports,
-                                   unusable.empty() ? "" : " (unusable: " + unusable + ")"));
-  }
   TransportContext ctx;
   ctx.rank = rank_;
   ctx.nranks = nranks_;
@@ -81,7 +59,7 @@ Status Comm::openTransport() {
   ctx.commTag = commTag_;
   ctx.reactor = reactor_.get();
   ctx.onFatal = [this](const Status& s) { setAsyncError(s); };
-  return f->open(ctx, &transport_);
+  return TransportSet::open(ctx, &transport_);
 }
 
 Status Comm::connect(const PeerTable& table, Deadline deadline) {
@@ -93,7 +71,17 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
   LOG_INFO(kInit, "rank {} of {}: node {} ({} of {} nodes), local rank {} of {}", rank_, nranks_,
            nodes_.names[nodes_.nodeOf[rank_]], nodes_.nodeOf[rank_] + 1, nodes_.names.size(),
            nodes_.localRank(rank_), nodes_.localSize(rank_));
-  BRAID_TRY(transport_->connectAll(table.addresses, table.hosts, deadline));
+  std::vector<PeerInfo> peers(nranks_);
+  std::vector<bool> sameNode(nranks_);
+  for (int r = 0; r < nranks_; ++r) {
+    peers[r] = PeerInfo{table.addresses[r], table.hosts[r], r != rank_};
+    // Shared memory only within a node (a topology file's virtual nodes split a host) and a
+    // real host (and network namespace).
+    sameNode[r] =
+        nodes_.nodeOf[r] == nodes_.nodeOf[rank_] && table.hostIds[r] == table.hostIds[rank_];
+  }
+  transport_->setSameNode(std::move(sameNode));
+  BRAID_TRY(transport_->connectAll(peers, deadline));
   return reactor_->start(rank_);
 }
 
@@ -119,7 +107,8 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
       return remoteError(fmt::format("rendezvous: malformed address record of rank {}", r));
     }
     table.hosts.push_back(rows[r].substr(0, nl));
-    table.nodes.push_back(cfg.topoFile.empty() ? rows[r].substr(nl + 1, nl2 - nl - 1)
+    table.hostIds.push_back(rows[r].substr(nl + 1, nl2 - nl - 1));
+    table.nodes.push_back(cfg.topoFile.empty() ? table.hostIds.back()
                                                : declared.names[declared.nodeOf[r]]);
     table.addresses.push_back(rows[r].substr(nl2 + 1));
   }
@@ -208,6 +197,10 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     child.reset(new Comm(0, 1, cfg_, s));
     BRAID_TRY(child->openTransport());
     addr = child->transport_->localAddress();
+    if (addr.size() >= 300) {
+      return internalError(
+          fmt::format("split: transport address too long ({} bytes)", addr.size()));
+    }
   }
   std::string mine(kRec, '\0');
   std::string host = localHostName();
@@ -262,6 +255,7 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     table.hosts.push_back(members[i].host);
     table.addresses.push_back(members[i].addr);
     table.nodes.push_back(table_.nodes[members[i].parentRank]);  // the parent's grouping
+    table.hostIds.push_back(table_.hostIds[members[i].parentRank]);
   }
   // Re-seat the child with its real rank and size (the transport listener is kept).
   child->rank_ = newRank;

@@ -14,7 +14,7 @@
 #include "src/engine/reactor.h"
 #include "src/engine/scratch.h"
 #include "src/topology/nodes.h"
-#include "transports/transport.h"
+#include "transports/transport_set.h"
 
 namespace braid {
 
@@ -23,8 +23,9 @@ class Comm : public std::enable_shared_from_this<Comm> {
   struct PeerTable {
     std::vector<std::string> hosts;
     std::vector<std::string> addresses;
-    std::vector<std::string> nodes;  // per rank: node identity (host id or topology-file node)
-    int rails = 1;                   // and what BRAID_TOPO_FILE declares beyond the grouping
+    std::vector<std::string> nodes;    // per rank: node identity (host id or topology-file node)
+    std::vector<std::string> hostIds;  // per rank: the real host (shared memory needs the same)
+    int rails = 1;                     // and what BRAID_TOPO_FILE declares beyond the grouping
     LinkRate intra, inter;
   };
 
@@ -43,6 +44,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   int nranks() const { return nranks_; }
   const Config& config() const { return cfg_; }
   Transport* transport() const { return transport_.get(); }
+  TransportSet* transports() const { return transport_.get(); }
   Reactor* reactor() const { return reactor_.get(); }
   // Which ranks share a node (host identity, or BRAID_TOPO_FILE for the world communicator).
   const NodeMap& nodes() const { return nodes_; }
@@ -80,7 +82,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   uint64_t commTag_ = 0;
   uint64_t splitCount_ = 0;
   std::unique_ptr<Reactor> reactor_;
-  std::unique_ptr<Transport> transport_;
+  std::unique_ptr<TransportSet> transport_;
   PeerTable table_;
   NodeMap nodes_;
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();

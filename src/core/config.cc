@@ -53,11 +53,11 @@ const char* typeName<std::string>() {
 
 }  // namespace
 
-std::vector<std::string> splitList(std::string_view text) {
+std::vector<std::string> splitList(std::string_view text, char sep) {
   std::vector<std::string> out;
   size_t pos = 0;
   while (pos <= text.size()) {
-    size_t comma = std::min(text.find(',', pos), text.size());
+    size_t comma = std::min(text.find(sep, pos), text.size());
     if (comma > pos) out.emplace_back(text.substr(pos, comma - pos));
     pos = comma + 1;
   }
@@ -80,6 +80,13 @@ Status Config::fromEnv(Config* out) {
   if (c.eagerBytes < 0 || c.eagerBytes > (64 << 20)) {
     return invalidArgument("BRAID_EAGER_BYTES must be in 0..64M");
   }
+  if (c.shmRingBytes < 65536 || c.shmRingBytes > (1 << 30) ||
+      (c.shmRingBytes & (c.shmRingBytes - 1)) != 0 || c.shmRingBytes < 2 * (c.eagerBytes + 128)) {
+    return invalidArgument(
+        "BRAID_SHM_RING_BYTES must be a power of two in 64K..1G and at least twice "
+        "BRAID_EAGER_BYTES + 128");
+  }
+  if (c.shmCma != 0 && c.shmCma != 1) return invalidArgument("BRAID_SHM_CMA must be 0 or 1");
   if (c.alltoallWindow < 1) return invalidArgument("BRAID_ALLTOALL_WINDOW must be at least 1");
   if (c.spinUs < 0) return invalidArgument("BRAID_SPIN_US must not be negative");
   *out = std::move(c);

@@ -16,8 +16,9 @@ namespace braid {
 #define BRAID_CONFIG_TABLE(X)                                                                   \
   X(timeoutMs, int64_t, 300000, "BRAID_TIMEOUT_MS",                                             \
     "bound on every operation and connection wait, in milliseconds")                            \
-  X(transports, std::string, "tcp", "BRAID_TRANSPORTS",                                         \
-    "transports allowed between ranks, in order of preference (available today: tcp)")          \
+  X(transports, std::string, "shm,tcp", "BRAID_TRANSPORTS",                                     \
+    "transports allowed between ranks (shm, tcp); each peer gets the most local one that "      \
+    "reaches it: shm within a node, tcp otherwise")                                             \
   X(socketIfname, std::string, "", "BRAID_SOCKET_IFNAME",                                       \
     "NIC prefixes to use (comma list, '^' excludes, '=' exact), like NCCL_SOCKET_IFNAME")       \
   X(socketFamily, std::string, "", "BRAID_SOCKET_FAMILY", "force AF_INET or AF_INET6")          \
@@ -29,6 +30,11 @@ namespace braid {
     "and leaves progress to the communicator's thread (0: sleep at once)")                      \
   X(eagerBytes, int64_t, 65536, "BRAID_EAGER_BYTES",                                            \
     "messages up to this size are sent at once; larger ones wait for the receiver")             \
+  X(shmRingBytes, int64_t, 1 << 20, "BRAID_SHM_RING_BYTES",                                     \
+    "bytes of each direction's ring between two ranks of a node (a power of two)")              \
+  X(shmCma, int64_t, 1, "BRAID_SHM_CMA",                                                        \
+    "1: messages above BRAID_EAGER_BYTES go in one copy (process_vm_readv) where the kernel "   \
+    "permits; 0: always through the ring")                                                      \
   X(chunkBytes, int64_t, 4 << 20, "BRAID_CHUNK_BYTES", "pipeline chunk size of algorithms")     \
   X(topoFile, std::string, "", "BRAID_TOPO_FILE",                                               \
     "JSON file declaring the nodes (virtual ones too), rails and link rates of the job")        \
@@ -60,7 +66,7 @@ struct Config {
 };
 
 // "a,b,,c" -> {"a", "b", "c"}: the comma lists of BRAID_* values (empty items dropped).
-std::vector<std::string> splitList(std::string_view text);
+std::vector<std::string> splitList(std::string_view text, char sep = ',');
 
 struct ConfigEntry {
   const char* env;

@@ -98,6 +98,29 @@ void Reactor::runOrPost(std::function<void()> fn) {
   fn();
 }
 
+void Reactor::waitUntil(Deadline deadline, const std::function<bool()>& done) {
+  while (Clock::now() < deadline) {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool answered = false, finished = false;
+    post([&] {
+      bool d = done();
+      std::lock_guard<std::mutex> lock(mu);
+      finished = d;
+      answered = true;
+      cv.notify_one();
+    });
+    std::unique_lock<std::mutex> lock(mu);
+    if (!cv.wait_until(lock, deadline, [&] { return answered; })) {
+      // The loop did not answer in time; it may still run the lambda, so wait for it.
+      cv.wait(lock, [&] { return answered; });
+    }
+    if (finished) return;
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
 Status Reactor::add(int fd, uint32_t events, Handler* h) {
   epoll_event ev{};
   ev.events = events;
@@ -116,6 +139,28 @@ void Reactor::modify(int fd, uint32_t events, Handler* h) {
 }
 
 void Reactor::remove(int fd) { epoll_ctl(epfd_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+
+void Reactor::addPoller(Poller* p) {
+  pollers_.push_back(p);
+  hasPollers_.store(true, std::memory_order_release);
+}
+
+void Reactor::removePoller(Poller* p) {
+  std::erase(pollers_, p);
+  hasPollers_.store(!pollers_.empty(), std::memory_order_release);
+}
+
+bool Reactor::pollPollers() {
+  bool moved = false;
+  for (Poller* p : pollers_) moved = p->poll() || moved;
+  return moved;
+}
+
+bool Reactor::armPollers() {
+  bool sleepOk = true;
+  for (Poller* p : pollers_) sleepOk = p->armSleep() && sleepOk;
+  return sleepOk;
+}
 
 void Reactor::drainPosted() {
   std::vector<std::function<void()>> work;
@@ -153,6 +198,7 @@ bool Reactor::pollOnce() {
     dispatch(events, n);
     moved = true;
   }
+  if (!pollers_.empty() && pollPollers()) moved = true;
   if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
   return moved;
 }
@@ -160,6 +206,12 @@ bool Reactor::pollOnce() {
 void Reactor::endDrive(bool handBack) {
   lingerUntilNs_.store(handBack ? 0 : nowNs() + kLingerNs, std::memory_order_release);
   if (drivers_.fetch_sub(1) == 1 && (handBack || hasPosted_.load())) {
+    if (handBack && hasPollers_.load(std::memory_order_acquire)) {
+      // The loop thread may sit in epoll_wait with its pollers disarmed (a driver took the
+      // doorbell that was meant to wake it): wake it so that it polls and re-arms.
+      wakeLoopThread();
+      return;
+    }
     std::lock_guard<std::mutex> lock(parkMu_);
     parkCv_.notify_one();
   }
@@ -188,16 +240,30 @@ void Reactor::run() {
       parkCv_.wait_for(lock, std::chrono::nanoseconds(waitNs), [&] { return !parked(); });
       continue;
     }
-    int n = epoll_wait(epfd_.get(), events, 64, -1);
+    int timeout = -1;
+    if (hasPollers_.load(std::memory_order_acquire)) {
+      // Shared-memory peers: poll until idle, then arm their doorbells before sleeping.
+      std::lock_guard<std::mutex> loop(loopMu_);
+      Hold hold(this);
+      bool moved = pollPollers();
+      if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
+      if (moved || !armPollers()) timeout = 0;
+    }
+    int n = epoll_wait(epfd_.get(), events, 64, timeout);
     if (n < 0 && errno != EINTR) {
       LOG_ERROR(kNet, "epoll_wait: {}", std::strerror(errno));
       break;
+    }
+    if (timeout != 0 && hasPollers_.load(std::memory_order_acquire)) {
+      std::lock_guard<std::mutex> loop(loopMu_);
+      for (Poller* p : pollers_) p->disarm();
     }
     // A thread began driving while we slept: it handles these events (level-triggered).
     if (drivers_.load(std::memory_order_acquire) > 0) continue;
     std::lock_guard<std::mutex> loop(loopMu_);
     Hold hold(this);
     if (n > 0) dispatch(events, n);
+    if (!pollers_.empty()) pollPollers();
     if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
   }
   std::lock_guard<std::mutex> loop(loopMu_);

@@ -28,6 +28,18 @@ class Reactor {
     virtual void onEvents(uint32_t events) = 0;
   };
 
+  // Progress that no file descriptor signals (shared-memory rings): polled with the loop held
+  // on every pass, by drivers and by the loop thread. Before the loop thread sleeps it arms
+  // every poller; a poller that still has work says so and the thread does not sleep. An armed
+  // poller's peers wake the loop through one of its fds (a doorbell); disarm follows the sleep.
+  class Poller {
+   public:
+    virtual ~Poller() = default;
+    virtual bool poll() = 0;      // whether anything moved
+    virtual bool armSleep() = 0;  // false: work is pending, do not sleep
+    virtual void disarm() = 0;
+  };
+
   Reactor() = default;
   ~Reactor();
   Reactor(const Reactor&) = delete;
@@ -45,6 +57,9 @@ class Reactor {
   // else posts it.
   void runOrPost(std::function<void()> fn);
   bool running() const { return thread_.joinable(); }
+  // Any thread but the loop's: evaluates done() in the loop every few milliseconds until it is
+  // true or the deadline passes (e.g. until queued goodbyes are written).
+  void waitUntil(Deadline deadline, const std::function<bool()>& done);
 
   // Driving: a waiting thread calls beginDrive(), then pollOnce() as often as it likes, then
   // endDrive(). pollOnce() returns whether anything happened (events or posted work).
@@ -58,6 +73,8 @@ class Reactor {
   Status add(int fd, uint32_t events, Handler* h);
   void modify(int fd, uint32_t events, Handler* h);
   void remove(int fd);
+  void addPoller(Poller* p);
+  void removePoller(Poller* p);
 
  private:
   void run();
@@ -66,6 +83,8 @@ class Reactor {
   void dispatch(const epoll_event* events, int n);
   void drainPosted();
   void wakeLoopThread();
+  bool pollPollers();
+  bool armPollers();
 
   Fd epfd_;
   Fd wakeFd_;
@@ -75,6 +94,8 @@ class Reactor {
   std::mutex loopMu_;  // held by whoever runs handlers and posted work
   std::mutex mu_;      // posted_
   std::vector<std::function<void()>> posted_;
+  std::vector<Poller*> pollers_;  // with loopMu_ held
+  std::atomic<bool> hasPollers_{false};
   std::atomic<bool> hasPosted_{false};
   // Parking of the loop thread while others drive.
   std::atomic<int> drivers_{0};

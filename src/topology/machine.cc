@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 #include <hwloc.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -104,7 +105,12 @@ std::string hostIdentity() {
   std::string boot;
   std::ifstream f("/proc/sys/kernel/random/boot_id");
   std::getline(f, boot);
-  return boot.empty() ? std::string(host) : fmt::format("{}/{}", host, boot.substr(0, 8));
+  std::string id = boot.empty() ? std::string(host) : fmt::format("{}/{}", host, boot.substr(0, 8));
+  // Processes in different network namespaces (emulated hosts, containers) cannot share
+  // abstract sockets: they count as different hosts.
+  struct stat st {};
+  if (stat("/proc/self/ns/net", &st) == 0) id += fmt::format("/net{}", st.st_ino);
+  return id;
 }
 
 }  // namespace braid

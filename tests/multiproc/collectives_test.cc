@@ -2,7 +2,9 @@
 // subset), in place and out of place, on world sizes 1, 2, 3, 4, 5 and 8. Ranks are processes.
 #include <gtest/gtest.h>
 
+#include <fstream>
 #include <numeric>
+#include <string>
 
 #include "harness/ranks.h"
 #include "harness/values.h"
@@ -194,10 +196,36 @@ void runMatrix(braidComm_t comm, int r, int n, const std::vector<braidDataType_t
   BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
 }
 
-class Collectives : public ::testing::TestWithParam<int> {};
+// The same suite over every transport: tcp only, shm only (all ranks share this host), and
+// both at once (a topology file puts even and odd ranks on two virtual nodes: shm inside a
+// node, tcp between them, so every ring step crosses).
+struct Param {
+  const char* transport;
+  int n;
+};
+
+RankOptions transportOptions(const Param& p) {
+  RankOptions opt;
+  if (std::string(p.transport) == "mixed") {
+    std::string path = ::testing::TempDir() + "collectives_mixed_" + std::to_string(p.n) + ".json";
+    std::string even, odd;
+    for (int r = 0; r < p.n; ++r) {
+      std::string& list = r % 2 == 0 ? even : odd;
+      list += (list.empty() ? "" : ", ") + std::to_string(r);
+    }
+    std::ofstream(path) << "{\"nodes\": [{\"ranks\": [" << even << "]}"
+                        << (odd.empty() ? "" : ", {\"ranks\": [" + odd + "]}") << "]}";
+    opt.env = {{"BRAID_TOPO_FILE", path}, {"BRAID_TRANSPORTS", "shm,tcp"}};
+  } else {
+    opt.env = {{"BRAID_TRANSPORTS", p.transport}};
+  }
+  return opt;
+}
+
+class Collectives : public ::testing::TestWithParam<Param> {};
 
 TEST_P(Collectives, EveryDtypeOpAndSmallCount) {
-  const int n = GetParam();
+  const int n = GetParam().n;
   const bool full = n == 3 || n == 4;
   std::vector<braidDataType_t> types(std::begin(kAllTypes), std::end(kAllTypes));
   std::vector<braidRedOp_t> ops(std::begin(kAllOps), std::end(kAllOps));
@@ -205,38 +233,59 @@ TEST_P(Collectives, EveryDtypeOpAndSmallCount) {
     types = {braidInt8, braidUint64, braidFloat16, braidBfloat16, braidFloat32};
     ops = {braidSum, braidProd, braidMax, braidAvg};
   }
-  runRanks(n, [&](int r, int nr, const braidUniqueId& id) {
-    braidComm_t comm = initComm(r, nr, id);
-    ASSERT_NE(comm, nullptr);
-    runMatrix(comm, r, nr, types, ops, {0, 1, 7, 1000});
-    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
-  });
+  runRanks(
+      n,
+      [&](int r, int nr, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, nr, id);
+        ASSERT_NE(comm, nullptr);
+        runMatrix(comm, r, nr, types, ops, {0, 1, 7, 1000});
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      transportOptions(GetParam()));
 }
 
 TEST_P(Collectives, LargeCounts) {
-  const int n = GetParam();
-  runRanks(n, [&](int r, int nr, const braidUniqueId& id) {
-    braidComm_t comm = initComm(r, nr, id);
-    ASSERT_NE(comm, nullptr);
-    const size_t big = (size_t{1} << 20) + 3;
-    for (auto [dt, op] : {std::pair{braidFloat32, braidSum}, std::pair{braidInt8, braidMax},
-                          std::pair{braidBfloat16, braidSum}}) {
-      Case c{dt, op, big, false};
-      checkAllReduce(comm, r, nr, c);
-      checkReduce(comm, r, nr, c, 0);
-      checkBroadcast(comm, r, nr, Case{dt, braidSum, big, true}, nr - 1);
-      Case per{dt, op, big / nr + 1, false};
-      checkReduceScatter(comm, r, nr, per);
-      checkAllGather(comm, r, nr, per);
-      checkAllToAll(comm, r, nr, per);
-      if (::testing::Test::HasFatalFailure()) return;
-    }
-    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
-  });
+  const int n = GetParam().n;
+  runRanks(
+      n,
+      [&](int r, int nr, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, nr, id);
+        ASSERT_NE(comm, nullptr);
+        const size_t big = (size_t{1} << 20) + 3;
+        for (auto [dt, op] : {std::pair{braidFloat32, braidSum}, std::pair{braidInt8, braidMax},
+                              std::pair{braidBfloat16, braidSum}}) {
+          Case c{dt, op, big, false};
+          checkAllReduce(comm, r, nr, c);
+          checkReduce(comm, r, nr, c, 0);
+          checkBroadcast(comm, r, nr, Case{dt, braidSum, big, true}, nr - 1);
+          Case per{dt, op, big / nr + 1, false};
+          checkReduceScatter(comm, r, nr, per);
+          checkAllGather(comm, r, nr, per);
+          checkAllToAll(comm, r, nr, per);
+          if (::testing::Test::HasFatalFailure()) return;
+        }
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      transportOptions(GetParam()));
 }
 
-INSTANTIATE_TEST_SUITE_P(WorldSizes, Collectives, ::testing::Values(1, 2, 3, 4, 5, 8),
-                         [](const auto& info) { return "n" + std::to_string(info.param); });
+std::vector<Param> params() {
+  std::vector<Param> out;
+  for (const char* t : {"tcp", "shm", "mixed"}) {
+    for (int n : {1, 2, 3, 4, 5, 8}) {
+      if (n > 1 || std::string(t) == "tcp") out.push_back({t, n});
+    }
+  }
+  return out;
+}
+
+INSTANTIATE_TEST_SUITE_P(Transports, Collectives, ::testing::ValuesIn(params()),
+                         [](const ::testing::TestParamInfo<Param>& info) {
+                           std::string name = info.param.transport;
+                           name += "_n";
+                           name += std::to_string(info.param.n);
+                           return name;
+                         });
 
 TEST(CollectivesBig, AllReduce64MiB) {
   runRanks(4, [](int r, int n, const braidUniqueId& id) {

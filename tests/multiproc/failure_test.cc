@@ -19,9 +19,18 @@ namespace {
 
 bool isPeerFailure(braidResult_t r) { return r == braidRemoteError || r == braidTimeout; }
 
-TEST(Failure, RankKilledMidAllReduceIsNamedByEveryone) {
-  RankOptions opt;
-  opt.env = {{"BRAID_TIMEOUT_MS", "20000"}};
+// Failures between ranks behave the same over every transport.
+class PeerFailure : public ::testing::TestWithParam<const char*> {
+ protected:
+  RankOptions options(const char* timeoutMs) const {
+    RankOptions opt;
+    opt.env = {{"BRAID_TIMEOUT_MS", timeoutMs}, {"BRAID_TRANSPORTS", GetParam()}};
+    return opt;
+  }
+};
+
+TEST_P(PeerFailure, RankKilledMidAllReduceIsNamedByEveryone) {
+  RankOptions opt = options("20000");
   opt.timeoutSec = 60;
   auto res = runRanksRaw(
       4,
@@ -56,6 +65,7 @@ TEST(Failure, RankKilledMidAllReduceIsNamedByEveryone) {
       opt);
   ASSERT_EQ(res.size(), 4u);
   EXPECT_EQ(res[2].signal, SIGKILL);
+  EXPECT_EQ(braidShmFiles(), 0) << "a killed job must leave nothing in /dev/shm";
   for (int r : {0, 1, 3}) {
     EXPECT_TRUE(res[r].exited && res[r].code == 0)
         << "rank " << r << " code " << res[r].code << " signal " << res[r].signal
@@ -63,9 +73,8 @@ TEST(Failure, RankKilledMidAllReduceIsNamedByEveryone) {
   }
 }
 
-TEST(Failure, AbortFromAnotherThreadUnblocksACollective) {
-  RankOptions opt;
-  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+TEST_P(PeerFailure, AbortFromAnotherThreadUnblocksACollective) {
+  RankOptions opt = options("60000");
   runRanks(
       2,
       [](int r, int n, const braidUniqueId& id) {
@@ -100,9 +109,8 @@ TEST(Failure, AbortFromAnotherThreadUnblocksACollective) {
       opt);
 }
 
-TEST(Failure, SilentPeerTimesOutNamingIt) {
-  RankOptions opt;
-  opt.env = {{"BRAID_TIMEOUT_MS", "1500"}};
+TEST_P(PeerFailure, SilentPeerTimesOutNamingIt) {
+  RankOptions opt = options("1500");
   runRanks(
       2,
       [](int r, int n, const braidUniqueId& id) {
@@ -216,9 +224,8 @@ TEST(Failure, StrangersAtTheRendezvousAreRejectedAndTheJobRuns) {
   });
 }
 
-TEST(Failure, MismatchedCountsAreAnErrorNotACrash) {
-  RankOptions opt;
-  opt.env = {{"BRAID_TIMEOUT_MS", "4000"}};
+TEST_P(PeerFailure, MismatchedCountsAreAnErrorNotACrash) {
+  RankOptions opt = options("4000");
   runRanks(
       2,
       [](int r, int n, const braidUniqueId& id) {
@@ -252,6 +259,11 @@ TEST(Failure, MismatchedCountsAreAnErrorNotACrash) {
       },
       opt);
 }
+
+INSTANTIATE_TEST_SUITE_P(Transports, PeerFailure, ::testing::Values("tcp", "shm"),
+                         [](const ::testing::TestParamInfo<const char*>& info) {
+                           return std::string(info.param);
+                         });
 
 }  // namespace
 }  // namespace braid::test

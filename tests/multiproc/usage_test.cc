@@ -276,6 +276,62 @@ TEST(Usage, TransportListIsCheckedAtInit) {
       opt);
 }
 
+// Each peer gets the most local transport that reaches it: shm inside a (virtual) node, tcp
+// between nodes; the per-transport counters show where the bytes went.
+TEST(Usage, TransportsArePickedPerPeer) {
+  std::string path = ::testing::TempDir() + "usage_route.json";
+  std::ofstream(path) << R"({"nodes": [{"ranks": [0, 1]}, {"ranks": [2, 3]}]})";
+  RankOptions opt;
+  opt.env = {{"BRAID_TOPO_FILE", path}};
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        TransportSet* t = comm->impl->transports();
+        for (int q = 0; q < n; ++q) {
+          std::string want = q == r ? "self" : (q / 2 == r / 2 ? "shm" : "tcp");
+          EXPECT_EQ(t->routeName(q), want) << "rank " << r << " to rank " << q;
+        }
+        std::vector<float> v(size_t{1} << 18, 1.0f);
+        BRAID_ASSERT_OK(
+            braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr),
+            comm);
+        EXPECT_EQ(v[12345], 4.0f);
+        for (const TransportCounters& c : t->counters()) {
+          EXPECT_GT(c.sentBytes, 0u) << c.name;
+          EXPECT_GT(c.recvBytes, 0u) << c.name;
+        }
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+  // shm alone cannot reach the other node: every rank says so at init.
+  opt.env.push_back({"BRAID_TRANSPORTS", "shm"});
+  opt.env.push_back({"BRAID_TIMEOUT_MS", "10000"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        EXPECT_NE(std::string(braidGetLastError(nullptr)).find("no transport that reaches rank"),
+                  std::string::npos)
+            << braidGetLastError(nullptr);
+      },
+      opt);
+  // One host, no file: shared memory carries everything.
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    std::vector<float> v(size_t{1} << 18, 1.0f);
+    BRAID_ASSERT_OK(
+        braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr), comm);
+    for (const TransportCounters& c : comm->impl->transports()->counters()) {
+      EXPECT_EQ(c.sentBytes > 0, c.name == "shm") << c.name << " sent " << c.sentBytes;
+    }
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
 TEST(Usage, TopologyFileDeclaresVirtualNodesAndSplitsKeepThem) {
   std::string path = ::testing::TempDir() + "usage_topo.json";
   std::ofstream(path)

@@ -31,26 +31,24 @@ Status Transport::listen() {
 std::string Transport::localAddress() const { return bound_.toString(); }
 
 std::string Transport::peerName(int rank) const {
-  std::string host = rank < static_cast<int>(peerHosts_.size()) ? peerHosts_[rank] : "?";
-  std::string addr = rank < static_cast<int>(peerAddrs_.size()) ? peerAddrs_[rank] : "?";
-  return fmt::format("rank {} ({}, {})", rank, host, addr);
+  if (rank < 0 || rank >= static_cast<int>(peerInfo_.size())) return fmt::format("rank {}", rank);
+  return fmt::format("rank {} ({}, {})", rank, peerInfo_[rank].host, peerInfo_[rank].address);
 }
 
 std::string Transport::pathName(const Peer* p, const Socket* s) const {
-  return fmt::format("tcp socket {} of {} to {}", s->index(), p->socks.size(), peerAddrs_[p->rank]);
+  return fmt::format("tcp socket {} of {} to {}", s->index(), p->socks.size(),
+                     peerInfo_[p->rank].address);
 }
 
-Status Transport::connectAll(const std::vector<std::string>& addresses,
-                             const std::vector<std::string>& hosts, Deadline deadline) {
+Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) {
   const int me = ctx_.rank, n = ctx_.nranks;
   const int S = static_cast<int>(ctx_.cfg->tcpSocketsPerPeer);
-  peerAddrs_ = addresses;
-  peerHosts_ = hosts;
+  peerInfo_ = peers;
   peers_.resize(n);
   for (int r = 0; r < n; ++r) {
     peers_[r].rank = r;
     peers_[r].t = this;
-    peers_[r].socks.resize(r == me ? 0 : S);
+    peers_[r].socks.resize(r == me || !peers[r].serve ? 0 : S);
   }
   std::vector<std::vector<Fd>> fds(n);
   for (auto& v : fds) v.resize(S);
@@ -58,12 +56,14 @@ Status Transport::connectAll(const std::vector<std::string>& addresses,
   // Higher ranks connect to lower ones; accept concurrently so nobody waits on a chain.
   Status acceptStatus;
   std::vector<AcceptedConn> accepted;
-  size_t expected = static_cast<size_t>(n - 1 - me) * S;
+  size_t expected = static_cast<size_t>(std::count_if(peers.begin() + me + 1, peers.end(),
+                                                      [](const PeerInfo& p) { return p.serve; })) *
+                    S;
   std::thread acceptor([&] {
     logSetThreadRank(me);
     auto admit = [&](const Hello& h) -> Status {
       if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n || h.rank <= me ||
-          h.socketIndex >= S) {
+          h.rank >= n || !peers[h.rank].serve || h.socketIndex >= S) {
         return remoteError(
             fmt::format("unexpected data connection (rank {}, socket {})", h.rank, h.socketIndex));
       }
@@ -85,8 +85,9 @@ Status Transport::connectAll(const std::vector<std::string>& addresses,
   });
   Status connectStatus;
   for (int r = 0; r < me && connectStatus.isOk(); ++r) {
+    if (!peers[r].serve) continue;
     SockAddr addr;
-    connectStatus = SockAddr::parse(addresses[r], &addr);
+    connectStatus = SockAddr::parse(peers[r].address, &addr);
     for (int s = 0; s < S && connectStatus.isOk(); ++s) {
       Fd fd;
       connectStatus = connectTo(addr, deadline, &fd, peerName(r));
@@ -107,6 +108,7 @@ Status Transport::connectAll(const std::vector<std::string>& addresses,
   if (!acceptStatus.isOk()) {
     std::string missing;
     for (int r = me + 1; r < n; ++r) {
+      if (!peers[r].serve) continue;
       bool have = std::any_of(accepted.begin(), accepted.end(),
                               [&](const AcceptedConn& a) { return a.hello.rank == r; });
       if (!have) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
@@ -124,7 +126,8 @@ Status Transport::connectAll(const std::vector<std::string>& addresses,
       peers_[r].socks[s] = std::move(sock);
     }
   }
-  LOG_INFO(kNet, "tcp: connected to {} peers with {} sockets each", n - 1, S);
+  LOG_INFO(kNet, "tcp: connected to {} peers with {} sockets each",
+           std::count_if(peers.begin(), peers.end(), [](const PeerInfo& p) { return p.serve; }), S);
   return Status::ok();
 }
 
@@ -383,31 +386,16 @@ void Transport::close(Deadline deadline) {
   // Wait (bounded) until every queued byte reached the kernel and, for a short while, for the
   // peers' goodbyes: closing with their goodbye unread would reset the connection under them.
   Deadline byeBy = std::min(deadline, deadlineIn(200));
-  while (Clock::now() < deadline) {
-    std::mutex mu;
-    std::condition_variable cv;
-    bool answered = false, empty = false;
-    ctx_.reactor->post([&] {
-      bool e = true;
-      for (Peer& p : peers_) {
-        for (auto& s : p.socks) {
-          e = e && s->queuedBytes() == 0 && (!s->alive() || s->saidBye() || Clock::now() >= byeBy);
+  ctx_.reactor->waitUntil(deadline, [&] {
+    for (Peer& p : peers_) {
+      for (auto& s : p.socks) {
+        if (s->queuedBytes() != 0 || (s->alive() && !s->saidBye() && Clock::now() < byeBy)) {
+          return false;
         }
       }
-      std::lock_guard<std::mutex> lock(mu);
-      empty = e;
-      answered = true;
-      cv.notify_one();
-    });
-    std::unique_lock<std::mutex> lock(mu);
-    if (!cv.wait_until(lock, deadline, [&] { return answered; })) {
-      // The loop did not answer in time; it may still run the lambda, so wait for it.
-      cv.wait(lock, [&] { return answered; });
     }
-    if (empty) break;
-    lock.unlock();
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
+    return true;
+  });
 }
 
 }  // namespace tcp

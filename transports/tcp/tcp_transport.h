@@ -138,8 +138,7 @@ class Transport : public braid::Transport {
     ctx_.nranks = nranks;
     return Status::ok();
   }
-  Status connectAll(const std::vector<std::string>& addresses,
-                    const std::vector<std::string>& hosts, Deadline deadline) override;
+  Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) override;
   void post(NetRequest* r) override;
   void abort(const Status& reason) override;
   void close(Deadline deadline) override;
@@ -166,8 +165,7 @@ class Transport : public braid::Transport {
   TransportContext ctx_;
   Fd listener_;
   SockAddr bound_;
-  std::vector<std::string> peerAddrs_;
-  std::vector<std::string> peerHosts_;
+  std::vector<PeerInfo> peerInfo_;
   std::vector<Peer> peers_;
   Status failed_;
   size_t unexpectedBytes_ = 0;

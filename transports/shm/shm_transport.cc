@@ -1,0 +1,622 @@
+// Shared-memory transport: connection setup (authenticated Unix socket, segment passed as a
+// memfd, CMA probe), matching of tagged sends and receives, failure and goodbye.
+#include "transports/shm/shm_transport.h"
+
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstring>
+#include <thread>
+#include <unordered_set>
+
+#include "src/bootstrap/auth.h"
+#include "src/core/log.h"
+
+namespace braid {
+namespace shm {
+namespace {
+
+constexpr size_t kPage = 4096;
+
+size_t dataOffset() { return (sizeof(SegmentLayout) + kPage - 1) & ~(kPage - 1); }
+
+sockaddr_un abstractAddr(const std::string& name, socklen_t* len) {
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::memcpy(a.sun_path + 1, name.data(), std::min(name.size(), sizeof a.sun_path - 1));
+  *len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + name.size());
+  return a;
+}
+
+Status connectUnix(const std::string& name, Deadline deadline, const std::string& who, Fd* out) {
+  if (name.empty() || name.size() > 100) {
+    return remoteError(fmt::format("{} sent a malformed shm address", who));
+  }
+  for (;;) {
+    Fd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return systemError(fmt::format("socket(AF_UNIX): {}", std::strerror(errno)));
+    socklen_t len;
+    sockaddr_un a = abstractAddr(name, &len);
+    if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&a), len) == 0) {
+      *out = std::move(fd);
+      return Status::ok();
+    }
+    int e = errno;
+    if (e != EAGAIN && e != EINTR) {
+      return remoteError(fmt::format(
+          "shm: cannot reach {} at its local socket ({}): is it on this host and in this "
+          "network namespace? (BRAID_TRANSPORTS=tcp avoids shared memory)",
+          who, std::strerror(e)));
+    }
+    if (Clock::now() >= deadline) {
+      return timeoutError(fmt::format("shm: connecting to {} timed out", who));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+}
+
+Status sendFd(int sock, int fd, Deadline deadline, const std::string& who) {
+  char byte = 'S';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof ctl;
+  cmsghdr* c = CMSG_FIRSTHDR(&m);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  for (;;) {
+    if (::sendmsg(sock, &m, MSG_NOSIGNAL) == 1) return Status::ok();
+    if (errno != EINTR && errno != EAGAIN) {
+      return remoteError(
+          fmt::format("shm: passing the segment to {}: {}", who, std::strerror(errno)));
+    }
+    if (Clock::now() >= deadline) return timeoutError(fmt::format("shm: {} timed out", who));
+  }
+}
+
+Status recvFd(int sock, Deadline deadline, const std::string& who, Fd* out) {
+  pollfd p{sock, POLLIN, 0};
+  for (;;) {
+    int n = ::poll(&p, 1, msUntil(deadline));
+    if (n > 0) break;
+    if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
+    if (n == 0) return timeoutError(fmt::format("shm: {} never sent its segment", who));
+  }
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
+  msghdr m{};
+  m.msg_iov = &iov;
+  m.msg_iovlen = 1;
+  m.msg_control = ctl;
+  m.msg_controllen = sizeof ctl;
+  ssize_t r = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+  cmsghdr* c = r == 1 ? CMSG_FIRSTHDR(&m) : nullptr;
+  if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+      c->cmsg_len != CMSG_LEN(sizeof(int)) || byte != 'S') {
+    return remoteError(fmt::format("shm: {} did not pass a segment", who));
+  }
+  int fd;
+  std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+  out->reset(fd);
+  return Status::ok();
+}
+
+// Whether this process may read `pid`'s memory at `addr`, which holds kMagic.
+bool probeCma(int pid, uint64_t addr) {
+  uint64_t v = 0;
+  iovec local{&v, sizeof v};
+  iovec remote{reinterpret_cast<void*>(addr), sizeof v};
+  return process_vm_readv(pid, &local, 1, &remote, 1, 0) == sizeof v && v == kMagic;
+}
+
+Status mismatch(const std::string& peer, uint64_t tag, size_t mine, size_t theirs, bool sending) {
+  return invalidUsage(fmt::format(
+      "mismatched message sizes with {} (tag {:#x}): this rank {} {} bytes, the peer {} {} "
+      "bytes; every rank must pass matching counts",
+      peer, tag, sending ? "sends" : "expects", mine, sending ? "expects" : "sends", theirs));
+}
+
+}  // namespace
+
+size_t segmentBytes(size_t ringBytes) { return dataOffset() + 2 * ringBytes; }
+
+Transport::Transport(const TransportContext& ctx) : ctx_(ctx) {}
+
+Transport::~Transport() {
+  if (!active_.empty()) ctx_.reactor->removePoller(this);
+}
+
+Status Transport::listen() {
+  uint8_t rnd[8];
+  BRAID_TRY(randomBytes(rnd, sizeof rnd));
+  sockName_ = fmt::format("braid-shm-{}-{}", getpid(), toHex(rnd, sizeof rnd));
+  listener_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  socklen_t len;
+  sockaddr_un a = abstractAddr(sockName_, &len);
+  if (!listener_.valid() || ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), len) != 0 ||
+      ::listen(listener_.get(), 1024) != 0) {
+    return systemError(fmt::format("shm: local socket {}: {}", sockName_, std::strerror(errno)));
+  }
+  return Status::ok();
+}
+
+std::string Transport::peerName(int rank) const {
+  if (rank < 0 || rank >= static_cast<int>(info_.size())) return fmt::format("rank {}", rank);
+  const Peer* p = rank < static_cast<int>(peers_.size()) ? peers_[rank].get() : nullptr;
+  return fmt::format("rank {} ({}, shm pid {})", rank, info_[rank].host, p ? p->pid : 0);
+}
+
+// Maps the pair's segment: the creator (the higher rank) makes it and passes it over the
+// socket; the other side checks it. Each side then tries to read the other's memory (CMA).
+Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
+  const std::string who = peerName(p->rank);
+  ucred cred{};
+  socklen_t credLen = sizeof cred;
+  if (getsockopt(sock.get(), SOL_SOCKET, SO_PEERCRED, &cred, &credLen) != 0) {
+    return systemError(fmt::format("shm: SO_PEERCRED: {}", std::strerror(errno)));
+  }
+  p->pid = cred.pid;
+  Fd seg;
+  size_t bytes = 0;
+  const int lo = std::min(ctx_.rank, p->rank), hi = std::max(ctx_.rank, p->rank);
+  if (creator) {
+    const size_t ring = static_cast<size_t>(ctx_.cfg->shmRingBytes);
+    bytes = segmentBytes(ring);
+    seg.reset(memfd_create("braid-shm", MFD_CLOEXEC));
+    if (!seg.valid() || ftruncate(seg.get(), static_cast<off_t>(bytes)) != 0) {
+      return systemError(
+          fmt::format("shm: a segment of {} bytes for {}: {}", bytes, who, std::strerror(errno)));
+    }
+  } else {
+    BRAID_TRY(recvFd(sock.get(), deadline, who, &seg));
+    struct stat st {};
+    if (fstat(seg.get(), &st) != 0 || st.st_size < static_cast<off_t>(dataOffset()) ||
+        st.st_size > static_cast<off_t>(segmentBytes(size_t{1} << 30))) {
+      return remoteError(fmt::format("shm: {} passed a segment of the wrong size", who));
+    }
+    bytes = static_cast<size_t>(st.st_size);
+  }
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, seg.get(), 0);
+  if (m == MAP_FAILED) {
+    return systemError(
+        fmt::format("shm: mapping {} bytes shared with {}: {}", bytes, who, std::strerror(errno)));
+  }
+  p->map = static_cast<char*>(m);
+  p->mapBytes = bytes;
+  p->seg = reinterpret_cast<SegmentLayout*>(p->map);
+  if (creator) {
+    new (p->seg) SegmentLayout();
+    p->seg->hdr.ringBytes = static_cast<uint64_t>(ctx_.cfg->shmRingBytes);
+    p->seg->hdr.ranks[0] = lo;
+    p->seg->hdr.ranks[1] = hi;
+    p->seg->hdr.commTag = ctx_.commTag;
+    std::atomic_thread_fence(std::memory_order_release);
+    p->seg->hdr.magic = kMagic;
+  } else {
+    const SegmentHeader& h = p->seg->hdr;
+    if (h.magic != kMagic || h.ranks[0] != lo || h.ranks[1] != hi || h.commTag != ctx_.commTag ||
+        h.ringBytes < 65536 || (h.ringBytes & (h.ringBytes - 1)) != 0 ||
+        segmentBytes(h.ringBytes) != bytes) {
+      return remoteError(fmt::format("shm: {} passed a segment that is not this pair's", who));
+    }
+  }
+  p->cap = p->seg->hdr.ringBytes;
+  p->outData = p->map + dataOffset() + p->side * p->cap;
+  p->inData = p->map + dataOffset() + (1 - p->side) * p->cap;
+  p->mine().pid.store(getpid());
+  p->mine().base.store(reinterpret_cast<uint64_t>(p->map), std::memory_order_release);
+  char ack = 'A';
+  if (creator) {
+    BRAID_TRY(sendFd(sock.get(), seg.get(), deadline, who));
+    BRAID_TRY(readFull(sock.get(), &ack, 1, deadline, who));  // the peer mapped it
+  }
+  bool cma = ctx_.cfg->shmCma != 0 && probeCma(p->pid, p->theirs().base.load());
+  p->mine().canReadPeer.store(cma ? 1 : 0, std::memory_order_release);
+  if (!creator) BRAID_TRY(writeFull(sock.get(), &ack, 1, deadline, who));
+  LOG_DEBUG(kShm, "shm: {} connected ({} KiB rings, {} copy for large messages)", who, p->cap >> 10,
+            cma ? "single (CMA)" : "ring");
+  p->sock = std::move(sock);
+  return Status::ok();
+}
+
+Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) {
+  const int me = ctx_.rank, n = ctx_.nranks;
+  info_ = peers;
+  peers_.clear();
+  peers_.resize(n);
+  for (int r = 0; r < n; ++r) {
+    if (r == me || !peers[r].serve) continue;
+    peers_[r] = std::make_unique<Peer>();
+    peers_[r]->rank = r;
+    peers_[r]->side = me < r ? 0 : 1;
+    peers_[r]->t = this;
+  }
+  // Higher ranks connect to lower ones (and create the pair's segment); accept concurrently.
+  size_t expected = 0;
+  for (int r = me + 1; r < n; ++r) expected += peers_[r] ? 1 : 0;
+  Status acceptStatus, setupStatus;
+  std::vector<int> accepted;
+  std::thread acceptor([&] {
+    logSetThreadRank(me);
+    if (expected == 0) return;
+    auto admit = [&](const Hello& h) -> Status {
+      if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n || h.rank <= me ||
+          h.rank >= n || !peers_[h.rank] || peers_[h.rank]->sock.valid() ||
+          std::count(accepted.begin(), accepted.end(), h.rank) != 0) {
+        return remoteError(fmt::format("unexpected shm connection (rank {})", h.rank));
+      }
+      return Status::ok();
+    };
+    acceptStatus = acceptAuthenticated(
+        listener_.get(), ctx_.secret, deadline, admit,
+        [&](AcceptedConn&& c) {
+          accepted.push_back(c.hello.rank);
+          Status s = setupPeer(peers_[c.hello.rank].get(), std::move(c.fd), false, deadline);
+          if (!s.isOk() && setupStatus.isOk()) setupStatus = s;
+          return accepted.size() == expected || !setupStatus.isOk();
+        },
+        "shm connections from higher ranks");
+  });
+  Status connectStatus;
+  for (int r = 0; r < me && connectStatus.isOk(); ++r) {
+    if (!peers_[r]) continue;
+    Fd fd;
+    connectStatus = connectUnix(peers[r].address, deadline, peerName(r), &fd);
+    if (!connectStatus.isOk()) break;
+    Hello h;
+    h.kind = ConnKind::kData;
+    h.rank = me;
+    h.nranks = n;
+    h.commTag = ctx_.commTag;
+    connectStatus = connectorHandshake(fd.get(), ctx_.secret, h, deadline, peerName(r));
+    if (connectStatus.isOk())
+      connectStatus = setupPeer(peers_[r].get(), std::move(fd), true, deadline);
+  }
+  acceptor.join();
+  listener_.reset();
+  BRAID_TRY(connectStatus);
+  BRAID_TRY(setupStatus);
+  if (!acceptStatus.isOk()) {
+    std::string missing;
+    for (int r = me + 1; r < n; ++r) {
+      if (peers_[r] && !peers_[r]->sock.valid()) {
+        missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+      }
+    }
+    return Status(acceptStatus.code(), fmt::format("{}; no shm connection from rank(s) {}",
+                                                   acceptStatus.message(), missing));
+  }
+  for (auto& p : peers_) {
+    if (!p) continue;
+    BRAID_TRY(setNonBlocking(p->sock.get()));
+    BRAID_TRY(ctx_.reactor->add(p->sock.get(), EPOLLIN, p.get()));
+    active_.push_back(p.get());
+  }
+  if (!active_.empty()) ctx_.reactor->addPoller(this);
+  LOG_INFO(kShm, "shm: connected to {} peers", active_.size());
+  return Status::ok();
+}
+
+void Transport::post(NetRequest* r) {
+  ctx_.reactor->runOrPost([this, r] { postInLoop(r); });
+}
+
+void Transport::complete(NetRequest* r, Status s) {
+  r->status = std::move(s);
+  r->sink->onComplete(r);
+}
+
+void Transport::control(Peer* p, FrameType type, uint64_t tag, uint64_t a) {
+  Frame f;
+  f.type = static_cast<uint8_t>(type);
+  f.tag = tag;
+  f.a = a;
+  if (!p->tryPut(f, nullptr, 0)) p->out.push_back(OutItem{f, nullptr, nullptr, {}, 0});
+}
+
+void Transport::postInLoop(NetRequest* r) {
+  if (failed()) return complete(r, failed_);
+  Peer* p =
+      r->peer >= 0 && r->peer < static_cast<int>(peers_.size()) ? peers_[r->peer].get() : nullptr;
+  if (p == nullptr) {
+    return complete(r, internalError(fmt::format("shm does not serve rank {}", r->peer)));
+  }
+  const bool recv = r->kind == NetRequest::Kind::kRecv;
+  if (p->byeSeen && !(recv && p->unexpected.count(r->tag) != 0)) {
+    return complete(r, remoteError(fmt::format("{} has left (its communicator was destroyed)",
+                                               peerName(p->rank))));
+  }
+  if (!recv) {
+    Frame f;
+    f.tag = r->tag;
+    f.a = r->bytes;
+    if (r->bytes <= static_cast<size_t>(ctx_.cfg->eagerBytes)) {
+      f.type = static_cast<uint8_t>(FrameType::kEager);
+      f.len = static_cast<uint32_t>(r->bytes);
+      if (p->tryPut(f, r->buf, r->bytes)) return complete(r, Status::ok());
+      p->out.push_back(OutItem{f, static_cast<const char*>(r->buf), r, {}, 0});
+      return;
+    }
+    // The receiver reads the message itself when it can (single copy), else asks for it.
+    bool cma = cmaEnabled() && p->theirs().canReadPeer.load(std::memory_order_acquire) != 0;
+    (cma ? p->awaitingFin : p->awaitingCts)[r->tag] = r;
+    f.type = static_cast<uint8_t>(FrameType::kRts);
+    f.b = cma ? reinterpret_cast<uint64_t>(r->buf) : 0;
+    if (!p->tryPut(f, nullptr, 0)) p->out.push_back(OutItem{f, nullptr, nullptr, {}, 0});
+    return;
+  }
+  if (auto u = p->unexpected.find(r->tag); u != p->unexpected.end()) {
+    if (u->second.size() != r->bytes) {
+      fail(mismatch(peerName(p->rank), r->tag, r->bytes, u->second.size(), false));
+      return complete(r, failed_);
+    }
+    if (r->bytes > 0) std::memcpy(r->buf, u->second.data(), r->bytes);
+    unexpectedBytes_ -= r->bytes;
+    p->unexpected.erase(u);
+    return complete(r, Status::ok());
+  }
+  if (auto a = p->rts.find(r->tag); a != p->rts.end()) {
+    Pending announced = a->second;
+    p->rts.erase(a);
+    return startRecv(p, r, announced);
+  }
+  p->postedRecvs[r->tag] = r;
+}
+
+void Transport::startRecv(Peer* p, NetRequest* r, const Pending& announced) {
+  if (announced.total != r->bytes) {
+    fail(mismatch(peerName(p->rank), r->tag, r->bytes, announced.total, false));
+    return complete(r, failed_);
+  }
+  if (announced.addr != 0) {
+    p->cma.push_back(CmaJob{r, announced.addr, 0});
+    return;
+  }
+  p->postedRecvs[r->tag] = r;
+  control(p, FrameType::kCts, r->tag, r->bytes);
+}
+
+void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
+  auto bad = [&](const char* what) {
+    fail(remoteError(fmt::format("{} broke the shm protocol: {} (frame type {}, tag {:#x})",
+                                 peerName(p->rank), what, f.type, f.tag)));
+  };
+  switch (static_cast<FrameType>(f.type)) {
+    case FrameType::kEager: {
+      if (f.a != f.len) return bad("eager length");
+      auto it = p->postedRecvs.find(f.tag);
+      if (it != p->postedRecvs.end()) {
+        NetRequest* r = it->second;
+        if (r->bytes != f.len) {
+          return fail(mismatch(peerName(p->rank), f.tag, r->bytes, f.len, false));
+        }
+        p->postedRecvs.erase(it);
+        p->copyOut(r->buf, pos, f.len);
+        return complete(r, Status::ok());
+      }
+      if (p->unexpected.count(f.tag) != 0) return bad("a tag sent twice");
+      if (unexpectedBytes_ + f.len > kMaxUnexpectedBytes) {
+        return fail(remoteError(fmt::format("{} sent more than {} bytes of unexpected messages",
+                                            peerName(p->rank), kMaxUnexpectedBytes)));
+      }
+      unexpectedBytes_ += f.len;
+      std::vector<char>& v = p->unexpected[f.tag];
+      v.resize(f.len);
+      p->copyOut(v.data(), pos, f.len);
+      return;
+    }
+    case FrameType::kRts: {
+      if (f.b != 0 && !cmaEnabled()) return bad("a single-copy offer this rank did not make");
+      auto it = p->postedRecvs.find(f.tag);
+      if (it == p->postedRecvs.end()) {
+        if (!p->rts.emplace(f.tag, Pending{f.a, f.b}).second) return bad("a tag sent twice");
+        return;
+      }
+      NetRequest* r = it->second;
+      p->postedRecvs.erase(it);
+      return startRecv(p, r, Pending{f.a, f.b});
+    }
+    case FrameType::kCts: {
+      auto it = p->awaitingCts.find(f.tag);
+      if (it == p->awaitingCts.end()) return bad("a CTS for no message");
+      NetRequest* r = it->second;
+      if (r->bytes != f.a) return fail(mismatch(peerName(p->rank), f.tag, r->bytes, f.a, true));
+      p->awaitingCts.erase(it);
+      Frame d;
+      d.type = static_cast<uint8_t>(FrameType::kData);
+      d.tag = f.tag;
+      d.b = r->bytes;
+      p->out.push_back(OutItem{d, static_cast<const char*>(r->buf), r, {}, 0});
+      p->flushOut();
+      return;
+    }
+    case FrameType::kData: {
+      auto it = p->postedRecvs.find(f.tag);
+      if (it == p->postedRecvs.end()) return bad("data for no posted receive");
+      NetRequest* r = it->second;
+      if (f.b != r->bytes || f.a > r->bytes || f.len > r->bytes - f.a) return bad("data range");
+      p->copyOut(static_cast<char*>(r->buf) + f.a, pos, f.len);
+      r->progress += f.len;
+      if (r->progress < r->bytes) return;
+      p->postedRecvs.erase(it);
+      return complete(r, Status::ok());
+    }
+    case FrameType::kFin: {
+      auto it = p->awaitingFin.find(f.tag);
+      if (it == p->awaitingFin.end()) return bad("a FIN for no message");
+      NetRequest* r = it->second;
+      p->awaitingFin.erase(it);
+      return complete(r, Status::ok());
+    }
+    case FrameType::kAbort: {
+      std::string text(std::min<size_t>(f.len, kMaxAbortText), '\0');
+      p->copyOut(text.data(), pos, text.size());
+      return fail(remoteError(fmt::format("{} failed: {}", peerName(p->rank), text)));
+    }
+    case FrameType::kBye:
+      p->byeSeen = true;
+      return onGracefulClose(p);
+  }
+  bad("unknown frame");
+}
+
+void Transport::onGracefulClose(Peer* p) {
+  LOG_INFO(kShm, "{} left (its communicator was destroyed)", peerName(p->rank));
+  if (!p->postedRecvs.empty() || !p->awaitingCts.empty() || !p->awaitingFin.empty() ||
+      !p->cma.empty()) {
+    fail(
+        remoteError(fmt::format("{} destroyed its communicator while this rank still waited "
+                                "for it (mismatched calls between ranks?)",
+                                peerName(p->rank))));
+  }
+}
+
+void Transport::onSocketDown(Peer* p, const std::string& why) {
+  ctx_.reactor->remove(p->sock.get());
+  p->sock.reset();
+  p->closed = true;
+  if (p->byeSeen || failed()) return;
+  fail(
+      remoteError(fmt::format("{} closed its shared-memory connection unexpectedly ({}): the "
+                              "process died, aborted, or was killed",
+                              peerName(p->rank), why)));
+}
+
+void Transport::fail(const Status& reason) {
+  if (failed()) return;
+  failed_ = reason;
+  LOG_WARN(kShm, "communicator failed: {}", reason.message());
+  // Record the error before waking anyone: a caller that sees its call fail must also see it
+  // in braidCommGetAsyncError.
+  if (ctx_.onFatal) ctx_.onFatal(reason);
+  std::unordered_set<NetRequest*> reqs;
+  std::string text = reason.message().substr(0, kMaxAbortText);
+  Frame abortFrame;
+  abortFrame.type = static_cast<uint8_t>(FrameType::kAbort);
+  abortFrame.len = static_cast<uint32_t>(text.size());
+  for (Peer* p : active_) {
+    LOG_DEBUG(kShm,
+              "shm state with {}: in head {} tail {} (read to {}), out head {} tail {}, "
+              "sleeping me {} peer {}, queued {}, posted {}, unexpected {}, announced {}, "
+              "awaiting cts {} fin {}, cma {}, bye {}, closed {}",
+              peerName(p->rank), p->inCtl().head.load(), p->inCtl().tail.load(), p->inTail,
+              p->outCtl().head.load(), p->outCtl().tail.load(), p->mine().sleeping.load(),
+              p->theirs().sleeping.load(), p->out.size(), p->postedRecvs.size(),
+              p->unexpected.size(), p->rts.size(), p->awaitingCts.size(), p->awaitingFin.size(),
+              p->cma.size(), p->byeSeen, p->closed);
+    for (auto& [tag, r] : p->postedRecvs) reqs.insert(r);
+    for (auto& [tag, r] : p->awaitingCts) reqs.insert(r);
+    for (auto& [tag, r] : p->awaitingFin) reqs.insert(r);
+    for (auto& it : p->out) {
+      if (it.req != nullptr) reqs.insert(it.req);
+    }
+    for (auto& j : p->cma) reqs.insert(j.req);
+    p->postedRecvs.clear();
+    p->awaitingCts.clear();
+    p->awaitingFin.clear();
+    p->out.clear();
+    p->cma.clear();
+    p->unexpected.clear();
+    p->rts.clear();
+    // Tell the peer why, if its ring has room (it also sees our socket close when we exit).
+    if (!p->closed && p->outFree() >= sizeof(Frame) + text.size() + kLine) {
+      p->put(abortFrame, text.data(), text.size());
+      p->doorbell();
+    }
+  }
+  unexpectedBytes_ = 0;
+  for (NetRequest* r : reqs) complete(r, reason);
+}
+
+void Transport::abort(const Status& reason) {
+  ctx_.reactor->post([this, reason] { fail(reason); });
+}
+
+void Transport::close(Deadline deadline) {
+  ctx_.reactor->post([this] {
+    if (failed()) return;
+    for (Peer* p : active_) {
+      if (!p->closed) control(p, FrameType::kBye, 0, 0);
+      p->doorbell();
+    }
+  });
+  // Until every goodbye is in the rings and, for a short while, the peers' goodbyes arrived
+  // (so that nobody mistakes our exit for a crash).
+  Deadline byeBy = std::min(deadline, deadlineIn(200));
+  ctx_.reactor->waitUntil(deadline, [&] {
+    if (failed()) return true;
+    bool byes = Clock::now() >= byeBy;
+    for (Peer* p : active_) {
+      if (!p->out.empty() && !p->closed) return false;
+      byes = byes && (p->byeSeen || p->closed);
+    }
+    return byes;
+  });
+}
+
+bool Transport::poll() {
+  if (failed() || polling_) return false;
+  polling_ = true;
+  bool moved = false;
+  for (Peer* p : active_) {
+    moved = p->consumeIn() || moved;
+    if (failed()) break;
+    moved = p->flushOut() || moved;
+    moved = p->runCma() || moved;
+    if (failed()) break;
+  }
+  polling_ = false;
+  return moved;
+}
+
+bool Transport::armSleep() {
+  if (failed()) return true;
+  for (Peer* p : active_) p->mine().sleeping.store(1);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (Peer* p : active_) {
+    if (!p->closed && p->hasWork()) return false;
+  }
+  return true;
+}
+
+void Transport::disarm() {
+  for (Peer* p : active_) p->mine().sleeping.store(0, std::memory_order_relaxed);
+}
+
+}  // namespace shm
+
+namespace {
+class ShmFactory : public TransportFactory {
+ public:
+  const char* name() const override { return "shm"; }
+  bool usable(const Config&) const override { return true; }
+  bool nodeLocal() const override { return true; }
+  Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) override {
+    auto t = std::make_unique<shm::Transport>(ctx);
+    BRAID_TRY(t->listen());
+    *out = std::move(t);
+    return Status::ok();
+  }
+};
+}  // namespace
+
+std::unique_ptr<TransportFactory> makeShmTransportFactory() {
+  return std::make_unique<ShmFactory>();
+}
+
+}  // namespace braid

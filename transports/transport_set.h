@@ -1,0 +1,60 @@
+// The transports of one communicator behind the one Transport interface: every allowed,
+// usable transport (BRAID_TRANSPORTS) is opened, and each peer is routed to the most local
+// one that reaches it: a node-local transport (shm) for ranks of this rank's node, the first
+// general one (tcp) for the others. Counts what each transport carried.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "transports/transport.h"
+
+namespace braid {
+
+// Per transport: messages and bytes posted through it by this rank.
+struct TransportCounters {
+  std::string name;
+  uint64_t sends = 0, recvs = 0, sentBytes = 0, recvBytes = 0;
+};
+
+class TransportSet : public Transport {
+ public:
+  // Opens every transport of ctx.cfg->transports that this machine can run.
+  static Status open(const TransportContext& ctx, std::unique_ptr<TransportSet>* out);
+  ~TransportSet() override;
+
+  const char* name() const override { return name_.c_str(); }
+  // Every member's address, "name=address" records separated by '\x1e'.
+  std::string localAddress() const override;
+  Status setRankInfo(int rank, int nranks) override;
+  // peers[r].address is rank r's localAddress() of the set; serve is ignored (all peers are
+  // served). Call routeNodeLocal() first.
+  Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) override;
+  void post(NetRequest* r) override;
+  void abort(const Status& reason) override;
+  void close(Deadline deadline) override;
+  std::string peerName(int rank) const override;
+
+  // Which ranks share this rank's node and host, so node-local transports may carry them.
+  void setSameNode(std::vector<bool> sameNode) { sameNode_ = std::move(sameNode); }
+  // The transport that carries traffic with `rank` (after connectAll).
+  const char* routeName(int rank) const;
+  std::vector<TransportCounters> counters() const;
+
+ private:
+  struct Member {
+    std::unique_ptr<Transport> t;
+    bool nodeLocal = false;
+    std::atomic<uint64_t> sends{0}, recvs{0}, sentBytes{0}, recvBytes{0};
+  };
+  TransportSet() = default;
+
+  std::vector<std::unique_ptr<Member>> members_;
+  std::vector<int> route_;  // per rank: index into members_ (-1: self)
+  std::vector<bool> sameNode_;
+  std::string name_;
+};
+
+}  // namespace braid
