@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -81,6 +82,12 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
         nodes_.nodeOf[r] == nodes_.nodeOf[rank_] && table.hostIds[r] == table.hostIds[rank_];
   }
   transport_->setSameNode(std::move(sameNode));
+  cpu_set_t cpus;
+  CPU_ZERO(&cpus);
+  int cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
+  int onHost = static_cast<int>(
+      std::count(table.hostIds.begin(), table.hostIds.end(), table.hostIds[rank_]));
+  oversubscribed_ = cores > 0 && onHost > cores;
   BRAID_TRY(transport_->connectAll(peers, deadline));
   return reactor_->start(rank_);
 }

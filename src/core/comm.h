@@ -49,6 +49,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // Which ranks share a node (host identity, or BRAID_TOPO_FILE for the world communicator).
   const NodeMap& nodes() const { return nodes_; }
   const std::shared_ptr<ScratchPool>& scratchPool() const { return scratch_; }
+  // More ranks of this communicator run on this host than this process may use cores.
+  bool oversubscribed() const { return oversubscribed_; }
 
   // Tag bases: collectives by call order (every rank calls them in the same order),
   // point-to-point by per-peer, per-direction order (NCCL matching semantics).
@@ -93,6 +95,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::string lastError_;
   std::atomic<int> inflight_{0};
   bool shutDown_ = false;
+  bool oversubscribed_ = false;
 };
 
 // Tag layout: bit 63 set = point-to-point; bits 24..62 = sequence; bits 0..23 = slot.

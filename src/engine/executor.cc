@@ -61,6 +61,9 @@ class Run : public CompletionSink {
   // The progress loops of the communicators involved, and whether this thread drives them.
   std::vector<Reactor*> loops_;
   int64_t spinUs_ = 0;
+  // Idle polls between yields: every one when this host runs more ranks than it has cores
+  // (a spinning rank would take the core from the peer it waits for).
+  unsigned yieldMask_ = 15;
   bool driving_ = false;
   std::atomic<bool> hasDone_{false};
   std::mutex mu_;
@@ -175,7 +178,7 @@ bool Run::drive(Deadline deadline) {
       idle = 0;
     } else if (now - lastMove > std::chrono::microseconds(spinUs_)) {
       break;
-    } else if ((idle & 15) == 15) {
+    } else if ((idle & yieldMask_) == yieldMask_) {
       // Let other ranks sharing this core run (ranks may outnumber cores).
       std::this_thread::yield();
     }
@@ -229,6 +232,7 @@ Status Run::execute() {
     Comm* c = scheds_[si]->comm();
     timeoutMs = std::min(timeoutMs, c->config().timeoutMs);
     spinUs_ = std::max(spinUs_, c->config().spinUs);
+    if (c->oversubscribed()) yieldMask_ = 0;
     if (std::find(loops_.begin(), loops_.end(), c->reactor()) == loops_.end()) {
       loops_.push_back(c->reactor());
     }

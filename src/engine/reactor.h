@@ -96,6 +96,7 @@ class Reactor {
   std::vector<std::function<void()>> posted_;
   std::vector<Poller*> pollers_;  // with loopMu_ held
   std::atomic<bool> hasPollers_{false};
+  unsigned polls_ = 0;  // with loopMu_ held
   std::atomic<bool> hasPosted_{false};
   // Parking of the loop thread while others drive.
   std::atomic<int> drivers_{0};

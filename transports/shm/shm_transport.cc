@@ -354,7 +354,7 @@ void Transport::postInLoop(NetRequest* r) {
     }
     // The receiver reads the message itself when it can (single copy), else asks for it.
     bool cma = cmaEnabled() && p->theirs().canReadPeer.load(std::memory_order_acquire) != 0;
-    (cma ? p->awaitingFin : p->awaitingCts)[r->tag] = r;
+    (cma ? p->awaitingFin : p->awaitingCts).put(r->tag, r);
     f.type = static_cast<uint8_t>(FrameType::kRts);
     f.b = cma ? reinterpret_cast<uint64_t>(r->buf) : 0;
     if (!p->tryPut(f, nullptr, 0)) p->out.push_back(OutItem{f, nullptr, nullptr, {}, 0});
@@ -375,7 +375,7 @@ void Transport::postInLoop(NetRequest* r) {
     p->rts.erase(a);
     return startRecv(p, r, announced);
   }
-  p->postedRecvs[r->tag] = r;
+  p->postedRecvs.put(r->tag, r);
 }
 
 void Transport::startRecv(Peer* p, NetRequest* r, const Pending& announced) {
@@ -387,7 +387,7 @@ void Transport::startRecv(Peer* p, NetRequest* r, const Pending& announced) {
     p->cma.push_back(CmaJob{r, announced.addr, 0});
     return;
   }
-  p->postedRecvs[r->tag] = r;
+  p->postedRecvs.put(r->tag, r);
   control(p, FrameType::kCts, r->tag, r->bytes);
 }
 
@@ -399,13 +399,11 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
   switch (static_cast<FrameType>(f.type)) {
     case FrameType::kEager: {
       if (f.a != f.len) return bad("eager length");
-      auto it = p->postedRecvs.find(f.tag);
-      if (it != p->postedRecvs.end()) {
-        NetRequest* r = it->second;
+      if (NetRequest* r = p->postedRecvs.find(f.tag)) {
         if (r->bytes != f.len) {
           return fail(mismatch(peerName(p->rank), f.tag, r->bytes, f.len, false));
         }
-        p->postedRecvs.erase(it);
+        p->postedRecvs.take(f.tag);
         p->copyOut(r->buf, pos, f.len);
         return complete(r, Status::ok());
       }
@@ -422,21 +420,18 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
     }
     case FrameType::kRts: {
       if (f.b != 0 && !cmaEnabled()) return bad("a single-copy offer this rank did not make");
-      auto it = p->postedRecvs.find(f.tag);
-      if (it == p->postedRecvs.end()) {
+      NetRequest* r = p->postedRecvs.take(f.tag);
+      if (r == nullptr) {
         if (!p->rts.emplace(f.tag, Pending{f.a, f.b}).second) return bad("a tag sent twice");
         return;
       }
-      NetRequest* r = it->second;
-      p->postedRecvs.erase(it);
       return startRecv(p, r, Pending{f.a, f.b});
     }
     case FrameType::kCts: {
-      auto it = p->awaitingCts.find(f.tag);
-      if (it == p->awaitingCts.end()) return bad("a CTS for no message");
-      NetRequest* r = it->second;
+      NetRequest* r = p->awaitingCts.find(f.tag);
+      if (r == nullptr) return bad("a CTS for no message");
       if (r->bytes != f.a) return fail(mismatch(peerName(p->rank), f.tag, r->bytes, f.a, true));
-      p->awaitingCts.erase(it);
+      p->awaitingCts.take(f.tag);
       Frame d;
       d.type = static_cast<uint8_t>(FrameType::kData);
       d.tag = f.tag;
@@ -446,21 +441,18 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
       return;
     }
     case FrameType::kData: {
-      auto it = p->postedRecvs.find(f.tag);
-      if (it == p->postedRecvs.end()) return bad("data for no posted receive");
-      NetRequest* r = it->second;
+      NetRequest* r = p->postedRecvs.find(f.tag);
+      if (r == nullptr) return bad("data for no posted receive");
       if (f.b != r->bytes || f.a > r->bytes || f.len > r->bytes - f.a) return bad("data range");
       p->copyOut(static_cast<char*>(r->buf) + f.a, pos, f.len);
       r->progress += f.len;
       if (r->progress < r->bytes) return;
-      p->postedRecvs.erase(it);
+      p->postedRecvs.take(f.tag);
       return complete(r, Status::ok());
     }
     case FrameType::kFin: {
-      auto it = p->awaitingFin.find(f.tag);
-      if (it == p->awaitingFin.end()) return bad("a FIN for no message");
-      NetRequest* r = it->second;
-      p->awaitingFin.erase(it);
+      NetRequest* r = p->awaitingFin.take(f.tag);
+      if (r == nullptr) return bad("a FIN for no message");
       return complete(r, Status::ok());
     }
     case FrameType::kAbort: {
@@ -519,9 +511,9 @@ void Transport::fail(const Status& reason) {
               p->theirs().sleeping.load(), p->out.size(), p->postedRecvs.size(),
               p->unexpected.size(), p->rts.size(), p->awaitingCts.size(), p->awaitingFin.size(),
               p->cma.size(), p->byeSeen, p->closed);
-    for (auto& [tag, r] : p->postedRecvs) reqs.insert(r);
-    for (auto& [tag, r] : p->awaitingCts) reqs.insert(r);
-    for (auto& [tag, r] : p->awaitingFin) reqs.insert(r);
+    for (const RequestTable* t : {&p->postedRecvs, &p->awaitingCts, &p->awaitingFin}) {
+      for (const auto& [tag, r] : t->all()) reqs.insert(r);
+    }
     for (auto& it : p->out) {
       if (it.req != nullptr) reqs.insert(it.req);
     }

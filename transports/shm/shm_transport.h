@@ -102,6 +102,37 @@ struct CmaJob {
   size_t done = 0;
 };
 
+// Requests by tag: a handful are pending per peer at a time, so a flat vector beats a hash
+// map (no allocation per message once warm).
+class RequestTable {
+ public:
+  void put(uint64_t tag, NetRequest* r) { v_.emplace_back(tag, r); }
+  NetRequest* find(uint64_t tag) const {
+    for (const auto& [t, r] : v_) {
+      if (t == tag) return r;
+    }
+    return nullptr;
+  }
+  NetRequest* take(uint64_t tag) {
+    for (size_t i = 0; i < v_.size(); ++i) {
+      if (v_[i].first == tag) {
+        NetRequest* r = v_[i].second;
+        v_[i] = v_.back();
+        v_.pop_back();
+        return r;
+      }
+    }
+    return nullptr;
+  }
+  bool empty() const { return v_.empty(); }
+  size_t size() const { return v_.size(); }
+  void clear() { v_.clear(); }
+  const std::vector<std::pair<uint64_t, NetRequest*>>& all() const { return v_; }
+
+ private:
+  std::vector<std::pair<uint64_t, NetRequest*>> v_;
+};
+
 struct Pending {
   uint64_t total = 0;
   uint64_t addr = 0;  // RTS: sender's address (0: stream after CTS)
@@ -123,10 +154,10 @@ struct Peer : public Reactor::Handler {
   uint64_t inTail = 0;                    // consumer's copy
   bool byeSeen = false, closed = false;
   std::deque<OutItem> out;
-  std::unordered_map<uint64_t, NetRequest*> postedRecvs;  // incl. streams being received
+  RequestTable postedRecvs;  // incl. streams being received
   std::unordered_map<uint64_t, std::vector<char>> unexpected;
   std::unordered_map<uint64_t, Pending> rts;  // announced, not yet posted here
-  std::unordered_map<uint64_t, NetRequest*> awaitingCts, awaitingFin;
+  RequestTable awaitingCts, awaitingFin;
   std::deque<CmaJob> cma;
 
   ~Peer() override;
