@@ -10,6 +10,7 @@
 #include "src/core/dtype.h"
 #include "src/core/status.h"
 #include "src/engine/schedule.h"
+#include "src/topology/nodes.h"
 
 namespace braid {
 
@@ -45,6 +46,9 @@ Status buildCollective(const CollArgs& a, Schedule* s);
 
 // Algorithms (rank and size come from the schedule's communicator).
 void allReduceRing(const CollArgs& a, Schedule* s);
+void allReduceHierarchical(const CollArgs& a, Schedule* s);
+// Several nodes, all with the same number (> 1) of ranks: where the hierarchical one applies.
+bool hierarchicalShape(const NodeMap& nm);
 void allReduceHalvingDoubling(const CollArgs& a, Schedule* s);
 void allReduceRecursiveDoubling(const CollArgs& a, Schedule* s);
 void broadcastBinomial(const CollArgs& a, Schedule* s);
@@ -57,6 +61,20 @@ void reduceScatterRing(const CollArgs& a, Schedule* s);
 void allToAllPairwise(const CollArgs& a, Schedule* s);
 void barrierDissemination(const CollArgs& a, Schedule* s);
 void pointToPoint(const CollArgs& a, Schedule* s);
+
+// A ring over some of the communicator's ranks: ranks[me] is this rank. Steps that read the
+// input wait for every node of `after`; braidAvg divides by avgOver (0: the group's size).
+struct RingGroup {
+  std::vector<int> ranks;
+  int me = 0;
+  std::vector<NodeId> after;
+  int avgOver = 0;
+};
+// Ring allreduce of count elements over the group, message slots from *slotBase on (advanced
+// past the ones used). finals (optional) receives the nodes that write out's final values.
+void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, size_t count,
+                   braidDataType_t dt, braidRedOp_t op, uint32_t* slotBase,
+                   std::vector<NodeId>* finals);
 
 // Near-equal partition of `count` items into `parts`: part i starts at partStart(i).
 inline size_t partStart(size_t count, size_t parts, size_t i) {

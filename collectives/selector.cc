@@ -52,6 +52,7 @@ constexpr Algo kAlgos[] = {
     {CollKind::kAllReduce, "ring", allReduceRing},
     {CollKind::kAllReduce, "rd", allReduceRecursiveDoubling},
     {CollKind::kAllReduce, "rhd", allReduceHalvingDoubling},
+    {CollKind::kAllReduce, "hier", allReduceHierarchical},
     {CollKind::kBroadcast, "binomial", broadcastBinomial},
     {CollKind::kBroadcast, "chain", broadcastChain},
     {CollKind::kReduce, "binomial", reduceBinomial},
@@ -99,7 +100,9 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
     const size_t bytes = a.count * dtypeSize(a.dt);
     switch (a.kind) {
       case CollKind::kAllReduce:
+        // Several equal nodes: intra-node reduce-scatter, a ring per rail, intra-node gather.
         name = bytes <= static_cast<size_t>(cfg.smallAllreduceBytes) ? "rd"
+               : hierarchicalShape(s->comm()->nodes())               ? "hier"
                : bytes <= static_cast<size_t>(cfg.rhdMaxBytes)       ? "rhd"
                                                                      : "ring";
         break;

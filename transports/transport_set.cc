@@ -78,6 +78,7 @@ Status TransportSet::setRankInfo(int rank, int nranks) {
 Status TransportSet::connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) {
   const int n = static_cast<int>(peers.size());
   route_.assign(n, -1);
+  sentTo_ = std::make_unique<std::atomic<uint64_t>[]>(n);
   std::vector<std::vector<PeerInfo>> per(members_.size(), std::vector<PeerInfo>(n));
   for (int r = 0; r < n; ++r) {
     // The peer's records: name=address per transport it opened.
@@ -130,6 +131,7 @@ void TransportSet::post(NetRequest* r) {
   if (r->kind == NetRequest::Kind::kSend) {
     m.sends.fetch_add(1, std::memory_order_relaxed);
     m.sentBytes.fetch_add(r->bytes, std::memory_order_relaxed);
+    sentTo_[r->peer].fetch_add(r->bytes, std::memory_order_relaxed);
   } else {
     m.recvs.fetch_add(1, std::memory_order_relaxed);
     m.recvBytes.fetch_add(r->bytes, std::memory_order_relaxed);
@@ -153,6 +155,10 @@ std::string TransportSet::peerName(int rank) const {
 const char* TransportSet::routeName(int rank) const {
   int idx = rank >= 0 && rank < static_cast<int>(route_.size()) ? route_[rank] : -1;
   return idx < 0 ? "self" : members_[idx]->t->name();
+}
+
+uint64_t TransportSet::sentTo(int rank) const {
+  return rank >= 0 && rank < static_cast<int>(route_.size()) ? sentTo_[rank].load() : 0;
 }
 
 std::vector<TransportCounters> TransportSet::counters() const {

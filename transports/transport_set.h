@@ -42,6 +42,8 @@ class TransportSet : public Transport {
   // The transport that carries traffic with `rank` (after connectAll).
   const char* routeName(int rank) const;
   std::vector<TransportCounters> counters() const;
+  // Bytes this rank posted to send to `rank` (any transport).
+  uint64_t sentTo(int rank) const;
 
  private:
   struct Member {
@@ -52,7 +54,8 @@ class TransportSet : public Transport {
   TransportSet() = default;
 
   std::vector<std::unique_ptr<Member>> members_;
-  std::vector<int> route_;  // per rank: index into members_ (-1: self)
+  std::vector<int> route_;                           // per rank: index into members_ (-1: self)
+  std::unique_ptr<std::atomic<uint64_t>[]> sentTo_;  // per rank
   std::vector<bool> sameNode_;
   std::string name_;
 };

@@ -8,6 +8,7 @@
 
 #include "harness/ranks.h"
 #include "harness/values.h"
+#include "src/core/handles.h"
 
 namespace braid::test {
 namespace {
@@ -360,6 +361,81 @@ TEST(CollectivesAlgos, EveryAllGatherAlgorithmForced) {
           opt);
     }
   }
+}
+
+// A topology file of nodes with the given numbers of (contiguous) ranks.
+std::string topologyFile(const std::string& name, const std::vector<int>& sizes) {
+  std::string path = ::testing::TempDir() + name + ".json", nodes;
+  int next = 0;
+  for (int size : sizes) {
+    std::string ranks;
+    for (int i = 0; i < size; ++i) ranks += (i ? ", " : "") + std::to_string(next++);
+    nodes += (nodes.empty() ? "" : ", ") + ("{\"ranks\": [" + ranks + "]}");
+  }
+  std::ofstream(path) << "{\"nodes\": [" << nodes << "]}";
+  return path;
+}
+
+// The hierarchical allreduce on even shapes (2x2, 4x2, 3x3) and uneven ones (it falls back to
+// the ring there): every dtype class, op, odd counts, in and out of place, many chunks.
+TEST(CollectivesHier, EveryShapeDtypeAndOp) {
+  for (const std::vector<int>& sizes :
+       {std::vector<int>{2, 2}, std::vector<int>{2, 2, 2, 2}, std::vector<int>{3, 3, 3},
+        std::vector<int>{3, 2}, std::vector<int>{1, 3}}) {
+    RankOptions opt;
+    opt.env = {{"BRAID_TOPO_FILE", topologyFile("hier_shape", sizes)},
+               {"BRAID_ALGO", "allreduce=hier"},
+               {"BRAID_CHUNK_BYTES", "4096"}};
+    const int n = std::accumulate(sizes.begin(), sizes.end(), 0);
+    runRanks(
+        n,
+        [](int r, int nr, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, nr, id);
+          ASSERT_NE(comm, nullptr);
+          for (size_t count : {size_t{0}, size_t{1}, size_t{7}, size_t{1000}, size_t{20011}}) {
+            for (braidDataType_t dt : {braidInt32, braidFloat32, braidBfloat16}) {
+              for (braidRedOp_t op : {braidSum, braidMax, braidAvg}) {
+                for (bool inPlace : {false, true}) {
+                  checkAllReduce(comm, r, nr, Case{dt, op, count, inPlace});
+                  if (::testing::Test::HasFatalFailure()) return;
+                }
+              }
+            }
+          }
+          BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+        },
+        opt);
+  }
+}
+
+// 4 nodes x 2 ranks: between nodes, a rank sends only to the ranks of its own local index
+// (its rail), and no more than the ring's 2(N-1)/N of its part (1/L of the data).
+TEST(CollectivesHier, InterNodeBytesStayOnTheirRail) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TOPO_FILE", topologyFile("hier_rail", {2, 2, 2, 2})}};
+  runRanks(
+      8,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        const size_t count = (size_t{1} << 20) + 5;
+        checkAllReduce(comm, r, n, Case{braidFloat32, braidSum, count, false});
+        const TransportSet* t = comm->impl->transports();
+        const NodeMap& nm = comm->impl->nodes();
+        uint64_t inter = 0;
+        for (int q = 0; q < n; ++q) {
+          if (nm.sameNode(q, r)) continue;
+          inter += t->sentTo(q);
+          if (nm.localRank(q) != nm.localRank(r)) {
+            EXPECT_EQ(t->sentTo(q), 0u) << "rank " << r << " sent to rank " << q << " off its rail";
+          }
+        }
+        const double N = 4, L = 2, bytes = count * 4.0;
+        EXPECT_GT(inter, 0u);
+        EXPECT_LE(inter, 2 * (N - 1) / N * bytes / L + 64) << "rank " << r;
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
 }
 
 // Random floats: every rank must end with the very same bits (same reduction order).
