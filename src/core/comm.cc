@@ -105,7 +105,10 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   std::vector<std::string> rows;
   BRAID_TRY(rendezvous(root, secret, rank, nranks, blob, deadline, &rows));
   PeerTable table;
-  table.rails = declared.rails;
+  // Rails: what the topology file declares, else the interfaces BRAID_RAILS names.
+  table.rails = cfg.topoFile.empty()
+                    ? std::max<int>(1, static_cast<int>(splitList(cfg.rails).size()))
+                    : declared.rails;
   table.intra = declared.intra;
   table.inter = declared.inter;
   for (int r = 0; r < nranks; ++r) {

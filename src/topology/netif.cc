@@ -5,6 +5,7 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 
+#include <cstdlib>
 #include <cstring>
 
 #include "src/core/config.h"
@@ -115,6 +116,32 @@ Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out) 
     return Status::ok();
   }
   return systemError("no usable network interface found");
+}
+
+int launcherLocalRank() {
+  for (const char* var : {"BRAID_LOCAL_RANK", "LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK",
+                          "SLURM_LOCALID", "MPI_LOCALRANKID"}) {
+    const char* v = std::getenv(var);
+    if (v == nullptr || *v == '\0') continue;
+    char* end = nullptr;
+    long r = std::strtol(v, &end, 10);
+    if (*end == '\0' && r >= 0 && r < (1 << 20)) return static_cast<int>(r);
+  }
+  return -1;
+}
+
+Status railInterface(const Config& cfg, int localRank, std::string* ifname) {
+  ifname->clear();
+  std::vector<std::string> rails = splitList(cfg.rails);
+  if (rails.empty() || !cfg.socketIfname.empty()) return Status::ok();
+  if (localRank < 0) {
+    return invalidArgument(fmt::format(
+        "BRAID_RAILS='{}' needs this rank's local rank (BRAID_LOCAL_RANK, LOCAL_RANK, "
+        "OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID), or BRAID_SOCKET_IFNAME for this rank",
+        cfg.rails));
+  }
+  *ifname = rails[static_cast<size_t>(localRank) % rails.size()];
+  return Status::ok();
 }
 
 }  // namespace braid

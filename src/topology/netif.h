@@ -26,4 +26,13 @@ bool ifnameMatches(const std::string& spec, const std::string& ifname);
 // non-loopback, non-docker interface, else loopback. A loopback `reach` picks loopback.
 Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out);
 
+// This process's rank within its node as the launcher says (BRAID_LOCAL_RANK, LOCAL_RANK,
+// OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, MPI_LOCALRANKID), or -1.
+int launcherLocalRank();
+
+// The interface of this rank's rail: with BRAID_RAILS = "r0,r1,..." (interfaces in rail
+// order) local rank i uses rail i mod R. Empty when no rails are configured or
+// BRAID_SOCKET_IFNAME chooses for this rank. An error when the local rank is unknown.
+Status railInterface(const Config& cfg, int localRank, std::string* ifname);
+
 }  // namespace braid

@@ -332,6 +332,43 @@ TEST(Usage, TransportsArePickedPerPeer) {
   });
 }
 
+// BRAID_RAILS: local rank i listens and sends on rail i mod R. Two veth pairs stand for the
+// rails (root only).
+TEST(Usage, RailsBindEachLocalRankToItsInterface) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to create veth interfaces";
+  auto sh = [](const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); };
+  for (int i = 0; i < 2; ++i) {
+    std::string dev = "braidrail" + std::to_string(i);
+    sh("ip link del " + dev);
+    if (sh("ip link add " + dev + " type veth peer name " + dev + "p") != 0) {
+      GTEST_SKIP() << "cannot create veth interfaces here";
+    }
+    ASSERT_EQ(sh("ip addr add 10.77." + std::to_string(i) + ".1/24 dev " + dev), 0);
+    ASSERT_EQ(sh("ip link set " + dev + "p up"), 0);
+    ASSERT_EQ(sh("ip link set " + dev + " up"), 0);
+  }
+  RankOptions opt;
+  opt.env = {{"BRAID_RAILS", "braidrail0,braidrail1"}, {"BRAID_TRANSPORTS", "tcp"}};
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        setenv("BRAID_LOCAL_RANK", std::to_string(r).c_str(), 1);
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        std::string addr = comm->impl->transports()->localAddress();
+        EXPECT_NE(addr.find("tcp=10.77." + std::to_string(r % 2) + ".1:"), std::string::npos)
+            << "rank " << r << ": " << addr;
+        EXPECT_EQ(comm->impl->nodes().rails, 2);
+        int v = r + 1;
+        BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidInt32, braidSum, comm, nullptr), comm);
+        EXPECT_EQ(v, 10);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+  sh("ip link del braidrail0");
+  sh("ip link del braidrail1");
+}
+
 TEST(Usage, TopologyFileDeclaresVirtualNodesAndSplitsKeepThem) {
   std::string path = ::testing::TempDir() + "usage_topo.json";
   std::ofstream(path)

@@ -2,9 +2,11 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "src/topology/machine.h"
+#include "src/topology/netif.h"
 #include "src/topology/nodes.h"
 
 namespace braid {
@@ -18,6 +20,40 @@ TEST(Machine, HwlocSeesThisMachine) {
   EXPECT_GE(m.threads, m.cores);
   EXPECT_GE(m.numaNodes, 1);
   for (const PciDevice& d : m.nics) EXPECT_FALSE(d.name.empty());
+}
+
+TEST(Rails, LocalRankPicksRailModuloTheirNumber) {
+  Config cfg;
+  std::string ifname;
+  ASSERT_TRUE(railInterface(cfg, 3, &ifname).isOk());
+  EXPECT_EQ(ifname, "");  // no rails: the usual interface choice
+  cfg.rails = "eth1,eth2";
+  ASSERT_TRUE(railInterface(cfg, 0, &ifname).isOk());
+  EXPECT_EQ(ifname, "eth1");
+  ASSERT_TRUE(railInterface(cfg, 3, &ifname).isOk());
+  EXPECT_EQ(ifname, "eth2");
+  Status s = railInterface(cfg, -1, &ifname);
+  EXPECT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("local rank"), std::string::npos) << s.message();
+  cfg.socketIfname = "ib0";  // a per-rank choice wins
+  ASSERT_TRUE(railInterface(cfg, 1, &ifname).isOk());
+  EXPECT_EQ(ifname, "");
+}
+
+TEST(Rails, LauncherLocalRankFromTheEnvironment) {
+  unsetenv("BRAID_LOCAL_RANK");
+  unsetenv("LOCAL_RANK");
+  unsetenv("SLURM_LOCALID");
+  unsetenv("MPI_LOCALRANKID");
+  setenv("OMPI_COMM_WORLD_LOCAL_RANK", "5", 1);
+  EXPECT_EQ(launcherLocalRank(), 5);
+  setenv("BRAID_LOCAL_RANK", "2", 1);
+  EXPECT_EQ(launcherLocalRank(), 2);
+  setenv("BRAID_LOCAL_RANK", "x", 1);
+  EXPECT_EQ(launcherLocalRank(), 5);
+  unsetenv("BRAID_LOCAL_RANK");
+  unsetenv("OMPI_COMM_WORLD_LOCAL_RANK");
+  EXPECT_EQ(launcherLocalRank(), -1);
 }
 
 TEST(Machine, HostIdentityIsStableAndCarriesTheBootId) {

@@ -23,8 +23,14 @@ Transport::~Transport() = default;
 
 Status Transport::listen() {
   NetIf nif;
-  BRAID_TRY(chooseLocalAddress(*ctx_.cfg, nullptr, &nif));
-  LOG_INFO(kNet, "tcp: listening on interface {} ({})", nif.name, nif.addr.toString());
+  Config cfg = *ctx_.cfg;
+  std::string rail;
+  const int localRank = launcherLocalRank();
+  BRAID_TRY(railInterface(cfg, localRank, &rail));
+  if (!rail.empty()) cfg.socketIfname = "=" + rail;  // this rank's rail
+  BRAID_TRY(chooseLocalAddress(cfg, nullptr, &nif));
+  LOG_INFO(kNet, "tcp: listening on interface {} ({}){}", nif.name, nif.addr.toString(),
+           rail.empty() ? "" : fmt::format(", the rail of local rank {}", localRank));
   return listenOn(nif.addr, 1024, &listener_, &bound_);
 }
 
