@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "collectives/algorithms.h"
+#include "collectives/cost_model.h"
 #include "src/core/comm.h"
 
 namespace braid {
@@ -100,11 +101,8 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
     const size_t bytes = a.count * dtypeSize(a.dt);
     switch (a.kind) {
       case CollKind::kAllReduce:
-        // Several equal nodes: intra-node reduce-scatter, a ring per rail, intra-node gather.
-        name = bytes <= static_cast<size_t>(cfg.smallAllreduceBytes) ? "rd"
-               : hierarchicalShape(s->comm()->nodes())               ? "hier"
-               : bytes <= static_cast<size_t>(cfg.rhdMaxBytes)       ? "rhd"
-                                                                     : "ring";
+        // The cost model over this communicator's nodes and links (cost_model.h).
+        name = cheapestAllReduce(costModel(cfg, s->comm()->nodes()), s->comm()->nodes(), bytes);
         break;
       case CollKind::kAllGather:
         name = bytes * static_cast<size_t>(s->comm()->nranks()) <=

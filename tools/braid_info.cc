@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "braid/braid.h"
+#include "collectives/algorithms.h"
+#include "collectives/cost_model.h"
 #include "src/core/config.h"
 #include "src/topology/machine.h"
 #include "src/topology/netif.h"
@@ -166,15 +168,107 @@ void printText(const json& j) {
   std::printf("\n* set in this environment to something other than the default\n");
 }
 
+// "64", "64K", "1M", "2G" -> bytes (binary multiples); false when malformed.
+bool parseBytes(const std::string& text, size_t* out) {
+  char* end = nullptr;
+  unsigned long long v = std::strtoull(text.c_str(), &end, 10);
+  if (end == text.c_str()) return false;
+  std::string suffix(end);
+  int shift = suffix.empty()                   ? 0
+              : suffix == "K" || suffix == "k" ? 10
+              : suffix == "M"                  ? 20
+              : suffix == "G"                  ? 30
+                                               : -1;
+  if (shift < 0) return false;
+  *out = static_cast<size_t>(v) << shift;
+  return true;
+}
+
+// --explain COLL SIZE: the candidates the selector weighs for this job's shape.
+int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, int nodes,
+            bool asJson) {
+  size_t bytes = 0;
+  if (what[0] != "allreduce" || !parseBytes(what[1], &bytes)) {
+    std::fprintf(stderr,
+                 "braid-info --explain: want 'allreduce SIZE' (e.g. allreduce 1M); the other "
+                 "collectives choose by size thresholds (see the config table)\n");
+    return 2;
+  }
+  NodeMap nm;
+  std::string shape;
+  if (!cfg.topoFile.empty()) {
+    if (Status s = loadTopologyFile(cfg.topoFile, ranks, &nm); !s.isOk()) {
+      std::fprintf(stderr, "braid-info: %s\n", s.message().c_str());
+      return 1;
+    }
+    shape = "BRAID_TOPO_FILE " + cfg.topoFile;
+  } else {
+    if (ranks <= 0) ranks = 2;
+    nodes = std::clamp(nodes, 1, ranks);
+    std::vector<std::string> ids;
+    for (int r = 0; r < ranks; ++r) ids.push_back(std::to_string(r * nodes / ranks));
+    nm = groupByHost(ids);
+    shape = fmt::format("{} node(s), --ranks/--nodes", nodes);
+  }
+  CostModel m = costModel(cfg, nm);
+  json j = {{"collective", what[0]},
+            {"bytes", bytes},
+            {"ranks", nm.nranks()},
+            {"nodes", nm.names.size()},
+            {"shape", shape},
+            {"links",
+             {{"intra", {{"latency_us", m.intra.alphaUs}, {"gbit_per_s", m.intra.gbitPerS}}},
+              {"inter", {{"latency_us", m.inter.alphaUs}, {"gbit_per_s", m.inter.gbitPerS}}}}},
+            {"candidates", json::array()}};
+  for (const Prediction& p : predictAllReduce(m, nm, bytes)) {
+    j["candidates"].push_back(
+        {{"algorithm", p.algo}, {"applies", p.applies}, {"predicted_us", p.us}, {"why", p.why}});
+  }
+  j["chosen"] = cheapestAllReduce(m, nm, bytes);
+  if (asJson) {
+    std::printf("%s\n", j.dump(2).c_str());
+    return 0;
+  }
+  std::printf("allreduce of %zu bytes over %d ranks in %zu node(s) (%s)\n", bytes, nm.nranks(),
+              nm.names.size(), shape.c_str());
+  std::printf("links: intra %.1f us + %.1f Gbit/s, inter %.1f us + %.1f Gbit/s\n\n",
+              m.intra.alphaUs, m.intra.gbitPerS, m.inter.alphaUs, m.inter.gbitPerS);
+  std::printf("  %-6s %14s  %s\n", "algo", "predicted us", "");
+  for (const auto& c : j["candidates"]) {
+    std::string algo = c["algorithm"];
+    std::string t =
+        c["applies"].get<bool>() ? fmt::format("{:.1f}", c["predicted_us"].get<double>()) : "-";
+    std::printf("%s %-6s %14s  %s\n", algo == j["chosen"] ? "*" : " ", algo.c_str(), t.c_str(),
+                c["why"].get<std::string>().c_str());
+  }
+  std::printf("\n* chosen (BRAID_ALGO overrides)\n");
+  return 0;
+}
+
 int infoMain(int argc, char** argv) {
   CLI::App app{
       "Prints the braid version, this machine as braid sees it (NUMA, cores, NICs, GPUs, "
       "interfaces, transports), the nodes of BRAID_TOPO_FILE, and every BRAID_* variable."};
   bool asJson = false;
   app.add_flag("--json", asJson, "one JSON object instead of text");
+  std::vector<std::string> what;
+  int ranks = 0, nodes = 1;
+  app.add_option("--explain", what,
+                 "COLL SIZE: the algorithms weighed for it and the predicted time of each")
+      ->expected(2);
+  app.add_option("--ranks", ranks,
+                 "with --explain: job size (default: the topology file's, else 2)");
+  app.add_option("--nodes", nodes, "with --explain and no topology file: nodes of equal size");
   CLI11_PARSE(app, argc, argv);
   Config cfg;
   Status cs = Config::fromEnv(&cfg);
+  if (!what.empty()) {
+    if (!cs.isOk()) {
+      std::fprintf(stderr, "braid-info: %s\n", cs.message().c_str());
+      return 1;
+    }
+    return explain(cfg, what, ranks, nodes, asJson);
+  }
   if (!cs.isOk()) cfg = Config{};  // show the machine and the table with the defaults
   std::string problems;
   json j = collect(cfg, &problems);

@@ -43,11 +43,6 @@ namespace braid {
     "JSON file declaring the nodes (virtual ones too), rails and link rates of the job")        \
   X(algo, std::string, "", "BRAID_ALGO",                                                        \
     "force algorithms, e.g. 'allreduce=ring,broadcast=chain' or 'ring' for all that have it")   \
-  X(smallAllreduceBytes, int64_t, 65536, "BRAID_SMALL_ALLREDUCE_BYTES",                         \
-    "allreduce at most this size uses recursive doubling")                                      \
-  X(rhdMaxBytes, int64_t, 8 << 20, "BRAID_RHD_MAX_BYTES",                                       \
-    "allreduce above BRAID_SMALL_ALLREDUCE_BYTES and at most this size uses halving-doubling, " \
-    "larger uses the ring")                                                                     \
   X(smallAllgatherBytes, int64_t, 16384, "BRAID_SMALL_ALLGATHER_BYTES",                         \
     "allgather of at most this many bytes in total uses Bruck (log2 n steps), larger the ring") \
   X(chainMinBytes, int64_t, 262144, "BRAID_CHAIN_MIN_BYTES",                                    \
