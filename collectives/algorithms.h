@@ -57,6 +57,9 @@ void reduceBinomial(const CollArgs& a, Schedule* s);
 void reduceChain(const CollArgs& a, Schedule* s);
 void allGatherRing(const CollArgs& a, Schedule* s);
 void allGatherBruck(const CollArgs& a, Schedule* s);
+void allGatherHierarchical(const CollArgs& a, Schedule* s);
+void reduceScatterHierarchical(const CollArgs& a, Schedule* s);
+void allToAllRail(const CollArgs& a, Schedule* s);
 void reduceScatterRing(const CollArgs& a, Schedule* s);
 void allToAllPairwise(const CollArgs& a, Schedule* s);
 void barrierDissemination(const CollArgs& a, Schedule* s);
@@ -75,6 +78,16 @@ struct RingGroup {
 void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, size_t count,
                    braidDataType_t dt, braidRedOp_t op, uint32_t* slotBase,
                    std::vector<NodeId>* finals);
+
+// Ring all-gather over the group: member m's block of count elements lives at blocks[m]
+// (this rank's is in place once g.after are done). Returns, per member, the node after which
+// its block is here.
+std::vector<NodeId> ringAllGather(Schedule* s, const RingGroup& g, char* const* blocks,
+                                  size_t count, size_t esz, uint32_t* slotBase);
+// Ring reduce-scatter over the group: in holds one block of count elements per member
+// (member order); out gets this rank's reduced block. Returns the node after which out is final.
+NodeId ringReduceScatter(Schedule* s, const RingGroup& g, const char* in, char* out, size_t count,
+                         braidDataType_t dt, braidRedOp_t op, uint32_t* slotBase);
 
 // Near-equal partition of `count` items into `parts`: part i starts at partStart(i).
 inline size_t partStart(size_t count, size_t parts, size_t i) {

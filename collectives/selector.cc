@@ -60,8 +60,11 @@ constexpr Algo kAlgos[] = {
     {CollKind::kReduce, "chain", reduceChain},
     {CollKind::kAllGather, "ring", allGatherRing},
     {CollKind::kAllGather, "bruck", allGatherBruck},
+    {CollKind::kAllGather, "hier", allGatherHierarchical},
     {CollKind::kReduceScatter, "ring", reduceScatterRing},
+    {CollKind::kReduceScatter, "hier", reduceScatterHierarchical},
     {CollKind::kAllToAll, "pairwise", allToAllPairwise},
+    {CollKind::kAllToAll, "rail", allToAllRail},
     {CollKind::kAllToAllv, "pairwise", allToAllPairwise},
     {CollKind::kBarrier, "dissemination", barrierDissemination},
     {CollKind::kSend, "p2p", pointToPoint},
@@ -108,7 +111,15 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
         name = bytes * static_cast<size_t>(s->comm()->nranks()) <=
                        static_cast<size_t>(cfg.smallAllgatherBytes)
                    ? "bruck"
-                   : "ring";
+               : hierarchicalShape(s->comm()->nodes()) ? "hier"
+                                                       : "ring";
+        break;
+      case CollKind::kReduceScatter:
+        name = hierarchicalShape(s->comm()->nodes()) ? "hier" : "ring";
+        break;
+      case CollKind::kAllToAll:
+        // Between equal nodes: aggregate inside the node, then one message per node per rail.
+        name = hierarchicalShape(s->comm()->nodes()) ? "rail" : "pairwise";
         break;
       case CollKind::kBroadcast:
       case CollKind::kReduce:

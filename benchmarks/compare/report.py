@@ -90,6 +90,19 @@ def write_md(path, meta, med, runs, unavailable, colls, ranks):
         "busbw over the other's (> 1: braid faster)."
         % (mi["packages"].get("openmpi-bin") or "?", mi["packages"].get("libgloo0") or "?",
            mi["braid_git"] or "?", meta["repeats"]), ""]
+    L += ["Memory: GLIBC_TUNABLES='%s' for every program; transparent huge pages: %s." % (
+        meta.get("glibc_tunables", ""), meta.get("thp", "?")), ""]
+    mc = sorted(meta.get("memcpy_gbs") or [])
+    if mc:
+        mid = mc[len(mc) // 2]
+        L += ["Single-thread memcpy of 256 MiB (reduce_bench, once per repeat, same run): %.2f GB/s "
+              "(%.2f..%.2f)." % (mid, mc[0], mc[-1])]
+        for n in ranks:
+            m = best("allreduce", n, "braid", 256 << 20) if "allreduce" in colls else None
+            if m is not None and n == 2:
+                L.append("braid allreduce 256 MiB, 2 ranks: busbw %.2f GB/s = %.2f of memcpy." % (
+                    m["busbw_median"], m["busbw_median"] / mid))
+        L.append("")
     if unavailable:
         L += ["Not measured: " + "; ".join("%s: %s" % kv for kv in sorted(unavailable.items())),
               ""]

@@ -32,7 +32,7 @@ constexpr size_t kLine = 64;
 constexpr size_t kMaxAbortText = 4096;
 constexpr size_t kMaxUnexpectedBytes = size_t{1} << 30;
 // A CMA copy is done in slices so that one large message does not hold the loop.
-constexpr size_t kCmaSliceBytes = 2 << 20;
+constexpr size_t kCmaSliceBytes = 256 << 10;
 // A streamed DATA frame carries at most this much (and at least this much unless less is left).
 constexpr size_t kMaxDataFrame = 256 << 10;
 constexpr size_t kMinDataFrame = 4 << 10;
