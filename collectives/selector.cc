@@ -56,8 +56,10 @@ constexpr Algo kAlgos[] = {
     {CollKind::kAllReduce, "hier", allReduceHierarchical},
     {CollKind::kBroadcast, "binomial", broadcastBinomial},
     {CollKind::kBroadcast, "chain", broadcastChain},
+    {CollKind::kBroadcast, "hier", broadcastHierarchical},
     {CollKind::kReduce, "binomial", reduceBinomial},
     {CollKind::kReduce, "chain", reduceChain},
+    {CollKind::kReduce, "hier", reduceHierarchical},
     {CollKind::kAllGather, "ring", allGatherRing},
     {CollKind::kAllGather, "bruck", allGatherBruck},
     {CollKind::kAllGather, "hier", allGatherHierarchical},
@@ -123,7 +125,9 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
         break;
       case CollKind::kBroadcast:
       case CollKind::kReduce:
-        name = bytes < static_cast<size_t>(cfg.chainMinBytes) ? "binomial" : "chain";
+        name = bytes < static_cast<size_t>(cfg.chainMinBytes) ? "binomial"
+               : hierarchicalShape(s->comm()->nodes())        ? "hier"
+                                                              : "chain";
         break;
       default:
         break;

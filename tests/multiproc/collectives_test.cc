@@ -385,7 +385,9 @@ TEST(CollectivesHier, EveryCollectiveOnEveryShape) {
         std::vector<int>{3, 2}, std::vector<int>{1, 3}}) {
     RankOptions opt;
     opt.env = {{"BRAID_TOPO_FILE", topologyFile("hier_shape", sizes)},
-               {"BRAID_ALGO", "allreduce=hier,allgather=hier,reducescatter=hier,alltoall=rail"},
+               {"BRAID_ALGO",
+                "allreduce=hier,allgather=hier,reducescatter=hier,alltoall=rail,broadcast=hier,"
+                "reduce=hier"},
                {"BRAID_CHUNK_BYTES", "4096"}};
     const int n = std::accumulate(sizes.begin(), sizes.end(), 0);
     runRanks(
@@ -403,7 +405,8 @@ TEST(CollectivesHier, EveryCollectiveOnEveryShape) {
 
 // 4 nodes x 2 ranks: between nodes, a rank sends only to the ranks of its own local index
 // (its rail), and no more than the algorithm's share: allreduce 2(N-1)/N of its 1/L part,
-// all-gather and reduce-scatter N-1 blocks, all-to-all N-1 messages of L blocks.
+// all-gather and reduce-scatter N-1 blocks, all-to-all N-1 messages of L blocks, broadcast
+// and reduce the message once.
 TEST(CollectivesHier, InterNodeBytesStayOnTheirRail) {
   RankOptions opt;
   opt.env = {{"BRAID_TOPO_FILE", topologyFile("hier_rail", {2, 2, 2, 2})}};
@@ -442,6 +445,10 @@ TEST(CollectivesHier, InterNodeBytesStayOnTheirRail) {
         EXPECT_LE(interSince(), (N - 1) * per * 4) << "reduce-scatter, rank " << r;
         checkAllToAll(comm, r, n, Case{braidFloat32, braidSum, per, false});
         EXPECT_LE(interSince(), (N - 1) * L * per * 4) << "all-to-all, rank " << r;
+        checkBroadcast(comm, r, n, Case{braidFloat32, braidSum, count, false}, 3);
+        EXPECT_LE(interSince(), bytes) << "broadcast, rank " << r;
+        checkReduce(comm, r, n, Case{braidFloat32, braidSum, count, false}, 3);
+        EXPECT_LE(interSince(), bytes) << "reduce, rank " << r;
         BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
       },
       opt);
