@@ -61,6 +61,8 @@ json collect(const Config& cfg, std::string* problems) {
   for (const NetIf& i : listInterfaces()) {
     out["interfaces"].push_back({{"name", i.name}, {"address", withoutPort(i.addr.toString())}});
   }
+  out["rails"] = {
+      {"setting", cfg.rails}, {"discovered", discoveredRails()}, {"in_use", configuredRails(cfg)}};
   out["transports"] = json::array();
   for (const std::string& name : transportNames()) {
     TransportFactory* f = findTransport(name);
@@ -125,6 +127,18 @@ void printText(const json& j) {
                        i["address"].get<std::string>());
   }
   std::printf("interfaces  %s\n", ifs.empty() ? "none" : ifs.c_str());
+  std::string found, used;
+  for (const auto& r : j["rails"]["discovered"])
+    found += (found.empty() ? "" : ", ") + r.get<std::string>();
+  for (const auto& r : j["rails"]["in_use"])
+    used += (used.empty() ? "" : ", ") + r.get<std::string>();
+  std::printf("rails       %s (NICs by NUMA node: %s; BRAID_RAILS='%s')\n",
+              used.empty() ? "none: every local rank uses one interface"
+                           : ("local rank i uses rail i mod " +
+                              std::to_string(j["rails"]["in_use"].size()) + ": " + used)
+                                 .c_str(),
+              found.empty() ? "none" : found.c_str(),
+              j["rails"]["setting"].get<std::string>().c_str());
   std::string ts;
   for (const auto& t : j["transports"]) {
     ts += fmt::format("{}{} ({})", ts.empty() ? "" : ", ", t["name"].get<std::string>(),

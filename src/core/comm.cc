@@ -14,6 +14,7 @@
 #include "src/core/log.h"
 #include "src/engine/executor.h"
 #include "src/topology/machine.h"
+#include "src/topology/netif.h"
 
 namespace braid {
 namespace {
@@ -107,7 +108,7 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   PeerTable table;
   // Rails: what the topology file declares, else the interfaces BRAID_RAILS names.
   table.rails = cfg.topoFile.empty()
-                    ? std::max<int>(1, static_cast<int>(splitList(cfg.rails).size()))
+                    ? std::max<int>(1, static_cast<int>(configuredRails(cfg).size()))
                     : declared.rails;
   table.intra = declared.intra;
   table.inter = declared.inter;

@@ -23,7 +23,8 @@ namespace braid {
     "NIC prefixes to use (comma list, '^' excludes, '=' exact), like NCCL_SOCKET_IFNAME")       \
   X(socketFamily, std::string, "", "BRAID_SOCKET_FAMILY", "force AF_INET or AF_INET6")          \
   X(rails, std::string, "", "BRAID_RAILS",                                                      \
-    "the node's rail interfaces in order (e.g. eth1,eth2): local rank i sends on rail i mod R " \
+    "the node's rail interfaces in order (e.g. eth1,eth2; 'auto': hwloc's NICs by NUMA node): " \
+    "local rank i sends on rail i mod R "                                                       \
     "(BRAID_SOCKET_IFNAME, if set, wins for its rank)")                                         \
   X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                                \
     "TCP sockets per peer; large messages are striped over them")                               \

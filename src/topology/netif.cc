@@ -5,10 +5,12 @@
 #include <ifaddrs.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #include "src/core/config.h"
+#include "src/topology/machine.h"
 
 namespace braid {
 
@@ -130,9 +132,38 @@ int launcherLocalRank() {
   return -1;
 }
 
+std::vector<std::string> discoveredRails() {
+  MachineInfo m;
+  if (!discoverMachine(&m).isOk()) return {};
+  std::vector<PciDevice> nics;
+  const std::vector<NetIf> up = listInterfaces();
+  for (const PciDevice& d : m.nics) {
+    bool usable = d.kind == "network" && std::any_of(up.begin(), up.end(), [&](const NetIf& n) {
+                    return n.name == d.name && !n.addr.isLoopback();
+                  });
+    if (usable) nics.push_back(d);
+  }
+  // By NUMA node, then PCI address: low local ranks (usually on the first socket) take the
+  // NICs closest to them.
+  std::stable_sort(nics.begin(), nics.end(), [](const PciDevice& a, const PciDevice& b) {
+    return a.numa != b.numa ? a.numa < b.numa : a.pciBus < b.pciBus;
+  });
+  std::vector<std::string> out;
+  for (const PciDevice& d : nics) out.push_back(d.name);
+  return out;
+}
+
+std::vector<std::string> configuredRails(const Config& cfg) {
+  if (cfg.rails == "auto") {
+    std::vector<std::string> found = discoveredRails();
+    return found.size() >= 2 ? found : std::vector<std::string>{};
+  }
+  return splitList(cfg.rails);
+}
+
 Status railInterface(const Config& cfg, int localRank, std::string* ifname) {
   ifname->clear();
-  std::vector<std::string> rails = splitList(cfg.rails);
+  std::vector<std::string> rails = configuredRails(cfg);
   if (rails.empty() || !cfg.socketIfname.empty()) return Status::ok();
   if (localRank < 0) {
     return invalidArgument(fmt::format(

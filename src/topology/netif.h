@@ -30,8 +30,15 @@ Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out);
 // OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, MPI_LOCALRANKID), or -1.
 int launcherLocalRank();
 
+// The node's network NICs (hwloc) that are up with an address, ordered by NUMA node then PCI
+// address: the rails BRAID_RAILS=auto uses.
+std::vector<std::string> discoveredRails();
+// The rails BRAID_RAILS gives: its list, or with "auto" the discovered NICs when there are two
+// or more (else none).
+std::vector<std::string> configuredRails(const Config& cfg);
+
 // The interface of this rank's rail: with BRAID_RAILS = "r0,r1,..." (interfaces in rail
-// order) local rank i uses rail i mod R. Empty when no rails are configured or
+// order, or "auto") local rank i uses rail i mod R. Empty when no rails are configured or
 // BRAID_SOCKET_IFNAME chooses for this rank. An error when the local rank is unknown.
 Status railInterface(const Config& cfg, int localRank, std::string* ifname);
 

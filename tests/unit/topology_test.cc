@@ -40,6 +40,19 @@ TEST(Rails, LocalRankPicksRailModuloTheirNumber) {
   EXPECT_EQ(ifname, "");
 }
 
+TEST(Rails, AutoTakesTheDiscoveredNicsWhenThereAreSeveral) {
+  Config cfg;
+  cfg.rails = "auto";
+  std::vector<std::string> found = discoveredRails(), used = configuredRails(cfg);
+  if (found.size() < 2) {
+    EXPECT_TRUE(used.empty()) << "one NIC is no rail set";
+  } else {
+    EXPECT_EQ(used, found);
+  }
+  cfg.rails = "ib0,ib1";
+  EXPECT_EQ(configuredRails(cfg), (std::vector<std::string>{"ib0", "ib1"}));
+}
+
 TEST(Rails, LauncherLocalRankFromTheEnvironment) {
   unsetenv("BRAID_LOCAL_RANK");
   unsetenv("LOCAL_RANK");
