@@ -3,10 +3,15 @@
 // Every segment's final value is computed on one rank and then copied to all: results are
 // bit-identical across ranks. The ring may run over a group of the ranks (a rail of the
 // hierarchical allreduce).
+#include <algorithm>
+
 #include "collectives/algorithms.h"
 #include "src/core/comm.h"
 
 namespace braid {
+namespace {
+constexpr size_t kRingBuffers = 4;
+}  // namespace
 
 void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, size_t count,
                    braidDataType_t dt, braidRedOp_t op, uint32_t* slotBase,
@@ -36,8 +41,13 @@ void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, s
     *off = (segOff + partStart(segCnt, K, k)) * esz;
     *cnt = partSize(segCnt, K, k);
   };
-  char* tmp = static_cast<char*>(s->scratch((N - 1) * partSize(count, N, 0) * esz + 64));
-  const size_t tmpStride = partSize(count, N, 0) * esz;
+  // Received chunks land in a few rotating buffers, reused once reduced: they stay in cache
+  // for the reduction instead of streaming a whole segment per step through memory.
+  const size_t chunkMax = (partSize(partSize(count, N, 0), K, 0)) * esz;
+  const size_t W = std::min<size_t>((N - 1) * K, kRingBuffers);
+  char* tmp = static_cast<char*>(s->scratch(W * chunkMax + 64));
+  std::vector<NodeId> lastUse(W, kNoNode);
+  size_t nextBuf = 0;
   // last[seg][k]: node producing the partial of segment seg chunk k on this rank.
   std::vector<std::vector<NodeId>> last(N, std::vector<NodeId>(K, kNoNode));
   std::vector<std::vector<NodeId>> rsSend(N, std::vector<NodeId>(K, kNoNode));
@@ -54,9 +64,11 @@ void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, s
       }
       range(rg, k, &off, &cnt);
       if (cnt > 0) {
-        char* t = tmp + step * tmpStride + (off - partStart(count, N, rg) * esz);
-        NodeId rv = s->recv(left, slot, t, cnt * esz);
+        const size_t b = nextBuf++ % W;
+        char* t = tmp + b * chunkMax;
+        NodeId rv = s->recv(left, slot, t, cnt * esz, {lastUse[b]});
         last[rg][k] = s->reduce(out + off, in + off, t, cnt, dt, op, {rv, join});
+        lastUse[b] = last[rg][k];
       }
     }
   }

@@ -44,12 +44,12 @@ std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, 
   std::vector<Prediction> out;
   out.push_back({"rd", logp * (flat.us(S) + S * red) + fold,
                  fmt::format("{} steps of the whole message{}", logp, n == p ? "" : " + fold")});
+  double ring = 2.0 * (n - 1) * flat.us(S / n) + (n - 1.0) / n * S * red;
+  out.push_back({"ring", ring, fmt::format("{} steps of 1/{} of the message", 2 * (n - 1), n)});
   double rhd = 2 * logp * flat.alphaUs + 2.0 * (p - 1) / p * (flat.us(S) - flat.alphaUs) +
                (p - 1.0) / p * S * red + fold;
   out.push_back(
       {"rhd", rhd, fmt::format("{} steps, 2(p-1)/p of the message on the wire", 2 * logp)});
-  double ring = 2.0 * (n - 1) * flat.us(S / n) + (n - 1.0) / n * S * red;
-  out.push_back({"ring", ring, fmt::format("{} steps of 1/{} of the message", 2 * (n - 1), n)});
   Prediction hier{"hier", 0, "", hierarchicalShape(nm)};
   if (hier.applies) {
     const double L = static_cast<double>(nm.ranks[0].size());
@@ -65,6 +65,12 @@ std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, 
   }
   out.push_back(hier);
   return out;
+}
+
+size_t chunkBytes(const Config& cfg, const NodeMap& nm) {
+  if (cfg.chunkBytes > 0) return static_cast<size_t>(cfg.chunkBytes);
+  const bool shm = cfg.transports.find("shm") != std::string::npos;
+  return shm && nm.names.size() <= 1 ? size_t{1} << 20 : size_t{4} << 20;
 }
 
 std::string cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes) {

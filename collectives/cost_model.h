@@ -38,6 +38,10 @@ struct Prediction {
 
 // Every allreduce algorithm for `bytes` over this node map, in the selector's order.
 std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes);
+// The pipeline chunk: BRAID_CHUNK_BYTES, else 1 MiB when shared memory carries every step
+// (the chunks then stay in cache between the copy and the reduction), else 4 MiB (fewer
+// per-message costs on the network).
+size_t chunkBytes(const Config& cfg, const NodeMap& nm);
 // The fastest applicable one.
 std::string cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes);
 

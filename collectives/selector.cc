@@ -35,7 +35,8 @@ const char* collName(CollKind k) {
 }
 
 size_t chunksFor(size_t maxElems, size_t elemSize, const Schedule* s) {
-  size_t chunkElems = std::max<size_t>(1, s->comm()->config().chunkBytes / elemSize);
+  size_t chunkElems =
+      std::max<size_t>(1, chunkBytes(s->comm()->config(), s->comm()->nodes()) / elemSize);
   return std::max<size_t>(1, (maxElems + chunkElems - 1) / chunkElems);
 }
 

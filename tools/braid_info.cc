@@ -239,6 +239,7 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
         {{"algorithm", p.algo}, {"applies", p.applies}, {"predicted_us", p.us}, {"why", p.why}});
   }
   j["chosen"] = cheapestAllReduce(m, nm, bytes);
+  j["chunk_bytes"] = chunkBytes(cfg, nm);
   if (asJson) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
@@ -255,7 +256,8 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
     std::printf("%s %-6s %14s  %s\n", algo == j["chosen"] ? "*" : " ", algo.c_str(), t.c_str(),
                 c["why"].get<std::string>().c_str());
   }
-  std::printf("\n* chosen (BRAID_ALGO overrides)\n");
+  std::printf("\n* chosen (BRAID_ALGO overrides); pipeline chunk %zu bytes\n",
+              j["chunk_bytes"].get<size_t>());
   return 0;
 }
 

@@ -76,7 +76,9 @@ Status Config::fromEnv(Config* out) {
   if (c.tcpSocketsPerPeer < 1 || c.tcpSocketsPerPeer > 64) {
     return invalidArgument("BRAID_TCP_SOCKETS_PER_PEER must be in 1..64");
   }
-  if (c.chunkBytes < 4096) return invalidArgument("BRAID_CHUNK_BYTES must be at least 4096");
+  if (c.chunkBytes != 0 && c.chunkBytes < 4096) {
+    return invalidArgument("BRAID_CHUNK_BYTES must be 0 (automatic) or at least 4096");
+  }
   if (c.eagerBytes < 0 || c.eagerBytes > (64 << 20)) {
     return invalidArgument("BRAID_EAGER_BYTES must be in 0..64M");
   }

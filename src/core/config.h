@@ -39,7 +39,9 @@ namespace braid {
   X(shmCma, int64_t, 1, "BRAID_SHM_CMA",                                                        \
     "1: messages above BRAID_EAGER_BYTES go in one copy (process_vm_readv) where the kernel "   \
     "permits; 0: always through the ring")                                                      \
-  X(chunkBytes, int64_t, 4 << 20, "BRAID_CHUNK_BYTES", "pipeline chunk size of algorithms")     \
+  X(chunkBytes, int64_t, 0, "BRAID_CHUNK_BYTES",                                                \
+    "pipeline chunk size of algorithms (0: the cost model's, 1 MiB when shared memory carries " \
+    "every step, else 4 MiB)")                                                                  \
   X(topoFile, std::string, "", "BRAID_TOPO_FILE",                                               \
     "JSON file declaring the nodes (virtual ones too), rails and link rates of the job")        \
   X(algo, std::string, "", "BRAID_ALGO",                                                        \
