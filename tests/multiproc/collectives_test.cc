@@ -197,9 +197,9 @@ void runMatrix(braidComm_t comm, int r, int n, const std::vector<braidDataType_t
   BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
 }
 
-// The same suite over every transport: tcp only, shm only (all ranks share this host), and
-// both at once (a topology file puts even and odd ranks on two virtual nodes: shm inside a
-// node, tcp between them, so every ring step crosses).
+// The same suite over every transport: tcp only, shm only (all ranks share this host), shm
+// through its rings only (no single-copy reads), and both at once (a topology file puts even and
+// odd ranks on two virtual nodes: shm inside a node, tcp between them, so every ring step crosses).
 struct Param {
   const char* transport;
   int n;
@@ -217,6 +217,13 @@ RankOptions transportOptions(const Param& p) {
     std::ofstream(path) << "{\"nodes\": [{\"ranks\": [" << even << "]}"
                         << (odd.empty() ? "" : ", {\"ranks\": [" + odd + "]}") << "]}";
     opt.env = {{"BRAID_TOPO_FILE", path}, {"BRAID_TRANSPORTS", "shm,tcp"}};
+  } else if (std::string(p.transport) == "shmring") {
+    // Shared memory without single-copy reads: every large message streams through a small
+    // ring that wraps many times.
+    opt.env = {{"BRAID_TRANSPORTS", "shm"},
+               {"BRAID_SHM_CMA", "0"},
+               {"BRAID_EAGER_BYTES", "4096"},
+               {"BRAID_SHM_RING_BYTES", "65536"}};
   } else {
     opt.env = {{"BRAID_TRANSPORTS", p.transport}};
   }
@@ -272,7 +279,7 @@ TEST_P(Collectives, LargeCounts) {
 
 std::vector<Param> params() {
   std::vector<Param> out;
-  for (const char* t : {"tcp", "shm", "mixed"}) {
+  for (const char* t : {"tcp", "shm", "shmring", "mixed"}) {
     for (int n : {1, 2, 3, 4, 5, 8}) {
       if (n > 1 || std::string(t) == "tcp") out.push_back({t, n});
     }
