@@ -29,8 +29,19 @@ CostModel costModel(const Config& cfg, const NodeMap& nm) {
   return m;
 }
 
-std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes) {
-  const int n = std::max(1, nm.nranks());
+namespace {
+
+// The predictions without their explanations: the selector runs this on every call.
+struct Costs {
+  double us[4] = {0, 0, 0, 0};  // rd, ring, rhd, hier
+  bool hierApplies = false;
+  int logp = 0, n = 1, p = 1;
+};
+constexpr const char* kAlgoNames[4] = {"rd", "ring", "rhd", "hier"};
+
+Costs allReduceCosts(const CostModel& m, const NodeMap& nm, size_t bytes) {
+  Costs c;
+  const int n = c.n = std::max(1, nm.nranks());
   const double S = static_cast<double>(bytes);
   const double red = 1.0 / (m.reduceGBps * 1e3);  // us per byte
   // A flat algorithm is as slow as its slowest link.
@@ -40,30 +51,44 @@ std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, 
     p *= 2;
     ++logp;
   }
+  c.p = p;
+  c.logp = logp;
   const double fold = n == p ? 0 : 2 * flat.us(S);  // non-powers of two: in and out of the fold
-  std::vector<Prediction> out;
-  out.push_back({"rd", logp * (flat.us(S) + S * red) + fold,
-                 fmt::format("{} steps of the whole message{}", logp, n == p ? "" : " + fold")});
-  double ring = 2.0 * (n - 1) * flat.us(S / n) + (n - 1.0) / n * S * red;
-  out.push_back({"ring", ring, fmt::format("{} steps of 1/{} of the message", 2 * (n - 1), n)});
-  double rhd = 2 * logp * flat.alphaUs + 2.0 * (p - 1) / p * (flat.us(S) - flat.alphaUs) +
-               (p - 1.0) / p * S * red + fold;
-  out.push_back(
-      {"rhd", rhd, fmt::format("{} steps, 2(p-1)/p of the message on the wire", 2 * logp)});
-  Prediction hier{"hier", 0, "", hierarchicalShape(nm)};
-  if (hier.applies) {
+  c.us[0] = logp * (flat.us(S) + S * red) + fold;
+  c.us[1] = 2.0 * (n - 1) * flat.us(S / n) + (n - 1.0) / n * S * red;
+  c.us[2] = 2 * logp * flat.alphaUs + 2.0 * (p - 1) / p * (flat.us(S) - flat.alphaUs) +
+            (p - 1.0) / p * S * red + fold;
+  c.hierApplies = hierarchicalShape(nm);
+  if (c.hierApplies) {
     const double L = static_cast<double>(nm.ranks[0].size());
     const double N = static_cast<double>(nm.ranks.size());
     const double part = S / L;
     double intra = m.intra.alphaUs * (L - 1) + (m.intra.us((L - 1) * part) - m.intra.alphaUs);
     double rail = 2 * (N - 1) * m.inter.us(part / N) + (N - 1) / N * part * red;
-    hier.us = 2 * intra + (L - 1) * part * red + rail;
-    hier.why = fmt::format("node reduce-scatter and gather + a {}-node ring per rail on 1/{}",
-                           nm.ranks.size(), nm.ranks[0].size());
-  } else {
-    hier.why = "needs several nodes with the same number (> 1) of ranks";
+    c.us[3] = 2 * intra + (L - 1) * part * red + rail;
   }
-  out.push_back(hier);
+  return c;
+}
+
+}  // namespace
+
+std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes) {
+  const Costs c = allReduceCosts(m, nm, bytes);
+  std::vector<Prediction> out;
+  out.push_back(
+      {"rd", c.us[0],
+       fmt::format("{} steps of the whole message{}", c.logp, c.n == c.p ? "" : " + fold")});
+  out.push_back(
+      {"ring", c.us[1], fmt::format("{} steps of 1/{} of the message", 2 * (c.n - 1), c.n)});
+  out.push_back(
+      {"rhd", c.us[2], fmt::format("{} steps, 2(p-1)/p of the message on the wire", 2 * c.logp)});
+  out.push_back(
+      {"hier", c.us[3],
+       c.hierApplies
+           ? fmt::format("node reduce-scatter and gather + a {}-node ring per rail on 1/{}",
+                         nm.ranks.size(), nm.ranks[0].size())
+           : "needs several nodes with the same number (> 1) of ranks",
+       c.hierApplies});
   return out;
 }
 
@@ -73,17 +98,14 @@ size_t chunkBytes(const Config& cfg, const NodeMap& nm) {
   return shm && nm.names.size() <= 1 ? size_t{1} << 20 : size_t{4} << 20;
 }
 
-std::string cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes) {
-  std::string best;
-  double bestUs = 0;
-  for (const Prediction& p : predictAllReduce(m, nm, bytes)) {
+const char* cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes) {
+  const Costs c = allReduceCosts(m, nm, bytes);
+  int best = 0;
+  for (int i = 1; i < 4; ++i) {
     // Ties go to the earlier (simpler) one.
-    if (p.applies && (best.empty() || p.us < bestUs * 0.999)) {
-      best = p.algo;
-      bestUs = p.us;
-    }
+    if ((i < 3 || c.hierApplies) && c.us[i] < c.us[best] * 0.999) best = i;
   }
-  return best;
+  return kAlgoNames[best];
 }
 
 }  // namespace braid

@@ -43,6 +43,6 @@ std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, 
 // per-message costs on the network).
 size_t chunkBytes(const Config& cfg, const NodeMap& nm);
 // The fastest applicable one.
-std::string cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes);
+const char* cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes);
 
 }  // namespace braid

@@ -22,7 +22,7 @@ TEST(CostModel, LatencyBoundSizesTakeRecursiveDoubling) {
   Config cfg;
   for (int n : {2, 3, 4, 8}) {
     NodeMap nm = shape(1, n);
-    EXPECT_EQ(cheapestAllReduce(costModel(cfg, nm), nm, 8), "rd") << n;
+    EXPECT_EQ(std::string(cheapestAllReduce(costModel(cfg, nm), nm, 8)), "rd") << n;
   }
 }
 
@@ -33,7 +33,7 @@ TEST(CostModel, LargeOnOneNodeTakesABandwidthOptimalOne) {
   EXPECT_TRUE(a == "rhd" || a == "ring") << a;
   // Between nodes of equal size the hierarchical one moves least over the slow links.
   NodeMap multi = shape(4, 2);
-  EXPECT_EQ(cheapestAllReduce(costModel(cfg, multi), multi, size_t{1} << 20), "hier");
+  EXPECT_EQ(std::string(cheapestAllReduce(costModel(cfg, multi), multi, size_t{1} << 20)), "hier");
   for (const Prediction& p : predictAllReduce(costModel(cfg, multi), multi, size_t{1} << 20)) {
     EXPECT_TRUE(p.applies) << p.algo;
     EXPECT_GT(p.us, 0) << p.algo;
@@ -49,7 +49,7 @@ TEST(CostModel, UnevenNodesRuleOutTheHierarchicalOne) {
       EXPECT_NE(p.why.find("same number"), std::string::npos) << p.why;
     }
   }
-  EXPECT_NE(cheapestAllReduce(costModel(cfg, nm), nm, size_t{16} << 20), "hier");
+  EXPECT_NE(std::string(cheapestAllReduce(costModel(cfg, nm), nm, size_t{16} << 20)), "hier");
 }
 
 TEST(CostModel, TopologyFileLinksReplaceTheDefaults) {
