@@ -49,6 +49,20 @@ void allReduceRing(const CollArgs& a, Schedule* s);
 void allReduceHierarchical(const CollArgs& a, Schedule* s);
 // Several nodes, all with the same number (> 1) of ranks: where the hierarchical one applies.
 bool hierarchicalShape(const NodeMap& nm);
+
+// A rank's place on the chain over the root's rail (the ranks with the root's local rank,
+// one per node, in node order from the root's node): used by the hierarchical broadcast and
+// reduce.
+struct RootRail {
+  int L = 0;              // ranks per node
+  int local = 0;          // this rank's local rank
+  int rootLocal = 0;      // the root's local rank: the rail
+  int pos = 0;            // this rank's node's place on the chain (0: the root's node)
+  int towardRoot = -1;    // the rail's rank of the previous node on the chain
+  int awayFromRoot = -1;  // of the next node (-1: this node is the last)
+  const std::vector<int>* node = nullptr;  // the ranks of this rank's node
+};
+RootRail rootRail(const NodeMap& nm, int me, int root);
 void allReduceHalvingDoubling(const CollArgs& a, Schedule* s);
 void allReduceRecursiveDoubling(const CollArgs& a, Schedule* s);
 void broadcastBinomial(const CollArgs& a, Schedule* s);
@@ -75,6 +89,8 @@ struct RingGroup {
   std::vector<NodeId> after;
   int avgOver = 0;
 };
+// The ring over this rank's rail: the ranks with its local rank, one per node, in node order.
+RingGroup railGroup(const NodeMap& nm, int me);
 // Ring allreduce of count elements over the group, message slots from *slotBase on (advanced
 // past the ones used). finals (optional) receives the nodes that write out's final values.
 void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, size_t count,

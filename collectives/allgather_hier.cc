@@ -18,13 +18,9 @@ void allGatherHierarchical(const CollArgs& a, Schedule* s) {
   auto* out = static_cast<char*>(a.recv);
 
   // 1. Ring over rail l.
-  RingGroup g;
+  RingGroup g = railGroup(nm, me);
   std::vector<char*> blocks;
-  for (const auto& node : nm.ranks) {
-    g.ranks.push_back(node[l]);
-    blocks.push_back(out + node[l] * bb);
-  }
-  g.me = nm.nodeOf[me];
+  for (int rank : g.ranks) blocks.push_back(out + rank * bb);
   g.after = {s->copy(out + me * bb, a.send, bb)};
   uint32_t slot = 0;
   std::vector<NodeId> arrived = ringAllGather(s, g, blocks.data(), a.count, esz, &slot);

@@ -19,6 +19,28 @@ bool hierarchicalShape(const NodeMap& nm) {
   return nm.ranks[0].size() > 1;
 }
 
+RootRail rootRail(const NodeMap& nm, int me, int root) {
+  const int N = static_cast<int>(nm.ranks.size());
+  const int ni = nm.nodeOf[me];
+  RootRail rr;
+  rr.L = static_cast<int>(nm.ranks[0].size());
+  rr.local = nm.localRank(me);
+  rr.rootLocal = nm.localRank(root);
+  rr.pos = mod(ni - nm.nodeOf[root], N);
+  rr.towardRoot = nm.ranks[mod(ni - 1, N)][rr.rootLocal];
+  rr.awayFromRoot = rr.pos + 1 < N ? nm.ranks[mod(ni + 1, N)][rr.rootLocal] : -1;
+  rr.node = &nm.ranks[ni];
+  return rr;
+}
+
+RingGroup railGroup(const NodeMap& nm, int me) {
+  RingGroup g;
+  const int l = nm.localRank(me);
+  for (const auto& node : nm.ranks) g.ranks.push_back(node[l]);
+  g.me = nm.nodeOf[me];
+  return g;
+}
+
 void allReduceHierarchical(const CollArgs& a, Schedule* s) {
   const NodeMap& nm = s->comm()->nodes();
   if (!hierarchicalShape(nm)) return allReduceRing(a, s);
@@ -64,9 +86,7 @@ void allReduceHierarchical(const CollArgs& a, Schedule* s) {
   }
 
   // 2. Ring allreduce of part l across the nodes, on rail l.
-  RingGroup g;
-  for (const auto& node : nm.ranks) g.ranks.push_back(node[l]);
-  g.me = nm.nodeOf[me];
+  RingGroup g = railGroup(nm, me);
   g.after = std::move(reduced);
   g.avgOver = nm.nranks();
   uint32_t slot = static_cast<uint32_t>(K);

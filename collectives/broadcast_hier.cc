@@ -11,19 +11,15 @@ void broadcastHierarchical(const CollArgs& a, Schedule* s) {
   const NodeMap& nm = s->comm()->nodes();
   if (!hierarchicalShape(nm)) return broadcastChain(a, s);
   const int me = s->comm()->rank();
-  const int N = static_cast<int>(nm.ranks.size());
-  const int L = static_cast<int>(nm.ranks[0].size());
-  const int ni = nm.nodeOf[me], l = nm.localRank(me);
-  const int ir = nm.nodeOf[a.root], lr = nm.localRank(a.root);
-  const std::vector<int>& local = nm.ranks[ni];
+  const RootRail rr = rootRail(nm, me, a.root);
+  const int L = rr.L, l = rr.local, lr = rr.rootLocal;
+  const std::vector<int>& local = *rr.node;
   const size_t esz = dtypeSize(a.dt);
   const size_t K = chunksFor(a.count, esz, s);
   auto* out = static_cast<char*>(a.recv);
   const char* src = me == a.root ? static_cast<const char*>(a.send) : out;
   if (me == a.root) s->copy(out, a.send, a.count * esz);
-  const int v = mod(ni - ir, N);  // place on the rail's chain
-  const int prev = nm.ranks[mod(ni - 1, N)][lr],
-            next = v + 1 < N ? nm.ranks[mod(ni + 1, N)][lr] : -1;
+  const int v = rr.pos, prev = rr.towardRoot, next = rr.awayFromRoot;
   for (size_t k = 0; k < K; ++k) {
     size_t off = partStart(a.count, K, k) * esz, bytes = partSize(a.count, K, k) * esz;
     const auto rail = static_cast<uint32_t>(k), node = static_cast<uint32_t>(K + k);

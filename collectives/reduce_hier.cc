@@ -10,17 +10,13 @@ void reduceHierarchical(const CollArgs& a, Schedule* s) {
   const NodeMap& nm = s->comm()->nodes();
   if (!hierarchicalShape(nm)) return reduceChain(a, s);
   const int me = s->comm()->rank();
-  const int N = static_cast<int>(nm.ranks.size());
-  const int L = static_cast<int>(nm.ranks[0].size());
-  const int ni = nm.nodeOf[me], l = nm.localRank(me);
-  const int ir = nm.nodeOf[a.root], lr = nm.localRank(a.root);
-  const std::vector<int>& local = nm.ranks[ni];
+  const RootRail rr = rootRail(nm, me, a.root);
+  const int L = rr.L, l = rr.local, lr = rr.rootLocal;
+  const std::vector<int>& local = *rr.node;
   const size_t esz = dtypeSize(a.dt), bytes = a.count * esz;
   const size_t K = chunksFor(a.count, esz, s);
   auto* in = static_cast<const char*>(a.send);
-  const int v = mod(ni - ir, N);  // place on the rail's chain; the root is 0
-  const int towardRoot = nm.ranks[mod(ni - 1, N)][lr];
-  const int fromFar = v + 1 < N ? nm.ranks[mod(ni + 1, N)][lr] : -1;
+  const int v = rr.pos, towardRoot = rr.towardRoot, fromFar = rr.awayFromRoot;
   char* acc = me == a.root ? static_cast<char*>(a.recv) : nullptr;
   char* tmp = nullptr;
   if (l == lr) {

@@ -43,9 +43,7 @@ void reduceScatterHierarchical(const CollArgs& a, Schedule* s) {
   }
 
   // 2. Ring reduce-scatter over rail l; block i of acc belongs to node i's rank l.
-  RingGroup g;
-  for (const auto& node : nm.ranks) g.ranks.push_back(node[l]);
-  g.me = nm.nodeOf[me];
+  RingGroup g = railGroup(nm, me);
   g.after = std::move(reduced);
   g.avgOver = nm.nranks();
   uint32_t slot = static_cast<uint32_t>(N);

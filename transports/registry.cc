@@ -1,3 +1,5 @@
+#include <fmt/format.h>
+
 #include <mutex>
 
 #include "transports/shm/shm_transport.h"
@@ -23,6 +25,14 @@ Registry& registry() {
 }
 
 }  // namespace
+
+Status sizeMismatch(const std::string& peer, uint64_t tag, size_t mine, size_t theirs,
+                    bool sending) {
+  return invalidUsage(fmt::format(
+      "mismatched message sizes with {} (tag {:#x}): this rank {} {} bytes, the peer {} {} "
+      "bytes; every rank must pass matching counts",
+      peer, tag, sending ? "sends" : "expects", mine, sending ? "expects" : "sends", theirs));
+}
 
 void registerTransport(std::unique_ptr<TransportFactory> factory) {
   Registry& r = registry();

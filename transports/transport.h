@@ -41,6 +41,16 @@ struct NetRequest {
   size_t fragmentsLeft = 0;
 };
 
+// Sets the request's status and tells its sink (on the loop; the poster may free it after).
+inline void completeRequest(NetRequest* r, Status s) {
+  r->status = std::move(s);
+  r->sink->onComplete(r);
+}
+
+// The error when two ranks disagree on a message's size (this rank sends or expects `mine`).
+Status sizeMismatch(const std::string& peer, uint64_t tag, size_t mine, size_t theirs,
+                    bool sending);
+
 struct TransportContext {
   int rank = 0;
   int nranks = 0;
@@ -92,6 +102,27 @@ class TransportFactory {
   // Reaches only ranks of the same node (shared memory); otherwise any rank.
   virtual bool nodeLocal() const { return false; }
   virtual Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) = 0;
+};
+
+// The factory of a transport that runs on every machine and opens by listening:
+// T(ctx), then T::listen().
+template <typename T>
+class ListeningFactory : public TransportFactory {
+ public:
+  ListeningFactory(const char* name, bool nodeLocal) : name_(name), nodeLocal_(nodeLocal) {}
+  const char* name() const override { return name_; }
+  bool usable(const Config&) const override { return true; }
+  bool nodeLocal() const override { return nodeLocal_; }
+  Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) override {
+    auto t = std::make_unique<T>(ctx);
+    BRAID_TRY(t->listen());
+    *out = std::move(t);
+    return Status::ok();
+  }
+
+ private:
+  const char* name_;
+  bool nodeLocal_;
 };
 
 // The registry (the one piece of global state): built-ins are registered on first use.

@@ -124,8 +124,7 @@ Status TransportSet::connectAll(const std::vector<PeerInfo>& peers, Deadline dea
 void TransportSet::post(NetRequest* r) {
   int idx = r->peer >= 0 && r->peer < static_cast<int>(route_.size()) ? route_[r->peer] : -1;
   if (idx < 0) {
-    r->status = internalError(fmt::format("no transport routes rank {}", r->peer));
-    return r->sink->onComplete(r);
+    return completeRequest(r, internalError(fmt::format("no transport routes rank {}", r->peer)));
   }
   Member& m = *members_[idx];
   if (r->kind == NetRequest::Kind::kSend) {

@@ -64,15 +64,25 @@ Status connectUnix(const std::string& name, Deadline deadline, const std::string
   }
 }
 
-Status sendFd(int sock, int fd, Deadline deadline, const std::string& who) {
+// One byte ('S') carrying one file descriptor (SCM_RIGHTS).
+struct FdMessage {
   char byte = 'S';
   iovec iov{&byte, 1};
   alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
   msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl;
-  m.msg_controllen = sizeof ctl;
+  FdMessage() {
+    m.msg_iov = &iov;
+    m.msg_iovlen = 1;
+    m.msg_control = ctl;
+    m.msg_controllen = sizeof ctl;
+  }
+  FdMessage(const FdMessage&) = delete;
+  FdMessage& operator=(const FdMessage&) = delete;
+};
+
+Status sendFd(int sock, int fd, Deadline deadline, const std::string& who) {
+  FdMessage msg;
+  msghdr& m = msg.m;
   cmsghdr* c = CMSG_FIRSTHDR(&m);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
@@ -96,18 +106,13 @@ Status recvFd(int sock, Deadline deadline, const std::string& who, Fd* out) {
     if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
     if (n == 0) return timeoutError(fmt::format("shm: {} never sent its segment", who));
   }
-  char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char ctl[CMSG_SPACE(sizeof(int))] = {};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = ctl;
-  m.msg_controllen = sizeof ctl;
+  FdMessage msg;
+  msg.byte = 0;
+  msghdr& m = msg.m;
   ssize_t r = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
   cmsghdr* c = r == 1 ? CMSG_FIRSTHDR(&m) : nullptr;
   if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
-      c->cmsg_len != CMSG_LEN(sizeof(int)) || byte != 'S') {
+      c->cmsg_len != CMSG_LEN(sizeof(int)) || msg.byte != 'S') {
     return remoteError(fmt::format("shm: {} did not pass a segment", who));
   }
   int fd;
@@ -122,13 +127,6 @@ bool probeCma(int pid, uint64_t addr) {
   iovec local{&v, sizeof v};
   iovec remote{reinterpret_cast<void*>(addr), sizeof v};
   return process_vm_readv(pid, &local, 1, &remote, 1, 0) == sizeof v && v == kMagic;
-}
-
-Status mismatch(const std::string& peer, uint64_t tag, size_t mine, size_t theirs, bool sending) {
-  return invalidUsage(fmt::format(
-      "mismatched message sizes with {} (tag {:#x}): this rank {} {} bytes, the peer {} {} "
-      "bytes; every rank must pass matching counts",
-      peer, tag, sending ? "sends" : "expects", mine, sending ? "expects" : "sends", theirs));
 }
 
 }  // namespace
@@ -316,10 +314,7 @@ void Transport::post(NetRequest* r) {
   ctx_.reactor->runOrPost([this, r] { postInLoop(r); });
 }
 
-void Transport::complete(NetRequest* r, Status s) {
-  r->status = std::move(s);
-  r->sink->onComplete(r);
-}
+void Transport::complete(NetRequest* r, Status s) { completeRequest(r, std::move(s)); }
 
 void Transport::control(Peer* p, FrameType type, uint64_t tag, uint64_t a) {
   Frame f;
@@ -362,7 +357,7 @@ void Transport::postInLoop(NetRequest* r) {
   }
   if (auto u = p->unexpected.find(r->tag); u != p->unexpected.end()) {
     if (u->second.size() != r->bytes) {
-      fail(mismatch(peerName(p->rank), r->tag, r->bytes, u->second.size(), false));
+      fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, u->second.size(), false));
       return complete(r, failed_);
     }
     if (r->bytes > 0) std::memcpy(r->buf, u->second.data(), r->bytes);
@@ -380,7 +375,7 @@ void Transport::postInLoop(NetRequest* r) {
 
 void Transport::startRecv(Peer* p, NetRequest* r, const Pending& announced) {
   if (announced.total != r->bytes) {
-    fail(mismatch(peerName(p->rank), r->tag, r->bytes, announced.total, false));
+    fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, announced.total, false));
     return complete(r, failed_);
   }
   if (announced.addr != 0) {
@@ -401,7 +396,7 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
       if (f.a != f.len) return bad("eager length");
       if (NetRequest* r = p->postedRecvs.find(f.tag)) {
         if (r->bytes != f.len) {
-          return fail(mismatch(peerName(p->rank), f.tag, r->bytes, f.len, false));
+          return fail(sizeMismatch(peerName(p->rank), f.tag, r->bytes, f.len, false));
         }
         p->postedRecvs.take(f.tag);
         p->copyOut(r->buf, pos, f.len);
@@ -430,7 +425,7 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
     case FrameType::kCts: {
       NetRequest* r = p->awaitingCts.find(f.tag);
       if (r == nullptr) return bad("a CTS for no message");
-      if (r->bytes != f.a) return fail(mismatch(peerName(p->rank), f.tag, r->bytes, f.a, true));
+      if (r->bytes != f.a) return fail(sizeMismatch(peerName(p->rank), f.tag, r->bytes, f.a, true));
       p->awaitingCts.take(f.tag);
       Frame d;
       d.type = static_cast<uint8_t>(FrameType::kData);
@@ -592,23 +587,8 @@ void Transport::disarm() {
 
 }  // namespace shm
 
-namespace {
-class ShmFactory : public TransportFactory {
- public:
-  const char* name() const override { return "shm"; }
-  bool usable(const Config&) const override { return true; }
-  bool nodeLocal() const override { return true; }
-  Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) override {
-    auto t = std::make_unique<shm::Transport>(ctx);
-    BRAID_TRY(t->listen());
-    *out = std::move(t);
-    return Status::ok();
-  }
-};
-}  // namespace
-
 std::unique_ptr<TransportFactory> makeShmTransportFactory() {
-  return std::make_unique<ShmFactory>();
+  return std::make_unique<ListeningFactory<shm::Transport>>("shm", /*nodeLocal=*/true);
 }
 
 }  // namespace braid

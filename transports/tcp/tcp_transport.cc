@@ -141,19 +141,9 @@ void Transport::post(NetRequest* r) {
   ctx_.reactor->runOrPost([this, r] { postInLoop(r); });
 }
 
-void Transport::complete(NetRequest* r, Status s) {
-  r->status = std::move(s);
-  r->sink->onComplete(r);
-}
+void Transport::complete(NetRequest* r, Status s) { completeRequest(r, std::move(s)); }
 
-namespace {
-Status mismatch(const std::string& peer, uint64_t tag, size_t mine, size_t theirs, bool sending) {
-  return invalidUsage(fmt::format(
-      "mismatched message sizes with {} (tag {:#x}): this rank {} {} bytes, the peer {} {} "
-      "bytes; every rank must pass matching counts",
-      peer, tag, sending ? "sends" : "expects", mine, sending ? "expects" : "sends", theirs));
-}
-}  // namespace
+namespace {}  // namespace
 
 void Transport::postInLoop(NetRequest* r) {
   if (failed()) return complete(r, failed_);
@@ -174,7 +164,7 @@ void Transport::postInLoop(NetRequest* r) {
     uint64_t want = it->second;
     p.rtrs.erase(it);
     if (want != r->bytes) {
-      fail(mismatch(peerName(p.rank), r->tag, r->bytes, want, true), true);
+      fail(sizeMismatch(peerName(p.rank), r->tag, r->bytes, want, true), true);
       return complete(r, failed_);  // r was in no queue that fail() empties
     }
     return sendData(&p, r);
@@ -182,7 +172,7 @@ void Transport::postInLoop(NetRequest* r) {
   auto u = p.unexpected.find(r->tag);
   if (u != p.unexpected.end()) {
     if (u->second.data.size() != r->bytes) {
-      fail(mismatch(peerName(p.rank), r->tag, r->bytes, u->second.data.size(), false), true);
+      fail(sizeMismatch(peerName(p.rank), r->tag, r->bytes, u->second.data.size(), false), true);
       return complete(r, failed_);  // r was in no queue that fail() empties
     }
     if (u->second.got == r->bytes) {
@@ -248,7 +238,7 @@ void Transport::onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** 
   if (it != p->postedRecvs.end()) {
     NetRequest* r = it->second;
     if (h.total != r->bytes) {
-      return fail(mismatch(peerName(p->rank), h.tag, r->bytes, h.total, false), true);
+      return fail(sizeMismatch(peerName(p->rank), h.tag, r->bytes, h.total, false), true);
     }
     *dest = static_cast<char*>(r->buf) + h.offset;
     *req = r;
@@ -309,7 +299,7 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
   NetRequest* r = it->second;
   if (r->bytes != h.total) {
     // r stays queued so that fail() completes it with the error.
-    return fail(mismatch(peerName(p->rank), h.tag, r->bytes, h.total, true), true);
+    return fail(sizeMismatch(peerName(p->rank), h.tag, r->bytes, h.total, true), true);
   }
   p->awaitingRtr.erase(it);
   sendData(p, r);
@@ -406,22 +396,8 @@ void Transport::close(Deadline deadline) {
 
 }  // namespace tcp
 
-namespace {
-class TcpFactory : public TransportFactory {
- public:
-  const char* name() const override { return "tcp"; }
-  bool usable(const Config&) const override { return true; }
-  Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) override {
-    auto t = std::make_unique<tcp::Transport>(ctx);
-    BRAID_TRY(t->listen());
-    *out = std::move(t);
-    return Status::ok();
-  }
-};
-}  // namespace
-
 std::unique_ptr<TransportFactory> makeTcpTransportFactory() {
-  return std::make_unique<TcpFactory>();
+  return std::make_unique<ListeningFactory<tcp::Transport>>("tcp", /*nodeLocal=*/false);
 }
 
 }  // namespace braid
