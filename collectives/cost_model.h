@@ -1,14 +1,18 @@
 // The alpha-beta cost model: a message of b bytes over a link costs alpha + b / bandwidth, a
 // reduction costs bytes / reduce bandwidth. Links are the node's internal one (shared memory)
 // and the one between nodes, from the topology file's "links" where it says, else defaults
-// measured on a 2-core VM for shm and TCP. allreduce takes the algorithm the model predicts
-// fastest; `braid-info --explain` prints every candidate's prediction.
+// measured on a 2-core VM for shm and TCP. Every collective takes the applicable algorithm
+// the model predicts fastest (size rules decide applicability where the model is too coarse:
+// Bruck and the binomial trees for small messages); `braid-info --explain COLL SIZE` prints
+// every candidate's prediction.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <string>
 #include <vector>
 
+#include "collectives/algorithms.h"
 #include "src/core/config.h"
 #include "src/topology/nodes.h"
 
@@ -29,20 +33,27 @@ struct CostModel {
 // file's link rates replace the defaults.
 CostModel costModel(const Config& cfg, const NodeMap& nm);
 
-struct Prediction {
-  std::string algo;
+struct Candidate {
+  const char* algo = nullptr;
   double us = 0;
-  std::string why;  // the formula's terms, or why it does not apply
-  bool applies = true;
+  bool applies = false;
 };
+using Candidates = std::array<Candidate, 4>;  // unused slots have algo == nullptr
 
-// Every allreduce algorithm for `bytes` over this node map, in the selector's order.
-std::vector<Prediction> predictAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes);
+// The algorithms of `kind` for one call: bytes is the message (allreduce, broadcast, reduce)
+// or one rank's block (allgather, reduce-scatter, all-to-all). No allocation: the selector
+// runs it on every call.
+Candidates predict(CollKind kind, const Config& cfg, const CostModel& m, const NodeMap& nm,
+                   size_t bytes);
+// The fastest applicable one (ties to the earlier, simpler one).
+const char* cheapest(const Candidates& c);
+// What a candidate's prediction is made of, or why it does not apply (for --explain).
+std::string explainCandidate(CollKind kind, const Candidate& c, const Config& cfg,
+                             const NodeMap& nm);
+
 // The pipeline chunk: BRAID_CHUNK_BYTES, else 1 MiB when shared memory carries every step
 // (the chunks then stay in cache between the copy and the reduction), else 4 MiB (fewer
 // per-message costs on the network).
 size_t chunkBytes(const Config& cfg, const NodeMap& nm);
-// The fastest applicable one.
-const char* cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes);
 
 }  // namespace braid

@@ -105,34 +105,9 @@ Status buildCollective(const CollArgs& a, Schedule* s) {
   BRAID_TRY(forcedAlgo(cfg.algo, a.kind, &name));
   if (name.empty()) {
     const size_t bytes = a.count * dtypeSize(a.dt);
-    switch (a.kind) {
-      case CollKind::kAllReduce:
-        // The cost model over this communicator's nodes and links (cost_model.h).
-        name = cheapestAllReduce(costModel(cfg, s->comm()->nodes()), s->comm()->nodes(), bytes);
-        break;
-      case CollKind::kAllGather:
-        name = bytes * static_cast<size_t>(s->comm()->nranks()) <=
-                       static_cast<size_t>(cfg.smallAllgatherBytes)
-                   ? "bruck"
-               : hierarchicalShape(s->comm()->nodes()) ? "hier"
-                                                       : "ring";
-        break;
-      case CollKind::kReduceScatter:
-        name = hierarchicalShape(s->comm()->nodes()) ? "hier" : "ring";
-        break;
-      case CollKind::kAllToAll:
-        // Between equal nodes: aggregate inside the node, then one message per node per rail.
-        name = hierarchicalShape(s->comm()->nodes()) ? "rail" : "pairwise";
-        break;
-      case CollKind::kBroadcast:
-      case CollKind::kReduce:
-        name = bytes < static_cast<size_t>(cfg.chainMinBytes) ? "binomial"
-               : hierarchicalShape(s->comm()->nodes())        ? "hier"
-                                                              : "chain";
-        break;
-      default:
-        break;
-    }
+    // The cost model over this communicator's nodes and links (cost_model.h).
+    const NodeMap& nm = s->comm()->nodes();
+    if (const char* c = cheapest(predict(a.kind, cfg, costModel(cfg, nm), nm, bytes))) name = c;
   }
   for (const Algo& al : kAlgos) {
     if (al.kind == a.kind && (name.empty() || name == al.name)) {

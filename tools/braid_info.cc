@@ -202,10 +202,17 @@ bool parseBytes(const std::string& text, size_t* out) {
 int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, int nodes,
             bool asJson) {
   size_t bytes = 0;
-  if (what[0] != "allreduce" || !parseBytes(what[1], &bytes)) {
+  CollKind kind = CollKind::kBarrier;
+  for (CollKind k :
+       {CollKind::kAllReduce, CollKind::kBroadcast, CollKind::kReduce, CollKind::kAllGather,
+        CollKind::kReduceScatter, CollKind::kAllToAll, CollKind::kAllToAllv}) {
+    if (what[0] == collName(k)) kind = k;
+  }
+  if (kind == CollKind::kBarrier || !parseBytes(what[1], &bytes)) {
     std::fprintf(stderr,
-                 "braid-info --explain: want 'allreduce SIZE' (e.g. allreduce 1M); the other "
-                 "collectives choose by size thresholds (see the config table)\n");
+                 "braid-info --explain: want 'COLL SIZE', COLL one of allreduce, broadcast, "
+                 "reduce, allgather, reducescatter, alltoall, alltoallv and SIZE like 1M (the "
+                 "message; for allgather, reducescatter and alltoall one rank's block)\n");
     return 2;
   }
   NodeMap nm;
@@ -234,26 +241,30 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
              {{"intra", {{"latency_us", m.intra.alphaUs}, {"gbit_per_s", m.intra.gbitPerS}}},
               {"inter", {{"latency_us", m.inter.alphaUs}, {"gbit_per_s", m.inter.gbitPerS}}}}},
             {"candidates", json::array()}};
-  for (const Prediction& p : predictAllReduce(m, nm, bytes)) {
-    j["candidates"].push_back(
-        {{"algorithm", p.algo}, {"applies", p.applies}, {"predicted_us", p.us}, {"why", p.why}});
+  const Candidates cands = predict(kind, cfg, m, nm, bytes);
+  for (const Candidate& c : cands) {
+    if (c.algo == nullptr) continue;
+    j["candidates"].push_back({{"algorithm", c.algo},
+                               {"applies", c.applies},
+                               {"predicted_us", c.us},
+                               {"why", explainCandidate(kind, c, cfg, nm)}});
   }
-  j["chosen"] = cheapestAllReduce(m, nm, bytes);
+  j["chosen"] = cheapest(cands);
   j["chunk_bytes"] = chunkBytes(cfg, nm);
   if (asJson) {
     std::printf("%s\n", j.dump(2).c_str());
     return 0;
   }
-  std::printf("allreduce of %zu bytes over %d ranks in %zu node(s) (%s)\n", bytes, nm.nranks(),
-              nm.names.size(), shape.c_str());
+  std::printf("%s of %zu bytes over %d ranks in %zu node(s) (%s)\n", what[0].c_str(), bytes,
+              nm.nranks(), nm.names.size(), shape.c_str());
   std::printf("links: intra %.1f us + %.1f Gbit/s, inter %.1f us + %.1f Gbit/s\n\n",
               m.intra.alphaUs, m.intra.gbitPerS, m.inter.alphaUs, m.inter.gbitPerS);
-  std::printf("  %-6s %14s  %s\n", "algo", "predicted us", "");
+  std::printf("  %-9s %14s  %s\n", "algo", "predicted us", "");
   for (const auto& c : j["candidates"]) {
     std::string algo = c["algorithm"];
     std::string t =
         c["applies"].get<bool>() ? fmt::format("{:.1f}", c["predicted_us"].get<double>()) : "-";
-    std::printf("%s %-6s %14s  %s\n", algo == j["chosen"] ? "*" : " ", algo.c_str(), t.c_str(),
+    std::printf("%s %-9s %14s  %s\n", algo == j["chosen"] ? "*" : " ", algo.c_str(), t.c_str(),
                 c["why"].get<std::string>().c_str());
   }
   std::printf("\n* chosen (BRAID_ALGO overrides); pipeline chunk %zu bytes\n",

@@ -13,48 +13,48 @@
 
 namespace braid {
 
-#define BRAID_CONFIG_TABLE(X)                                                                   \
-  X(timeoutMs, int64_t, 300000, "BRAID_TIMEOUT_MS",                                             \
-    "bound on every operation and connection wait, in milliseconds")                            \
-  X(transports, std::string, "shm,tcp", "BRAID_TRANSPORTS",                                     \
-    "transports allowed between ranks (shm, tcp); each peer gets the most local one that "      \
-    "reaches it: shm within a node, tcp otherwise")                                             \
-  X(socketIfname, std::string, "", "BRAID_SOCKET_IFNAME",                                       \
-    "NIC prefixes to use (comma list, '^' excludes, '=' exact), like NCCL_SOCKET_IFNAME")       \
-  X(socketFamily, std::string, "", "BRAID_SOCKET_FAMILY", "force AF_INET or AF_INET6")          \
-  X(rails, std::string, "", "BRAID_RAILS",                                                      \
-    "the node's rail interfaces in order (e.g. eth1,eth2; 'auto': hwloc's NICs by NUMA node): " \
-    "local rank i sends on rail i mod R "                                                       \
-    "(BRAID_SOCKET_IFNAME, if set, wins for its rank)")                                         \
-  X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                                \
-    "TCP sockets per peer; large messages are striped over them")                               \
-  X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")     \
-  X(spinUs, int64_t, 200, "BRAID_SPIN_US",                                                      \
-    "microseconds a waiting call polls the network itself without progress before it sleeps "   \
-    "and leaves progress to the communicator's thread (0: sleep at once)")                      \
-  X(eagerBytes, int64_t, 65536, "BRAID_EAGER_BYTES",                                            \
-    "messages up to this size are sent at once; larger ones wait for the receiver")             \
-  X(shmRingBytes, int64_t, 1 << 20, "BRAID_SHM_RING_BYTES",                                     \
-    "bytes of each direction's ring between two ranks of a node (a power of two)")              \
-  X(shmCma, int64_t, 1, "BRAID_SHM_CMA",                                                        \
-    "1: messages above BRAID_EAGER_BYTES go in one copy (process_vm_readv) where the kernel "   \
-    "permits; 0: always through the ring")                                                      \
-  X(chunkBytes, int64_t, 0, "BRAID_CHUNK_BYTES",                                                \
-    "pipeline chunk size of algorithms (0: the cost model's, 1 MiB when shared memory carries " \
-    "every step, else 4 MiB)")                                                                  \
-  X(topoFile, std::string, "", "BRAID_TOPO_FILE",                                               \
-    "JSON file declaring the nodes (virtual ones too), rails and link rates of the job")        \
-  X(algo, std::string, "", "BRAID_ALGO",                                                        \
-    "force algorithms, e.g. 'allreduce=ring,broadcast=chain' or 'ring' for all that have it")   \
-  X(smallAllgatherBytes, int64_t, 16384, "BRAID_SMALL_ALLGATHER_BYTES",                         \
-    "allgather of at most this many bytes in total uses Bruck (log2 n steps), larger the ring") \
-  X(chainMinBytes, int64_t, 262144, "BRAID_CHAIN_MIN_BYTES",                                    \
-    "broadcast/reduce at least this size use the pipelined chain, smaller the binomial tree")   \
-  X(alltoallWindow, int64_t, 4, "BRAID_ALLTOALL_WINDOW",                                        \
-    "pairwise all-to-all steps in flight at once")                                              \
-  X(logLevel, std::string, "WARN", "BRAID_LOG_LEVEL", "ERROR, WARN, INFO, DEBUG or TRACE")      \
-  X(logSubsys, std::string, "ALL", "BRAID_LOG_SUBSYS",                                          \
-    "subsystems to log: INIT,BOOT,NET,SHM,IB,CUDA,COLL,PATH,ALL; '^' excludes")                 \
+#define BRAID_CONFIG_TABLE(X)                                                                    \
+  X(timeoutMs, int64_t, 300000, "BRAID_TIMEOUT_MS",                                              \
+    "bound on every operation and connection wait, in milliseconds")                             \
+  X(transports, std::string, "shm,tcp", "BRAID_TRANSPORTS",                                      \
+    "transports allowed between ranks (shm, tcp); each peer gets the most local one that "       \
+    "reaches it: shm within a node, tcp otherwise")                                              \
+  X(socketIfname, std::string, "", "BRAID_SOCKET_IFNAME",                                        \
+    "NIC prefixes to use (comma list, '^' excludes, '=' exact), like NCCL_SOCKET_IFNAME")        \
+  X(socketFamily, std::string, "", "BRAID_SOCKET_FAMILY", "force AF_INET or AF_INET6")           \
+  X(rails, std::string, "auto", "BRAID_RAILS",                                                   \
+    "the node's rail interfaces in order (e.g. eth1,eth2): local rank i sends on rail i mod R; " \
+    "auto: hwloc's NICs by NUMA node when there are 2 or more; none: one interface for all "     \
+    "(BRAID_SOCKET_IFNAME, if set, wins for its rank)")                                          \
+  X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                                 \
+    "TCP sockets per peer; large messages are striped over them")                                \
+  X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")      \
+  X(spinUs, int64_t, 200, "BRAID_SPIN_US",                                                       \
+    "microseconds a waiting call polls the network itself without progress before it sleeps "    \
+    "and leaves progress to the communicator's thread (0: sleep at once)")                       \
+  X(eagerBytes, int64_t, 65536, "BRAID_EAGER_BYTES",                                             \
+    "messages up to this size are sent at once; larger ones wait for the receiver")              \
+  X(shmRingBytes, int64_t, 1 << 20, "BRAID_SHM_RING_BYTES",                                      \
+    "bytes of each direction's ring between two ranks of a node (a power of two)")               \
+  X(shmCma, int64_t, 1, "BRAID_SHM_CMA",                                                         \
+    "1: messages above BRAID_EAGER_BYTES go in one copy (process_vm_readv) where the kernel "    \
+    "permits; 0: always through the ring")                                                       \
+  X(chunkBytes, int64_t, 0, "BRAID_CHUNK_BYTES",                                                 \
+    "pipeline chunk size of algorithms (0: the cost model's, 1 MiB when shared memory carries "  \
+    "every step, else 4 MiB)")                                                                   \
+  X(topoFile, std::string, "", "BRAID_TOPO_FILE",                                                \
+    "JSON file declaring the nodes (virtual ones too), rails and link rates of the job")         \
+  X(algo, std::string, "", "BRAID_ALGO",                                                         \
+    "force algorithms, e.g. 'allreduce=ring,broadcast=chain' or 'ring' for all that have it")    \
+  X(smallAllgatherBytes, int64_t, 16384, "BRAID_SMALL_ALLGATHER_BYTES",                          \
+    "allgather of at most this many bytes in total uses Bruck (log2 n steps), larger the ring")  \
+  X(chainMinBytes, int64_t, 262144, "BRAID_CHAIN_MIN_BYTES",                                     \
+    "broadcast/reduce at least this size use the pipelined chain, smaller the binomial tree")    \
+  X(alltoallWindow, int64_t, 4, "BRAID_ALLTOALL_WINDOW",                                         \
+    "pairwise all-to-all steps in flight at once")                                               \
+  X(logLevel, std::string, "WARN", "BRAID_LOG_LEVEL", "ERROR, WARN, INFO, DEBUG or TRACE")       \
+  X(logSubsys, std::string, "ALL", "BRAID_LOG_SUBSYS",                                           \
+    "subsystems to log: INIT,BOOT,NET,SHM,IB,CUDA,COLL,PATH,ALL; '^' excludes")                  \
   X(logFile, std::string, "", "BRAID_LOG_FILE", "log file (%h host, %p pid, %r rank)")
 
 struct Config {

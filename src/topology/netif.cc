@@ -158,6 +158,7 @@ std::vector<std::string> configuredRails(const Config& cfg) {
     std::vector<std::string> found = discoveredRails();
     return found.size() >= 2 ? found : std::vector<std::string>{};
   }
+  if (cfg.rails == "none") return {};
   return splitList(cfg.rails);
 }
 
@@ -166,6 +167,7 @@ Status railInterface(const Config& cfg, int localRank, std::string* ifname) {
   std::vector<std::string> rails = configuredRails(cfg);
   if (rails.empty() || !cfg.socketIfname.empty()) return Status::ok();
   if (localRank < 0) {
+    if (cfg.rails == "auto") return Status::ok();  // discovered rails need a launcher's word
     return invalidArgument(fmt::format(
         "BRAID_RAILS='{}' needs this rank's local rank (BRAID_LOCAL_RANK, LOCAL_RANK, "
         "OMPI_COMM_WORLD_LOCAL_RANK or SLURM_LOCALID), or BRAID_SOCKET_IFNAME for this rank",

@@ -33,8 +33,8 @@ int launcherLocalRank();
 // The node's network NICs (hwloc) that are up with an address, ordered by NUMA node then PCI
 // address: the rails BRAID_RAILS=auto uses.
 std::vector<std::string> discoveredRails();
-// The rails BRAID_RAILS gives: its list, or with "auto" the discovered NICs when there are two
-// or more (else none).
+// The rails BRAID_RAILS gives: its list, "none", or with "auto" (the default) the discovered
+// NICs when there are two or more (else none).
 std::vector<std::string> configuredRails(const Config& cfg);
 
 // The interface of this rank's rail: with BRAID_RAILS = "r0,r1,..." (interfaces in rail

@@ -12,6 +12,18 @@
 namespace braid {
 namespace {
 
+std::string cheapestAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes) {
+  return cheapest(predict(CollKind::kAllReduce, Config{}, m, nm, bytes));
+}
+
+std::vector<Candidate> predictAllReduce(const CostModel& m, const NodeMap& nm, size_t bytes) {
+  std::vector<Candidate> out;
+  for (const Candidate& c : predict(CollKind::kAllReduce, Config{}, m, nm, bytes)) {
+    if (c.algo != nullptr) out.push_back(c);
+  }
+  return out;
+}
+
 NodeMap shape(int nodes, int perNode) {
   std::vector<std::string> ids;
   for (int r = 0; r < nodes * perNode; ++r) ids.push_back(std::to_string(r / perNode));
@@ -22,7 +34,7 @@ TEST(CostModel, LatencyBoundSizesTakeRecursiveDoubling) {
   Config cfg;
   for (int n : {2, 3, 4, 8}) {
     NodeMap nm = shape(1, n);
-    EXPECT_EQ(std::string(cheapestAllReduce(costModel(cfg, nm), nm, 8)), "rd") << n;
+    EXPECT_EQ((cheapestAllReduce(costModel(cfg, nm), nm, 8)), "rd") << n;
   }
 }
 
@@ -33,8 +45,8 @@ TEST(CostModel, LargeOnOneNodeTakesABandwidthOptimalOne) {
   EXPECT_TRUE(a == "rhd" || a == "ring") << a;
   // Between nodes of equal size the hierarchical one moves least over the slow links.
   NodeMap multi = shape(4, 2);
-  EXPECT_EQ(std::string(cheapestAllReduce(costModel(cfg, multi), multi, size_t{1} << 20)), "hier");
-  for (const Prediction& p : predictAllReduce(costModel(cfg, multi), multi, size_t{1} << 20)) {
+  EXPECT_EQ((cheapestAllReduce(costModel(cfg, multi), multi, size_t{1} << 20)), "hier");
+  for (const Candidate& p : predictAllReduce(costModel(cfg, multi), multi, size_t{1} << 20)) {
     EXPECT_TRUE(p.applies) << p.algo;
     EXPECT_GT(p.us, 0) << p.algo;
   }
@@ -43,13 +55,14 @@ TEST(CostModel, LargeOnOneNodeTakesABandwidthOptimalOne) {
 TEST(CostModel, UnevenNodesRuleOutTheHierarchicalOne) {
   Config cfg;
   NodeMap nm = groupByHost({"a", "a", "a", "b", "b"});
-  for (const Prediction& p : predictAllReduce(costModel(cfg, nm), nm, size_t{16} << 20)) {
-    if (p.algo == "hier") {
+  for (const Candidate& p : predictAllReduce(costModel(cfg, nm), nm, size_t{16} << 20)) {
+    if (std::string(p.algo) == "hier") {
       EXPECT_FALSE(p.applies);
-      EXPECT_NE(p.why.find("same number"), std::string::npos) << p.why;
+      std::string why = explainCandidate(CollKind::kAllReduce, p, cfg, nm);
+      EXPECT_NE(why.find("same number"), std::string::npos) << why;
     }
   }
-  EXPECT_NE(std::string(cheapestAllReduce(costModel(cfg, nm), nm, size_t{16} << 20)), "hier");
+  EXPECT_NE((cheapestAllReduce(costModel(cfg, nm), nm, size_t{16} << 20)), "hier");
 }
 
 TEST(CostModel, TopologyFileLinksReplaceTheDefaults) {
@@ -65,8 +78,8 @@ TEST(CostModel, TopologyFileLinksReplaceTheDefaults) {
   // Faster links predict less time for the same algorithm.
   CostModel slow = costModel(cfg, shape(2, 2));
   auto rail = [](const CostModel& c, const NodeMap& n) {
-    for (const Prediction& p : predictAllReduce(c, n, size_t{64} << 20)) {
-      if (p.algo == "hier") return p.us;
+    for (const Candidate& p : predictAllReduce(c, n, size_t{64} << 20)) {
+      if (std::string(p.algo) == "hier") return p.us;
     }
     return 0.0;
   };
@@ -75,6 +88,27 @@ TEST(CostModel, TopologyFileLinksReplaceTheDefaults) {
   cfg.transports = "tcp";
   EXPECT_DOUBLE_EQ(costModel(cfg, shape(2, 2)).intra.alphaUs,
                    costModel(cfg, shape(2, 2)).inter.alphaUs);
+}
+
+TEST(CostModel, EveryCollectiveHasCandidatesAndRulesForSmallSizes) {
+  Config cfg;
+  NodeMap one = shape(1, 4), multi = shape(4, 2);
+  auto pick = [&](CollKind k, const NodeMap& nm, size_t bytes) {
+    return std::string(cheapest(predict(k, cfg, costModel(cfg, nm), nm, bytes)));
+  };
+  EXPECT_EQ(pick(CollKind::kAllGather, one, 64), "bruck");  // within BRAID_SMALL_ALLGATHER_BYTES
+  EXPECT_EQ(pick(CollKind::kAllGather, one, size_t{1} << 20), "ring");
+  EXPECT_EQ(pick(CollKind::kAllGather, multi, size_t{1} << 20), "hier");
+  EXPECT_EQ(pick(CollKind::kBroadcast, one, 1024), "binomial");  // below BRAID_CHAIN_MIN_BYTES
+  EXPECT_EQ(pick(CollKind::kReduce, one, size_t{16} << 20), "chain");
+  EXPECT_EQ(pick(CollKind::kBroadcast, multi, size_t{16} << 20), "hier");
+  EXPECT_EQ(pick(CollKind::kReduceScatter, one, size_t{1} << 20), "ring");
+  // All-to-all between nodes: aggregating over the rail pays for small blocks; for large ones
+  // the extra hop through the node costs more than the messages it saves.
+  EXPECT_EQ(pick(CollKind::kAllToAll, multi, 1024), "rail");
+  EXPECT_EQ(pick(CollKind::kAllToAll, multi, size_t{16} << 20), "pairwise");
+  EXPECT_EQ(pick(CollKind::kAllToAll, one, 1024), "pairwise");
+  EXPECT_EQ(pick(CollKind::kAllToAllv, multi, 1024), "pairwise");
 }
 
 TEST(CostModel, BraidInfoExplainsTheChoice) {
@@ -89,12 +123,18 @@ TEST(CostModel, BraidInfoExplainsTheChoice) {
   EXPECT_EQ(pclose(p), 0) << out;
   EXPECT_NE(out.find("\"chosen\": \"hier\""), std::string::npos) << out;
   EXPECT_NE(out.find("\"predicted_us\""), std::string::npos) << out;
-  cmd = std::string(info) + " --explain alltoall 1M 2>&1";
+  cmd = std::string(info) + " --explain alltoall 1K --ranks 8 --nodes 4";
+  p = popen(cmd.c_str(), "r");
+  out.clear();
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  EXPECT_NE(out.find("* rail"), std::string::npos) << out;
+  cmd = std::string(info) + " --explain barrier 1M 2>&1";
   p = popen(cmd.c_str(), "r");
   out.clear();
   while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   EXPECT_NE(pclose(p), 0);
-  EXPECT_NE(out.find("allreduce"), std::string::npos) << out;
+  EXPECT_NE(out.find("allgather"), std::string::npos) << out;
 }
 
 }  // namespace

@@ -24,6 +24,7 @@ TEST(Machine, HwlocSeesThisMachine) {
 
 TEST(Rails, LocalRankPicksRailModuloTheirNumber) {
   Config cfg;
+  cfg.rails = "none";
   std::string ifname;
   ASSERT_TRUE(railInterface(cfg, 3, &ifname).isOk());
   EXPECT_EQ(ifname, "");  // no rails: the usual interface choice
@@ -51,6 +52,13 @@ TEST(Rails, AutoTakesTheDiscoveredNicsWhenThereAreSeveral) {
   }
   cfg.rails = "ib0,ib1";
   EXPECT_EQ(configuredRails(cfg), (std::vector<std::string>{"ib0", "ib1"}));
+  cfg.rails = "none";
+  EXPECT_TRUE(configuredRails(cfg).empty());
+  // Discovered rails never fail a rank that does not know its local rank.
+  cfg.rails = "auto";
+  std::string ifname;
+  EXPECT_TRUE(railInterface(cfg, -1, &ifname).isOk());
+  EXPECT_EQ(ifname, "");
 }
 
 TEST(Rails, LauncherLocalRankFromTheEnvironment) {
