@@ -25,7 +25,7 @@ Peer::~Peer() {
 
 size_t Peer::outFree() {
   if (cap - (outHead - outTailSeen) < cap / 2) {
-    outTailSeen = outCtl().tail.load(std::memory_order_acquire);
+    outTailSeen = outCtl().tail.load(std::memory_order_seq_cst);
   }
   return cap - (outHead - outTailSeen);
 }
@@ -40,7 +40,9 @@ void Peer::put(const Frame& f, const void* payload, size_t len) {
     if (first < len) std::memcpy(outData, static_cast<const char*>(payload) + first, len - first);
   }
   outHead += frameBytes(len);
-  outCtl().head.store(outHead, std::memory_order_release);
+  // seq_cst, not release: with the sleep flags (notify, armSleep) this is Dekker's pattern,
+  // which needs store-load order (and ThreadSanitizer does not model fences).
+  outCtl().head.store(outHead, std::memory_order_seq_cst);
 }
 
 bool Peer::tryPut(const Frame& f, const void* payload, size_t len) {
@@ -113,7 +115,7 @@ bool Peer::consumeIn() {
     }
     t->onFrame(this, f, inTail + sizeof f);
     inTail += frameBytes(f.len);
-    inCtl().tail.store(inTail, std::memory_order_release);
+    inCtl().tail.store(inTail, std::memory_order_seq_cst);  // see put()
     ++frames;
     if (frames % 8 == 0) notify();  // a producer waiting for room goes on
   }
@@ -155,9 +157,10 @@ bool Peer::runCma() {
 }
 
 void Peer::notify() {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // After a seq_cst store of head or tail: the peer either sees it before it sleeps, or armed
+  // its flag first and this load sees the flag.
   SideCtl& other = theirs();
-  if (other.sleeping.load(std::memory_order_relaxed) != 0 && other.sleeping.exchange(0) != 0) {
+  if (other.sleeping.load(std::memory_order_seq_cst) != 0 && other.sleeping.exchange(0) != 0) {
     doorbell();
   }
 }
@@ -171,9 +174,13 @@ void Peer::doorbell() {
 }
 
 bool Peer::hasWork() {
-  if (inCtl().head.load(std::memory_order_acquire) != inTail) return true;
+  if (inCtl().head.load(std::memory_order_seq_cst) != inTail) return true;
   if (!cma.empty()) return true;
-  return !out.empty() && outFree() >= frontNeeds();
+  if (out.empty()) return false;
+  // A fresh look at the tail (outFree may use an old one): room freed before we armed must
+  // be seen here, as the consumer's doorbell check may have missed our flag.
+  outTailSeen = outCtl().tail.load(std::memory_order_seq_cst);
+  return outFree() >= frontNeeds();
 }
 
 void Peer::onEvents(uint32_t) {

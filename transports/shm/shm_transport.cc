@@ -203,7 +203,6 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
     p->seg->hdr.ranks[0] = lo;
     p->seg->hdr.ranks[1] = hi;
     p->seg->hdr.commTag = ctx_.commTag;
-    std::atomic_thread_fence(std::memory_order_release);
     p->seg->hdr.magic = kMagic;
   } else {
     const SegmentHeader& h = p->seg->hdr;
@@ -573,8 +572,8 @@ bool Transport::poll() {
 
 bool Transport::armSleep() {
   if (failed()) return true;
-  for (Peer* p : active_) p->mine().sleeping.store(1);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // seq_cst store, then seq_cst loads in hasWork(): see Peer::notify.
+  for (Peer* p : active_) p->mine().sleeping.store(1, std::memory_order_seq_cst);
   for (Peer* p : active_) {
     if (!p->closed && p->hasWork()) return false;
   }
