@@ -90,8 +90,9 @@ Candidates predict(CollKind kind, const Config& cfg, const CostModel& m, const N
     case CollKind::kBroadcast:
     case CollKind::kReduce: {
       const bool small = S < static_cast<double>(cfg.chainMinBytes);
-      const double r = kind == CollKind::kReduce ? S / K * red : 0;  // per chunk and hop
-      c[0] = {"binomial", h.logn * (flat.us(S) + S * red * (r > 0)), small};
+      const bool reduces = kind == CollKind::kReduce;
+      const double r = reduces ? S / K * red : 0;  // reduction per chunk and hop
+      c[0] = {"binomial", h.logn * (flat.us(S) + (reduces ? S * red : 0)), small};
       c[1] = {"chain", (n - 2 + K) * (flat.us(S / K) + r), !small};
       c[2] = {"hier", (N - 2 + K) * (out.us(S / K) + r) + (L - 1) * (in.us(S / K) + r),
               !small && h.hier};

@@ -68,6 +68,8 @@ struct PeerInfo {
   std::string address;  // the peer's localAddress() for this transport
   std::string host;     // host name, for messages
   bool serve = false;   // this transport carries the traffic with this peer
+  // Same node and same real host as this rank: node-local transports (shm) may carry it.
+  bool sameNode = false;
 };
 
 class Transport {

@@ -90,7 +90,7 @@ Status TransportSet::connectAll(const std::vector<PeerInfo>& peers, Deadline dea
       }
       recs.emplace_back(rec.substr(0, eq), rec.substr(eq + 1));
     }
-    bool local = r < static_cast<int>(sameNode_.size()) && sameNode_[r];
+    const bool local = peers[r].sameNode;
     for (size_t i = 0; i < members_.size(); ++i) {
       per[i][r].host = peers[r].host;
       for (auto& [name, addr] : recs) {

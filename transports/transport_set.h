@@ -29,16 +29,14 @@ class TransportSet : public Transport {
   // Every member's address, "name=address" records separated by '\x1e'.
   std::string localAddress() const override;
   Status setRankInfo(int rank, int nranks) override;
-  // peers[r].address is rank r's localAddress() of the set; serve is ignored (all peers are
-  // served). Call routeNodeLocal() first.
+  // peers[r].address is rank r's localAddress() of the set; every rank but this one
+  // (serve) is routed, same-node ones (sameNode) to a node-local transport when allowed.
   Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) override;
   void post(NetRequest* r) override;
   void abort(const Status& reason) override;
   void close(Deadline deadline) override;
   std::string peerName(int rank) const override;
 
-  // Which ranks share this rank's node and host, so node-local transports may carry them.
-  void setSameNode(std::vector<bool> sameNode) { sameNode_ = std::move(sameNode); }
   // The transport that carries traffic with `rank` (after connectAll).
   const char* routeName(int rank) const;
   std::vector<TransportCounters> counters() const;
@@ -56,7 +54,6 @@ class TransportSet : public Transport {
   std::vector<std::unique_ptr<Member>> members_;
   std::vector<int> route_;                           // per rank: index into members_ (-1: self)
   std::unique_ptr<std::atomic<uint64_t>[]> sentTo_;  // per rank
-  std::vector<bool> sameNode_;
   std::string name_;
 };
 

@@ -74,15 +74,13 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
            nodes_.names[nodes_.nodeOf[rank_]], nodes_.nodeOf[rank_] + 1, nodes_.names.size(),
            nodes_.localRank(rank_), nodes_.localSize(rank_));
   std::vector<PeerInfo> peers(nranks_);
-  std::vector<bool> sameNode(nranks_);
   for (int r = 0; r < nranks_; ++r) {
-    peers[r] = PeerInfo{table.addresses[r], table.hosts[r], r != rank_};
     // Shared memory only within a node (a topology file's virtual nodes split a host) and a
     // real host (and network namespace).
-    sameNode[r] =
+    const bool sameNode =
         nodes_.nodeOf[r] == nodes_.nodeOf[rank_] && table.hostIds[r] == table.hostIds[rank_];
+    peers[r] = PeerInfo{table.addresses[r], table.hosts[r], r != rank_, sameNode};
   }
-  transport_->setSameNode(std::move(sameNode));
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
   int cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 0;

@@ -52,6 +52,10 @@ bool Peer::tryPut(const Frame& f, const void* payload, size_t len) {
   return true;
 }
 
+void Peer::sendControl(const Frame& f) {
+  if (!tryPut(f, nullptr, 0)) out.push_back(OutItem{f, nullptr, nullptr, 0});
+}
+
 void Peer::copyOut(void* dst, uint64_t pos, size_t len) const {
   if (len == 0) return;
   uint64_t at = pos & (cap - 1);
@@ -90,7 +94,7 @@ bool Peer::flushOut() {
       if (it.offset < total) break;
       done = it.req;
     } else {
-      put(it.f, it.payload != nullptr ? it.payload : it.owned.data(), it.f.len);
+      put(it.f, it.payload, it.f.len);
       wrote = true;
       done = it.req;
     }
@@ -151,7 +155,7 @@ bool Peer::runCma() {
   fin.type = static_cast<uint8_t>(FrameType::kFin);
   fin.tag = r->tag;
   fin.a = r->bytes;
-  if (!tryPut(fin, nullptr, 0)) out.push_back(OutItem{fin, nullptr, nullptr, {}, 0});
+  sendControl(fin);
   t->complete(r, Status::ok());
   return true;
 }

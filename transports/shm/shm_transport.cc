@@ -215,7 +215,6 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
   p->cap = p->seg->hdr.ringBytes;
   p->outData = p->map + dataOffset() + p->side * p->cap;
   p->inData = p->map + dataOffset() + (1 - p->side) * p->cap;
-  p->mine().pid.store(getpid());
   p->mine().base.store(reinterpret_cast<uint64_t>(p->map), std::memory_order_release);
   char ack = 'A';
   if (creator) {
@@ -315,12 +314,13 @@ void Transport::post(NetRequest* r) {
 
 void Transport::complete(NetRequest* r, Status s) { completeRequest(r, std::move(s)); }
 
-void Transport::control(Peer* p, FrameType type, uint64_t tag, uint64_t a) {
+void Transport::control(Peer* p, FrameType type, uint64_t tag, uint64_t a, uint64_t b) {
   Frame f;
   f.type = static_cast<uint8_t>(type);
   f.tag = tag;
   f.a = a;
-  if (!p->tryPut(f, nullptr, 0)) p->out.push_back(OutItem{f, nullptr, nullptr, {}, 0});
+  f.b = b;
+  p->sendControl(f);
 }
 
 void Transport::postInLoop(NetRequest* r) {
@@ -336,23 +336,21 @@ void Transport::postInLoop(NetRequest* r) {
                                                peerName(p->rank))));
   }
   if (!recv) {
-    Frame f;
-    f.tag = r->tag;
-    f.a = r->bytes;
     if (r->bytes <= static_cast<size_t>(ctx_.cfg->eagerBytes)) {
+      Frame f;
+      f.tag = r->tag;
+      f.a = r->bytes;
       f.type = static_cast<uint8_t>(FrameType::kEager);
       f.len = static_cast<uint32_t>(r->bytes);
       if (p->tryPut(f, r->buf, r->bytes)) return complete(r, Status::ok());
-      p->out.push_back(OutItem{f, static_cast<const char*>(r->buf), r, {}, 0});
+      p->out.push_back(OutItem{f, static_cast<const char*>(r->buf), r, 0});
       return;
     }
     // The receiver reads the message itself when it can (single copy), else asks for it.
     bool cma = cmaEnabled() && p->theirs().canReadPeer.load(std::memory_order_acquire) != 0;
     (cma ? p->awaitingFin : p->awaitingCts).put(r->tag, r);
-    f.type = static_cast<uint8_t>(FrameType::kRts);
-    f.b = cma ? reinterpret_cast<uint64_t>(r->buf) : 0;
-    if (!p->tryPut(f, nullptr, 0)) p->out.push_back(OutItem{f, nullptr, nullptr, {}, 0});
-    return;
+    return control(p, FrameType::kRts, r->tag, r->bytes,
+                   cma ? reinterpret_cast<uint64_t>(r->buf) : 0);
   }
   if (auto u = p->unexpected.find(r->tag); u != p->unexpected.end()) {
     if (u->second.size() != r->bytes) {
@@ -430,7 +428,7 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
       d.type = static_cast<uint8_t>(FrameType::kData);
       d.tag = f.tag;
       d.b = r->bytes;
-      p->out.push_back(OutItem{d, static_cast<const char*>(r->buf), r, {}, 0});
+      p->out.push_back(OutItem{d, static_cast<const char*>(r->buf), r, 0});
       p->flushOut();
       return;
     }
@@ -556,8 +554,7 @@ void Transport::close(Deadline deadline) {
 }
 
 bool Transport::poll() {
-  if (failed() || polling_) return false;
-  polling_ = true;
+  if (failed()) return false;
   bool moved = false;
   for (Peer* p : active_) {
     moved = p->consumeIn() || moved;
@@ -566,7 +563,6 @@ bool Transport::poll() {
     moved = p->runCma() || moved;
     if (failed()) break;
   }
-  polling_ = false;
   return moved;
 }
 

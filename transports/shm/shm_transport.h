@@ -63,7 +63,6 @@ struct alignas(kLine) SideCtl {
   std::atomic<uint32_t> sleeping{0};     // this side's loop thread sleeps: ring the doorbell
   std::atomic<uint32_t> canReadPeer{0};  // CMA from the other side's memory works
   std::atomic<uint64_t> base{0};         // where this side mapped the segment (CMA probe)
-  std::atomic<int32_t> pid{0};
 };
 
 struct alignas(kLine) RingCtl {
@@ -92,7 +91,6 @@ struct OutItem {
   Frame f;
   const char* payload = nullptr;  // kData: the whole message; else the frame's payload
   NetRequest* req = nullptr;      // completed when the item is fully written (eager, data)
-  std::string owned;              // payload storage for abort text
   size_t offset = 0;              // kData: next byte to stream
 };
 
@@ -170,6 +168,7 @@ struct Peer : public Reactor::Handler {
   size_t outFree();
   void put(const Frame& f, const void* payload, size_t len);  // caller checked the space
   bool tryPut(const Frame& f, const void* payload, size_t len);
+  void sendControl(const Frame& f);  // now if there is room and nothing queued, else queued
   void copyOut(void* dst, uint64_t pos, size_t len) const;  // from the inbound ring
   bool flushOut();   // writes queued items while space lasts; whether any was written
   bool consumeIn();  // handles arrived frames; whether any was
@@ -219,7 +218,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   Status attachAccepted(int rank, Fd sock, Deadline deadline);
   void postInLoop(NetRequest* r);
   void startRecv(Peer* p, NetRequest* r, const Pending& announced);
-  void control(Peer* p, FrameType type, uint64_t tag, uint64_t a);
+  void control(Peer* p, FrameType type, uint64_t tag, uint64_t a, uint64_t b = 0);
   void onGracefulClose(Peer* p);
 
   TransportContext ctx_;
@@ -230,7 +229,6 @@ class Transport : public braid::Transport, public Reactor::Poller {
   std::vector<Peer*> active_;
   Status failed_;
   size_t unexpectedBytes_ = 0;
-  bool polling_ = false;
 };
 
 }  // namespace shm
