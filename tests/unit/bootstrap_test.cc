@@ -145,6 +145,19 @@ TEST(Config, ReadsEnvAndRejectsMalformedValues) {
   EXPECT_FALSE(Config::fromEnv(&c).isOk());
   unsetenv("BRAID_TIMEOUT_MS");
   unsetenv("BRAID_CHUNK_BYTES");
+  // Shared-memory settings and the chunk are checked, naming the variable.
+  for (auto [var, bad] : {std::pair{"BRAID_SHM_RING_BYTES", "100000"},  // not a power of two
+                          std::pair{"BRAID_SHM_RING_BYTES", "65536"},   // < 2 x (eager + 128)
+                          std::pair{"BRAID_SHM_CMA", "2"}, std::pair{"BRAID_CHUNK_BYTES", "100"}}) {
+    setenv(var, bad, 1);
+    Status e = Config::fromEnv(&c);
+    EXPECT_EQ(e.code(), braidInvalidArgument) << var << "=" << bad;
+    EXPECT_NE(e.message().find(var), std::string::npos) << e.message();
+    unsetenv(var);
+  }
+  setenv("BRAID_CHUNK_BYTES", "0", 1);  // automatic: the cost model's
+  EXPECT_TRUE(Config::fromEnv(&c).isOk());
+  unsetenv("BRAID_CHUNK_BYTES");
   int rows = 0;
   forEachConfigEntry([&](const ConfigEntry& e) {
     ++rows;
