@@ -1,0 +1,249 @@
+// The multipath layer against an in-process lossy network: chunks and acknowledgements are
+// lost, duplicated, delayed and reordered, paths die and come back; every message must arrive
+// exactly once, byte for byte, and every chunk must be acknowledged in the end.
+#include "transports/multipath/multipath.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <random>
+#include <set>
+#include <string>
+#include <vector>
+
+namespace braid::mp {
+namespace {
+
+struct Wire {
+  int64_t at = 0;  // delivery time
+  int path = 0;
+  uint64_t fid = 0, tag = 0, offset = 0;
+  std::string bytes;
+};
+
+struct AckWire {
+  int64_t at = 0;
+  int path = 0;
+  uint64_t below = 0;
+  std::vector<Range> ranges;
+};
+
+struct Faults {
+  double loss = 0, dup = 0, ackLoss = 0;
+  int64_t maxDelay = 50;
+  double pathKill = 0;  // per step
+};
+
+// Runs `ops` messages through a Sender/Receiver pair; returns the wrong bytes seen.
+void runLossy(uint64_t seed, int paths, int ops, const Faults& f) {
+  std::mt19937_64 rng(seed);
+  auto chance = [&](double p) { return std::uniform_real_distribution<double>(0, 1)(rng) < p; };
+  SenderOptions o;
+  o.window = 64 << 10;
+  o.timeoutNs = 400;  // simulated time units
+  o.resendLost = true;
+  Sender tx(paths, o);
+  Receiver rx;
+  std::vector<std::string> sent(ops), got(ops);
+  std::vector<size_t> chunksLeft(ops, 0);
+  std::set<std::pair<uint64_t, uint64_t>> placed;  // (tag, offset) placed once
+  size_t totalChunks = 0, ackedChunks = 0, completed = 0;
+  std::multimap<std::pair<int64_t, uint64_t>, Wire> net;  // (due, random tie-break)
+  std::vector<AckWire> acks;
+  std::vector<int64_t> revive(paths, -1);
+  int64_t now = 1;
+  int nextOp = 0;
+  auto emit = [&](int path, Chunk& c) {
+    if (chance(f.loss)) return;
+    int copies = chance(f.dup) ? 2 : 1;
+    for (int i = 0; i < copies; ++i) {
+      Wire w;
+      w.at = now + 1 + static_cast<int64_t>(rng() % f.maxDelay);
+      w.path = path;
+      w.fid = c.fid;
+      w.tag = c.tag;
+      w.offset = c.offset;
+      w.bytes.assign(c.payload, c.len);
+      net.emplace(std::make_pair(w.at, rng()), std::move(w));
+    }
+  };
+  for (int step = 0; step < 2'000'000 && (nextOp < ops || !tx.idle()); ++step, ++now) {
+    // New messages, a few per step, cut into random chunks.
+    for (int k = 0; k < 3 && nextOp < ops && tx.unacked() < 400; ++k, ++nextOp) {
+      size_t len = 1 + rng() % 20000;
+      std::string& m = sent[nextOp];
+      m.resize(len);
+      for (auto& ch : m) ch = static_cast<char>(rng());
+      got[nextOp].assign(len, '\0');
+      for (size_t off = 0; off < len;) {
+        size_t clen = std::min<size_t>(len - off, 1 + rng() % 6000);
+        Chunk c;
+        c.tag = static_cast<uint64_t>(nextOp);
+        c.offset = off;
+        c.len = static_cast<uint32_t>(clen);
+        c.total = len;
+        c.payload = m.data() + off;
+        c.urgent = chance(0.5);
+        tx.add(std::move(c));
+        ++chunksLeft[nextOp];
+        ++totalChunks;
+        off += clen;
+      }
+    }
+    // Paths die at random and come back later.
+    for (int p = 0; p < paths; ++p) {
+      if (tx.state(p) != PathState::kDead && chance(f.pathKill)) {
+        tx.setState(p, PathState::kDead, now);
+        revive[p] = now + 200 + static_cast<int64_t>(rng() % 400);
+      } else if (tx.state(p) == PathState::kDead && revive[p] >= 0 && now >= revive[p]) {
+        tx.setState(p, PathState::kUp, now);
+        revive[p] = -1;
+      }
+    }
+    if (!tx.anyUsable()) tx.setState(static_cast<int>(rng() % paths), PathState::kUp, now);
+    std::vector<int> stalled;
+    tx.expired(now, &stalled);
+    for (int p : stalled) {
+      tx.setState(p, PathState::kDead, now);
+      revive[p] = now + 100;
+    }
+    tx.requeueLost(now);
+    tx.schedule(now, emit);
+    // Deliver what is due (random delays reorder them; ties in random order).
+    while (!net.empty() && net.begin()->first.first <= now) {
+      Wire w = std::move(net.begin()->second);
+      net.erase(net.begin());
+      int other = -1;
+      Receiver::Verdict v = rx.begin(w.fid, w.path, &other);
+      if (v == Receiver::Verdict::kDuplicate) continue;
+      ASSERT_TRUE(placed.insert({w.tag, w.offset}).second)
+          << "chunk " << w.fid << " placed twice (seed " << seed << ")";
+      std::memcpy(got[w.tag].data() + w.offset, w.bytes.data(), w.bytes.size());
+      rx.end(w.fid, w.path, true);
+    }
+    // Acknowledgements go back now and then, over the same lossy network.
+    const int ackPath = static_cast<int>(rng() % paths);
+    if (rx.ackOwed(ackPath) && (rx.ackUrgent(ackPath) || step % 7 == 0)) {
+      AckWire a;
+      a.below = rx.takeAck(ackPath, &a.ranges, 64);
+      a.path = ackPath;
+      a.at = now + 1 + static_cast<int64_t>(rng() % f.maxDelay);
+      if (!chance(f.ackLoss)) acks.push_back(std::move(a));
+    }
+    for (size_t i = 0; i < acks.size();) {
+      if (acks[i].at > now) {
+        ++i;
+        continue;
+      }
+      AckWire a = std::move(acks[i]);
+      acks[i] = std::move(acks.back());
+      acks.pop_back();
+      tx.ack(a.path, a.below, a.ranges.data(), a.ranges.size(), now, [&](Chunk& c) {
+        ++ackedChunks;
+        ASSERT_TRUE(rx.received(c.fid)) << "acknowledged before it arrived";
+        if (--chunksLeft[c.tag] == 0) ++completed;
+      });
+    }
+    // The receiver re-acknowledges what it has when nothing moves (lost acks).
+    if (step % 50 == 0 && !tx.idle()) {
+      std::vector<Range> none;
+      AckWire a;
+      a.below = rx.watermark();
+      a.ranges.clear();
+      a.at = now + 1;
+      (void)rx.takeAck(-1, &a.ranges, 64);
+      acks.push_back(std::move(a));
+    }
+  }
+  EXPECT_TRUE(tx.idle()) << tx.unacked() << " chunks never acknowledged (seed " << seed << ")";
+  EXPECT_EQ(completed, static_cast<size_t>(ops));
+  EXPECT_EQ(ackedChunks, totalChunks);
+  EXPECT_EQ(placed.size(), totalChunks);
+  size_t wrong = 0;
+  for (int i = 0; i < ops; ++i) {
+    for (size_t b = 0; b < sent[i].size(); ++b) wrong += sent[i][b] != got[i][b];
+  }
+  EXPECT_EQ(wrong, 0u) << "seed " << seed;
+}
+
+TEST(Multipath, CleanNetworkDeliversEverythingOnce) { runLossy(1, 4, 2000, Faults{}); }
+
+TEST(Multipath, LossDuplicationReorderingAndDyingPaths10kOperations) {
+  Faults f;
+  f.loss = 0.05;
+  f.dup = 0.05;
+  f.ackLoss = 0.1;
+  f.maxDelay = 120;
+  f.pathKill = 0.002;
+  runLossy(7, 4, 10000, f);
+}
+
+TEST(Multipath, OnePathAtATimeSurvives) {
+  Faults f;
+  f.pathKill = 0.02;  // paths die often; at least one is kept up
+  f.loss = 0.01;
+  runLossy(11, 2, 3000, f);
+}
+
+TEST(Multipath, DeadPathChunksGoFirstOnTheSurvivors) {
+  SenderOptions o;
+  o.window = 1 << 20;
+  Sender tx(2, o);
+  std::string data(4096, 'x');
+  for (int i = 0; i < 4; ++i) {
+    Chunk c;
+    c.payload = data.data();
+    c.len = 1024;
+    tx.add(std::move(c));
+  }
+  std::vector<std::pair<int, uint64_t>> sent;
+  tx.schedule(0, [&](int p, Chunk& c) { sent.push_back({p, c.fid}); });
+  ASSERT_EQ(sent.size(), 4u);
+  // Both paths got chunks (least outstanding first).
+  EXPECT_NE(std::count_if(sent.begin(), sent.end(), [](auto& s) { return s.first == 0; }), 0);
+  EXPECT_NE(std::count_if(sent.begin(), sent.end(), [](auto& s) { return s.first == 1; }), 0);
+  size_t onZero = static_cast<size_t>(
+      std::count_if(sent.begin(), sent.end(), [](auto& s) { return s.first == 0; }));
+  EXPECT_EQ(tx.setState(0, PathState::kDead, 1), onZero);
+  sent.clear();
+  tx.schedule(1, [&](int p, Chunk& c) { sent.push_back({p, c.fid}); });
+  EXPECT_EQ(sent.size(), onZero);
+  for (auto& s : sent) EXPECT_EQ(s.first, 1);
+  // A stalled path is reported after the timeout, not before.
+  std::vector<int> stalled;
+  tx.expired(o.timeoutNs, &stalled);
+  EXPECT_TRUE(stalled.empty());
+  tx.expired(2 + 2 * o.timeoutNs, &stalled);
+  EXPECT_EQ(stalled, std::vector<int>{1});
+  // Standby paths carry nothing while a path is up.
+  Sender fo(2, o);
+  fo.setState(1, PathState::kStandby, 0);
+  Chunk c;
+  c.payload = data.data();
+  c.len = 100;
+  fo.add(std::move(c));
+  int used = -1;
+  fo.schedule(0, [&](int p, Chunk&) { used = p; });
+  EXPECT_EQ(used, 0);
+}
+
+TEST(Multipath, FaultPlanParsesAndRejects) {
+  FaultPlan p;
+  ASSERT_TRUE(FaultPlan::parse("path=1,after_bytes=64M,mode=blackhole,seed=3,times=2", &p).isOk());
+  EXPECT_TRUE(p.enabled);
+  EXPECT_EQ(p.path, 1);
+  EXPECT_EQ(p.afterBytes, 64ull << 20);
+  EXPECT_TRUE(p.blackhole);
+  EXPECT_EQ(p.times, 2);
+  ASSERT_TRUE(FaultPlan::parse("", &p).isOk());
+  EXPECT_FALSE(p.enabled);
+  EXPECT_FALSE(FaultPlan::parse("path", &p).isOk());
+  EXPECT_FALSE(FaultPlan::parse("color=red", &p).isOk());
+  EXPECT_FALSE(FaultPlan::parse("mode=melt", &p).isOk());
+  EXPECT_FALSE(FaultPlan::parse("after_bytes=12Q", &p).isOk());
+}
+
+}  // namespace
+}  // namespace braid::mp

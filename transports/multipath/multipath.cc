@@ -1,0 +1,267 @@
+// The multipath layer's sender, receiver and fault plan (see multipath.h).
+#include "transports/multipath/multipath.h"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <random>
+
+#include "src/core/config.h"
+
+namespace braid::mp {
+
+const char* pathStateName(PathState s) {
+  switch (s) {
+    case PathState::kUp:
+      return "up";
+    case PathState::kStandby:
+      return "standby";
+    case PathState::kDead:
+      return "dead";
+  }
+  return "?";
+}
+
+Sender::Sender(int npaths, SenderOptions opt) : opt_(opt), paths_(static_cast<size_t>(npaths)) {}
+
+size_t Sender::setState(int path, PathState s, int64_t nowNs) {
+  PathRec& p = paths_[path];
+  p.state = s;
+  p.lastProgressNs = nowNs;
+  if (s != PathState::kDead) return 0;
+  size_t moved = 0;
+  for (auto& [fid, c] : chunks_) {
+    if (c.path != path) continue;
+    c.path = -1;
+    queue_.insert(fid);
+    ++moved;
+  }
+  p.outstanding = 0;
+  p.rate = 0;
+  return moved;
+}
+
+bool Sender::anyUsable() const {
+  return std::any_of(paths_.begin(), paths_.end(),
+                     [](const PathRec& p) { return p.state != PathState::kDead; });
+}
+
+Chunk* Sender::add(Chunk&& c) {
+  uint64_t fid = nextFid_++;
+  auto [it, fresh] = chunks_.emplace(fid, std::move(c));
+  (void)fresh;
+  Chunk& ch = it->second;
+  ch.fid = fid;
+  ch.path = -1;
+  if (!ch.owned.empty()) ch.payload = ch.owned.data();  // the string moved: point into it
+  queue_.insert(fid);
+  return &ch;
+}
+
+int Sender::pick(uint32_t len) const {
+  // Standby paths only when no path is up.
+  bool anyUp = std::any_of(paths_.begin(), paths_.end(),
+                           [](const PathRec& p) { return p.state == PathState::kUp; });
+  const PathState want = anyUp ? PathState::kUp : PathState::kStandby;
+  // Unmeasured paths count as fast as the fastest measured one, so each gets tried.
+  double fastest = 1e9;
+  for (const PathRec& p : paths_) fastest = std::max(fastest, p.rate);
+  int best = -1;
+  double bestCost = 0;
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    const PathRec& p = paths_[i];
+    if (p.state != want) continue;
+    if (p.outstanding != 0 && p.outstanding + len + kFrameCost > opt_.window) continue;
+    double cost = static_cast<double>(p.outstanding + len) / (p.rate > 0 ? p.rate : fastest);
+    if (best < 0 || cost < bestCost) {
+      best = static_cast<int>(i);
+      bestCost = cost;
+    }
+  }
+  return best;
+}
+
+void Sender::credit(int path, size_t bytes, int64_t nowNs) {
+  PathRec& p = paths_[path];
+  p.outstanding -= std::min(p.outstanding, bytes);
+  // Rate: bytes acknowledged over the time since the previous acknowledgement, while busy.
+  if (p.lastAckNs != 0 && nowNs > p.lastAckNs && nowNs - p.lastProgressNs < opt_.timeoutNs) {
+    double dt = static_cast<double>(nowNs - std::max(p.lastAckNs, p.lastProgressNs)) * 1e-9;
+    if (dt > 0) {
+      double sample = static_cast<double>(bytes) / dt;
+      p.rate = p.rate == 0 ? sample : 0.875 * p.rate + 0.125 * sample;
+    }
+  }
+  p.lastAckNs = nowNs;
+  p.lastProgressNs = nowNs;
+}
+
+void Sender::expired(int64_t nowNs, std::vector<int>* out) const {
+  out->clear();
+  for (size_t i = 0; i < paths_.size(); ++i) {
+    const PathRec& p = paths_[i];
+    if (p.state != PathState::kDead && p.outstanding != 0 &&
+        nowNs - p.lastProgressNs > opt_.timeoutNs) {
+      out->push_back(static_cast<int>(i));
+    }
+  }
+}
+
+size_t Sender::requeueLost(int64_t nowNs) {
+  if (!opt_.resendLost) return 0;
+  size_t n = 0;
+  for (auto& [fid, c] : chunks_) {
+    if (c.path < 0 || nowNs - c.sentNs <= opt_.timeoutNs) continue;
+    PathRec& p = paths_[c.path];
+    p.outstanding -= std::min(p.outstanding, static_cast<size_t>(c.len) + kFrameCost);
+    c.path = -1;
+    queue_.insert(fid);
+    ++n;
+  }
+  return n;
+}
+
+Receiver::Verdict Receiver::begin(uint64_t fid, int path, int* other) {
+  if (received(fid)) {
+    owe(path, true);  // its acknowledgement was lost: send it again
+    return Verdict::kDuplicate;
+  }
+  auto [it, fresh] = inflight_.try_emplace(fid, path);
+  if (!fresh && it->second != path) {
+    *other = it->second;
+    it->second = path;
+    return Verdict::kConflict;
+  }
+  return Verdict::kNew;
+}
+
+void Receiver::owe(int path, bool urgent) {
+  const uint8_t d = kOwed | (urgent ? kUrgent : 0);
+  if (path < 0) {
+    orphan_ |= d;
+  } else {
+    if (static_cast<size_t>(path) >= debt_.size()) debt_.resize(static_cast<size_t>(path) + 1, 0);
+    debt_[path] |= d;
+  }
+  any_ = true;
+}
+
+void Receiver::end(uint64_t fid, int path, bool urgent) {
+  inflight_.erase(fid);
+  if (fid == below_) {
+    ++below_;
+    while (!above_.empty() && *above_.begin() == below_) {
+      above_.erase(above_.begin());
+      ++below_;
+    }
+  } else if (fid > below_) {
+    above_.insert(fid);
+  }
+  owe(path, urgent);
+}
+
+void Receiver::dropPath(int path) {
+  for (auto it = inflight_.begin(); it != inflight_.end();) {
+    it = it->second == path ? inflight_.erase(it) : std::next(it);
+  }
+  if (debt(path) != 0) {
+    orphan_ |= debt_[path];
+    debt_[path] = 0;
+  }
+}
+
+uint64_t Receiver::takeAck(int path, std::vector<Range>* ranges, size_t maxRanges) {
+  ranges->clear();
+  for (auto it = above_.begin(); it != above_.end() && ranges->size() < maxRanges; ++it) {
+    if (!ranges->empty() && ranges->back().first + ranges->back().count == *it) {
+      ++ranges->back().count;
+    } else {
+      ranges->push_back({*it, 1});
+    }
+  }
+  if (debt(path) != 0) debt_[path] = 0;
+  orphan_ = 0;
+  any_ = std::any_of(debt_.begin(), debt_.end(), [](uint8_t d) { return d != 0; });
+  return below_;
+}
+
+namespace {
+
+Status parseSize(const std::string& key, const std::string& v, uint64_t* out) {
+  size_t pos = 0;
+  unsigned long long n = 0;
+  try {
+    n = std::stoull(v, &pos);
+  } catch (...) {
+    pos = 0;
+  }
+  if (pos == 0) return invalidArgument(fmt::format("BRAID_FAULT: {}='{}' is not a number", key, v));
+  std::string unit = v.substr(pos);
+  uint64_t mul = unit.empty()                   ? 1
+                 : unit == "K" || unit == "KiB" ? 1ull << 10
+                 : unit == "M" || unit == "MiB" ? 1ull << 20
+                 : unit == "G" || unit == "GiB" ? 1ull << 30
+                                                : 0;
+  if (mul == 0) return invalidArgument(fmt::format("BRAID_FAULT: bad unit in {}='{}'", key, v));
+  *out = n * mul;
+  return Status::ok();
+}
+
+}  // namespace
+
+Status FaultPlan::parse(const std::string& text, FaultPlan* out) {
+  *out = FaultPlan{};
+  if (text.empty() || text == "off" || text == "none") return Status::ok();
+  out->enabled = true;
+  for (const std::string& item : splitList(text)) {
+    size_t eq = item.find('=');
+    if (eq == std::string::npos) {
+      return invalidArgument(fmt::format("BRAID_FAULT: '{}' is not key=value", item));
+    }
+    std::string k = item.substr(0, eq), v = item.substr(eq + 1);
+    uint64_t n = 0;
+    if (k == "path" || k == "peer") {
+      bool rnd = v == "rand";
+      if (!rnd) BRAID_TRY(parseSize(k, v, &n));
+      if (k == "path") {
+        out->randomPath = rnd;
+        out->path = static_cast<int>(n);
+      } else {
+        out->randomPeer = rnd;
+        out->peer = static_cast<int>(n);
+      }
+    } else if (k == "after_bytes") {
+      BRAID_TRY(parseSize(k, v, &out->afterBytes));
+    } else if (k == "after_ms") {
+      BRAID_TRY(parseSize(k, v, &n));
+      out->afterMs = static_cast<int64_t>(n);
+    } else if (k == "seed") {
+      BRAID_TRY(parseSize(k, v, &out->seed));
+    } else if (k == "times") {
+      BRAID_TRY(parseSize(k, v, &n));
+      out->times = static_cast<int>(std::clamp<uint64_t>(n, 1, 1000));
+    } else if (k == "mode") {
+      if (v != "close" && v != "blackhole") {
+        return invalidArgument(fmt::format("BRAID_FAULT: mode='{}' (close or blackhole)", v));
+      }
+      out->blackhole = v == "blackhole";
+    } else {
+      return invalidArgument(fmt::format(
+          "BRAID_FAULT: unknown key '{}' (path, peer, after_bytes, after_ms, mode, seed, times)",
+          k));
+    }
+  }
+  return Status::ok();
+}
+
+std::string FaultPlan::describe() const {
+  if (!enabled) return "off";
+  return fmt::format("{} path {} of {} after {} bytes / {} ms, {} time(s), seed {}",
+                     blackhole ? "blackhole" : "close", randomPath ? "rand" : std::to_string(path),
+                     randomPeer ? "a random peer"
+                     : peer < 0 ? "every peer"
+                                : fmt::format("peer {}", peer),
+                     afterBytes, afterMs, times, seed);
+}
+
+}  // namespace braid::mp

@@ -1,0 +1,229 @@
+// The multipath layer: reliable delivery of chunks to one peer over a set of paths (rails,
+// flows, QPs), whatever carries them. The sender cuts nothing itself: a transport adds chunks
+// (its frames), the Sender hands each to the path with the least outstanding bytes relative to
+// its measured rate while the path has window left, keeps every chunk until the receiver
+// acknowledges it, and puts a dead path's unacknowledged chunks back in front of the queue so
+// that the surviving paths re-send them at once. The Receiver places each chunk once: it
+// recognises duplicates (a chunk re-sent after its first copy arrived but its ack was lost)
+// and tells which fids to acknowledge. Transport-independent and single-threaded (the
+// transport's progress loop owns it); unit-tested against a lossy in-process link.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "src/core/status.h"
+
+namespace braid {
+struct NetRequest;
+}
+
+namespace braid::mp {
+
+inline int64_t nowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+enum class PathState : uint8_t {
+  kUp = 0,       // carries chunks
+  kStandby = 1,  // connected, used only when no path is up (BRAID_MULTIRAIL=failover)
+  kDead = 2,     // failed; probed in the background and re-admitted when a probe succeeds
+};
+const char* pathStateName(PathState s);
+
+// Counters of one path, readable from any thread (braidCommGetPathStats).
+struct PathCounters {
+  std::atomic<uint64_t> bytesSent{0}, bytesReceived{0}, chunksSent{0}, chunksReceived{0};
+  std::atomic<uint64_t> retransmits{0};  // chunks of this path re-sent on another after it died
+  std::atomic<uint64_t> failures{0};     // times the path was declared dead
+  std::atomic<uint64_t> readmissions{0};
+  std::atomic<uint8_t> state{static_cast<uint8_t>(PathState::kUp)};
+};
+
+// One unit of reliable delivery: a frame of the transport (type, tag, offset, total) with its
+// payload, identified by a fid unique per direction of a peer pair.
+struct Chunk {
+  uint64_t fid = 0;
+  uint8_t type = 0;
+  uint64_t tag = 0, offset = 0, total = 0;
+  uint32_t len = 0;
+  const char* payload = nullptr;  // the request's buffer, or `owned`
+  std::string owned;              // a copy (small messages complete before they are acked)
+  NetRequest* req = nullptr;      // completes when its last chunk is acknowledged
+  int path = -1;                  // the path it is outstanding on; -1: waiting for one
+  int64_t sentNs = 0;
+  uint32_t sends = 0;
+  bool urgent = true;  // the receiver acknowledges it at once (else with its next frame)
+};
+
+struct Range {
+  uint64_t first = 0, count = 0;
+};
+
+struct SenderOptions {
+  size_t window = 4 << 20;          // unacknowledged bytes per path
+  int64_t timeoutNs = 500'000'000;  // no ack for this long with chunks outstanding: dead path
+  // Re-send a chunk unacknowledged for the timeout even though its path still acknowledges
+  // others (paths that may lose single chunks; a TCP path loses nothing while it lives).
+  bool resendLost = false;
+};
+
+class Sender {
+ public:
+  Sender() = default;
+  Sender(int npaths, SenderOptions opt);
+
+  int paths() const { return static_cast<int>(paths_.size()); }
+  PathState state(int path) const { return paths_[path].state; }
+  // kDead moves the path's outstanding chunks back to the queue (returns how many).
+  size_t setState(int path, PathState s, int64_t nowNs);
+  bool anyUsable() const;
+
+  // Queues a chunk (fid assigned here) and returns it; the pointer stays valid until acked.
+  Chunk* add(Chunk&& c);
+  // Assigns queued chunks to paths while some usable path has window left; emit(path, chunk)
+  // must put the chunk on the wire of that path.
+  template <typename Emit>
+  void schedule(int64_t nowNs, Emit&& emit) {
+    while (!queue_.empty()) {
+      Chunk& c = chunks_.at(*queue_.begin());
+      int p = pick(c.len);
+      if (p < 0) return;
+      queue_.erase(queue_.begin());
+      c.path = p;
+      c.sentNs = nowNs;
+      ++c.sends;
+      PathRec& pr = paths_[p];
+      if (pr.outstanding == 0) pr.lastProgressNs = nowNs;
+      pr.outstanding += c.len + kFrameCost;
+      emit(p, c);
+    }
+  }
+  // Acknowledgements (every fid below `below`, and the ranges) that arrived on `path`;
+  // done(chunk) runs for each chunk acknowledged now, before it is freed.
+  template <typename Done>
+  void ack(int path, uint64_t below, const Range* ranges, size_t n, int64_t nowNs, Done&& done) {
+    (void)path;
+    while (!chunks_.empty() && chunks_.begin()->first < below) {
+      retire(chunks_.begin(), nowNs, done);
+    }
+    for (size_t i = 0; i < n; ++i) {
+      auto it = chunks_.lower_bound(ranges[i].first);
+      while (it != chunks_.end() && it->first < ranges[i].first + ranges[i].count) {
+        it = retire(it, nowNs, done);
+      }
+    }
+  }
+  // Paths with chunks outstanding and no acknowledgement for the timeout.
+  void expired(int64_t nowNs, std::vector<int>* out) const;
+  // With resendLost: queues again chunks unacknowledged for the timeout on live paths.
+  size_t requeueLost(int64_t nowNs);
+  bool idle() const { return chunks_.empty(); }
+  size_t unacked() const { return chunks_.size(); }
+  size_t outstanding(int path) const { return paths_[path].outstanding; }
+  double rate(int path) const { return paths_[path].rate; }
+  // Drops every chunk (failure); done(chunk) for each.
+  template <typename Done>
+  void clear(Done&& done) {
+    for (auto& [fid, c] : chunks_) done(c);
+    chunks_.clear();
+    queue_.clear();
+    for (PathRec& p : paths_) p.outstanding = 0;
+  }
+
+  static constexpr size_t kFrameCost = 64;  // per-chunk bytes counted besides the payload
+
+ private:
+  struct PathRec {
+    PathState state = PathState::kUp;
+    size_t outstanding = 0;
+    int64_t lastProgressNs = 0;
+    int64_t lastAckNs = 0;
+    double rate = 0;  // bytes/s, smoothed; 0 until measured
+  };
+  int pick(uint32_t len) const;
+  template <typename Done>
+  std::map<uint64_t, Chunk>::iterator retire(std::map<uint64_t, Chunk>::iterator it, int64_t nowNs,
+                                             Done& done) {
+    Chunk& c = it->second;
+    if (c.path >= 0) {
+      credit(c.path, c.len + kFrameCost, nowNs);
+    } else {
+      queue_.erase(c.fid);  // acknowledged while queued again: an earlier copy arrived
+    }
+    done(c);
+    return chunks_.erase(it);
+  }
+  void credit(int path, size_t bytes, int64_t nowNs);
+
+  SenderOptions opt_;
+  std::vector<PathRec> paths_;
+  std::map<uint64_t, Chunk> chunks_;  // unacknowledged, by fid
+  std::set<uint64_t> queue_;          // fids waiting for a path, lowest (oldest) first
+  uint64_t nextFid_ = 1;
+};
+
+class Receiver {
+ public:
+  enum class Verdict { kNew, kDuplicate, kConflict };
+  // A chunk's header arrived on `path`: new, already received (drop it, ack again), or being
+  // received right now on another path (*other): that path's copy is stale, drop that path.
+  Verdict begin(uint64_t fid, int path, int* other);
+  // The chunk arrived whole on `path` (after kNew); urgent: acknowledge at the next opportunity.
+  void end(uint64_t fid, int path, bool urgent);
+  // The path died: chunks it was receiving did not arrive; what it owed any path may send.
+  void dropPath(int path);
+  // Acknowledgements owed on `path`: what arrived on a path is acknowledged on that path (its
+  // way back works if its way in did; another path may be dead without either end knowing
+  // yet). The acknowledgement itself is the whole state: everything below watermark() and the
+  // ranges above it.
+  bool ackOwed(int path) const { return debt(path) != 0 || orphan_ != 0; }
+  bool ackUrgent(int path) const { return ((debt(path) | orphan_) & kUrgent) != 0; }
+  bool anyAckOwed() const { return any_; }
+  // Fills the acknowledgement (at most maxRanges ranges above the watermark, lowest first) and
+  // clears `path`'s debt; acknowledging again what was acknowledged is harmless.
+  uint64_t takeAck(int path, std::vector<Range>* ranges, size_t maxRanges);
+  uint64_t watermark() const { return below_; }
+  bool received(uint64_t fid) const { return fid < below_ || above_.count(fid) != 0; }
+
+ private:
+  uint64_t below_ = 1;                          // every fid below has arrived
+  std::set<uint64_t> above_;                    // arrived fids above the watermark
+  std::unordered_map<uint64_t, int> inflight_;  // fid -> path receiving it
+  static constexpr uint8_t kOwed = 1, kUrgent = 2;
+  uint8_t debt(int path) const {
+    return path >= 0 && static_cast<size_t>(path) < debt_.size() ? debt_[path] : 0;
+  }
+  void owe(int path, bool urgent);
+  std::vector<uint8_t> debt_;  // per path: kOwed | kUrgent
+  uint8_t orphan_ = 0;         // owed by a path that died: any path may pay it
+  bool any_ = false;
+};
+
+// A fault to inject (BRAID_FAULT, off by default): kill a path after some bytes or time.
+//   "path=1,after_bytes=64M"   "peer=2,path=0,after_ms=300,mode=blackhole"   "seed=7"
+// path/peer may be "rand" (chosen from the seed); mode close (the socket is shut: a link
+// error) or blackhole (the path silently stops moving data: found by the path timeout).
+struct FaultPlan {
+  bool enabled = false;
+  int peer = -1;  // -1: every peer
+  int path = 0;
+  bool randomPath = false, randomPeer = false;
+  uint64_t afterBytes = 0;  // 0 with afterMs 0: at the first chunk
+  int64_t afterMs = 0;
+  bool blackhole = false;
+  uint64_t seed = 1;
+  int times = 1;  // how many paths die (each after the previous one, same trigger)
+  static Status parse(const std::string& text, FaultPlan* out);
+  std::string describe() const;
+};
+
+}  // namespace braid::mp
