@@ -5,7 +5,7 @@ SUDO=""
 if [ "$(id -u)" != 0 ]; then SUDO=sudo; fi
 export DEBIAN_FRONTEND=noninteractive
 PKGS="build-essential cmake ninja-build pkg-config clang-14 clang-format-14 libssl-dev \
-  libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev iproute2 procps openmpi-bin libopenmpi-dev \
+  libfmt-dev libcli11-dev libgtest-dev libgmock-dev libbenchmark-dev iproute2 iptables iputils-ping iperf3 procps openmpi-bin libopenmpi-dev \
   libgloo-dev python3-matplotlib python3-numpy libhwloc-dev nlohmann-json3-dev"
 missing=""
 for p in $PKGS; do

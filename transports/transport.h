@@ -72,6 +72,14 @@ struct PeerInfo {
   bool sameNode = false;
 };
 
+// One path of a multipath connection (braidCommGetPathStats).
+struct PathStatsRow {
+  int peer = -1, path = 0;
+  std::string transport, local, remote, state;
+  uint64_t bytesSent = 0, bytesReceived = 0, chunksSent = 0, chunksReceived = 0;
+  uint64_t retransmits = 0, failures = 0, readmissions = 0;
+};
+
 class Transport {
  public:
   virtual ~Transport() = default;
@@ -91,6 +99,8 @@ class Transport {
   virtual void close(Deadline deadline) = 0;
   // "rank 3 (host-b, 10.0.0.2:41000)" for error messages.
   virtual std::string peerName(int rank) const = 0;
+  // Any thread: appends a row per path of a multipath transport (none for single-path ones).
+  virtual void pathStats(std::vector<PathStatsRow>*) const {}
 };
 
 class TransportFactory {

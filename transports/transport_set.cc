@@ -93,6 +93,7 @@ Status TransportSet::connectAll(const std::vector<PeerInfo>& peers, Deadline dea
     const bool local = peers[r].sameNode;
     for (size_t i = 0; i < members_.size(); ++i) {
       per[i][r].host = peers[r].host;
+      per[i][r].sameNode = local;
       for (auto& [name, addr] : recs) {
         if (name == members_[i]->t->name()) per[i][r].address = addr;
       }
@@ -149,6 +150,10 @@ void TransportSet::close(Deadline deadline) {
 std::string TransportSet::peerName(int rank) const {
   int idx = rank >= 0 && rank < static_cast<int>(route_.size()) ? route_[rank] : -1;
   return members_[idx < 0 ? 0 : idx]->t->peerName(rank);
+}
+
+void TransportSet::pathStats(std::vector<PathStatsRow>* out) const {
+  for (const auto& m : members_) m->t->pathStats(out);
 }
 
 const char* TransportSet::routeName(int rank) const {

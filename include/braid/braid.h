@@ -104,6 +104,29 @@ BRAID_API braidResult_t braidCommCount(const braidComm_t comm, int* count);
 BRAID_API braidResult_t braidCommUserRank(const braidComm_t comm, int* rank);
 BRAID_API braidResult_t braidCommGetAsyncError(braidComm_t comm, braidResult_t* asyncError);
 
+/* One path of the multipath layer: a connection to a peer over one local NIC, one remote NIC and
+ * one flow. Chunks of every transfer are sprayed over a peer's paths; a dead path's chunks are
+ * re-sent on the others and the path is reconnected in the background. */
+typedef enum { braidPathUp = 0, braidPathStandby = 1, braidPathDead = 2 } braidPathState_t;
+typedef struct {
+  int peer; /* rank at the other end */
+  int path; /* index among that peer's paths */
+  braidPathState_t state;
+  char transport[8];                           /* "tcp" */
+  char local[64];                              /* local interface and address */
+  char remote[64];                             /* the peer's address */
+  unsigned long long bytesSent, bytesReceived; /* wire bytes, headers included */
+  unsigned long long chunksSent, chunksReceived;
+  unsigned long long retransmits;  /* chunks that were outstanding here when it died */
+  unsigned long long failures;     /* times it was declared dead */
+  unsigned long long readmissions; /* times it came back */
+} braidPathStats_t;
+/* Fills up to capacity entries (stats may be NULL with capacity 0) and sets *count to the number
+ * of paths: call once for the count, then with an array. Any thread, any time. Shared-memory
+ * peers have no paths. */
+BRAID_API braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t* stats,
+                                              int capacity, int* count);
+
 /* Streams: operations enqueued on a stream run in order, asynchronously to the caller. A NULL
  * stream means: run now, return when complete. */
 BRAID_API braidResult_t braidStreamCreate(braidStream_t* stream);

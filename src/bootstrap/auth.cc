@@ -214,18 +214,26 @@ Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline
                            const std::function<Status(const Hello&)>& admit,
                            const std::function<bool(AcceptedConn&&)>& onAccepted,
                            const std::string& what) {
+  return acceptAuthenticated(std::vector<int>{listenFd}, secret, deadline, admit, onAccepted, what);
+}
+
+Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secret,
+                           Deadline deadline, const std::function<Status(const Hello&)>& admit,
+                           const std::function<bool(AcceptedConn&&)>& onAccepted,
+                           const std::string& what) {
+  const size_t L = listenFds.size();
   std::list<AcceptorHandshake> pending;
   while (true) {
     int left = msUntil(deadline);
     if (left == 0) return timeoutError(fmt::format("timed out waiting for {}", what));
     std::vector<pollfd> fds;
-    fds.push_back({listenFd, POLLIN, 0});
+    for (int l : listenFds) fds.push_back({l, POLLIN, 0});
     for (auto& h : pending) fds.push_back({h.fd(), POLLIN, 0});
     int n = ::poll(fds.data(), fds.size(), std::min(left, 1000));
     if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
     if (n <= 0) continue;
-    // Existing handshakes first (fds[1..] line up with `pending`).
-    size_t idx = 1;
+    // Existing handshakes first (fds[L..] line up with `pending`).
+    size_t idx = L;
     for (auto it = pending.begin(); it != pending.end(); ++idx) {
       if (!(fds[idx].revents & (POLLIN | POLLERR | POLLHUP))) {
         ++it;
@@ -247,8 +255,9 @@ Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline
       }
       ++it;
     }
-    if (fds[0].revents & POLLIN) {
-      int c = ::accept4(listenFd, nullptr, nullptr, SOCK_CLOEXEC);
+    for (size_t l = 0; l < L; ++l) {
+      if (!(fds[l].revents & POLLIN)) continue;
+      int c = ::accept4(listenFds[l], nullptr, nullptr, SOCK_CLOEXEC);
       if (c >= 0) {
         // A stranger gets at most 10 s (or what is left) to prove itself.
         Deadline hd = std::min(deadline, deadlineIn(10000));

@@ -85,5 +85,10 @@ Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline
                            const std::function<Status(const Hello&)>& admit,
                            const std::function<bool(AcceptedConn&&)>& onAccepted,
                            const std::string& what);
+// The same on several listening sockets at once (one per NIC).
+Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secret,
+                           Deadline deadline, const std::function<Status(const Hello&)>& admit,
+                           const std::function<bool(AcceptedConn&&)>& onAccepted,
+                           const std::string& what);
 
 }  // namespace braid

@@ -137,12 +137,18 @@ Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
   return Status::ok();
 }
 
-Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what) {
+Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
+                 const SockAddr* from) {
   int delayMs = 10;
   std::string lastErr = "timed out";
   while (true) {
     Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
     if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
+    if (from != nullptr &&
+        ::bind(s.get(), reinterpret_cast<const sockaddr*>(&from->ss), from->len)) {
+      return systemError(fmt::format("cannot bind to {} to connect to {}: {}", from->toString(),
+                                     what, std::strerror(errno)));
+    }
     int rc = ::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr.ss), addr.len);
     int err = rc == 0 ? 0 : errno;
     if (err == EINPROGRESS) {

@@ -59,8 +59,10 @@ Status setNonBlocking(int fd);
 void tuneSocket(int fd, int bufferBytes);  // TCP_NODELAY, buffers, keepalive
 // Listens on addr (port 0 picks one); *bound receives the actual address.
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound);
-// Connects (blocking with deadline), retrying refused connections until the deadline.
-Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what);
+// Connects (blocking with deadline), retrying refused connections until the deadline; from
+// (port 0) binds the local end first, so the connection leaves through that address's NIC.
+Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
+                 const SockAddr* from = nullptr);
 // Exact transfers on a blocking-or-not socket, bounded by the deadline.
 Status readFull(int fd, void* buf, size_t n, Deadline deadline, const std::string& what);
 Status writeFull(int fd, const void* buf, size_t n, Deadline deadline, const std::string& what);

@@ -1,6 +1,7 @@
 // The C ABI: communicators, streams, errors, version. No exception crosses this boundary.
 #include <fmt/format.h>
 
+#include <cstdio>
 #include <cstring>
 #include <new>
 
@@ -184,6 +185,40 @@ braidResult_t braidCommGetAsyncError(braidComm_t comm, braidResult_t* asyncError
   if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
   if (asyncError == nullptr) return braid::report(invalidArgument("asyncError is NULL"), c);
   *asyncError = c->asyncError().code();
+  return braidSuccess;
+}
+
+braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t* stats, int capacity,
+                                    int* count) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (count == nullptr) return braid::report(invalidArgument("count is NULL"), c);
+  if (capacity < 0 || (capacity > 0 && stats == nullptr)) {
+    return braid::report(invalidArgument("stats is NULL or capacity is negative"), c);
+  }
+  std::vector<braid::PathStatsRow> rows;
+  if (c->transports() != nullptr) c->transports()->pathStats(&rows);
+  for (size_t i = 0; i < rows.size() && static_cast<int>(i) < capacity; ++i) {
+    const braid::PathStatsRow& r = rows[i];
+    braidPathStats_t& o = stats[i];
+    o = braidPathStats_t{};
+    o.peer = r.peer;
+    o.path = r.path;
+    o.state = r.state == "up"        ? braidPathUp
+              : r.state == "standby" ? braidPathStandby
+                                     : braidPathDead;
+    std::snprintf(o.transport, sizeof o.transport, "%s", r.transport.c_str());
+    std::snprintf(o.local, sizeof o.local, "%s", r.local.c_str());
+    std::snprintf(o.remote, sizeof o.remote, "%s", r.remote.c_str());
+    o.bytesSent = r.bytesSent;
+    o.bytesReceived = r.bytesReceived;
+    o.chunksSent = r.chunksSent;
+    o.chunksReceived = r.chunksReceived;
+    o.retransmits = r.retransmits;
+    o.failures = r.failures;
+    o.readmissions = r.readmissions;
+  }
+  *count = static_cast<int>(rows.size());
   return braidSuccess;
 }
 

@@ -91,6 +91,15 @@ Status Config::fromEnv(Config* out) {
   if (c.shmCma != 0 && c.shmCma != 1) return invalidArgument("BRAID_SHM_CMA must be 0 or 1");
   if (c.alltoallWindow < 1) return invalidArgument("BRAID_ALLTOALL_WINDOW must be at least 1");
   if (c.spinUs < 0) return invalidArgument("BRAID_SPIN_US must not be negative");
+  if (c.multirail != "auto" && c.multirail != "spray" && c.multirail != "failover" &&
+      c.multirail != "off") {
+    return invalidArgument(
+        fmt::format("BRAID_MULTIRAIL='{}' must be one of auto, spray, failover, off", c.multirail));
+  }
+  if (c.pathTimeoutMs < 10) return invalidArgument("BRAID_PATH_TIMEOUT_MS must be at least 10");
+  if (c.pathChunkBytes < 4096 || c.pathChunkBytes > (64 << 20)) {
+    return invalidArgument("BRAID_PATH_CHUNK_BYTES must be in 4K..64M");
+  }
   *out = std::move(c);
   return Status::ok();
 }

@@ -27,7 +27,19 @@ namespace braid {
     "auto: hwloc's NICs by NUMA node when there are 2 or more; none: one interface for all "     \
     "(BRAID_SOCKET_IFNAME, if set, wins for its rank)")                                          \
   X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                                 \
-    "TCP sockets per peer; large messages are striped over them")                                \
+    "TCP connections (flows, distinct source ports for ECMP) per pair of NICs to each peer")     \
+  X(multirail, std::string, "auto", "BRAID_MULTIRAIL",                                           \
+    "spray: chunks go over every NIC's paths; failover: the rank's own rail carries them, the "  \
+    "other NICs stand by; off: the own rail only; auto: spray with one rank per node, else "     \
+    "failover")                                                                                  \
+  X(pathTimeoutMs, int64_t, 500, "BRAID_PATH_TIMEOUT_MS",                                        \
+    "a path with unacknowledged data and no progress for this long is declared dead and its "    \
+    "chunks are re-sent on the other paths")                                                     \
+  X(pathChunkBytes, int64_t, 1 << 20, "BRAID_PATH_CHUNK_BYTES",                                  \
+    "largest chunk the multipath layer puts on one path (messages are cut into chunks)")         \
+  X(fault, std::string, "", "BRAID_FAULT",                                                       \
+    "fault injection for tests, e.g. 'path=0,after_bytes=64M' or 'path=rand,after_ms=300,"       \
+    "mode=blackhole,seed=7,times=2' (off by default)")                                           \
   X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")      \
   X(spinUs, int64_t, 200, "BRAID_SPIN_US",                                                       \
     "microseconds a waiting call polls the network itself without progress before it sleeps "    \

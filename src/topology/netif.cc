@@ -177,4 +177,47 @@ Status railInterface(const Config& cfg, int localRank, std::string* ifname) {
   return Status::ok();
 }
 
+Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int* primary) {
+  out->clear();
+  *primary = 0;
+  const std::vector<NetIf> all = listInterfaces();
+  auto add = [&](const NetIf& n) {
+    bool seen =
+        std::any_of(out->begin(), out->end(), [&](const NetIf& o) { return o.name == n.name; });
+    if (!seen) out->push_back(n);
+  };
+  if (!cfg.socketIfname.empty()) {
+    for (const NetIf& n : all) {
+      if (familyAllowed(cfg, n) && ifnameMatches(cfg.socketIfname, n.name)) add(n);
+    }
+    if (out->empty()) {
+      return invalidArgument(
+          fmt::format("no up interface matches BRAID_SOCKET_IFNAME='{}'", cfg.socketIfname));
+    }
+    if (localRank >= 0) *primary = localRank % static_cast<int>(out->size());
+    return Status::ok();
+  }
+  const std::vector<std::string> rails = configuredRails(cfg);
+  if (!rails.empty() && (localRank >= 0 || cfg.rails != "auto")) {
+    std::string mine;
+    BRAID_TRY(railInterface(cfg, localRank, &mine));
+    for (const std::string& name : rails) {
+      auto it = std::find_if(all.begin(), all.end(), [&](const NetIf& n) {
+        return n.name == name && familyAllowed(cfg, n);
+      });
+      if (it == all.end()) {
+        return invalidArgument(fmt::format(
+            "BRAID_RAILS='{}': interface {} is not up with an address", cfg.rails, name));
+      }
+      if (name == mine) *primary = static_cast<int>(out->size());
+      add(*it);
+    }
+    return Status::ok();
+  }
+  NetIf one;
+  BRAID_TRY(chooseLocalAddress(cfg, nullptr, &one));
+  out->push_back(one);
+  return Status::ok();
+}
+
 }  // namespace braid

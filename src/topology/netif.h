@@ -42,4 +42,9 @@ std::vector<std::string> configuredRails(const Config& cfg);
 // BRAID_SOCKET_IFNAME chooses for this rank. An error when the local rank is unknown.
 Status railInterface(const Config& cfg, int localRank, std::string* ifname);
 
+// Every NIC this rank may send on, in rail order, and which is its own (primary): the rails
+// (BRAID_RAILS, local rank i owns rail i mod R), or every interface BRAID_SOCKET_IFNAME matches
+// (one address per interface), or the one chooseLocalAddress picks.
+Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int* primary);
+
 }  // namespace braid

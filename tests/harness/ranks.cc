@@ -42,6 +42,7 @@ namespace {
 [[noreturn]] void runChild(int rank, int nranks, const RankBody& body, const RankOptions& opt,
                            int idRead, int idWrite) {
   for (const auto& [k, v] : opt.env) setenv(k.c_str(), v.c_str(), 1);
+  if (opt.setup) opt.setup(rank);
   braidUniqueId id{};
   if (rank == 0) {
     if (braidGetUniqueId(&id) != braidSuccess) {

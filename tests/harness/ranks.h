@@ -18,6 +18,8 @@ using RankBody = std::function<void(int rank, int nranks, const braidUniqueId& i
 struct RankOptions {
   int timeoutSec = 120;
   std::vector<std::pair<std::string, std::string>> env;  // set in every rank before body
+  // Runs in each rank's process before anything else (e.g. entering a network namespace).
+  std::function<void(int rank)> setup;
 };
 
 struct RankResult {

@@ -355,9 +355,22 @@ TEST(Usage, RailsBindEachLocalRankToItsInterface) {
         setenv("BRAID_LOCAL_RANK", std::to_string(r).c_str(), 1);
         braidComm_t comm = initComm(r, n, id);
         ASSERT_NE(comm, nullptr);
+        // It listens on both rails; its own rail carries its paths and the other rail stands
+        // by (ranks that share a node fail over rather than spray on each other's rails).
         std::string addr = comm->impl->transports()->localAddress();
-        EXPECT_NE(addr.find("tcp=10.77." + std::to_string(r % 2) + ".1:"), std::string::npos)
-            << "rank " << r << ": " << addr;
+        EXPECT_NE(addr.find("10.77.0.1:"), std::string::npos) << "rank " << r << ": " << addr;
+        EXPECT_NE(addr.find("10.77.1.1:"), std::string::npos) << "rank " << r << ": " << addr;
+        int count = 0;
+        ASSERT_EQ(braidCommGetPathStats(comm, nullptr, 0, &count), braidSuccess);
+        std::vector<braidPathStats_t> st(static_cast<size_t>(count));
+        ASSERT_EQ(braidCommGetPathStats(comm, st.data(), count, &count), braidSuccess);
+        ASSERT_EQ(count, 3 * 2 * 2);  // 3 peers x 2 rails x 2 flows (BRAID_TCP_SOCKETS_PER_PEER)
+        const std::string mine = "braidrail" + std::to_string(r % 2) + " ";
+        for (const braidPathStats_t& s : st) {
+          bool own = std::string(s.local).rfind(mine, 0) == 0;
+          EXPECT_EQ(s.state, own ? braidPathUp : braidPathStandby)
+              << "rank " << r << " path " << s.local << " -> " << s.remote;
+        }
         EXPECT_EQ(comm->impl->nodes().rails, 2);
         int v = r + 1;
         BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidInt32, braidSum, comm, nullptr), comm);

@@ -1,4 +1,5 @@
-// Socket I/O of the TCP transport: framing, writev batching, incremental parsing.
+// Socket I/O of the TCP transport (one socket per path): framing, writev batching,
+// incremental parsing, acknowledgements riding on outgoing frames.
 #include <fmt/format.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -12,22 +13,37 @@
 
 namespace braid::tcp {
 
-void Socket::enqueue(const FrameHeader& h, const void* payload, NetRequest* req,
-                     std::string owned) {
+namespace {
+
+// A connection the peer's kernel closed or reset: its process may be gone.
+bool peerClosed(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNREFUSED; }
+
+}  // namespace
+
+void Socket::enqueue(const FrameHeader& h, const void* payload, std::string owned) {
   OutFrame f;
   f.h = h;
   f.len = h.len;
-  f.req = req;
   f.owned = std::move(owned);
-  f.payload = f.owned.empty() ? static_cast<const char*>(payload) : nullptr;
   out_.push_back(std::move(f));
-  if (!out_.back().owned.empty()) out_.back().payload = out_.back().owned.data();
+  out_.back().payload = static_cast<const char*>(payload);
+  queued_ += sizeof(FrameHeader) + h.len;
+}
+
+void Socket::enqueueUrgent(const FrameHeader& h, std::string owned) {
+  auto at = out_.begin();
+  if (at != out_.end() && at->sent > 0) ++at;
+  OutFrame f;
+  f.h = h;
+  f.len = h.len;
+  f.owned = std::move(owned);
+  out_.insert(at, std::move(f));
   queued_ += sizeof(FrameHeader) + h.len;
 }
 
 void Socket::updateInterest() {
   bool want = !out_.empty();
-  if (want == wantOut_ || !fd_.valid()) return;
+  if (want == wantOut_ || !fd_.valid() || frozen_) return;
   wantOut_ = want;
   peer_->t->ctx().reactor->modify(
       fd_.get(), static_cast<uint32_t>(EPOLLIN) | (want ? static_cast<uint32_t>(EPOLLOUT) : 0u),
@@ -35,7 +51,9 @@ void Socket::updateInterest() {
 }
 
 void Socket::flush() {
-  while (!out_.empty() && fd_.valid()) {
+  if (frozen_) return;
+  if (!aborting_ && fd_.valid()) peer_->t->appendAck(peer_, this);
+  while (!out_.empty() && fd_.valid() && !frozen_) {
     iovec iov[64];
     int n = 0;
     for (auto it = out_.begin(); it != out_.end() && n < 62; ++it) {
@@ -45,7 +63,7 @@ void Socket::flush() {
         s = sizeof(FrameHeader);
       }
       size_t p = s - sizeof(FrameHeader);
-      if (p < it->len) iov[n++] = {const_cast<char*>(it->payload) + p, it->len - p};
+      if (p < it->len) iov[n++] = {const_cast<char*>(it->data()) + p, it->len - p};
     }
     msghdr mh{};
     mh.msg_iov = iov;
@@ -54,7 +72,9 @@ void Socket::flush() {
     if (w < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (errno == EINTR) continue;
-      peer_->t->onSocketDown(peer_, this, fmt::format("write failed: {}", std::strerror(errno)));
+      int err = errno;
+      peer_->t->onPathDown(peer_, path_, fmt::format("write failed: {}", std::strerror(err)),
+                           peerClosed(err));
       return;
     }
     size_t left = static_cast<size_t>(w);
@@ -67,13 +87,42 @@ void Socket::flush() {
         break;
       }
       left -= need;
-      NetRequest* r = f.req;
       out_.pop_front();
-      if (r != nullptr && --r->fragmentsLeft == 0) peer_->t->complete(r, Status::ok());
     }
+    if (!aborting_) peer_->t->onBytesSent(peer_, path_, static_cast<size_t>(w));
   }
   if (aborting_ && out_.empty() && fd_.valid()) ::shutdown(fd_.get(), SHUT_WR);
   updateInterest();
+}
+
+void Socket::detachFront() {
+  OutFrame& f = out_.front();
+  if (f.sent == 0 || !f.owned.empty()) return;
+  std::string rest;
+  size_t s = f.sent;
+  if (s < sizeof(FrameHeader)) {
+    rest.append(reinterpret_cast<const char*>(&f.h) + s, sizeof(FrameHeader) - s);
+    s = sizeof(FrameHeader);
+  }
+  rest.append(f.data() + (s - sizeof(FrameHeader)), f.len - (s - sizeof(FrameHeader)));
+  // What is left goes out raw: the header counts as sent, the rest is the "payload".
+  f.sent = sizeof(FrameHeader);
+  f.len = rest.size();
+  f.owned = std::move(rest);
+  f.payload = f.owned.data();
+}
+
+void Socket::forget(uint64_t fid) {
+  for (auto it = out_.begin(); it != out_.end(); ++it) {
+    if (it->h.fid != fid || it->h.type != static_cast<uint8_t>(FrameType::kData)) continue;
+    if (it == out_.begin() && it->sent > 0) {
+      detachFront();
+    } else if (it->owned.empty()) {
+      queued_ -= sizeof(FrameHeader) + it->len;
+      out_.erase(it);
+    }
+    return;
+  }
 }
 
 void Socket::beginAbort(const FrameHeader& abortHdr, const std::string& text) {
@@ -82,32 +131,19 @@ void Socket::beginAbort(const FrameHeader& abortHdr, const std::string& text) {
   std::deque<OutFrame> keep;
   if (!out_.empty() && out_.front().sent > 0) {
     // Copy what is left of the frame on the wire: the user's buffer may go away now.
-    OutFrame& f = out_.front();
-    std::string rest;
-    size_t s = f.sent;
-    if (s < sizeof(FrameHeader)) {
-      rest.append(reinterpret_cast<const char*>(&f.h) + s, sizeof(FrameHeader) - s);
-      s = sizeof(FrameHeader);
-    }
-    rest.append(f.payload + (s - sizeof(FrameHeader)), f.len - (s - sizeof(FrameHeader)));
-    OutFrame raw;
-    raw.sent = sizeof(FrameHeader);  // header already "sent": only the raw bytes follow
-    raw.len = rest.size();
-    raw.owned = std::move(rest);
-    raw.payload = raw.owned.data();
-    keep.push_back(std::move(raw));
+    detachFront();
+    keep.push_back(std::move(out_.front()));
   }
   out_.swap(keep);
   queued_ = out_.empty() ? 0 : out_.front().len;
-  if (!out_.empty()) out_.front().payload = out_.front().owned.data();
-  enqueue(abortHdr, nullptr, nullptr, text);
+  enqueue(abortHdr, nullptr, text);
   flush();
 }
 
-void Socket::collectRequests(std::vector<NetRequest*>* out) const {
-  for (const auto& f : out_) {
-    if (f.req != nullptr) out->push_back(f.req);
-  }
+void Socket::freeze() {
+  if (!fd_.valid() || frozen_) return;
+  frozen_ = true;
+  peer_->t->ctx().reactor->modify(fd_.get(), 0, this);
 }
 
 void Socket::closeNow() {
@@ -119,11 +155,11 @@ void Socket::closeNow() {
 }
 
 void Socket::onEvents(uint32_t events) {
-  if (!fd_.valid()) return;
+  if (!fd_.valid() || frozen_) return;
   if (events & EPOLLIN) readSome();
-  if (!fd_.valid()) return;
+  if (!fd_.valid() || frozen_) return;
   if (events & EPOLLOUT) flush();
-  if (!fd_.valid()) return;
+  if (!fd_.valid() || frozen_) return;
   if ((events & (EPOLLERR | EPOLLHUP)) && !(events & EPOLLIN) && aborting_) {
     closeNow();
     return;
@@ -132,64 +168,82 @@ void Socket::onEvents(uint32_t events) {
     int err = 0;
     socklen_t len = sizeof err;
     getsockopt(fd_.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-    peer_->t->onSocketDown(peer_, this,
-                           fmt::format("socket error: {}", err ? std::strerror(err) : "hangup"));
+    peer_->t->onPathDown(peer_, path_,
+                         fmt::format("socket error: {}", err ? std::strerror(err) : "hangup"),
+                         err == 0 || peerClosed(err));
   }
 }
 
 bool Socket::onHeader() {
   Transport* t = peer_->t;
+  inDest_ = nullptr;
+  inReq_ = nullptr;
+  inNew_ = false;
+  auto malformed = [&] {
+    t->fail(remoteError(fmt::format("{} sent a malformed frame (type {}, length {})",
+                                    t->peerName(peer_->rank), in_.type, in_.len)),
+            true);
+    return false;
+  };
   switch (static_cast<FrameType>(in_.type)) {
-    case FrameType::kData: {
-      if (in_.offset > in_.total || in_.len > in_.total - in_.offset) {
+    case FrameType::kData:
+      if (in_.offset > in_.total || in_.len > in_.total - in_.offset || in_.fid == 0) {
         t->fail(remoteError(fmt::format("{} sent a malformed data frame (offset {} + {} > {})",
                                         t->peerName(peer_->rank), in_.offset, in_.len, in_.total)),
                 true);
         return false;
       }
-      t->onData(peer_, in_, &inDest_, &inReq_);
+      inNew_ = t->acceptChunk(peer_, path_, in_);
+      if (!fd_.valid()) return false;
+      if (inNew_) t->onData(peer_, in_, &inDest_, &inReq_);
       if (t->failed()) return false;
-      inLeft_ = in_.len;
       break;
-    }
     case FrameType::kRtr:
-      if (in_.len != 0) break;  // falls to the malformed check below
-      t->onRtr(peer_, in_);
-      return !t->failed();
-    case FrameType::kAbort:
-      if (in_.len > kMaxAbortText) break;
-      inDest_ = nullptr;
-      inReq_ = nullptr;
+      if (in_.len != 0 || in_.fid == 0) return malformed();
+      if (t->acceptChunk(peer_, path_, in_)) {
+        t->chunkArrived(peer_, path_, in_);
+        t->onRtr(peer_, in_);
+      }
+      return fd_.valid() && !t->failed();
+    case FrameType::kAck:
+      if (in_.len % 16 != 0 || in_.len > kMaxAckRanges * 16) return malformed();
       inText_.assign(in_.len, '\0');
-      inLeft_ = in_.len;
+      break;
+    case FrameType::kAbort:
+      if (in_.len > kMaxAbortText) return malformed();
+      inText_.assign(in_.len, '\0');
       break;
     case FrameType::kBye:
-      if (in_.len != 0) break;
+      if (in_.len != 0) return malformed();
       byeReceived_ = true;
-      return true;
+      t->appendAck(peer_, this);  // what it sent before leaving is acknowledged before we go
+      flush();
+      return fd_.valid();
     default:
-      break;
+      return malformed();
   }
-  if (in_.type == static_cast<uint8_t>(FrameType::kData) ||
-      (in_.type == static_cast<uint8_t>(FrameType::kAbort) && in_.len <= kMaxAbortText)) {
-    inPayload_ = true;
-    if (inLeft_ == 0) onPayloadDone();
-    return fd_.valid() && !t->failed();
-  }
-  t->fail(remoteError(fmt::format("{} sent a malformed frame (type {}, length {})",
-                                  t->peerName(peer_->rank), in_.type, in_.len)),
-          true);
-  return false;
+  inLeft_ = in_.len;
+  inPayload_ = true;
+  if (inLeft_ == 0) onPayloadDone();
+  return fd_.valid() && !t->failed();
 }
 
 void Socket::onPayloadDone() {
   inPayload_ = false;
   inHdrGot_ = 0;
   Transport* t = peer_->t;
-  if (in_.type == static_cast<uint8_t>(FrameType::kAbort)) {
-    t->fail(remoteError(fmt::format("{} failed: {}", t->peerName(peer_->rank), inText_)), true);
-    return;
+  switch (static_cast<FrameType>(in_.type)) {
+    case FrameType::kAbort:
+      t->fail(remoteError(fmt::format("{} failed: {}", t->peerName(peer_->rank), inText_)), true);
+      return;
+    case FrameType::kAck:
+      t->onAck(peer_, path_, in_.tag, inText_);
+      return;
+    default:
+      break;
   }
+  if (!inNew_) return;  // a duplicate: its payload went nowhere
+  t->chunkArrived(peer_, path_, in_);
   t->onDataDone(peer_, in_.tag, inReq_, in_.len);
 }
 
@@ -205,7 +259,7 @@ void Socket::readSome() {
     }
     return;
   }
-  for (int rounds = 0; rounds < 64 && fd_.valid() && !aborting_; ++rounds) {
+  for (int rounds = 0; rounds < 64 && fd_.valid() && !aborting_ && !frozen_; ++rounds) {
     if (!consumeBuffered()) return;
     // Large payload remainders go straight to their destination; everything else (headers,
     // small payloads, what follows them) is read in bulk into the staging buffer, so a small
@@ -216,26 +270,29 @@ void Socket::readSome() {
     size_t want = direct ? inLeft_ : rbuf_.size();
     ssize_t r = ::recv(fd_.get(), dst, want, 0);
     if (r == 0) {
-      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0 && out_.empty()) {
+      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0) {
         closeNow();
         peer_->t->onGracefulClose(peer_);
       } else {
-        peer_->t->onSocketDown(peer_, this, "connection closed by the peer");
+        peer_->t->onPathDown(peer_, path_, "connection closed by the peer", true);
       }
       return;
     }
     if (r < 0) {
-      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      if (errno == EAGAIN || errno == EWOULDBLOCK) break;
       if (errno == EINTR) continue;
-      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0 && out_.empty()) {
+      int err = errno;
+      if (byeReceived_ && !inPayload_ && inHdrGot_ == 0) {
         closeNow();  // a reset after goodbye: the peer closed with our goodbye unread
         peer_->t->onGracefulClose(peer_);
       } else {
-        peer_->t->onSocketDown(peer_, this, fmt::format("read failed: {}", std::strerror(errno)));
+        peer_->t->onPathDown(peer_, path_, fmt::format("read failed: {}", std::strerror(err)),
+                             peerClosed(err));
       }
       return;
     }
     size_t got = static_cast<size_t>(r);
+    peer_->paths[path_]->ctr.bytesReceived.fetch_add(got, std::memory_order_relaxed);
     if (direct) {
       inLeft_ -= got;
       if (inLeft_ == 0) onPayloadDone();
@@ -245,16 +302,18 @@ void Socket::readSome() {
     }
     // A short read drained the socket: epoll says when more comes (saves an EAGAIN recv).
     if (got < want) {
-      consumeBuffered();
-      return;
+      if (!consumeBuffered()) return;
+      break;
     }
   }
+  // Chunks that need a prompt acknowledgement (large messages wait for it) get it now.
+  if (fd_.valid() && !aborting_ && !frozen_ && peer_->rx.ackUrgent(path_)) flush();
 }
 
 // Parses what the staging buffer holds; false when the socket failed or closed meanwhile.
 bool Socket::consumeBuffered() {
   while (rbufPos_ < rbufEnd_) {
-    if (!fd_.valid() || aborting_) return false;
+    if (!fd_.valid() || aborting_ || frozen_) return false;
     size_t avail = rbufEnd_ - rbufPos_;
     const char* src = rbuf_.data() + rbufPos_;
     if (!inPayload_) {
@@ -272,14 +331,15 @@ bool Socket::consumeBuffered() {
     size_t at = in_.len - inLeft_;
     if (inDest_ != nullptr) {
       std::memcpy(inDest_ + at, src, n);
-    } else if (in_.type == static_cast<uint8_t>(FrameType::kAbort)) {
+    } else if (in_.type == static_cast<uint8_t>(FrameType::kAbort) ||
+               in_.type == static_cast<uint8_t>(FrameType::kAck)) {
       std::memcpy(inText_.data() + at, src, n);
-    }  // else: a payload nobody wants any more is skipped
+    }  // else: a payload nobody wants (a duplicate chunk) is skipped
     rbufPos_ += n;
     inLeft_ -= n;
     if (inLeft_ == 0) onPayloadDone();
   }
-  return fd_.valid() && !aborting_;
+  return fd_.valid() && !aborting_ && !frozen_;
 }
 
 }  // namespace braid::tcp

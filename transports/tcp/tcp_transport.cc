@@ -1,4 +1,5 @@
-// TCP transport: connection setup, matching of tagged sends and receives, failure handling.
+// TCP transport: NICs and first connections, matching of tagged sends and receives, chunks,
+// failure handling.
 #include "transports/tcp/tcp_transport.h"
 
 #include <fmt/format.h>
@@ -10,130 +11,117 @@
 #include <unordered_set>
 
 #include "src/core/log.h"
-#include "src/topology/netif.h"
 
 namespace braid {
 namespace tcp {
 
 static_assert(std::endian::native == std::endian::little, "the wire format is little-endian");
 
-Transport::Transport(const TransportContext& ctx) : ctx_(ctx) {}
-
-Transport::~Transport() = default;
-
-Status Transport::listen() {
-  NetIf nif;
-  Config cfg = *ctx_.cfg;
-  std::string rail;
-  const int localRank = launcherLocalRank();
-  BRAID_TRY(railInterface(cfg, localRank, &rail));
-  if (!rail.empty()) cfg.socketIfname = "=" + rail;  // this rank's rail
-  BRAID_TRY(chooseLocalAddress(cfg, nullptr, &nif));
-  LOG_INFO(kNet, "tcp: listening on interface {} ({}){}", nif.name, nif.addr.toString(),
-           rail.empty() ? "" : fmt::format(", the rail of local rank {}", localRank));
-  return listenOn(nif.addr, 1024, &listener_, &bound_);
+Socket* Peer::liveSocket() const {
+  Socket* best = nullptr;
+  for (const auto& p : paths) {
+    Socket* s = p->sock.get();
+    if (s != nullptr && s->alive() && !s->frozen() &&
+        (best == nullptr || s->queuedBytes() < best->queuedBytes())) {
+      best = s;
+    }
+  }
+  return best;
 }
 
-std::string Transport::localAddress() const { return bound_.toString(); }
+Status Transport::listen() {
+  const int localRank = launcherLocalRank();
+  BRAID_TRY(chooseNics(*ctx_.cfg, localRank, &nics_, &primaryNic_));
+  const std::string& mode = ctx_.cfg->multirail;
+  if (mode == "off") {
+    nics_ = {nics_[primaryNic_]};
+    primaryNic_ = 0;
+  }
+  // auto: spray while this rank's node is not known to hold other ranks (decided again when
+  // the peers are known); failover: the primary NIC's paths only, the others as standby.
+  spray_ = mode != "failover";
+  flows_ = static_cast<int>(ctx_.cfg->tcpSocketsPerPeer);
+  chunkBytes_ = static_cast<size_t>(ctx_.cfg->pathChunkBytes);
+  pathTimeoutNs_ = ctx_.cfg->pathTimeoutMs * 1'000'000;
+  BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_));
+  for (const NetIf& nif : nics_) {
+    LOG_INFO(kNet, "tcp: listening on interface {} ({}){}", nif.name, nif.addr.toString(),
+             nics_.size() > 1 && &nif == &nics_[primaryNic_]
+                 ? fmt::format(", the rail of local rank {}", localRank)
+                 : "");
+    Fd fd;
+    SockAddr bound;
+    BRAID_TRY(listenOn(nif.addr, 1024, &fd, &bound));
+    BRAID_TRY(addListener(std::move(fd), bound));
+  }
+  return Status::ok();
+}
 
 std::string Transport::peerName(int rank) const {
   if (rank < 0 || rank >= static_cast<int>(peerInfo_.size())) return fmt::format("rank {}", rank);
   return fmt::format("rank {} ({}, {})", rank, peerInfo_[rank].host, peerInfo_[rank].address);
 }
 
-std::string Transport::pathName(const Peer* p, const Socket* s) const {
-  return fmt::format("tcp socket {} of {} to {}", s->index(), p->socks.size(),
-                     peerInfo_[p->rank].address);
+std::string Transport::pathName(const Peer* p, int path) const {
+  const Path& pa = *p->paths[path];
+  return fmt::format("path {} of {} ({} -> {})", path, p->paths.size(), pa.localAddr,
+                     pa.remoteAddr);
 }
 
 Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) {
   const int me = ctx_.rank, n = ctx_.nranks;
-  const int S = static_cast<int>(ctx_.cfg->tcpSocketsPerPeer);
   peerInfo_ = peers;
   peers_.resize(n);
+  remoteNics_.assign(n, {});
+  int sameNode = 0;
   for (int r = 0; r < n; ++r) {
-    peers_[r].rank = r;
-    peers_[r].t = this;
-    peers_[r].socks.resize(r == me || !peers[r].serve ? 0 : S);
+    if (peers[r].serve && peers[r].sameNode) ++sameNode;
   }
-  std::vector<std::vector<Fd>> fds(n);
-  for (auto& v : fds) v.resize(S);
-
-  // Higher ranks connect to lower ones; accept concurrently so nobody waits on a chain.
-  Status acceptStatus;
-  std::vector<AcceptedConn> accepted;
-  size_t expected = static_cast<size_t>(std::count_if(peers.begin() + me + 1, peers.end(),
-                                                      [](const PeerInfo& p) { return p.serve; })) *
-                    S;
-  std::thread acceptor([&] {
-    logSetThreadRank(me);
-    auto admit = [&](const Hello& h) -> Status {
-      if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n || h.rank <= me ||
-          h.rank >= n || !peers[h.rank].serve || h.socketIndex >= S) {
-        return remoteError(
-            fmt::format("unexpected data connection (rank {}, socket {})", h.rank, h.socketIndex));
-      }
-      for (const auto& a : accepted) {
-        if (a.hello.rank == h.rank && a.hello.socketIndex == h.socketIndex) {
-          return remoteError(fmt::format("duplicate connection from rank {}", h.rank));
-        }
-      }
-      return Status::ok();
-    };
-    if (expected == 0) return;
-    acceptStatus = acceptAuthenticated(
-        listener_.get(), ctx_.secret, deadline, admit,
-        [&](AcceptedConn&& c) {
-          accepted.push_back(std::move(c));
-          return accepted.size() == expected;
-        },
-        "data connections from higher ranks");
-  });
-  Status connectStatus;
-  for (int r = 0; r < me && connectStatus.isOk(); ++r) {
-    if (!peers[r].serve) continue;
-    SockAddr addr;
-    connectStatus = SockAddr::parse(peers[r].address, &addr);
-    for (int s = 0; s < S && connectStatus.isOk(); ++s) {
-      Fd fd;
-      connectStatus = connectTo(addr, deadline, &fd, peerName(r));
-      if (!connectStatus.isOk()) break;
-      Hello h;
-      h.kind = ConnKind::kData;
-      h.socketIndex = static_cast<uint16_t>(s);
-      h.rank = me;
-      h.nranks = n;
-      h.commTag = ctx_.commTag;
-      connectStatus = connectorHandshake(fd.get(), ctx_.secret, h, deadline, peerName(r));
-      fds[r][s] = std::move(fd);
-    }
-  }
-  acceptor.join();
-  listener_.reset();
-  BRAID_TRY(connectStatus);
-  if (!acceptStatus.isOk()) {
-    std::string missing;
-    for (int r = me + 1; r < n; ++r) {
-      if (!peers[r].serve) continue;
-      bool have = std::any_of(accepted.begin(), accepted.end(),
-                              [&](const AcceptedConn& a) { return a.hello.rank == r; });
-      if (!have) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-    }
-    return Status(acceptStatus.code(), fmt::format("{}; no connection from rank(s) {}",
-                                                   acceptStatus.message(), missing));
-  }
-  for (auto& a : accepted) fds[a.hello.rank][a.hello.socketIndex] = std::move(a.fd);
+  if (ctx_.cfg->multirail == "auto" && sameNode > 0) spray_ = false;  // rails belong to ranks
+  mp::SenderOptions opt;
+  opt.window = std::max<size_t>(4 * chunkBytes_, 1 << 20);
+  opt.timeoutNs = pathTimeoutNs_;
   for (int r = 0; r < n; ++r) {
-    for (int s = 0; s < static_cast<int>(peers_[r].socks.size()); ++s) {
-      BRAID_TRY(setNonBlocking(fds[r][s].get()));
-      tuneSocket(fds[r][s].get(), static_cast<int>(ctx_.cfg->tcpBufferBytes));
-      auto sock = std::make_unique<Socket>(&peers_[r], s, std::move(fds[r][s]));
-      BRAID_TRY(ctx_.reactor->add(sock->fd(), EPOLLIN, sock.get()));
-      peers_[r].socks[s] = std::move(sock);
+    Peer& p = peers_[r];
+    p.rank = r;
+    p.t = this;
+    if (r == me || !peers[r].serve) continue;
+    for (const std::string& a : splitList(peers[r].address)) {
+      SockAddr sa;
+      BRAID_TRY(SockAddr::parse(a, &sa));
+      remoteNics_[r].push_back(sa);
+    }
+    if (remoteNics_[r].empty()) {
+      return remoteError(fmt::format("{} sent no TCP address", peerName(r)));
+    }
+    // NIC pair q joins this rank's NIC q and the peer's NIC q (rails); each pair has `flows_`
+    // connections. Both ends compute the same list.
+    const int pairs = static_cast<int>(std::max(nics_.size(), remoteNics_[r].size()));
+    for (int q = 0; q < pairs; ++q) {
+      for (int f = 0; f < flows_; ++f) {
+        auto path = std::make_unique<Path>();
+        path->localNic = q % static_cast<int>(nics_.size());
+        path->remoteNic = q % static_cast<int>(remoteNics_[r].size());
+        path->localAddr = nics_[path->localNic].name + " " + nics_[path->localNic].addr.toString();
+        path->remoteAddr = remoteNics_[r][path->remoteNic].toString();
+        path->primary = spray_ || path->localNic == primaryNic_;
+        path->ctr.state.store(
+            static_cast<uint8_t>(path->primary ? mp::PathState::kUp : mp::PathState::kStandby));
+        p.paths.push_back(std::move(path));
+      }
+    }
+    p.tx = mp::Sender(static_cast<int>(p.paths.size()), opt);
+    for (size_t k = 0; k < p.paths.size(); ++k) {
+      if (!p.paths[k]->primary) p.tx.setState(static_cast<int>(k), mp::PathState::kStandby, 0);
     }
   }
-  LOG_INFO(kNet, "tcp: connected to {} peers with {} sockets each",
-           std::count_if(peers.begin(), peers.end(), [](const PeerInfo& p) { return p.serve; }), S);
+  BRAID_TRY(initialConnect(deadline));
+  BRAID_TRY(startBackground());
+  size_t served = static_cast<size_t>(
+      std::count_if(peers.begin(), peers.end(), [](const PeerInfo& p) { return p.serve; }));
+  LOG_INFO(kNet, "tcp: connected to {} peers over {} NIC(s), {} flow(s) per NIC pair ({})", served,
+           nics_.size(), flows_, spray_ ? "spraying over every path" : "failover");
+  if (fault_.enabled) LOG_WARN(kPath, "fault injection armed: {}", fault_.describe());
   return Status::ok();
 }
 
@@ -143,14 +131,11 @@ void Transport::post(NetRequest* r) {
 
 void Transport::complete(NetRequest* r, Status s) { completeRequest(r, std::move(s)); }
 
-namespace {}  // namespace
-
 void Transport::postInLoop(NetRequest* r) {
   if (failed()) return complete(r, failed_);
   Peer& p = peers_[r->peer];
-  bool alive = std::any_of(p.socks.begin(), p.socks.end(), [](auto& s) { return s->alive(); });
   bool arrived = r->kind == NetRequest::Kind::kRecv && p.unexpected.count(r->tag) != 0;
-  if (!alive && !arrived) {
+  if (p.left && !arrived) {
     return complete(r, remoteError(fmt::format("{} has left (its communicator was destroyed)",
                                                peerName(p.rank))));
   }
@@ -186,51 +171,82 @@ void Transport::postInLoop(NetRequest* r) {
   }
   p.postedRecvs[r->tag] = r;
   if (r->bytes > eagerBytes()) {
-    FrameHeader h;
-    h.type = static_cast<uint8_t>(FrameType::kRtr);
-    h.tag = r->tag;
-    h.total = r->bytes;
-    sendControl(&p, h);
+    mp::Chunk c;
+    c.type = static_cast<uint8_t>(FrameType::kRtr);
+    c.tag = r->tag;
+    c.total = r->bytes;
+    sendReliable(&p, std::move(c));
   }
 }
 
-void Transport::sendControl(Peer* p, FrameHeader h) {
-  Socket* best = p->leastQueued();
-  if (best == nullptr) return;
-  best->enqueue(h, nullptr, nullptr);
-  best->flush();
+void Transport::sendReliable(Peer* p, mp::Chunk&& c) {
+  p->tx.add(std::move(c));
+  pump(p);
 }
 
 void Transport::sendData(Peer* p, NetRequest* r) {
-  const size_t S = p->socks.size();
-  constexpr size_t kMinFrag = 64 << 10, kMaxFrag = 1 << 20;
-  size_t frag = std::clamp((r->bytes + S - 1) / S, kMinFrag, kMaxFrag);
-  size_t nfrag = r->bytes == 0 ? 1 : (r->bytes + frag - 1) / frag;
-  r->fragmentsLeft = nfrag;
-  std::vector<Socket*> touched;
-  for (size_t i = 0; i < nfrag; ++i) {
-    Socket* best = p->leastQueued();
-    if (best == nullptr) {
-      // Every socket to the peer closed after its goodbye: it left while we still send.
-      fail(remoteError(
-               fmt::format("{} left while this rank was still sending to it", peerName(p->rank))),
-           true);
-      if (i == 0) complete(r, failed_);  // no fragment queued: fail() could not see r
-      return;
+  // Chunks small enough to spread a message over every path, within the configured bounds.
+  const size_t P = std::max<size_t>(1, p->paths.size());
+  const size_t chunk = std::clamp((r->bytes + 2 * P - 1) / (2 * P),
+                                  std::min<size_t>(64 << 10, chunkBytes_), chunkBytes_);
+  const size_t nchunks = r->bytes == 0 ? 1 : (r->bytes + chunk - 1) / chunk;
+  // A small message is copied and done; a large one completes when its last chunk is
+  // acknowledged, so a chunk can be re-sent from the user's buffer until then.
+  const bool copy = r->bytes <= kCopyBytes;
+  r->fragmentsLeft = nchunks;
+  for (size_t i = 0; i < nchunks; ++i) {
+    mp::Chunk c;
+    c.type = static_cast<uint8_t>(FrameType::kData);
+    c.tag = r->tag;
+    c.offset = i * chunk;
+    c.len = static_cast<uint32_t>(std::min(chunk, r->bytes - c.offset));
+    c.total = r->bytes;
+    c.urgent = !copy;
+    if (copy) {
+      c.owned.assign(static_cast<const char*>(r->buf) + c.offset, c.len);
+    } else {
+      c.payload = static_cast<const char*>(r->buf) + c.offset;
+      c.req = r;
     }
+    p->tx.add(std::move(c));
+  }
+  if (copy) complete(r, Status::ok());
+  pump(p);
+}
+
+void Transport::pump(Peer* p) {
+  if (failed()) return;
+  Socket* touched[8];
+  size_t nt = 0;
+  bool many = false;
+  p->tx.schedule(mp::nowNs(), [&](int path, mp::Chunk& c) {
+    Socket* s = p->paths[path]->sock.get();
     FrameHeader h;
-    h.type = static_cast<uint8_t>(FrameType::kData);
-    h.tag = r->tag;
-    h.offset = i * frag;
-    h.len = static_cast<uint32_t>(std::min(frag, r->bytes - h.offset));
-    h.total = r->bytes;
-    best->enqueue(h, static_cast<const char*>(r->buf) + h.offset, r);
-    if (std::find(touched.begin(), touched.end(), best) == touched.end()) touched.push_back(best);
+    h.type = c.type;
+    h.flags = c.urgent ? 0 : kFlagLazyAck;
+    h.len = c.len;
+    h.tag = c.tag;
+    h.offset = c.offset;
+    h.total = c.total;
+    h.fid = c.fid;
+    s->enqueue(h, c.payload);
+    p->paths[path]->ctr.chunksSent.fetch_add(1, std::memory_order_relaxed);
+    if (std::find(touched, touched + nt, s) == touched + nt) {
+      if (nt < 8) {
+        touched[nt++] = s;
+      } else {
+        many = true;
+      }
+    }
+  });
+  if (many) {
+    for (auto& path : p->paths) {
+      if (failed()) return;
+      if (path->sock && path->sock->alive() && path->sock->queuedBytes() != 0) path->sock->flush();
+    }
+    return;
   }
-  for (Socket* s : touched) {
-    if (failed()) return;
-    s->flush();
-  }
+  for (size_t i = 0; i < nt && !failed(); ++i) touched[i]->flush();
 }
 
 void Transport::onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** req) {
@@ -306,8 +322,10 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
 }
 
 void Transport::onGracefulClose(Peer* p) {
-  bool alive = std::any_of(p->socks.begin(), p->socks.end(), [](auto& s) { return s->alive(); });
-  if (alive) return;
+  for (auto& path : p->paths) {
+    if (path->sock && path->sock->alive()) return;
+  }
+  p->left = true;
   LOG_INFO(kNet, "{} left (its communicator was destroyed)", peerName(p->rank));
   if (!p->postedRecvs.empty() || !p->awaitingRtr.empty()) {
     fail(remoteError(fmt::format("{} destroyed its communicator while this rank still waited "
@@ -317,14 +335,6 @@ void Transport::onGracefulClose(Peer* p) {
   }
 }
 
-void Transport::onSocketDown(Peer* p, Socket* s, const std::string& why) {
-  if (failed()) return;
-  fail(remoteError(fmt::format("{} closed the connection unexpectedly on {} ({}): the process "
-                               "died, aborted, or the network failed",
-                               peerName(p->rank), pathName(p, s), why)),
-       true);
-}
-
 void Transport::fail(const Status& reason, bool notifyPeers) {
   if (failed()) return;
   failed_ = reason;
@@ -332,8 +342,8 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
   // Record the error before waking anyone: a caller that sees its call fail must also see it
   // in braidCommGetAsyncError.
   if (ctx_.onFatal) ctx_.onFatal(reason);
+  stopBackground();
   std::unordered_set<NetRequest*> reqs;
-  std::vector<NetRequest*> queued;
   FrameHeader abortHdr;
   abortHdr.type = static_cast<uint8_t>(FrameType::kAbort);
   std::string text = reason.message().substr(0, kMaxAbortText);
@@ -344,12 +354,15 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
     for (auto& [tag, u] : p.unexpected) {
       if (u.waiting != nullptr) reqs.insert(u.waiting);
     }
-    for (auto& s : p.socks) {
-      s->collectRequests(&queued);
-      if (notifyPeers) {
-        s->beginAbort(abortHdr, text);
+    p.tx.clear([&](mp::Chunk& c) {
+      if (c.req != nullptr) reqs.insert(c.req);
+    });
+    for (auto& path : p.paths) {
+      if (!path->sock) continue;
+      if (notifyPeers && !path->sock->frozen()) {
+        path->sock->beginAbort(abortHdr, text);
       } else {
-        s->closeNow();
+        path->sock->closeNow();
       }
     }
     p.postedRecvs.clear();
@@ -358,7 +371,6 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
     p.rtrs.clear();
   }
   unexpectedBytes_ = 0;
-  reqs.insert(queued.begin(), queued.end());
   for (NetRequest* r : reqs) complete(r, reason);
 }
 
@@ -367,27 +379,33 @@ void Transport::abort(const Status& reason) {
 }
 
 void Transport::close(Deadline deadline) {
+  stopBackground();
   ctx_.reactor->post([this] {
     if (failed()) return;
     for (Peer& p : peers_) {
       FrameHeader h;
       h.type = static_cast<uint8_t>(FrameType::kBye);
-      for (auto& s : p.socks) {
-        if (!s->alive()) continue;
-        s->enqueue(h, nullptr, nullptr);
+      for (auto& path : p.paths) {
+        Socket* s = path->sock.get();
+        if (s == nullptr || !s->alive() || s->frozen()) continue;
+        appendAck(&p, s);
+        s->enqueue(h, nullptr);
         s->flush();
       }
     }
   });
-  // Wait (bounded) until every queued byte reached the kernel and, for a short while, for the
-  // peers' goodbyes: closing with their goodbye unread would reset the connection under them.
+  // Wait (bounded) until every chunk is acknowledged and every queued byte reached the kernel
+  // and, for a short while, for the peers' goodbyes: closing with their goodbye unread would
+  // reset the connection under them.
   Deadline byeBy = std::min(deadline, deadlineIn(200));
   ctx_.reactor->waitUntil(deadline, [&] {
+    if (failed()) return true;
     for (Peer& p : peers_) {
-      for (auto& s : p.socks) {
-        if (s->queuedBytes() != 0 || (s->alive() && !s->saidBye() && Clock::now() < byeBy)) {
-          return false;
-        }
+      if (!p.tx.idle() && Clock::now() < byeBy) return false;
+      for (auto& path : p.paths) {
+        Socket* s = path->sock.get();
+        if (s == nullptr || !s->alive() || s->frozen()) continue;
+        if (s->queuedBytes() != 0 || (!s->saidBye() && Clock::now() < byeBy)) return false;
       }
     }
     return true;

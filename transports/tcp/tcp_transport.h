@@ -1,19 +1,28 @@
-// TCP transport: several authenticated, non-blocking sockets per peer driven by the
-// communicator's progress loop. Messages are cut into fragments sprayed over the peer's
-// sockets (least queued bytes first) and placed by offset at the receiver. Small messages go
-// at once (eager); large ones wait for the receiver's ready-to-receive so they land directly
-// in the user's buffer and no unexpected data of large size is ever buffered.
+// TCP transport: authenticated, non-blocking sockets driven by the communicator's progress
+// loop, one per path. A peer is reached over every pair of this rank's NICs and the peer's
+// (rails: NIC i to NIC i), with BRAID_TCP_SOCKETS_PER_PEER flows (distinct source ports, for
+// ECMP entropy) per pair. The multipath layer (transports/multipath) cuts every message into
+// chunks sprayed over the paths; a path that fails or stalls is dropped, its unacknowledged
+// chunks are re-sent on the others, and the higher rank reconnects it in the background.
+// Small messages go at once (eager); large ones wait for the receiver's ready-to-receive so
+// that they land directly in the user's buffer.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <random>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
+#include "src/bootstrap/auth.h"
 #include "src/engine/reactor.h"
+#include "src/topology/netif.h"
+#include "transports/multipath/multipath.h"
 #include "transports/transport.h"
 
 namespace braid {
@@ -22,34 +31,45 @@ std::unique_ptr<TransportFactory> makeTcpTransportFactory();
 
 namespace tcp {
 
-enum class FrameType : uint8_t { kData = 1, kRtr = 2, kAbort = 3, kBye = 4 };
+enum class FrameType : uint8_t { kData = 1, kRtr = 2, kAbort = 3, kBye = 4, kAck = 5 };
+// The receiver may acknowledge the chunk with its next frame instead of at once.
+constexpr uint8_t kFlagLazyAck = 1;
 
-// 32 bytes on the wire, little-endian (checked at compile time).
+// 40 bytes on the wire, little-endian (checked at compile time).
 struct FrameHeader {
   uint8_t type = 0;
   uint8_t flags = 0;
   uint16_t reserved = 0;
-  uint32_t len = 0;  // payload bytes following this header
-  uint64_t tag = 0;
+  uint32_t len = 0;     // payload bytes following this header
+  uint64_t tag = 0;     // ACK: every fid below this arrived
   uint64_t offset = 0;  // DATA: where the payload goes in the message
   uint64_t total = 0;   // DATA/RTR: message length
+  uint64_t fid = 0;     // DATA/RTR: the chunk's id (multipath); 0 for the others
 };
-static_assert(sizeof(FrameHeader) == 32);
+static_assert(sizeof(FrameHeader) == 40);
 
 constexpr size_t kMaxAbortText = 4096;
+constexpr size_t kMaxAckRanges = 256;  // ACK payload: (first, count) pairs of uint64
 constexpr size_t kMaxUnexpectedBytes = size_t{1} << 30;
 // Inbound staging per socket, and the payload remainder from which reads go direct.
 constexpr size_t kStagingBytes = 16384;
 constexpr size_t kDirectReadBytes = 4096;
+// Messages up to this size are copied when posted, so their send completes at once.
+constexpr size_t kCopyBytes = 16384;
+// Hello.socketIndex of a connection that only checks that this rank still listens.
+constexpr uint16_t kLivenessIndex = 0xFFFF;
 
 class Transport;
 struct Peer;
 
+// The connection of one path.
 class Socket : public Reactor::Handler {
  public:
-  Socket(Peer* peer, int index, Fd fd) : peer_(peer), index_(index), fd_(std::move(fd)) {}
+  Socket(Peer* peer, int path, Fd fd) : peer_(peer), path_(path), fd_(std::move(fd)) {}
   void onEvents(uint32_t events) override;
-  void enqueue(const FrameHeader& h, const void* payload, NetRequest* req, std::string owned = {});
+  void enqueue(const FrameHeader& h, const void* payload, std::string owned = {});
+  // Ahead of queued data (acknowledgements): after the frame on the wire, if any.
+  void enqueueUrgent(const FrameHeader& h, std::string owned);
   void flush();
   void closeNow();
   bool saidBye() const { return byeReceived_; }
@@ -57,29 +77,36 @@ class Socket : public Reactor::Handler {
   // reason, then FIN; keep reading and discarding until the peer closes. So the peer reads
   // the reason before it sees the connection end, on whichever socket it reads first.
   void beginAbort(const FrameHeader& abortHdr, const std::string& text);
+  // A chunk was acknowledged (another copy arrived): its payload may go away, so an unsent
+  // frame of it is dropped and a half-sent one finishes from a copy.
+  void forget(uint64_t fid);
+  // Fault injection: the path stops moving data without a word (a blackhole).
+  void freeze();
   bool alive() const { return fd_.valid(); }
+  bool frozen() const { return frozen_; }
   size_t queuedBytes() const { return queued_; }
   int fd() const { return fd_.get(); }
-  int index() const { return index_; }
-  void collectRequests(std::vector<NetRequest*>* out) const;
+  int path() const { return path_; }
 
  private:
   struct OutFrame {
     FrameHeader h;
     const char* payload = nullptr;
     size_t len = 0;
-    size_t sent = 0;  // of header + payload
-    NetRequest* req = nullptr;
-    std::string owned;  // payload storage for control frames
+    size_t sent = 0;    // of header + payload
+    std::string owned;  // payload storage for control frames and copies
+    // (read through data(): moving a frame in the queue may move a short string's bytes)
+    const char* data() const { return owned.empty() ? payload : owned.data(); }
   };
   void readSome();
   bool consumeBuffered();
   bool onHeader();  // false: socket failed/closed
   void onPayloadDone();
   void updateInterest();
+  void detachFront();  // the front frame's rest into owned storage
 
   Peer* peer_;
-  int index_;
+  int path_;
   Fd fd_;
   std::deque<OutFrame> out_;
   size_t queued_ = 0;
@@ -88,15 +115,17 @@ class Socket : public Reactor::Handler {
   FrameHeader in_{};
   size_t inHdrGot_ = 0;
   bool inPayload_ = false;
-  char* inDest_ = nullptr;  // nullptr: payload goes to inText_ (abort text)
+  char* inDest_ = nullptr;  // nullptr: payload goes to inText_ (abort text, acks) or nowhere
   size_t inLeft_ = 0;
   NetRequest* inReq_ = nullptr;
+  bool inNew_ = false;  // a reliable frame seen for the first time
   std::string inText_;
   std::vector<char> rbuf_;  // staging for headers and small payloads
   size_t rbufPos_ = 0;
   size_t rbufEnd_ = 0;
   bool byeReceived_ = false;  // the peer said goodbye on this socket: EOF is expected
   bool aborting_ = false;     // beginAbort ran: output ends with ABORT + FIN, input discarded
+  bool frozen_ = false;
 };
 
 struct Unexpected {
@@ -105,24 +134,36 @@ struct Unexpected {
   NetRequest* waiting = nullptr;  // a receive posted while the message was still arriving
 };
 
+struct Path {
+  int localNic = 0, remoteNic = 0;
+  std::string localAddr, remoteAddr;  // for names and stats
+  bool primary = true;                // else standby (failover)
+  std::unique_ptr<Socket> sock;
+  mp::PathCounters ctr;
+  // Why it went down last: the peer closed it (EOF, reset, refused) rather than a timeout.
+  bool closedByPeer = false;
+  int64_t downSinceNs = 0;
+  // Reconnection (by the higher rank of the pair).
+  bool probing = false;
+  int64_t backoffMs = 0;
+  uint32_t generation = 0;  // connections installed so far
+};
+
 struct Peer {
   int rank = -1;
   Transport* t = nullptr;
-  std::vector<std::unique_ptr<Socket>> socks;
+  std::vector<std::unique_ptr<Path>> paths;
+  mp::Sender tx;
+  mp::Receiver rx;
   std::unordered_map<uint64_t, NetRequest*> postedRecvs;
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
-  // The live socket with the fewest queued bytes (nullptr when all are closed).
-  Socket* leastQueued() const {
-    Socket* best = nullptr;
-    for (const auto& s : socks) {
-      if (s->alive() && (best == nullptr || s->queuedBytes() < best->queuedBytes())) {
-        best = s.get();
-      }
-    }
-    return best;
-  }
+  bool left = false;             // said goodbye on every path and closed them
+  int64_t allDownSinceNs = 0;    // every path dead since (0: some path lives)
+  bool livenessProbing = false;  // (lower rank) checking that the peer still listens
+  int64_t livenessBackoffMs = 0;
+  Socket* liveSocket() const;
 };
 
 class Transport : public braid::Transport {
@@ -143,32 +184,85 @@ class Transport : public braid::Transport {
   void abort(const Status& reason) override;
   void close(Deadline deadline) override;
   std::string peerName(int rank) const override;
+  void pathStats(std::vector<PathStatsRow>* out) const override;
 
-  // Progress-thread internals used by Socket.
+  // Progress-thread internals used by Socket and the connection helpers.
   const TransportContext& ctx() const { return ctx_; }
   void complete(NetRequest* r, Status s);
   void fail(const Status& reason, bool notifyPeers);
-  void onSocketDown(Peer* p, Socket* s, const std::string& why);
+  // A path's connection failed (closedByPeer: EOF/reset, else a stall or local error).
+  void onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer);
+  // A chunk header arrived: where its payload goes (dest nullptr: nowhere).
   void onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** req);
   void onDataDone(Peer* p, uint64_t tag, NetRequest* req, size_t len);
   void onRtr(Peer* p, const FrameHeader& h);
+  void onAck(Peer* p, int path, uint64_t below, const std::string& ranges);
   void onGracefulClose(Peer* p);
+  void onBytesSent(Peer* p, int path, size_t bytes);
+  // Acknowledgements owed to p ride on s (an ACK frame queued before s flushes).
+  void appendAck(Peer* p, Socket* s);
+  // Whether the chunk with this header was received before (verdict of the multipath layer);
+  // a copy in flight on another path makes that path stale.
+  bool acceptChunk(Peer* p, int path, const FrameHeader& h);
+  void chunkArrived(Peer* p, int path, const FrameHeader& h);
   size_t eagerBytes() const { return static_cast<size_t>(ctx_.cfg->eagerBytes); }
   bool failed() const { return !failed_.isOk(); }
-  std::string pathName(const Peer* p, const Socket* s) const;
+  std::string pathName(const Peer* p, int path) const;
+  // Installs a freshly authenticated connection as path `path` to `rank` (the loop).
+  void installPath(int rank, int path, Fd fd);
+  // Called by the timer: stalls, lazy acknowledgements, peers unreachable for too long.
+  void onTick();
+  void onIncoming(Fd fd);
+  Status admitPath(const Hello& h) const;
+  void onProbeResult(int rank, int path, bool ok, bool refused, const std::string& why);
 
  private:
+  class Listener;
+  class Acceptance;
+  class Ticker;
+  class Prober;
   void postInLoop(NetRequest* r);
   void sendData(Peer* p, NetRequest* r);
-  void sendControl(Peer* p, FrameHeader h);
+  void sendReliable(Peer* p, mp::Chunk&& c);
+  void pump(Peer* p);  // hands queued chunks to paths with room and flushes them
+  void injectFault(int rank);
+  void setPathState(Peer* p, int path, mp::PathState s, size_t* moved);
+  void retire(std::unique_ptr<Socket> s);
+  void scheduleProbe(Peer* p, int path, bool liveness);
+  void allPathsDown(Peer* p);
+  std::string pathsTried(const Peer* p) const;
+  Status initialConnect(Deadline deadline);
+  Status addListener(Fd fd, const SockAddr& bound);
+  // Listeners for reconnections in the loop, the timer, the prober thread.
+  Status startBackground();
+  void stopBackground();
 
   TransportContext ctx_;
-  Fd listener_;
-  SockAddr bound_;
+  std::vector<NetIf> nics_;  // the NICs this rank listens and sends on, rail order
+  int primaryNic_ = 0;
+  bool spray_ = true;  // every NIC's paths carry chunks (else the primary's; others standby)
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::vector<std::vector<SockAddr>> remoteNics_;  // per rank
   std::vector<PeerInfo> peerInfo_;
   std::vector<Peer> peers_;
+  int flows_ = 1;
+  size_t chunkBytes_ = 1 << 20;
+  int64_t pathTimeoutNs_ = 0;
+  std::unique_ptr<Ticker> ticker_;
+  std::unique_ptr<Prober> prober_;
+  std::vector<std::unique_ptr<Acceptance>> acceptances_;
+  // Closed sockets of replaced paths (since when), freed long after.
+  std::vector<std::pair<int64_t, std::unique_ptr<Socket>>> graveyard_;
+  std::atomic<bool> stopping_{false};  // closing: no probes, no new paths
   Status failed_;
   size_t unexpectedBytes_ = 0;
+  // Fault injection.
+  mp::FaultPlan fault_;
+  std::mt19937_64 faultRng_;
+  int faultsLeft_ = 0;
+  uint64_t faultBytes_ = 0;  // bytes sent since the last injected fault
+  int64_t startNs_ = 0, lastFaultNs_ = 0;
+  std::vector<mp::Range> ackScratch_;
 };
 
 }  // namespace tcp

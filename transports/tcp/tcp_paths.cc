@@ -1,0 +1,679 @@
+// Paths of the TCP transport: first connections, path failure and re-admission, background
+// reconnection (the higher rank of a pair probes), acknowledgements, fault injection, stats.
+#include <fmt/format.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+#include "src/core/log.h"
+#include "transports/tcp/tcp_transport.h"
+
+namespace braid::tcp {
+
+using mp::nowNs;
+using mp::PathState;
+
+// A listening socket of one NIC, in the loop after the first connections: reconnections.
+class Transport::Listener : public Reactor::Handler {
+ public:
+  Listener(Transport* t, Fd fd, const SockAddr& bound) : t_(t), fd_(std::move(fd)), bound_(bound) {}
+  void onEvents(uint32_t) override {
+    for (int i = 0; i < 16; ++i) {
+      int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) return;
+      t_->onIncoming(Fd(c));
+    }
+  }
+  int fd() const { return fd_.get(); }
+  const SockAddr& bound() const { return bound_; }
+
+ private:
+  Transport* t_;
+  Fd fd_;
+  SockAddr bound_;
+};
+
+// The acceptor's handshake of one incoming reconnection, driven by the loop.
+class Transport::Acceptance : public Reactor::Handler {
+ public:
+  Acceptance(Transport* t, Fd fd, Deadline d) : t_(t), hs_(std::move(fd), t->ctx().secret, d) {}
+  Status start() { return hs_.start(); }
+  void onEvents(uint32_t) override {
+    if (done_) return;
+    bool ok = false;
+    Status s = hs_.onReadable(&ok);
+    if (s.isOk() && !ok) return;
+    finish();
+    if (s.isOk() && hs_.hello().socketIndex == kLivenessIndex &&
+        hs_.hello().commTag == t_->ctx().commTag) {
+      LOG_DEBUG(kPath, "rank {} checked that this rank is alive", hs_.hello().rank);
+      hs_.takeFd();
+      return;
+    }
+    if (s.isOk()) s = t_->admitPath(hs_.hello());
+    if (!s.isOk()) {
+      LOG_WARN(kPath, "rejected a connection: {}", s.message());
+      hs_.takeFd();  // closed here
+      return;
+    }
+    t_->installPath(hs_.hello().rank, hs_.hello().socketIndex, hs_.takeFd());
+  }
+  void finish() {
+    if (done_) return;
+    done_ = true;
+    doneNs_ = nowNs();
+    t_->ctx().reactor->remove(hs_.fd());
+  }
+  bool done() const { return done_; }
+  int64_t doneNs() const { return doneNs_; }
+  bool expired() const { return Clock::now() >= hs_.deadline(); }
+  int fd() const { return hs_.fd(); }
+
+ private:
+  Transport* t_;
+  AcceptorHandshake hs_;
+  bool done_ = false;
+  int64_t doneNs_ = 0;
+};
+
+// The periodic timer: stalls, lazy acknowledgements, unreachable peers, faults.
+class Transport::Ticker : public Reactor::Handler {
+ public:
+  explicit Ticker(Transport* t)
+      : t_(t), fd_(::timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) {}
+  Status arm(int64_t periodNs) {
+    if (!fd_.valid()) return systemError(fmt::format("timerfd_create: {}", std::strerror(errno)));
+    itimerspec its{};
+    its.it_interval.tv_sec = periodNs / 1'000'000'000;
+    its.it_interval.tv_nsec = periodNs % 1'000'000'000;
+    its.it_value = its.it_interval;
+    if (::timerfd_settime(fd_.get(), 0, &its, nullptr) != 0) {
+      return systemError(fmt::format("timerfd_settime: {}", std::strerror(errno)));
+    }
+    return Status::ok();
+  }
+  void onEvents(uint32_t) override {
+    uint64_t n = 0;
+    if (::read(fd_.get(), &n, sizeof n) != sizeof n) return;
+    t_->onTick();
+  }
+  int fd() const { return fd_.get(); }
+
+ private:
+  Transport* t_;
+  Fd fd_;
+};
+
+// Reconnects dead paths in the background (blocking connects off the loop).
+class Transport::Prober {
+ public:
+  struct Job {
+    int rank = -1, path = 0;
+    bool liveness = false;  // only: does the peer still accept connections? (lower rank)
+    int64_t dueNs = 0;
+    SockAddr to, from;
+    Hello hello;
+    std::string what;
+  };
+  Prober(Transport* t, int me) : t_(t), thread_([this, me] { run(me); }) {}
+  ~Prober() {
+    stop();
+    thread_.join();
+  }
+  void add(Job j) {
+    std::lock_guard<std::mutex> lock(mu_);
+    jobs_.push_back(std::move(j));
+    cv_.notify_one();
+  }
+  void stop() {
+    std::lock_guard<std::mutex> lock(mu_);
+    stop_ = true;
+    cv_.notify_one();
+  }
+
+ private:
+  void run(int me) {
+    logSetThreadRank(me);
+    std::unique_lock<std::mutex> lock(mu_);
+    while (!stop_) {
+      auto due = std::min_element(jobs_.begin(), jobs_.end(),
+                                  [](const Job& a, const Job& b) { return a.dueNs < b.dueNs; });
+      if (due == jobs_.end()) {
+        cv_.wait(lock);
+        continue;
+      }
+      int64_t wait = due->dueNs - nowNs();
+      if (wait > 0) {
+        cv_.wait_for(lock, std::chrono::nanoseconds(wait));
+        continue;
+      }
+      Job j = std::move(*due);
+      jobs_.erase(due);
+      lock.unlock();
+      probe(j);
+      lock.lock();
+    }
+  }
+  // One connection attempt: a refusal is an answer (nothing listens: the process is gone).
+  static Status connectOnce(const Job& j, Deadline d, Fd* fd, bool* refused) {
+    *refused = false;
+    Fd s(::socket(j.to.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+    if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
+    if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&j.from.ss), j.from.len) != 0) {
+      return systemError(fmt::format("bind to {}: {}", j.from.toString(), std::strerror(errno)));
+    }
+    int err = 0;
+    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&j.to.ss), j.to.len) != 0) {
+      err = errno;
+      if (err == EINPROGRESS) {
+        pollfd p{s.get(), POLLOUT, 0};
+        err = ::poll(&p, 1, msUntil(d)) == 1 ? 0 : ETIMEDOUT;
+        if (err == 0) {
+          socklen_t len = sizeof err;
+          getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+        }
+      }
+    }
+    if (err != 0) {
+      *refused = err == ECONNREFUSED;
+      return remoteError(fmt::format("connect to {}: {}", j.to.toString(), std::strerror(err)));
+    }
+    BRAID_TRY(setNonBlocking(s.get()));  // the handshake helpers poll
+    *fd = std::move(s);
+    return Status::ok();
+  }
+  void probe(const Job& j) {
+    Deadline d = deadlineIn(2000);
+    Fd fd;
+    bool refused = false;
+    Status s = connectOnce(j, d, &fd, &refused);
+    if (s.isOk()) s = connectorHandshake(fd.get(), t_->ctx().secret, j.hello, d, j.what);
+    Reactor* r = t_->ctx().reactor;
+    Transport* t = t_;
+    int rank = j.rank, path = j.path;
+    if (s.isOk() && !j.liveness) {
+      auto owned = std::make_shared<Fd>(std::move(fd));
+      r->post([t, rank, path, owned] { t->installPath(rank, path, std::move(*owned)); });
+      return;
+    }
+    std::string why = s.isOk() ? "alive" : s.message();
+    bool ok = s.isOk();
+    r->post([t, rank, path, ok, refused, why] { t->onProbeResult(rank, path, ok, refused, why); });
+  }
+
+  Transport* t_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Job> jobs_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+Transport::Transport(const TransportContext& ctx) : ctx_(ctx) {}
+
+Transport::~Transport() {
+  prober_.reset();  // joins
+}
+
+Status Transport::addListener(Fd fd, const SockAddr& bound) {
+  listeners_.push_back(std::make_unique<Listener>(this, std::move(fd), bound));
+  return Status::ok();
+}
+
+std::string Transport::localAddress() const {
+  std::string out;
+  for (const auto& l : listeners_) {
+    if (!out.empty()) out += ',';
+    out += l->bound().toString();
+  }
+  return out;
+}
+
+Status Transport::initialConnect(Deadline deadline) {
+  const int me = ctx_.rank, n = ctx_.nranks;
+  std::vector<std::vector<Fd>> fds(n);
+  size_t expected = 0;
+  for (int r = 0; r < n; ++r) {
+    fds[r].resize(peers_[r].paths.size());
+    if (r > me) expected += peers_[r].paths.size();
+  }
+  // Higher ranks connect to lower ones; accept concurrently so nobody waits on a chain.
+  Status acceptStatus;
+  std::vector<AcceptedConn> accepted;
+  std::thread acceptor([&] {
+    logSetThreadRank(me);
+    if (expected == 0) return;
+    std::vector<int> lfds;
+    for (const auto& l : listeners_) lfds.push_back(l->fd());
+    auto admit = [&](const Hello& h) -> Status {
+      BRAID_TRY(admitPath(h));
+      for (const auto& a : accepted) {
+        if (a.hello.rank == h.rank && a.hello.socketIndex == h.socketIndex) {
+          return remoteError(fmt::format("duplicate connection from rank {}", h.rank));
+        }
+      }
+      return Status::ok();
+    };
+    acceptStatus = acceptAuthenticated(
+        lfds, ctx_.secret, deadline, admit,
+        [&](AcceptedConn&& c) {
+          accepted.push_back(std::move(c));
+          return accepted.size() == expected;
+        },
+        "data connections from higher ranks");
+  });
+  Status connectStatus;
+  for (int r = 0; r < me && connectStatus.isOk(); ++r) {
+    for (size_t k = 0; k < peers_[r].paths.size() && connectStatus.isOk(); ++k) {
+      const Path& pa = *peers_[r].paths[k];
+      Fd fd;
+      connectStatus = connectTo(remoteNics_[r][pa.remoteNic], deadline, &fd,
+                                fmt::format("{} {}", peerName(r), pathName(&peers_[r], int(k))),
+                                &nics_[pa.localNic].addr);
+      if (!connectStatus.isOk()) break;
+      Hello h;
+      h.kind = ConnKind::kData;
+      h.socketIndex = static_cast<uint16_t>(k);
+      h.rank = me;
+      h.nranks = n;
+      h.commTag = ctx_.commTag;
+      connectStatus = connectorHandshake(fd.get(), ctx_.secret, h, deadline, peerName(r));
+      fds[r][k] = std::move(fd);
+    }
+  }
+  acceptor.join();
+  BRAID_TRY(connectStatus);
+  if (!acceptStatus.isOk()) {
+    std::string missing;
+    for (int r = me + 1; r < n; ++r) {
+      if (peers_[r].paths.empty()) continue;
+      bool have = std::any_of(accepted.begin(), accepted.end(),
+                              [&](const AcceptedConn& a) { return a.hello.rank == r; });
+      if (!have) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    }
+    return Status(acceptStatus.code(), fmt::format("{}; no connection from rank(s) {}",
+                                                   acceptStatus.message(), missing));
+  }
+  for (auto& a : accepted) fds[a.hello.rank][a.hello.socketIndex] = std::move(a.fd);
+  for (int r = 0; r < n; ++r) {
+    for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
+      BRAID_TRY(setNonBlocking(fds[r][k].get()));
+      tuneSocket(fds[r][k].get(), static_cast<int>(ctx_.cfg->tcpBufferBytes));
+      auto sock = std::make_unique<Socket>(&peers_[r], static_cast<int>(k), std::move(fds[r][k]));
+      BRAID_TRY(ctx_.reactor->add(sock->fd(), EPOLLIN, sock.get()));
+      peers_[r].paths[k]->sock = std::move(sock);
+      peers_[r].paths[k]->generation = 1;
+    }
+  }
+  return Status::ok();
+}
+
+Status Transport::admitPath(const Hello& h) const {
+  const int me = ctx_.rank, n = ctx_.nranks;
+  if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n || h.rank <= me ||
+      h.rank >= n || h.socketIndex >= peers_[h.rank].paths.size()) {
+    return remoteError(
+        fmt::format("unexpected data connection (rank {}, path {})", h.rank, h.socketIndex));
+  }
+  return Status::ok();
+}
+
+Status Transport::startBackground() {
+  startNs_ = lastFaultNs_ = nowNs();
+  faultsLeft_ = fault_.enabled ? fault_.times : 0;
+  faultRng_.seed(fault_.seed * 1000003u + static_cast<uint64_t>(ctx_.rank));
+  for (auto& l : listeners_) {
+    BRAID_TRY(setNonBlocking(l->fd()));  // the loop accepts until EAGAIN
+    BRAID_TRY(ctx_.reactor->add(l->fd(), EPOLLIN, l.get()));
+  }
+  ticker_ = std::make_unique<Ticker>(this);
+  // A tick several times per path timeout; lazy acknowledgements wait at most one tick.
+  int64_t period = std::clamp<int64_t>(pathTimeoutNs_ / 4, 2'000'000, 50'000'000);
+  BRAID_TRY(ticker_->arm(period));
+  BRAID_TRY(ctx_.reactor->add(ticker_->fd(), EPOLLIN, ticker_.get()));
+  prober_ = std::make_unique<Prober>(this, ctx_.rank);
+  return Status::ok();
+}
+
+void Transport::stopBackground() {
+  stopping_ = true;
+  if (prober_) prober_->stop();
+}
+
+void Transport::onIncoming(Fd fd) {
+  if (stopping_ || failed()) return;
+  // A stranger gets a short while to prove itself; a known peer's reconnection is quick.
+  auto a = std::make_unique<Acceptance>(this, std::move(fd), deadlineIn(5000));
+  Status s = a->start();
+  if (s.isOk()) s = ctx_.reactor->add(a->fd(), EPOLLIN, a.get());
+  if (!s.isOk()) {
+    LOG_WARN(kPath, "dropped an incoming connection: {}", s.message());
+    return;
+  }
+  acceptances_.push_back(std::move(a));
+}
+
+void Transport::setPathState(Peer* p, int path, PathState s, size_t* moved) {
+  size_t m = p->tx.setState(path, s, nowNs());
+  if (moved != nullptr) *moved = m;
+  p->paths[path]->ctr.state.store(static_cast<uint8_t>(s), std::memory_order_relaxed);
+}
+
+void Transport::retire(std::unique_ptr<Socket> s) {
+  if (!s) return;
+  s->closeNow();
+  // An event batch the loop thread took from epoll before the close may still name it (the
+  // loop takes events outside the loop lock): free it only long after.
+  graveyard_.emplace_back(nowNs(), std::move(s));
+}
+
+void Transport::onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer) {
+  if (failed()) return;
+  Path& pa = *p->paths[path];
+  if (!pa.sock || !pa.sock->alive()) return;
+  retire(std::move(pa.sock));
+  p->rx.dropPath(path);
+  size_t moved = 0;
+  setPathState(p, path, PathState::kDead, &moved);
+  pa.ctr.failures.fetch_add(1, std::memory_order_relaxed);
+  pa.ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
+  pa.closedByPeer = closedByPeer;
+  pa.downSinceNs = nowNs();
+  LOG_WARN(kPath, "{}: {} is down ({}); {} chunk(s) go again on the other paths", peerName(p->rank),
+           pathName(p, path), why, moved);
+  if (!p->tx.anyUsable()) {
+    allPathsDown(p);
+    if (failed()) return;
+  } else {
+    pump(p);
+  }
+  if (ctx_.rank > p->rank) scheduleProbe(p, path, false);
+}
+
+void Transport::allPathsDown(Peer* p) {
+  if (p->allDownSinceNs == 0) p->allDownSinceNs = nowNs();
+  LOG_WARN(kPath, "{}: every path is down; waiting up to {} ms for one to come back",
+           peerName(p->rank), ctx_.cfg->timeoutMs);
+  // The higher rank of the pair reconnects (and learns whether the peer still listens); the
+  // lower one checks that the peer still accepts connections.
+  if (ctx_.rank < p->rank) scheduleProbe(p, 0, /*liveness=*/true);
+}
+
+std::string Transport::pathsTried(const Peer* p) const {
+  std::string out;
+  for (size_t k = 0; k < p->paths.size(); ++k) {
+    if (!out.empty()) out += "; ";
+    out += pathName(p, static_cast<int>(k));
+  }
+  return out;
+}
+
+void Transport::scheduleProbe(Peer* p, int path, bool liveness) {
+  Path& pa = *p->paths[path];
+  if (!prober_ || stopping_) return;
+  int64_t& backoff = liveness ? p->livenessBackoffMs : pa.backoffMs;
+  bool& busy = liveness ? p->livenessProbing : pa.probing;
+  if (busy) return;
+  busy = true;
+  backoff = backoff == 0 ? (liveness ? 0 : 50) : std::clamp<int64_t>(backoff * 2, 50, 2000);
+  Prober::Job j;
+  j.rank = p->rank;
+  j.path = path;
+  j.liveness = liveness;
+  j.dueNs = nowNs() + backoff * 1'000'000;
+  j.to = remoteNics_[p->rank][pa.remoteNic];
+  j.from = nics_[pa.localNic].addr;
+  j.hello.kind = ConnKind::kData;
+  j.hello.socketIndex = static_cast<uint16_t>(liveness ? kLivenessIndex : path);
+  j.hello.rank = ctx_.rank;
+  j.hello.nranks = ctx_.nranks;
+  j.hello.commTag = ctx_.commTag;
+  j.what = fmt::format("{} {}", peerName(p->rank), pathName(p, path));
+  prober_->add(std::move(j));
+}
+
+void Transport::onProbeResult(int rank, int path, bool ok, bool refused, const std::string& why) {
+  if (failed() || stopping_) return;
+  Peer& p = peers_[rank];
+  const bool liveness = ctx_.rank < rank;
+  (liveness ? p.livenessProbing : p.paths[path]->probing) = false;
+  LOG_DEBUG(kPath, "{}: {} of {}: {}", peerName(rank), liveness ? "liveness check" : "probe",
+            pathName(&p, path), why);
+  if (p.allDownSinceNs != 0 && refused) {
+    // Every connection is gone and nothing listens any more: the process died or aborted.
+    fail(remoteError(fmt::format("{} closed the connection unexpectedly on every path and no "
+                                 "longer accepts connections ({}): the process died or aborted",
+                                 peerName(rank), pathsTried(&p))),
+         true);
+    return;
+  }
+  (void)ok;
+  if (liveness) {
+    if (p.allDownSinceNs != 0) scheduleProbe(&p, 0, true);
+    return;
+  }
+  Path& pa = *p.paths[path];
+  if (!pa.sock || !pa.sock->alive()) scheduleProbe(&p, path, false);
+}
+
+void Transport::installPath(int rank, int path, Fd fd) {
+  if (failed() || stopping_) return;
+  Peer& p = peers_[rank];
+  Path& pa = *p.paths[path];
+  const bool wasDead = p.tx.state(path) == PathState::kDead;
+  if (pa.sock && pa.sock->alive()) {
+    // The other end saw this path fail first and reconnected: the old connection is stale.
+    retire(std::move(pa.sock));
+    p.rx.dropPath(path);
+    size_t moved = 0;
+    setPathState(&p, path, PathState::kDead, &moved);
+    pa.ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
+  }
+  Status s = setNonBlocking(fd.get());
+  tuneSocket(fd.get(), static_cast<int>(ctx_.cfg->tcpBufferBytes));
+  auto sock = std::make_unique<Socket>(&p, path, std::move(fd));
+  if (s.isOk()) s = ctx_.reactor->add(sock->fd(), EPOLLIN, sock.get());
+  if (!s.isOk()) {
+    LOG_WARN(kPath, "cannot use a new connection for {}: {}", pathName(&p, path), s.message());
+    return;
+  }
+  pa.sock = std::move(sock);
+  pa.probing = false;
+  pa.backoffMs = 0;
+  pa.closedByPeer = false;
+  p.livenessBackoffMs = 0;
+  ++pa.generation;
+  setPathState(&p, path, pa.primary ? PathState::kUp : PathState::kStandby, nullptr);
+  if (wasDead) {
+    pa.ctr.readmissions.fetch_add(1, std::memory_order_relaxed);
+    LOG_WARN(kPath, "{}: {} is back after {} ms", peerName(rank), pathName(&p, path),
+             (nowNs() - pa.downSinceNs) / 1'000'000);
+  }
+  p.allDownSinceNs = 0;
+  pump(&p);
+}
+
+bool Transport::acceptChunk(Peer* p, int path, const FrameHeader& h) {
+  int other = -1;
+  switch (p->rx.begin(h.fid, path, &other)) {
+    case mp::Receiver::Verdict::kDuplicate:
+      return false;
+    case mp::Receiver::Verdict::kConflict:
+      // The sender gave up on `other` and re-sent the chunk here: drop the stale copy's path.
+      onPathDown(p, other, "a copy of a chunk it was receiving arrived on another path", false);
+      return !failed();
+    case mp::Receiver::Verdict::kNew:
+      return true;
+  }
+  return true;
+}
+
+void Transport::chunkArrived(Peer* p, int path, const FrameHeader& h) {
+  p->rx.end(h.fid, path, !(h.flags & kFlagLazyAck));
+  p->paths[path]->ctr.chunksReceived.fetch_add(1, std::memory_order_relaxed);
+}
+
+void Transport::appendAck(Peer* p, Socket* s) {
+  if (!p->rx.ackOwed(s->path())) return;
+  uint64_t below = p->rx.takeAck(s->path(), &ackScratch_, kMaxAckRanges);
+  std::string payload(ackScratch_.size() * 16, '\0');
+  for (size_t i = 0; i < ackScratch_.size(); ++i) {
+    std::memcpy(payload.data() + 16 * i, &ackScratch_[i].first, 8);
+    std::memcpy(payload.data() + 16 * i + 8, &ackScratch_[i].count, 8);
+  }
+  FrameHeader h;
+  h.type = static_cast<uint8_t>(FrameType::kAck);
+  h.len = static_cast<uint32_t>(payload.size());
+  h.tag = below;
+  s->enqueueUrgent(h, std::move(payload));
+}
+
+void Transport::onAck(Peer* p, int path, uint64_t below, const std::string& ranges) {
+  std::vector<mp::Range>& rs = ackScratch_;
+  rs.resize(ranges.size() / 16);
+  for (size_t i = 0; i < rs.size(); ++i) {
+    std::memcpy(&rs[i].first, ranges.data() + 16 * i, 8);
+    std::memcpy(&rs[i].count, ranges.data() + 16 * i + 8, 8);
+  }
+  p->tx.ack(path, below, rs.data(), rs.size(), nowNs(), [&](mp::Chunk& c) {
+    if (c.sends > 1 && c.path >= 0) {
+      // Another copy may still be on its way out of a path: it must not read freed memory.
+      Socket* s = p->paths[c.path]->sock.get();
+      if (s != nullptr && s->alive()) s->forget(c.fid);
+    }
+    if (c.req != nullptr && --c.req->fragmentsLeft == 0) complete(c.req, Status::ok());
+  });
+  pump(p);
+}
+
+void Transport::onBytesSent(Peer* p, int path, size_t bytes) {
+  p->paths[path]->ctr.bytesSent.fetch_add(bytes, std::memory_order_relaxed);
+  if (faultsLeft_ <= 0) return;
+  faultBytes_ += bytes;
+  if (fault_.afterBytes != 0 && faultBytes_ >= fault_.afterBytes) {
+    // Not from inside the socket's write: after this round of events.
+    int rank = p->rank;
+    ctx_.reactor->post([this, rank] { injectFault(rank); });
+    faultBytes_ = 0;
+  }
+}
+
+void Transport::injectFault(int rank) {
+  if (failed() || stopping_ || faultsLeft_ <= 0) return;
+  int target = fault_.randomPeer ? -1 : (fault_.peer >= 0 ? fault_.peer : rank);
+  if (target < 0) {
+    std::vector<int> served;
+    for (const Peer& p : peers_) {
+      if (!p.paths.empty()) served.push_back(p.rank);
+    }
+    if (served.empty()) return;
+    target = served[faultRng_() % served.size()];
+  }
+  if (target < 0 || target >= ctx_.nranks || peers_[target].paths.empty()) return;
+  Peer& p = peers_[target];
+  const int P = static_cast<int>(p.paths.size());
+  int path = (fault_.randomPath ? static_cast<int>(faultRng_() % P) : fault_.path) % P;
+  for (int i = 0; i < P; ++i) {  // the chosen path, or the next that still lives
+    Socket* s = p.paths[(path + i) % P]->sock.get();
+    if (s != nullptr && s->alive() && !s->frozen()) {
+      path = (path + i) % P;
+      break;
+    }
+  }
+  Socket* s = p.paths[path]->sock.get();
+  if (s == nullptr || !s->alive() || s->frozen()) return;
+  --faultsLeft_;
+  lastFaultNs_ = nowNs();
+  LOG_WARN(kPath, "fault injection: {} {} of {}", fault_.blackhole ? "blackholing" : "closing",
+           pathName(&p, path), peerName(target));
+  if (fault_.blackhole) {
+    s->freeze();
+  } else {
+    ::shutdown(s->fd(), SHUT_RDWR);
+    onPathDown(&p, path, "fault injection", false);
+  }
+}
+
+void Transport::onTick() {
+  if (failed()) return;
+  const int64_t now = nowNs();
+  std::vector<int> stalled;
+  for (Peer& p : peers_) {
+    if (p.paths.empty()) continue;
+    p.tx.expired(now, &stalled);
+    for (int k : stalled) {
+      onPathDown(&p, k,
+                 fmt::format("no acknowledgement for {} ms with {} bytes outstanding",
+                             pathTimeoutNs_ / 1'000'000, p.tx.outstanding(k)),
+                 false);
+      if (failed()) return;
+    }
+    if (p.rx.anyAckOwed() && !stopping_) {
+      // Lazy acknowledgements: each path's on that path, a dead path's on any live one (the
+      // flush carries the acknowledgement).
+      for (auto& path : p.paths) {
+        Socket* s = path->sock.get();
+        if (s != nullptr && s->alive() && !s->frozen() && p.rx.ackOwed(s->path())) s->flush();
+      }
+      if (p.rx.ackOwed(-1)) {
+        if (Socket* s = p.liveSocket()) s->flush();
+      }
+    }
+    if (p.allDownSinceNs != 0 && now - p.allDownSinceNs > ctx_.cfg->timeoutMs * 1'000'000) {
+      fail(timeoutError(fmt::format("{} is unreachable: every path has been down for {} ms "
+                                    "(BRAID_TIMEOUT_MS); paths tried: {}",
+                                    peerName(p.rank), (now - p.allDownSinceNs) / 1'000'000,
+                                    pathsTried(&p))),
+           true);
+      return;
+    }
+  }
+  if (faultsLeft_ > 0 && fault_.afterMs > 0 && now - lastFaultNs_ >= fault_.afterMs * 1'000'000) {
+    injectFault(fault_.peer >= 0 ? fault_.peer : ctx_.rank == 0 ? 1 : 0);
+  }
+  for (auto& a : acceptances_) {
+    if (!a->done() && a->expired()) {
+      LOG_WARN(kPath, "an incoming connection did not finish its handshake in time");
+      a->finish();
+    }
+  }
+  // Handlers out of the epoll set for a long while can no longer be named by a pending event.
+  constexpr int64_t kLongAfterNs = 10'000'000'000;
+  acceptances_.erase(
+      std::remove_if(acceptances_.begin(), acceptances_.end(),
+                     [&](const auto& a) { return a->done() && now - a->doneNs() > kLongAfterNs; }),
+      acceptances_.end());
+  graveyard_.erase(std::remove_if(graveyard_.begin(), graveyard_.end(),
+                                  [&](const auto& g) { return now - g.first > kLongAfterNs; }),
+                   graveyard_.end());
+}
+
+void Transport::pathStats(std::vector<PathStatsRow>* out) const {
+  for (const Peer& p : peers_) {
+    for (size_t k = 0; k < p.paths.size(); ++k) {
+      const Path& pa = *p.paths[k];
+      PathStatsRow r;
+      r.peer = p.rank;
+      r.path = static_cast<int>(k);
+      r.transport = "tcp";
+      r.local = pa.localAddr;
+      r.remote = pa.remoteAddr;
+      r.state = mp::pathStateName(static_cast<PathState>(pa.ctr.state.load()));
+      r.bytesSent = pa.ctr.bytesSent.load();
+      r.bytesReceived = pa.ctr.bytesReceived.load();
+      r.chunksSent = pa.ctr.chunksSent.load();
+      r.chunksReceived = pa.ctr.chunksReceived.load();
+      r.retransmits = pa.ctr.retransmits.load();
+      r.failures = pa.ctr.failures.load();
+      r.readmissions = pa.ctr.readmissions.load();
+      out->push_back(std::move(r));
+    }
+  }
+}
+
+}  // namespace braid::tcp
