@@ -38,6 +38,8 @@ size_t Sender::setState(int path, PathState s, int64_t nowNs) {
   }
   p.outstanding = 0;
   p.rate = 0;
+  p.busyStartNs = 0;
+  p.busyBytes = 0;
   return moved;
 }
 
@@ -58,21 +60,29 @@ Chunk* Sender::add(Chunk&& c) {
   return &ch;
 }
 
-int Sender::pick(uint32_t len) const {
+double Sender::rateFor(const PathRec& p, int64_t nowNs) const {
+  return nowNs - p.rateNs > kRateStaleNs ? 0 : p.rate;
+}
+
+int Sender::pick(uint32_t len, int64_t nowNs) const {
   // Standby paths only when no path is up.
   bool anyUp = std::any_of(paths_.begin(), paths_.end(),
                            [](const PathRec& p) { return p.state == PathState::kUp; });
   const PathState want = anyUp ? PathState::kUp : PathState::kStandby;
-  // Unmeasured paths count as fast as the fastest measured one, so each gets tried.
-  double fastest = 1e9;
-  for (const PathRec& p : paths_) fastest = std::max(fastest, p.rate);
+  // Unmeasured paths count as fast as the fastest measured one, so each gets tried; none
+  // counts slower than an eighth of it.
+  double measured = 0;
+  for (const PathRec& p : paths_) measured = std::max(measured, rateFor(p, nowNs));
+  const double fastest = std::max(measured, 1e9);
   int best = -1;
   double bestCost = 0;
   for (size_t i = 0; i < paths_.size(); ++i) {
     const PathRec& p = paths_[i];
     if (p.state != want) continue;
     if (p.outstanding != 0 && p.outstanding + len + kFrameCost > opt_.window) continue;
-    double cost = static_cast<double>(p.outstanding + len) / (p.rate > 0 ? p.rate : fastest);
+    double r = rateFor(p, nowNs);
+    double cost =
+        static_cast<double>(p.outstanding + len) / (r > 0 ? std::max(r, measured / 8) : fastest);
     if (best < 0 || cost < bestCost) {
       best = static_cast<int>(i);
       bestCost = cost;
@@ -84,13 +94,21 @@ int Sender::pick(uint32_t len) const {
 void Sender::credit(int path, size_t bytes, int64_t nowNs) {
   PathRec& p = paths_[path];
   p.outstanding -= std::min(p.outstanding, bytes);
-  // Rate: bytes acknowledged over the time since the previous acknowledgement, while busy.
-  if (p.lastAckNs != 0 && nowNs > p.lastAckNs && nowNs - p.lastProgressNs < opt_.timeoutNs) {
-    double dt = static_cast<double>(nowNs - std::max(p.lastAckNs, p.lastProgressNs)) * 1e-9;
-    if (dt > 0) {
-      double sample = static_cast<double>(bytes) / dt;
-      p.rate = p.rate == 0 ? sample : 0.875 * p.rate + 0.125 * sample;
-    }
+  // Rate: bytes acknowledged over time while the path stays busy, sampled only once enough
+  // bytes moved that the sample measures bandwidth rather than latency (small messages would
+  // make a path look slow, and a path that looks slow gets nothing to prove otherwise).
+  p.busyBytes += bytes;
+  if (p.busyStartNs != 0 && p.busyBytes >= kMinSampleBytes && nowNs > p.busyStartNs) {
+    double sample =
+        static_cast<double>(p.busyBytes) / (static_cast<double>(nowNs - p.busyStartNs) * 1e-9);
+    p.rate = p.rate == 0 ? sample : 0.75 * p.rate + 0.25 * sample;
+    p.rateNs = nowNs;
+    p.busyStartNs = nowNs;
+    p.busyBytes = 0;
+  }
+  if (p.outstanding == 0) {
+    p.busyStartNs = 0;
+    p.busyBytes = 0;
   }
   p.lastAckNs = nowNs;
   p.lastProgressNs = nowNs;
@@ -101,7 +119,7 @@ void Sender::expired(int64_t nowNs, std::vector<int>* out) const {
   for (size_t i = 0; i < paths_.size(); ++i) {
     const PathRec& p = paths_[i];
     if (p.state != PathState::kDead && p.outstanding != 0 &&
-        nowNs - p.lastProgressNs > opt_.timeoutNs) {
+        nowNs - std::max(p.lastProgressNs, p.lastAliveNs) > opt_.timeoutNs) {
       out->push_back(static_cast<int>(i));
     }
   }

@@ -95,14 +95,18 @@ class Sender {
   void schedule(int64_t nowNs, Emit&& emit) {
     while (!queue_.empty()) {
       Chunk& c = chunks_.at(*queue_.begin());
-      int p = pick(c.len);
+      int p = pick(c.len, nowNs);
       if (p < 0) return;
       queue_.erase(queue_.begin());
       c.path = p;
       c.sentNs = nowNs;
       ++c.sends;
       PathRec& pr = paths_[p];
-      if (pr.outstanding == 0) pr.lastProgressNs = nowNs;
+      if (pr.outstanding == 0) {
+        pr.lastProgressNs = nowNs;
+        pr.busyStartNs = nowNs;
+        pr.busyBytes = 0;
+      }
       pr.outstanding += c.len + kFrameCost;
       emit(p, c);
     }
@@ -124,6 +128,9 @@ class Sender {
   }
   // Paths with chunks outstanding and no acknowledgement for the timeout.
   void expired(int64_t nowNs, std::vector<int>* out) const;
+  // The transport below knows the path still moves data (its own acknowledgements arrive):
+  // a slow path, not a dead one; the timeout starts again.
+  void stillMoving(int path, int64_t nowNs) { paths_[path].lastAliveNs = nowNs; }
   // With resendLost: queues again chunks unacknowledged for the timeout on live paths.
   size_t requeueLost(int64_t nowNs);
   bool idle() const { return chunks_.empty(); }
@@ -140,6 +147,10 @@ class Sender {
   }
 
   static constexpr size_t kFrameCost = 64;  // per-chunk bytes counted besides the payload
+  static constexpr size_t kMinSampleBytes = 256 << 10;  // per rate sample
+  // A rate not sampled for this long is forgotten: the path gets tried as if unmeasured (a
+  // path that once looked slow must get traffic again to show it is not).
+  static constexpr int64_t kRateStaleNs = 200'000'000;
 
  private:
   struct PathRec {
@@ -147,9 +158,14 @@ class Sender {
     size_t outstanding = 0;
     int64_t lastProgressNs = 0;
     int64_t lastAckNs = 0;
-    double rate = 0;  // bytes/s, smoothed; 0 until measured
+    int64_t lastAliveNs = 0;  // stillMoving()
+    double rate = 0;          // bytes/s, smoothed; 0 until measured
+    int64_t rateNs = 0;       // when the rate was last sampled
+    int64_t busyStartNs = 0;  // start of the current rate sample (0: idle)
+    size_t busyBytes = 0;     // acknowledged since then
   };
-  int pick(uint32_t len) const;
+  int pick(uint32_t len, int64_t nowNs) const;
+  double rateFor(const PathRec& p, int64_t nowNs) const;
   template <typename Done>
   std::map<uint64_t, Chunk>::iterator retire(std::map<uint64_t, Chunk>::iterator it, int64_t nowNs,
                                              Done& done) {
