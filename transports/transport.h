@@ -101,6 +101,9 @@ class Transport {
   virtual std::string peerName(int rank) const = 0;
   // Any thread: appends a row per path of a multipath transport (none for single-path ones).
   virtual void pathStats(std::vector<PathStatsRow>*) const {}
+  // Peers this transport cannot reach right now, for error messages ("; rank 3 (...) is
+  // unreachable ..."), or empty. Any thread.
+  virtual std::string healthNote() const { return {}; }
 };
 
 class TransportFactory {

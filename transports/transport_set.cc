@@ -152,6 +152,12 @@ std::string TransportSet::peerName(int rank) const {
   return members_[idx < 0 ? 0 : idx]->t->peerName(rank);
 }
 
+std::string TransportSet::healthNote() const {
+  std::string out;
+  for (const auto& m : members_) out += m->t->healthNote();
+  return out;
+}
+
 void TransportSet::pathStats(std::vector<PathStatsRow>* out) const {
   for (const auto& m : members_) m->t->pathStats(out);
 }

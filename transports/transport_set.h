@@ -37,6 +37,7 @@ class TransportSet : public Transport {
   void close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
+  std::string healthNote() const override;
 
   // The transport that carries traffic with `rank` (after connectAll).
   const char* routeName(int rank) const;

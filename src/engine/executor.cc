@@ -211,8 +211,9 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
       return false;
     }
     timedOut_ = true;
-    Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}",
-                                        scheds_[0]->name(), timeoutMs, pendingDescription()));
+    Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}",
+                                        scheds_[0]->name(), timeoutMs, pendingDescription(),
+                                        scheds_[0]->comm()->transport()->healthNote()));
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
     return true;  // batch stays empty: the caller comes back after the aborts

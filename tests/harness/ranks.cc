@@ -103,19 +103,19 @@ std::vector<RankResult> runRanksRaw(int nranks, const RankBody& body, const Rank
   int left = nranks;
   double deadline = now() + opt.timeoutSec;
   while (left > 0) {
-    int status = 0;
-    pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid > 0) {
-      for (int r = 0; r < nranks; ++r) {
-        if (pids[r] != pid) continue;
-        res[r].exited = WIFEXITED(status);
-        res[r].code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-        res[r].signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
-        done[r] = true;
-        --left;
-      }
-      continue;
+    // Each rank by its pid: other children of the test (a fault injector's shell) are not ours.
+    bool reaped = false;
+    for (int r = 0; r < nranks; ++r) {
+      int status = 0;
+      if (done[r] || waitpid(pids[r], &status, WNOHANG) != pids[r]) continue;
+      res[r].exited = WIFEXITED(status);
+      res[r].code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+      res[r].signal = WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+      done[r] = true;
+      --left;
+      reaped = true;
     }
+    if (reaped) continue;
     if (now() > deadline) {
       for (int r = 0; r < nranks; ++r) {
         if (!done[r]) {

@@ -1,6 +1,8 @@
 // Paths of the TCP transport: first connections, path failure and re-admission, background
 // reconnection (the higher rank of a pair probes), acknowledgements, fault injection, stats.
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
@@ -303,7 +305,7 @@ Status Transport::initialConnect(Deadline deadline) {
   for (int r = 0; r < n; ++r) {
     for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
       BRAID_TRY(setNonBlocking(fds[r][k].get()));
-      tuneSocket(fds[r][k].get(), static_cast<int>(ctx_.cfg->tcpBufferBytes));
+      tunePathSocket(fds[r][k].get());
       auto sock = std::make_unique<Socket>(&peers_[r], static_cast<int>(k), std::move(fds[r][k]));
       BRAID_TRY(ctx_.reactor->add(sock->fd(), EPOLLIN, sock.get()));
       peers_[r].paths[k]->sock = std::move(sock);
@@ -343,6 +345,14 @@ Status Transport::startBackground() {
 void Transport::stopBackground() {
   stopping_ = true;
   if (prober_) prober_->stop();
+}
+
+void Transport::tunePathSocket(int fd) const {
+  tuneSocket(fd, static_cast<int>(ctx_.cfg->tcpBufferBytes));
+  // Little unsent data in the kernel: acknowledgements and keepalives, queued ahead of data
+  // here, leave without waiting behind megabytes (the window in flight stays as large).
+  int lowat = 128 << 10;
+  setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
 }
 
 void Transport::onIncoming(Fd fd) {
@@ -397,6 +407,7 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
 
 void Transport::allPathsDown(Peer* p) {
   if (p->allDownSinceNs == 0) p->allDownSinceNs = nowNs();
+  downSince_[p->rank].store(p->allDownSinceNs, std::memory_order_relaxed);
   LOG_WARN(kPath, "{}: every path is down; waiting up to {} ms for one to come back",
            peerName(p->rank), ctx_.cfg->timeoutMs);
   // The higher rank of the pair reconnects (and learns whether the peer still listens); the
@@ -475,7 +486,7 @@ void Transport::installPath(int rank, int path, Fd fd) {
     pa.ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
   }
   Status s = setNonBlocking(fd.get());
-  tuneSocket(fd.get(), static_cast<int>(ctx_.cfg->tcpBufferBytes));
+  tunePathSocket(fd.get());
   auto sock = std::make_unique<Socket>(&p, path, std::move(fd));
   if (s.isOk()) s = ctx_.reactor->add(sock->fd(), EPOLLIN, sock.get());
   if (!s.isOk()) {
@@ -495,6 +506,7 @@ void Transport::installPath(int rank, int path, Fd fd) {
              (nowNs() - pa.downSinceNs) / 1'000'000);
   }
   p.allDownSinceNs = 0;
+  downSince_[rank].store(0, std::memory_order_relaxed);
   pump(&p);
 }
 
@@ -599,20 +611,66 @@ void Transport::injectFault(int rank) {
   }
 }
 
+// A path is dead when (1) it has chunks out, no acknowledgement came for the path timeout and
+// the kernel's TCP moved nothing meanwhile either (a slow path is not a dead one), or (2) it
+// heard nothing at all for the path timeout: every idle path sends a keepalive a few times
+// per timeout, so idle paths and every peer's host are watched too.
+void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
+  const int64_t timeoutMs = pathTimeoutNs_ / 1'000'000;
+  p->tx.expired(now, stalled);
+  for (int k : *stalled) {
+    Socket* s = p->paths[k]->sock.get();
+    if (s != nullptr && s->alive() && !s->frozen() && s->kernelProgress()) {
+      p->tx.stillMoving(k, now);
+      continue;
+    }
+    onPathDown(p, k,
+               fmt::format("no acknowledgement for {} ms with {} bytes outstanding", timeoutMs,
+                           p->tx.outstanding(k)),
+               false);
+    if (failed()) return;
+  }
+  if (stopping_ || p->left) return;
+  for (size_t k = 0; k < p->paths.size(); ++k) {
+    Socket* s = p->paths[k]->sock.get();
+    if (s == nullptr || !s->alive() || s->frozen() || s->saidBye()) continue;
+    if (now - s->lastRecvNs() > pathTimeoutNs_) {
+      const int64_t quiet = s->kernelQuietMs();
+      if (quiet >= 0 && quiet < timeoutMs) continue;  // this loop lagged, not the path
+      onPathDown(p, static_cast<int>(k), fmt::format("nothing heard for {} ms", timeoutMs), false);
+      if (failed()) return;
+      continue;
+    }
+    if (now - s->lastSendNs() > pathTimeoutNs_ / 3 && s->queuedBytes() == 0) {
+      FrameHeader h;  // an acknowledgement of what already is: the keepalive
+      h.type = static_cast<uint8_t>(FrameType::kAck);
+      h.tag = p->rx.watermark();
+      s->enqueueUrgent(h, {});
+      s->flush();
+    }
+  }
+}
+
+std::string Transport::healthNote() const {
+  std::string out;
+  const int64_t now = nowNs();
+  for (size_t r = 0; r < downSince_.size(); ++r) {
+    int64_t since = downSince_[r].load(std::memory_order_relaxed);
+    if (since == 0) continue;
+    out += fmt::format("; {} is unreachable from here (every path down for {} ms)",
+                       peerName(static_cast<int>(r)), (now - since) / 1'000'000);
+  }
+  return out;
+}
+
 void Transport::onTick() {
   if (failed()) return;
   const int64_t now = nowNs();
   std::vector<int> stalled;
   for (Peer& p : peers_) {
     if (p.paths.empty()) continue;
-    p.tx.expired(now, &stalled);
-    for (int k : stalled) {
-      onPathDown(&p, k,
-                 fmt::format("no acknowledgement for {} ms with {} bytes outstanding",
-                             pathTimeoutNs_ / 1'000'000, p.tx.outstanding(k)),
-                 false);
-      if (failed()) return;
-    }
+    checkPaths(&p, now, &stalled);
+    if (failed()) return;
     if (p.rx.anyAckOwed() && !stopping_) {
       // Lazy acknowledgements: each path's on that path, a dead path's on any live one (the
       // flush carries the acknowledgement).

@@ -1,6 +1,10 @@
 // Socket I/O of the TCP transport (one socket per path): framing, writev batching,
 // incremental parsing, acknowledgements riding on outgoing frames.
 #include <fmt/format.h>
+#include <linux/sockios.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
@@ -79,6 +83,8 @@ void Socket::flush() {
     }
     size_t left = static_cast<size_t>(w);
     queued_ -= left;
+    written_ += left;
+    lastSendNs_ = mp::nowNs();
     while (left > 0) {
       OutFrame& f = out_.front();
       size_t need = sizeof(FrameHeader) + f.len - f.sent;
@@ -292,6 +298,7 @@ void Socket::readSome() {
       return;
     }
     size_t got = static_cast<size_t>(r);
+    lastRecvNs_ = mp::nowNs();
     peer_->paths[path_]->ctr.bytesReceived.fetch_add(got, std::memory_order_relaxed);
     if (direct) {
       inLeft_ -= got;
@@ -340,6 +347,22 @@ bool Socket::consumeBuffered() {
     if (inLeft_ == 0) onPayloadDone();
   }
   return fd_.valid() && !aborting_ && !frozen_;
+}
+
+bool Socket::kernelProgress() {
+  int outq = 0;
+  if (!fd_.valid() || ioctl(fd_.get(), SIOCOUTQ, &outq) != 0) return false;
+  const uint64_t acked = written_ - std::min<uint64_t>(written_, static_cast<uint64_t>(outq));
+  const bool moved = acked > kernelAcked_ || outq == 0;
+  kernelAcked_ = acked;
+  return moved;
+}
+
+int64_t Socket::kernelQuietMs() const {
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  if (!fd_.valid() || getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) return -1;
+  return ti.tcpi_last_data_recv;
 }
 
 }  // namespace braid::tcp

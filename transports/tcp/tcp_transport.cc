@@ -72,6 +72,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   const int me = ctx_.rank, n = ctx_.nranks;
   peerInfo_ = peers;
   peers_.resize(n);
+  downSince_ = std::vector<std::atomic<int64_t>>(static_cast<size_t>(n));
   remoteNics_.assign(n, {});
   int sameNode = 0;
   for (int r = 0; r < n; ++r) {

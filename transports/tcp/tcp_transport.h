@@ -87,6 +87,14 @@ class Socket : public Reactor::Handler {
   size_t queuedBytes() const { return queued_; }
   int fd() const { return fd_.get(); }
   int path() const { return path_; }
+  // Liveness: when this socket last read or wrote something (mp::nowNs clock).
+  int64_t lastRecvNs() const { return lastRecvNs_; }
+  int64_t lastSendNs() const { return lastSendNs_; }
+  // Whether the kernel's TCP made progress on this connection since the previous call: bytes
+  // acknowledged by the peer's kernel, or nothing left in flight at all.
+  bool kernelProgress();
+  // Milliseconds since the kernel last received data on this connection (TCP_INFO).
+  int64_t kernelQuietMs() const;
 
  private:
   struct OutFrame {
@@ -126,6 +134,10 @@ class Socket : public Reactor::Handler {
   bool byeReceived_ = false;  // the peer said goodbye on this socket: EOF is expected
   bool aborting_ = false;     // beginAbort ran: output ends with ABORT + FIN, input discarded
   bool frozen_ = false;
+  int64_t lastRecvNs_ = mp::nowNs();
+  int64_t lastSendNs_ = mp::nowNs();
+  uint64_t written_ = 0;      // bytes handed to the kernel
+  uint64_t kernelAcked_ = 0;  // of them, acknowledged by the peer's kernel at the last check
 };
 
 struct Unexpected {
@@ -185,6 +197,7 @@ class Transport : public braid::Transport {
   void close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
+  std::string healthNote() const override;
 
   // Progress-thread internals used by Socket and the connection helpers.
   const TransportContext& ctx() const { return ctx_; }
@@ -212,6 +225,8 @@ class Transport : public braid::Transport {
   void installPath(int rank, int path, Fd fd);
   // Called by the timer: stalls, lazy acknowledgements, peers unreachable for too long.
   void onTick();
+  void checkPaths(Peer* p, int64_t now, std::vector<int>* stalled);
+  void tunePathSocket(int fd) const;
   void onIncoming(Fd fd);
   Status admitPath(const Hello& h) const;
   void onProbeResult(int rank, int path, bool ok, bool refused, const std::string& why);
@@ -245,6 +260,8 @@ class Transport : public braid::Transport {
   std::vector<std::vector<SockAddr>> remoteNics_;  // per rank
   std::vector<PeerInfo> peerInfo_;
   std::vector<Peer> peers_;
+  // Peer.allDownSinceNs, readable from any thread (healthNote).
+  std::vector<std::atomic<int64_t>> downSince_;
   int flows_ = 1;
   size_t chunkBytes_ = 1 << 20;
   int64_t pathTimeoutNs_ = 0;
