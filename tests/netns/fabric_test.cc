@@ -1,0 +1,339 @@
+// Multipath on an emulated fabric (tools/testbed: network namespaces, veth rails, TBF rates,
+// ECMP leaf-spine): every collective over 4 hosts x 2 rails, and correct results while a rail
+// is cut, black-holed or flapping mid-operation, on one host or all; a cut path comes back and
+// carries traffic again; a host that loses every rail is named by every rank within the
+// timeout and the survivors build a new communicator; an ECMP spine link dies mid-transfer.
+// Needs root (skips otherwise); every test builds and removes its own uniquely named testbed.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sched.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/ranks.h"
+
+namespace braid::test {
+namespace {
+
+std::string testbedTool() {
+  const char* t = std::getenv("TESTBED");
+  return t != nullptr ? t : "tools/testbed";
+}
+
+class Fabric : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (geteuid() != 0) GTEST_SKIP() << "needs root for network namespaces";
+    name_ = "bt" + std::to_string(getpid() % 100000);
+  }
+  void TearDown() override {
+    if (up_) tb("down");
+  }
+  int tb(const std::string& args) const {
+    std::string cmd = testbedTool() + " --name " + name_ + " " + args + " >/dev/null 2>&1";
+    return std::system(cmd.c_str());
+  }
+  // Returns false (after GTEST_SKIP) when the testbed cannot be built here.
+  bool up(int hosts, int rails, const std::string& extra = "") {
+    std::string args = "up --hosts " + std::to_string(hosts) + " --rails " + std::to_string(rails) +
+                       " --rate 1gbit " + extra;
+    if (tb(args) != 0) return false;
+    up_ = true;
+    return true;
+  }
+  // Rank r runs in host r's namespace with the host's rails.
+  RankOptions options(int rails, const std::string& timeoutMs = "20000") const {
+    RankOptions opt;
+    opt.timeoutSec = 240;
+    std::string railList;
+    for (int r = 0; r < rails; ++r) railList += (r ? ",r" : "r") + std::to_string(r);
+    opt.env = {{"BRAID_TRANSPORTS", "tcp"},     {"BRAID_RAILS", railList},
+               {"BRAID_LOCAL_RANK", "0"},       {"BRAID_PATH_TIMEOUT_MS", "500"},
+               {"BRAID_TIMEOUT_MS", timeoutMs}, {"BRAID_SOCKET_IFNAME", ""}};
+    std::string prefix = name_;
+    opt.setup = [prefix](int rank) {
+      std::string ns = "/run/netns/" + prefix + "-h" + std::to_string(rank);
+      int fd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+        std::fprintf(stderr, "rank %d: cannot enter %s\n", rank, ns.c_str());
+        _exit(5);
+      }
+      close(fd);
+    };
+    return opt;
+  }
+  // Runs `cmds` (testbed commands) one after another in the background, the first after
+  // `delayMs`, each `gapMs` after the previous.
+  std::thread later(int delayMs, std::vector<std::string> cmds, int gapMs = 0) {
+    return std::thread([this, delayMs, cmds, gapMs] {
+      std::this_thread::sleep_for(std::chrono::milliseconds(delayMs));
+      for (const auto& c : cmds) {
+        EXPECT_EQ(tb(c), 0) << c;
+        std::this_thread::sleep_for(std::chrono::milliseconds(gapMs));
+      }
+    });
+  }
+
+  std::string name_;
+  bool up_ = false;
+};
+
+std::vector<braidPathStats_t> pathStats(braidComm_t comm) {
+  int n = 0;
+  EXPECT_EQ(braidCommGetPathStats(comm, nullptr, 0, &n), braidSuccess);
+  std::vector<braidPathStats_t> v(static_cast<size_t>(n));
+  EXPECT_EQ(braidCommGetPathStats(comm, v.data(), n, &n), braidSuccess);
+  v.resize(static_cast<size_t>(n));
+  return v;
+}
+
+uint64_t failures(braidComm_t comm) {
+  uint64_t f = 0;
+  for (const auto& s : pathStats(comm)) f += s.failures;
+  return f;
+}
+
+// Allreduces of `count` floats, every element checked, until rank 0 has spent `seconds` (the
+// ranks agree on the number of calls: rank 0's verdict travels in the last element).
+void allreduceFor(braidComm_t comm, int r, int n, size_t count, double seconds) {
+  std::vector<float> v(count + 1);
+  double t0 = now();
+  for (int it = 0;; ++it) {
+    for (size_t i = 0; i < count; ++i) v[i] = static_cast<float>((r + 1) * ((i + it) % 89));
+    v[count] = r == 0 && now() - t0 >= seconds ? 1.0f : 0.0f;
+    BRAID_ASSERT_OK(
+        braidAllReduce(v.data(), v.data(), count + 1, braidFloat32, braidSum, comm, nullptr), comm);
+    const float ranks = static_cast<float>(n * (n + 1) / 2);
+    size_t bad = 0;
+    for (size_t i = 0; i < count; ++i) bad += v[i] != ranks * static_cast<float>((i + it) % 89);
+    ASSERT_EQ(bad, 0u) << "iteration " << it;
+    if (v[count] != 0) break;
+  }
+}
+
+// Waits until every path is up (exercising the communicator), then checks that every path
+// that died came back, and that those to peers this rank sends data to carry chunks again.
+void pathsComeBackAndCarry(braidComm_t comm, int r, int n) {
+  bool allUp = false;  // on every rank
+  for (int i = 0; i < 200 && !allUp; ++i) {
+    auto st = pathStats(comm);
+    float down = std::all_of(st.begin(), st.end(), [](auto& s) { return s.state == braidPathUp; })
+                     ? 0.0f
+                     : 1.0f;
+    BRAID_ASSERT_OK(braidAllReduce(&down, &down, 1, braidFloat32, braidSum, comm, nullptr), comm);
+    allUp = down == 0;
+    if (!allUp) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ASSERT_TRUE(allUp) << "rank " << r << ": paths did not come back";
+  auto before = pathStats(comm);
+  allreduceFor(comm, r, n, size_t{4} << 20, 0);
+  auto after = pathStats(comm);
+  std::vector<uint64_t> toPeer(static_cast<size_t>(n), 0);
+  uint64_t failed = 0, readmitted = 0;
+  for (size_t k = 0; k < after.size(); ++k) {
+    toPeer[after[k].peer] += after[k].bytesSent - before[k].bytesSent;
+    failed += after[k].failures;
+    readmitted += after[k].readmissions;
+  }
+  EXPECT_EQ(readmitted, failed) << "rank " << r << ": not every dead path came back";
+  for (size_t k = 0; k < after.size(); ++k) {
+    if (after[k].readmissions == 0 || toPeer[after[k].peer] < (1u << 20)) continue;
+    EXPECT_GT(after[k].chunksSent, before[k].chunksSent)
+        << "rank " << r << ": re-admitted path " << after[k].local << " -> " << after[k].remote
+        << " carries nothing; to that peer: " << [&] {
+             std::string d;
+             for (size_t j = 0; j < after.size(); ++j) {
+               if (after[j].peer != after[k].peer) continue;
+               d += std::to_string(after[j].path) + ":" +
+                    std::to_string(after[j].chunksSent - before[j].chunksSent) + " chunks " +
+                    std::to_string(after[j].bytesSent - before[j].bytesSent) + " B; ";
+             }
+             return d;
+           }();
+  }
+}
+
+TEST_F(Fabric, EveryCollectiveIsCorrectAndSprayedOverBothRails) {
+  if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        const size_t count = size_t{1} << 20;
+        allreduceFor(comm, r, n, count, 0);
+        std::vector<float> in(count), out(count * n);
+        for (size_t i = 0; i < count; ++i) in[i] = static_cast<float>(r * 1000 + i % 1000);
+        BRAID_ASSERT_OK(braidAllGather(in.data(), out.data(), count, braidFloat32, comm, nullptr),
+                        comm);
+        for (int q = 0; q < n; ++q) {
+          for (size_t i = 0; i < count; i += 4099) {
+            ASSERT_EQ(out[q * count + i], static_cast<float>(q * 1000 + i % 1000));
+          }
+        }
+        std::vector<float> rs(count);
+        BRAID_ASSERT_OK(
+            braidReduceScatter(out.data(), rs.data(), count, braidFloat32, braidSum, comm, nullptr),
+            comm);
+        for (size_t i = 0; i < count; i += 4099) {
+          ASSERT_EQ(rs[i], static_cast<float>(n * (r * 1000 + i % 1000)));
+        }
+        std::vector<float> a2a(count * n), back(count * n);
+        for (size_t i = 0; i < a2a.size(); ++i) a2a[i] = static_cast<float>(r * 7 + i / count);
+        BRAID_ASSERT_OK(braidAllToAll(a2a.data(), back.data(), count, braidFloat32, comm, nullptr),
+                        comm);
+        for (int q = 0; q < n; ++q) ASSERT_EQ(back[q * count], static_cast<float>(q * 7 + r));
+        std::vector<float> b(count, static_cast<float>(r));
+        BRAID_ASSERT_OK(braidBroadcast(b.data(), b.data(), count, braidFloat32, 2, comm, nullptr),
+                        comm);
+        ASSERT_EQ(b[count - 1], 2.0f);
+        // Both rails carried chunks.
+        uint64_t rail[2] = {0, 0};
+        for (const auto& s : pathStats(comm)) {
+          rail[std::string(s.local).rfind("r1", 0) == 0 ? 1 : 0] += s.chunksSent;
+        }
+        EXPECT_GT(rail[0], 0u);
+        EXPECT_GT(rail[1], 0u);
+        EXPECT_EQ(failures(comm), 0u);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      options(2));
+}
+
+TEST_F(Fabric, RailCutOnOneHostMidAllReduce) {
+  if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  std::thread t = later(600, {"cut 1 0"});
+  std::thread restore = later(2600, {"restore 1 0"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceFor(comm, r, n, size_t{4} << 20, 2.0);
+        if (r == 1) {
+          EXPECT_GT(failures(comm), 0u) << "the cut was not noticed";
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1000));  // restored by now
+        pathsComeBackAndCarry(comm, r, n);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      options(2));
+  t.join();
+  restore.join();
+}
+
+TEST_F(Fabric, RailBlackholedOnOneHostMidAllReduce) {
+  if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  std::thread t = later(600, {"blackhole 2 1"});
+  std::thread restore = later(2600, {"restore 2 1"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceFor(comm, r, n, size_t{4} << 20, 2.0);
+        if (r == 2) {
+          EXPECT_GT(failures(comm), 0u) << "the blackhole was not noticed";
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+        pathsComeBackAndCarry(comm, r, n);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      options(2));
+  t.join();
+  restore.join();
+}
+
+TEST_F(Fabric, RailCutOnEveryHostAndAFlappingRail) {
+  if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  std::thread cut = later(500, {"cut 0 1", "cut 1 1", "cut 2 1", "cut 3 1"});
+  std::thread restore =
+      later(2000, {"restore 0 1", "restore 1 1", "restore 2 1", "restore 3 1", "flap 3 0 150 6"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceFor(comm, r, n, size_t{4} << 20, 4.5);
+        EXPECT_GT(failures(comm), 0u);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the flapping ended
+        pathsComeBackAndCarry(comm, r, n);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      options(2));
+  cut.join();
+  restore.join();
+}
+
+TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
+  if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  std::string idFile = "/tmp/braid-" + name_ + "-second.id";
+  std::remove(idFile.c_str());
+  std::thread cut = later(500, {"cut 3 0", "cut 3 1"});
+  RankOptions opt = options(2, "4000");
+  auto res = runRanksRaw(
+      4,
+      [idFile](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        std::vector<float> v(size_t{4} << 20, 1);
+        braidResult_t rc = braidSuccess;
+        double t0 = now(), failedAt = 0;
+        while (rc == braidSuccess && now() - t0 < 30) {
+          rc = braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr);
+          failedAt = now() - t0;
+        }
+        ASSERT_NE(rc, braidSuccess) << "rank " << r << " never noticed";
+        std::string msg = braidGetLastError(comm);
+        EXPECT_LT(failedAt, 15.0) << "rank " << r << " took too long";
+        if (r != 3) {
+          EXPECT_NE(msg.find("rank 3"), std::string::npos) << "rank " << r << ": " << msg;
+        }
+        EXPECT_EQ(braidCommAbort(comm), braidSuccess);
+        if (r == 3) return;
+        // The survivors start over without host 3.
+        setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+        setenv("BRAID_WORLD_SIZE", "3", 1);
+        setenv("BRAID_UNIQUE_ID_FILE", idFile.c_str(), 1);
+        braidComm_t again = nullptr;
+        BRAID_ASSERT_OK(braidCommInitFromEnv(&again), nullptr);
+        float x = 1;
+        BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, again, nullptr), again);
+        EXPECT_EQ(x, 3.0f);
+        EXPECT_EQ(braidCommDestroy(again), braidSuccess);
+      },
+      opt);
+  cut.join();
+  std::remove(idFile.c_str());
+  for (int r = 0; r < 4; ++r) {
+    EXPECT_TRUE(res[r].exited && res[r].code == 0)
+        << "rank " << r << " code " << res[r].code << " signal " << res[r].signal
+        << (res[r].hung ? " (hung)" : "");
+  }
+}
+
+TEST_F(Fabric, EcmpSpineLinkDiesAndIsWithdrawnLate) {
+  if (!up(4, 1, "--ecmp 2,2")) GTEST_SKIP() << "cannot build an ECMP testbed here";
+  std::thread t = later(700, {"cut-spine 0 0 --withdraw-after 800"});
+  RankOptions opt = options(1);
+  opt.env.push_back({"BRAID_TCP_SOCKETS_PER_PEER", "4"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceFor(comm, r, n, size_t{4} << 20, 3.0);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      opt);
+  t.join();
+}
+
+}  // namespace
+}  // namespace braid::test
