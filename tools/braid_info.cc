@@ -63,6 +63,27 @@ json collect(const Config& cfg, std::string* problems) {
   }
   out["rails"] = {
       {"setting", cfg.rails}, {"discovered", discoveredRails()}, {"in_use", configuredRails(cfg)}};
+  {
+    // The tcp transport's paths to each peer (transports/multipath): this rank's NICs x the
+    // peer's x flows; chunks are sprayed over them or kept on the primary (failover).
+    std::vector<NetIf> nics;
+    int primary = 0;
+    json mp = {{"mode", cfg.multirail},
+               {"flows_per_nic_pair", cfg.tcpSocketsPerPeer},
+               {"path_timeout_ms", cfg.pathTimeoutMs},
+               {"chunk_bytes", cfg.pathChunkBytes},
+               {"fault", cfg.fault.empty() ? "off" : cfg.fault}};
+    if (Status s = chooseNics(cfg, launcherLocalRank(), &nics, &primary); s.isOk()) {
+      mp["nics"] = json::array();
+      for (const NetIf& n : cfg.multirail == "off" ? std::vector<NetIf>{nics[primary]} : nics) {
+        mp["nics"].push_back(n.name);
+      }
+      mp["primary"] = nics[primary].name;
+    } else {
+      mp["error"] = s.message();
+    }
+    out["multipath"] = mp;
+  }
   out["transports"] = json::array();
   for (const std::string& name : transportNames()) {
     TransportFactory* f = findTransport(name);
@@ -147,6 +168,20 @@ void printText(const json& j) {
                                                   : "usable");
   }
   std::printf("transports  %s\n", ts.c_str());
+  const json& mp = j["multipath"];
+  if (mp.contains("error")) {
+    std::printf("multipath   %s\n", mp["error"].get<std::string>().c_str());
+  } else {
+    std::string nics;
+    for (const auto& n : mp["nics"]) nics += (nics.empty() ? "" : ", ") + n.get<std::string>();
+    std::printf(
+        "multipath   tcp: BRAID_MULTIRAIL=%s over NIC(s) %s (primary %s), %lld flow(s) "
+        "per NIC pair; path timeout %lld ms; chunks up to %lld bytes; faults %s\n",
+        mp["mode"].get<std::string>().c_str(), nics.c_str(),
+        mp["primary"].get<std::string>().c_str(), mp["flows_per_nic_pair"].get<long long>(),
+        mp["path_timeout_ms"].get<long long>(), mp["chunk_bytes"].get<long long>(),
+        mp["fault"].get<std::string>().c_str());
+  }
   if (j.contains("topology")) {
     const json& t = j["topology"];
     if (t.contains("error")) {

@@ -87,6 +87,8 @@ void usage() {
       "  bfloat16, all)  -r root  -z blocking (0/1)  -a average (0 rank0, 1 avg, 2 min, 3 max)\n"
       "  -R register buffers (accepted; host memory needs none)  -J FILE (JSON lines)\n"
       "  -T seconds per size (adapts -n)  -t/-g (accepted, must be 1)\n"
+      "  --inject SPEC  kill a path mid-run (BRAID_FAULT syntax, e.g. rank=0,path=0,after_ms=500\n"
+      "                 or rank=1,path=rand,after_bytes=256M,mode=blackhole)\n"
       "Ranks come from the launcher: braidrun -np N, mpirun (+BRAID_ROOT_ADDR), torchrun, srun.\n");
 }
 
@@ -104,6 +106,7 @@ Options parse(int argc, char** argv) {
   }
   o.coll = coll;
   static const option kLong[] = {{"corrupt-for-test", no_argument, nullptr, 1000},
+                                 {"inject", required_argument, nullptr, 1001},
                                  {"help", no_argument, nullptr, 'h'},
                                  {nullptr, 0, nullptr, 0}};
   optind = first;
@@ -145,6 +148,10 @@ Options parse(int argc, char** argv) {
         break;  // nccl-tests flags without effect here
       case 1000:
         o.corrupt = true;
+        break;
+      case 1001:
+        // A path fault during the run (BRAID_FAULT's syntax), for re-send and recovery timing.
+        setenv("BRAID_FAULT", optarg, 1);
         break;
       case 'h':
         usage();
@@ -233,6 +240,43 @@ Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, b
   return r;
 }
 
+// Rank 0's multipath paths (braidCommGetPathStats): in the header a summary, after the run
+// one line per path (the first 32) with bytes, chunks, re-sends, failures and re-admissions.
+void printPaths(braidComm_t comm, bool detail) {
+  int n = 0;
+  if (braidCommGetPathStats(comm, nullptr, 0, &n) != braidSuccess || n == 0) return;
+  std::vector<braidPathStats_t> st(static_cast<size_t>(n));
+  if (braidCommGetPathStats(comm, st.data(), n, &n) != braidSuccess) return;
+  st.resize(static_cast<size_t>(n));
+  static const char* kState[] = {"up", "standby", "dead"};
+  int peers = 0, up = 0, last = -1;
+  unsigned long long fails = 0, resent = 0, back = 0;
+  for (const auto& s : st) {
+    if (s.peer != last) ++peers;
+    last = s.peer;
+    up += s.state == braidPathUp;
+    fails += s.failures;
+    resent += s.retransmits;
+    back += s.readmissions;
+  }
+  std::printf(
+      "# rank 0 paths: %d to %d peer%s, %d up; failures %llu, chunks re-sent %llu, "
+      "re-admitted %llu\n",
+      n, peers, peers == 1 ? "" : "s", up, fails, resent, back);
+  if (!detail) return;
+  std::printf("#  %4s %4s %-7s %-28s %-22s %12s %9s %7s %5s %5s\n", "peer", "path", "state",
+              "local", "remote", "bytes sent", "chunks", "resent", "fail", "back");
+  for (size_t i = 0; i < st.size() && i < 32; ++i) {
+    const auto& s = st[i];
+    std::printf("#  %4d %4d %-7s %-28s %-22s %12llu %9llu %7llu %5llu %5llu\n", s.peer, s.path,
+                kState[static_cast<int>(s.state) % 3], s.local, s.remote, s.bytesSent, s.chunksSent,
+                s.retransmits, s.failures, s.readmissions);
+  }
+  if (st.size() > 32) std::printf("#  ... %zu more\n", st.size() - 32);
+  std::printf("#\n");
+  std::fflush(stdout);
+}
+
 // Under mpirun (and without a braid rendezvous in the environment) the unique id travels by
 // MPI_Bcast, like nccl-tests built with MPI=1; otherwise the launcher's environment is used.
 braidResult_t initComm(braidComm_t* comm) {
@@ -301,6 +345,7 @@ int run(const Options& o) {
     }
     std::printf("# braid-perf %s: nranks %d hosts %zu transports %s%s%s\n", coll.name, c.n,
                 distinct.size(), ts->name(), via.empty() ? "" : ": rank 0 uses ", via.c_str());
+    printPaths(c.comm, false);
     std::printf("%s blocking: %d\n", steppingLine(o).c_str(), o.blocking ? 1 : 0);
     std::printf("#\n# Using ranks\n");
     for (int r = 0; r < c.n; ++r) std::printf("#  Rank %2d on %s\n", r, &hosts[64 * r]);
@@ -355,6 +400,7 @@ int run(const Options& o) {
   }
   if (c.rank == 0) {
     printFooter(totalWrong, busSum, busRows);
+    printPaths(c.comm, true);
     if (json != nullptr) std::fclose(json);
   }
   std::fflush(stdout);

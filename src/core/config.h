@@ -38,8 +38,9 @@ namespace braid {
   X(pathChunkBytes, int64_t, 1 << 20, "BRAID_PATH_CHUNK_BYTES",                                  \
     "largest chunk the multipath layer puts on one path (messages are cut into chunks)")         \
   X(fault, std::string, "", "BRAID_FAULT",                                                       \
-    "fault injection for tests, e.g. 'path=0,after_bytes=64M' or 'path=rand,after_ms=300,"       \
-    "mode=blackhole,seed=7,times=2' (off by default)")                                           \
+    "fault injection: kill a path (keys rank, peer, path: number or rand; after_bytes or "       \
+    "after_ms; mode=close|blackhole; seed; times), e.g. 'rank=0,path=0,after_bytes=64M' "        \
+    "(off by default)")                                                                          \
   X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")      \
   X(spinUs, int64_t, 200, "BRAID_SPIN_US",                                                       \
     "microseconds a waiting call polls the network itself without progress before it sleeps "    \

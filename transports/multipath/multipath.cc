@@ -248,6 +248,9 @@ Status FaultPlan::parse(const std::string& text, FaultPlan* out) {
         out->randomPeer = rnd;
         out->peer = static_cast<int>(n);
       }
+    } else if (k == "rank") {
+      BRAID_TRY(parseSize(k, v, &n));
+      out->rank = static_cast<int>(n);
     } else if (k == "after_bytes") {
       BRAID_TRY(parseSize(k, v, &out->afterBytes));
     } else if (k == "after_ms") {
@@ -265,7 +268,8 @@ Status FaultPlan::parse(const std::string& text, FaultPlan* out) {
       out->blackhole = v == "blackhole";
     } else {
       return invalidArgument(fmt::format(
-          "BRAID_FAULT: unknown key '{}' (path, peer, after_bytes, after_ms, mode, seed, times)",
+          "BRAID_FAULT: unknown key '{}' (rank, peer, path, after_bytes, after_ms, mode, seed, "
+          "times)",
           k));
     }
   }
@@ -274,7 +278,8 @@ Status FaultPlan::parse(const std::string& text, FaultPlan* out) {
 
 std::string FaultPlan::describe() const {
   if (!enabled) return "off";
-  return fmt::format("{} path {} of {} after {} bytes / {} ms, {} time(s), seed {}",
+  return fmt::format("{}{} path {} of {} after {} bytes / {} ms, {} time(s), seed {}",
+                     rank >= 0 ? fmt::format("rank {}: ", rank) : "",
                      blackhole ? "blackhole" : "close", randomPath ? "rand" : std::to_string(path),
                      randomPeer ? "a random peer"
                      : peer < 0 ? "every peer"

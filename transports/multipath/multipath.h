@@ -225,11 +225,12 @@ class Receiver {
 };
 
 // A fault to inject (BRAID_FAULT, off by default): kill a path after some bytes or time.
-//   "path=1,after_bytes=64M"   "peer=2,path=0,after_ms=300,mode=blackhole"   "seed=7"
+//   "path=1,after_bytes=64M"   "rank=0,peer=2,path=0,after_ms=300,mode=blackhole"   "seed=7"
 // path/peer may be "rand" (chosen from the seed); mode close (the socket is shut: a link
 // error) or blackhole (the path silently stops moving data: found by the path timeout).
 struct FaultPlan {
   bool enabled = false;
+  int rank = -1;  // the rank whose paths die; -1: every rank
   int peer = -1;  // -1: every peer
   int path = 0;
   bool randomPath = false, randomPeer = false;

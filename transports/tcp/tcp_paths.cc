@@ -327,7 +327,7 @@ Status Transport::admitPath(const Hello& h) const {
 
 Status Transport::startBackground() {
   startNs_ = lastFaultNs_ = nowNs();
-  faultsLeft_ = fault_.enabled ? fault_.times : 0;
+  faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == ctx_.rank) ? fault_.times : 0;
   faultRng_.seed(fault_.seed * 1000003u + static_cast<uint64_t>(ctx_.rank));
   for (auto& l : listeners_) {
     BRAID_TRY(setNonBlocking(l->fd()));  // the loop accepts until EAGAIN

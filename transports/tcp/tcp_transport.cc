@@ -122,7 +122,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
       std::count_if(peers.begin(), peers.end(), [](const PeerInfo& p) { return p.serve; }));
   LOG_INFO(kNet, "tcp: connected to {} peers over {} NIC(s), {} flow(s) per NIC pair ({})", served,
            nics_.size(), flows_, spray_ ? "spraying over every path" : "failover");
-  if (fault_.enabled) LOG_WARN(kPath, "fault injection armed: {}", fault_.describe());
+  if (faultsLeft_ > 0) LOG_WARN(kPath, "fault injection armed: {}", fault_.describe());
   return Status::ok();
 }
 
