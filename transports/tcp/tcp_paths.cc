@@ -613,8 +613,9 @@ void Transport::injectFault(int rank) {
 
 // A path is dead when (1) it has chunks out, no acknowledgement came for the path timeout and
 // the kernel's TCP moved nothing meanwhile either (a slow path is not a dead one), or (2) it
-// heard nothing at all for the path timeout: every idle path sends a keepalive a few times
-// per timeout, so idle paths and every peer's host are watched too.
+// heard nothing at all for twice the path timeout: every idle path sends a keepalive a few
+// times per timeout, so idle paths and every peer's host are watched too (twice: a busy TCP
+// connection in retransmission backoff can go quiet for a timeout and still be alive).
 void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
   const int64_t timeoutMs = pathTimeoutNs_ / 1'000'000;
   p->tx.expired(now, stalled);
@@ -634,10 +635,10 @@ void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
   for (size_t k = 0; k < p->paths.size(); ++k) {
     Socket* s = p->paths[k]->sock.get();
     if (s == nullptr || !s->alive() || s->frozen() || s->saidBye()) continue;
-    if (now - s->lastRecvNs() > pathTimeoutNs_) {
+    if (now - s->lastRecvNs() > 2 * pathTimeoutNs_) {
       const int64_t quiet = s->kernelQuietMs();
       if (quiet >= 0 && quiet < timeoutMs) continue;  // this loop lagged, not the path
-      onPathDown(p, static_cast<int>(k), fmt::format("nothing heard for {} ms", timeoutMs), false);
+      onPathDown(p, static_cast<int>(k), fmt::format("nothing heard for {} ms", 2 * timeoutMs), false);
       if (failed()) return;
       continue;
     }
