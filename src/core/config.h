@@ -26,8 +26,9 @@ namespace braid {
     "the node's rail interfaces in order (e.g. eth1,eth2): local rank i sends on rail i mod R; " \
     "auto: hwloc's NICs by NUMA node when there are 2 or more; none: one interface for all "     \
     "(BRAID_SOCKET_IFNAME, if set, wins for its rank)")                                          \
-  X(tcpSocketsPerPeer, int64_t, 2, "BRAID_TCP_SOCKETS_PER_PEER",                                 \
-    "TCP connections (flows, distinct source ports for ECMP) per pair of NICs to each peer")     \
+  X(tcpSocketsPerPeer, int64_t, 1, "BRAID_TCP_SOCKETS_PER_PEER",                                 \
+    "TCP connections (flows, distinct source ports for ECMP) per pair of NICs to each peer; "    \
+    "more spreads over ECMP fabrics, 1 loses least to TCP's own dynamics on rails")              \
   X(multirail, std::string, "auto", "BRAID_MULTIRAIL",                                           \
     "spray: chunks go over every NIC's paths; failover: the rank's own rail carries them, the "  \
     "other NICs stand by; off: the own rail only; auto: spray with one rank per node, else "     \

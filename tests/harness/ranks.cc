@@ -151,4 +151,13 @@ void runRanks(int nranks, const RankBody& body, const RankOptions& opt) {
   }
 }
 
+std::vector<braidPathStats_t> pathStats(braidComm_t comm) {
+  int n = 0;
+  EXPECT_EQ(braidCommGetPathStats(comm, nullptr, 0, &n), braidSuccess);
+  std::vector<braidPathStats_t> v(static_cast<size_t>(n));
+  EXPECT_EQ(braidCommGetPathStats(comm, v.data(), n, &n), braidSuccess);
+  v.resize(static_cast<size_t>(n));
+  return v;
+}
+
 }  // namespace braid::test

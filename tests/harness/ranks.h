@@ -42,6 +42,9 @@ braidComm_t initComm(int rank, int nranks, const braidUniqueId& id);
 // Seconds since an arbitrary point (steady clock).
 double now();
 
+// The communicator's multipath paths (braidCommGetPathStats), every call checked.
+std::vector<braidPathStats_t> pathStats(braidComm_t comm);
+
 // Number of files in /dev/shm whose name starts with "braid".
 int braidShmFiles();
 

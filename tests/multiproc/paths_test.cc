@@ -13,15 +13,6 @@
 namespace braid::test {
 namespace {
 
-std::vector<braidPathStats_t> pathStats(braidComm_t comm) {
-  int n = 0;
-  EXPECT_EQ(braidCommGetPathStats(comm, nullptr, 0, &n), braidSuccess);
-  std::vector<braidPathStats_t> v(static_cast<size_t>(n));
-  EXPECT_EQ(braidCommGetPathStats(comm, v.data(), n, &n), braidSuccess);
-  v.resize(static_cast<size_t>(n));
-  return v;
-}
-
 // Runs `iters` allreduces of `count` floats and checks every element.
 void allreduceChecked(braidComm_t comm, int r, int n, size_t count, int iters) {
   std::vector<float> v(count);

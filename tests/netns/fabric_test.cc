@@ -84,15 +84,6 @@ class Fabric : public ::testing::Test {
   bool up_ = false;
 };
 
-std::vector<braidPathStats_t> pathStats(braidComm_t comm) {
-  int n = 0;
-  EXPECT_EQ(braidCommGetPathStats(comm, nullptr, 0, &n), braidSuccess);
-  std::vector<braidPathStats_t> v(static_cast<size_t>(n));
-  EXPECT_EQ(braidCommGetPathStats(comm, v.data(), n, &n), braidSuccess);
-  v.resize(static_cast<size_t>(n));
-  return v;
-}
-
 uint64_t failures(braidComm_t comm) {
   uint64_t f = 0;
   for (const auto& s : pathStats(comm)) f += s.failures;

@@ -638,7 +638,8 @@ void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
     if (now - s->lastRecvNs() > 2 * pathTimeoutNs_) {
       const int64_t quiet = s->kernelQuietMs();
       if (quiet >= 0 && quiet < timeoutMs) continue;  // this loop lagged, not the path
-      onPathDown(p, static_cast<int>(k), fmt::format("nothing heard for {} ms", 2 * timeoutMs), false);
+      onPathDown(p, static_cast<int>(k), fmt::format("nothing heard for {} ms", 2 * timeoutMs),
+                 false);
       if (failed()) return;
       continue;
     }
