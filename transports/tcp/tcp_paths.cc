@@ -339,6 +339,7 @@ Status Transport::startBackground() {
   BRAID_TRY(ticker_->arm(period));
   BRAID_TRY(ctx_.reactor->add(ticker_->fd(), EPOLLIN, ticker_.get()));
   prober_ = std::make_unique<Prober>(this, ctx_.rank);
+  BRAID_TRY(startLinkWatch());
   return Status::ok();
 }
 
@@ -382,7 +383,8 @@ void Transport::retire(std::unique_ptr<Socket> s) {
   graveyard_.emplace_back(nowNs(), std::move(s));
 }
 
-void Transport::onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer) {
+void Transport::onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer,
+                           bool notify) {
   if (failed()) return;
   Path& pa = *p->paths[path];
   if (!pa.sock || !pa.sock->alive()) return;
@@ -401,6 +403,8 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
     if (failed()) return;
   } else {
     pump(p);
+    // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path.
+    if (notify && !closedByPeer && !failed()) notifyPathDown(p, path);
   }
   if (ctx_.rank > p->rank) scheduleProbe(p, path, false);
 }
@@ -517,7 +521,8 @@ bool Transport::acceptChunk(Peer* p, int path, const FrameHeader& h) {
       return false;
     case mp::Receiver::Verdict::kConflict:
       // The sender gave up on `other` and re-sent the chunk here: drop the stale copy's path.
-      onPathDown(p, other, "a copy of a chunk it was receiving arrived on another path", false);
+      onPathDown(p, other, "a copy of a chunk it was receiving arrived on another path", false,
+                 /*notify=*/false);  // the sender gave up on it first
       return !failed();
     case mp::Receiver::Verdict::kNew:
       return true;

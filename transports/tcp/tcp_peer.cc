@@ -219,6 +219,10 @@ bool Socket::onHeader() {
       if (in_.len > kMaxAbortText) return malformed();
       inText_.assign(in_.len, '\0');
       break;
+    case FrameType::kPathDown:
+      if (in_.len != 0) return malformed();
+      t->onPathDownNotice(peer_, in_.tag);
+      return fd_.valid() && !t->failed();
     case FrameType::kBye:
       if (in_.len != 0) return malformed();
       byeReceived_ = true;

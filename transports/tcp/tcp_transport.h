@@ -31,7 +31,15 @@ std::unique_ptr<TransportFactory> makeTcpTransportFactory();
 
 namespace tcp {
 
-enum class FrameType : uint8_t { kData = 1, kRtr = 2, kAbort = 3, kBye = 4, kAck = 5 };
+// PATHDOWN (tag: the path index): the sender found that path dead; the receiver drops it too.
+enum class FrameType : uint8_t {
+  kData = 1,
+  kRtr = 2,
+  kAbort = 3,
+  kBye = 4,
+  kAck = 5,
+  kPathDown = 6
+};
 // The receiver may acknowledge the chunk with its next frame instead of at once.
 constexpr uint8_t kFlagLazyAck = 1;
 
@@ -204,7 +212,9 @@ class Transport : public braid::Transport {
   void complete(NetRequest* r, Status s);
   void fail(const Status& reason, bool notifyPeers);
   // A path's connection failed (closedByPeer: EOF/reset, else a stall or local error).
-  void onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer);
+  void onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer, bool notify = true);
+  void onPathDownNotice(Peer* p, uint64_t path);
+  void onLinkDown(const std::string& ifname);
   // A chunk header arrived: where its payload goes (dest nullptr: nowhere).
   void onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** req);
   void onDataDone(Peer* p, uint64_t tag, NetRequest* req, size_t len);
@@ -236,6 +246,7 @@ class Transport : public braid::Transport {
   class Acceptance;
   class Ticker;
   class Prober;
+  class LinkWatch;
   void postInLoop(NetRequest* r);
   void sendData(Peer* p, NetRequest* r);
   void sendReliable(Peer* p, mp::Chunk&& c);
@@ -251,6 +262,8 @@ class Transport : public braid::Transport {
   // Listeners for reconnections in the loop, the timer, the prober thread.
   Status startBackground();
   void stopBackground();
+  Status startLinkWatch();
+  void notifyPathDown(Peer* p, int path);
 
   TransportContext ctx_;
   std::vector<NetIf> nics_;  // the NICs this rank listens and sends on, rail order
@@ -266,6 +279,7 @@ class Transport : public braid::Transport {
   size_t chunkBytes_ = 1 << 20;
   int64_t pathTimeoutNs_ = 0;
   std::unique_ptr<Ticker> ticker_;
+  std::unique_ptr<Reactor::Handler> linkWatch_;  // a LinkWatch (tcp_links.cc)
   std::unique_ptr<Prober> prober_;
   std::vector<std::unique_ptr<Acceptance>> acceptances_;
   // Closed sockets of replaced paths (since when), freed long after.
