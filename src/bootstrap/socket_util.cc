@@ -137,34 +137,37 @@ Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
   return Status::ok();
 }
 
+Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* from,
+                      const std::string& what, Fd* fd, int* err) {
+  Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
+  if (from != nullptr && ::bind(s.get(), reinterpret_cast<const sockaddr*>(&from->ss), from->len)) {
+    return systemError(fmt::format("cannot bind to {} to connect to {}: {}", from->toString(), what,
+                                   std::strerror(errno)));
+  }
+  int rc = ::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr.ss), addr.len);
+  *err = rc == 0 ? 0 : errno;
+  if (*err == EINPROGRESS) {
+    pollfd p{s.get(), POLLOUT, 0};
+    if (::poll(&p, 1, msUntil(deadline)) == 1) {
+      socklen_t len = sizeof *err;
+      getsockopt(s.get(), SOL_SOCKET, SO_ERROR, err, &len);
+    } else {
+      *err = ETIMEDOUT;
+    }
+  }
+  if (*err == 0) *fd = std::move(s);
+  return Status::ok();
+}
+
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
                  const SockAddr* from) {
   int delayMs = 10;
   std::string lastErr = "timed out";
   while (true) {
-    Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
-    if (from != nullptr &&
-        ::bind(s.get(), reinterpret_cast<const sockaddr*>(&from->ss), from->len)) {
-      return systemError(fmt::format("cannot bind to {} to connect to {}: {}", from->toString(),
-                                     what, std::strerror(errno)));
-    }
-    int rc = ::connect(s.get(), reinterpret_cast<const sockaddr*>(&addr.ss), addr.len);
-    int err = rc == 0 ? 0 : errno;
-    if (err == EINPROGRESS) {
-      pollfd p{s.get(), POLLOUT, 0};
-      int n = ::poll(&p, 1, msUntil(deadline));
-      if (n == 1) {
-        socklen_t len = sizeof err;
-        getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-      } else {
-        err = ETIMEDOUT;
-      }
-    }
-    if (err == 0) {
-      *fd = std::move(s);
-      return Status::ok();
-    }
+    int err = 0;
+    BRAID_TRY(connectAttempt(addr, deadline, from, what, fd, &err));
+    if (err == 0) return Status::ok();
     lastErr = std::strerror(err);
     bool retry = err == ECONNREFUSED || err == ECONNRESET || err == ETIMEDOUT ||
                  err == EHOSTUNREACH || err == ENETUNREACH || err == EAGAIN;

@@ -59,6 +59,11 @@ Status setNonBlocking(int fd);
 void tuneSocket(int fd, int bufferBytes);  // TCP_NODELAY, buffers, keepalive
 // Listens on addr (port 0 picks one); *bound receives the actual address.
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound);
+// One connection attempt, waiting at most until the deadline: *err is 0 (then *fd is connected,
+// non-blocking) or the attempt's errno. A non-ok status only when no attempt could be made
+// (socket() or binding to `from` failed).
+Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* from,
+                      const std::string& what, Fd* fd, int* err);
 // Connects (blocking with deadline), retrying refused connections until the deadline; from
 // (port 0) binds the local end first, so the connection leaves through that address's NIC.
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,

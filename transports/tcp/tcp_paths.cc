@@ -3,7 +3,6 @@
 #include <fmt/format.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
-#include <poll.h>
 #include <sys/socket.h>
 #include <sys/timerfd.h>
 #include <unistd.h>
@@ -161,39 +160,16 @@ class Transport::Prober {
       lock.lock();
     }
   }
-  // One connection attempt: a refusal is an answer (nothing listens: the process is gone).
-  static Status connectOnce(const Job& j, Deadline d, Fd* fd, bool* refused) {
-    *refused = false;
-    Fd s(::socket(j.to.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-    if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
-    if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&j.from.ss), j.from.len) != 0) {
-      return systemError(fmt::format("bind to {}: {}", j.from.toString(), std::strerror(errno)));
-    }
-    int err = 0;
-    if (::connect(s.get(), reinterpret_cast<const sockaddr*>(&j.to.ss), j.to.len) != 0) {
-      err = errno;
-      if (err == EINPROGRESS) {
-        pollfd p{s.get(), POLLOUT, 0};
-        err = ::poll(&p, 1, msUntil(d)) == 1 ? 0 : ETIMEDOUT;
-        if (err == 0) {
-          socklen_t len = sizeof err;
-          getsockopt(s.get(), SOL_SOCKET, SO_ERROR, &err, &len);
-        }
-      }
-    }
-    if (err != 0) {
-      *refused = err == ECONNREFUSED;
-      return remoteError(fmt::format("connect to {}: {}", j.to.toString(), std::strerror(err)));
-    }
-    BRAID_TRY(setNonBlocking(s.get()));  // the handshake helpers poll
-    *fd = std::move(s);
-    return Status::ok();
-  }
   void probe(const Job& j) {
     Deadline d = deadlineIn(2000);
     Fd fd;
-    bool refused = false;
-    Status s = connectOnce(j, d, &fd, &refused);
+    // One attempt: a refusal is an answer (nothing listens: the process is gone).
+    int err = 0;
+    Status s = connectAttempt(j.to, d, &j.from, j.what, &fd, &err);
+    const bool refused = err == ECONNREFUSED;
+    if (s.isOk() && err != 0) {
+      s = remoteError(fmt::format("connect to {}: {}", j.to.toString(), std::strerror(err)));
+    }
     if (s.isOk()) s = connectorHandshake(fd.get(), t_->ctx().secret, j.hello, d, j.what);
     Reactor* r = t_->ctx().reactor;
     Transport* t = t_;

@@ -106,14 +106,12 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         path->localAddr = nics_[path->localNic].name + " " + nics_[path->localNic].addr.toString();
         path->remoteAddr = remoteNics_[r][path->remoteNic].toString();
         path->primary = spray_ || path->localNic == primaryNic_;
-        path->ctr.state.store(
-            static_cast<uint8_t>(path->primary ? mp::PathState::kUp : mp::PathState::kStandby));
         p.paths.push_back(std::move(path));
       }
     }
-    p.tx = mp::Sender(static_cast<int>(p.paths.size()), opt);
+    p.tx = mp::Sender(static_cast<int>(p.paths.size()), opt);  // every path up
     for (size_t k = 0; k < p.paths.size(); ++k) {
-      if (!p.paths[k]->primary) p.tx.setState(static_cast<int>(k), mp::PathState::kStandby, 0);
+      if (!p.paths[k]->primary) setPathState(&p, static_cast<int>(k), mp::PathState::kStandby);
     }
   }
   BRAID_TRY(initialConnect(deadline));

@@ -252,7 +252,7 @@ class Transport : public braid::Transport {
   void sendReliable(Peer* p, mp::Chunk&& c);
   void pump(Peer* p);  // hands queued chunks to paths with room and flushes them
   void injectFault(int rank);
-  void setPathState(Peer* p, int path, mp::PathState s, size_t* moved);
+  void setPathState(Peer* p, int path, mp::PathState s, size_t* moved = nullptr);
   void retire(std::unique_ptr<Socket> s);
   void scheduleProbe(Peer* p, int path, bool liveness);
   void allPathsDown(Peer* p);
