@@ -146,9 +146,12 @@ TEST(Config, ReadsEnvAndRejectsMalformedValues) {
   unsetenv("BRAID_TIMEOUT_MS");
   unsetenv("BRAID_CHUNK_BYTES");
   // Shared-memory settings and the chunk are checked, naming the variable.
-  for (auto [var, bad] : {std::pair{"BRAID_SHM_RING_BYTES", "100000"},  // not a power of two
-                          std::pair{"BRAID_SHM_RING_BYTES", "65536"},   // < 2 x (eager + 128)
-                          std::pair{"BRAID_SHM_CMA", "2"}, std::pair{"BRAID_CHUNK_BYTES", "100"}}) {
+  for (auto [var, bad] :
+       {std::pair{"BRAID_SHM_RING_BYTES", "100000"},  // not a power of two
+        std::pair{"BRAID_SHM_RING_BYTES", "65536"},   // < 2 x (eager + 128)
+        std::pair{"BRAID_SHM_CMA", "2"}, std::pair{"BRAID_CHUNK_BYTES", "100"},
+        std::pair{"BRAID_MULTIRAIL", "sideways"}, std::pair{"BRAID_PATH_TIMEOUT_MS", "5"},
+        std::pair{"BRAID_PATH_CHUNK_BYTES", "100"}}) {
     setenv(var, bad, 1);
     Status e = Config::fromEnv(&c);
     EXPECT_EQ(e.code(), braidInvalidArgument) << var << "=" << bad;

@@ -245,5 +245,28 @@ TEST(Multipath, FaultPlanParsesAndRejects) {
   EXPECT_FALSE(FaultPlan::parse("after_bytes=12Q", &p).isOk());
 }
 
+TEST(FaultPlan, ParsesEveryKeyAndRejectsBadOnesNamingTheVariable) {
+  FaultPlan f;
+  ASSERT_TRUE(FaultPlan::parse("", &f).isOk());
+  EXPECT_FALSE(f.enabled);
+  ASSERT_TRUE(FaultPlan::parse("rank=1,peer=2,path=rand,after_bytes=64M,mode=blackhole,seed=7,"
+                               "times=3",
+                               &f)
+                  .isOk());
+  EXPECT_TRUE(f.enabled);
+  EXPECT_EQ(f.rank, 1);
+  EXPECT_EQ(f.peer, 2);
+  EXPECT_TRUE(f.randomPath);
+  EXPECT_EQ(f.afterBytes, uint64_t{64} << 20);
+  EXPECT_TRUE(f.blackhole);
+  EXPECT_EQ(f.seed, 7u);
+  EXPECT_EQ(f.times, 3);
+  for (const char* bad : {"path", "path=x", "mode=explode", "after_bytes=12Q", "colour=red"}) {
+    Status s = FaultPlan::parse(bad, &f);
+    EXPECT_EQ(s.code(), braidInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("BRAID_FAULT"), std::string::npos) << s.message();
+  }
+}
+
 }  // namespace
 }  // namespace braid::mp
