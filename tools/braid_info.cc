@@ -90,7 +90,9 @@ json collect(const Config& cfg, std::string* problems) {
     bool usable = f != nullptr && f->usable(cfg);
     bool allowed = false;
     for (const auto& t : splitList(cfg.transports)) allowed = allowed || t == name;
-    out["transports"].push_back({{"name", name}, {"usable", usable}, {"allowed", allowed}});
+    json t = {{"name", name}, {"usable", usable}, {"allowed", allowed}};
+    if (f != nullptr && !usable) t["why"] = f->unusableReason(cfg);
+    out["transports"].push_back(std::move(t));
   }
   if (!cfg.topoFile.empty()) {
     const char* ws = std::getenv("BRAID_WORLD_SIZE");
@@ -163,7 +165,9 @@ void printText(const json& j) {
   std::string ts;
   for (const auto& t : j["transports"]) {
     ts += fmt::format("{}{} ({})", ts.empty() ? "" : ", ", t["name"].get<std::string>(),
-                      !t["usable"].get<bool>()    ? "not usable on this machine"
+                      !t["usable"].get<bool>()
+                          ? "not usable on this machine" +
+                                (t.contains("why") ? ": " + t["why"].get<std::string>() : "")
                       : !t["allowed"].get<bool>() ? "usable, not in BRAID_TRANSPORTS"
                                                   : "usable");
   }

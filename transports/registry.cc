@@ -2,6 +2,7 @@
 
 #include <mutex>
 
+#include "transports/ib/ib_transport.h"
 #include "transports/shm/shm_transport.h"
 #include "transports/tcp/tcp_transport.h"
 #include "transports/transport.h"
@@ -18,6 +19,7 @@ Registry& registry() {
   static Registry* r = [] {
     auto* reg = new Registry();
     reg->factories.push_back(makeShmTransportFactory());
+    reg->factories.push_back(makeIbTransportFactory());
     reg->factories.push_back(makeTcpTransportFactory());
     return reg;
   }();

@@ -100,6 +100,23 @@ Status Config::fromEnv(Config* out) {
   if (c.pathChunkBytes < 4096 || c.pathChunkBytes > (64 << 20)) {
     return invalidArgument("BRAID_PATH_CHUNK_BYTES must be in 4K..64M");
   }
+  if (c.ibQpsPerPeer < 1 || c.ibQpsPerPeer > 64) {
+    return invalidArgument("BRAID_IB_QPS_PER_PEER must be in 1..64");
+  }
+  if (c.ibGidIndex < -1 || c.ibGidIndex > 65535) {
+    return invalidArgument("BRAID_IB_GID_INDEX must be -1 (automatic) or a GID table index");
+  }
+  if (c.ibTimeout < 1 || c.ibTimeout > 31)
+    return invalidArgument("BRAID_IB_TIMEOUT must be in 1..31");
+  if (c.ibRetryCnt < 0 || c.ibRetryCnt > 7)
+    return invalidArgument("BRAID_IB_RETRY_CNT must be in 0..7");
+  if (c.ibTc < 0 || c.ibTc > 255) return invalidArgument("BRAID_IB_TC must be in 0..255");
+  if (c.ibSl < 0 || c.ibSl > 15) return invalidArgument("BRAID_IB_SL must be in 0..15");
+  if (c.ibSlots < 2 || c.ibSlots > 1024)
+    return invalidArgument("BRAID_IB_SLOTS must be in 2..1024");
+  if (c.ibSlotBytes < 4096 || c.ibSlotBytes > (16 << 20)) {
+    return invalidArgument("BRAID_IB_SLOT_BYTES must be in 4K..16M");
+  }
   *out = std::move(c);
   return Status::ok();
 }

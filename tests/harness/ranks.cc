@@ -160,4 +160,17 @@ std::vector<braidPathStats_t> pathStats(braidComm_t comm) {
   return v;
 }
 
+void allreduceChecked(braidComm_t comm, int rank, int nranks, size_t count, int iters) {
+  std::vector<float> v(count);
+  for (int it = 0; it < iters; ++it) {
+    for (size_t i = 0; i < count; ++i) v[i] = static_cast<float>((rank + 1) * ((i + it) % 97));
+    BRAID_ASSERT_OK(
+        braidAllReduce(v.data(), v.data(), count, braidFloat32, braidSum, comm, nullptr), comm);
+    const float ranks = static_cast<float>(nranks * (nranks + 1) / 2);
+    size_t bad = 0;
+    for (size_t i = 0; i < count; ++i) bad += v[i] != ranks * static_cast<float>((i + it) % 97);
+    ASSERT_EQ(bad, 0u) << "iteration " << it;
+  }
+}
+
 }  // namespace braid::test

@@ -45,6 +45,9 @@ double now();
 // The communicator's multipath paths (braidCommGetPathStats), every call checked.
 std::vector<braidPathStats_t> pathStats(braidComm_t comm);
 
+// Runs `iters` float32 sum allreduces of `count` elements in place and checks every element.
+void allreduceChecked(braidComm_t comm, int rank, int nranks, size_t count, int iters);
+
 // Number of files in /dev/shm whose name starts with "braid".
 int braidShmFiles();
 

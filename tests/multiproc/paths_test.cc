@@ -13,20 +13,6 @@
 namespace braid::test {
 namespace {
 
-// Runs `iters` allreduces of `count` floats and checks every element.
-void allreduceChecked(braidComm_t comm, int r, int n, size_t count, int iters) {
-  std::vector<float> v(count);
-  for (int it = 0; it < iters; ++it) {
-    for (size_t i = 0; i < count; ++i) v[i] = static_cast<float>((r + 1) * ((i + it) % 97));
-    BRAID_ASSERT_OK(
-        braidAllReduce(v.data(), v.data(), count, braidFloat32, braidSum, comm, nullptr), comm);
-    const float ranks = static_cast<float>(n * (n + 1) / 2);
-    size_t bad = 0;
-    for (size_t i = 0; i < count; ++i) bad += v[i] != ranks * static_cast<float>((i + it) % 97);
-    ASSERT_EQ(bad, 0u) << "iteration " << it;
-  }
-}
-
 struct Totals {
   uint64_t failures = 0, retransmits = 0, readmissions = 0, up = 0, chunks = 0;
 };

@@ -1,0 +1,213 @@
+// The ib transport on real RoCEv2 devices (Soft-RoCE in the qemu guest of tools/rxe-vm, which
+// exports RXE_A_DEVS / RXE_B_DEVS: the devices of two "hosts" joined by veth pairs). Rank 0
+// uses host A's devices, rank 1 host B's. Skips where there is no RDMA device.
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/ranks.h"
+#include "src/core/config.h"
+#include "transports/transport.h"
+
+namespace braid::test {
+namespace {
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? v : "";
+}
+
+// Skips the test unless the guest's devices are there.
+#define REQUIRE_RXE()                                                                     \
+  do {                                                                                    \
+    Config cfg;                                                                           \
+    if (env("RXE_A_DEVS").empty() || !findTransport("ib")->usable(cfg)) {                 \
+      GTEST_SKIP() << "needs RDMA devices (run inside tools/rxe-vm: RXE_A_DEVS is unset " \
+                      "or no port is active)";                                            \
+    }                                                                                     \
+  } while (0)
+
+// ib only; rank 0 on host A's first `rails` devices, rank 1 on host B's.
+RankOptions ibRanks(int rails, std::vector<std::pair<std::string, std::string>> extra = {}) {
+  RankOptions opt;
+  opt.timeoutSec = 240;
+  opt.env = {
+      {"BRAID_TRANSPORTS", "ib"}, {"BRAID_MULTIRAIL", "spray"}, {"BRAID_TIMEOUT_MS", "60000"}};
+  for (auto& e : extra) opt.env.push_back(e);
+  opt.setup = [rails](int rank) {
+    std::string devs = env(rank % 2 == 0 ? "RXE_A_DEVS" : "RXE_B_DEVS") + ",", pick = "=";
+    for (int k = 0; k < rails && devs.find(',') != std::string::npos; ++k) {
+      pick += (k == 0 ? "" : ",") + devs.substr(0, devs.find(','));
+      devs.erase(0, devs.find(',') + 1);
+    }
+    setenv("BRAID_IB_HCA", pick.c_str(), 1);
+  };
+  return opt;
+}
+
+struct Totals {
+  uint64_t failures = 0, retransmits = 0, chunks = 0, paths = 0, dead = 0;
+};
+Totals totals(braidComm_t comm) {
+  Totals t;
+  for (const auto& s : pathStats(comm)) {
+    EXPECT_STREQ(s.transport, "ib");
+    t.failures += s.failures;
+    t.retransmits += s.retransmits;
+    t.chunks += s.chunksSent;
+    t.paths += 1;
+    t.dead += s.state == braidPathDead;
+  }
+  return t;
+}
+
+TEST(Ib, EveryCollectiveBetweenTwoHosts) {
+  REQUIRE_RXE();
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        for (size_t count : {size_t{1}, size_t{1000}, size_t{1} << 20}) {
+          allreduceChecked(comm, r, n, count, 2);
+          std::vector<int32_t> in(count), all(count * n);
+          for (size_t i = 0; i < count; ++i) in[i] = static_cast<int32_t>(r * 1000003 + i);
+          BRAID_ASSERT_OK(braidAllGather(in.data(), all.data(), count, braidInt32, comm, nullptr),
+                          comm);
+          for (int q = 0; q < n; ++q) {
+            for (size_t i = 0; i < count; i += 97)
+              ASSERT_EQ(all[q * count + i], static_cast<int32_t>(q * 1000003 + i));
+          }
+          std::vector<int32_t> a2a(count * n), got(count * n);
+          for (size_t i = 0; i < a2a.size(); ++i) a2a[i] = static_cast<int32_t>(r * 7 + i);
+          BRAID_ASSERT_OK(braidAllToAll(a2a.data(), got.data(), count, braidInt32, comm, nullptr),
+                          comm);
+          for (int q = 0; q < n; ++q) {
+            for (size_t i = 0; i < count; i += 97) {
+              ASSERT_EQ(got[q * count + i], static_cast<int32_t>(q * 7 + r * count + i));
+            }
+          }
+          std::vector<int32_t> b(count, r == 1 ? 42 : 0);
+          BRAID_ASSERT_OK(braidBroadcast(b.data(), b.data(), count, braidInt32, 1, comm, nullptr),
+                          comm);
+          for (size_t i = 0; i < count; i += 97) ASSERT_EQ(b[i], 42);
+        }
+        Totals t = totals(comm);
+        EXPECT_EQ(t.failures, 0u);
+        EXPECT_GT(t.chunks, 0u);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      ibRanks(1));
+}
+
+TEST(Ib, AQueuePairPutInErrorMidAllreduceIsReplacedByTheOther) {
+  REQUIRE_RXE();
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceChecked(comm, r, n, size_t{4} << 20, 3);
+        Totals t = totals(comm);
+        EXPECT_EQ(t.paths, 2u);
+        EXPECT_EQ(t.failures, 1u) << "the fault never fired (or fired twice)";
+        EXPECT_EQ(t.dead, 1u);
+        // The survivor carries on alone.
+        allreduceChecked(comm, r, n, size_t{1} << 20, 1);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      ibRanks(1, {{"BRAID_IB_QPS_PER_PEER", "2"}, {"BRAID_FAULT", "path=0,after_bytes=6M"}}));
+}
+
+TEST(Ib, ABlackholedQueuePairIsFoundByThePathTimeout) {
+  REQUIRE_RXE();
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceChecked(comm, r, n, size_t{4} << 20, 2);
+        EXPECT_GE(totals(comm).failures, 1u);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      ibRanks(1, {{"BRAID_IB_QPS_PER_PEER", "2"},
+                  {"BRAID_PATH_TIMEOUT_MS", "2000"},
+                  {"BRAID_FAULT", "rank=0,path=1,after_bytes=4M,mode=blackhole"}}));
+}
+
+// Host A's second rail loses its link mid-allreduce: rxe reports the port down, the path dies
+// at once and its chunks finish on rail 0.
+TEST(Ib, ARailWhoseLinkGoesDownMidAllreduce) {
+  REQUIRE_RXE();
+  if (std::atoi(env("RXE_RAILS").c_str()) < 2) GTEST_SKIP() << "needs tools/rxe-vm --rails 2";
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        std::thread cutter;
+        if (r == 0) {
+          cutter = std::thread([] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(400));
+            EXPECT_EQ(std::system("/usr/sbin/ip link set a1 down"), 0);
+          });
+        }
+        allreduceChecked(comm, r, n, size_t{8} << 20, 3);
+        if (cutter.joinable()) cutter.join();
+        Totals t = totals(comm);
+        EXPECT_EQ(t.paths, 2u);
+        EXPECT_GE(t.failures, 1u);
+        allreduceChecked(comm, r, n, size_t{1} << 20, 1);
+        if (r == 0) {
+          EXPECT_EQ(std::system("/usr/sbin/ip link set a1 up"), 0);
+        }
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      ibRanks(2, {{"BRAID_PATH_TIMEOUT_MS", "3000"}}));
+}
+
+TEST(Ib, UnknownDeviceIsAClearErrorOrFallsBackToTcp) {
+  REQUIRE_RXE();
+  RankOptions only = ibRanks(1);
+  only.setup = [](int) { setenv("BRAID_IB_HCA", "=nosuchhca", 1); };
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        std::string err = braidGetLastError(nullptr);
+        EXPECT_NE(err.find("BRAID_IB_HCA"), std::string::npos) << err;
+      },
+      only);
+  RankOptions fallback = only;
+  fallback.env.push_back({"BRAID_TRANSPORTS", "ib,tcp"});
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceChecked(comm, r, n, 1000, 1);
+        for (const auto& s : pathStats(comm)) EXPECT_STREQ(s.transport, "tcp");
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      fallback);
+}
+
+TEST(Ib, BadGidIndexNamesTheVariable) {
+  REQUIRE_RXE();
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        std::string err = braidGetLastError(nullptr);
+        EXPECT_NE(err.find("BRAID_IB_GID_INDEX"), std::string::npos) << err;
+      },
+      ibRanks(1, {{"BRAID_IB_GID_INDEX", "999"}}));
+}
+
+}  // namespace
+}  // namespace braid::test

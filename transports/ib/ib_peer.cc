@@ -1,0 +1,617 @@
+// The ib transport's data path: chunks into remote slots, credits, completions, path failure,
+// and the side channel (goodbye, abort, path-down notices, peer death).
+#include <arpa/inet.h>
+#include <fmt/format.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <unordered_set>
+
+#include "src/core/log.h"
+#include "transports/ib/ib_transport.h"
+
+namespace braid::ib {
+namespace {
+
+constexpr uint64_t kRecvWrId = ~uint64_t{0};
+constexpr size_t kMaxSideMessage = kMaxAbortText + 64;
+
+}  // namespace
+
+// ---- side channel ----
+
+void Peer::onEvents(uint32_t) {
+  char buf[4096];
+  std::string down;  // why the connection ended, if it did
+  for (;;) {
+    ssize_t n = ::recv(sock.get(), buf, sizeof buf, 0);
+    if (n > 0) {
+      sideIn.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    down = n == 0 ? "connection closed" : std::strerror(errno);
+    break;
+  }
+  // Whole messages first: the reason of an abort arrives before the connection's end.
+  while (sideIn.size() >= 5 && !closed) {
+    uint32_t len = 0;
+    std::memcpy(&len, sideIn.data() + 1, 4);
+    if (len > kMaxSideMessage) {
+      down = "malformed side-channel message";
+      break;
+    }
+    if (sideIn.size() < 5 + len) break;
+    std::string payload = sideIn.substr(5, len);
+    auto type = static_cast<SideType>(sideIn[0]);
+    sideIn.erase(0, 5 + len);
+    t->onSideMessage(this, type, payload);
+  }
+  if (!down.empty()) t->onSideDown(this, down);
+}
+
+// Small messages on a connection that carries almost nothing: written at once (a bounded
+// wait if the kernel buffer is full; they are hints, losing one costs a timeout at worst).
+void Peer::sendSide(SideType type, const std::string& payload) {
+  if (closed || !sock.valid()) return;
+  std::string msg(5, '\0');
+  msg[0] = static_cast<char>(type);
+  uint32_t len = static_cast<uint32_t>(payload.size());
+  std::memcpy(msg.data() + 1, &len, 4);
+  msg += payload;
+  (void)writeFull(sock.get(), msg.data(), msg.size(), deadlineIn(100), "side channel");
+}
+
+void Transport::onSideMessage(Peer* p, SideType type, const std::string& payload) {
+  switch (type) {
+    case SideType::kBye:
+      p->byeSeen = true;
+      LOG_INFO(kIb, "{} left (its communicator was destroyed)", peerName(p->rank));
+      // Its last chunks completed at its end before it said goodbye: take their completions.
+      for (auto& d : devices_) {
+        while (pollCq(d.get())) {
+        }
+      }
+      if (!p->postedRecvs.empty() || !p->awaitingRtr.empty()) {
+        fail(
+            remoteError(fmt::format("{} destroyed its communicator while this rank still waited "
+                                    "for it (mismatched calls between ranks?)",
+                                    peerName(p->rank))));
+      }
+      return;
+    case SideType::kAbort:
+      fail(remoteError(fmt::format("{} aborted: {}", peerName(p->rank), payload)));
+      return;
+    case SideType::kPathDown: {
+      uint32_t k = 0;
+      if (payload.size() == 4) std::memcpy(&k, payload.data(), 4);
+      if (k < p->paths.size()) pathDown(p, p->paths[k].get(), "the peer found it dead", false);
+      return;
+    }
+  }
+  fail(remoteError(fmt::format("{} sent a malformed side-channel message", peerName(p->rank))));
+}
+
+void Transport::onSideDown(Peer* p, const std::string& why) {
+  if (p->closed) return;
+  ctx_.reactor->remove(p->sock.get());
+  p->sock.reset();
+  p->closed = true;
+  if (p->byeSeen || failed()) return;
+  fail(
+      remoteError(fmt::format("{} closed its connection unexpectedly ({}): the process died, "
+                              "aborted, or was killed",
+                              peerName(p->rank), why)));
+}
+
+// ---- posting ----
+
+void Transport::post(NetRequest* r) {
+  ctx_.reactor->runOrPost([this, r] { postInLoop(r); });
+}
+
+void Transport::postInLoop(NetRequest* r) {
+  if (failed()) return complete(r, failed_);
+  Peer* p =
+      r->peer >= 0 && r->peer < static_cast<int>(peers_.size()) ? peers_[r->peer].get() : nullptr;
+  if (p == nullptr) {
+    return complete(r, internalError(fmt::format("ib: rank {} is not served by ib", r->peer)));
+  }
+  bool arrived = r->kind == NetRequest::Kind::kRecv && p->unexpected.count(r->tag) != 0;
+  if ((p->byeSeen || p->closed) && !arrived) {
+    return complete(r, remoteError(fmt::format("{} has left (its communicator was destroyed)",
+                                               peerName(p->rank))));
+  }
+  const size_t eager = static_cast<size_t>(ctx_.cfg->eagerBytes);
+  if (r->kind == NetRequest::Kind::kSend) {
+    if (r->bytes <= eager) return sendData(p, r);
+    auto it = p->rtrs.find(r->tag);
+    if (it == p->rtrs.end()) {
+      p->awaitingRtr[r->tag] = r;
+      return;
+    }
+    uint64_t want = it->second;
+    p->rtrs.erase(it);
+    if (want != r->bytes) {
+      fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, want, true));
+      return complete(r, failed_);
+    }
+    return sendData(p, r);
+  }
+  auto u = p->unexpected.find(r->tag);
+  if (u != p->unexpected.end()) {
+    if (u->second.data.size() != r->bytes) {
+      fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, u->second.data.size(), false));
+      return complete(r, failed_);
+    }
+    if (u->second.got == r->bytes) {
+      if (r->bytes > 0) std::memcpy(r->buf, u->second.data.data(), r->bytes);
+      unexpectedBytes_ -= r->bytes;
+      p->unexpected.erase(u);
+      return complete(r, Status::ok());
+    }
+    u->second.waiting = r;
+    return;
+  }
+  p->postedRecvs[r->tag] = r;
+  if (r->bytes > eager) {
+    mp::Chunk c;
+    c.type = static_cast<uint8_t>(FrameType::kRtr);
+    c.tag = r->tag;
+    c.total = r->bytes;
+    p->tx.add(std::move(c));
+    pump(p);
+  }
+}
+
+void Transport::sendData(Peer* p, NetRequest* r) {
+  size_t live = 0;
+  for (auto& path : p->paths) live += path->dead ? 0 : 1;
+  const size_t P = std::max<size_t>(1, live);
+  const size_t chunk = std::clamp((r->bytes + 2 * P - 1) / (2 * P),
+                                  std::min<size_t>(64 << 10, p->chunkMax), p->chunkMax);
+  const size_t nchunks = r->bytes == 0 ? 1 : (r->bytes + chunk - 1) / chunk;
+  const bool copy = r->bytes <= kCopyBytes;
+  r->fragmentsLeft = nchunks;
+  for (size_t i = 0; i < nchunks; ++i) {
+    mp::Chunk c;
+    c.type = static_cast<uint8_t>(FrameType::kData);
+    c.tag = r->tag;
+    c.offset = i * chunk;
+    c.len = static_cast<uint32_t>(std::min(chunk, r->bytes - c.offset));
+    c.total = r->bytes;
+    if (copy) {
+      c.owned.assign(static_cast<const char*>(r->buf) + c.offset, c.len);
+    } else {
+      c.payload = static_cast<const char*>(r->buf) + c.offset;
+      c.req = r;
+    }
+    p->tx.add(std::move(c));
+  }
+  if (copy) complete(r, Status::ok());
+  pump(p);
+}
+
+void Transport::pump(Peer* p) {
+  if (failed()) return;
+  p->tx.schedule(mp::nowNs(), [&](int k, mp::Chunk& c) { p->paths[k]->wire.push_back(&c); });
+  for (auto& path : p->paths) {
+    if (!path->wire.empty()) drainWire(p, path.get());
+    if (failed()) return;
+  }
+}
+
+// Writes the path's waiting chunks while the peer has free slots and the send queue room.
+void Transport::drainWire(Peer* p, Path* path) {
+  while (!path->wire.empty() && !path->dead && !path->frozen && path->hasCredit() &&
+         path->inflight.size() + 2 < path->sqDepth) {
+    if (!writeChunk(path, *path->wire.front())) {
+      pathDown(p, path, fmt::format("posting a write failed: {}", std::strerror(errno)), true);
+      return;
+    }
+    path->wire.pop_front();
+  }
+}
+
+bool Transport::writeChunk(Path* path, const mp::Chunk& c) {
+  const size_t slot = path->sendSeq % path->remoteSlots;
+  char* dst = path->staging.base + slot * path->remoteSlotBytes;
+  FrameHeader h;
+  h.type = c.type;
+  h.len = c.len;
+  h.tag = c.tag;
+  h.offset = c.offset;
+  h.total = c.total;
+  h.fid = c.fid;
+  std::memcpy(dst, &h, sizeof h);
+  const char* src = c.owned.empty() ? c.payload : c.owned.data();
+  if (c.len > 0) std::memcpy(dst + sizeof h, src, c.len);
+  ibv_sge sge{};
+  sge.addr = reinterpret_cast<uint64_t>(dst);
+  sge.length = static_cast<uint32_t>(sizeof h + c.len);
+  sge.lkey = path->staging.mr->lkey;
+  ibv_send_wr wr{}, *bad = nullptr;
+  wr.wr_id = c.fid;
+  wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+  wr.send_flags = IBV_SEND_SIGNALED | (sge.length <= path->maxInline ? IBV_SEND_INLINE : 0);
+  wr.imm_data = htonl(static_cast<uint32_t>(path->sendSeq) & kSeqMask);
+  wr.sg_list = &sge;
+  wr.num_sge = 1;
+  wr.wr.rdma.remote_addr = path->remoteRing + slot * path->remoteSlotBytes;
+  wr.wr.rdma.rkey = path->remoteKey;
+  if (ibv_post_send(path->qp, &wr, &bad) != 0) return false;
+  ++path->sendSeq;
+  path->inflight.push_back(c.fid);
+  path->ctr.chunksSent.fetch_add(1, std::memory_order_relaxed);
+  path->ctr.bytesSent.fetch_add(c.len, std::memory_order_relaxed);
+  if (faultsLeft_ > 0 && fault_.afterBytes != 0) {
+    faultBytes_ += c.len;
+    if (faultBytes_ >= fault_.afterBytes) {
+      faultBytes_ = 0;
+      ctx_.reactor->post([this] { injectFault(); });
+    }
+  }
+  return true;
+}
+
+// Slots the peer may write again: returned in batches of half the ring (the peer is never
+// starved: with all its slots used, at least that many are consumed here).
+void Transport::returnCredits(Path* path, bool force) {
+  const uint64_t pending = path->consumed - path->returned;
+  if (pending == 0 || (!force && pending < std::max<size_t>(1, path->slots / 2))) return;
+  if (path->dead || path->inflight.size() >= path->sqDepth) return;  // after a completion
+  ibv_send_wr wr{}, *bad = nullptr;
+  wr.wr_id = 0;
+  wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
+  wr.send_flags = IBV_SEND_SIGNALED;
+  wr.imm_data = htonl(kCreditImm | (static_cast<uint32_t>(path->consumed) & kSeqMask));
+  wr.num_sge = 0;
+  wr.wr.rdma.remote_addr = path->remoteRing;
+  wr.wr.rdma.rkey = path->remoteKey;
+  if (ibv_post_send(path->qp, &wr, &bad) != 0) return;  // the path is failing: found soon
+  path->inflight.push_back(0);
+  path->returned = path->consumed;
+}
+
+bool Transport::postRecvs(Path* path, size_t n) {
+  std::vector<ibv_recv_wr> wrs(n);
+  for (size_t i = 0; i < n; ++i) {
+    wrs[i].wr_id = kRecvWrId;
+    wrs[i].num_sge = 0;
+    wrs[i].next = i + 1 < n ? &wrs[i + 1] : nullptr;
+  }
+  ibv_recv_wr* bad = nullptr;
+  return n == 0 || ibv_post_recv(path->qp, wrs.data(), &bad) == 0;
+}
+
+// ---- completions ----
+
+bool Transport::pollCq(Device* d) {
+  ibv_wc wcs[32];
+  int n = ibv_poll_cq(d->cq, 32, wcs);
+  if (n <= 0) return false;
+  for (int i = 0; i < n; ++i) {
+    auto it = byQpn_.find(wcs[i].qp_num);
+    if (it == byQpn_.end()) continue;
+    auto [p, path] = it->second;
+    if (wcs[i].wr_id == kRecvWrId) {
+      onRecvCompletion(path, wcs[i]);
+    } else {
+      onSendCompletion(path, wcs[i]);
+    }
+    (void)p;
+  }
+  return true;
+}
+
+void Transport::onSendCompletion(Path* path, const ibv_wc& wc) {
+  if (path->inflight.empty()) return;
+  const uint64_t fid = path->inflight.front();
+  path->inflight.pop_front();
+  if (path->dead || failed()) return;
+  Peer* p = byQpn_[wc.qp_num].first;
+  if (wc.status != IBV_WC_SUCCESS) {
+    return pathDown(p, path, fmt::format("a write failed: {}", ibv_wc_status_str(wc.status)), true);
+  }
+  if (fid != 0) {
+    mp::Range r{fid, 1};
+    p->tx.ack(path->index, 0, &r, 1, mp::nowNs(), [&](mp::Chunk& c) {
+      if (c.req != nullptr && --c.req->fragmentsLeft == 0) complete(c.req, Status::ok());
+    });
+  }
+  if (failed()) return;
+  returnCredits(path, false);
+  drainWire(p, path);
+  pump(p);
+}
+
+void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
+  if (path->dead || failed()) return;
+  Peer* p = byQpn_[wc.qp_num].first;
+  if (wc.status != IBV_WC_SUCCESS) {
+    return pathDown(p, path, fmt::format("a receive failed: {}", ibv_wc_status_str(wc.status)),
+                    true);
+  }
+  if (wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM || !postRecvs(path, 1)) {
+    return pathDown(p, path, "unexpected completion or receive queue error", true);
+  }
+  const uint32_t imm = ntohl(wc.imm_data);
+  if (imm & kCreditImm) {
+    const uint64_t delta =
+        ((imm & kSeqMask) - static_cast<uint32_t>(path->peerConsumed)) & kSeqMask;
+    path->peerConsumed += delta;
+    drainWire(p, path);
+    return pump(p);
+  }
+  if ((imm & kSeqMask) != (static_cast<uint32_t>(path->recvSeq) & kSeqMask)) {
+    return fail(remoteError(fmt::format("ib: {} wrote slot {} out of order on {} (expected {})",
+                                        peerName(p->rank), imm, pathName(p, path),
+                                        path->recvSeq & kSeqMask)));
+  }
+  const char* slot = path->ring.base + (path->recvSeq % path->slots) * path->slotBytes;
+  FrameHeader h;
+  std::memcpy(&h, slot, sizeof h);
+  if (wc.byte_len != sizeof h + h.len || sizeof h + h.len > path->slotBytes ||
+      (h.type != static_cast<uint8_t>(FrameType::kData) &&
+       h.type != static_cast<uint8_t>(FrameType::kRtr))) {
+    return fail(remoteError(
+        fmt::format("ib: {} sent a malformed chunk on {}", peerName(p->rank), pathName(p, path))));
+  }
+  ++path->recvSeq;
+  onChunk(p, path, h, slot + sizeof h);
+  ++path->consumed;
+  if (failed()) return;
+  returnCredits(path, false);
+}
+
+void Transport::onChunk(Peer* p, Path* path, const FrameHeader& h, const char* payload) {
+  int other = -1;
+  // Chunks arrive whole, so a copy is never half-received elsewhere: kConflict cannot happen.
+  if (p->rx.begin(h.fid, path->index, &other) != mp::Receiver::Verdict::kNew) return;
+  p->rx.end(h.fid, path->index, false);
+  path->ctr.chunksReceived.fetch_add(1, std::memory_order_relaxed);
+  path->ctr.bytesReceived.fetch_add(h.len, std::memory_order_relaxed);
+  if (h.type == static_cast<uint8_t>(FrameType::kRtr)) return onRtr(p, h);
+  onData(p, h, payload);
+}
+
+void Transport::onData(Peer* p, const FrameHeader& h, const char* payload) {
+  if (h.offset > h.total || h.len > h.total - h.offset) {
+    return fail(remoteError(fmt::format("ib: {} sent a chunk outside its message (tag {:#x})",
+                                        peerName(p->rank), h.tag)));
+  }
+  auto it = p->postedRecvs.find(h.tag);
+  if (it != p->postedRecvs.end()) {
+    NetRequest* r = it->second;
+    if (h.total != r->bytes)
+      return fail(sizeMismatch(peerName(p->rank), h.tag, r->bytes, h.total, false));
+    if (h.len > 0) std::memcpy(static_cast<char*>(r->buf) + h.offset, payload, h.len);
+    r->progress += h.len;
+    if (r->progress == r->bytes) {
+      p->postedRecvs.erase(it);
+      complete(r, Status::ok());
+    }
+    return;
+  }
+  auto [u, fresh] = p->unexpected.try_emplace(h.tag);
+  if (fresh) {
+    if (h.total > static_cast<uint64_t>(ctx_.cfg->eagerBytes)) {
+      p->unexpected.erase(u);
+      return fail(remoteError(fmt::format("{} sent {} bytes (tag {:#x}) that were not asked for",
+                                          peerName(p->rank), h.total, h.tag)));
+    }
+    if (unexpectedBytes_ + h.total > kMaxUnexpectedBytes) {
+      p->unexpected.erase(u);
+      return fail(remoteError(fmt::format("{} sent more than {} bytes of unexpected messages",
+                                          peerName(p->rank), kMaxUnexpectedBytes)));
+    }
+    unexpectedBytes_ += h.total;
+    u->second.data.resize(h.total);
+  } else if (u->second.data.size() != h.total) {
+    return fail(remoteError(
+        fmt::format("{} sent inconsistent fragments (tag {:#x})", peerName(p->rank), h.tag)));
+  }
+  if (h.len > 0) std::memcpy(u->second.data.data() + h.offset, payload, h.len);
+  u->second.got += h.len;
+  if (u->second.got == u->second.data.size() && u->second.waiting != nullptr) {
+    NetRequest* r = u->second.waiting;
+    if (r->bytes > 0) std::memcpy(r->buf, u->second.data.data(), r->bytes);
+    unexpectedBytes_ -= r->bytes;
+    p->unexpected.erase(u);
+    complete(r, Status::ok());
+  }
+}
+
+void Transport::onRtr(Peer* p, const FrameHeader& h) {
+  auto it = p->awaitingRtr.find(h.tag);
+  if (it == p->awaitingRtr.end()) {
+    p->rtrs[h.tag] = h.total;
+    return;
+  }
+  NetRequest* r = it->second;
+  if (r->bytes != h.total)
+    return fail(sizeMismatch(peerName(p->rank), h.tag, r->bytes, h.total, true));
+  p->awaitingRtr.erase(it);
+  sendData(p, r);
+}
+
+// ---- path failure ----
+
+void Transport::pathDown(Peer* p, Path* path, const std::string& why, bool notify) {
+  if (path->dead || failed()) return;
+  path->dead = true;
+  path->deathReason = why;
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_ERR;  // flushes what is posted; nothing more leaves or lands
+  ibv_modify_qp(path->qp, &a, IBV_QP_STATE);
+  path->wire.clear();
+  p->rx.dropPath(path->index);
+  size_t moved = p->tx.setState(path->index, mp::PathState::kDead, mp::nowNs());
+  path->ctr.state.store(static_cast<uint8_t>(mp::PathState::kDead), std::memory_order_relaxed);
+  path->ctr.failures.fetch_add(1, std::memory_order_relaxed);
+  path->ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
+  LOG_WARN(kPath, "{}: {} is down ({}); {} chunk(s) go again on the other paths", peerName(p->rank),
+           pathName(p, path), why, moved);
+  if (!p->tx.anyUsable()) {
+    std::string tried;
+    for (auto& q : p->paths) {
+      tried +=
+          fmt::format("{}{}: {}", tried.empty() ? "" : "; ", pathName(p, q.get()), q->deathReason);
+    }
+    return fail(remoteError(fmt::format("{} is unreachable over ib: every path is down ({})",
+                                        peerName(p->rank), tried)));
+  }
+  if (notify) {
+    uint32_t k = static_cast<uint32_t>(path->index);
+    p->sendSide(SideType::kPathDown, std::string(reinterpret_cast<const char*>(&k), 4));
+  }
+  pump(p);
+}
+
+void Transport::onAsyncEvent(Device* d) {
+  ibv_async_event ev{};
+  while (ibv_get_async_event(d->ctx, &ev) == 0) {
+    const ibv_event_type type = ev.event_type;
+    LOG_INFO(kIb, "ib: {}: {}", d->name, ibv_event_type_str(type));
+    for (Peer* p : active_) {
+      for (auto& path : p->paths) {
+        if (path->dev != d) continue;
+        bool hit = false;
+        if (type == IBV_EVENT_PORT_ERR)
+          hit = path->port->port == static_cast<int>(ev.element.port_num);
+        if (type == IBV_EVENT_DEVICE_FATAL) hit = true;
+        if (type == IBV_EVENT_QP_FATAL || type == IBV_EVENT_QP_REQ_ERR ||
+            type == IBV_EVENT_QP_ACCESS_ERR) {
+          hit = path->qp == ev.element.qp;
+        }
+        if (hit) pathDown(p, path.get(), ibv_event_type_str(type), true);
+      }
+    }
+    ibv_ack_async_event(&ev);
+  }
+}
+
+void Transport::onTick() {
+  if (failed()) return;
+  const int64_t now = mp::nowNs();
+  for (Peer* p : active_) {
+    expiredScratch_.clear();
+    p->tx.expired(now, &expiredScratch_);
+    for (int k : expiredScratch_) {
+      pathDown(p, p->paths[k].get(),
+               fmt::format("no completion for {} ms with {} bytes outstanding",
+                           pathTimeoutNs_ / 1'000'000, p->tx.outstanding(k)),
+               true);
+      if (failed()) return;
+    }
+  }
+  if (faultsLeft_ > 0 && fault_.afterMs > 0 && now - lastFaultNs_ >= fault_.afterMs * 1'000'000) {
+    injectFault();
+  }
+}
+
+void Transport::injectFault() {
+  if (failed() || faultsLeft_ <= 0 || active_.empty()) return;
+  Peer* p = active_[0];
+  for (Peer* q : active_) {
+    if (fault_.peer >= 0 && q->rank == fault_.peer) p = q;
+  }
+  if (fault_.randomPeer)
+    p = active_[(fault_.seed + static_cast<uint64_t>(faultsLeft_)) % active_.size()];
+  const size_t P = p->paths.size();
+  size_t k = fault_.randomPath
+                 ? (fault_.seed * 2654435761u + static_cast<uint64_t>(faultsLeft_)) % P
+                 : static_cast<size_t>(fault_.path) % P;
+  for (size_t i = 0; i < P && (p->paths[k]->dead || p->paths[k]->frozen); ++i) k = (k + 1) % P;
+  Path* path = p->paths[k].get();
+  if (path->dead || path->frozen) return;
+  --faultsLeft_;
+  lastFaultNs_ = mp::nowNs();
+  LOG_WARN(kPath, "fault injection: {} {} of {}", fault_.blackhole ? "blackholing" : "killing",
+           pathName(p, path), peerName(p->rank));
+  if (fault_.blackhole) {
+    path->frozen = true;
+  } else {
+    pathDown(p, path, "fault injection (the queue pair was put in the error state)", true);
+  }
+}
+
+// ---- failure and close ----
+
+void Transport::fail(const Status& reason) {
+  if (failed()) return;
+  failed_ = reason;
+  LOG_WARN(kIb, "communicator failed: {}", reason.message());
+  if (ctx_.onFatal) ctx_.onFatal(reason);
+  std::unordered_set<NetRequest*> reqs;
+  const std::string text = reason.message().substr(0, kMaxAbortText);
+  for (Peer* p : active_) {
+    for (auto& [tag, r] : p->postedRecvs) reqs.insert(r);
+    for (auto& [tag, r] : p->awaitingRtr) reqs.insert(r);
+    for (auto& [tag, u] : p->unexpected) {
+      if (u.waiting != nullptr) reqs.insert(u.waiting);
+    }
+    for (auto& path : p->paths) path->wire.clear();
+    p->tx.clear([&](mp::Chunk& c) {
+      if (c.req != nullptr) reqs.insert(c.req);
+    });
+    p->postedRecvs.clear();
+    p->awaitingRtr.clear();
+    p->unexpected.clear();
+    p->rtrs.clear();
+    p->sendSide(SideType::kAbort, text);
+  }
+  unexpectedBytes_ = 0;
+  for (NetRequest* r : reqs) complete(r, reason);
+}
+
+void Transport::abort(const Status& reason) {
+  ctx_.reactor->post([this, reason] { fail(reason); });
+}
+
+// Goodbye once every chunk to the peer has completed (the goodbye travels on the side
+// channel, not behind the data), then a short wait for the peers' goodbyes.
+void Transport::close(Deadline deadline) {
+  std::vector<bool> byeSent(active_.size(), false);
+  Deadline byeBy = std::min(deadline, deadlineIn(200));
+  ctx_.reactor->waitUntil(deadline, [&] {
+    if (failed()) return true;
+    bool done = true;
+    for (size_t i = 0; i < active_.size(); ++i) {
+      Peer* p = active_[i];
+      if (!byeSent[i] && (p->tx.idle() || Clock::now() >= byeBy)) {
+        p->sendSide(SideType::kBye, {});
+        byeSent[i] = true;
+      }
+      done = done && byeSent[i] && (p->byeSeen || p->closed || Clock::now() >= byeBy);
+    }
+    return done;
+  });
+}
+
+bool Transport::poll() {
+  bool moved = false;
+  for (auto& d : devices_) {
+    for (int i = 0; i < 4 && pollCq(d.get()); ++i) moved = true;
+  }
+  return moved;
+}
+
+bool Transport::armSleep() {
+  for (auto& d : devices_) {
+    if (!d->armed) {
+      if (ibv_req_notify_cq(d->cq, 0) != 0) return false;
+      d->armed = true;
+    }
+    // Completions that came before the request raise no event: take them now.
+    if (pollCq(d.get())) return false;
+  }
+  return true;
+}
+
+void Transport::disarm() {}
+
+}  // namespace braid::ib

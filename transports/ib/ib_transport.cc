@@ -1,0 +1,556 @@
+// The ib transport's setup: devices, queue pairs, rings and the per-peer side channel.
+#include "transports/ib/ib_transport.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/timerfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+#include <random>
+#include <thread>
+
+#include "src/core/log.h"
+#include "src/topology/netif.h"
+
+namespace braid {
+namespace ib {
+namespace {
+
+constexpr uint32_t kMagic = 0x31766269;  // "ibv1"
+constexpr uint64_t kRecvWrId = ~uint64_t{0};
+
+// What each side sends first: its geometry and ports.
+struct HelloWire {
+  uint32_t magic = kMagic;
+  int32_t rank = -1;
+  uint32_t ports = 0;
+  uint32_t qps = 0;
+};
+struct PortWire {
+  uint8_t gid[16] = {};
+  uint16_t lid = 0;
+  uint8_t mtu = 0;
+  uint8_t linkLayer = 0;
+  uint32_t reserved = 0;
+};
+// Then, once both know the path count, one per path.
+struct PathWire {
+  uint32_t qpn = 0;
+  uint32_t psn = 0;
+  uint64_t ring = 0;
+  uint32_t rkey = 0;
+  uint32_t slots = 0;
+  uint64_t slotBytes = 0;
+};
+static_assert(sizeof(HelloWire) == 16 && sizeof(PortWire) == 24 && sizeof(PathWire) == 32);
+
+std::string memlockHint() {
+  rlimit rl{};
+  if (getrlimit(RLIMIT_MEMLOCK, &rl) != 0 || rl.rlim_cur == RLIM_INFINITY) return {};
+  return fmt::format(
+      " (RLIMIT_MEMLOCK is {} KiB: raise it, e.g. `ulimit -l unlimited` or memlock in "
+      "/etc/security/limits.conf)",
+      rl.rlim_cur >> 10);
+}
+
+}  // namespace
+
+// Wakes the loop for completions while it sleeps (the completion channel), and for the
+// device's asynchronous events (port down, QP fatal).
+class FdHandler : public Reactor::Handler {
+ public:
+  explicit FdHandler(std::function<void()> fn) : fn_(std::move(fn)) {}
+  void onEvents(uint32_t) override { fn_(); }
+
+ private:
+  std::function<void()> fn_;
+};
+
+class Transport::Timer : public Reactor::Handler {
+ public:
+  explicit Timer(Transport* t)
+      : t_(t), fd_(timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK)) {}
+  Status arm(int64_t periodNs) {
+    itimerspec its{};
+    its.it_interval.tv_sec = periodNs / 1'000'000'000;
+    its.it_interval.tv_nsec = periodNs % 1'000'000'000;
+    its.it_value = its.it_interval;
+    if (!fd_.valid() || timerfd_settime(fd_.get(), 0, &its, nullptr) != 0) {
+      return systemError(fmt::format("ib: timerfd: {}", std::strerror(errno)));
+    }
+    return Status::ok();
+  }
+  void onEvents(uint32_t) override {
+    uint64_t n = 0;
+    if (::read(fd_.get(), &n, sizeof n) == sizeof n) t_->onTick();
+  }
+  int fd() const { return fd_.get(); }
+
+ private:
+  Transport* t_;
+  Fd fd_;
+};
+
+Device::~Device() {
+  if (cq != nullptr) ibv_destroy_cq(cq);
+  if (channel != nullptr) ibv_destroy_comp_channel(channel);
+  if (pd != nullptr) ibv_dealloc_pd(pd);
+  if (ctx != nullptr) ibv_close_device(ctx);
+}
+
+Region::~Region() {
+  if (mr != nullptr) ibv_dereg_mr(mr);
+  if (base != nullptr) munmap(base, bytes);
+}
+
+Status Region::allocate(ibv_pd* pd, size_t n, int access, const std::string& what) {
+  bytes = n;
+  void* m = mmap(nullptr, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (m == MAP_FAILED) {
+    base = nullptr;
+    return systemError(fmt::format("ib: {} bytes for {}: {}", n, what, std::strerror(errno)));
+  }
+  base = static_cast<char*>(m);
+  mr = ibv_reg_mr(pd, base, n, access);
+  if (mr == nullptr) {
+    return systemError(fmt::format("ib: registering {} bytes for {} failed: {}{}", n, what,
+                                   std::strerror(errno), memlockHint()));
+  }
+  return Status::ok();
+}
+
+Path::~Path() {
+  if (qp != nullptr) ibv_destroy_qp(qp);
+}
+
+Transport::Transport(const TransportContext& ctx) : ctx_(ctx) {}
+
+Transport::~Transport() {
+  if (!active_.empty()) ctx_.reactor->removePoller(this);
+  for (auto& d : devices_) {
+    if (d->channel != nullptr) ctx_.reactor->remove(d->channel->fd);
+    if (d->ctx != nullptr) ctx_.reactor->remove(d->ctx->async_fd);
+  }
+  if (timer_) ctx_.reactor->remove(timer_->fd());
+  for (Peer* p : active_) {
+    if (p->sock.valid()) ctx_.reactor->remove(p->sock.get());
+  }
+  peers_.clear();  // QPs before their CQs and PDs
+  devices_.clear();
+}
+
+Status Transport::listen() {
+  std::string why;
+  BRAID_TRY(discoverPorts(*ctx_.cfg, &allPorts_, &why));
+  if (allPorts_.empty()) return systemError("ib: " + why);
+  slots_ = static_cast<size_t>(ctx_.cfg->ibSlots);
+  slotBytes_ = static_cast<size_t>(ctx_.cfg->ibSlotBytes);
+  qpsPerPeer_ = static_cast<int>(ctx_.cfg->ibQpsPerPeer);
+  pathTimeoutNs_ = ctx_.cfg->pathTimeoutMs * 1'000'000;
+  BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_));
+  NetIf nif;
+  BRAID_TRY(chooseLocalAddress(*ctx_.cfg, nullptr, &nif));
+  SockAddr bound;
+  BRAID_TRY(listenOn(nif.addr, 1024, &listener_, &bound));
+  address_ = bound.toString();
+  return Status::ok();
+}
+
+std::string Transport::peerName(int rank) const {
+  if (rank < 0 || rank >= static_cast<int>(info_.size())) return fmt::format("rank {}", rank);
+  return fmt::format("rank {} ({}, ib via {})", rank, info_[rank].host, info_[rank].address);
+}
+
+std::string Transport::pathName(const Peer* p, const Path* path) const {
+  return fmt::format("path {} of {} ({} -> {})", path->index, p->paths.size(), path->port->name(),
+                     path->remotePort);
+}
+
+// This rank's ports: every selected port when it is alone on its node (or BRAID_MULTIRAIL=
+// spray), else its rail's (local rank i: port i mod n). Then each device is opened once.
+Status Transport::openDevices(const std::vector<PeerInfo>& peers) {
+  int localRank = 0, localSize = 1;
+  for (int r = 0; r < static_cast<int>(peers.size()); ++r) {
+    if (r == ctx_.rank || !peers[r].sameNode) continue;
+    ++localSize;
+    if (r < ctx_.rank) ++localRank;
+  }
+  const std::string& mode = ctx_.cfg->multirail;
+  if (mode == "spray" || (mode == "auto" && localSize == 1)) {
+    ports_ = allPorts_;
+  } else {
+    ports_ = {allPorts_[static_cast<size_t>(localRank) % allPorts_.size()]};
+  }
+  for (const PortInfo& pi : ports_) {
+    if (std::any_of(devices_.begin(), devices_.end(),
+                    [&](const auto& d) { return d->name == pi.device; })) {
+      continue;
+    }
+    auto d = std::make_unique<Device>();
+    d->name = pi.device;
+    int n = 0;
+    ibv_device** list = ibv_get_device_list(&n);
+    for (int i = 0; list != nullptr && i < n; ++i) {
+      if (pi.device == ibv_get_device_name(list[i])) d->ctx = ibv_open_device(list[i]);
+    }
+    if (list != nullptr) ibv_free_device_list(list);
+    if (d->ctx == nullptr) return systemError(fmt::format("ib: cannot open {}", pi.device));
+    ibv_device_attr da{};
+    if (ibv_query_device(d->ctx, &da) != 0)
+      return systemError(fmt::format("ib: cannot query {}", pi.device));
+    d->pd = ibv_alloc_pd(d->ctx);
+    d->channel = ibv_create_comp_channel(d->ctx);
+    d->cqe = std::min(da.max_cqe, 65536);
+    d->cq = d->channel ? ibv_create_cq(d->ctx, d->cqe, nullptr, d->channel, 0) : nullptr;
+    if (d->pd == nullptr || d->cq == nullptr) {
+      return systemError(fmt::format("ib: protection domain or completion queue on {}: {}",
+                                     pi.device, std::strerror(errno)));
+    }
+    BRAID_TRY(setNonBlocking(d->channel->fd));
+    BRAID_TRY(setNonBlocking(d->ctx->async_fd));
+    Device* raw = d.get();
+    d->channelHandler = std::make_unique<FdHandler>([this, raw] {
+      ibv_cq* cq = nullptr;
+      void* cqCtx = nullptr;
+      while (ibv_get_cq_event(raw->channel, &cq, &cqCtx) == 0) ibv_ack_cq_events(cq, 1);
+      raw->armed = false;
+      while (pollCq(raw)) {
+      }
+    });
+    d->asyncHandler = std::make_unique<FdHandler>([this, raw] { onAsyncEvent(raw); });
+    BRAID_TRY(ctx_.reactor->add(d->channel->fd, EPOLLIN, d->channelHandler.get()));
+    BRAID_TRY(ctx_.reactor->add(d->ctx->async_fd, EPOLLIN, d->asyncHandler.get()));
+    devices_.push_back(std::move(d));
+  }
+  return Status::ok();
+}
+
+Status Transport::createPath(Peer* p, Path* path, size_t qpsTotal) {
+  (void)qpsTotal;
+  Device* d = path->dev;
+  path->sqDepth = 2 * slots_ + 16;
+  const size_t rqDepth = slots_ + 16;
+  ibv_qp_init_attr ia{};
+  ia.send_cq = d->cq;
+  ia.recv_cq = d->cq;
+  ia.qp_type = IBV_QPT_RC;
+  ia.cap.max_send_wr = static_cast<uint32_t>(path->sqDepth);
+  ia.cap.max_recv_wr = static_cast<uint32_t>(rqDepth);
+  ia.cap.max_send_sge = 1;
+  ia.cap.max_recv_sge = 1;
+  ia.cap.max_inline_data = 256;
+  path->qp = ibv_create_qp(d->pd, &ia);
+  if (path->qp == nullptr) {
+    ia.cap.max_inline_data = 0;
+    path->qp = ibv_create_qp(d->pd, &ia);
+  }
+  if (path->qp == nullptr) {
+    return systemError(fmt::format("ib: creating a queue pair on {} for {}: {}", path->port->name(),
+                                   peerName(p->rank), std::strerror(errno)));
+  }
+  path->maxInline = ia.cap.max_inline_data;
+  path->slots = slots_;
+  path->slotBytes = slotBytes_;
+  BRAID_TRY(path->ring.allocate(d->pd, slots_ * slotBytes_,
+                                IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE,
+                                "a receive ring"));
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_INIT;
+  a.pkey_index = 0;
+  a.port_num = static_cast<uint8_t>(path->port->port);
+  a.qp_access_flags = IBV_ACCESS_REMOTE_WRITE;
+  if (ibv_modify_qp(path->qp, &a,
+                    IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS) != 0) {
+    return systemError(
+        fmt::format("ib: queue pair to INIT on {}: {}", path->port->name(), std::strerror(errno)));
+  }
+  if (!postRecvs(path, rqDepth)) {
+    return systemError(
+        fmt::format("ib: posting receives on {}: {}", path->port->name(), std::strerror(errno)));
+  }
+  return Status::ok();
+}
+
+// Both sides: hello + ports, then create the paths, then path records, then RTR/RTS, then a
+// ready byte (no write may arrive before the peer's QP can take it).
+Status Transport::setupPeer(Peer* p, Fd sock, bool connector, Deadline deadline) {
+  (void)connector;
+  const std::string who = peerName(p->rank);
+  HelloWire mine;
+  mine.rank = ctx_.rank;
+  mine.ports = static_cast<uint32_t>(ports_.size());
+  mine.qps = static_cast<uint32_t>(qpsPerPeer_);
+  std::string out(reinterpret_cast<const char*>(&mine), sizeof mine);
+  for (const PortInfo& pi : ports_) {
+    PortWire w;
+    std::memcpy(w.gid, pi.gid.raw, 16);
+    w.lid = pi.lid;
+    w.mtu = static_cast<uint8_t>(pi.mtu);
+    w.linkLayer = static_cast<uint8_t>(pi.linkLayer);
+    out.append(reinterpret_cast<const char*>(&w), sizeof w);
+  }
+  BRAID_TRY(writeFull(sock.get(), out.data(), out.size(), deadline, who));
+  HelloWire theirs;
+  BRAID_TRY(readFull(sock.get(), &theirs, sizeof theirs, deadline, who));
+  if (theirs.magic != kMagic || theirs.rank != p->rank || theirs.ports == 0 || theirs.ports > 64 ||
+      theirs.qps == 0 || theirs.qps > 64) {
+    return remoteError(fmt::format("ib: {} sent a malformed connection record", who));
+  }
+  std::vector<PortWire> remote(theirs.ports);
+  BRAID_TRY(readFull(sock.get(), remote.data(), remote.size() * sizeof(PortWire), deadline, who));
+  for (const PortWire& w : remote) {
+    if ((w.linkLayer == IBV_LINK_LAYER_ETHERNET) !=
+        (ports_[0].linkLayer == IBV_LINK_LAYER_ETHERNET)) {
+      return systemError(
+          fmt::format("ib: {} uses {} and this rank {}: no RDMA path between them", who,
+                      w.linkLayer == IBV_LINK_LAYER_ETHERNET ? "RoCE" : "InfiniBand",
+                      ports_[0].linkLayer == IBV_LINK_LAYER_ETHERNET ? "RoCE" : "InfiniBand"));
+    }
+  }
+  const size_t q = std::min<size_t>(theirs.qps, static_cast<size_t>(qpsPerPeer_));
+  const size_t rails = std::max<size_t>(ports_.size(), remote.size());
+  const size_t npaths = rails * q;
+  std::mt19937 rng(std::random_device{}());
+  std::string recs;
+  std::vector<uint32_t> psns(npaths);
+  for (size_t j = 0; j < npaths; ++j) {
+    auto path = std::make_unique<Path>();
+    path->index = static_cast<int>(j);
+    path->port = &ports_[(j / q) % ports_.size()];
+    const size_t rp = (j / q) % remote.size();
+    path->remotePort = fmt::format("rank {} port {}", p->rank, rp);
+    for (auto& d : devices_) {
+      if (d->name == path->port->device) path->dev = d.get();
+    }
+    BRAID_TRY(createPath(p, path.get(), npaths));
+    psns[j] = rng() & 0xffffff;
+    PathWire w;
+    w.qpn = path->qp->qp_num;
+    w.psn = psns[j];
+    w.ring = reinterpret_cast<uint64_t>(path->ring.base);
+    w.rkey = path->ring.mr->rkey;
+    w.slots = static_cast<uint32_t>(path->slots);
+    w.slotBytes = path->slotBytes;
+    recs.append(reinterpret_cast<const char*>(&w), sizeof w);
+    p->paths.push_back(std::move(path));
+  }
+  BRAID_TRY(writeFull(sock.get(), recs.data(), recs.size(), deadline, who));
+  std::vector<PathWire> rpaths(npaths);
+  BRAID_TRY(readFull(sock.get(), rpaths.data(), npaths * sizeof(PathWire), deadline, who));
+  for (size_t j = 0; j < npaths; ++j) {
+    Path* path = p->paths[j].get();
+    const PathWire& w = rpaths[j];
+    const PortWire& rport = remote[(j / q) % remote.size()];
+    if (w.slots < 2 || w.slots > 1024 || w.slotBytes < 4096 || w.slotBytes > (16u << 20)) {
+      return remoteError(fmt::format("ib: {} sent a malformed path record", who));
+    }
+    path->remoteRing = w.ring;
+    path->remoteKey = w.rkey;
+    path->remoteSlots = w.slots;
+    path->remoteSlotBytes = w.slotBytes;
+    BRAID_TRY(path->staging.allocate(path->dev->pd, w.slots * w.slotBytes, IBV_ACCESS_LOCAL_WRITE,
+                                     "a send staging ring"));
+    ibv_qp_attr a{};
+    a.qp_state = IBV_QPS_RTR;
+    a.path_mtu = std::min(path->port->mtu, static_cast<ibv_mtu>(rport.mtu));
+    a.dest_qp_num = w.qpn;
+    a.rq_psn = w.psn;
+    a.max_dest_rd_atomic = 1;
+    a.min_rnr_timer = 12;
+    a.ah_attr.port_num = static_cast<uint8_t>(path->port->port);
+    a.ah_attr.sl = static_cast<uint8_t>(ctx_.cfg->ibSl);
+    a.ah_attr.dlid = rport.lid;
+    if (path->port->linkLayer == IBV_LINK_LAYER_ETHERNET) {
+      a.ah_attr.is_global = 1;
+      std::memcpy(a.ah_attr.grh.dgid.raw, rport.gid, 16);
+      a.ah_attr.grh.sgid_index = static_cast<uint8_t>(path->port->gidIndex);
+      a.ah_attr.grh.hop_limit = 64;
+      a.ah_attr.grh.traffic_class = static_cast<uint8_t>(ctx_.cfg->ibTc);
+    }
+    if (ibv_modify_qp(path->qp, &a,
+                      IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                          IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER) != 0) {
+      return systemError(fmt::format("ib: queue pair to RTR ({} -> {}): {}", path->port->name(),
+                                     who, std::strerror(errno)));
+    }
+    ibv_qp_attr s{};
+    s.qp_state = IBV_QPS_RTS;
+    s.timeout = static_cast<uint8_t>(ctx_.cfg->ibTimeout);
+    s.retry_cnt = static_cast<uint8_t>(ctx_.cfg->ibRetryCnt);
+    s.rnr_retry = 7;
+    s.sq_psn = psns[j];
+    s.max_rd_atomic = 1;
+    if (ibv_modify_qp(path->qp, &s,
+                      IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                          IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) != 0) {
+      return systemError(fmt::format("ib: queue pair to RTS ({} -> {}): {}", path->port->name(),
+                                     who, std::strerror(errno)));
+    }
+    byQpn_[path->qp->qp_num] = {p, path};
+  }
+  char ready = 'R', theirReady = 0;
+  BRAID_TRY(writeFull(sock.get(), &ready, 1, deadline, who));
+  BRAID_TRY(readFull(sock.get(), &theirReady, 1, deadline, who));
+  if (theirReady != 'R') return remoteError(fmt::format("ib: {} did not get ready", who));
+  mp::SenderOptions opt;
+  opt.timeoutNs = pathTimeoutNs_;
+  size_t window = SIZE_MAX;
+  p->chunkMax = SIZE_MAX;
+  for (auto& path : p->paths) {
+    window = std::min(window, path->remoteSlots * path->remoteSlotBytes);
+    p->chunkMax = std::min(p->chunkMax, path->remoteSlotBytes - sizeof(FrameHeader));
+  }
+  opt.window = window;
+  p->tx = mp::Sender(static_cast<int>(npaths), opt);
+  LOG_INFO(kIb, "ib: {} connected over {} path(s) ({} rail(s) x {} QP(s); first {} -> {}, {})", who,
+           npaths, rails, q, ports_[0].name(), p->paths[0]->remotePort, ports_[0].gidKind);
+  p->sock = std::move(sock);
+  return Status::ok();
+}
+
+Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) {
+  const int me = ctx_.rank, n = ctx_.nranks;
+  info_ = peers;
+  peers_.clear();
+  peers_.resize(n);
+  bool any = false;
+  for (int r = 0; r < n; ++r) {
+    if (r == me || !peers[r].serve) continue;
+    peers_[r] = std::make_unique<Peer>();
+    peers_[r]->rank = r;
+    peers_[r]->t = this;
+    any = true;
+  }
+  if (!any) {
+    listener_.reset();
+    return Status::ok();
+  }
+  BRAID_TRY(openDevices(peers));
+  // Higher ranks connect to lower ones; this rank accepts concurrently.
+  size_t expected = 0;
+  for (int r = me + 1; r < n; ++r) expected += peers_[r] ? 1 : 0;
+  Status acceptStatus, setupStatus;
+  std::vector<int> accepted;
+  std::thread acceptor([&] {
+    logSetThreadRank(me);
+    if (expected == 0) return;
+    auto admit = [&](const Hello& h) -> Status {
+      if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n || h.rank <= me ||
+          h.rank >= n || !peers_[h.rank] || peers_[h.rank]->sock.valid() ||
+          std::count(accepted.begin(), accepted.end(), h.rank) != 0) {
+        return remoteError(fmt::format("unexpected ib connection (rank {})", h.rank));
+      }
+      return Status::ok();
+    };
+    acceptStatus = acceptAuthenticated(
+        listener_.get(), ctx_.secret, deadline, admit,
+        [&](AcceptedConn&& c) {
+          accepted.push_back(c.hello.rank);
+          Status s = setupPeer(peers_[c.hello.rank].get(), std::move(c.fd), false, deadline);
+          if (!s.isOk() && setupStatus.isOk()) setupStatus = s;
+          return accepted.size() == expected || !setupStatus.isOk();
+        },
+        "ib connections from higher ranks");
+  });
+  Status connectStatus;
+  for (int r = 0; r < me && connectStatus.isOk(); ++r) {
+    if (!peers_[r]) continue;
+    SockAddr to;
+    connectStatus = SockAddr::parse(peers[r].address, &to);
+    Fd fd;
+    if (connectStatus.isOk()) connectStatus = connectTo(to, deadline, &fd, peerName(r));
+    if (!connectStatus.isOk()) break;
+    Hello h;
+    h.kind = ConnKind::kData;
+    h.rank = me;
+    h.nranks = n;
+    h.commTag = ctx_.commTag;
+    connectStatus = connectorHandshake(fd.get(), ctx_.secret, h, deadline, peerName(r));
+    if (connectStatus.isOk())
+      connectStatus = setupPeer(peers_[r].get(), std::move(fd), true, deadline);
+  }
+  acceptor.join();
+  listener_.reset();
+  BRAID_TRY(connectStatus);
+  BRAID_TRY(setupStatus);
+  if (!acceptStatus.isOk()) {
+    std::string missing;
+    for (int r = me + 1; r < n; ++r) {
+      if (peers_[r] && !peers_[r]->sock.valid())
+        missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    }
+    return Status(acceptStatus.code(), fmt::format("{}; no ib connection from rank(s) {}",
+                                                   acceptStatus.message(), missing));
+  }
+  for (auto& p : peers_) {
+    if (!p) continue;
+    BRAID_TRY(setNonBlocking(p->sock.get()));
+    BRAID_TRY(ctx_.reactor->add(p->sock.get(), EPOLLIN, p.get()));
+    active_.push_back(p.get());
+  }
+  timer_ = std::make_unique<Timer>(this);
+  BRAID_TRY(timer_->arm(std::clamp<int64_t>(pathTimeoutNs_ / 4, 5'000'000, 100'000'000)));
+  BRAID_TRY(ctx_.reactor->add(timer_->fd(), EPOLLIN, timer_.get()));
+  ctx_.reactor->addPoller(this);
+  startNs_ = lastFaultNs_ = mp::nowNs();
+  faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == me) ? fault_.times : 0;
+  LOG_INFO(kIb, "ib: connected to {} peers on {}", active_.size(), ports_[0].name());
+  return Status::ok();
+}
+
+void Transport::pathStats(std::vector<PathStatsRow>* out) const {
+  for (Peer* p : active_) {
+    for (const auto& path : p->paths) {
+      PathStatsRow row;
+      row.peer = p->rank;
+      row.path = path->index;
+      row.transport = "ib";
+      row.local = path->port->name();
+      row.remote = path->remotePort;
+      row.state = mp::pathStateName(static_cast<mp::PathState>(path->ctr.state.load()));
+      row.bytesSent = path->ctr.bytesSent.load();
+      row.bytesReceived = path->ctr.bytesReceived.load();
+      row.chunksSent = path->ctr.chunksSent.load();
+      row.chunksReceived = path->ctr.chunksReceived.load();
+      row.retransmits = path->ctr.retransmits.load();
+      row.failures = path->ctr.failures.load();
+      row.readmissions = path->ctr.readmissions.load();
+      out->push_back(std::move(row));
+    }
+  }
+}
+
+std::string Transport::healthNote() const { return {}; }
+
+}  // namespace ib
+
+namespace {
+
+class IbFactory : public TransportFactory {
+ public:
+  const char* name() const override { return "ib"; }
+  bool usable(const Config& cfg) const override { return unusableReason(cfg).empty(); }
+  std::string unusableReason(const Config& cfg) const override {
+    std::vector<ib::PortInfo> ports;
+    std::string why;
+    Status s = ib::discoverPorts(cfg, &ports, &why);
+    if (!s.isOk()) return s.message();
+    return ports.empty() ? why : std::string();
+  }
+  Status open(const TransportContext& ctx, std::unique_ptr<Transport>* out) override {
+    auto t = std::make_unique<ib::Transport>(ctx);
+    BRAID_TRY(t->listen());
+    *out = std::move(t);
+    return Status::ok();
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<TransportFactory> makeIbTransportFactory() { return std::make_unique<IbFactory>(); }
+
+}  // namespace braid
