@@ -205,6 +205,7 @@ Status AcceptorHandshake::onReadable(bool* done) {
 #include <sys/socket.h>
 
 #include <list>
+#include <thread>
 
 #include "src/core/log.h"
 
@@ -280,6 +281,65 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
       }
     }
   }
+}
+
+Status connectPairs(int listenFd, const Secret& secret, uint64_t commTag, int rank, int nranks,
+                    const std::vector<bool>& wanted, Deadline deadline,
+                    const std::function<Status(int peer, Fd* fd)>& dial,
+                    const std::function<Status(int peer, Fd fd, bool dialed)>& setup,
+                    const std::function<std::string(int peer)>& peerName, const std::string& what) {
+  size_t expected = 0;
+  for (int r = rank + 1; r < nranks; ++r) expected += wanted[r] ? 1 : 0;
+  Status acceptStatus, setupStatus;
+  std::vector<bool> accepted(nranks, false);
+  size_t got = 0;
+  std::thread acceptor([&] {
+    logSetThreadRank(rank);
+    if (expected == 0) return;
+    auto admit = [&](const Hello& h) -> Status {
+      if (h.kind != ConnKind::kData || h.commTag != commTag || h.nranks != nranks ||
+          h.rank <= rank || h.rank >= nranks || !wanted[h.rank] || accepted[h.rank]) {
+        return remoteError(fmt::format("unexpected {} connection (rank {})", what, h.rank));
+      }
+      return Status::ok();
+    };
+    acceptStatus = acceptAuthenticated(
+        listenFd, secret, deadline, admit,
+        [&](AcceptedConn&& c) {
+          accepted[c.hello.rank] = true;
+          ++got;
+          Status s = setup(c.hello.rank, std::move(c.fd), false);
+          if (!s.isOk() && setupStatus.isOk()) setupStatus = s;
+          return got == expected || !setupStatus.isOk();
+        },
+        what + " connections from higher ranks");
+  });
+  Status connectStatus;
+  for (int r = 0; r < rank && connectStatus.isOk(); ++r) {
+    if (!wanted[r]) continue;
+    Fd fd;
+    connectStatus = dial(r, &fd);
+    if (!connectStatus.isOk()) break;
+    Hello h;
+    h.kind = ConnKind::kData;
+    h.rank = rank;
+    h.nranks = nranks;
+    h.commTag = commTag;
+    connectStatus = connectorHandshake(fd.get(), secret, h, deadline, peerName(r));
+    if (connectStatus.isOk()) connectStatus = setup(r, std::move(fd), true);
+  }
+  acceptor.join();
+  BRAID_TRY(connectStatus);
+  BRAID_TRY(setupStatus);
+  if (!acceptStatus.isOk()) {
+    std::string missing;
+    for (int r = rank + 1; r < nranks; ++r) {
+      if (wanted[r] && !accepted[r]) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
+    }
+    return Status(acceptStatus.code(), fmt::format("{}; no {} connection from rank(s) {}",
+                                                   acceptStatus.message(), what, missing));
+  }
+  return Status::ok();
 }
 
 }  // namespace braid

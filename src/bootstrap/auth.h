@@ -91,4 +91,16 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
                            const std::function<bool(AcceptedConn&&)>& onAccepted,
                            const std::string& what);
 
+// Connects this rank with every rank `wanted` marks, one authenticated connection per pair
+// (data connections of communicator commTag): it dials each wanted lower rank (dial opens
+// the socket; the connector handshake follows) and accepts each wanted higher rank on
+// listenFd, both at once. setup(peer, fd, dialed) runs for every connection (accepted ones on
+// the accepting thread). An error names the ranks that never connected; `what` names the
+// transport in messages.
+Status connectPairs(int listenFd, const Secret& secret, uint64_t commTag, int rank, int nranks,
+                    const std::vector<bool>& wanted, Deadline deadline,
+                    const std::function<Status(int peer, Fd* fd)>& dial,
+                    const std::function<Status(int peer, Fd fd, bool dialed)>& setup,
+                    const std::function<std::string(int peer)>& peerName, const std::string& what);
+
 }  // namespace braid

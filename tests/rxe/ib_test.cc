@@ -119,7 +119,9 @@ TEST(Ib, AQueuePairPutInErrorMidAllreduceIsReplacedByTheOther) {
         allreduceChecked(comm, r, n, size_t{1} << 20, 1);
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
       },
-      ibRanks(1, {{"BRAID_IB_QPS_PER_PEER", "2"}, {"BRAID_FAULT", "path=0,after_bytes=6M"}}));
+      ibRanks(1, {{"BRAID_IB_QPS_PER_PEER", "2"},
+                  {"BRAID_PATH_TIMEOUT_MS", "5000"},
+                  {"BRAID_FAULT", "path=0,after_bytes=6M"}}));
 }
 
 TEST(Ib, ABlackholedQueuePairIsFoundByThePathTimeout) {

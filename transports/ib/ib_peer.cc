@@ -501,6 +501,14 @@ void Transport::onTick() {
     expiredScratch_.clear();
     p->tx.expired(now, &expiredScratch_);
     for (int k : expiredScratch_) {
+      // The last path is not given up on a timeout (a slow QP, an overloaded host): its RC
+      // transport reports a real failure itself, and the operation's own timeout bounds it.
+      size_t others = 0;
+      for (auto& q : p->paths) others += !q->dead && q->index != k ? 1 : 0;
+      if (others == 0) {
+        p->tx.stillMoving(k, now);
+        continue;
+      }
       pathDown(p, p->paths[k].get(),
                fmt::format("no completion for {} ms with {} bytes outstanding",
                            pathTimeoutNs_ / 1'000'000, p->tx.outstanding(k)),

@@ -242,61 +242,18 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
     peers_[r]->side = me < r ? 0 : 1;
     peers_[r]->t = this;
   }
-  // Higher ranks connect to lower ones (and create the pair's segment); accept concurrently.
-  size_t expected = 0;
-  for (int r = me + 1; r < n; ++r) expected += peers_[r] ? 1 : 0;
-  Status acceptStatus, setupStatus;
-  std::vector<int> accepted;
-  std::thread acceptor([&] {
-    logSetThreadRank(me);
-    if (expected == 0) return;
-    auto admit = [&](const Hello& h) -> Status {
-      if (h.kind != ConnKind::kData || h.commTag != ctx_.commTag || h.nranks != n || h.rank <= me ||
-          h.rank >= n || !peers_[h.rank] || peers_[h.rank]->sock.valid() ||
-          std::count(accepted.begin(), accepted.end(), h.rank) != 0) {
-        return remoteError(fmt::format("unexpected shm connection (rank {})", h.rank));
-      }
-      return Status::ok();
-    };
-    acceptStatus = acceptAuthenticated(
-        listener_.get(), ctx_.secret, deadline, admit,
-        [&](AcceptedConn&& c) {
-          accepted.push_back(c.hello.rank);
-          Status s = setupPeer(peers_[c.hello.rank].get(), std::move(c.fd), false, deadline);
-          if (!s.isOk() && setupStatus.isOk()) setupStatus = s;
-          return accepted.size() == expected || !setupStatus.isOk();
-        },
-        "shm connections from higher ranks");
-  });
-  Status connectStatus;
-  for (int r = 0; r < me && connectStatus.isOk(); ++r) {
-    if (!peers_[r]) continue;
-    Fd fd;
-    connectStatus = connectUnix(peers[r].address, deadline, peerName(r), &fd);
-    if (!connectStatus.isOk()) break;
-    Hello h;
-    h.kind = ConnKind::kData;
-    h.rank = me;
-    h.nranks = n;
-    h.commTag = ctx_.commTag;
-    connectStatus = connectorHandshake(fd.get(), ctx_.secret, h, deadline, peerName(r));
-    if (connectStatus.isOk())
-      connectStatus = setupPeer(peers_[r].get(), std::move(fd), true, deadline);
-  }
-  acceptor.join();
+  // Higher ranks connect to lower ones (and create the pair's segment).
+  std::vector<bool> wanted(n);
+  for (int r = 0; r < n; ++r) wanted[r] = peers_[r] != nullptr;
+  Status s = connectPairs(
+      listener_.get(), ctx_.secret, ctx_.commTag, me, n, wanted, deadline,
+      [&](int r, Fd* fd) { return connectUnix(peers[r].address, deadline, peerName(r), fd); },
+      [&](int r, Fd fd, bool dialed) {
+        return setupPeer(peers_[r].get(), std::move(fd), dialed, deadline);
+      },
+      [&](int r) { return peerName(r); }, "shm");
   listener_.reset();
-  BRAID_TRY(connectStatus);
-  BRAID_TRY(setupStatus);
-  if (!acceptStatus.isOk()) {
-    std::string missing;
-    for (int r = me + 1; r < n; ++r) {
-      if (peers_[r] && !peers_[r]->sock.valid()) {
-        missing += (missing.empty() ? "" : ", ") + std::to_string(r);
-      }
-    }
-    return Status(acceptStatus.code(), fmt::format("{}; no shm connection from rank(s) {}",
-                                                   acceptStatus.message(), missing));
-  }
+  BRAID_TRY(s);
   for (auto& p : peers_) {
     if (!p) continue;
     BRAID_TRY(setNonBlocking(p->sock.get()));
