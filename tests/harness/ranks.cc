@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -158,6 +159,19 @@ std::vector<braidPathStats_t> pathStats(braidComm_t comm) {
   EXPECT_EQ(braidCommGetPathStats(comm, v.data(), n, &n), braidSuccess);
   v.resize(static_cast<size_t>(n));
   return v;
+}
+
+bool waitAllPathsUp(braidComm_t comm) {
+  int32_t up = 0;
+  for (int i = 0; i < 200 && up == 0; ++i) {
+    auto st = pathStats(comm);
+    up = std::all_of(st.begin(), st.end(), [](auto& s) { return s.state == braidPathUp; });
+    braidResult_t r = braidAllReduce(&up, &up, 1, braidInt32, braidMin, comm, nullptr);
+    EXPECT_EQ(r, braidSuccess) << braidGetLastError(comm);
+    if (r != braidSuccess) return false;
+    if (up == 0) std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return up == 1;
 }
 
 void allreduceChecked(braidComm_t comm, int rank, int nranks, size_t count, int iters) {

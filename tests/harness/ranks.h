@@ -48,6 +48,10 @@ std::vector<braidPathStats_t> pathStats(braidComm_t comm);
 // Runs `iters` float32 sum allreduces of `count` elements in place and checks every element.
 void allreduceChecked(braidComm_t comm, int rank, int nranks, size_t count, int iters);
 
+// Waits (bounded: ~10 s) until every multipath path of every rank is up; the ranks agree on it
+// through an allreduce each round, so they make the same calls. Whether they all came up.
+bool waitAllPathsUp(braidComm_t comm);
+
 // Number of files in /dev/shm whose name starts with "braid".
 int braidShmFiles();
 

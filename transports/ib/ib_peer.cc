@@ -91,6 +91,10 @@ void Transport::onSideMessage(Peer* p, SideType type, const std::string& payload
       if (k < p->paths.size()) pathDown(p, p->paths[k].get(), "the peer found it dead", false);
       return;
     }
+    case SideType::kRepairOffer:
+    case SideType::kRepairAnswer:
+    case SideType::kRepairDone:
+      return onRepair(p, type, payload);
   }
   fail(remoteError(fmt::format("{} sent a malformed side-channel message", peerName(p->rank))));
 }
@@ -329,7 +333,9 @@ void Transport::onSendCompletion(Path* path, const ibv_wc& wc) {
 }
 
 void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
-  if (path->dead || failed()) return;
+  // A write that completed was acknowledged to its sender, which will not send it again: it
+  // is taken even on a path that is dead, being rebuilt or replaced, while its ring exists.
+  if (failed() || path->ring.base == nullptr) return;
   Peer* p = byQpn_[wc.qp_num].first;
   if (wc.status != IBV_WC_SUCCESS) {
     return pathDown(p, path, fmt::format("a receive failed: {}", ibv_wc_status_str(wc.status)),
@@ -347,9 +353,12 @@ void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
     return pump(p);
   }
   if ((imm & kSeqMask) != (static_cast<uint32_t>(path->recvSeq) & kSeqMask)) {
-    return fail(remoteError(fmt::format("ib: {} wrote slot {} out of order on {} (expected {})",
-                                        peerName(p->rank), imm, pathName(p, path),
-                                        path->recvSeq & kSeqMask)));
+    // Not this path's next write (a stale packet of an earlier connection?): the data is not
+    // trusted; the path goes and the peer re-sends its chunks elsewhere.
+    return pathDown(p, path,
+                    fmt::format("a write out of order (slot sequence {}, expected {})",
+                                imm & kSeqMask, path->recvSeq & kSeqMask),
+                    true);
   }
   const char* slot = path->ring.base + (path->recvSeq % path->slots) * path->slotBytes;
   FrameHeader h;
@@ -357,8 +366,7 @@ void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
   if (wc.byte_len != sizeof h + h.len || sizeof h + h.len > path->slotBytes ||
       (h.type != static_cast<uint8_t>(FrameType::kData) &&
        h.type != static_cast<uint8_t>(FrameType::kRtr))) {
-    return fail(remoteError(
-        fmt::format("ib: {} sent a malformed chunk on {}", peerName(p->rank), pathName(p, path))));
+    return pathDown(p, path, "a malformed chunk", true);
   }
   ++path->recvSeq;
   onChunk(p, path, h, slot + sizeof h);
@@ -438,115 +446,6 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
   sendData(p, r);
 }
 
-// ---- path failure ----
-
-void Transport::pathDown(Peer* p, Path* path, const std::string& why, bool notify) {
-  if (path->dead || failed()) return;
-  path->dead = true;
-  path->deathReason = why;
-  ibv_qp_attr a{};
-  a.qp_state = IBV_QPS_ERR;  // flushes what is posted; nothing more leaves or lands
-  ibv_modify_qp(path->qp, &a, IBV_QP_STATE);
-  path->wire.clear();
-  p->rx.dropPath(path->index);
-  size_t moved = p->tx.setState(path->index, mp::PathState::kDead, mp::nowNs());
-  path->ctr.state.store(static_cast<uint8_t>(mp::PathState::kDead), std::memory_order_relaxed);
-  path->ctr.failures.fetch_add(1, std::memory_order_relaxed);
-  path->ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
-  LOG_WARN(kPath, "{}: {} is down ({}); {} chunk(s) go again on the other paths", peerName(p->rank),
-           pathName(p, path), why, moved);
-  if (!p->tx.anyUsable()) {
-    std::string tried;
-    for (auto& q : p->paths) {
-      tried +=
-          fmt::format("{}{}: {}", tried.empty() ? "" : "; ", pathName(p, q.get()), q->deathReason);
-    }
-    return fail(remoteError(fmt::format("{} is unreachable over ib: every path is down ({})",
-                                        peerName(p->rank), tried)));
-  }
-  if (notify) {
-    uint32_t k = static_cast<uint32_t>(path->index);
-    p->sendSide(SideType::kPathDown, std::string(reinterpret_cast<const char*>(&k), 4));
-  }
-  pump(p);
-}
-
-void Transport::onAsyncEvent(Device* d) {
-  ibv_async_event ev{};
-  while (ibv_get_async_event(d->ctx, &ev) == 0) {
-    const ibv_event_type type = ev.event_type;
-    LOG_INFO(kIb, "ib: {}: {}", d->name, ibv_event_type_str(type));
-    for (Peer* p : active_) {
-      for (auto& path : p->paths) {
-        if (path->dev != d) continue;
-        bool hit = false;
-        if (type == IBV_EVENT_PORT_ERR)
-          hit = path->port->port == static_cast<int>(ev.element.port_num);
-        if (type == IBV_EVENT_DEVICE_FATAL) hit = true;
-        if (type == IBV_EVENT_QP_FATAL || type == IBV_EVENT_QP_REQ_ERR ||
-            type == IBV_EVENT_QP_ACCESS_ERR) {
-          hit = path->qp == ev.element.qp;
-        }
-        if (hit) pathDown(p, path.get(), ibv_event_type_str(type), true);
-      }
-    }
-    ibv_ack_async_event(&ev);
-  }
-}
-
-void Transport::onTick() {
-  if (failed()) return;
-  const int64_t now = mp::nowNs();
-  for (Peer* p : active_) {
-    expiredScratch_.clear();
-    p->tx.expired(now, &expiredScratch_);
-    for (int k : expiredScratch_) {
-      // The last path is not given up on a timeout (a slow QP, an overloaded host): its RC
-      // transport reports a real failure itself, and the operation's own timeout bounds it.
-      size_t others = 0;
-      for (auto& q : p->paths) others += !q->dead && q->index != k ? 1 : 0;
-      if (others == 0) {
-        p->tx.stillMoving(k, now);
-        continue;
-      }
-      pathDown(p, p->paths[k].get(),
-               fmt::format("no completion for {} ms with {} bytes outstanding",
-                           pathTimeoutNs_ / 1'000'000, p->tx.outstanding(k)),
-               true);
-      if (failed()) return;
-    }
-  }
-  if (faultsLeft_ > 0 && fault_.afterMs > 0 && now - lastFaultNs_ >= fault_.afterMs * 1'000'000) {
-    injectFault();
-  }
-}
-
-void Transport::injectFault() {
-  if (failed() || faultsLeft_ <= 0 || active_.empty()) return;
-  Peer* p = active_[0];
-  for (Peer* q : active_) {
-    if (fault_.peer >= 0 && q->rank == fault_.peer) p = q;
-  }
-  if (fault_.randomPeer)
-    p = active_[(fault_.seed + static_cast<uint64_t>(faultsLeft_)) % active_.size()];
-  const size_t P = p->paths.size();
-  size_t k = fault_.randomPath
-                 ? (fault_.seed * 2654435761u + static_cast<uint64_t>(faultsLeft_)) % P
-                 : static_cast<size_t>(fault_.path) % P;
-  for (size_t i = 0; i < P && (p->paths[k]->dead || p->paths[k]->frozen); ++i) k = (k + 1) % P;
-  Path* path = p->paths[k].get();
-  if (path->dead || path->frozen) return;
-  --faultsLeft_;
-  lastFaultNs_ = mp::nowNs();
-  LOG_WARN(kPath, "fault injection: {} {} of {}", fault_.blackhole ? "blackholing" : "killing",
-           pathName(p, path), peerName(p->rank));
-  if (fault_.blackhole) {
-    path->frozen = true;
-  } else {
-    pathDown(p, path, "fault injection (the queue pair was put in the error state)", true);
-  }
-}
-
 // ---- failure and close ----
 
 void Transport::fail(const Status& reason) {
@@ -583,6 +482,7 @@ void Transport::abort(const Status& reason) {
 // Goodbye once every chunk to the peer has completed (the goodbye travels on the side
 // channel, not behind the data), then a short wait for the peers' goodbyes.
 void Transport::close(Deadline deadline) {
+  closing_ = true;
   std::vector<bool> byeSent(active_.size(), false);
   Deadline byeBy = std::min(deadline, deadlineIn(200));
   ctx_.reactor->waitUntil(deadline, [&] {

@@ -20,33 +20,7 @@ namespace braid {
 namespace ib {
 namespace {
 
-constexpr uint32_t kMagic = 0x31766269;  // "ibv1"
-constexpr uint64_t kRecvWrId = ~uint64_t{0};
-
-// What each side sends first: its geometry and ports.
-struct HelloWire {
-  uint32_t magic = kMagic;
-  int32_t rank = -1;
-  uint32_t ports = 0;
-  uint32_t qps = 0;
-};
-struct PortWire {
-  uint8_t gid[16] = {};
-  uint16_t lid = 0;
-  uint8_t mtu = 0;
-  uint8_t linkLayer = 0;
-  uint32_t reserved = 0;
-};
-// Then, once both know the path count, one per path.
-struct PathWire {
-  uint32_t qpn = 0;
-  uint32_t psn = 0;
-  uint64_t ring = 0;
-  uint32_t rkey = 0;
-  uint32_t slots = 0;
-  uint64_t slotBytes = 0;
-};
-static_assert(sizeof(HelloWire) == 16 && sizeof(PortWire) == 24 && sizeof(PathWire) == 32);
+constexpr uint32_t kMagic = HelloWire{}.magic;
 
 std::string memlockHint() {
   rlimit rl{};
@@ -102,9 +76,13 @@ Device::~Device() {
   if (ctx != nullptr) ibv_close_device(ctx);
 }
 
-Region::~Region() {
+Region::~Region() { release(); }
+
+void Region::release() {
   if (mr != nullptr) ibv_dereg_mr(mr);
   if (base != nullptr) munmap(base, bytes);
+  mr = nullptr;
+  base = nullptr;
 }
 
 Status Region::allocate(ibv_pd* pd, size_t n, int access, const std::string& what) {
@@ -229,8 +207,7 @@ Status Transport::openDevices(const std::vector<PeerInfo>& peers) {
   return Status::ok();
 }
 
-Status Transport::createPath(Peer* p, Path* path, size_t qpsTotal) {
-  (void)qpsTotal;
+Status Transport::createPath(Peer* p, Path* path) {
   Device* d = path->dev;
   path->sqDepth = 2 * slots_ + 16;
   const size_t rqDepth = slots_ + 16;
@@ -272,6 +249,73 @@ Status Transport::createPath(Peer* p, Path* path, size_t qpsTotal) {
     return systemError(
         fmt::format("ib: posting receives on {}: {}", path->port->name(), std::strerror(errno)));
   }
+  static thread_local std::mt19937 rng(std::random_device{}());
+  path->psn = rng() & 0xffffff;
+  return Status::ok();
+}
+
+PathWire Transport::pathRecord(const Path* path) const {
+  PathWire w;
+  w.qpn = path->qp->qp_num;
+  w.psn = path->psn;
+  w.ring = reinterpret_cast<uint64_t>(path->ring.base);
+  w.rkey = path->ring.mr->rkey;
+  w.slots = static_cast<uint32_t>(path->slots);
+  w.slotBytes = path->slotBytes;
+  return w;
+}
+
+Status Transport::connectPath(Peer* p, Path* path, const PathWire& w) {
+  const std::string who = peerName(p->rank);
+  if (w.qpn == 0 || w.slots < 2 || w.slots > 1024 || w.slotBytes < 4096 ||
+      w.slotBytes > (16u << 20) ||
+      (p->chunkMax != 0 && w.slotBytes - sizeof(FrameHeader) < p->chunkMax)) {
+    return remoteError(fmt::format("ib: {} sent a malformed path record", who));
+  }
+  path->remoteRing = w.ring;
+  path->remoteKey = w.rkey;
+  path->remoteSlots = w.slots;
+  path->remoteSlotBytes = w.slotBytes;
+  BRAID_TRY(path->staging.allocate(path->dev->pd, w.slots * w.slotBytes, IBV_ACCESS_LOCAL_WRITE,
+                                   "a send staging ring"));
+  const PortWire& rport = path->remote;
+  ibv_qp_attr a{};
+  a.qp_state = IBV_QPS_RTR;
+  a.path_mtu = std::min(path->port->mtu, static_cast<ibv_mtu>(rport.mtu));
+  a.dest_qp_num = w.qpn;
+  a.rq_psn = w.psn;
+  a.max_dest_rd_atomic = 1;
+  a.min_rnr_timer = 12;
+  a.ah_attr.port_num = static_cast<uint8_t>(path->port->port);
+  a.ah_attr.sl = static_cast<uint8_t>(ctx_.cfg->ibSl);
+  a.ah_attr.dlid = rport.lid;
+  if (path->port->linkLayer == IBV_LINK_LAYER_ETHERNET) {
+    a.ah_attr.is_global = 1;
+    std::memcpy(a.ah_attr.grh.dgid.raw, rport.gid, 16);
+    a.ah_attr.grh.sgid_index = static_cast<uint8_t>(path->port->gidIndex);
+    a.ah_attr.grh.hop_limit = 64;
+    a.ah_attr.grh.traffic_class = static_cast<uint8_t>(ctx_.cfg->ibTc);
+  }
+  if (ibv_modify_qp(path->qp, &a,
+                    IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
+                        IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER) != 0) {
+    return systemError(fmt::format("ib: queue pair to RTR ({} -> {}): {}", path->port->name(), who,
+                                   std::strerror(errno)));
+  }
+  ibv_qp_attr s{};
+  s.qp_state = IBV_QPS_RTS;
+  s.timeout = static_cast<uint8_t>(ctx_.cfg->ibTimeout);
+  s.retry_cnt = static_cast<uint8_t>(ctx_.cfg->ibRetryCnt);
+  s.rnr_retry = 7;
+  s.sq_psn = path->psn;
+  s.max_rd_atomic = 1;
+  if (ibv_modify_qp(path->qp, &s,
+                    IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
+                        IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) != 0) {
+    return systemError(fmt::format("ib: queue pair to RTS ({} -> {}): {}", path->port->name(), who,
+                                   std::strerror(errno)));
+  }
+  byQpn_[path->qp->qp_num] = {p, path};
   return Status::ok();
 }
 
@@ -314,84 +358,26 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool connector, Deadline deadline)
   const size_t q = std::min<size_t>(theirs.qps, static_cast<size_t>(qpsPerPeer_));
   const size_t rails = std::max<size_t>(ports_.size(), remote.size());
   const size_t npaths = rails * q;
-  std::mt19937 rng(std::random_device{}());
   std::string recs;
-  std::vector<uint32_t> psns(npaths);
   for (size_t j = 0; j < npaths; ++j) {
     auto path = std::make_unique<Path>();
     path->index = static_cast<int>(j);
     path->port = &ports_[(j / q) % ports_.size()];
     const size_t rp = (j / q) % remote.size();
     path->remotePort = fmt::format("rank {} port {}", p->rank, rp);
+    path->remote = remote[rp];
     for (auto& d : devices_) {
       if (d->name == path->port->device) path->dev = d.get();
     }
-    BRAID_TRY(createPath(p, path.get(), npaths));
-    psns[j] = rng() & 0xffffff;
-    PathWire w;
-    w.qpn = path->qp->qp_num;
-    w.psn = psns[j];
-    w.ring = reinterpret_cast<uint64_t>(path->ring.base);
-    w.rkey = path->ring.mr->rkey;
-    w.slots = static_cast<uint32_t>(path->slots);
-    w.slotBytes = path->slotBytes;
+    BRAID_TRY(createPath(p, path.get()));
+    PathWire w = pathRecord(path.get());
     recs.append(reinterpret_cast<const char*>(&w), sizeof w);
     p->paths.push_back(std::move(path));
   }
   BRAID_TRY(writeFull(sock.get(), recs.data(), recs.size(), deadline, who));
   std::vector<PathWire> rpaths(npaths);
   BRAID_TRY(readFull(sock.get(), rpaths.data(), npaths * sizeof(PathWire), deadline, who));
-  for (size_t j = 0; j < npaths; ++j) {
-    Path* path = p->paths[j].get();
-    const PathWire& w = rpaths[j];
-    const PortWire& rport = remote[(j / q) % remote.size()];
-    if (w.slots < 2 || w.slots > 1024 || w.slotBytes < 4096 || w.slotBytes > (16u << 20)) {
-      return remoteError(fmt::format("ib: {} sent a malformed path record", who));
-    }
-    path->remoteRing = w.ring;
-    path->remoteKey = w.rkey;
-    path->remoteSlots = w.slots;
-    path->remoteSlotBytes = w.slotBytes;
-    BRAID_TRY(path->staging.allocate(path->dev->pd, w.slots * w.slotBytes, IBV_ACCESS_LOCAL_WRITE,
-                                     "a send staging ring"));
-    ibv_qp_attr a{};
-    a.qp_state = IBV_QPS_RTR;
-    a.path_mtu = std::min(path->port->mtu, static_cast<ibv_mtu>(rport.mtu));
-    a.dest_qp_num = w.qpn;
-    a.rq_psn = w.psn;
-    a.max_dest_rd_atomic = 1;
-    a.min_rnr_timer = 12;
-    a.ah_attr.port_num = static_cast<uint8_t>(path->port->port);
-    a.ah_attr.sl = static_cast<uint8_t>(ctx_.cfg->ibSl);
-    a.ah_attr.dlid = rport.lid;
-    if (path->port->linkLayer == IBV_LINK_LAYER_ETHERNET) {
-      a.ah_attr.is_global = 1;
-      std::memcpy(a.ah_attr.grh.dgid.raw, rport.gid, 16);
-      a.ah_attr.grh.sgid_index = static_cast<uint8_t>(path->port->gidIndex);
-      a.ah_attr.grh.hop_limit = 64;
-      a.ah_attr.grh.traffic_class = static_cast<uint8_t>(ctx_.cfg->ibTc);
-    }
-    if (ibv_modify_qp(path->qp, &a,
-                      IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
-                          IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER) != 0) {
-      return systemError(fmt::format("ib: queue pair to RTR ({} -> {}): {}", path->port->name(),
-                                     who, std::strerror(errno)));
-    }
-    ibv_qp_attr s{};
-    s.qp_state = IBV_QPS_RTS;
-    s.timeout = static_cast<uint8_t>(ctx_.cfg->ibTimeout);
-    s.retry_cnt = static_cast<uint8_t>(ctx_.cfg->ibRetryCnt);
-    s.rnr_retry = 7;
-    s.sq_psn = psns[j];
-    s.max_rd_atomic = 1;
-    if (ibv_modify_qp(path->qp, &s,
-                      IBV_QP_STATE | IBV_QP_TIMEOUT | IBV_QP_RETRY_CNT | IBV_QP_RNR_RETRY |
-                          IBV_QP_SQ_PSN | IBV_QP_MAX_QP_RD_ATOMIC) != 0) {
-      return systemError(fmt::format("ib: queue pair to RTS ({} -> {}): {}", path->port->name(),
-                                     who, std::strerror(errno)));
-    }
-    byQpn_[path->qp->qp_num] = {p, path};
-  }
+  for (size_t j = 0; j < npaths; ++j) BRAID_TRY(connectPath(p, p->paths[j].get(), rpaths[j]));
   char ready = 'R', theirReady = 0;
   BRAID_TRY(writeFull(sock.get(), &ready, 1, deadline, who));
   BRAID_TRY(readFull(sock.get(), &theirReady, 1, deadline, who));
@@ -451,6 +437,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
     BRAID_TRY(ctx_.reactor->add(p->sock.get(), EPOLLIN, p.get()));
     active_.push_back(p.get());
   }
+  downSince_ = std::make_unique<std::atomic<int64_t>[]>(static_cast<size_t>(n));
   timer_ = std::make_unique<Timer>(this);
   BRAID_TRY(timer_->arm(std::clamp<int64_t>(pathTimeoutNs_ / 4, 5'000'000, 100'000'000)));
   BRAID_TRY(ctx_.reactor->add(timer_->fd(), EPOLLIN, timer_.get()));
@@ -482,8 +469,6 @@ void Transport::pathStats(std::vector<PathStatsRow>* out) const {
     }
   }
 }
-
-std::string Transport::healthNote() const { return {}; }
 
 }  // namespace ib
 

@@ -19,6 +19,7 @@
 
 #include <infiniband/verbs.h>
 
+#include <atomic>
 #include <bit>
 #include <deque>
 #include <memory>
@@ -61,8 +62,48 @@ constexpr size_t kMaxUnexpectedBytes = size_t{1} << 30;
 constexpr size_t kCopyBytes = 16384;  // sends up to this size are copied and complete at once
 constexpr size_t kMaxAbortText = 4096;
 
-// Side-channel (TCP) messages: one type byte, a 32-bit length, the payload.
-enum class SideType : uint8_t { kBye = 1, kAbort = 2, kPathDown = 3 };
+// Side-channel (TCP) messages: one type byte, a 32-bit length, the payload. A dead path is
+// rebuilt with a fresh QP by the higher rank of the pair: REPAIR_OFFER (its new QP), the lower
+// rank answers with its own (qpn 0: not now), then REPAIR_DONE; each side re-admits the path
+// once its QP is ready to send and the peer's is ready to receive.
+enum class SideType : uint8_t {
+  kBye = 1,
+  kAbort = 2,
+  kPathDown = 3,
+  kRepairOffer = 4,
+  kRepairAnswer = 5,
+  kRepairDone = 6,
+};
+
+// Connection records, exchanged over the side channel.
+struct HelloWire {
+  uint32_t magic = 0x31766269;  // "ibv1"
+  int32_t rank = -1;
+  uint32_t ports = 0;
+  uint32_t qps = 0;
+};
+struct PortWire {
+  uint8_t gid[16] = {};
+  uint16_t lid = 0;
+  uint8_t mtu = 0;
+  uint8_t linkLayer = 0;
+  uint32_t reserved = 0;
+};
+struct PathWire {  // one per path; qpn 0 in a repair answer: refused
+  uint32_t qpn = 0;
+  uint32_t psn = 0;
+  uint64_t ring = 0;
+  uint32_t rkey = 0;
+  uint32_t slots = 0;
+  uint64_t slotBytes = 0;
+};
+struct RepairWire {
+  uint32_t path = 0;
+  uint32_t generation = 0;
+  PathWire rec;
+};
+static_assert(sizeof(HelloWire) == 16 && sizeof(PortWire) == 24 && sizeof(PathWire) == 32 &&
+              sizeof(RepairWire) == 40);
 
 // What `BRAID_IB_HCA` and the port's state allow: one usable port of one device.
 struct PortInfo {
@@ -109,6 +150,7 @@ struct Region {
   Region& operator=(const Region&) = delete;
   ~Region();
   Status allocate(ibv_pd* pd, size_t n, int access, const std::string& what);
+  void release();
 };
 
 struct Path {
@@ -116,9 +158,15 @@ struct Path {
   Device* dev = nullptr;
   const PortInfo* port = nullptr;
   std::string remotePort;  // the peer's port name, for names and stats
+  PortWire remote;         // the peer's port (GID, LID, MTU)
   ibv_qp* qp = nullptr;
+  uint32_t generation = 0;  // QPs built for this path so far (repairs)
+  uint32_t psn = 0;         // this side's initial packet sequence number
   bool dead = false;
-  bool frozen = false;  // fault injection: a blackhole (nothing leaves, nothing is said)
+  bool repairing = false;  // a fresh QP is being exchanged with the peer
+  int64_t nextRepairNs = 0, backoffMs = 0;
+  int64_t retiredNs = 0;  // replaced by a newer QP since (freed long after)
+  bool frozen = false;    // fault injection: a blackhole (nothing leaves, nothing is said)
   std::string deathReason;
   Region ring;     // this side's receive slots: slots x slotBytes
   Region staging;  // what writes are sent from: the peer's geometry (remoteSlots x ...)
@@ -154,7 +202,9 @@ struct Peer : public Reactor::Handler {
   std::string sideIn;
   bool byeSeen = false, closed = false;
   std::vector<std::unique_ptr<Path>> paths;
-  size_t chunkMax = 0;  // payload bytes one slot of every path takes
+  std::vector<std::unique_ptr<Path>> retired;  // replaced QPs whose completions may still come
+  int64_t allDownSinceNs = 0;                  // every path dead since (0: some path lives)
+  size_t chunkMax = 0;                         // payload bytes one slot of every path takes
   mp::Sender tx;
   mp::Receiver rx;
   std::unordered_map<uint64_t, NetRequest*> postedRecvs;
@@ -204,8 +254,17 @@ class Transport : public braid::Transport, public Reactor::Poller {
   // Connection setup (ib_transport.cc).
   Status openDevices(const std::vector<PeerInfo>& peers);
   Status setupPeer(Peer* p, Fd sock, bool connector, Deadline deadline);
-  Status createPath(Peer* p, Path* path, size_t qpsTotal);
-  Status startPaths(Peer* p, const std::string& remote, Deadline deadline);
+  // A path's QP in INIT with its receive ring and receives posted (ib_transport.cc).
+  Status createPath(Peer* p, Path* path);
+  PathWire pathRecord(const Path* path) const;
+  // Staging for the peer's ring geometry, then RTR and RTS towards the peer's record.
+  Status connectPath(Peer* p, Path* path, const PathWire& w);
+  // Repairs (ib_paths.cc).
+  std::unique_ptr<Path> freshPath(Peer* p, int k);
+  void startRepair(Peer* p, int k);
+  void onRepair(Peer* p, SideType type, const std::string& payload);
+  void admitPath(Peer* p, Path* path);
+  void sendRepair(Peer* p, SideType type, const Path* path, const PathWire& w);
   // Data path (ib_peer.cc).
   void postInLoop(NetRequest* r);
   void sendData(Peer* p, NetRequest* r);
@@ -236,6 +295,9 @@ class Transport : public braid::Transport, public Reactor::Poller {
   std::vector<Peer*> active_;
   std::unordered_map<uint32_t, std::pair<Peer*, Path*>> byQpn_;
   std::unique_ptr<Timer> timer_;
+  // Peer.allDownSinceNs per rank, readable from any thread (healthNote).
+  std::unique_ptr<std::atomic<int64_t>[]> downSince_;
+  std::atomic<bool> closing_{false};  // close() began: no more repairs
   Status failed_;
   size_t unexpectedBytes_ = 0;
   size_t slots_ = 8, slotBytes_ = 256 << 10;
