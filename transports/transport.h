@@ -101,6 +101,15 @@ class Transport {
   virtual std::string peerName(int rank) const = 0;
   // Any thread: appends a row per path of a multipath transport (none for single-path ones).
   virtual void pathStats(std::vector<PathStatsRow>*) const {}
+  // Any thread: registers memory for zero-copy transfers (RDMA transports); *handle stays
+  // nullptr where the transport needs none. Deregistering nullptr does nothing.
+  virtual Status registerBuffer(void* buf, size_t size, void** handle) {
+    (void)buf;
+    (void)size;
+    *handle = nullptr;
+    return Status::ok();
+  }
+  virtual void deregisterBuffer(void* handle) { (void)handle; }
   // Peers this transport cannot reach right now, for error messages ("; rank 3 (...) is
   // unreachable ..."), or empty. Any thread.
   virtual std::string healthNote() const { return {}; }

@@ -158,6 +158,29 @@ std::string TransportSet::healthNote() const {
   return out;
 }
 
+Status TransportSet::registerBuffer(void* buf, size_t size, void** handle) {
+  auto handles = std::make_unique<std::vector<void*>>(members_.size(), nullptr);
+  bool any = false;
+  for (size_t i = 0; i < members_.size(); ++i) {
+    Status s = members_[i]->t->registerBuffer(buf, size, &(*handles)[i]);
+    if (!s.isOk()) {
+      for (size_t j = 0; j < i; ++j) members_[j]->t->deregisterBuffer((*handles)[j]);
+      return s;
+    }
+    any = any || (*handles)[i] != nullptr;
+  }
+  *handle = any ? handles.release() : nullptr;
+  return Status::ok();
+}
+
+void TransportSet::deregisterBuffer(void* handle) {
+  if (handle == nullptr) return;
+  std::unique_ptr<std::vector<void*>> handles(static_cast<std::vector<void*>*>(handle));
+  for (size_t i = 0; i < members_.size() && i < handles->size(); ++i) {
+    members_[i]->t->deregisterBuffer((*handles)[i]);
+  }
+}
+
 void TransportSet::pathStats(std::vector<PathStatsRow>* out) const {
   for (const auto& m : members_) m->t->pathStats(out);
 }

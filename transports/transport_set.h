@@ -37,6 +37,9 @@ class TransportSet : public Transport {
   void close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
+  // One handle for every member's registration (a vector of their handles), or nullptr.
+  Status registerBuffer(void* buf, size_t size, void** handle) override;
+  void deregisterBuffer(void* handle) override;
   std::string healthNote() const override;
 
   // The transport that carries traffic with `rank` (after connectAll).

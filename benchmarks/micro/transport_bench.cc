@@ -1,7 +1,8 @@
-// TCP transport microbenchmarks through the public API, two real processes on this machine:
-// ping-pong round trip (one-way latency is half) and one-way streaming bandwidth, per message size.
-// The benchmark process is rank 0; it forks rank 1, which mirrors every benchmark run as told
-// by a small control message (size, iterations, mode). Run: build/benchmarks/transport_bench
+// Transport microbenchmarks through the public API (BRAID_TRANSPORTS picks the transport), two real
+// processes on this machine: ping-pong round trip (one-way latency is half) and one-way streaming
+// bandwidth, per message size. The benchmark process is rank 0; it forks rank 1, which mirrors
+// every benchmark run as told by a small control message (size, iterations, mode). Run:
+// build/benchmarks/transport_bench
 #include <benchmark/benchmark.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -16,7 +17,7 @@
 namespace {
 
 braidComm_t gComm = nullptr;
-constexpr uint64_t kPingPong = 1, kStream = 2, kQuit = 3;
+constexpr uint64_t kPingPong = 1, kStream = 2, kQuit = 3, kStreamRegistered = 4;
 
 void must(braidResult_t r, const char* what) {
   if (r != braidSuccess) {
@@ -38,12 +39,16 @@ void mirror() {
     must(braidRecv(msg, 3, braidUint64, 0, gComm, nullptr), "control recv");
     if (msg[0] == kQuit) return;
     buf.resize(msg[1] + 1);
+    void* handle = nullptr;
+    if (msg[0] == kStreamRegistered)
+      must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
     for (uint64_t i = 0; i < msg[2]; ++i) {
       must(braidRecv(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "recv");
       if (msg[0] == kPingPong)
         must(braidSend(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "send");
     }
-    if (msg[0] == kStream) must(braidSend(buf.data(), 1, braidUint8, 0, gComm, nullptr), "ack");
+    if (msg[0] != kPingPong) must(braidSend(buf.data(), 1, braidUint8, 0, gComm, nullptr), "ack");
+    must(braidCommDeregister(gComm, handle), "deregister");
   }
 }
 
@@ -58,17 +63,25 @@ void BM_PingPong(benchmark::State& state) {
   // Time per iteration is one round trip: the one-way latency is half of it.
 }
 
-void BM_Stream(benchmark::State& state) {
+void stream(benchmark::State& state, bool registered) {
   const size_t bytes = static_cast<size_t>(state.range(0));
   std::vector<char> buf(bytes + 1, 1);
-  control(kStream, bytes, state.max_iterations);
+  void* handle = nullptr;
+  if (registered) must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
+  control(registered ? kStreamRegistered : kStream, bytes, state.max_iterations);
   for (auto _ : state) must(braidSend(buf.data(), bytes, braidUint8, 1, gComm, nullptr), "send");
   must(braidRecv(buf.data(), 1, braidUint8, 1, gComm, nullptr), "ack");
+  must(braidCommDeregister(gComm, handle), "deregister");
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
 }
 
+void BM_Stream(benchmark::State& state) { stream(state, false); }
+// Both buffers registered (braidCommRegister): zero-copy where the transport can (ib).
+void BM_StreamRegistered(benchmark::State& state) { stream(state, true); }
+
 BENCHMARK(BM_PingPong)->Arg(8)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime();
 BENCHMARK(BM_Stream)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+BENCHMARK(BM_StreamRegistered)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 
 }  // namespace
 

@@ -85,7 +85,7 @@ void usage() {
       "  -b minbytes  -e maxbytes  -f stepfactor  -i stepbytes  -n iters  -w warmup iters\n"
       "  -c check (0/1)  -o op (sum|prod|min|max|avg|all)  -d dtype (int8..float64, half,\n"
       "  bfloat16, all)  -r root  -z blocking (0/1)  -a average (0 rank0, 1 avg, 2 min, 3 max)\n"
-      "  -R register buffers (accepted; host memory needs none)  -J FILE (JSON lines)\n"
+      "  -R register buffers (1: braidCommRegister, zero-copy over RDMA)  -J FILE (JSON lines)\n"
       "  -T seconds per size (adapts -n)  -t/-g (accepted, must be 1)\n"
       "  --inject SPEC  kill a path mid-run (BRAID_FAULT syntax, e.g. rank=0,path=0,after_ms=500\n"
       "                 or rank=1,path=rand,after_bytes=256M,mode=blackhole)\n"
@@ -111,7 +111,7 @@ Options parse(int argc, char** argv) {
                                  {nullptr, 0, nullptr, 0}};
   optind = first;
   int c;
-  while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:z:a:RJ:T:t:g:m:p:y:G:C:h", kLong,
+  while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:z:a:R:J:T:t:g:m:p:y:G:C:h", kLong,
                           nullptr)) != -1) {
     std::string err;
     if (applyCommonFlag(c, optarg, &o, &err)) {
@@ -135,6 +135,7 @@ Options parse(int argc, char** argv) {
         o.average = std::atoi(optarg);
         break;
       case 'R':
+        o.registerBuffers = std::atoi(optarg) != 0;
         break;
       case 't':
       case 'g':
@@ -363,6 +364,12 @@ int run(const Options& o) {
   size_t maxCount = countFor(coll, o.maxBytes, 1, c.n) + 1;
   std::vector<char> send(coll.sendElems(maxCount, c.n) * maxEsz + 64, 1);
   std::vector<char> recv(coll.recvElems(maxCount, c.n) * maxEsz + 64, 1);
+  void* sendReg = nullptr;
+  void* recvReg = nullptr;
+  if (o.registerBuffers) {
+    checkOk(braidCommRegister(c.comm, send.data(), send.size(), &sendReg), c, "register");
+    checkOk(braidCommRegister(c.comm, recv.data(), recv.size(), &recvReg), c, "register");
+  }
   size_t totalWrong = 0;
   double busSum = 0;
   int busRows = 0;
@@ -407,6 +414,8 @@ int run(const Options& o) {
   // Everyone waits for rank 0's report: a launcher ends the job at the first non-zero exit.
   checkOk(braidBarrier(c.comm, nullptr), c, "barrier");
   if (c.stream != nullptr) braidStreamDestroy(c.stream);
+  checkOk(braidCommDeregister(c.comm, sendReg), c, "deregister");
+  checkOk(braidCommDeregister(c.comm, recvReg), c, "deregister");
   checkOk(braidCommDestroy(c.comm), c, "destroy");
   return totalWrong == 0 ? 0 : 1;
 }

@@ -32,8 +32,9 @@ struct Options : CommonOptions {
   std::vector<braidRedOp_t> ops = {braidSum};
   std::vector<braidDataType_t> types = {braidFloat32};
   int root = 0;
-  bool blocking = false;  // -z: NULL stream (run now) instead of a stream
-  int average = 1;        // -a: 0 rank 0, 1 average, 2 min, 3 max across ranks
+  bool blocking = false;         // -z: NULL stream (run now) instead of a stream
+  int average = 1;               // -a: 0 rank 0, 1 average, 2 min, 3 max across ranks
+  bool registerBuffers = false;  // -R 1: braidCommRegister both buffers (zero-copy over RDMA)
 };
 
 enum Kind { kAllReduce, kAllGather, kBroadcast, kReduce, kReduceScatter, kAllToAll, kSendRecv };

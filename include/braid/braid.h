@@ -127,6 +127,15 @@ typedef struct {
 BRAID_API braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t* stats,
                                               int capacity, int* count);
 
+/* Registers [buff, buff + size) with the communicator's RDMA transports, as NCCL's
+ * ncclCommRegister: sends and receives above BRAID_EAGER_BYTES whose buffers lie inside
+ * registered ranges on both ranks then move without copies (RDMA WRITE from one user buffer into
+ * the other). The memory must stay allocated until braidCommDeregister; unregistered memory
+ * works as well, through the transports' own buffers. *handle is NULL where no transport needs
+ * registration (deregistering NULL is a no-op). Any thread. */
+BRAID_API braidResult_t braidCommRegister(braidComm_t comm, void* buff, size_t size, void** handle);
+BRAID_API braidResult_t braidCommDeregister(braidComm_t comm, void* handle);
+
 /* Streams: operations enqueued on a stream run in order, asynchronously to the caller. A NULL
  * stream means: run now, return when complete. */
 BRAID_API braidResult_t braidStreamCreate(braidStream_t* stream);

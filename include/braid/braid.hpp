@@ -193,6 +193,15 @@ class Communicator {
   }
   void barrier(Stream* s = nullptr) { check(braidBarrier(c_, st(s)), c_); }
 
+  // braidCommRegister / braidCommDeregister (zero-copy over RDMA); the memory must outlive
+  // the registration.
+  void* registerBuffer(void* buf, size_t bytes) {
+    void* h = nullptr;
+    check(braidCommRegister(c_, buf, bytes, &h), c_);
+    return h;
+  }
+  void deregisterBuffer(void* handle) { check(braidCommDeregister(c_, handle), c_); }
+
  private:
   explicit Communicator(braidComm_t c) : c_(c) {}
   static braidStream_t st(Stream* s) { return s ? s->get() : nullptr; }

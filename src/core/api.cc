@@ -188,6 +188,25 @@ braidResult_t braidCommGetAsyncError(braidComm_t comm, braidResult_t* asyncError
   return braidSuccess;
 }
 
+braidResult_t braidCommRegister(braidComm_t comm, void* buff, size_t size, void** handle) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (handle == nullptr) return braid::report(invalidArgument("handle is NULL"), c);
+  *handle = nullptr;
+  if (buff == nullptr || size == 0) {
+    return braid::report(invalidArgument("buff is NULL or size is 0"), c);
+  }
+  if (c->transports() == nullptr) return braidSuccess;
+  return braid::report(c->transports()->registerBuffer(buff, size, handle), c);
+}
+
+braidResult_t braidCommDeregister(braidComm_t comm, void* handle) {
+  std::shared_ptr<braid::Comm> c;
+  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
+  if (handle != nullptr && c->transports() != nullptr) c->transports()->deregisterBuffer(handle);
+  return braidSuccess;
+}
+
 braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t* stats, int capacity,
                                     int* count) {
   std::shared_ptr<braid::Comm> c;

@@ -16,6 +16,15 @@ constexpr int64_t kFirstBackoffMs = 100, kMaxBackoffMs = 5000;
 // A replaced QP's buffers are freed this long after: its flushed completions have been taken.
 constexpr int64_t kRetireNs = 10'000'000'000;
 constexpr size_t kMaxRetired = 64;  // replaced QPs kept per peer
+constexpr int64_t kRepairTimeoutNs = 10'000'000'000;
+
+// Whether the path's local port can carry traffic: no repair is tried over a port that is down
+// (connecting a QP there can block while the address does not resolve).
+bool portActive(const Path* path) {
+  ibv_port_attr a{};
+  return ibv_query_port(path->dev->ctx, static_cast<uint8_t>(path->port->port), &a) == 0 &&
+         a.state == IBV_PORT_ACTIVE;
+}
 
 }  // namespace
 
@@ -80,20 +89,22 @@ std::unique_ptr<Path> Transport::freshPath(Peer* p, int k) {
   return np;
 }
 
-void Transport::sendRepair(Peer* p, SideType type, const Path* path, const PathWire& w) {
+void Transport::sendRepair(Peer* p, SideType type, int k, uint32_t generation, const PathWire& w) {
   RepairWire r;
-  r.path = static_cast<uint32_t>(path->index);
-  r.generation = path->generation;
+  r.path = static_cast<uint32_t>(k);
+  r.generation = generation;
   r.rec = w;
   p->sendSide(type, std::string(reinterpret_cast<const char*>(&r), sizeof r));
 }
 
 // The higher rank of the pair offers a fresh QP for a dead path.
 void Transport::startRepair(Peer* p, int k) {
+  Path* old = p->paths[k].get();
+  old->backoffMs = std::min(old->backoffMs * 2, kMaxBackoffMs);
+  old->nextRepairNs = mp::nowNs() + old->backoffMs * 1'000'000;
+  if (!portActive(old)) return;
   p->paths[k] = freshPath(p, k);
   Path* path = p->paths[k].get();
-  path->backoffMs = std::min(path->backoffMs * 2, kMaxBackoffMs);
-  path->nextRepairNs = mp::nowNs() + path->backoffMs * 1'000'000;
   Status s = createPath(p, path);
   if (!s.isOk()) {
     LOG_INFO(kPath, "{}: cannot rebuild {} yet: {}", peerName(p->rank), pathName(p, path),
@@ -101,8 +112,9 @@ void Transport::startRepair(Peer* p, int k) {
     return;
   }
   path->repairing = true;
+  path->repairStartNs = mp::nowNs();
   LOG_DEBUG(kPath, "{}: offering a new queue pair for {}", peerName(p->rank), pathName(p, path));
-  sendRepair(p, SideType::kRepairOffer, path, pathRecord(path));
+  sendRepair(p, SideType::kRepairOffer, k, path->generation, pathRecord(path));
 }
 
 void Transport::admitPath(Peer* p, Path* path) {
@@ -135,6 +147,9 @@ void Transport::onRepair(Peer* p, SideType type, const std::string& payload) {
     // has not seen a sign yet): replace ours too.
     if (!p->paths[k]->dead) pathDown(p, p->paths[k].get(), "the peer rebuilds it", false);
     if (failed()) return;
+    if (!portActive(p->paths[k].get())) {
+      return sendRepair(p, SideType::kRepairAnswer, k, r.generation, PathWire{});  // not now
+    }
     p->paths[k] = freshPath(p, k);
     Path* path = p->paths[k].get();
     path->generation = r.generation;
@@ -143,10 +158,11 @@ void Transport::onRepair(Peer* p, SideType type, const std::string& payload) {
     if (!s.isOk()) {
       LOG_INFO(kPath, "{}: cannot rebuild {} yet: {}", peerName(p->rank), pathName(p, path),
                s.message());
-      return sendRepair(p, SideType::kRepairAnswer, path, PathWire{});
+      return sendRepair(p, SideType::kRepairAnswer, k, r.generation, PathWire{});
     }
     path->repairing = true;  // admitted at REPAIR_DONE: the peer's QP is then ready to receive
-    return sendRepair(p, SideType::kRepairAnswer, path, pathRecord(path));
+    path->repairStartNs = mp::nowNs();
+    return sendRepair(p, SideType::kRepairAnswer, k, r.generation, pathRecord(path));
   }
   Path* path = p->paths[k].get();
   if (!path->repairing || path->generation != r.generation) return;  // an older attempt
@@ -162,7 +178,7 @@ void Transport::onRepair(Peer* p, SideType type, const std::string& payload) {
       path->repairing = false;
       return;
     }
-    sendRepair(p, SideType::kRepairDone, path, PathWire{});
+    sendRepair(p, SideType::kRepairDone, k, r.generation, PathWire{});
     return admitPath(p, path);
   }
   admitPath(p, path);  // kRepairDone
@@ -227,6 +243,8 @@ void Transport::onTick() {
     const bool repairs = ctx_.rank > p->rank && !p->byeSeen && !p->closed && !closing_;
     for (size_t k = 0; repairs && k < p->paths.size(); ++k) {
       Path* path = p->paths[k].get();
+      // An attempt whose answer never came is given up (the next one starts over).
+      if (path->repairing && now - path->repairStartNs > kRepairTimeoutNs) path->repairing = false;
       if (path->dead && !path->repairing && now >= path->nextRepairNs) {
         startRepair(p, static_cast<int>(k));
       }

@@ -166,6 +166,17 @@ void Transport::postInLoop(NetRequest* r) {
     c.type = static_cast<uint8_t>(FrameType::kRtr);
     c.tag = r->tag;
     c.total = r->bytes;
+    std::vector<uint32_t> lkeys, rkeys;
+    if (findKeys(r->buf, r->bytes, &lkeys, &rkeys)) {
+      // A registered buffer: the sender may write into it directly.
+      const uint64_t addr = reinterpret_cast<uint64_t>(r->buf);
+      c.owned.assign(reinterpret_cast<const char*>(&addr), 8);
+      for (auto& path : p->paths) {
+        uint32_t key = rkeys[path->dev->index];
+        c.owned.append(reinterpret_cast<const char*>(&key), 4);
+      }
+      c.len = static_cast<uint32_t>(c.owned.size());
+    }
     p->tx.add(std::move(c));
     pump(p);
   }
@@ -175,10 +186,22 @@ void Transport::sendData(Peer* p, NetRequest* r) {
   size_t live = 0;
   for (auto& path : p->paths) live += path->dead ? 0 : 1;
   const size_t P = std::max<size_t>(1, live);
-  const size_t chunk = std::clamp((r->bytes + 2 * P - 1) / (2 * P),
-                                  std::min<size_t>(64 << 10, p->chunkMax), p->chunkMax);
-  const size_t nchunks = r->bytes == 0 ? 1 : (r->bytes + chunk - 1) / chunk;
   const bool copy = r->bytes <= kCopyBytes;
+  // Zero-copy when the receiver sent its registered buffer and this one is registered too.
+  bool zc = false;
+  if (auto z = p->zcRtrs.find(r->tag); z != p->zcRtrs.end()) {
+    std::vector<uint32_t> rkeys;
+    zc = findKeys(r->buf, r->bytes, &z->second.lkeys, &rkeys);
+    if (zc) p->zcSends[r->tag] = std::move(z->second);
+    p->zcRtrs.erase(z);
+  }
+  // Chunks small enough to spread the message over every path; a copied chunk fits a slot, a
+  // zero-copy one (only its header takes a slot) may reach BRAID_PATH_CHUNK_BYTES.
+  const size_t most =
+      zc ? std::max(p->chunkMax, static_cast<size_t>(ctx_.cfg->pathChunkBytes)) : p->chunkMax;
+  const size_t chunk =
+      std::clamp((r->bytes + 2 * P - 1) / (2 * P), std::min<size_t>(64 << 10, most), most);
+  const size_t nchunks = r->bytes == 0 ? 1 : (r->bytes + chunk - 1) / chunk;
   r->fragmentsLeft = nchunks;
   for (size_t i = 0; i < nchunks; ++i) {
     mp::Chunk c;
@@ -187,7 +210,11 @@ void Transport::sendData(Peer* p, NetRequest* r) {
     c.offset = i * chunk;
     c.len = static_cast<uint32_t>(std::min(chunk, r->bytes - c.offset));
     c.total = r->bytes;
-    if (copy) {
+    if (zc) {
+      c.type = static_cast<uint8_t>(FrameType::kDataZc);
+      c.payload = static_cast<const char*>(r->buf) + c.offset;
+      c.req = r;
+    } else if (copy) {
       c.owned.assign(static_cast<const char*>(r->buf) + c.offset, c.len);
     } else {
       c.payload = static_cast<const char*>(r->buf) + c.offset;
@@ -212,7 +239,7 @@ void Transport::pump(Peer* p) {
 void Transport::drainWire(Peer* p, Path* path) {
   while (!path->wire.empty() && !path->dead && !path->frozen && path->hasCredit() &&
          path->inflight.size() + 2 < path->sqDepth) {
-    if (!writeChunk(path, *path->wire.front())) {
+    if (!writeChunk(p, path, *path->wire.front())) {
       pathDown(p, path, fmt::format("posting a write failed: {}", std::strerror(errno)), true);
       return;
     }
@@ -220,7 +247,7 @@ void Transport::drainWire(Peer* p, Path* path) {
   }
 }
 
-bool Transport::writeChunk(Path* path, const mp::Chunk& c) {
+bool Transport::writeChunk(Peer* p, Path* path, const mp::Chunk& c) {
   const size_t slot = path->sendSeq % path->remoteSlots;
   char* dst = path->staging.base + slot * path->remoteSlotBytes;
   FrameHeader h;
@@ -231,12 +258,29 @@ bool Transport::writeChunk(Path* path, const mp::Chunk& c) {
   h.total = c.total;
   h.fid = c.fid;
   std::memcpy(dst, &h, sizeof h);
+  const bool zc = c.type == static_cast<uint8_t>(FrameType::kDataZc);
   const char* src = c.owned.empty() ? c.payload : c.owned.data();
-  if (c.len > 0) std::memcpy(dst + sizeof h, src, c.len);
+  if (c.len > 0 && !zc) std::memcpy(dst + sizeof h, src, c.len);
   ibv_sge sge{};
   sge.addr = reinterpret_cast<uint64_t>(dst);
-  sge.length = static_cast<uint32_t>(sizeof h + c.len);
+  sge.length = static_cast<uint32_t>(sizeof h + (zc ? 0 : c.len));
   sge.lkey = path->staging.mr->lkey;
+  // Zero-copy: the payload goes first by RDMA WRITE from the user's buffer into the receiver's;
+  // the header follows on the same QP (RC keeps their order), so its arrival means the data's.
+  ibv_sge dsge{};
+  ibv_send_wr dwr{};
+  if (zc) {
+    const ZcTarget& z = p->zcSends.at(c.tag);
+    dsge.addr = reinterpret_cast<uint64_t>(c.payload);
+    dsge.length = c.len;
+    dsge.lkey = z.lkeys[path->dev->index];
+    dwr.wr_id = 0;
+    dwr.opcode = IBV_WR_RDMA_WRITE;
+    dwr.sg_list = &dsge;
+    dwr.num_sge = 1;
+    dwr.wr.rdma.remote_addr = z.addr + c.offset;
+    dwr.wr.rdma.rkey = z.rkeys[path->index];
+  }
   ibv_send_wr wr{}, *bad = nullptr;
   wr.wr_id = c.fid;
   wr.opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
@@ -246,7 +290,8 @@ bool Transport::writeChunk(Path* path, const mp::Chunk& c) {
   wr.num_sge = 1;
   wr.wr.rdma.remote_addr = path->remoteRing + slot * path->remoteSlotBytes;
   wr.wr.rdma.rkey = path->remoteKey;
-  if (ibv_post_send(path->qp, &wr, &bad) != 0) return false;
+  if (zc) dwr.next = &wr;
+  if (ibv_post_send(path->qp, zc ? &dwr : &wr, &bad) != 0) return false;
   ++path->sendSeq;
   path->inflight.push_back(c.fid);
   path->ctr.chunksSent.fetch_add(1, std::memory_order_relaxed);
@@ -323,7 +368,10 @@ void Transport::onSendCompletion(Path* path, const ibv_wc& wc) {
   if (fid != 0) {
     mp::Range r{fid, 1};
     p->tx.ack(path->index, 0, &r, 1, mp::nowNs(), [&](mp::Chunk& c) {
-      if (c.req != nullptr && --c.req->fragmentsLeft == 0) complete(c.req, Status::ok());
+      if (c.req != nullptr && --c.req->fragmentsLeft == 0) {
+        if (c.type == static_cast<uint8_t>(FrameType::kDataZc)) p->zcSends.erase(c.tag);
+        complete(c.req, Status::ok());
+      }
     });
   }
   if (failed()) return;
@@ -363,9 +411,10 @@ void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
   const char* slot = path->ring.base + (path->recvSeq % path->slots) * path->slotBytes;
   FrameHeader h;
   std::memcpy(&h, slot, sizeof h);
-  if (wc.byte_len != sizeof h + h.len || sizeof h + h.len > path->slotBytes ||
+  const bool zc = h.type == static_cast<uint8_t>(FrameType::kDataZc);
+  if (wc.byte_len != sizeof h + (zc ? 0 : h.len) || (!zc && sizeof h + h.len > path->slotBytes) ||
       (h.type != static_cast<uint8_t>(FrameType::kData) &&
-       h.type != static_cast<uint8_t>(FrameType::kRtr))) {
+       h.type != static_cast<uint8_t>(FrameType::kRtr) && !zc)) {
     return pathDown(p, path, "a malformed chunk", true);
   }
   ++path->recvSeq;
@@ -382,7 +431,23 @@ void Transport::onChunk(Peer* p, Path* path, const FrameHeader& h, const char* p
   p->rx.end(h.fid, path->index, false);
   path->ctr.chunksReceived.fetch_add(1, std::memory_order_relaxed);
   path->ctr.bytesReceived.fetch_add(h.len, std::memory_order_relaxed);
-  if (h.type == static_cast<uint8_t>(FrameType::kRtr)) return onRtr(p, h);
+  if (h.type == static_cast<uint8_t>(FrameType::kRtr)) return onRtr(p, h, payload);
+  if (h.type == static_cast<uint8_t>(FrameType::kDataZc)) {
+    // The payload is already in the posted buffer (written before this header, same QP).
+    auto it = p->postedRecvs.find(h.tag);
+    if (it == p->postedRecvs.end() || it->second->bytes != h.total || h.offset > h.total ||
+        h.len > h.total - h.offset) {
+      return fail(remoteError(fmt::format("ib: {} wrote a chunk no receive asked for (tag {:#x})",
+                                          peerName(p->rank), h.tag)));
+    }
+    NetRequest* r = it->second;
+    r->progress += h.len;
+    if (r->progress == r->bytes) {
+      p->postedRecvs.erase(it);
+      complete(r, Status::ok());
+    }
+    return;
+  }
   onData(p, h, payload);
 }
 
@@ -433,7 +498,14 @@ void Transport::onData(Peer* p, const FrameHeader& h, const char* payload) {
   }
 }
 
-void Transport::onRtr(Peer* p, const FrameHeader& h) {
+void Transport::onRtr(Peer* p, const FrameHeader& h, const char* payload) {
+  if (h.len == 8 + 4 * p->paths.size()) {
+    ZcTarget z;
+    std::memcpy(&z.addr, payload, 8);
+    z.rkeys.resize(p->paths.size());
+    std::memcpy(z.rkeys.data(), payload + 8, 4 * p->paths.size());
+    p->zcRtrs[h.tag] = std::move(z);
+  }
   auto it = p->awaitingRtr.find(h.tag);
   if (it == p->awaitingRtr.end()) {
     p->rtrs[h.tag] = h.total;
@@ -469,6 +541,8 @@ void Transport::fail(const Status& reason) {
     p->awaitingRtr.clear();
     p->unexpected.clear();
     p->rtrs.clear();
+    p->zcRtrs.clear();
+    p->zcSends.clear();
     p->sendSide(SideType::kAbort, text);
   }
   unexpectedBytes_ = 0;

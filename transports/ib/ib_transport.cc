@@ -118,6 +118,10 @@ Transport::~Transport() {
     if (p->sock.valid()) ctx_.reactor->remove(p->sock.get());
   }
   peers_.clear();  // QPs before their CQs and PDs
+  for (auto& [base, reg] : regs_) {
+    for (ibv_mr* m : reg->mrs) ibv_dereg_mr(m);
+  }
+  regs_.clear();
   devices_.clear();
 }
 
@@ -202,6 +206,7 @@ Status Transport::openDevices(const std::vector<PeerInfo>& peers) {
     d->asyncHandler = std::make_unique<FdHandler>([this, raw] { onAsyncEvent(raw); });
     BRAID_TRY(ctx_.reactor->add(d->channel->fd, EPOLLIN, d->channelHandler.get()));
     BRAID_TRY(ctx_.reactor->add(d->ctx->async_fd, EPOLLIN, d->asyncHandler.get()));
+    d->index = devices_.size();
     devices_.push_back(std::move(d));
   }
   return Status::ok();
@@ -390,7 +395,8 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool connector, Deadline deadline)
     window = std::min(window, path->remoteSlots * path->remoteSlotBytes);
     p->chunkMax = std::min(p->chunkMax, path->remoteSlotBytes - sizeof(FrameHeader));
   }
-  opt.window = window;
+  // At least a few of the largest (zero-copy) chunks in flight per path.
+  opt.window = std::max(window, 4 * static_cast<size_t>(ctx_.cfg->pathChunkBytes));
   p->tx = mp::Sender(static_cast<int>(npaths), opt);
   LOG_INFO(kIb, "ib: {} connected over {} path(s) ({} rail(s) x {} QP(s); first {} -> {}, {})", who,
            npaths, rails, q, ports_[0].name(), p->paths[0]->remotePort, ports_[0].gidKind);
@@ -446,6 +452,69 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == me) ? fault_.times : 0;
   LOG_INFO(kIb, "ib: connected to {} peers on {}", active_.size(), ports_[0].name());
   return Status::ok();
+}
+
+Status Transport::registerBuffer(void* buf, size_t size, void** handle) {
+  *handle = nullptr;
+  if (devices_.empty()) return Status::ok();  // no peer over ib
+  auto reg = std::make_unique<Registration>();
+  reg->base = reinterpret_cast<uintptr_t>(buf);
+  reg->bytes = size;
+  for (auto& d : devices_) {
+    ibv_mr* mr = ibv_reg_mr(d->pd, buf, size, IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE);
+    if (mr == nullptr) {
+      Status s = systemError(fmt::format("ib: registering {} bytes at {} on {} failed: {}{}", size,
+                                         buf, d->name, std::strerror(errno), memlockHint()));
+      for (ibv_mr* m : reg->mrs) ibv_dereg_mr(m);
+      return s;
+    }
+    reg->mrs.push_back(mr);
+  }
+  std::lock_guard<std::mutex> lock(regMu_);
+  Registration* raw = reg.get();
+  regs_.emplace(reg->base, std::move(reg));
+  *handle = raw;
+  return Status::ok();
+}
+
+void Transport::deregisterBuffer(void* handle) {
+  std::unique_ptr<Registration> reg;
+  {
+    std::lock_guard<std::mutex> lock(regMu_);
+    auto* r = static_cast<Registration*>(handle);
+    auto [lo, hi] = regs_.equal_range(r->base);
+    for (auto it = lo; it != hi; ++it) {
+      if (it->second.get() == r) {
+        reg = std::move(it->second);
+        regs_.erase(it);
+        break;
+      }
+    }
+  }
+  if (reg) {
+    for (ibv_mr* m : reg->mrs) ibv_dereg_mr(m);
+  }
+}
+
+bool Transport::findKeys(const void* buf, size_t n, std::vector<uint32_t>* lkeys,
+                         std::vector<uint32_t>* rkeys) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(buf);
+  std::lock_guard<std::mutex> lock(regMu_);
+  auto it = regs_.upper_bound(a);
+  while (it != regs_.begin()) {
+    --it;
+    const Registration& r = *it->second;
+    if (a >= r.base && a + n <= r.base + r.bytes) {
+      lkeys->clear();
+      rkeys->clear();
+      for (ibv_mr* m : r.mrs) {
+        lkeys->push_back(m->lkey);
+        rkeys->push_back(m->rkey);
+      }
+      return true;
+    }
+  }
+  return false;
 }
 
 void Transport::pathStats(std::vector<PathStatsRow>* out) const {

@@ -22,7 +22,9 @@
 #include <atomic>
 #include <bit>
 #include <deque>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -40,7 +42,10 @@ namespace ib {
 
 static_assert(std::endian::native == std::endian::little, "the wire formats are little-endian");
 
-enum class FrameType : uint8_t { kData = 1, kRtr = 2 };
+// DATA carries its payload in the slot; DATA_ZC's payload was RDMA-written straight into the
+// receiver's registered buffer just before it (same QP, so it has landed); RTR may carry the
+// receiver's registered buffer (address, then one rkey per path) for zero-copy.
+enum class FrameType : uint8_t { kData = 1, kRtr = 2, kDataZc = 3 };
 
 // At the start of every slot; 40 bytes.
 struct FrameHeader {
@@ -130,6 +135,7 @@ class Transport;
 
 struct Device {
   std::string name;
+  size_t index = 0;  // in the transport's device list (registrations keep one MR per device)
   ibv_context* ctx = nullptr;
   ibv_pd* pd = nullptr;
   ibv_comp_channel* channel = nullptr;
@@ -164,7 +170,7 @@ struct Path {
   uint32_t psn = 0;         // this side's initial packet sequence number
   bool dead = false;
   bool repairing = false;  // a fresh QP is being exchanged with the peer
-  int64_t nextRepairNs = 0, backoffMs = 0;
+  int64_t nextRepairNs = 0, backoffMs = 0, repairStartNs = 0;
   int64_t retiredNs = 0;  // replaced by a newer QP since (freed long after)
   bool frozen = false;    // fault injection: a blackhole (nothing leaves, nothing is said)
   std::string deathReason;
@@ -189,6 +195,20 @@ struct Path {
   bool hasCredit() const { return sendSeq - peerConsumed < remoteSlots; }
 };
 
+// A buffer registered by braidCommRegister: one memory region per device.
+struct Registration {
+  uintptr_t base = 0;
+  size_t bytes = 0;
+  std::vector<ibv_mr*> mrs;
+};
+
+// Where a zero-copy send writes: the receiver's buffer and keys (per path), and this side's
+// keys (per device).
+struct ZcTarget {
+  uint64_t addr = 0;
+  std::vector<uint32_t> rkeys, lkeys;
+};
+
 struct Unexpected {
   std::vector<char> data;
   size_t got = 0;
@@ -211,7 +231,9 @@ struct Peer : public Reactor::Handler {
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
-  void onEvents(uint32_t events) override;  // the side channel
+  std::unordered_map<uint64_t, ZcTarget> zcRtrs;   // tag -> zero-copy target of an early RTR
+  std::unordered_map<uint64_t, ZcTarget> zcSends;  // tag -> target of a send in progress
+  void onEvents(uint32_t events) override;         // the side channel
   void sendSide(SideType type, const std::string& payload);
 };
 
@@ -235,6 +257,8 @@ class Transport : public braid::Transport, public Reactor::Poller {
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
   std::string healthNote() const override;
+  Status registerBuffer(void* buf, size_t size, void** handle) override;
+  void deregisterBuffer(void* handle) override;
 
   // Poller.
   bool poll() override;
@@ -264,13 +288,16 @@ class Transport : public braid::Transport, public Reactor::Poller {
   void startRepair(Peer* p, int k);
   void onRepair(Peer* p, SideType type, const std::string& payload);
   void admitPath(Peer* p, Path* path);
-  void sendRepair(Peer* p, SideType type, const Path* path, const PathWire& w);
+  void sendRepair(Peer* p, SideType type, int k, uint32_t generation, const PathWire& w);
   // Data path (ib_peer.cc).
   void postInLoop(NetRequest* r);
   void sendData(Peer* p, NetRequest* r);
   void pump(Peer* p);
   void drainWire(Peer* p, Path* path);
-  bool writeChunk(Path* path, const mp::Chunk& c);
+  bool writeChunk(Peer* p, Path* path, const mp::Chunk& c);
+  // The registration covering [buf, buf + n), if any: its keys (under regMu_).
+  bool findKeys(const void* buf, size_t n, std::vector<uint32_t>* lkeys,
+                std::vector<uint32_t>* rkeys);
   void returnCredits(Path* path, bool force);
   bool postRecvs(Path* path, size_t n);
   bool pollCq(Device* d);
@@ -278,7 +305,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   void onRecvCompletion(Path* path, const ibv_wc& wc);
   void onChunk(Peer* p, Path* path, const FrameHeader& h, const char* payload);
   void onData(Peer* p, const FrameHeader& h, const char* payload);
-  void onRtr(Peer* p, const FrameHeader& h);
+  void onRtr(Peer* p, const FrameHeader& h, const char* payload);
   void pathDown(Peer* p, Path* path, const std::string& why, bool notify);
   void injectFault();
   std::string pathName(const Peer* p, const Path* path) const;
@@ -298,6 +325,8 @@ class Transport : public braid::Transport, public Reactor::Poller {
   // Peer.allDownSinceNs per rank, readable from any thread (healthNote).
   std::unique_ptr<std::atomic<int64_t>[]> downSince_;
   std::atomic<bool> closing_{false};  // close() began: no more repairs
+  std::mutex regMu_;                  // regs_ (registration runs on user threads)
+  std::multimap<uintptr_t, std::unique_ptr<Registration>> regs_;
   Status failed_;
   size_t unexpectedBytes_ = 0;
   size_t slots_ = 8, slotBytes_ = 256 << 10;
