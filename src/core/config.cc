@@ -110,6 +110,9 @@ Status Config::fromEnv(Config* out) {
     return invalidArgument("BRAID_IB_TIMEOUT must be in 1..31");
   if (c.ibRetryCnt < 0 || c.ibRetryCnt > 7)
     return invalidArgument("BRAID_IB_RETRY_CNT must be in 0..7");
+  if (c.ibRnrRetry < 0 || c.ibRnrRetry > 7) {
+    return invalidArgument("BRAID_IB_RNR_RETRY must be in 0..7");
+  }
   if (c.ibTc < 0 || c.ibTc > 255) return invalidArgument("BRAID_IB_TC must be in 0..255");
   if (c.ibSl < 0 || c.ibSl > 15) return invalidArgument("BRAID_IB_SL must be in 0..15");
   if (c.ibSlots < 2 || c.ibSlots > 1024)

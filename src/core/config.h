@@ -55,6 +55,8 @@ namespace braid {
   X(ibTimeout, int64_t, 18, "BRAID_IB_TIMEOUT",                                                   \
     "RC ack timeout exponent: 4.096 us x 2^value (18: ~1 s; emulated RoCE needs >= 18)")          \
   X(ibRetryCnt, int64_t, 7, "BRAID_IB_RETRY_CNT", "RC transport retries before a QP fails")       \
+  X(ibRnrRetry, int64_t, 7, "BRAID_IB_RNR_RETRY",                                                 \
+    "RC retries when the receiver has no receive posted (7: without limit)")                      \
   X(ibTc, int64_t, 0, "BRAID_IB_TC", "traffic class (RoCE: DSCP << 2 | ECN) of every QP")         \
   X(ibSl, int64_t, 0, "BRAID_IB_SL", "service level of every QP")                                 \
   X(ibSlots, int64_t, 8, "BRAID_IB_SLOTS", "receive slots per path (chunks in flight on one QP)") \

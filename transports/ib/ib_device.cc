@@ -1,5 +1,6 @@
 // RDMA device discovery: which ports BRAID_IB_HCA selects, their state, and the GID to use.
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <fmt/format.h>
 #include <net/if.h>
 
@@ -149,8 +150,27 @@ bool hcaMatches(const std::string& spec, const std::string& device, int port) {
   return exclude ? !match : match;
 }
 
+// Whether the kernel exposes any verbs device: without one, libibverbs (which loads every
+// provider library on its first call) is not asked at all, so machines without RDMA pay nothing.
+static bool anyVerbsDevice() {
+  DIR* d = opendir("/sys/class/infiniband_verbs");
+  if (d == nullptr) return false;
+  bool any = false;
+  while (dirent* e = readdir(d)) {
+    if (std::strncmp(e->d_name, "uverbs", 6) == 0) any = true;
+  }
+  closedir(d);
+  return any;
+}
+
 Status discoverPorts(const Config& cfg, std::vector<PortInfo>* out, std::string* why) {
   out->clear();
+  if (!anyVerbsDevice()) {
+    *why =
+        "no RDMA devices (no /sys/class/infiniband_verbs/uverbs*: no InfiniBand/RoCE NIC, or "
+        "its driver is not loaded)";
+    return Status::ok();
+  }
   DeviceList devs;
   if (devs.list == nullptr || devs.n == 0) {
     *why = devs.list == nullptr

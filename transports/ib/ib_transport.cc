@@ -311,7 +311,7 @@ Status Transport::connectPath(Peer* p, Path* path, const PathWire& w) {
   s.qp_state = IBV_QPS_RTS;
   s.timeout = static_cast<uint8_t>(ctx_.cfg->ibTimeout);
   s.retry_cnt = static_cast<uint8_t>(ctx_.cfg->ibRetryCnt);
-  s.rnr_retry = 7;
+  s.rnr_retry = static_cast<uint8_t>(ctx_.cfg->ibRnrRetry);
   s.sq_psn = path->psn;
   s.max_rd_atomic = 1;
   if (ibv_modify_qp(path->qp, &s,

@@ -1,0 +1,43 @@
+// BRAID_IB_HCA's syntax (NCCL_IB_HCA's): prefixes, ':port', '^' excludes, '=' exact names.
+#include <gtest/gtest.h>
+
+#include "transports/ib/ib_transport.h"
+
+namespace braid::ib {
+namespace {
+
+TEST(IbHca, EmptySelectsEverything) {
+  EXPECT_TRUE(hcaMatches("", "mlx5_0", 1));
+  EXPECT_TRUE(hcaMatches("", "rxe0", 2));
+}
+
+TEST(IbHca, PrefixesAndPorts) {
+  EXPECT_TRUE(hcaMatches("mlx5_0", "mlx5_0", 1));
+  EXPECT_TRUE(hcaMatches("mlx5_0", "mlx5_0", 2));
+  EXPECT_TRUE(hcaMatches("mlx5_0", "mlx5_01", 1));  // a prefix, as NCCL
+  EXPECT_FALSE(hcaMatches("mlx5_0", "mlx5_1", 1));
+  EXPECT_TRUE(hcaMatches("mlx5", "mlx5_3", 1));
+  EXPECT_TRUE(hcaMatches("mlx5_0:1", "mlx5_0", 1));
+  EXPECT_FALSE(hcaMatches("mlx5_0:1", "mlx5_0", 2));
+  EXPECT_TRUE(hcaMatches("mlx5_0:1,mlx5_2:2", "mlx5_2", 2));
+  EXPECT_FALSE(hcaMatches("mlx5_0:1,mlx5_2:2", "mlx5_2", 1));
+}
+
+TEST(IbHca, ExactNames) {
+  EXPECT_TRUE(hcaMatches("=mlx5_0", "mlx5_0", 1));
+  EXPECT_FALSE(hcaMatches("=mlx5_0", "mlx5_01", 1));
+  EXPECT_TRUE(hcaMatches("=rxe_a0,rxe_b0", "rxe_b0", 1));
+  EXPECT_FALSE(hcaMatches("=rxe_a0,rxe_b0", "rxe_a1", 1));
+}
+
+TEST(IbHca, Exclusions) {
+  EXPECT_TRUE(hcaMatches("^mlx5_1", "mlx5_0", 1));
+  EXPECT_FALSE(hcaMatches("^mlx5_1", "mlx5_1", 1));
+  EXPECT_FALSE(hcaMatches("^mlx5_1", "mlx5_10", 1));  // prefix
+  EXPECT_TRUE(hcaMatches("^=mlx5_1", "mlx5_10", 1));  // exact
+  EXPECT_FALSE(hcaMatches("^mlx5_0:2", "mlx5_0", 2));
+  EXPECT_TRUE(hcaMatches("^mlx5_0:2", "mlx5_0", 1));
+}
+
+}  // namespace
+}  // namespace braid::ib
