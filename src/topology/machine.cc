@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstring>
 #include <fstream>
+#include <initializer_list>
 #include <memory>
 
 namespace braid {
@@ -62,6 +63,12 @@ Status discoverOnce(MachineInfo* out) {
   }
   Topo topo(raw);
   hwloc_topology_set_io_types_filter(raw, HWLOC_TYPE_FILTER_KEEP_IMPORTANT);
+  // Linux's own backend finds PCI devices and their NICs/disks through sysfs. The libpciaccess
+  // backend adds only vendor and device names, parsing pci.ids when installed (a second under
+  // sanitizers), and the gl/opencl plugins probe X displays and OpenCL drivers: not needed.
+  for (const char* c : {"pci", "gl", "opencl"}) {
+    hwloc_topology_set_components(raw, HWLOC_TOPOLOGY_COMPONENTS_FLAG_BLACKLIST, c);
+  }
   if (hwloc_topology_load(raw) != 0) {
     return systemError(fmt::format("hwloc_topology_load: {}", std::strerror(errno)));
   }
