@@ -4,7 +4,9 @@
 #include <fmt/format.h>
 #include <net/if.h>
 
+#include <algorithm>
 #include <cstring>
+#include <vector>
 
 #include "src/core/log.h"
 #include "transports/ib/ib_transport.h"
@@ -94,13 +96,21 @@ Status chooseGid(const Config& cfg, ibv_context* ctx, const ibv_port_attr& pa, P
   }
   const bool wantV6 = cfg.socketFamily == "AF_INET6";
   int best = -1;
-  for (int i = 0; i < pa.gid_tbl_len; ++i) {
-    ibv_gid_entry e{};
-    if (ibv_query_gid_ex(ctx, out->port, static_cast<uint32_t>(i), &e, 0) != 0) continue;
+  // The valid entries in one call (a query per index costs a system call each, and GID tables
+  // are mostly empty).
+  ibv_device_attr da{};
+  if (ibv_query_device(ctx, &da) != 0)
+    return systemError(fmt::format("{}: cannot query", out->name()));
+  std::vector<ibv_gid_entry> entries(static_cast<size_t>(std::max(1, pa.gid_tbl_len)) *
+                                     std::max<size_t>(1, da.phys_port_cnt));
+  const ssize_t n = ibv_query_gid_table(ctx, entries.data(), entries.size(), 0);
+  for (ssize_t k = 0; k < n; ++k) {
+    const ibv_gid_entry& e = entries[static_cast<size_t>(k)];
+    if (static_cast<int>(e.port_num) != out->port) continue;
     int s = gidScore(e, wantV6);
     if (s <= best) continue;
     best = s;
-    out->gidIndex = i;
+    out->gidIndex = static_cast<int>(e.gid_index);
     out->gid = e.gid;
     out->gidKind =
         fmt::format("{} {}", gidTypeName(e.gid_type), isV4Mapped(e.gid) ? "IPv4" : "IPv6");
