@@ -326,8 +326,7 @@ Status Transport::connectPath(Peer* p, Path* path, const PathWire& w) {
 
 // Both sides: hello + ports, then create the paths, then path records, then RTR/RTS, then a
 // ready byte (no write may arrive before the peer's QP can take it).
-Status Transport::setupPeer(Peer* p, Fd sock, bool connector, Deadline deadline) {
-  (void)connector;
+Status Transport::setupPeer(Peer* p, Fd sock, Deadline deadline) {
   const std::string who = peerName(p->rank);
   HelloWire mine;
   mine.rank = ctx_.rank;
@@ -431,9 +430,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         BRAID_TRY(SockAddr::parse(peers[r].address, &to));
         return connectTo(to, deadline, fd, peerName(r));
       },
-      [&](int r, Fd fd, bool dialed) {
-        return setupPeer(peers_[r].get(), std::move(fd), dialed, deadline);
-      },
+      [&](int r, Fd fd, bool) { return setupPeer(peers_[r].get(), std::move(fd), deadline); },
       [&](int r) { return peerName(r); }, "ib");
   listener_.reset();
   BRAID_TRY(s);

@@ -277,7 +277,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   class Timer;
   // Connection setup (ib_transport.cc).
   Status openDevices(const std::vector<PeerInfo>& peers);
-  Status setupPeer(Peer* p, Fd sock, bool connector, Deadline deadline);
+  Status setupPeer(Peer* p, Fd sock, Deadline deadline);  // symmetric: either side may dial
   // A path's QP in INIT with its receive ring and receives posted (ib_transport.cc).
   Status createPath(Peer* p, Path* path);
   PathWire pathRecord(const Path* path) const;
