@@ -10,6 +10,7 @@
 
 #include <cerrno>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -116,6 +117,32 @@ void tuneSocket(int fd, int bufferBytes) {
     setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bufferBytes, sizeof bufferBytes);
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bufferBytes, sizeof bufferBytes);
   }
+}
+
+std::string readProcLine(const char* path) {
+  std::string line;
+  if (FILE* f = std::fopen(path, "re")) {
+    char buf[256];
+    if (std::fgets(buf, sizeof buf, f) != nullptr) line = buf;
+    std::fclose(f);
+  }
+  while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+  return line;
+}
+
+Status checkCongestionControl(const std::string& name) {
+  if (name.empty()) return Status::ok();
+  Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) s = Fd(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!s.valid()) return systemError(fmt::format("socket(): {}", std::strerror(errno)));
+  if (setsockopt(s.get(), IPPROTO_TCP, TCP_CONGESTION, name.data(), name.size()) == 0) {
+    return Status::ok();
+  }
+  const int err = errno;
+  return invalidArgument(fmt::format(
+      "BRAID_TCP_CONGESTION='{}': {} (available: {}; allowed without CAP_NET_ADMIN: {})", name,
+      std::strerror(err), readProcLine("/proc/sys/net/ipv4/tcp_available_congestion_control"),
+      readProcLine("/proc/sys/net/ipv4/tcp_allowed_congestion_control")));
 }
 
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {

@@ -57,6 +57,11 @@ class Fd {
 
 Status setNonBlocking(int fd);
 void tuneSocket(int fd, int bufferBytes);  // TCP_NODELAY, buffers, keepalive
+// The first line of a /proc or /sys file without its newline ("" when unreadable).
+std::string readProcLine(const char* path);
+// Whether TCP sockets of this process may use congestion control `name` (empty: the system's
+// default, always fine); the error names BRAID_TCP_CONGESTION and what the kernel offers.
+Status checkCongestionControl(const std::string& name);
 // Listens on addr (port 0 picks one); *bound receives the actual address.
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound);
 // One connection attempt, waiting at most until the deadline: *err is 0 (then *fd is connected,

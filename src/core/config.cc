@@ -100,6 +100,9 @@ Status Config::fromEnv(Config* out) {
   if (c.pathChunkBytes < 4096 || c.pathChunkBytes > (64 << 20)) {
     return invalidArgument("BRAID_PATH_CHUNK_BYTES must be in 4K..64M");
   }
+  if (c.tcpRtoMinUs != 0 && (c.tcpRtoMinUs < 1000 || c.tcpRtoMinUs > 200000)) {
+    return invalidArgument("BRAID_TCP_RTO_MIN_US must be 0 (the kernel's) or in 1000..200000");
+  }
   if (c.ibQpsPerPeer < 1 || c.ibQpsPerPeer > 64) {
     return invalidArgument("BRAID_IB_QPS_PER_PEER must be in 1..64");
   }

@@ -44,6 +44,14 @@ namespace braid {
     "after_ms; mode=close|blackhole; seed; times), e.g. 'rank=0,path=0,after_bytes=64M' "         \
     "(off by default)")                                                                           \
   X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")       \
+  X(tcpCongestion, std::string, "auto", "BRAID_TCP_CONGESTION",                                   \
+    "TCP congestion control of the data connections: a name (e.g. cubic, dctcp), system (the "    \
+    "kernel's default) or auto (the kernel's default, but cubic instead of bbr when several "     \
+    "flows join one pair of NICs: BBRv1 flows sharing a bottleneck overflow shallow buffers)")    \
+  X(tcpRtoMinUs, int64_t, 10000, "BRAID_TCP_RTO_MIN_US",                                          \
+    "minimum TCP retransmission timeout of the data connections, microseconds (TCP_RTO_MIN_US, "  \
+    "Linux 6.15+; the kernel's is 200 ms, which a lost tail segment costs a whole message); 0: "  \
+    "the kernel's")                                                                               \
   X(ibHca, std::string, "", "BRAID_IB_HCA",                                                       \
     "RDMA devices/ports to use, e.g. 'mlx5_0:1,mlx5_1' ('^' excludes, '=' exact names; empty: "   \
     "every active port)")                                                                         \

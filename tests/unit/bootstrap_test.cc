@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "src/bootstrap/auth.h"
+#include "src/bootstrap/socket_util.h"
 #include "src/bootstrap/unique_id.h"
 #include "src/core/config.h"
 #include "src/topology/netif.h"
@@ -155,7 +156,8 @@ TEST(Config, ReadsEnvAndRejectsMalformedValues) {
         std::pair{"BRAID_IB_GID_INDEX", "-2"}, std::pair{"BRAID_IB_TIMEOUT", "32"},
         std::pair{"BRAID_IB_RETRY_CNT", "8"}, std::pair{"BRAID_IB_RNR_RETRY", "-1"},
         std::pair{"BRAID_IB_TC", "256"}, std::pair{"BRAID_IB_SL", "16"},
-        std::pair{"BRAID_IB_SLOTS", "1"}, std::pair{"BRAID_IB_SLOT_BYTES", "1000"}}) {
+        std::pair{"BRAID_IB_SLOTS", "1"}, std::pair{"BRAID_IB_SLOT_BYTES", "1000"},
+        std::pair{"BRAID_TCP_RTO_MIN_US", "500"}, std::pair{"BRAID_TCP_RTO_MIN_US", "300000"}}) {
     setenv(var, bad, 1);
     Status e = Config::fromEnv(&c);
     EXPECT_EQ(e.code(), braidInvalidArgument) << var << "=" << bad;
@@ -165,6 +167,14 @@ TEST(Config, ReadsEnvAndRejectsMalformedValues) {
   setenv("BRAID_CHUNK_BYTES", "0", 1);  // automatic: the cost model's
   EXPECT_TRUE(Config::fromEnv(&c).isOk());
   unsetenv("BRAID_CHUNK_BYTES");
+  // A congestion control the kernel lacks is refused when the tcp transport starts, naming
+  // the variable and what the kernel offers; reno is always built in.
+  Status cc = checkCongestionControl("no-such-cc");
+  EXPECT_EQ(cc.code(), braidInvalidArgument);
+  EXPECT_NE(cc.message().find("BRAID_TCP_CONGESTION"), std::string::npos) << cc.message();
+  EXPECT_NE(cc.message().find("available: "), std::string::npos) << cc.message();
+  EXPECT_TRUE(checkCongestionControl("reno").isOk());
+  EXPECT_TRUE(checkCongestionControl("").isOk());
   int rows = 0;
   forEachConfigEntry([&](const ConfigEntry& e) {
     ++rows;

@@ -229,6 +229,39 @@ TEST(Multipath, DeadPathChunksGoFirstOnTheSurvivors) {
   EXPECT_EQ(used, 0);
 }
 
+TEST(Multipath, HeldPathsTakeNothingUntilReleased) {
+  // Late binding: a path whose transport has enough queued is held; queued chunks wait for a
+  // path that drains instead of piling up behind a slow one.
+  Sender tx(2, SenderOptions{});
+  std::string data(8192, 'x');
+  for (int i = 0; i < 4; ++i) {
+    Chunk c;
+    c.payload = data.data();
+    c.len = 1024;
+    tx.add(std::move(c));
+  }
+  std::vector<int> used;
+  auto emit = [&](int p, Chunk&) { used.push_back(p); };
+  tx.hold(0, true);
+  tx.schedule(0, [&](int p, Chunk& c) {
+    emit(p, c);
+    if (used.size() == 2) tx.hold(p, true);  // path 1 fills up after two chunks
+  });
+  EXPECT_EQ(used, (std::vector<int>{1, 1}));
+  EXPECT_TRUE(tx.waiting());
+  tx.schedule(1, emit);  // nothing moves while both are held
+  EXPECT_EQ(used.size(), 2u);
+  tx.hold(0, false);  // path 0 drained: it takes the rest
+  tx.schedule(2, emit);
+  EXPECT_EQ(used, (std::vector<int>{1, 1, 0, 0}));
+  EXPECT_FALSE(tx.waiting());
+  // A path that dies and comes back is not held any more.
+  EXPECT_TRUE(tx.held(1));
+  tx.setState(1, PathState::kDead, 3);
+  tx.setState(1, PathState::kUp, 4);
+  EXPECT_FALSE(tx.held(1));
+}
+
 TEST(Multipath, FaultPlanParsesAndRejects) {
   FaultPlan p;
   ASSERT_TRUE(FaultPlan::parse("path=1,after_bytes=64M,mode=blackhole,seed=3,times=2", &p).isOk());

@@ -228,7 +228,16 @@ void Transport::sendData(Peer* p, NetRequest* r) {
 
 void Transport::pump(Peer* p) {
   if (failed()) return;
-  p->tx.schedule(mp::nowNs(), [&](int k, mp::Chunk& c) { p->paths[k]->wire.push_back(&c); });
+  // Late binding: a path takes chunks only while it can write them at once; the others wait
+  // in the sender's queue for whichever path frees a slot first (see mp::Sender::hold).
+  for (auto& path : p->paths) {
+    p->tx.hold(path->index, path->wire.size() >= path->canWrite());
+  }
+  p->tx.schedule(mp::nowNs(), [&](int k, mp::Chunk& c) {
+    Path* path = p->paths[k].get();
+    path->wire.push_back(&c);
+    if (path->wire.size() >= path->canWrite()) p->tx.hold(k, true);
+  });
   for (auto& path : p->paths) {
     if (!path->wire.empty()) drainWire(p, path.get());
     if (failed()) return;

@@ -193,6 +193,12 @@ struct Path {
   mp::PathCounters ctr;
   ~Path();
   bool hasCredit() const { return sendSeq - peerConsumed < remoteSlots; }
+  // Chunks this path can write now: free slots at the peer, room in the send queue.
+  size_t canWrite() const {
+    const size_t slots = remoteSlots - std::min<size_t>(remoteSlots, sendSeq - peerConsumed);
+    const size_t sq = inflight.size() + 2 < sqDepth ? sqDepth - 2 - inflight.size() : 0;
+    return std::min(slots, sq);
+  }
 };
 
 // A buffer registered by braidCommRegister: one memory region per device.

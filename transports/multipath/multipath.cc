@@ -27,6 +27,7 @@ Sender::Sender(int npaths, SenderOptions opt) : opt_(opt), paths_(static_cast<si
 size_t Sender::setState(int path, PathState s, int64_t nowNs) {
   PathRec& p = paths_[path];
   p.state = s;
+  p.held = false;
   p.lastProgressNs = nowNs;
   if (s != PathState::kDead) return 0;
   size_t moved = 0;
@@ -78,7 +79,7 @@ int Sender::pick(uint32_t len, int64_t nowNs) const {
   double bestCost = 0;
   for (size_t i = 0; i < paths_.size(); ++i) {
     const PathRec& p = paths_[i];
-    if (p.state != want) continue;
+    if (p.state != want || p.held) continue;
     if (p.outstanding != 0 && p.outstanding + len + kFrameCost > opt_.window) continue;
     double r = rateFor(p, nowNs);
     double cost =

@@ -126,6 +126,12 @@ class Sender {
       }
     }
   }
+  // Late binding: a held path gets no new chunk (its transport already has enough queued to
+  // keep it busy), so queued chunks go to whichever path drains first rather than waiting
+  // behind a slow one. The transport releases the path and schedules again when it drains.
+  void hold(int path, bool held) { paths_[path].held = held; }
+  bool held(int path) const { return paths_[path].held; }
+  bool waiting() const { return !queue_.empty(); }
   // Paths with chunks outstanding and no acknowledgement for the timeout.
   void expired(int64_t nowNs, std::vector<int>* out) const;
   // The transport below knows the path still moves data (its own acknowledgements arrive):
@@ -163,6 +169,7 @@ class Sender {
     int64_t rateNs = 0;       // when the rate was last sampled
     int64_t busyStartNs = 0;  // start of the current rate sample (0: idle)
     size_t busyBytes = 0;     // acknowledged since then
+    bool held = false;        // hold()
   };
   int pick(uint32_t len, int64_t nowNs) const;
   double rateFor(const PathRec& p, int64_t nowNs) const;

@@ -330,6 +330,23 @@ void Transport::tunePathSocket(int fd) const {
   // here, leave without waiting behind megabytes (the window in flight stays as large).
   int lowat = 128 << 10;
   setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
+  // Checked at listen(): cannot fail here but for a vanished module.
+  if (!congestion_.empty()) {
+    setsockopt(fd, IPPROTO_TCP, TCP_CONGESTION, congestion_.data(), congestion_.size());
+  }
+  // A segment lost at the end of a burst, with nothing behind it to reveal the loss, waits for
+  // the retransmission timer; its 200 ms floor, meant for the Internet, would stall the whole
+  // message on a fabric whose round trip is tens of microseconds (RTO stays >= srtt + 4 rttvar).
+  if (ctx_.cfg->tcpRtoMinUs > 0) {
+    int us = static_cast<int>(ctx_.cfg->tcpRtoMinUs);
+    if (setsockopt(fd, IPPROTO_TCP, kTcpRtoMinUs, &us, sizeof us) != 0 &&
+        !rtoMinNoted_.exchange(true)) {
+      LOG_INFO(kNet,
+               "tcp: cannot set TCP_RTO_MIN_US={} ({}; Linux 6.15+, at least 2 jiffies): the "
+               "retransmission timeout floor stays the system's",
+               us, std::strerror(errno));
+    }
+  }
 }
 
 void Transport::onIncoming(Fd fd) {

@@ -99,6 +99,10 @@ void Socket::flush() {
   }
   if (aborting_ && out_.empty() && fd_.valid()) ::shutdown(fd_.get(), SHUT_WR);
   updateInterest();
+  if (!aborting_ && fd_.valid() && queued_ < Transport::kHoldBytes && peer_->tx.held(path_) &&
+      peer_->paths[path_]->sock.get() == this) {
+    peer_->t->onDrained(peer_, path_);
+  }
 }
 
 void Socket::detachFront() {

@@ -179,9 +179,10 @@ struct Peer {
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
-  bool left = false;             // said goodbye on every path and closed them
-  int64_t allDownSinceNs = 0;    // every path dead since (0: some path lives)
-  bool livenessProbing = false;  // (lower rank) checking that the peer still listens
+  bool pumping = false, repump = false;  // Transport::pump
+  bool left = false;                     // said goodbye on every path and closed them
+  int64_t allDownSinceNs = 0;            // every path dead since (0: some path lives)
+  bool livenessProbing = false;          // (lower rank) checking that the peer still listens
   int64_t livenessBackoffMs = 0;
   Socket* liveSocket() const;
 };
@@ -222,6 +223,12 @@ class Transport : public braid::Transport {
   void onAck(Peer* p, int path, uint64_t below, const std::string& ranges);
   void onGracefulClose(Peer* p);
   void onBytesSent(Peer* p, int path, size_t bytes);
+  // Late binding: a path whose socket has this much queued above the kernel takes no new
+  // chunk until it drains below it (then onDrained), so the chunks left at the end of a
+  // message go to the paths that are moving rather than queueing behind a stalled flow.
+  static constexpr size_t kHoldBytes = 256 << 10;
+  void onDrained(Peer* p, int path);
+  static constexpr int kTcpRtoMinUs = 45;  // TCP_RTO_MIN_US (linux/tcp.h, 6.15+)
   // Acknowledgements owed to p ride on s (an ACK frame queued before s flushes).
   void appendAck(Peer* p, Socket* s);
   // Whether the chunk with this header was received before (verdict of the multipath layer);
@@ -251,6 +258,8 @@ class Transport : public braid::Transport {
   void sendData(Peer* p, NetRequest* r);
   void sendReliable(Peer* p, mp::Chunk&& c);
   void pump(Peer* p);  // hands queued chunks to paths with room and flushes them
+  void pumpOnce(Peer* p);
+  Status chooseCongestionControl();  // BRAID_TCP_CONGESTION -> congestion_
   void injectFault(int rank);
   void setPathState(Peer* p, int path, mp::PathState s, size_t* moved = nullptr);
   void retire(std::unique_ptr<Socket> s);
@@ -277,6 +286,8 @@ class Transport : public braid::Transport {
   std::vector<std::atomic<int64_t>> downSince_;
   int flows_ = 1;
   size_t chunkBytes_ = 1 << 20;
+  std::string congestion_;  // TCP_CONGESTION of the data connections ("": the system's)
+  mutable std::atomic<bool> rtoMinNoted_{false};  // logged once: no TCP_RTO_MIN_US here
   int64_t pathTimeoutNs_ = 0;
   std::unique_ptr<Ticker> ticker_;
   std::unique_ptr<Reactor::Handler> linkWatch_;  // a LinkWatch (tcp_links.cc)
