@@ -226,7 +226,7 @@ class Transport : public braid::Transport {
   // Late binding: a path whose socket has this much queued above the kernel takes no new
   // chunk until it drains below it (then onDrained), so the chunks left at the end of a
   // message go to the paths that are moving rather than queueing behind a stalled flow.
-  static constexpr size_t kHoldBytes = 256 << 10;
+  static constexpr size_t kHoldBytes = 64 << 10;
   void onDrained(Peer* p, int path);
   static constexpr int kTcpRtoMinUs = 45;  // TCP_RTO_MIN_US (linux/tcp.h, 6.15+)
   // Acknowledgements owed to p ride on s (an ACK frame queued before s flushes).
