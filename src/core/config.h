@@ -46,8 +46,8 @@ namespace braid {
   X(tcpBufferBytes, int64_t, 4 << 20, "BRAID_TCP_BUFFER_BYTES", "SO_SNDBUF/SO_RCVBUF size")       \
   X(tcpCongestion, std::string, "auto", "BRAID_TCP_CONGESTION",                                   \
     "TCP congestion control of the data connections: a name (e.g. cubic, dctcp), system (the "    \
-    "kernel's default) or auto (the kernel's default, but cubic instead of bbr when several "     \
-    "flows join one pair of NICs: BBRv1 flows sharing a bottleneck overflow shallow buffers)")    \
+    "kernel's default) or auto (the kernel's default, but cubic instead of bbr, whose "           \
+    "periodic ProbeRTT and loss-blind pacing cost long bulk flows on shallow-buffered fabrics)")  \
   X(tcpRtoMinUs, int64_t, 10000, "BRAID_TCP_RTO_MIN_US",                                          \
     "minimum TCP retransmission timeout of the data connections, microseconds (TCP_RTO_MIN_US, "  \
     "Linux 6.15+; the kernel's is 200 ms, which a lost tail segment costs a whole message); 0: "  \
