@@ -262,6 +262,73 @@ TEST(Multipath, HeldPathsTakeNothingUntilReleased) {
   EXPECT_FALSE(tx.held(1));
 }
 
+TEST(Multipath, AStragglerAtTheEndIsSentAgainOnAnIdlePath) {
+  Sender tx(2, SenderOptions{});
+  std::string data(4096, 'x');
+  auto add = [&] {
+    Chunk c;
+    c.payload = data.data();
+    c.len = 1024;
+    return tx.add(std::move(c))->fid;
+  };
+  std::vector<std::pair<int, uint64_t>> sent;
+  auto emit = [&](int p, Chunk& c) { sent.push_back({p, c.fid}); };
+  const int64_t ms = 1'000'000;
+  uint64_t a = add(), b = add();
+  tx.schedule(1, emit);
+  ASSERT_EQ(sent.size(), 2u);
+  const int pa = sent[0].second == a ? sent[0].first : sent[1].first;
+  Range rb{b, 1};
+  tx.ack(1 - pa, 0, &rb, 1, 5 * ms, [](Chunk&) {});  // b's path is done and idle
+  sent.clear();
+  // Not yet a straggler; nor while something still waits in the queue.
+  EXPECT_EQ(tx.resendStragglers(30 * ms, 50 * ms, emit), 0u);
+  uint64_t q = add();
+  tx.hold(1 - pa, true);
+  tx.hold(pa, true);
+  EXPECT_EQ(tx.resendStragglers(60 * ms, 50 * ms, emit), 0u);
+  tx.hold(1 - pa, false);
+  tx.schedule(60 * ms, emit);  // q goes to the idle path
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0], (std::pair<int, uint64_t>{1 - pa, q}));
+  Range rq{q, 1};
+  tx.ack(1 - pa, 0, &rq, 1, 61 * ms, [](Chunk&) {});
+  tx.hold(pa, false);
+  sent.clear();
+  // a: out 60 ms on a path silent as long: a second copy goes on the other path, once.
+  EXPECT_EQ(tx.resendStragglers(61 * ms, 50 * ms, emit), 1u);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0], (std::pair<int, uint64_t>{1 - pa, a}));
+  EXPECT_EQ(tx.resendStragglers(200 * ms, 50 * ms, emit), 0u);
+  EXPECT_GT(tx.outstanding(pa), 0u);
+  EXPECT_GT(tx.outstanding(1 - pa), 0u);
+  // The first copy acknowledged retires it from both paths.
+  Range ra{a, 1};
+  int done = 0;
+  tx.ack(1 - pa, 0, &ra, 1, 201 * ms, [&](Chunk& c) {
+    ++done;
+    EXPECT_EQ(c.sends, 2u);
+  });
+  EXPECT_EQ(done, 1);
+  EXPECT_TRUE(tx.idle());
+  EXPECT_EQ(tx.outstanding(pa), 0u);
+  EXPECT_EQ(tx.outstanding(1 - pa), 0u);
+  // A path that dies with a copy on it: the chunk is queued again (the receiver may have
+  // dropped the other copy for that one).
+  uint64_t d = add();
+  sent.clear();
+  tx.schedule(300 * ms, emit);
+  ASSERT_EQ(sent.size(), 1u);
+  const int pd = sent[0].first;
+  EXPECT_EQ(tx.resendStragglers(400 * ms, 50 * ms, emit), 1u);
+  EXPECT_EQ(tx.setState(1 - pd, PathState::kDead, 401 * ms), 1u);
+  EXPECT_EQ(tx.outstanding(pd), 0u);
+  sent.clear();
+  tx.schedule(402 * ms, emit);
+  ASSERT_EQ(sent.size(), 1u);
+  EXPECT_EQ(sent[0], (std::pair<int, uint64_t>{pd, d}));
+}
+
 TEST(Multipath, FaultPlanParsesAndRejects) {
   FaultPlan p;
   ASSERT_TRUE(FaultPlan::parse("path=1,after_bytes=64M,mode=blackhole,seed=3,times=2", &p).isOk());

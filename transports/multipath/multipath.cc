@@ -32,8 +32,15 @@ size_t Sender::setState(int path, PathState s, int64_t nowNs) {
   if (s != PathState::kDead) return 0;
   size_t moved = 0;
   for (auto& [fid, c] : chunks_) {
-    if (c.path != path) continue;
-    c.path = -1;
+    if (c.path != path && c.copyPath != path) continue;
+    // Sent again even when its other copy is still under way: the receiver may have dropped
+    // that one for this one (mp::Receiver's conflict), so only a fresh copy is sure to land.
+    const int other = c.path == path ? c.copyPath : c.path;
+    if (other >= 0) {
+      PathRec& o = paths_[other];
+      o.outstanding -= std::min(o.outstanding, static_cast<size_t>(c.len) + kFrameCost);
+    }
+    c.path = c.copyPath = -1;
     queue_.insert(fid);
     ++moved;
   }
@@ -131,9 +138,12 @@ size_t Sender::requeueLost(int64_t nowNs) {
   size_t n = 0;
   for (auto& [fid, c] : chunks_) {
     if (c.path < 0 || nowNs - c.sentNs <= opt_.timeoutNs) continue;
-    PathRec& p = paths_[c.path];
-    p.outstanding -= std::min(p.outstanding, static_cast<size_t>(c.len) + kFrameCost);
-    c.path = -1;
+    for (int q : {c.path, c.copyPath}) {
+      if (q < 0) continue;
+      PathRec& p = paths_[q];
+      p.outstanding -= std::min(p.outstanding, static_cast<size_t>(c.len) + kFrameCost);
+    }
+    c.path = c.copyPath = -1;
     queue_.insert(fid);
     ++n;
   }

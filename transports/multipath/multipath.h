@@ -59,6 +59,7 @@ struct Chunk {
   std::string owned;              // a copy (small messages complete before they are acked)
   NetRequest* req = nullptr;      // completes when its last chunk is acknowledged
   int path = -1;                  // the path it is outstanding on; -1: waiting for one
+  int copyPath = -1;              // a second copy in flight there (Sender::resendStragglers)
   int64_t sentNs = 0;
   uint32_t sends = 0;
   bool urgent = true;  // the receiver acknowledges it at once (else with its next frame)
@@ -132,6 +133,40 @@ class Sender {
   void hold(int path, bool held) { paths_[path].held = held; }
   bool held(int path) const { return paths_[path].held; }
   bool waiting() const { return !queue_.empty(); }
+  // The end of a transfer: with nothing queued, a chunk out for ageNs on a path that has not
+  // been acknowledged for as long (a flow recovering from a loss, or in retransmission backoff)
+  // is sent again on the least loaded other usable path that is not held; the first copy
+  // acknowledged retires it. At most one extra copy per chunk; returns how many were sent.
+  template <typename Emit>
+  size_t resendStragglers(int64_t nowNs, int64_t ageNs, Emit&& emit) {
+    if (!queue_.empty()) return 0;
+    size_t n = 0;
+    for (auto& [fid, c] : chunks_) {
+      if (c.path < 0 || c.copyPath >= 0 || nowNs - c.sentNs < ageNs) continue;
+      const PathRec& from = paths_[c.path];
+      if (nowNs - std::max(from.lastAckNs, c.sentNs) < ageNs) continue;
+      int best = -1;
+      for (size_t i = 0; i < paths_.size(); ++i) {
+        const PathRec& p = paths_[i];
+        if (static_cast<int>(i) == c.path || p.state != PathState::kUp || p.held) continue;
+        if (best < 0 || p.outstanding < paths_[best].outstanding) best = static_cast<int>(i);
+      }
+      if (best < 0) return n;
+      PathRec& to = paths_[best];
+      if (to.outstanding != 0 && to.outstanding + c.len + kFrameCost > opt_.window) return n;
+      c.copyPath = best;
+      ++c.sends;
+      if (to.outstanding == 0) {
+        to.lastProgressNs = nowNs;
+        to.busyStartNs = nowNs;
+        to.busyBytes = 0;
+      }
+      to.outstanding += c.len + kFrameCost;
+      emit(best, c);
+      ++n;
+    }
+    return n;
+  }
   // Paths with chunks outstanding and no acknowledgement for the timeout.
   void expired(int64_t nowNs, std::vector<int>* out) const;
   // The transport below knows the path still moves data (its own acknowledgements arrive):
@@ -182,6 +217,7 @@ class Sender {
     } else {
       queue_.erase(c.fid);  // acknowledged while queued again: an earlier copy arrived
     }
+    if (c.copyPath >= 0) credit(c.copyPath, c.len + kFrameCost, nowNs);
     done(c);
     return chunks_.erase(it);
   }

@@ -512,11 +512,17 @@ bool Transport::acceptChunk(Peer* p, int path, const FrameHeader& h) {
   switch (p->rx.begin(h.fid, path, &other)) {
     case mp::Receiver::Verdict::kDuplicate:
       return false;
-    case mp::Receiver::Verdict::kConflict:
-      // The sender gave up on `other` and re-sent the chunk here: drop the stale copy's path.
-      onPathDown(p, other, "a copy of a chunk it was receiving arrived on another path", false,
-                 /*notify=*/false);  // the sender gave up on it first
+    case mp::Receiver::Verdict::kConflict: {
+      // The sender sent the chunk again here while `other` was still bringing its first copy
+      // (a straggler re-sent at the end of a transfer, or `other` is dying): this copy goes
+      // to the destination, the rest of that one nowhere (the bytes are the same, and the
+      // destination may be handed back to the application as soon as this copy is in).
+      Socket* s = other >= 0 && static_cast<size_t>(other) < p->paths.size()
+                      ? p->paths[other]->sock.get()
+                      : nullptr;
+      if (s != nullptr) s->abandonFrame(h.fid);
       return !failed();
+    }
     case mp::Receiver::Verdict::kNew:
       return true;
   }
@@ -551,10 +557,12 @@ void Transport::onAck(Peer* p, int path, uint64_t below, const std::string& rang
     std::memcpy(&rs[i].count, ranges.data() + 16 * i + 8, 8);
   }
   p->tx.ack(path, below, rs.data(), rs.size(), nowNs(), [&](mp::Chunk& c) {
-    if (c.sends > 1 && c.path >= 0) {
+    if (c.sends > 1) {
       // Another copy may still be on its way out of a path: it must not read freed memory.
-      Socket* s = p->paths[c.path]->sock.get();
-      if (s != nullptr && s->alive()) s->forget(c.fid);
+      for (int q : {c.path, c.copyPath}) {
+        Socket* s = q >= 0 ? p->paths[q]->sock.get() : nullptr;
+        if (s != nullptr && s->alive()) s->forget(c.fid);
+      }
     }
     if (c.req != nullptr && --c.req->fragmentsLeft == 0) complete(c.req, Status::ok());
   });
@@ -632,16 +640,18 @@ void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
   if (stopping_ || p->left) return;
   for (size_t k = 0; k < p->paths.size(); ++k) {
     Socket* s = p->paths[k]->sock.get();
-    if (s == nullptr || !s->alive() || s->frozen() || s->saidBye()) continue;
+    if (s == nullptr || !s->alive() || s->saidBye()) continue;
     if (now - s->lastRecvNs() > 2 * pathTimeoutNs_) {
-      const int64_t quiet = s->kernelQuietMs();
+      // (A socket frozen by fault injection is a blackhole: its kernel may still take the
+      // peer's bytes, but nothing reaches braid any more.)
+      const int64_t quiet = s->frozen() ? -1 : s->kernelQuietMs();
       if (quiet >= 0 && quiet < timeoutMs) continue;  // this loop lagged, not the path
       onPathDown(p, static_cast<int>(k), fmt::format("nothing heard for {} ms", 2 * timeoutMs),
                  false);
       if (failed()) return;
       continue;
     }
-    if (now - s->lastSendNs() > pathTimeoutNs_ / 3 && s->queuedBytes() == 0) {
+    if (!s->frozen() && now - s->lastSendNs() > pathTimeoutNs_ / 3 && s->queuedBytes() == 0) {
       FrameHeader h;  // an acknowledgement of what already is: the keepalive
       h.type = static_cast<uint8_t>(FrameType::kAck);
       h.tag = p->rx.watermark();
@@ -670,6 +680,8 @@ void Transport::onTick() {
   for (Peer& p : peers_) {
     if (p.paths.empty()) continue;
     checkPaths(&p, now, &stalled);
+    if (failed()) return;
+    if (!p.tx.idle() && !p.tx.waiting()) pump(&p);  // the end of a transfer: stragglers
     if (failed()) return;
     if (p.rx.anyAckOwed() && !stopping_) {
       // Lazy acknowledgements: each path's on that path, a dead path's on any live one (the

@@ -105,6 +105,13 @@ void Socket::flush() {
   }
 }
 
+void Socket::abandonFrame(uint64_t fid) {
+  if (!inPayload_ || in_.fid != fid || static_cast<FrameType>(in_.type) != FrameType::kData) return;
+  inDest_ = nullptr;
+  inReq_ = nullptr;
+  inNew_ = false;
+}
+
 void Socket::detachFront() {
   OutFrame& f = out_.front();
   if (f.sent == 0 || !f.owned.empty()) return;

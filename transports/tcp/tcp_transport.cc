@@ -43,6 +43,9 @@ Status Transport::listen() {
   flows_ = static_cast<int>(ctx_.cfg->tcpSocketsPerPeer);
   chunkBytes_ = static_cast<size_t>(ctx_.cfg->pathChunkBytes);
   pathTimeoutNs_ = ctx_.cfg->pathTimeoutMs * 1'000'000;
+  // Normal ends of a transfer on the ECMP testbed take 20-30 ms from the last chunk handed
+  // out to the last acknowledgement; a flow in loss recovery held one 100-280 ms.
+  stragglerNs_ = std::clamp<int64_t>(pathTimeoutNs_ / 10, 20'000'000, 100'000'000);
   BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_));
   BRAID_TRY(chooseCongestionControl());
   for (const NetIf& nif : nics_) {
@@ -264,7 +267,7 @@ void Transport::pumpOnce(Peer* p) {
   Socket* touched[8];
   size_t nt = 0;
   bool many = false;
-  p->tx.schedule(mp::nowNs(), [&](int path, mp::Chunk& c) {
+  auto emit = [&](int path, mp::Chunk& c) {
     Socket* s = p->paths[path]->sock.get();
     FrameHeader h;
     h.type = c.type;
@@ -277,6 +280,9 @@ void Transport::pumpOnce(Peer* p) {
     s->enqueue(h, c.payload);
     if (s->queuedBytes() >= kHoldBytes) p->tx.hold(path, true);
     p->paths[path]->ctr.chunksSent.fetch_add(1, std::memory_order_relaxed);
+    if (c.copyPath == path) {  // a straggler's second copy: counted as re-sent by its path
+      p->paths[c.path]->ctr.retransmits.fetch_add(1, std::memory_order_relaxed);
+    }
     if (std::find(touched, touched + nt, s) == touched + nt) {
       if (nt < 8) {
         touched[nt++] = s;
@@ -284,7 +290,10 @@ void Transport::pumpOnce(Peer* p) {
         many = true;
       }
     }
-  });
+  };
+  const int64_t now = mp::nowNs();
+  p->tx.schedule(now, emit);
+  p->tx.resendStragglers(now, stragglerNs_, emit);
   if (many) {
     for (auto& path : p->paths) {
       if (failed()) return;

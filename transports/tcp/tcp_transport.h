@@ -88,6 +88,9 @@ class Socket : public Reactor::Handler {
   // A chunk was acknowledged (another copy arrived): its payload may go away, so an unsent
   // frame of it is dropped and a half-sent one finishes from a copy.
   void forget(uint64_t fid);
+  // Another path brings the chunk this socket is receiving: the rest of its payload here is
+  // read and dropped, and the frame does not count as arrived.
+  void abandonFrame(uint64_t fid);
   // Fault injection: the path stops moving data without a word (a blackhole).
   void freeze();
   bool alive() const { return fd_.valid(); }
@@ -286,7 +289,8 @@ class Transport : public braid::Transport {
   std::vector<std::atomic<int64_t>> downSince_;
   int flows_ = 1;
   size_t chunkBytes_ = 1 << 20;
-  std::string congestion_;  // TCP_CONGESTION of the data connections ("": the system's)
+  int64_t stragglerNs_ = 50'000'000;  // mp::Sender::resendStragglers age
+  std::string congestion_;            // TCP_CONGESTION of the data connections ("": the system's)
   mutable std::atomic<bool> rtoMinNoted_{false};  // logged once: no TCP_RTO_MIN_US here
   int64_t pathTimeoutNs_ = 0;
   std::unique_ptr<Ticker> ticker_;
