@@ -234,7 +234,8 @@ class Receiver {
  public:
   enum class Verdict { kNew, kDuplicate, kConflict };
   // A chunk's header arrived on `path`: new, already received (drop it, ack again), or being
-  // received right now on another path (*other): that path's copy is stale, drop that path.
+  // received right now on another path (*other; the sender sent it again: a straggler, or a
+  // path it gave up on): this copy is taken, the rest of the other one must go nowhere.
   Verdict begin(uint64_t fid, int path, int* other);
   // The chunk arrived whole on `path` (after kNew); urgent: acknowledge at the next opportunity.
   void end(uint64_t fid, int path, bool urgent);
