@@ -102,13 +102,7 @@ class Sender {
       c.path = p;
       c.sentNs = nowNs;
       ++c.sends;
-      PathRec& pr = paths_[p];
-      if (pr.outstanding == 0) {
-        pr.lastProgressNs = nowNs;
-        pr.busyStartNs = nowNs;
-        pr.busyBytes = 0;
-      }
-      pr.outstanding += c.len + kFrameCost;
+      charge(p, c.len, nowNs);
       emit(p, c);
     }
   }
@@ -156,12 +150,7 @@ class Sender {
       if (to.outstanding != 0 && to.outstanding + c.len + kFrameCost > opt_.window) return n;
       c.copyPath = best;
       ++c.sends;
-      if (to.outstanding == 0) {
-        to.lastProgressNs = nowNs;
-        to.busyStartNs = nowNs;
-        to.busyBytes = 0;
-      }
-      to.outstanding += c.len + kFrameCost;
+      charge(best, c.len, nowNs);
       emit(best, c);
       ++n;
     }
@@ -222,6 +211,16 @@ class Sender {
     return chunks_.erase(it);
   }
   void credit(int path, size_t bytes, int64_t nowNs);
+  // A chunk of len bytes goes out on the path: outstanding, and a busy stretch starts if idle.
+  void charge(int path, uint32_t len, int64_t nowNs) {
+    PathRec& p = paths_[path];
+    if (p.outstanding == 0) {
+      p.lastProgressNs = nowNs;
+      p.busyStartNs = nowNs;
+      p.busyBytes = 0;
+    }
+    p.outstanding += len + kFrameCost;
+  }
 
   SenderOptions opt_;
   std::vector<PathRec> paths_;
