@@ -246,8 +246,7 @@ void Transport::pump(Peer* p) {
 
 // Writes the path's waiting chunks while the peer has free slots and the send queue room.
 void Transport::drainWire(Peer* p, Path* path) {
-  while (!path->wire.empty() && !path->dead && !path->frozen && path->hasCredit() &&
-         path->inflight.size() + 2 < path->sqDepth) {
+  while (!path->wire.empty() && !path->dead && !path->frozen && path->canWrite() > 0) {
     if (!writeChunk(p, path, *path->wire.front())) {
       pathDown(p, path, fmt::format("posting a write failed: {}", std::strerror(errno)), true);
       return;

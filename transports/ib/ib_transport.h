@@ -192,7 +192,6 @@ struct Path {
   std::deque<mp::Chunk*> wire;  // assigned to this path by the scheduler, waiting for a slot
   mp::PathCounters ctr;
   ~Path();
-  bool hasCredit() const { return sendSeq - peerConsumed < remoteSlots; }
   // Chunks this path can write now: free slots at the peer, room in the send queue.
   size_t canWrite() const {
     const size_t slots = remoteSlots - std::min<size_t>(remoteSlots, sendSeq - peerConsumed);

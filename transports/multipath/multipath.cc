@@ -35,13 +35,7 @@ size_t Sender::setState(int path, PathState s, int64_t nowNs) {
     if (c.path != path && c.copyPath != path) continue;
     // Sent again even when its other copy is still under way: the receiver may have dropped
     // that one for this one (mp::Receiver's conflict), so only a fresh copy is sure to land.
-    const int other = c.path == path ? c.copyPath : c.path;
-    if (other >= 0) {
-      PathRec& o = paths_[other];
-      o.outstanding -= std::min(o.outstanding, static_cast<size_t>(c.len) + kFrameCost);
-    }
-    c.path = c.copyPath = -1;
-    queue_.insert(fid);
+    requeue(c);
     ++moved;
   }
   p.outstanding = 0;
@@ -99,6 +93,16 @@ int Sender::pick(uint32_t len, int64_t nowNs) const {
   return best;
 }
 
+void Sender::requeue(Chunk& c) {
+  for (int q : {c.path, c.copyPath}) {
+    if (q < 0) continue;
+    PathRec& p = paths_[q];
+    p.outstanding -= std::min(p.outstanding, static_cast<size_t>(c.len) + kFrameCost);
+  }
+  c.path = c.copyPath = -1;
+  queue_.insert(c.fid);
+}
+
 void Sender::credit(int path, size_t bytes, int64_t nowNs) {
   PathRec& p = paths_[path];
   p.outstanding -= std::min(p.outstanding, bytes);
@@ -138,13 +142,7 @@ size_t Sender::requeueLost(int64_t nowNs) {
   size_t n = 0;
   for (auto& [fid, c] : chunks_) {
     if (c.path < 0 || nowNs - c.sentNs <= opt_.timeoutNs) continue;
-    for (int q : {c.path, c.copyPath}) {
-      if (q < 0) continue;
-      PathRec& p = paths_[q];
-      p.outstanding -= std::min(p.outstanding, static_cast<size_t>(c.len) + kFrameCost);
-    }
-    c.path = c.copyPath = -1;
-    queue_.insert(fid);
+    requeue(c);
     ++n;
   }
   return n;

@@ -211,6 +211,8 @@ class Sender {
     return chunks_.erase(it);
   }
   void credit(int path, size_t bytes, int64_t nowNs);
+  // Takes the chunk off the path(s) carrying it (their outstanding bytes) and queues it again.
+  void requeue(Chunk& c);
   // A chunk of len bytes goes out on the path: outstanding, and a busy stretch starts if idle.
   void charge(int path, uint32_t len, int64_t nowNs) {
     PathRec& p = paths_[path];
