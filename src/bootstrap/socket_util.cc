@@ -10,8 +10,8 @@
 
 #include <cerrno>
 #include <climits>
-#include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <thread>
 
 namespace braid {
@@ -121,12 +121,8 @@ void tuneSocket(int fd, int bufferBytes) {
 
 std::string readProcLine(const char* path) {
   std::string line;
-  if (FILE* f = std::fopen(path, "re")) {
-    char buf[256];
-    if (std::fgets(buf, sizeof buf, f) != nullptr) line = buf;
-    std::fclose(f);
-  }
-  while (!line.empty() && (line.back() == '\n' || line.back() == ' ')) line.pop_back();
+  std::ifstream f(path);
+  std::getline(f, line);
   return line;
 }
 

@@ -7,9 +7,10 @@
 
 #include <cerrno>
 #include <cstring>
-#include <fstream>
 #include <initializer_list>
 #include <memory>
+
+#include "src/bootstrap/socket_util.h"
 
 namespace braid {
 namespace {
@@ -109,9 +110,7 @@ Status discoverMachine(MachineInfo* out) {
 std::string hostIdentity() {
   char host[256] = {};
   if (gethostname(host, sizeof host - 1) != 0) std::strcpy(host, "unknown-host");
-  std::string boot;
-  std::ifstream f("/proc/sys/kernel/random/boot_id");
-  std::getline(f, boot);
+  const std::string boot = readProcLine("/proc/sys/kernel/random/boot_id");
   std::string id = boot.empty() ? std::string(host) : fmt::format("{}/{}", host, boot.substr(0, 8));
   // Processes in different network namespaces (emulated hosts, containers) cannot share
   // abstract sockets: they count as different hosts.
