@@ -44,6 +44,22 @@ struct CollArgs {
 // schedule starts running, so queued calls hold neither steps nor scratch memory.
 Status buildCollective(const CollArgs& a, Schedule* s);
 
+// Small collectives through the shared-memory fast boxes (fastbox.cc). The choice depends only
+// on what every rank agrees on (the call, the communicator, the configuration), never on
+// streams or groups, so every rank makes the same one.
+class Comm;
+struct Config;
+// Which collectives may use them (bit per CollKind): not those BRAID_ALGO forces.
+uint32_t fastboxKinds(const Config& cfg);
+bool fastboxApplies(const CollArgs& a, const Comm& comm);
+// The call's number, taken in call order (when it is issued, not when it runs).
+uint32_t fastboxNextCall(Comm& comm);
+void fastboxSchedule(const CollArgs& a, uint32_t call, Schedule* s);
+// A blocking call on the caller's thread, outside a group: runs it to its end.
+Status fastboxRun(const CollArgs& a, Comm& comm);
+// Whether BRAID_ALGO names an algorithm for this collective.
+bool algorithmForced(const Config& cfg, CollKind kind);
+
 // Algorithms (rank and size come from the schedule's communicator).
 void allReduceRing(const CollArgs& a, Schedule* s);
 void allReduceHierarchical(const CollArgs& a, Schedule* s);

@@ -99,7 +99,18 @@ Status forcedAlgo(const std::string& spec, CollKind kind, std::string* out) {
 
 }  // namespace
 
+bool algorithmForced(const Config& cfg, CollKind kind) {
+  std::string name;
+  return forcedAlgo(cfg.algo, kind, &name).isOk() && !name.empty();
+}
+
 Status buildCollective(const CollArgs& a, Schedule* s) {
+  if (fastboxApplies(a, *s->comm())) {
+    s->defer([a, call = fastboxNextCall(*s->comm())](Schedule* sched) {
+      fastboxSchedule(a, call, sched);
+    });
+    return Status::ok();
+  }
   const Config& cfg = s->comm()->config();
   std::string name;
   BRAID_TRY(forcedAlgo(cfg.algo, a.kind, &name));

@@ -16,6 +16,7 @@ namespace braid {
 
 class Reactor;
 struct NetRequest;
+struct FastLink;
 
 // Receives completions; called on the progress thread, must not block.
 class CompletionSink {
@@ -110,6 +111,13 @@ class Transport {
     return Status::ok();
   }
   virtual void deregisterBuffer(void* handle) { (void)handle; }
+  // After connectAll: the fast boxes shared with `rank` (shared-memory transports), or false.
+  virtual bool fastLink(int rank, FastLink* link, size_t* capacity) const {
+    (void)rank;
+    (void)link;
+    (void)capacity;
+    return false;
+  }
   // Peers this transport cannot reach right now, for error messages ("; rank 3 (...) is
   // unreachable ..."), or empty. Any thread.
   virtual std::string healthNote() const { return {}; }

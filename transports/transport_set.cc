@@ -185,6 +185,11 @@ void TransportSet::pathStats(std::vector<PathStatsRow>* out) const {
   for (const auto& m : members_) m->t->pathStats(out);
 }
 
+bool TransportSet::fastLink(int rank, FastLink* link, size_t* capacity) const {
+  int idx = rank >= 0 && rank < static_cast<int>(route_.size()) ? route_[rank] : -1;
+  return idx >= 0 && members_[idx]->t->fastLink(rank, link, capacity);
+}
+
 const char* TransportSet::routeName(int rank) const {
   int idx = rank >= 0 && rank < static_cast<int>(route_.size()) ? route_[rank] : -1;
   return idx < 0 ? "self" : members_[idx]->t->name();

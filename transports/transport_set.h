@@ -40,6 +40,7 @@ class TransportSet : public Transport {
   // One handle for every member's registration (a vector of their handles), or nullptr.
   Status registerBuffer(void* buf, size_t size, void** handle) override;
   void deregisterBuffer(void* handle) override;
+  bool fastLink(int rank, FastLink* link, size_t* capacity) const override;
   std::string healthNote() const override;
 
   // The transport that carries traffic with `rank` (after connectAll).

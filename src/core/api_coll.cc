@@ -8,6 +8,7 @@
 #include "collectives/algorithms.h"
 #include "src/core/api_guard.h"
 #include "src/core/handles.h"
+#include "src/core/log.h"
 
 namespace braid {
 namespace {
@@ -172,6 +173,15 @@ braidResult_t issue(Call c) {
       c.a.sdispls.resize(n);
       c.a.rdispls.resize(n);
       for (size_t p = 0; p < n; ++p) c.a.sdispls[p] = c.a.rdispls[p] = p * c.a.count;
+    }
+    if (!stream && !groupOpen() && fastboxApplies(c.a, *comm)) {
+      // Small, blocking, on a communicator whose ranks share memory: run it here and now.
+      comm->nextCollectiveTagBase();  // keeps the tag sequence the same on every rank
+      comm->enter();
+      Status s = fastboxRun(c.a, *comm);
+      comm->leave();
+      if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());
+      return s;
     }
     uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
                        : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)

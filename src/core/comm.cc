@@ -10,6 +10,7 @@
 #include <cstring>
 #include <thread>
 
+#include "collectives/algorithms.h"
 #include "src/bootstrap/rendezvous.h"
 #include "src/core/log.h"
 #include "src/engine/executor.h"
@@ -88,7 +89,23 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
       std::count(table.hostIds.begin(), table.hostIds.end(), table.hostIds[rank_]));
   oversubscribed_ = cores > 0 && onHost > cores;
   BRAID_TRY(transport_->connectAll(peers, deadline));
+  setupFastBoxes();
   return reactor_->start(rank_);
+}
+
+// Every rank reaches the same answer: every pair of a one-node communicator shares memory
+// (the transport set routes both ends of a pair alike), and the pairs checked at connect
+// that both ranks use the same box capacity.
+void Comm::setupFastBoxes() {
+  if (nranks_ < 2) return;
+  auto fb = std::make_unique<FastBoxes>();
+  fb->links.resize(nranks_);
+  for (int r = 0; r < nranks_; ++r) {
+    if (r != rank_ && !transport_->fastLink(r, &fb->links[r], &fb->capacity)) return;
+  }
+  fb->kinds = fastboxKinds(cfg_);
+  LOG_INFO(kInit, "fast boxes to all {} peers ({} bytes each)", nranks_ - 1, fb->capacity);
+  fast_ = std::move(fb);
 }
 
 Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secret& secret,
@@ -153,6 +170,7 @@ Status Comm::asyncError() {
 void Comm::setAsyncError(const Status& s) {
   std::lock_guard<std::mutex> lock(mu_);
   if (asyncError_.isOk()) asyncError_ = s;
+  failed_.store(true, std::memory_order_release);
   lastError_ = s.message();
 }
 
@@ -178,6 +196,7 @@ void Comm::shutdown() {
     shutDown_ = true;
     // Calls still queued on streams find this and fail cleanly instead of using a dead transport.
     if (asyncError_.isOk()) asyncError_ = invalidUsage("the communicator was destroyed");
+    failed_.store(true, std::memory_order_release);
   }
   Deadline d = deadlineIn(cfg_.timeoutMs);
   while (inflight_.load() > 0 && Clock::now() < d) {

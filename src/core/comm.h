@@ -11,6 +11,7 @@
 #include "src/bootstrap/auth.h"
 #include "src/core/config.h"
 #include "src/core/status.h"
+#include "src/engine/fastbox.h"
 #include "src/engine/reactor.h"
 #include "src/engine/scratch.h"
 #include "src/topology/nodes.h"
@@ -59,7 +60,12 @@ class Comm : public std::enable_shared_from_this<Comm> {
   uint64_t nextRecvTagBase(int peer);
 
   Status asyncError();
+  // Whether asyncError() is set: one atomic load, for polling loops.
+  bool hasAsyncError() const { return failed_.load(std::memory_order_acquire); }
   void setAsyncError(const Status& s);
+  // The fast boxes to every peer, when every peer shares memory with this rank and the
+  // transport has them (BRAID_SHM_FAST_BYTES > 0); else nullptr.
+  FastBoxes* fastBoxes() const { return fast_.get(); }
   void setLastError(const std::string& msg);
   std::string lastError();
 
@@ -76,6 +82,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   Comm(int rank, int nranks, const Config& cfg, const Secret& secret);
   Status openTransport();
   Status connect(const PeerTable& table, Deadline deadline);
+  void setupFastBoxes();
 
   int rank_;
   int nranks_;
@@ -92,6 +99,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::mutex mu_;
   std::vector<uint64_t> sendSeq_, recvSeq_;
   Status asyncError_;
+  std::atomic<bool> failed_{false};
+  std::unique_ptr<FastBoxes> fast_;
   std::string lastError_;
   std::atomic<int> inflight_{0};
   bool shutDown_ = false;

@@ -89,6 +89,9 @@ Status Config::fromEnv(Config* out) {
         "BRAID_EAGER_BYTES + 128");
   }
   if (c.shmCma != 0 && c.shmCma != 1) return invalidArgument("BRAID_SHM_CMA must be 0 or 1");
+  if (c.shmFastBytes < 0 || c.shmFastBytes > 65536) {
+    return invalidArgument("BRAID_SHM_FAST_BYTES must be between 0 and 65536");
+  }
   if (c.alltoallWindow < 1) return invalidArgument("BRAID_ALLTOALL_WINDOW must be at least 1");
   if (c.spinUs < 0) return invalidArgument("BRAID_SPIN_US must not be negative");
   if (c.multirail != "auto" && c.multirail != "spray" && c.multirail != "failover" &&

@@ -80,6 +80,10 @@ namespace braid {
   X(shmCma, int64_t, 1, "BRAID_SHM_CMA",                                                          \
     "1: messages above BRAID_EAGER_BYTES go in one copy (process_vm_readv) where the kernel "     \
     "permits; 0: always through the ring")                                                        \
+  X(shmFastBytes, int64_t, 4096, "BRAID_SHM_FAST_BYTES",                                          \
+    "collectives whose per-rank message is at most this size, on a communicator whose ranks "     \
+    "all share memory, go through per-pair mailboxes in one exchange (0: never; at most 65536; "  \
+    "the same on every rank)")                                                                    \
   X(chunkBytes, int64_t, 0, "BRAID_CHUNK_BYTES",                                                  \
     "pipeline chunk size of algorithms (0: the cost model's, 1 MiB when shared memory carries "   \
     "every step, else 4 MiB)")                                                                    \

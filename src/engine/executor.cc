@@ -39,6 +39,10 @@ class Run : public CompletionSink {
   Node& node(Ref r) { return scheds_[r.sched]->nodes()[r.node]; }
   void start(Ref r);
   void finish(Ref r);
+  void fail(Status e) {
+    if (err_.isOk()) err_ = std::move(e);
+  }
+  bool pollSteps();
   std::string pendingDescription();
   bool waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch);
   bool drive(Deadline deadline);
@@ -52,6 +56,7 @@ class Run : public CompletionSink {
   std::vector<NetRequest> reqs_;
   std::vector<uint8_t> inFlight_;
   std::vector<Ref> ready_;
+  std::vector<Ref> polling_;  // poll steps started and not finished
   std::map<std::pair<Comm*, uint64_t>, Ref> selfSends_, selfRecvs_;
   size_t outstanding_ = 0;
   size_t finished_ = 0;
@@ -91,6 +96,13 @@ void Run::start(Ref r) {
     case Node::Kind::kAvg:
       finishAvg(n.dst, n.count, n.dt, n.nranks);
       return finish(r);
+    case Node::Kind::kPoll: {
+      Status e;
+      if (s.pollStep(n.slot)->poll(&e)) return e.isOk() ? finish(r) : fail(std::move(e));
+      polling_.push_back(r);
+      ++outstanding_;
+      return;
+    }
     case Node::Kind::kSend:
     case Node::Kind::kRecv:
       break;
@@ -138,9 +150,33 @@ void Run::start(Ref r) {
   comm->transport()->post(&q);
 }
 
+// Polls the poll steps in flight; whether any finished.
+bool Run::pollSteps() {
+  bool any = false;
+  for (size_t i = 0; i < polling_.size();) {
+    Ref r = polling_[i];
+    Status e;
+    if (!scheds_[r.sched]->pollStep(node(r).slot)->poll(&e)) {
+      ++i;
+      continue;
+    }
+    polling_[i] = polling_.back();
+    polling_.pop_back();
+    --outstanding_;
+    any = true;
+    e.isOk() ? finish(r) : fail(std::move(e));
+  }
+  return any;
+}
+
 std::string Run::pendingDescription() {
   std::string out;
   int shown = 0;
+  for (Ref r : polling_) {
+    if (shown++ == 3) return out + ", ...";
+    out += fmt::format("{}{}", out.empty() ? "" : ", ",
+                       scheds_[r.sched]->pollStep(node(r).slot)->waitingFor());
+  }
   for (uint32_t si = 0; si < scheds_.size(); ++si) {
     auto& nodes = scheds_[si]->nodes();
     for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
@@ -172,6 +208,7 @@ bool Run::drive(Deadline deadline) {
     bool moved = false;
     for (Reactor* l : loops_) moved = l->pollOnce() || moved;
     if (hasDone_.load(std::memory_order_acquire)) return true;
+    if (!polling_.empty() && pollSteps()) return true;
     if (moved) {
       idle = 0;
       stamp = true;
@@ -203,7 +240,22 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
   }
   std::unique_lock<std::mutex> lock(mu_);
   Deadline until = timedOut_ ? deadlineIn(30000) : deadline;
-  if (!cv_.wait_until(lock, until, [&] { return !done_.empty(); })) {
+  auto arrived = [&] { return !done_.empty(); };
+  bool woke;
+  if (polling_.empty()) {
+    woke = cv_.wait_until(lock, until, arrived);
+  } else {
+    // Poll steps signal nothing: look at them every 100 µs while sleeping.
+    for (;;) {
+      auto next = std::min<Deadline>(until, Clock::now() + std::chrono::microseconds(100));
+      if ((woke = cv_.wait_until(lock, next, arrived))) break;
+      lock.unlock();
+      woke = pollSteps();
+      lock.lock();
+      if (woke || Clock::now() >= until) break;
+    }
+  }
+  if (!woke) {
     lock.unlock();
     if (timedOut_) {
       LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");

@@ -69,6 +69,14 @@ NodeId Schedule::avg(void* buf, size_t count, braidDataType_t dt, int nranks, De
   return add(std::move(n), deps);
 }
 
+NodeId Schedule::poll(std::unique_ptr<PollStep> step, Deps deps) {
+  Node n;
+  n.kind = Node::Kind::kPoll;
+  n.slot = static_cast<uint32_t>(pollSteps_.size());
+  pollSteps_.push_back(std::move(step));
+  return add(std::move(n), deps);
+}
+
 void* Schedule::scratch(size_t bytes) {
   scratch_.push_back(comm_->scratchPool()->get(bytes));
   return scratch_.back().data();

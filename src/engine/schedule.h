@@ -12,20 +12,32 @@
 #include <vector>
 
 #include "braid/braid.h"
+#include "src/core/status.h"
 #include "src/engine/scratch.h"
 
 namespace braid {
 
 class Comm;
 
+// A step that completes by being polled (no transport request): the executor polls it on
+// every pass of its wait loop (and every 100 µs while it sleeps) until it says it is done.
+class PollStep {
+ public:
+  virtual ~PollStep() = default;
+  // Whether the step has finished; *err is set when it finished with an error.
+  virtual bool poll(Status* err) = 0;
+  // What it waits for, for a timeout's message.
+  virtual std::string waitingFor() const = 0;
+};
+
 using NodeId = int64_t;
 constexpr NodeId kNoNode = -1;
 
 struct Node {
-  enum class Kind : uint8_t { kSend, kRecv, kReduce, kCopy, kAvg };
+  enum class Kind : uint8_t { kSend, kRecv, kReduce, kCopy, kAvg, kPoll };
   Kind kind = Kind::kCopy;
   int peer = -1;
-  uint32_t slot = 0;  // net: distinguishes messages of one call between two ranks
+  uint32_t slot = 0;  // net: distinguishes messages of one call between two ranks; poll: index
   void* dst = nullptr;
   const void* src = nullptr;
   const void* src2 = nullptr;
@@ -51,6 +63,8 @@ class Schedule {
                 braidRedOp_t op, Deps deps = {});
   NodeId copy(void* dst, const void* src, size_t bytes, Deps deps = {});
   NodeId avg(void* buf, size_t count, braidDataType_t dt, int nranks, Deps deps = {});
+  NodeId poll(std::unique_ptr<PollStep> step, Deps deps = {});
+  PollStep* pollStep(uint32_t index) const { return pollSteps_[index].get(); }
   void addDep(NodeId before, NodeId after);
 
   // Defers building the steps until prepare() (called when the schedule starts running).
@@ -80,6 +94,7 @@ class Schedule {
   uint64_t tagBase_;
   std::vector<Node> nodes_;
   std::vector<ScratchBuffer> scratch_;
+  std::vector<std::unique_ptr<PollStep>> pollSteps_;
   std::function<void(Schedule*)> deferred_;
 };
 

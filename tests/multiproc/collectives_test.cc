@@ -199,8 +199,9 @@ void runMatrix(braidComm_t comm, int r, int n, const std::vector<braidDataType_t
   BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
 }
 
-// The same suite over every transport: tcp only, shm only (all ranks share this host), shm
-// through its rings only (no single-copy reads), and both at once (a topology file puts even and
+// The same suite over every transport: tcp only, shm only (all ranks share this host; small
+// calls through the fast boxes), shm through its rings only (no single-copy reads, no fast
+// boxes), and both at once (a topology file puts even and
 // odd ranks on two virtual nodes: shm inside a node, tcp between them, so every ring step crosses).
 struct Param {
   const char* transport;
@@ -220,10 +221,11 @@ RankOptions transportOptions(const Param& p) {
                         << (odd.empty() ? "" : ", {\"ranks\": [" + odd + "]}") << "]}";
     opt.env = {{"BRAID_TOPO_FILE", path}, {"BRAID_TRANSPORTS", "shm,tcp"}};
   } else if (std::string(p.transport) == "shmring") {
-    // Shared memory without single-copy reads: every large message streams through a small
-    // ring that wraps many times.
+    // Shared memory without single-copy reads or fast boxes: every large message streams
+    // through a small ring that wraps many times, and small ones go through the rings too.
     opt.env = {{"BRAID_TRANSPORTS", "shm"},
                {"BRAID_SHM_CMA", "0"},
+               {"BRAID_SHM_FAST_BYTES", "0"},
                {"BRAID_EAGER_BYTES", "4096"},
                {"BRAID_SHM_RING_BYTES", "65536"}};
   } else {

@@ -27,7 +27,11 @@ namespace {
 
 constexpr size_t kPage = 4096;
 
-size_t dataOffset() { return (sizeof(SegmentLayout) + kPage - 1) & ~(kPage - 1); }
+size_t boxesOffset() { return (sizeof(SegmentLayout) + kLine - 1) & ~(kLine - 1); }
+size_t dataOffset(size_t fastBytes) {
+  size_t boxes = fastBytes == 0 ? 0 : 4 * fastBoxStride(fastBytes);
+  return (boxesOffset() + boxes + kPage - 1) & ~(kPage - 1);
+}
 
 sockaddr_un abstractAddr(const std::string& name, socklen_t* len) {
   sockaddr_un a{};
@@ -131,7 +135,9 @@ bool probeCma(int pid, uint64_t addr) {
 
 }  // namespace
 
-size_t segmentBytes(size_t ringBytes) { return dataOffset() + 2 * ringBytes; }
+size_t segmentBytes(size_t ringBytes, size_t fastBytes) {
+  return dataOffset(fastBytes) + 2 * ringBytes;
+}
 
 Transport::Transport(const TransportContext& ctx) : ctx_(ctx) {}
 
@@ -174,7 +180,7 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
   const int lo = std::min(ctx_.rank, p->rank), hi = std::max(ctx_.rank, p->rank);
   if (creator) {
     const size_t ring = static_cast<size_t>(ctx_.cfg->shmRingBytes);
-    bytes = segmentBytes(ring);
+    bytes = segmentBytes(ring, static_cast<size_t>(ctx_.cfg->shmFastBytes));
     seg.reset(memfd_create("braid-shm", MFD_CLOEXEC));
     if (!seg.valid() || ftruncate(seg.get(), static_cast<off_t>(bytes)) != 0) {
       return systemError(
@@ -183,8 +189,8 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
   } else {
     BRAID_TRY(recvFd(sock.get(), deadline, who, &seg));
     struct stat st {};
-    if (fstat(seg.get(), &st) != 0 || st.st_size < static_cast<off_t>(dataOffset()) ||
-        st.st_size > static_cast<off_t>(segmentBytes(size_t{1} << 30))) {
+    if (fstat(seg.get(), &st) != 0 || st.st_size < static_cast<off_t>(dataOffset(0)) ||
+        st.st_size > static_cast<off_t>(segmentBytes(size_t{1} << 30, kMaxFastBytes))) {
       return remoteError(fmt::format("shm: {} passed a segment of the wrong size", who));
     }
     bytes = static_cast<size_t>(st.st_size);
@@ -203,18 +209,37 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
     p->seg->hdr.ranks[0] = lo;
     p->seg->hdr.ranks[1] = hi;
     p->seg->hdr.commTag = ctx_.commTag;
+    p->seg->hdr.fastBytes = static_cast<uint64_t>(ctx_.cfg->shmFastBytes);
     p->seg->hdr.magic = kMagic;
   } else {
     const SegmentHeader& h = p->seg->hdr;
     if (h.magic != kMagic || h.ranks[0] != lo || h.ranks[1] != hi || h.commTag != ctx_.commTag ||
         h.ringBytes < 65536 || (h.ringBytes & (h.ringBytes - 1)) != 0 ||
-        segmentBytes(h.ringBytes) != bytes) {
+        h.fastBytes > kMaxFastBytes || segmentBytes(h.ringBytes, h.fastBytes) != bytes) {
       return remoteError(fmt::format("shm: {} passed a segment that is not this pair's", who));
+    }
+    // Both ranks must pick the fast boxes for the same calls.
+    if (h.fastBytes != static_cast<uint64_t>(ctx_.cfg->shmFastBytes)) {
+      return invalidUsage(fmt::format(
+          "BRAID_SHM_FAST_BYTES differs between ranks: {} uses {}, this rank {} (every rank "
+          "of a job must use the same value)",
+          who, h.fastBytes, ctx_.cfg->shmFastBytes));
     }
   }
   p->cap = p->seg->hdr.ringBytes;
-  p->outData = p->map + dataOffset() + p->side * p->cap;
-  p->inData = p->map + dataOffset() + (1 - p->side) * p->cap;
+  const size_t fastBytes = p->seg->hdr.fastBytes, data = dataOffset(fastBytes);
+  p->outData = p->map + data + p->side * p->cap;
+  p->inData = p->map + data + (1 - p->side) * p->cap;
+  if (fastBytes > 0) {
+    auto box = [&](int side, int parity) {
+      return reinterpret_cast<FastBox*>(p->map + boxesOffset() +
+                                        (2 * side + parity) * fastBoxStride(fastBytes));
+    };
+    for (int j = 0; j < 2; ++j) {
+      p->fast.out[j] = box(p->side, j);
+      p->fast.in[j] = box(1 - p->side, j);
+    }
+  }
   p->mine().base.store(reinterpret_cast<uint64_t>(p->map), std::memory_order_release);
   char ack = 'A';
   if (creator) {
@@ -263,6 +288,15 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   if (!active_.empty()) ctx_.reactor->addPoller(this);
   LOG_INFO(kShm, "shm: connected to {} peers", active_.size());
   return Status::ok();
+}
+
+bool Transport::fastLink(int rank, FastLink* link, size_t* capacity) const {
+  const Peer* p =
+      rank >= 0 && rank < static_cast<int>(peers_.size()) ? peers_[rank].get() : nullptr;
+  if (p == nullptr || p->fast.out[0] == nullptr) return false;
+  *link = p->fast;
+  *capacity = p->seg->hdr.fastBytes;
+  return true;
 }
 
 void Transport::post(NetRequest* r) {

@@ -18,6 +18,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "src/engine/fastbox.h"
 #include "src/engine/reactor.h"
 #include "transports/transport.h"
 
@@ -30,6 +31,7 @@ namespace shm {
 constexpr uint64_t kMagic = 0x31766d6873646962ULL;  // "bidshmv1"
 constexpr size_t kLine = 64;
 constexpr size_t kMaxAbortText = 4096;
+constexpr size_t kMaxFastBytes = 64 << 10;  // BRAID_SHM_FAST_BYTES's upper bound
 constexpr size_t kMaxUnexpectedBytes = size_t{1} << 30;
 // A CMA copy is done in slices so that one large message does not hold the loop.
 constexpr size_t kCmaSliceBytes = 256 << 10;
@@ -75,15 +77,17 @@ struct alignas(kLine) SegmentHeader {
   uint64_t ringBytes = 0;
   int32_t ranks[2] = {-1, -1};  // side 0 = the lower rank
   uint64_t commTag = 0;
+  uint64_t fastBytes = 0;  // capacity of each fast box (BRAID_SHM_FAST_BYTES; 0: none)
 };
 
-// Layout: header | side ctl ×2 | ring ctl ×2 | ring data ×2 (ring s is written by side s).
+// Layout: header | side ctl ×2 | ring ctl ×2 | fast boxes ×4 (side s, parity j at 2s + j;
+// written by side s) | ring data ×2 (ring s is written by side s), rings page-aligned.
 struct SegmentLayout {
   SegmentHeader hdr;
   SideCtl side[2];
   RingCtl ring[2];
 };
-size_t segmentBytes(size_t ringBytes);
+size_t segmentBytes(size_t ringBytes, size_t fastBytes);
 
 class Transport;
 
@@ -148,6 +152,7 @@ struct Peer : public Reactor::Handler {
   char* outData = nullptr;  // ring this rank writes
   char* inData = nullptr;   // ring this rank reads
   uint64_t cap = 0;
+  FastLink fast;  // the pair's fast boxes (none when the segment has no room for them)
   uint64_t outHead = 0, outTailSeen = 0;  // producer's copies
   uint64_t inTail = 0;                    // consumer's copy
   bool byeSeen = false, closed = false;
@@ -194,6 +199,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   }
   Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) override;
   void post(NetRequest* r) override;
+  bool fastLink(int rank, FastLink* link, size_t* capacity) const override;
   void abort(const Status& reason) override;
   void close(Deadline deadline) override;
   std::string peerName(int rank) const override;

@@ -1,0 +1,289 @@
+// Small collectives in one exchange through the fast boxes (src/engine/fastbox.h), on a
+// communicator whose ranks all share memory: every rank writes what each peer needs into its
+// box to that peer, reads every peer's box, and finishes the call locally. Reductions combine
+// the contributions in rank order, so every rank gets the same bits. One box write and one
+// read per pair replace log2(n) rounds of ring messages, and a blocking call outside a group
+// runs here directly: no schedule, no executor, no progress loop, no allocation.
+//
+// Every rank writes to every peer (an empty box where the peer needs nothing: broadcast from
+// a non-root, reduce to a non-root) so that boxes can be reused without acknowledgements
+// (fastbox.h). Calls run one at a time per communicator, in call order.
+#include <fmt/format.h>
+#include <sched.h>
+
+#include <cstring>
+#include <thread>
+
+#include "collectives/algorithms.h"
+#include "src/core/comm.h"
+#include "src/core/log.h"
+#include "src/engine/reduce.h"
+
+namespace braid {
+namespace {
+
+constexpr uint32_t bit(CollKind k) { return uint32_t{1} << static_cast<unsigned>(k); }
+constexpr uint32_t kFastKinds = bit(CollKind::kAllReduce) | bit(CollKind::kBroadcast) |
+                                bit(CollKind::kReduce) | bit(CollKind::kAllGather) |
+                                bit(CollKind::kReduceScatter) | bit(CollKind::kBarrier);
+
+bool reduces(CollKind k) {
+  return k == CollKind::kAllReduce || k == CollKind::kReduce || k == CollKind::kReduceScatter;
+}
+bool rooted(CollKind k) { return k == CollKind::kBroadcast || k == CollKind::kReduce; }
+
+class FastOp final : public PollStep {
+ public:
+  FastOp(Comm* comm, const CollArgs& a, uint32_t seq)
+      : comm_(comm),
+        fb_(comm->fastBoxes()),
+        a_(a),
+        seq_(seq),
+        me_(comm->rank()),
+        n_(comm->nranks()),
+        bytes_(a.count * dtypeSize(a.dt)) {}
+
+  bool poll(Status* err) override;
+  std::string waitingFor() const override;
+  // Runs the call to its end on this thread (blocking calls outside a group).
+  Status run();
+
+ private:
+  bool myTurn() const { return fb_->finished.load(std::memory_order_acquire) == seq_ - 1; }
+  void post();
+  // What this rank writes to peer p, and how much it expects from p.
+  const void* contents(int p, size_t* len) const;
+  size_t expected(int p) const;
+  Status check(int p, const FastBox& b) const;
+  void complete();
+  void reduceInRankOrder(void* dst, const char* own) const;
+  // Ends the call with an error: a failure leaves the boxes out of step, so it is fatal to
+  // the communicator (its peers hear of it and fail too, instead of waiting).
+  bool fail(Status e, Status* err);
+  FastBox* inBox(int p) const { return fb_->links[p].in[seq_ & 1]; }
+
+  Comm* comm_;
+  FastBoxes* fb_;
+  CollArgs a_;
+  uint32_t seq_;
+  int me_, n_;
+  size_t bytes_;
+  bool posted_ = false;
+  int next_ = 0;  // the first rank whose box has not been seen yet
+};
+
+const void* FastOp::contents(int p, size_t* len) const {
+  *len = bytes_;
+  switch (a_.kind) {
+    case CollKind::kAllReduce:
+    case CollKind::kAllGather:
+      return a_.send;
+    case CollKind::kReduceScatter:
+      return static_cast<const char*>(a_.send) + p * bytes_;
+    case CollKind::kBroadcast:
+      if (me_ == a_.root) return a_.send;
+      break;
+    case CollKind::kReduce:
+      if (p == a_.root) return a_.send;
+      break;
+    default:
+      break;
+  }
+  *len = 0;
+  return nullptr;
+}
+
+size_t FastOp::expected(int p) const {
+  switch (a_.kind) {
+    case CollKind::kBroadcast:
+      return p == a_.root ? bytes_ : 0;
+    case CollKind::kReduce:
+      return me_ == a_.root ? bytes_ : 0;
+    case CollKind::kBarrier:
+      return 0;
+    default:
+      return bytes_;
+  }
+}
+
+void FastOp::post() {
+  const uint8_t dt = a_.kind != CollKind::kBarrier ? a_.dt : 0;
+  const uint8_t op = reduces(a_.kind) ? a_.op : 0;
+  const int32_t root = rooted(a_.kind) ? a_.root : 0;
+  for (int p = 0; p < n_; ++p) {
+    if (p == me_) continue;
+    FastBox* b = fb_->links[p].out[seq_ & 1];
+    size_t len;
+    const void* src = contents(p, &len);
+    if (len > 0) std::memcpy(b->data(), src, len);
+    b->bytes = static_cast<uint32_t>(len);
+    b->kind = static_cast<uint8_t>(a_.kind);
+    b->dtype = dt;
+    b->op = op;
+    b->root = root;
+    fastBoxPublish(b, seq_);
+  }
+  posted_ = true;
+}
+
+Status FastOp::check(int p, const FastBox& b) const {
+  const size_t want = expected(p);
+  const bool same = b.kind == static_cast<uint8_t>(a_.kind) && b.bytes == want &&
+                    (a_.kind == CollKind::kBarrier || b.dtype == a_.dt) &&
+                    (!reduces(a_.kind) || b.op == a_.op) && (!rooted(a_.kind) || b.root == a_.root);
+  if (same) return Status::ok();
+  auto describe = [](int kind, int dt, int op, int root) {
+    auto k = static_cast<CollKind>(kind);
+    std::string s = collName(k);
+    if (k != CollKind::kBarrier)
+      s += fmt::format(" ({}", dtypeName(static_cast<braidDataType_t>(dt)));
+    if (reduces(k)) s += fmt::format(", {}", opName(static_cast<braidRedOp_t>(op)));
+    if (rooted(k)) s += fmt::format(", root {}", root);
+    return k != CollKind::kBarrier ? s + ")" : s;
+  };
+  return invalidUsage(fmt::format(
+      "{}: {} made a different call: it sent {} bytes for {}, where this rank expected {} bytes "
+      "for {} (every rank must make the same collective calls in the same order)",
+      collName(a_.kind), comm_->transport()->peerName(p), b.bytes,
+      describe(b.kind, b.dtype, b.op, b.root), want,
+      describe(static_cast<int>(a_.kind), a_.dt, a_.op, a_.root)));
+}
+
+void FastOp::reduceInRankOrder(void* dst, const char* own) const {
+  // own may alias dst (in place): then it is read from a copy.
+  thread_local std::vector<char> saved;
+  if (own == dst) {
+    saved.assign(own, own + bytes_);
+    own = saved.data();
+  }
+  auto src = [&](int r) { return r == me_ ? own : inBox(r)->data(); };
+  reduceBuffers(dst, src(0), src(1), a_.count, a_.dt, a_.op);
+  for (int r = 2; r < n_; ++r) reduceBuffers(dst, dst, src(r), a_.count, a_.dt, a_.op);
+  if (a_.op == braidAvg) finishAvg(dst, a_.count, a_.dt, n_);
+}
+
+void FastOp::complete() {
+  char* recv = static_cast<char*>(a_.recv);
+  switch (a_.kind) {
+    case CollKind::kAllReduce:
+      reduceInRankOrder(recv, static_cast<const char*>(a_.send));
+      break;
+    case CollKind::kReduce:
+      if (me_ == a_.root) reduceInRankOrder(recv, static_cast<const char*>(a_.send));
+      break;
+    case CollKind::kReduceScatter:
+      reduceInRankOrder(recv, static_cast<const char*>(a_.send) + me_ * bytes_);
+      break;
+    case CollKind::kBroadcast: {
+      const void* src = me_ == a_.root ? a_.send : inBox(a_.root)->data();
+      if (bytes_ > 0 && src != recv) std::memcpy(recv, src, bytes_);
+      break;
+    }
+    case CollKind::kAllGather:
+      for (int r = 0; r < n_ && bytes_ > 0; ++r) {
+        const void* src = r == me_ ? a_.send : inBox(r)->data();
+        if (src != recv + r * bytes_) std::memcpy(recv + r * bytes_, src, bytes_);
+      }
+      break;
+    default:
+      break;
+  }
+}
+
+bool FastOp::fail(Status e, Status* err) {
+  if (!comm_->hasAsyncError()) {
+    comm_->setAsyncError(e);
+    comm_->transport()->abort(e);
+  }
+  fb_->finished.store(seq_, std::memory_order_release);
+  *err = std::move(e);
+  return true;
+}
+
+bool FastOp::poll(Status* err) {
+  if (!posted_) {
+    if (!myTurn()) {
+      return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
+    }
+    post();
+  }
+  for (; next_ < n_; ++next_) {
+    if (next_ == me_) continue;
+    const FastBox* b = inBox(next_);
+    if (b->seq.load(std::memory_order_acquire) != seq_) {
+      return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
+    }
+    if (Status e = check(next_, *b); !e.isOk()) return fail(std::move(e), err);
+  }
+  complete();
+  fb_->finished.store(seq_, std::memory_order_release);
+  return true;
+}
+
+std::string FastOp::waitingFor() const {
+  if (!posted_) return fmt::format("this rank's previous call (fast boxes, call {})", seq_ - 1);
+  return fmt::format("{} of {} (fast boxes, call {})", collName(a_.kind),
+                     comm_->transport()->peerName(next_), seq_);
+}
+
+Status FastOp::run() {
+  Status err;
+  if (poll(&err)) return err;
+  // Spin (yielding every time when ranks outnumber cores) for BRAID_SPIN_US, then sleep on
+  // the box awaited in slices of 1 ms; give up at BRAID_TIMEOUT_MS.
+  const Config& cfg = comm_->config();
+  const auto start = Clock::now();
+  const auto spin = std::chrono::microseconds(cfg.spinUs);
+  const auto timeout = std::chrono::milliseconds(cfg.timeoutMs);
+  const bool yield = comm_->oversubscribed();
+  for (unsigned i = 1;; ++i) {
+    if (poll(&err)) return err;
+    yield ? static_cast<void>(sched_yield()) : cpuRelax();
+    if ((i & (yield ? 7 : 127)) != 0) continue;
+    const auto waited = Clock::now() - start;
+    if (waited >= timeout) {
+      Status t =
+          timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}", collName(a_.kind),
+                                   cfg.timeoutMs, waitingFor(), comm_->transport()->healthNote()));
+      fail(t, &err);
+      return t;
+    }
+    if (waited < spin) continue;
+    if (posted_) {
+      fastBoxSleep(inBox(next_), seq_, std::chrono::microseconds(1000));
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+}  // namespace
+
+uint32_t fastboxKinds(const Config& cfg) {
+  uint32_t kinds = 0;
+  for (unsigned k = 0; k < 32; ++k) {
+    if ((kFastKinds & (uint32_t{1} << k)) != 0 && !algorithmForced(cfg, static_cast<CollKind>(k))) {
+      kinds |= uint32_t{1} << k;
+    }
+  }
+  return kinds;
+}
+
+bool fastboxApplies(const CollArgs& a, const Comm& comm) {
+  const FastBoxes* fb = comm.fastBoxes();
+  return fb != nullptr && (fb->kinds & bit(a.kind)) != 0 &&
+         a.count * dtypeSize(a.dt) <= fb->capacity;
+}
+
+uint32_t fastboxNextCall(Comm& comm) { return comm.fastBoxes()->issued.fetch_add(1) + 1; }
+
+void fastboxSchedule(const CollArgs& a, uint32_t call, Schedule* s) {
+  s->poll(std::make_unique<FastOp>(s->comm(), a, call));
+}
+
+Status fastboxRun(const CollArgs& a, Comm& comm) {
+  FastOp op(&comm, a, fastboxNextCall(comm));
+  return op.run();
+}
+
+}  // namespace braid

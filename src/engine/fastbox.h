@@ -1,0 +1,67 @@
+// Fast boxes: one-way mailboxes in memory shared by two processes, two per direction (by the
+// parity of the call number), for collectives small enough to be exchanged whole. A writer
+// fills a box and publishes the call number with a release store; the reader polls that
+// number, then sleeps on it with a futex once it has polled long enough. An 8-byte message
+// and its header share one cache line. The shared-memory transport puts the boxes in the
+// segment of each pair of ranks; collectives/fastbox.cc runs collectives over them.
+//
+// Reuse without acknowledgements: a rank writes call k+2 into the box of call k only after
+// finishing call k+1, which needed every peer's call k+1 box, which a peer writes only after it
+// finished reading call k (calls run one at a time per communicator, in call order). Every
+// fast-box collective therefore has every rank write to and read from every other rank.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace braid {
+
+struct FastBox {
+  std::atomic<uint32_t> seq;      // the call whose contents are here (the writer's)
+  std::atomic<uint32_t> waiting;  // the reader sleeps on seq (set and cleared by the reader)
+  uint32_t bytes;                 // contents' size
+  uint8_t kind, dtype, op, pad;   // the writer's call, to tell mismatched calls apart
+  int32_t root;
+  uint32_t reserved;
+
+  char* data() { return reinterpret_cast<char*>(this) + sizeof(FastBox); }
+  const char* data() const { return reinterpret_cast<const char*>(this) + sizeof(FastBox); }
+};
+static_assert(sizeof(FastBox) == 24);
+
+// A spin-wait hint to the CPU.
+inline void cpuRelax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+// Bytes one box of `capacity` content bytes takes (a multiple of the cache line).
+size_t fastBoxStride(size_t capacity);
+
+// The boxes shared with one peer.
+struct FastLink {
+  FastBox* out[2] = {};  // this rank writes (index: call number & 1)
+  FastBox* in[2] = {};   // the peer writes
+};
+
+// Publishes call `seq` (contents written before) and wakes a sleeping reader.
+void fastBoxPublish(FastBox* b, uint32_t seq);
+// Sleeps until b->seq is `seq`, or at most `limit` (futex on the shared word).
+void fastBoxSleep(FastBox* b, uint32_t seq, std::chrono::microseconds limit);
+
+// A communicator's fast boxes: one link per peer (the own entry unused), and the call order.
+struct FastBoxes {
+  std::vector<FastLink> links;
+  size_t capacity = 0;
+  std::atomic<uint32_t> issued{0};    // call numbers handed out (at call time, in call order)
+  std::atomic<uint32_t> finished{0};  // the last call this rank completed (they run in order)
+  uint32_t kinds = 0;                 // collectives that may use the boxes (bit per CollKind)
+};
+
+}  // namespace braid
