@@ -1,13 +1,10 @@
 // Small collectives in one exchange through the fast boxes (src/engine/fastbox.h), on a
 // communicator whose ranks all share memory: every rank writes what each peer needs into its
-// box to that peer, reads every peer's box, and finishes the call locally. Reductions combine
-// the contributions in rank order, so every rank gets the same bits. One box write and one
-// read per pair replace log2(n) rounds of ring messages, and a blocking call outside a group
-// runs here directly: no schedule, no executor, no progress loop, no allocation.
-//
-// Every rank writes to every peer (an empty box where the peer needs nothing: broadcast from
-// a non-root, reduce to a non-root) so that boxes can be reused without acknowledgements
-// (fastbox.h). Calls run one at a time per communicator, in call order.
+// box to that peer, reads the boxes of the peers it needs, and finishes the call locally.
+// Reductions combine the contributions in rank order, so every rank gets the same bits. One
+// box write and one read per pair replace log2(n) rounds of ring messages, and a blocking call
+// outside a group runs here directly: no schedule, no executor, no progress loop, no
+// allocation. Calls run one at a time per communicator, in call order (fastbox.h).
 #include <fmt/format.h>
 #include <sched.h>
 
@@ -50,10 +47,15 @@ class FastOp final : public PollStep {
 
  private:
   bool myTurn() const { return fb_->finished.load(std::memory_order_acquire) == seq_ - 1; }
-  void post();
-  // What this rank writes to peer p, and how much it expects from p.
-  const void* contents(int p, size_t* len) const;
-  size_t expected(int p) const;
+  // Writes the boxes to the peers, as far as they are free; whether all are written.
+  bool post();
+  // Whether peer p finished with its box from this rank (its use two calls ago).
+  bool boxFree(int p) const;
+  bool writesTo(int p) const;
+  bool readsFrom(int p) const;
+  // What this rank writes to p (boxBytes() bytes).
+  const void* contents(int p) const;
+  size_t boxBytes() const { return a_.kind == CollKind::kBarrier ? 0 : bytes_; }
   Status check(int p, const FastBox& b) const;
   void complete();
   void reduceInRankOrder(void* dst, const char* own) const;
@@ -68,54 +70,53 @@ class FastOp final : public PollStep {
   uint32_t seq_;
   int me_, n_;
   size_t bytes_;
-  bool posted_ = false;
-  int next_ = 0;  // the first rank whose box has not been seen yet
+  bool started_ = false;  // this rank's previous call has finished
+  bool posted_ = false;   // every box this call writes is written
+  int nextOut_ = 0;       // the first peer whose box has not been written yet
+  int next_ = 0;          // the first peer whose box has not been read yet
 };
 
-const void* FastOp::contents(int p, size_t* len) const {
-  *len = bytes_;
+bool FastOp::writesTo(int p) const {
+  if (a_.kind == CollKind::kBroadcast) return me_ == a_.root;
+  if (a_.kind == CollKind::kReduce) return p == a_.root;
+  return true;
+}
+
+bool FastOp::readsFrom(int p) const {
+  if (a_.kind == CollKind::kBroadcast) return p == a_.root;
+  if (a_.kind == CollKind::kReduce) return me_ == a_.root;
+  return true;
+}
+
+bool FastOp::boxFree(int p) const {
+  // Call numbers wrap: compare by difference.
+  if (static_cast<int32_t>(fb_->seen[p] - (seq_ - 1)) >= 0) return true;
+  const uint32_t done = fb_->links[p].doneIn->load(std::memory_order_acquire);
+  return static_cast<int32_t>(done - (seq_ - 2)) >= 0;
+}
+
+const void* FastOp::contents(int p) const {
   switch (a_.kind) {
-    case CollKind::kAllReduce:
-    case CollKind::kAllGather:
-      return a_.send;
     case CollKind::kReduceScatter:
       return static_cast<const char*>(a_.send) + p * bytes_;
-    case CollKind::kBroadcast:
-      if (me_ == a_.root) return a_.send;
-      break;
-    case CollKind::kReduce:
-      if (p == a_.root) return a_.send;
-      break;
-    default:
-      break;
-  }
-  *len = 0;
-  return nullptr;
-}
-
-size_t FastOp::expected(int p) const {
-  switch (a_.kind) {
-    case CollKind::kBroadcast:
-      return p == a_.root ? bytes_ : 0;
-    case CollKind::kReduce:
-      return me_ == a_.root ? bytes_ : 0;
     case CollKind::kBarrier:
-      return 0;
+      return nullptr;
     default:
-      return bytes_;
+      return a_.send;
   }
 }
 
-void FastOp::post() {
+bool FastOp::post() {
   const uint8_t dt = a_.kind != CollKind::kBarrier ? a_.dt : 0;
   const uint8_t op = reduces(a_.kind) ? a_.op : 0;
   const int32_t root = rooted(a_.kind) ? a_.root : 0;
-  for (int p = 0; p < n_; ++p) {
-    if (p == me_) continue;
+  for (; nextOut_ < n_; ++nextOut_) {
+    const int p = nextOut_;
+    if (p == me_ || !writesTo(p)) continue;
+    if (!boxFree(p)) return false;
     FastBox* b = fb_->links[p].out[seq_ & 1];
-    size_t len;
-    const void* src = contents(p, &len);
-    if (len > 0) std::memcpy(b->data(), src, len);
+    const size_t len = boxBytes();
+    if (len > 0) std::memcpy(b->data(), contents(p), len);
     b->bytes = static_cast<uint32_t>(len);
     b->kind = static_cast<uint8_t>(a_.kind);
     b->dtype = dt;
@@ -124,10 +125,11 @@ void FastOp::post() {
     fastBoxPublish(b, seq_);
   }
   posted_ = true;
+  return true;
 }
 
 Status FastOp::check(int p, const FastBox& b) const {
-  const size_t want = expected(p);
+  const size_t want = boxBytes();
   const bool same = b.kind == static_cast<uint8_t>(a_.kind) && b.bytes == want &&
                     (a_.kind == CollKind::kBarrier || b.dtype == a_.dt) &&
                     (!reduces(a_.kind) || b.op == a_.op) && (!rooted(a_.kind) || b.root == a_.root);
@@ -202,26 +204,34 @@ bool FastOp::fail(Status e, Status* err) {
 
 bool FastOp::poll(Status* err) {
   if (!posted_) {
-    if (!myTurn()) {
+    if (!started_ && !(started_ = myTurn())) {
       return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
     }
-    post();
+    if (!post()) return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
   }
   for (; next_ < n_; ++next_) {
-    if (next_ == me_) continue;
+    if (next_ == me_ || !readsFrom(next_)) continue;
     const FastBox* b = inBox(next_);
     if (b->seq.load(std::memory_order_acquire) != seq_) {
       return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
     }
     if (Status e = check(next_, *b); !e.isOk()) return fail(std::move(e), err);
+    fb_->seen[next_] = seq_;
   }
   complete();
+  for (int p = 0; p < n_; ++p) {
+    if (p != me_) fb_->links[p].doneOut->store(seq_, std::memory_order_release);
+  }
   fb_->finished.store(seq_, std::memory_order_release);
   return true;
 }
 
 std::string FastOp::waitingFor() const {
-  if (!posted_) return fmt::format("this rank's previous call (fast boxes, call {})", seq_ - 1);
+  if (!started_) return fmt::format("this rank's previous call (fast boxes, call {})", seq_ - 1);
+  if (!posted_) {
+    return fmt::format("{} to finish call {} (fast boxes: its box is still in use)",
+                       comm_->transport()->peerName(nextOut_), seq_ - 2);
+  }
   return fmt::format("{} of {} (fast boxes, call {})", collName(a_.kind),
                      comm_->transport()->peerName(next_), seq_);
 }

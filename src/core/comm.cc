@@ -100,6 +100,7 @@ void Comm::setupFastBoxes() {
   if (nranks_ < 2) return;
   auto fb = std::make_unique<FastBoxes>();
   fb->links.resize(nranks_);
+  fb->seen.assign(nranks_, 0);
   for (int r = 0; r < nranks_; ++r) {
     if (r != rank_ && !transport_->fastLink(r, &fb->links[r], &fb->capacity)) return;
   }

@@ -5,10 +5,12 @@
 // and its header share one cache line. The shared-memory transport puts the boxes in the
 // segment of each pair of ranks; collectives/fastbox.cc runs collectives over them.
 //
-// Reuse without acknowledgements: a rank writes call k+2 into the box of call k only after
-// finishing call k+1, which needed every peer's call k+1 box, which a peer writes only after it
-// finished reading call k (calls run one at a time per communicator, in call order). Every
-// fast-box collective therefore has every rank write to and read from every other rank.
+// Reuse: calls run one at a time per communicator, in call order, and a rank writes call k
+// into a peer's box only once the peer finished call k-2 (the previous use of that box). It
+// knows so without asking when it read the peer's box of call k-1 (written only after the peer
+// finished k-2); otherwise it reads the "done" counter the peer keeps in their segment. So
+// collectives that exchange with every peer (allreduce) never wait for an acknowledgement,
+// and rooted ones (broadcast) write and read only the boxes they need.
 #pragma once
 
 #include <atomic>
@@ -46,8 +48,10 @@ size_t fastBoxStride(size_t capacity);
 
 // The boxes shared with one peer.
 struct FastLink {
-  FastBox* out[2] = {};  // this rank writes (index: call number & 1)
-  FastBox* in[2] = {};   // the peer writes
+  FastBox* out[2] = {};                      // this rank writes (index: call number & 1)
+  FastBox* in[2] = {};                       // the peer writes
+  std::atomic<uint32_t>* doneOut = nullptr;  // the last call this rank finished (it writes)
+  std::atomic<uint32_t>* doneIn = nullptr;   // the last call the peer finished
 };
 
 // Publishes call `seq` (contents written before) and wakes a sleeping reader.
@@ -58,6 +62,7 @@ void fastBoxSleep(FastBox* b, uint32_t seq, std::chrono::microseconds limit);
 // A communicator's fast boxes: one link per peer (the own entry unused), and the call order.
 struct FastBoxes {
   std::vector<FastLink> links;
+  std::vector<uint32_t> seen;  // per peer: the last call whose box from it was read here
   size_t capacity = 0;
   std::atomic<uint32_t> issued{0};    // call numbers handed out (at call time, in call order)
   std::atomic<uint32_t> finished{0};  // the last call this rank completed (they run in order)

@@ -29,7 +29,7 @@ constexpr size_t kPage = 4096;
 
 size_t boxesOffset() { return (sizeof(SegmentLayout) + kLine - 1) & ~(kLine - 1); }
 size_t dataOffset(size_t fastBytes) {
-  size_t boxes = fastBytes == 0 ? 0 : 4 * fastBoxStride(fastBytes);
+  size_t boxes = fastBytes == 0 ? 0 : 4 * fastBoxStride(fastBytes) + 2 * kLine;
   return (boxesOffset() + boxes + kPage - 1) & ~(kPage - 1);
 }
 
@@ -239,6 +239,13 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
       p->fast.out[j] = box(p->side, j);
       p->fast.in[j] = box(1 - p->side, j);
     }
+    // After the boxes, a line per side: the last call that side finished.
+    auto done = [&](int side) {
+      return reinterpret_cast<std::atomic<uint32_t>*>(p->map + boxesOffset() +
+                                                      4 * fastBoxStride(fastBytes) + side * kLine);
+    };
+    p->fast.doneOut = done(p->side);
+    p->fast.doneIn = done(1 - p->side);
   }
   p->mine().base.store(reinterpret_cast<uint64_t>(p->map), std::memory_order_release);
   char ack = 'A';
