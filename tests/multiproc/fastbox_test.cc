@@ -135,6 +135,32 @@ TEST(FastBox, SeveralSmallCallsInOneGroup) {
       shmOnly());
 }
 
+// The root of a run of broadcasts never hears from the others: it must not overwrite a box
+// that a slow reader has not read yet.
+TEST(FastBox, ARunOfBroadcastsWaitsForTheSlowestReader) {
+  runRanks(
+      3,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        for (int k = 0; k < 600; ++k) {
+          if (r == 2 && k % 50 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+          int64_t v[3] = {r == 0 ? k : -1, r == 0 ? 3 * k : -1, r};
+          BRAID_ASSERT_OK(braidBroadcast(v, v, 2, braidInt64, 0, comm, nullptr), comm);
+          ASSERT_EQ(v[0], k) << "rank " << r << " call " << k;
+          ASSERT_EQ(v[1], 3 * k) << "rank " << r << " call " << k;
+          int64_t sum = -1;
+          BRAID_ASSERT_OK(braidReduce(&v[2], &sum, 1, braidInt64, braidSum, k % n, comm, nullptr),
+                          comm);
+          if (r == k % n) {
+            ASSERT_EQ(sum, n * (n - 1) / 2) << "call " << k;
+          }
+        }
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      shmOnly());
+}
+
 TEST(FastBox, MismatchedCallsAreNamedByBothRanks) {
   runRanks(
       2,
