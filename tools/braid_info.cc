@@ -289,6 +289,25 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
                                {"why", explainCandidate(kind, c, cfg, nm)}});
   }
   j["chosen"] = cheapest(cands);
+  // Small calls on one node do not reach the model: the fast boxes (collectives/fastbox.cc).
+  if (kind != CollKind::kAllToAll && kind != CollKind::kAllToAllv) {
+    const auto allowed = splitList(cfg.transports);
+    std::string why;
+    if (nm.names.size() != 1 || nm.nranks() < 2) {
+      why = "needs every rank on one node, two at least";
+    } else if (std::find(allowed.begin(), allowed.end(), "shm") == allowed.end()) {
+      why = "needs shm in BRAID_TRANSPORTS";
+    } else if ((fastboxKinds(cfg) & (1u << static_cast<unsigned>(kind))) == 0) {
+      why = "BRAID_ALGO forces another algorithm";
+    } else if (bytes > static_cast<size_t>(cfg.shmFastBytes)) {
+      why = fmt::format("more than BRAID_SHM_FAST_BYTES ({}) per rank", cfg.shmFastBytes);
+    }
+    const bool applies = why.empty();
+    if (applies) why = "one exchange through per-pair mailboxes in shared memory (not modeled)";
+    j["candidates"].push_back(
+        {{"algorithm", "fastbox"}, {"applies", applies}, {"predicted_us", nullptr}, {"why", why}});
+    if (applies) j["chosen"] = "fastbox";
+  }
   j["chunk_bytes"] = chunkBytes(cfg, nm);
   if (asJson) {
     std::printf("%s\n", j.dump(2).c_str());
@@ -301,8 +320,10 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
   std::printf("  %-9s %14s  %s\n", "algo", "predicted us", "");
   for (const auto& c : j["candidates"]) {
     std::string algo = c["algorithm"];
-    std::string t =
-        c["applies"].get<bool>() ? fmt::format("{:.1f}", c["predicted_us"].get<double>()) : "-";
+    std::string t = !c["applies"].get<bool>() ? "-"
+                    : c["predicted_us"].is_number()
+                        ? fmt::format("{:.1f}", c["predicted_us"].get<double>())
+                        : "n/a";
     std::printf("%s %-9s %14s  %s\n", algo == j["chosen"] ? "*" : " ", algo.c_str(), t.c_str(),
                 c["why"].get<std::string>().c_str());
   }

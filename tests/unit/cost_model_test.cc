@@ -129,6 +129,22 @@ TEST(CostModel, BraidInfoExplainsTheChoice) {
   while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   EXPECT_EQ(pclose(p), 0) << out;
   EXPECT_NE(out.find("* rail"), std::string::npos) << out;
+  // Small calls on one node go through the fast boxes, unless BRAID_ALGO forces an algorithm.
+  for (const char* env : {"", "BRAID_ALGO=allreduce=ring "}) {
+    cmd = std::string(env) + info + " --explain allreduce 8 --ranks 4";
+    p = popen(cmd.c_str(), "r");
+    out.clear();
+    while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+    EXPECT_EQ(pclose(p), 0) << out;
+    EXPECT_NE(out.find(*env ? "BRAID_ALGO forces" : "* fastbox"), std::string::npos) << cmd << "\n"
+                                                                                     << out;
+  }
+  cmd = std::string(info) + " --explain allreduce 8 --ranks 4 --nodes 2";
+  p = popen(cmd.c_str(), "r");
+  out.clear();
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_EQ(pclose(p), 0) << out;
+  EXPECT_NE(out.find("needs every rank on one node"), std::string::npos) << out;
   cmd = std::string(info) + " --explain barrier 1M 2>&1";
   p = popen(cmd.c_str(), "r");
   out.clear();
