@@ -276,6 +276,25 @@ TEST(Usage, TransportListIsCheckedAtInit) {
       opt);
 }
 
+// A congestion control the kernel lacks fails init on every rank, naming the variable.
+TEST(Usage, UnknownTcpCongestionControlFailsInit) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "tcp"},
+             {"BRAID_TCP_CONGESTION", "nosuchcc"},
+             {"BRAID_TIMEOUT_MS", "5000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        EXPECT_EQ(comm, nullptr);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("BRAID_TCP_CONGESTION"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("nosuchcc"), std::string::npos) << msg;
+      },
+      opt);
+}
+
 // Each peer gets the most local transport that reaches it: shm inside a (virtual) node, tcp
 // between nodes; the per-transport counters show where the bytes went.
 TEST(Usage, TransportsArePickedPerPeer) {
