@@ -344,8 +344,14 @@ int run(const Options& o) {
         via += fmt::format(" ({} sockets each)", c.comm->impl->config().tcpSocketsPerPeer);
       }
     }
-    std::printf("# braid-perf %s: nranks %d hosts %zu transports %s%s%s\n", coll.name, c.n,
-                distinct.size(), ts->name(), via.empty() ? "" : ": rank 0 uses ", via.c_str());
+    // Nodes as braid groups them (host identity: hostname, boot id and network namespace, or
+    // BRAID_TOPO_FILE): what decides shared memory against the network, and can differ from
+    // the hostnames (the testbed's namespaces share one).
+    const size_t nodes = c.comm->impl->nodes().names.size();
+    std::printf(
+        "# braid-perf %s: nranks %d nodes %zu%s transports %s%s%s\n", coll.name, c.n, nodes,
+        nodes == distinct.size() ? "" : fmt::format(" (hostnames {})", distinct.size()).c_str(),
+        ts->name(), via.empty() ? "" : ": rank 0 uses ", via.c_str());
     printPaths(c.comm, false);
     std::printf("%s blocking: %d\n", steppingLine(o).c_str(), o.blocking ? 1 : 0);
     std::printf("#\n# Using ranks\n");
