@@ -172,12 +172,13 @@ Options parse(int argc, char** argv) {
 struct Ctx {
   braidComm_t comm = nullptr;
   braidStream_t stream = nullptr;
-  int rank = 0, n = 1;
+  int rank = -1, n = 1;  // -1 until the communicator says
 };
 
 void checkOk(braidResult_t r, const Ctx& c, const char* what) {
   if (r != braidSuccess) {
-    std::fprintf(stderr, "braid-perf: rank %d: %s failed: %s: %s\n", c.rank, what,
+    const std::string who = c.rank >= 0 ? fmt::format("rank {}: ", c.rank) : "";
+    std::fprintf(stderr, "braid-perf: %s%s failed: %s: %s\n", who.c_str(), what,
                  braidGetErrorString(r), braidGetLastError(c.comm));
     std::exit(1);
   }
