@@ -244,7 +244,12 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
       Status s = it->onReadable(&done);
       if (s.isOk() && done) s = admit(it->hello());
       if (!s.isOk()) {
-        LOG_WARN(kBoot, "{}: rejected a connection: {}", what, s.message());
+        if (it->silent()) {
+          LOG_DEBUG(kBoot, "{}: a connection closed before sending anything: {}", what,
+                    s.message());
+        } else {
+          LOG_WARN(kBoot, "{}: rejected a connection: {}", what, s.message());
+        }
         it = pending.erase(it);
         continue;
       }

@@ -56,6 +56,9 @@ class AcceptorHandshake {
   const Hello& hello() const { return hello_; }
   Deadline deadline() const { return deadline_; }
   const std::string& peerName() const { return peerName_; }
+  // Whether the peer has sent nothing yet (a connection closed at once is a probe, e.g. a
+  // rank checking that the root named by a unique-id file is alive).
+  bool silent() const { return got_ == 0; }
 
  private:
   std::string peerName_;

@@ -1,15 +1,20 @@
 // braidCommInitFromEnv: rank, size and rendezvous from whichever launcher started us.
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <openssl/sha.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <string>
 #include <thread>
 
 #include "src/bootstrap/rendezvous.h"
+#include "src/bootstrap/socket_util.h"
 #include "src/bootstrap/unique_id.h"
 #include "src/core/api_guard.h"
 #include "src/core/handles.h"
@@ -70,25 +75,50 @@ Status findRankAndSize(Launch* l) {
       "BRAID_WORLD_SIZE, or start the program with braidrun, torchrun, mpirun or srun");
 }
 
-Status readUniqueIdFile(const std::string& path, int rank, Deadline deadline, braidUniqueId* id) {
-  // Rank 0 creates the id when the file does not exist yet; the others wait for it.
-  if (rank == 0 && access(path.c_str(), F_OK) != 0) {
-    braidUniqueId fresh;
-    if (braidGetUniqueId(&fresh) != braidSuccess) {
-      return systemError(fmt::format("creating a unique id: {}", braidGetLastError(nullptr)));
-    }
-    char hex[2 * BRAID_UNIQUE_ID_BYTES + 1];
-    (void)braidUniqueIdToString(&fresh, hex, sizeof hex);
-    std::string tmp = path + ".tmp." + std::to_string(getpid());
-    {
-      std::ofstream f(tmp);
-      f << hex << "\n";
-      if (!f) return systemError(fmt::format("cannot write BRAID_UNIQUE_ID_FILE {}", tmp));
-    }
-    if (std::rename(tmp.c_str(), path.c_str()) != 0) {
-      return systemError(fmt::format("cannot create BRAID_UNIQUE_ID_FILE {}", path));
-    }
+// BRAID_UNIQUE_ID_FILE. Rank 0 creates a fresh id (its rendezvous root listens before the id
+// exists) and puts it in place atomically, readable by this user only: it holds the job
+// secret. The other ranks wait for a file whose root answers, so a file left at the same path
+// by an earlier job (its root gone) is passed over until rank 0 replaces it. Rank 0 removes
+// the file once every rank has joined (removeUniqueIdFile), so normally none is left.
+Status writeUniqueIdFile(const std::string& path, std::string* hexOut, braidUniqueId* id) {
+  if (braidGetUniqueId(id) != braidSuccess) {
+    return systemError(fmt::format("creating a unique id: {}", braidGetLastError(nullptr)));
   }
+  char hex[2 * BRAID_UNIQUE_ID_BYTES + 1];
+  (void)braidUniqueIdToString(id, hex, sizeof hex);
+  *hexOut = hex;
+  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  const std::string line = *hexOut + "\n";
+  Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!f.valid() || ::write(f.get(), line.data(), line.size()) != ssize_t(line.size())) {
+    const int err = errno;
+    if (f.valid()) ::unlink(tmp.c_str());
+    return systemError(
+        fmt::format("cannot write BRAID_UNIQUE_ID_FILE {}: {}", tmp, std::strerror(err)));
+  }
+  f = Fd();
+  if (std::rename(tmp.c_str(), path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return systemError(
+        fmt::format("cannot create BRAID_UNIQUE_ID_FILE {}: {}", path, std::strerror(err)));
+  }
+  return Status::ok();
+}
+
+// Whether something accepts connections at the root's address (the probe sends nothing: the
+// root drops it quietly).
+bool rootAnswers(const SockAddr& root, Deadline deadline) {
+  Fd fd;
+  int err = 0;
+  Status s = connectAttempt(root, std::min(deadline, deadlineIn(1000)), nullptr,
+                            "the rendezvous root", &fd, &err);
+  return s.isOk() && err == 0;
+}
+
+Status readUniqueIdFile(const std::string& path, Deadline deadline, braidUniqueId* id,
+                        UniqueIdData* d) {
+  std::string stale;  // the last id read whose root did not answer
   while (true) {
     std::ifstream f(path);
     std::string hex;
@@ -97,13 +127,36 @@ Status readUniqueIdFile(const std::string& path, int rank, Deadline deadline, br
         return invalidArgument(
             fmt::format("BRAID_UNIQUE_ID_FILE {} does not hold a unique id", path));
       }
-      return Status::ok();
+      BRAID_TRY(decodeUniqueId(*id, d));
+      if (rootAnswers(d->root, deadline)) return Status::ok();
+      if (hex != stale) {
+        LOG_INFO(kBoot,
+                 "BRAID_UNIQUE_ID_FILE {} names a rendezvous root at {} that does not answer "
+                 "(left by an earlier job?): waiting for rank 0 to replace it",
+                 path, d->root.toString());
+        stale = hex;
+      }
     }
     if (Clock::now() >= deadline) {
-      return timeoutError(fmt::format("BRAID_UNIQUE_ID_FILE {} did not appear in time", path));
+      if (stale.empty()) {
+        return timeoutError(fmt::format("BRAID_UNIQUE_ID_FILE {} did not appear in time", path));
+      }
+      return timeoutError(fmt::format(
+          "BRAID_UNIQUE_ID_FILE {} names a rendezvous root at {} that does not answer, and "
+          "rank 0 did not replace it in time (a file left by an earlier job, and rank 0 of "
+          "this one not started?)",
+          path, d->root.toString()));
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    std::this_thread::sleep_for(std::chrono::milliseconds(stale.empty() ? 50 : 200));
   }
+}
+
+// Rank 0, once every rank joined (or init failed): the file goes, unless another job has
+// replaced it since.
+void removeUniqueIdFile(const std::string& path, const std::string& hex) {
+  std::ifstream f(path);
+  std::string now;
+  if (f && (f >> now) && now == hex) ::unlink(path.c_str());
 }
 
 Status secretFromEnv(const std::string& rootText, Secret* secret) {
@@ -131,6 +184,7 @@ Status initFromEnv(braidComm_t* out) {
   BRAID_TRY(Config::fromEnv(&cfg));
   Deadline deadline = deadlineIn(cfg.timeoutMs);
   UniqueIdData d;
+  std::string idFile, idHex;  // BRAID_UNIQUE_ID_FILE, and on rank 0 the id it wrote there
   if (const char* hex = env("BRAID_UNIQUE_ID")) {
     braidUniqueId id;
     if (braidUniqueIdFromString(hex, &id) != braidSuccess) {
@@ -138,9 +192,14 @@ Status initFromEnv(braidComm_t* out) {
     }
     BRAID_TRY(decodeUniqueId(id, &d));
   } else if (const char* path = env("BRAID_UNIQUE_ID_FILE")) {
+    idFile = path;
     braidUniqueId id;
-    BRAID_TRY(readUniqueIdFile(path, l.rank, deadline, &id));
-    BRAID_TRY(decodeUniqueId(id, &d));
+    if (l.rank == 0) {
+      BRAID_TRY(writeUniqueIdFile(idFile, &idHex, &id));
+      BRAID_TRY(decodeUniqueId(id, &d));
+    } else {
+      BRAID_TRY(readUniqueIdFile(idFile, deadline, &id, &d));
+    }
   } else {
     std::string rootText;
     if (const char* root = env("BRAID_ROOT_ADDR")) {
@@ -176,7 +235,9 @@ Status initFromEnv(braidComm_t* out) {
     }
   }
   std::shared_ptr<Comm> c;
-  BRAID_TRY(Comm::initFromRoot(l.size, l.rank, d.root, d.secret, cfg, &c));
+  Status joined = Comm::initFromRoot(l.size, l.rank, d.root, d.secret, cfg, &c);
+  if (!idHex.empty()) removeUniqueIdFile(idFile, idHex);
+  BRAID_TRY(joined);
   *out = makeCommHandle(std::move(c));
   return Status::ok();
 }

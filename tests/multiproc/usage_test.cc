@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -477,6 +479,70 @@ TEST(Usage, Ipv6RendezvousAndDataFromTheEnvironment) {
     EXPECT_EQ(v[99999], 3.0f);
     BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
   });
+}
+
+// BRAID_UNIQUE_ID_FILE left behind by a job that crashed (its root gone): the next job's ranks
+// pass over it until its rank 0, started last, writes a fresh id, readable by the owner only,
+// and the file is gone once every rank joined, so a rerun finds no stale file either.
+TEST(Usage, UniqueIdFileLeftByACrashedJobIsReplacedAndRemoved) {
+  char dir[] = "/tmp/braid-idfile-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/job.id";
+  // The stale file: an id whose root lived in a process that has exited.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    braidUniqueId id;
+    char hex[2 * BRAID_UNIQUE_ID_BYTES + 1] = {};
+    if (braidGetUniqueId(&id) == braidSuccess) braidUniqueIdToString(&id, hex, sizeof hex);
+    ssize_t w = write(fds[1], hex, sizeof hex);
+    _exit(w == static_cast<ssize_t>(sizeof hex) ? 0 : 1);
+  }
+  char stale[2 * BRAID_UNIQUE_ID_BYTES + 1] = {};
+  ASSERT_EQ(read(fds[0], stale, sizeof stale), static_cast<ssize_t>(sizeof stale));
+  close(fds[0]);
+  close(fds[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_EQ(std::string(stale).size(), 2u * BRAID_UNIQUE_ID_BYTES);
+  std::ofstream(path) << stale << "\n";
+  auto contents = [&] {
+    std::ifstream f(path);
+    std::string hex;
+    f >> hex;
+    return hex;
+  };
+  for (int job = 0; job < 2; ++job) {
+    runRanks(3, [&](int r, int n, const braidUniqueId&) {
+      setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+      setenv("BRAID_WORLD_SIZE", std::to_string(n).c_str(), 1);
+      setenv("BRAID_UNIQUE_ID_FILE", path.c_str(), 1);
+      setenv("BRAID_TIMEOUT_MS", "20000", 1);
+      if (job == 0 && r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+      if (job == 0 && r == 1) {
+        // Waits for rank 0's id, then looks at the file before joining.
+        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+        while (contents() == stale && std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        struct stat st {};
+        ASSERT_EQ(stat(path.c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 0777, 0600u) << "the file holds the job secret";
+      }
+      braidComm_t c = nullptr;
+      BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+      if (r == 0) {
+        EXPECT_NE(access(path.c_str(), F_OK), 0) << "rank 0 removes the file";
+      }
+      float x = 1;
+      BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, c, nullptr), c);
+      EXPECT_EQ(x, 3.0f);
+      BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+    });
+  }
+  rmdir(dir);
 }
 
 TEST(Usage, LogFileNamedByHostPidAndRank) {
