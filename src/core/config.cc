@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <string>
 
+#include "src/core/log.h"
+
 namespace braid {
 namespace {
 
@@ -126,6 +128,7 @@ Status Config::fromEnv(Config* out) {
   if (c.ibSlotBytes < 4096 || c.ibSlotBytes > (16 << 20)) {
     return invalidArgument("BRAID_IB_SLOT_BYTES must be in 4K..16M");
   }
+  BRAID_TRY(checkLogSettings(c.logLevel, c.logSubsys));
   *out = std::move(c);
   return Status::ok();
 }

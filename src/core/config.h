@@ -97,7 +97,8 @@ namespace braid {
     "broadcast/reduce at least this size use the pipelined chain, smaller the binomial tree")     \
   X(alltoallWindow, int64_t, 4, "BRAID_ALLTOALL_WINDOW",                                          \
     "pairwise all-to-all steps in flight at once")                                                \
-  X(logLevel, std::string, "WARN", "BRAID_LOG_LEVEL", "ERROR, WARN, INFO, DEBUG or TRACE")        \
+  X(logLevel, std::string, "WARN", "BRAID_LOG_LEVEL",                                             \
+    "NONE, ERROR, WARN, INFO, DEBUG or TRACE (any case)")                                         \
   X(logSubsys, std::string, "ALL", "BRAID_LOG_SUBSYS",                                            \
     "subsystems to log: INIT,BOOT,NET,SHM,IB,CUDA,COLL,PATH,ALL; '^' excludes")                   \
   X(logFile, std::string, "", "BRAID_LOG_FILE", "log file (%h host, %p pid, %r rank)")

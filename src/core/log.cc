@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -23,14 +24,26 @@ struct LogState {
   std::mutex mu;
 };
 
-LogLevel parseLevel(const std::string& s) {
-  if (s == "NONE") return LogLevel::kNone;
-  if (s == "ERROR") return LogLevel::kError;
-  if (s == "WARN") return LogLevel::kWarn;
-  if (s == "INFO") return LogLevel::kInfo;
-  if (s == "DEBUG") return LogLevel::kDebug;
-  if (s == "TRACE") return LogLevel::kTrace;
-  return LogLevel::kWarn;
+// Names are matched without regard to case (NCCL_DEBUG=info works too); Config::fromEnv has
+// already rejected unknown ones through checkLogSettings.
+std::string upper(std::string_view s) {
+  std::string u(s);
+  for (char& ch : u) ch = static_cast<char>(std::toupper(static_cast<unsigned char>(ch)));
+  return u;
+}
+
+bool parseLevel(const std::string& text, LogLevel* level) {
+  static const std::pair<const char*, LogLevel> kNames[] = {
+      {"NONE", LogLevel::kNone}, {"ERROR", LogLevel::kError}, {"WARN", LogLevel::kWarn},
+      {"INFO", LogLevel::kInfo}, {"DEBUG", LogLevel::kDebug}, {"TRACE", LogLevel::kTrace}};
+  const std::string u = upper(text);
+  for (const auto& [n, l] : kNames) {
+    if (u == n) {
+      *level = l;
+      return true;
+    }
+  }
+  return false;
 }
 
 unsigned subsysBit(std::string_view name) {
@@ -38,17 +51,21 @@ unsigned subsysBit(std::string_view name) {
       {"INIT", Subsys::kInit}, {"BOOT", Subsys::kBoot}, {"NET", Subsys::kNet},
       {"SHM", Subsys::kShm},   {"IB", Subsys::kIb},     {"CUDA", Subsys::kCuda},
       {"COLL", Subsys::kColl}, {"PATH", Subsys::kPath}, {"ALL", Subsys::kAll}};
+  const std::string u = upper(name);
   for (const auto& [n, s] : kNames) {
-    if (name == n) return static_cast<unsigned>(s);
+    if (u == n) return static_cast<unsigned>(s);
   }
   return 0;
 }
 
-unsigned parseSubsys(const std::string& s) {
+// The subsystems of a BRAID_LOG_SUBSYS list; *unknown gets the first name that is none.
+unsigned parseSubsys(const std::string& s, std::string* unknown) {
   bool exclude = !s.empty() && s[0] == '^';
   unsigned mask = 0;
   for (const std::string& item : splitList(std::string_view(s).substr(exclude ? 1 : 0))) {
-    mask |= subsysBit(item);
+    const unsigned bit = subsysBit(item);
+    if (bit == 0 && unknown != nullptr && unknown->empty()) *unknown = item;
+    mask |= bit;
   }
   return exclude ? (static_cast<unsigned>(Subsys::kAll) & ~mask) : mask;
 }
@@ -58,8 +75,8 @@ LogState& state() {
     auto* st = new LogState();  // never destroyed: logging may happen during exit
     Config c;
     if (Config::fromEnv(&c).isOk()) {
-      st->level = parseLevel(c.logLevel);
-      st->mask = parseSubsys(c.logSubsys);
+      (void)parseLevel(c.logLevel, &st->level);
+      st->mask = parseSubsys(c.logSubsys, nullptr);
       st->filePattern = c.logFile;
     }
     gethostname(st->host, sizeof(st->host) - 1);
@@ -132,6 +149,23 @@ std::string expandPattern(const std::string& pat, const char* host, int rank) {
 }
 
 }  // namespace
+
+Status checkLogSettings(const std::string& level, const std::string& subsys) {
+  LogLevel l;
+  if (!parseLevel(level, &l)) {
+    return invalidArgument(fmt::format(
+        "BRAID_LOG_LEVEL='{}' must be one of NONE, ERROR, WARN, INFO, DEBUG, TRACE", level));
+  }
+  std::string unknown;
+  (void)parseSubsys(subsys, &unknown);
+  if (!unknown.empty()) {
+    return invalidArgument(fmt::format(
+        "BRAID_LOG_SUBSYS names '{}': the subsystems are INIT, BOOT, NET, SHM, IB, CUDA, COLL, "
+        "PATH and ALL (a list, '^' first to exclude)",
+        unknown));
+  }
+  return Status::ok();
+}
 
 bool logEnabled(LogLevel level, Subsys subsys) {
   LogState& s = state();

@@ -4,7 +4,10 @@
 
 #include <fmt/format.h>
 
+#include <string>
 #include <string_view>
+
+#include "src/core/status.h"
 
 namespace braid {
 
@@ -26,6 +29,8 @@ void logWrite(LogLevel level, Subsys subsys, int rank, std::string_view msg);
 // The rank shown by log lines of this thread (-1 when unknown).
 void logSetThreadRank(int rank);
 int logThreadRank();
+// Whether BRAID_LOG_LEVEL and BRAID_LOG_SUBSYS name known levels and subsystems (any case).
+Status checkLogSettings(const std::string& level, const std::string& subsys);
 
 #define BRAID_LOG(level, subsys, ...)                                             \
   do {                                                                            \

@@ -147,23 +147,38 @@ TEST(Config, ReadsEnvAndRejectsMalformedValues) {
   unsetenv("BRAID_TIMEOUT_MS");
   unsetenv("BRAID_CHUNK_BYTES");
   // Shared-memory, multipath and verbs settings and the chunk are checked, naming the variable.
-  for (auto [var, bad] :
-       {std::pair{"BRAID_SHM_RING_BYTES", "100000"},  // not a power of two
-        std::pair{"BRAID_SHM_RING_BYTES", "65536"},   // < 2 x (eager + 128)
-        std::pair{"BRAID_SHM_CMA", "2"}, std::pair{"BRAID_CHUNK_BYTES", "100"},
-        std::pair{"BRAID_MULTIRAIL", "sideways"}, std::pair{"BRAID_PATH_TIMEOUT_MS", "5"},
-        std::pair{"BRAID_PATH_CHUNK_BYTES", "100"}, std::pair{"BRAID_IB_QPS_PER_PEER", "0"},
-        std::pair{"BRAID_IB_GID_INDEX", "-2"}, std::pair{"BRAID_IB_TIMEOUT", "32"},
-        std::pair{"BRAID_IB_RETRY_CNT", "8"}, std::pair{"BRAID_IB_RNR_RETRY", "-1"},
-        std::pair{"BRAID_IB_TC", "256"}, std::pair{"BRAID_IB_SL", "16"},
-        std::pair{"BRAID_IB_SLOTS", "1"}, std::pair{"BRAID_IB_SLOT_BYTES", "1000"},
-        std::pair{"BRAID_TCP_RTO_MIN_US", "500"}, std::pair{"BRAID_TCP_RTO_MIN_US", "300000"}}) {
+  for (auto [var, bad] : {std::pair{"BRAID_SHM_RING_BYTES", "100000"},  // not a power of two
+                          std::pair{"BRAID_SHM_RING_BYTES", "65536"},   // < 2 x (eager + 128)
+                          std::pair{"BRAID_SHM_CMA", "2"},
+                          std::pair{"BRAID_CHUNK_BYTES", "100"},
+                          std::pair{"BRAID_MULTIRAIL", "sideways"},
+                          std::pair{"BRAID_PATH_TIMEOUT_MS", "5"},
+                          std::pair{"BRAID_PATH_CHUNK_BYTES", "100"},
+                          std::pair{"BRAID_IB_QPS_PER_PEER", "0"},
+                          std::pair{"BRAID_IB_GID_INDEX", "-2"},
+                          std::pair{"BRAID_IB_TIMEOUT", "32"},
+                          std::pair{"BRAID_IB_RETRY_CNT", "8"},
+                          std::pair{"BRAID_IB_RNR_RETRY", "-1"},
+                          std::pair{"BRAID_IB_TC", "256"},
+                          std::pair{"BRAID_IB_SL", "16"},
+                          std::pair{"BRAID_IB_SLOTS", "1"},
+                          std::pair{"BRAID_IB_SLOT_BYTES", "1000"},
+                          std::pair{"BRAID_TCP_RTO_MIN_US", "500"},
+                          std::pair{"BRAID_TCP_RTO_MIN_US", "300000"},
+                          std::pair{"BRAID_LOG_LEVEL", "verbose"},
+                          std::pair{"BRAID_LOG_SUBSYS", "net,bogus"}}) {
     setenv(var, bad, 1);
     Status e = Config::fromEnv(&c);
     EXPECT_EQ(e.code(), braidInvalidArgument) << var << "=" << bad;
     EXPECT_NE(e.message().find(var), std::string::npos) << e.message();
     unsetenv(var);
   }
+  // Log levels and subsystems in any case, as NCCL_DEBUG=info is written.
+  setenv("BRAID_LOG_LEVEL", "info", 1);
+  setenv("BRAID_LOG_SUBSYS", "^net,Shm", 1);
+  EXPECT_TRUE(Config::fromEnv(&c).isOk());
+  unsetenv("BRAID_LOG_LEVEL");
+  unsetenv("BRAID_LOG_SUBSYS");
   setenv("BRAID_CHUNK_BYTES", "0", 1);  // automatic: the cost model's
   EXPECT_TRUE(Config::fromEnv(&c).isOk());
   unsetenv("BRAID_CHUNK_BYTES");
