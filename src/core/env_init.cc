@@ -2,9 +2,11 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <openssl/sha.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -94,14 +96,14 @@ Status writeUniqueIdFile(const std::string& path, std::string* hexOut, braidUniq
     const int err = errno;
     if (f.valid()) ::unlink(tmp.c_str());
     return systemError(
-        fmt::format("cannot write BRAID_UNIQUE_ID_FILE {}: {}", tmp, std::strerror(err)));
+        fmt::format("cannot write the unique-id file {}: {}", tmp, std::strerror(err)));
   }
   f = Fd();
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());
     return systemError(
-        fmt::format("cannot create BRAID_UNIQUE_ID_FILE {}: {}", path, std::strerror(err)));
+        fmt::format("cannot create the unique-id file {}: {}", path, std::strerror(err)));
   }
   return Status::ok();
 }
@@ -116,36 +118,42 @@ bool rootAnswers(const SockAddr& root, Deadline deadline) {
   return s.isOk() && err == 0;
 }
 
-Status readUniqueIdFile(const std::string& path, Deadline deadline, braidUniqueId* id,
-                        UniqueIdData* d) {
+// A file someone else could have written (another user, or readable by others) is not taken
+// where the path is braid's own choice in a shared directory.
+bool ownedPrivately(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && st.st_uid == ::getuid() && (st.st_mode & 077) == 0;
+}
+
+Status readUniqueIdFile(const std::string& path, const std::string& what, bool ownerOnly,
+                        Deadline deadline, braidUniqueId* id, UniqueIdData* d) {
   std::string stale;  // the last id read whose root did not answer
   while (true) {
     std::ifstream f(path);
     std::string hex;
-    if (f && (f >> hex) && hex.size() == 2 * BRAID_UNIQUE_ID_BYTES) {
+    if (f && (f >> hex) && hex.size() == 2 * BRAID_UNIQUE_ID_BYTES &&
+        (!ownerOnly || ownedPrivately(path))) {
       if (braidUniqueIdFromString(hex.c_str(), id) != braidSuccess) {
-        return invalidArgument(
-            fmt::format("BRAID_UNIQUE_ID_FILE {} does not hold a unique id", path));
+        return invalidArgument(fmt::format("{} does not hold a unique id", what));
       }
       BRAID_TRY(decodeUniqueId(*id, d));
       if (rootAnswers(d->root, deadline)) return Status::ok();
       if (hex != stale) {
         LOG_INFO(kBoot,
-                 "BRAID_UNIQUE_ID_FILE {} names a rendezvous root at {} that does not answer "
-                 "(left by an earlier job?): waiting for rank 0 to replace it",
-                 path, d->root.toString());
+                 "{} names a rendezvous root at {} that does not answer (left by an earlier "
+                 "job?): waiting for rank 0 to replace it",
+                 what, d->root.toString());
         stale = hex;
       }
     }
     if (Clock::now() >= deadline) {
       if (stale.empty()) {
-        return timeoutError(fmt::format("BRAID_UNIQUE_ID_FILE {} did not appear in time", path));
+        return timeoutError(fmt::format("{} did not appear in time (rank 0 writes it)", what));
       }
       return timeoutError(fmt::format(
-          "BRAID_UNIQUE_ID_FILE {} names a rendezvous root at {} that does not answer, and "
-          "rank 0 did not replace it in time (a file left by an earlier job, and rank 0 of "
-          "this one not started?)",
-          path, d->root.toString()));
+          "{} names a rendezvous root at {} that does not answer, and rank 0 did not replace "
+          "it in time (a file left by an earlier job, and rank 0 of this one not started?)",
+          what, d->root.toString()));
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(stale.empty() ? 50 : 200));
   }
@@ -177,6 +185,33 @@ Status secretFromEnv(const std::string& rootText, Secret* secret) {
   return Status::ok();
 }
 
+// A job whose launcher says that every rank runs on this node, and names the job (Open MPI's
+// mpirun on one host, a one-node srun step): its ranks can meet through a file of this user's
+// without a rendezvous address. Empty otherwise.
+std::string localJobKey(const Launch& l) {
+  std::string key;
+  if (l.source == "Open MPI") {
+    const char* local = env("OMPI_COMM_WORLD_LOCAL_SIZE");
+    const char* job =
+        env("PMIX_NAMESPACE") ? env("PMIX_NAMESPACE") : env("OMPI_MCA_ess_base_jobid");
+    if (local != nullptr && job != nullptr && std::to_string(l.size) == local) {
+      key = fmt::format("ompi-{}", job);
+    }
+  } else if (l.source == "Slurm") {
+    const char* nodes =
+        env("SLURM_STEP_NUM_NODES") ? env("SLURM_STEP_NUM_NODES") : env("SLURM_NNODES");
+    const char* job = env("SLURM_JOB_ID");
+    const char* step = env("SLURM_STEP_ID");
+    if (nodes != nullptr && std::string(nodes) == "1" && job != nullptr) {
+      key = fmt::format("slurm-{}.{}", job, step ? step : "0");
+    }
+  }
+  for (char& ch : key) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '.' && ch != '-') ch = '_';
+  }
+  return key;
+}
+
 Status initFromEnv(braidComm_t* out) {
   Launch l;
   BRAID_TRY(findRankAndSize(&l));
@@ -191,14 +226,31 @@ Status initFromEnv(braidComm_t* out) {
       return invalidArgument(fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr)));
     }
     BRAID_TRY(decodeUniqueId(id, &d));
-  } else if (const char* path = env("BRAID_UNIQUE_ID_FILE")) {
-    idFile = path;
+  } else if (env("BRAID_UNIQUE_ID_FILE") != nullptr ||
+             (env("BRAID_ROOT_ADDR") == nullptr &&
+              (env("MASTER_ADDR") == nullptr || env("MASTER_PORT") == nullptr) &&
+              !localJobKey(l).empty())) {
+    std::string what;
+    bool ownerOnly = false;
+    if (const char* path = env("BRAID_UNIQUE_ID_FILE")) {
+      idFile = path;
+      what = fmt::format("BRAID_UNIQUE_ID_FILE {}", idFile);
+    } else {
+      const char* tmp = env("TMPDIR");
+      idFile = fmt::format("{}/braid-{}-{}.id", tmp ? tmp : "/tmp", getuid(), localJobKey(l));
+      what = fmt::format("the job's id file {}", idFile);
+      ownerOnly = true;
+      LOG_INFO(kBoot,
+               "no rendezvous address given; all {} ranks ({}) run on this node: they meet "
+               "through {}",
+               l.size, l.source, idFile);
+    }
     braidUniqueId id;
     if (l.rank == 0) {
       BRAID_TRY(writeUniqueIdFile(idFile, &idHex, &id));
       BRAID_TRY(decodeUniqueId(id, &d));
     } else {
-      BRAID_TRY(readUniqueIdFile(idFile, deadline, &id, &d));
+      BRAID_TRY(readUniqueIdFile(idFile, what, ownerOnly, deadline, &id, &d));
     }
   } else {
     std::string rootText;
@@ -215,7 +267,8 @@ Status initFromEnv(braidComm_t* out) {
       return invalidArgument(fmt::format(
           "braidCommInitFromEnv: rank {} of {} comes from {} variables, but no rendezvous is "
           "given: set BRAID_ROOT_ADDR=host:port (with BRAID_JOB_SECRET), BRAID_UNIQUE_ID, "
-          "BRAID_UNIQUE_ID_FILE, or torchrun's MASTER_ADDR/MASTER_PORT",
+          "BRAID_UNIQUE_ID_FILE, or torchrun's MASTER_ADDR/MASTER_PORT (mpirun and srun "
+          "need none when every rank runs on one node)",
           l.rank, l.size, l.source));
     }
     BRAID_TRY(SockAddr::parse(rootText, &d.root));

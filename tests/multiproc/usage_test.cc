@@ -545,6 +545,54 @@ TEST(Usage, UniqueIdFileLeftByACrashedJobIsReplacedAndRemoved) {
   rmdir(dir);
 }
 
+// mpirun or srun on one node, no rendezvous in the environment: the ranks meet through a
+// file of this user's named by the job, gone afterwards. Spread over several nodes, they
+// still need an address, and the error says so.
+TEST(Usage, OneNodeMpirunOrSrunJobNeedsNoRendezvousAddress) {
+  char dir[] = "/tmp/braid-tmpdir-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string job = "test-" + std::to_string(getpid());
+  auto launch = [&](bool slurm, bool oneNode) {
+    runRanks(3, [&](int r, int n, const braidUniqueId&) {
+      for (const char* v : {"BRAID_RANK", "BRAID_WORLD_SIZE", "BRAID_ROOT_ADDR", "BRAID_UNIQUE_ID",
+                            "BRAID_UNIQUE_ID_FILE", "MASTER_ADDR", "RANK", "WORLD_SIZE"}) {
+        unsetenv(v);
+      }
+      setenv("TMPDIR", dir, 1);
+      setenv("BRAID_TIMEOUT_MS", "20000", 1);
+      if (slurm) {
+        setenv("SLURM_PROCID", std::to_string(r).c_str(), 1);
+        setenv("SLURM_NTASKS", std::to_string(n).c_str(), 1);
+        setenv("SLURM_NNODES", oneNode ? "1" : "2", 1);
+        setenv("SLURM_JOB_ID", job.c_str(), 1);
+        setenv("SLURM_STEP_ID", "0", 1);
+      } else {
+        setenv("OMPI_COMM_WORLD_RANK", std::to_string(r).c_str(), 1);
+        setenv("OMPI_COMM_WORLD_SIZE", std::to_string(n).c_str(), 1);
+        setenv("OMPI_COMM_WORLD_LOCAL_SIZE", oneNode ? "3" : "2", 1);
+        setenv("PMIX_NAMESPACE", job.c_str(), 1);
+      }
+      braidComm_t c = nullptr;
+      if (!oneNode) {
+        EXPECT_NE(braidCommInitFromEnv(&c), braidSuccess);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("BRAID_ROOT_ADDR"), std::string::npos) << msg;
+        return;
+      }
+      BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+      int64_t x = r;
+      BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidInt64, braidSum, c, nullptr), c);
+      EXPECT_EQ(x, 3);
+      BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+    });
+  };
+  launch(false, true);
+  launch(true, true);
+  launch(false, false);
+  launch(true, false);
+  EXPECT_EQ(rmdir(dir), 0) << "an id file was left in " << dir;
+}
+
 TEST(Usage, LogFileNamedByHostPidAndRank) {
   char dir[] = "/tmp/braid-log-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
