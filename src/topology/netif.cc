@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <ifaddrs.h>
 #include <net/if.h>
 
@@ -10,6 +11,7 @@
 #include <cstring>
 
 #include "src/core/config.h"
+#include "src/core/log.h"
 #include "src/topology/machine.h"
 
 namespace braid {
@@ -201,16 +203,37 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
   if (!rails.empty() && (localRank >= 0 || cfg.rails != "auto")) {
     std::string mine;
     BRAID_TRY(railInterface(cfg, localRank, &mine));
+    std::vector<std::string> down;
     for (const std::string& name : rails) {
       auto it = std::find_if(all.begin(), all.end(), [&](const NetIf& n) {
         return n.name == name && familyAllowed(cfg, n);
       });
       if (it == all.end()) {
-        return invalidArgument(fmt::format(
-            "BRAID_RAILS='{}': interface {} is not up with an address", cfg.rails, name));
+        // A rail that is down when the job starts (link lost, address gone) is left out, as
+        // NCCL leaves out a port that is not active: the job runs on the others (peers pair
+        // NICs by name, so they leave it out too). A name that is no interface is a mistake.
+        if (if_nametoindex(name.c_str()) == 0) {
+          return invalidArgument(
+              fmt::format("BRAID_RAILS='{}': there is no interface {}", cfg.rails, name));
+        }
+        down.push_back(name);
+        continue;
       }
       if (name == mine) *primary = static_cast<int>(out->size());
       add(*it);
+    }
+    if (out->empty()) {
+      return invalidArgument(
+          fmt::format("BRAID_RAILS='{}': no rail is up with an address{}", cfg.rails,
+                      cfg.socketFamily.empty() ? "" : fmt::format(" ({})", cfg.socketFamily)));
+    }
+    if (!down.empty()) {
+      const bool mineDown = std::find(down.begin(), down.end(), mine) != down.end();
+      LOG_WARN(kNet, "rail(s) {} not up with an address at start: this rank uses {} of {} rails{}",
+               fmt::join(down, ", "), out->size(), rails.size(),
+               mineDown ? fmt::format(" ({} carries the traffic of its own rail {})",
+                                      (*out)[0].name, mine)
+                        : "");
     }
     return Status::ok();
   }

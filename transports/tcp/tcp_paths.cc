@@ -204,10 +204,12 @@ Status Transport::addListener(Fd fd, const SockAddr& bound) {
 }
 
 std::string Transport::localAddress() const {
+  // name@address per NIC (one listener each, in the order of nics_): peers pair NICs by name.
   std::string out;
-  for (const auto& l : listeners_) {
+  for (size_t i = 0; i < listeners_.size(); ++i) {
     if (!out.empty()) out += ',';
-    out += l->bound().toString();
+    if (i < nics_.size()) out += nics_[i].name + "@";
+    out += listeners_[i]->bound().toString();
   }
   return out;
 }

@@ -94,6 +94,33 @@ std::string Transport::pathName(const Peer* p, int path) const {
                      pa.remoteAddr);
 }
 
+std::vector<std::pair<int, int>> Transport::nicPairs(bool peerIsLower,
+                                                     const std::vector<std::string>& remote) const {
+  std::vector<std::string> local;
+  for (const NetIf& n : nics_) local.push_back(n.name);
+  std::vector<std::pair<int, int>> out;
+  if (local != remote) {
+    // Different NIC lists (a rail down on one host when the job started, or hosts built
+    // differently): NICs of the same name, in the lower rank's order, so that no pair crosses
+    // from one rail to another, which a rail-optimized fabric does not route.
+    const std::vector<std::string>& order = peerIsLower ? remote : local;
+    for (const std::string& name : order) {
+      auto l = std::find(local.begin(), local.end(), name);
+      auto r = std::find(remote.begin(), remote.end(), name);
+      if (!name.empty() && l != local.end() && r != remote.end()) {
+        out.emplace_back(int(l - local.begin()), int(r - remote.begin()));
+      }
+    }
+    if (!out.empty()) return out;
+  }
+  // The same NICs on both ends, or no name in common: NIC q with the peer's NIC q (rails).
+  const int pairs = static_cast<int>(std::max(local.size(), remote.size()));
+  for (int q = 0; q < pairs; ++q) {
+    out.emplace_back(q % static_cast<int>(local.size()), q % static_cast<int>(remote.size()));
+  }
+  return out;
+}
+
 Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) {
   const int me = ctx_.rank, n = ctx_.nranks;
   peerInfo_ = peers;
@@ -113,22 +140,23 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
     p.rank = r;
     p.t = this;
     if (r == me || !peers[r].serve) continue;
+    std::vector<std::string> remoteNames;
     for (const std::string& a : splitList(peers[r].address)) {
+      const size_t at = a.find('@');
       SockAddr sa;
-      BRAID_TRY(SockAddr::parse(a, &sa));
+      BRAID_TRY(SockAddr::parse(at == std::string::npos ? a : a.substr(at + 1), &sa));
       remoteNics_[r].push_back(sa);
+      remoteNames.push_back(at == std::string::npos ? "" : a.substr(0, at));
     }
     if (remoteNics_[r].empty()) {
       return remoteError(fmt::format("{} sent no TCP address", peerName(r)));
     }
-    // NIC pair q joins this rank's NIC q and the peer's NIC q (rails); each pair has `flows_`
-    // connections. Both ends compute the same list.
-    const int pairs = static_cast<int>(std::max(nics_.size(), remoteNics_[r].size()));
-    for (int q = 0; q < pairs; ++q) {
+    // Each NIC pair has `flows_` connections; both ends compute the same list (nicPairs).
+    for (const auto& [localNic, remoteNic] : nicPairs(r < me, remoteNames)) {
       for (int f = 0; f < flows_; ++f) {
         auto path = std::make_unique<Path>();
-        path->localNic = q % static_cast<int>(nics_.size());
-        path->remoteNic = q % static_cast<int>(remoteNics_[r].size());
+        path->localNic = localNic;
+        path->remoteNic = remoteNic;
         path->localAddr = nics_[path->localNic].name + " " + nics_[path->localNic].addr.toString();
         path->remoteAddr = remoteNics_[r][path->remoteNic].toString();
         path->primary = spray_ || path->localNic == primaryNic_;

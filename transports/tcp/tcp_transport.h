@@ -241,6 +241,10 @@ class Transport : public braid::Transport {
   size_t eagerBytes() const { return static_cast<size_t>(ctx_.cfg->eagerBytes); }
   bool failed() const { return !failed_.isOk(); }
   std::string pathName(const Peer* p, int path) const;
+  // The (local NIC, peer's NIC) pairs that carry paths to a peer whose NICs have these names:
+  // the same on both ends (the lower rank's order where the lists differ).
+  std::vector<std::pair<int, int>> nicPairs(bool peerIsLower,
+                                            const std::vector<std::string>& remote) const;
   // Installs a freshly authenticated connection as path `path` to `rank` (the loop).
   void installPath(int rank, int path, Fd fd);
   // Called by the timer: stalls, lazy acknowledgements, peers unreachable for too long.
