@@ -142,7 +142,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
     if (r == me || !peers[r].serve) continue;
     std::vector<std::string> remoteNames;
     for (const std::string& a : splitList(peers[r].address)) {
-      const size_t at = a.find('@');
+      const size_t at = a.rfind('@');  // addresses hold no '@'
       SockAddr sa;
       BRAID_TRY(SockAddr::parse(at == std::string::npos ? a : a.substr(at + 1), &sa));
       remoteNics_[r].push_back(sa);
