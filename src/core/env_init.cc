@@ -220,6 +220,7 @@ Status initFromEnv(braidComm_t* out) {
   Deadline deadline = deadlineIn(cfg.timeoutMs);
   UniqueIdData d;
   std::string idFile, idHex;  // BRAID_UNIQUE_ID_FILE, and on rank 0 the id it wrote there
+  const std::string jobKey = localJobKey(l);
   if (const char* hex = env("BRAID_UNIQUE_ID")) {
     braidUniqueId id;
     if (braidUniqueIdFromString(hex, &id) != braidSuccess) {
@@ -229,7 +230,7 @@ Status initFromEnv(braidComm_t* out) {
   } else if (env("BRAID_UNIQUE_ID_FILE") != nullptr ||
              (env("BRAID_ROOT_ADDR") == nullptr &&
               (env("MASTER_ADDR") == nullptr || env("MASTER_PORT") == nullptr) &&
-              !localJobKey(l).empty())) {
+              !jobKey.empty())) {
     std::string what;
     bool ownerOnly = false;
     if (const char* path = env("BRAID_UNIQUE_ID_FILE")) {
@@ -237,7 +238,7 @@ Status initFromEnv(braidComm_t* out) {
       what = fmt::format("BRAID_UNIQUE_ID_FILE {}", idFile);
     } else {
       const char* tmp = env("TMPDIR");
-      idFile = fmt::format("{}/braid-{}-{}.id", tmp ? tmp : "/tmp", getuid(), localJobKey(l));
+      idFile = fmt::format("{}/braid-{}-{}.id", tmp ? tmp : "/tmp", getuid(), jobKey);
       what = fmt::format("the job's id file {}", idFile);
       ownerOnly = true;
       LOG_INFO(kBoot,
