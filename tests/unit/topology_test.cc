@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <vector>
 
 #include "src/topology/machine.h"
 #include "src/topology/netif.h"
@@ -39,6 +40,25 @@ TEST(Rails, LocalRankPicksRailModuloTheirNumber) {
   cfg.socketIfname = "ib0";  // a per-rank choice wins
   ASSERT_TRUE(railInterface(cfg, 1, &ifname).isOk());
   EXPECT_EQ(ifname, "");
+}
+
+// A rail that is down at start is left out, but a name that is no interface at all is a
+// mistake in BRAID_RAILS: init fails naming it (the loopback stands in for an up rail).
+TEST(Rails, ARailThatIsNoInterfaceIsAnErrorNamingIt) {
+  Config cfg;
+  cfg.rails = "lo,braidnosuchnic0";
+  std::vector<NetIf> nics;
+  int primary = -1;
+  Status s = chooseNics(cfg, 0, &nics, &primary);
+  EXPECT_EQ(s.code(), braidInvalidArgument);
+  EXPECT_NE(s.message().find("there is no interface braidnosuchnic0"), std::string::npos)
+      << s.message();
+  cfg.rails = "lo";
+  s = chooseNics(cfg, 0, &nics, &primary);
+  ASSERT_TRUE(s.isOk()) << s.message();
+  ASSERT_EQ(nics.size(), 1u);
+  EXPECT_EQ(nics[0].name, "lo");
+  EXPECT_EQ(primary, 0);
 }
 
 TEST(Rails, AutoTakesTheDiscoveredNicsWhenThereAreSeveral) {
