@@ -16,6 +16,11 @@ namespace {
 // How long the loop thread stays parked after a driver finished with nothing pending: an
 // application issuing operations back to back keeps the loop on its own thread.
 constexpr int64_t kLingerNs = 2'000'000;
+// The parked loop thread looks again after kLingerNs, then at doubling intervals up to this
+// while the application keeps driving: each look is a thread wake-up, which takes the core
+// from a spinning rank where ranks share cores. Once the application goes quiet, the loop
+// thread takes over within the interval reached (posted work wakes it at once).
+constexpr int64_t kMaxParkCheckNs = 16'000'000;
 
 // The reactor whose loop this thread holds (nested runOrPost runs inline).
 thread_local const Reactor* tlsHeld = nullptr;
@@ -231,19 +236,24 @@ bool Reactor::parked() const {
 void Reactor::run() {
   logSetThreadRank(rank_);
   epoll_event events[64];
+  int64_t checkNs = kLingerNs;
   while (!stopping_) {
     if (parked()) {
       std::unique_lock<std::mutex> lock(parkMu_);
       // While someone drives, endDrive(handBack) or post() wakes us: check rarely. While
-      // lingering, look again when the linger ends.
-      int64_t waitNs = kLingerNs;
+      // lingering, look again when the linger ends, or after checkNs if that is later.
+      int64_t waitNs = checkNs;
       if (drivers_.load(std::memory_order_acquire) == 0) {
         int64_t until = lingerUntilNs_.load(std::memory_order_acquire);
         waitNs = std::clamp<int64_t>(until - nowNs(), 100'000, kLingerNs);
+        waitNs = std::max(waitNs, checkNs);
       }
-      parkCv_.wait_for(lock, std::chrono::nanoseconds(waitNs), [&] { return !parked(); });
+      if (!parkCv_.wait_for(lock, std::chrono::nanoseconds(waitNs), [&] { return !parked(); })) {
+        checkNs = std::min(2 * checkNs, kMaxParkCheckNs);  // still busy: look less often
+      }
       continue;
     }
+    checkNs = kLingerNs;
     int timeout = -1;
     if (hasPollers_.load(std::memory_order_acquire)) {
       // Shared-memory peers: poll until idle, then arm their doorbells before sleeping.
