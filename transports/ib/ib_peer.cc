@@ -265,6 +265,8 @@ bool Transport::writeChunk(Peer* p, Path* path, const mp::Chunk& c) {
   h.offset = c.offset;
   h.total = c.total;
   h.fid = c.fid;
+  const bool credits = path->consumed != path->returned;
+  if (credits) h.credit = kCreditImm | (static_cast<uint32_t>(path->consumed) & kSeqMask);
   std::memcpy(dst, &h, sizeof h);
   const bool zc = c.type == static_cast<uint8_t>(FrameType::kDataZc);
   const char* src = c.owned.empty() ? c.payload : c.owned.data();
@@ -301,6 +303,7 @@ bool Transport::writeChunk(Peer* p, Path* path, const mp::Chunk& c) {
   if (zc) dwr.next = &wr;
   if (ibv_post_send(path->qp, zc ? &dwr : &wr, &bad) != 0) return false;
   ++path->sendSeq;
+  if (credits) path->returned = path->consumed;
   path->inflight.push_back(c.fid);
   path->ctr.chunksSent.fetch_add(1, std::memory_order_relaxed);
   path->ctr.bytesSent.fetch_add(c.len, std::memory_order_relaxed);
@@ -402,9 +405,7 @@ void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
   }
   const uint32_t imm = ntohl(wc.imm_data);
   if (imm & kCreditImm) {
-    const uint64_t delta =
-        ((imm & kSeqMask) - static_cast<uint32_t>(path->peerConsumed)) & kSeqMask;
-    path->peerConsumed += delta;
+    takeCredits(path, imm);
     drainWire(p, path);
     return pump(p);
   }
@@ -426,10 +427,24 @@ void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
     return pathDown(p, path, "a malformed chunk", true);
   }
   ++path->recvSeq;
+  const bool credited = (h.credit & kCreditImm) != 0 && takeCredits(path, h.credit);
   onChunk(p, path, h, slot + sizeof h);
   ++path->consumed;
   if (failed()) return;
   returnCredits(path, false);
+  if (credited) {
+    if (!path->wire.empty()) drainWire(p, path);
+    if (p->tx.waiting()) pump(p);
+  }
+}
+
+// The peer's count of slots consumed from our writes on this path (kCreditImm | count mod
+// 2^31); true when it grew. Counts come in order (one QP), so a count never goes back.
+bool Transport::takeCredits(Path* path, uint32_t count) {
+  const uint64_t delta =
+      ((count & kSeqMask) - static_cast<uint32_t>(path->peerConsumed)) & kSeqMask;
+  path->peerConsumed += delta;
+  return delta != 0;
 }
 
 void Transport::onChunk(Peer* p, Path* path, const FrameHeader& h, const char* payload) {

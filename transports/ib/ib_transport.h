@@ -56,11 +56,16 @@ struct FrameHeader {
   uint64_t offset = 0;  // DATA: where the payload goes in the message
   uint64_t total = 0;   // DATA/RTR: message length
   uint64_t fid = 0;     // the chunk's id (multipath)
+  // Credits riding on the chunk: kCreditImm | the writer's count of slots consumed from this
+  // path's ring (its reader's credits, as in a credit write), or 0 when unchanged.
+  uint32_t credit = 0;
+  uint32_t reserved2 = 0;
 };
-static_assert(sizeof(FrameHeader) == 40);
+static_assert(sizeof(FrameHeader) == 48);
 
 // Immediate data: the slot sequence number, or (top bit) the receiver's count of consumed
-// slots, both modulo 2^31.
+// slots, both modulo 2^31. Every chunk also carries that count in its header, so a write of
+// credits alone is needed only where little flows the other way.
 constexpr uint32_t kCreditImm = 0x80000000u;
 constexpr uint32_t kSeqMask = 0x7fffffffu;
 constexpr size_t kMaxUnexpectedBytes = size_t{1} << 30;
@@ -304,6 +309,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   bool findKeys(const void* buf, size_t n, std::vector<uint32_t>* lkeys,
                 std::vector<uint32_t>* rkeys);
   void returnCredits(Path* path, bool force);
+  bool takeCredits(Path* path, uint32_t count);
   bool postRecvs(Path* path, size_t n);
   bool pollCq(Device* d);
   void onSendCompletion(Path* path, const ibv_wc& wc);
