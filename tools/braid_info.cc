@@ -77,6 +77,7 @@ json collect(const Config& cfg, std::string* problems) {
       mp["nics"] = json::array();
       for (const NetIf& n : cfg.multirail == "off" ? std::vector<NetIf>{nics[primary]} : nics) {
         mp["nics"].push_back(n.name);
+        if (n.down) mp["nics_without_link"].push_back(n.name);
       }
       mp["primary"] = nics[primary].name;
     } else {
@@ -177,7 +178,14 @@ void printText(const json& j) {
     std::printf("multipath   %s\n", mp["error"].get<std::string>().c_str());
   } else {
     std::string nics;
-    for (const auto& n : mp["nics"]) nics += (nics.empty() ? "" : ", ") + n.get<std::string>();
+    for (const auto& n : mp["nics"]) {
+      nics += (nics.empty() ? "" : ", ") + n.get<std::string>();
+      if (mp.contains("nics_without_link") &&
+          std::find(mp["nics_without_link"].begin(), mp["nics_without_link"].end(), n) !=
+              mp["nics_without_link"].end()) {
+        nics += " (no link)";
+      }
+    }
     std::printf(
         "multipath   tcp: BRAID_MULTIRAIL=%s over NIC(s) %s (primary %s), %lld flow(s) "
         "per NIC pair; path timeout %lld ms; chunks up to %lld bytes; faults %s\n",

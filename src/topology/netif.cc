@@ -16,16 +16,17 @@
 
 namespace braid {
 
-std::vector<NetIf> listInterfaces() {
+std::vector<NetIf> listInterfaces(bool withDown) {
   std::vector<NetIf> out;
   ifaddrs* list = nullptr;
   if (getifaddrs(&list) != 0) return out;
   for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
-    if (i->ifa_addr == nullptr || !(i->ifa_flags & IFF_UP)) continue;
+    if (i->ifa_addr == nullptr || (!withDown && !(i->ifa_flags & IFF_UP))) continue;
     int fam = i->ifa_addr->sa_family;
     if (fam != AF_INET && fam != AF_INET6) continue;
     NetIf n;
     n.name = i->ifa_name;
+    n.down = withDown && (i->ifa_flags & (IFF_UP | IFF_RUNNING)) != (IFF_UP | IFF_RUNNING);
     n.addr.len = fam == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
     std::memcpy(&n.addr.ss, i->ifa_addr, n.addr.len);
     if (fam == AF_INET6) {
@@ -138,9 +139,11 @@ std::vector<std::string> discoveredRails() {
   MachineInfo m;
   if (!discoverMachine(&m).isOk()) return {};
   std::vector<PciDevice> nics;
-  const std::vector<NetIf> up = listInterfaces();
+  // Down ones too: a rail whose link is down when the job starts is still a rail (its paths
+  // start dead), so every host of a job counts the same rails.
+  const std::vector<NetIf> all = listInterfaces(/*withDown=*/true);
   for (const PciDevice& d : m.nics) {
-    bool usable = d.kind == "network" && std::any_of(up.begin(), up.end(), [&](const NetIf& n) {
+    bool usable = d.kind == "network" && std::any_of(all.begin(), all.end(), [&](const NetIf& n) {
                     return n.name == d.name && !n.addr.isLoopback();
                   });
     if (usable) nics.push_back(d);
@@ -182,7 +185,7 @@ Status railInterface(const Config& cfg, int localRank, std::string* ifname) {
 Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int* primary) {
   out->clear();
   *primary = 0;
-  const std::vector<NetIf> all = listInterfaces();
+  const std::vector<NetIf> all = listInterfaces(/*withDown=*/true);
   auto add = [&](const NetIf& n) {
     bool seen =
         std::any_of(out->begin(), out->end(), [&](const NetIf& o) { return o.name == n.name; });
@@ -190,7 +193,7 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
   };
   if (!cfg.socketIfname.empty()) {
     for (const NetIf& n : all) {
-      if (familyAllowed(cfg, n) && ifnameMatches(cfg.socketIfname, n.name)) add(n);
+      if (!n.down && familyAllowed(cfg, n) && ifnameMatches(cfg.socketIfname, n.name)) add(n);
     }
     if (out->empty()) {
       return invalidArgument(
@@ -203,37 +206,50 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
   if (!rails.empty() && (localRank >= 0 || cfg.rails != "auto")) {
     std::string mine;
     BRAID_TRY(railInterface(cfg, localRank, &mine));
-    std::vector<std::string> down;
+    std::vector<std::string> down, gone;
     for (const std::string& name : rails) {
       auto it = std::find_if(all.begin(), all.end(), [&](const NetIf& n) {
         return n.name == name && familyAllowed(cfg, n);
       });
       if (it == all.end()) {
-        // A rail that is down when the job starts (link lost, address gone) is left out, as
-        // NCCL leaves out a port that is not active: the job runs on the others (peers pair
-        // NICs by name, so they leave it out too). A name that is no interface is a mistake.
+        // A rail without an address when the job starts is left out, as NCCL leaves out a
+        // port that is not active: the job runs on the others (peers pair NICs by name, so
+        // they leave it out too). A name that is no interface is a mistake.
         if (if_nametoindex(name.c_str()) == 0) {
           return invalidArgument(
               fmt::format("BRAID_RAILS='{}': there is no interface {}", cfg.rails, name));
         }
-        down.push_back(name);
+        gone.push_back(name);
         continue;
       }
+      // A rail that has its address but no link is kept: its paths start dead, and the
+      // background probes make them once the link is back.
+      if (it->down) down.push_back(name);
       if (name == mine) *primary = static_cast<int>(out->size());
       add(*it);
     }
-    if (out->empty()) {
-      return invalidArgument(
-          fmt::format("BRAID_RAILS='{}': no rail is up with an address{}", cfg.rails,
-                      cfg.socketFamily.empty() ? "" : fmt::format(" ({})", cfg.socketFamily)));
+    auto firstUp = std::find_if(out->begin(), out->end(), [](const NetIf& n) { return !n.down; });
+    if (firstUp == out->end()) {
+      return invalidArgument(fmt::format(
+          "BRAID_RAILS='{}': no rail is up with an address{}{}", cfg.rails,
+          cfg.socketFamily.empty() ? "" : fmt::format(" ({})", cfg.socketFamily),
+          down.empty() ? "" : fmt::format(" ({} without a link)", fmt::join(down, ", "))));
+    }
+    const bool mineOut = std::find(down.begin(), down.end(), mine) != down.end() ||
+                         std::find(gone.begin(), gone.end(), mine) != gone.end();
+    if (mineOut) *primary = static_cast<int>(firstUp - out->begin());
+    const std::string carrier =
+        mineOut ? fmt::format(" ({} carries the traffic of its own rail {} meanwhile)",
+                              firstUp->name, mine)
+                : "";
+    if (!gone.empty()) {
+      LOG_WARN(kNet,
+               "rail(s) {} have no address at start: left out, this rank uses {} of {} rails{}",
+               fmt::join(gone, ", "), out->size(), rails.size(), down.empty() ? carrier : "");
     }
     if (!down.empty()) {
-      const bool mineDown = std::find(down.begin(), down.end(), mine) != down.end();
-      LOG_WARN(kNet, "rail(s) {} not up with an address at start: this rank uses {} of {} rails{}",
-               fmt::join(down, ", "), out->size(), rails.size(),
-               mineDown ? fmt::format(" ({} carries the traffic of its own rail {})",
-                                      (*out)[0].name, mine)
-                        : "");
+      LOG_WARN(kNet, "rail(s) {} have no link at start: their paths are made once the link is up{}",
+               fmt::join(down, ", "), carrier);
     }
     return Status::ok();
   }

@@ -12,10 +12,14 @@ namespace braid {
 struct NetIf {
   std::string name;
   SockAddr addr;  // port 0
+  // Without a link (not up, or no carrier) though it has an address: a rail that is down when
+  // the job starts; its paths start dead and are made once it comes up.
+  bool down = false;
 };
 
-// Usable (up, with an address) interfaces in the order the system lists them.
-std::vector<NetIf> listInterfaces();
+// Usable (up, with an address) interfaces in the order the system lists them; withDown: also
+// those with an address that are down or have no carrier, marked down.
+std::vector<NetIf> listInterfaces(bool withDown = false);
 
 // True when ifname matches the NCCL-style spec: comma list of prefixes; a leading '^' excludes
 // the listed ones; a leading '=' (after '^' if any) asks for exact names.
@@ -30,8 +34,8 @@ Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out);
 // OMPI_COMM_WORLD_LOCAL_RANK, SLURM_LOCALID, MPI_LOCALRANKID), or -1.
 int launcherLocalRank();
 
-// The node's network NICs (hwloc) that are up with an address, ordered by NUMA node then PCI
-// address: the rails BRAID_RAILS=auto uses.
+// The node's network NICs (hwloc) that have an address (up or not), ordered by NUMA node then
+// PCI address: the rails BRAID_RAILS=auto uses.
 std::vector<std::string> discoveredRails();
 // The rails BRAID_RAILS gives: its list, "none", or with "auto" (the default) the discovered
 // NICs when there are two or more (else none).
@@ -44,7 +48,9 @@ Status railInterface(const Config& cfg, int localRank, std::string* ifname);
 
 // Every NIC this rank may send on, in rail order, and which is its own (primary): the rails
 // (BRAID_RAILS, local rank i owns rail i mod R), or every interface BRAID_SOCKET_IFNAME matches
-// (one address per interface), or the one chooseLocalAddress picks.
+// (one address per interface), or the one chooseLocalAddress picks. A rail without a link that
+// has an address is listed marked down (the primary is then the first rail that is up); one
+// without an address is left out.
 Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int* primary);
 
 }  // namespace braid

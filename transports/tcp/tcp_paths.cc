@@ -210,6 +210,7 @@ std::string Transport::localAddress() const {
     if (!out.empty()) out += ',';
     if (i < nics_.size()) out += nics_[i].name + "@";
     out += listeners_[i]->bound().toString();
+    if (i < nics_.size() && nics_[i].down) out += kNoLinkMark;
   }
   return out;
 }
@@ -220,7 +221,8 @@ Status Transport::initialConnect(Deadline deadline) {
   size_t expected = 0;
   for (int r = 0; r < n; ++r) {
     fds[r].resize(peers_[r].paths.size());
-    if (r > me) expected += peers_[r].paths.size();
+    if (r <= me) continue;
+    for (const auto& pa : peers_[r].paths) expected += pa->startDead ? 0 : 1;
   }
   // Higher ranks connect to lower ones; accept concurrently so nobody waits on a chain.
   Status acceptStatus;
@@ -232,6 +234,10 @@ Status Transport::initialConnect(Deadline deadline) {
     for (const auto& l : listeners_) lfds.push_back(l->fd());
     auto admit = [&](const Hello& h) -> Status {
       BRAID_TRY(admitPath(h));
+      if (peers_[h.rank].paths[h.socketIndex]->startDead) {
+        return remoteError(fmt::format("rank {} connected path {}, which had no link at the start",
+                                       h.rank, h.socketIndex));
+      }
       for (const auto& a : accepted) {
         if (a.hello.rank == h.rank && a.hello.socketIndex == h.socketIndex) {
           return remoteError(fmt::format("duplicate connection from rank {}", h.rank));
@@ -251,6 +257,7 @@ Status Transport::initialConnect(Deadline deadline) {
   for (int r = 0; r < me && connectStatus.isOk(); ++r) {
     for (size_t k = 0; k < peers_[r].paths.size() && connectStatus.isOk(); ++k) {
       const Path& pa = *peers_[r].paths[k];
+      if (pa.startDead) continue;
       Fd fd;
       connectStatus = connectTo(remoteNics_[r][pa.remoteNic], deadline, &fd,
                                 fmt::format("{} {}", peerName(r), pathName(&peers_[r], int(k))),
@@ -282,6 +289,7 @@ Status Transport::initialConnect(Deadline deadline) {
   for (auto& a : accepted) fds[a.hello.rank][a.hello.socketIndex] = std::move(a.fd);
   for (int r = 0; r < n; ++r) {
     for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
+      if (peers_[r].paths[k]->startDead) continue;
       BRAID_TRY(setNonBlocking(fds[r][k].get()));
       tunePathSocket(fds[r][k].get());
       auto sock = std::make_unique<Socket>(&peers_[r], static_cast<int>(k), std::move(fds[r][k]));
@@ -291,6 +299,28 @@ Status Transport::initialConnect(Deadline deadline) {
     }
   }
   return Status::ok();
+}
+
+void Transport::startDeadPaths() {
+  const int64_t now = nowNs();
+  for (Peer& p : peers_) {
+    size_t dead = 0;
+    for (size_t k = 0; k < p.paths.size(); ++k) {
+      Path& pa = *p.paths[k];
+      if (!pa.startDead) continue;
+      ++dead;
+      setPathState(&p, static_cast<int>(k), PathState::kDead, nullptr);
+      pa.downSinceNs = now;
+      LOG_INFO(kPath, "{}: {} starts dead (no link at the start); it is made once the link is up",
+               peerName(p.rank), pathName(&p, static_cast<int>(k)));
+      if (ctx_.rank > p.rank) scheduleProbe(&p, static_cast<int>(k), false);
+    }
+    if (dead > 0 && dead == p.paths.size()) {
+      LOG_WARN(kPath, "{}: no rail has a link at both ends (paths: {})", peerName(p.rank),
+               pathsTried(&p));
+      allPathsDown(&p);
+    }
+  }
 }
 
 Status Transport::admitPath(const Hello& h) const {
@@ -499,7 +529,11 @@ void Transport::installPath(int rank, int path, Fd fd) {
   p.livenessBackoffMs = 0;
   ++pa.generation;
   setPathState(&p, path, pa.primary ? PathState::kUp : PathState::kStandby, nullptr);
-  if (wasDead) {
+  if (wasDead && pa.generation == 1 && pa.startDead) {
+    // Its first connection (a NIC had no link at the start): an admission, not a re-admission.
+    LOG_WARN(kPath, "{}: {} is up after {} ms (it had no link at the start)", peerName(rank),
+             pathName(&p, path), (nowNs() - pa.downSinceNs) / 1'000'000);
+  } else if (wasDead) {
     pa.ctr.readmissions.fetch_add(1, std::memory_order_relaxed);
     LOG_WARN(kPath, "{}: {} is back after {} ms", peerName(rank), pathName(&p, path),
              (nowNs() - pa.downSinceNs) / 1'000'000);

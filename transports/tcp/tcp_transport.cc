@@ -48,15 +48,29 @@ Status Transport::listen() {
   stragglerNs_ = std::clamp<int64_t>(pathTimeoutNs_ / 10, 20'000'000, 100'000'000);
   BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_));
   BRAID_TRY(chooseCongestionControl());
+  const std::string primaryName = nics_[primaryNic_].name;
+  std::vector<NetIf> listening;
   for (const NetIf& nif : nics_) {
-    LOG_INFO(kNet, "tcp: listening on interface {} ({}){}", nif.name, nif.addr.toString(),
-             nics_.size() > 1 && &nif == &nics_[primaryNic_]
-                 ? fmt::format(", the rail of local rank {}", localRank)
-                 : "");
     Fd fd;
     SockAddr bound;
-    BRAID_TRY(listenOn(nif.addr, 1024, &fd, &bound));
+    Status s = listenOn(nif.addr, 1024, &fd, &bound);
+    if (!s.isOk() && nif.down) {
+      // Its address may not take a socket while the link is down (IPv6): left out.
+      LOG_WARN(kNet, "tcp: rail {} is left out: {}", nif.name, s.message());
+      continue;
+    }
+    BRAID_TRY(s);
+    LOG_INFO(kNet, "tcp: listening on interface {} ({}){}{}", nif.name, bound.toString(),
+             nics_.size() > 1 && nif.name == primaryName
+                 ? fmt::format(", the rail of local rank {}", localRank)
+                 : "",
+             nif.down ? ", no link yet" : "");
     BRAID_TRY(addListener(std::move(fd), bound));
+    listening.push_back(nif);
+  }
+  nics_ = std::move(listening);
+  for (size_t i = 0; i < nics_.size(); ++i) {
+    if (nics_[i].name == primaryName) primaryNic_ = static_cast<int>(i);
   }
   return Status::ok();
 }
@@ -141,12 +155,16 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
     p.t = this;
     if (r == me || !peers[r].serve) continue;
     std::vector<std::string> remoteNames;
-    for (const std::string& a : splitList(peers[r].address)) {
+    std::vector<bool> remoteDown;
+    for (std::string a : splitList(peers[r].address)) {
+      const bool down = a.ends_with(kNoLinkMark);
+      if (down) a.resize(a.size() - kNoLinkMark.size());
       const size_t at = a.rfind('@');  // addresses hold no '@'
       SockAddr sa;
       BRAID_TRY(SockAddr::parse(at == std::string::npos ? a : a.substr(at + 1), &sa));
       remoteNics_[r].push_back(sa);
       remoteNames.push_back(at == std::string::npos ? "" : a.substr(0, at));
+      remoteDown.push_back(down);
     }
     if (remoteNics_[r].empty()) {
       return remoteError(fmt::format("{} sent no TCP address", peerName(r)));
@@ -160,6 +178,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         path->localAddr = nics_[path->localNic].name + " " + nics_[path->localNic].addr.toString();
         path->remoteAddr = remoteNics_[r][path->remoteNic].toString();
         path->primary = spray_ || path->localNic == primaryNic_;
+        path->startDead = nics_[path->localNic].down || remoteDown[path->remoteNic];
         p.paths.push_back(std::move(path));
       }
     }
@@ -170,6 +189,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   }
   BRAID_TRY(initialConnect(deadline));
   BRAID_TRY(startBackground());
+  startDeadPaths();
   size_t served = static_cast<size_t>(
       std::count_if(peers.begin(), peers.end(), [](const PeerInfo& p) { return p.serve; }));
   LOG_INFO(kNet, "tcp: connected to {} peers over {} NIC(s), {} flow(s) per NIC pair ({})", served,

@@ -15,6 +15,7 @@
 #include <mutex>
 #include <random>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <unordered_map>
 #include <vector>
@@ -30,6 +31,10 @@ namespace braid {
 std::unique_ptr<TransportFactory> makeTcpTransportFactory();
 
 namespace tcp {
+
+// Appended to a NIC's name@address in the bootstrap record when it had no link at the start:
+// both ends of its paths then skip the first connection.
+inline constexpr std::string_view kNoLinkMark = "/nolink";
 
 // PATHDOWN (tag: the path index): the sender found that path dead; the receiver drops it too.
 enum class FrameType : uint8_t {
@@ -166,6 +171,9 @@ struct Path {
   // Why it went down last: the peer closed it (EOF, reset, refused) rather than a timeout.
   bool closedByPeer = false;
   int64_t downSinceNs = 0;
+  // One of its NICs had no link when the job started: no first connection; the background
+  // probes make it once the link is up.
+  bool startDead = false;
   // Reconnection (by the higher rank of the pair).
   bool probing = false;
   int64_t backoffMs = 0;
@@ -274,6 +282,8 @@ class Transport : public braid::Transport {
   void allPathsDown(Peer* p);
   std::string pathsTried(const Peer* p) const;
   Status initialConnect(Deadline deadline);
+  // Paths with a NIC that had no link at the start: dead from the start, probed from now on.
+  void startDeadPaths();
   Status addListener(Fd fd, const SockAddr& bound);
   // Listeners for reconnections in the loop, the timer, the prober thread.
   Status startBackground();
