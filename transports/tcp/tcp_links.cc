@@ -1,7 +1,8 @@
-// Link state (rtnetlink) and path-down notices: a NIC of this rank that loses its link takes
-// its paths down at once (no waiting for the path timeout), and a path that dies here is
-// reported to the peer over a surviving path, so the peer re-sends at once too (its own NIC
-// may be up: a cut elsewhere gives it no signal).
+// Link state (rtnetlink) and path notices: a NIC of this rank that loses its link takes its
+// paths down at once (no waiting for the path timeout), and a path that dies here is reported
+// to the peer over a surviving path, so the peer re-sends at once too (its own NIC may be up:
+// a cut elsewhere gives it no signal). A NIC whose link comes back has its dead paths probed
+// at once: by this rank where it is the higher of the pair, else by the peer, told so.
 #include <fmt/format.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
@@ -50,7 +51,12 @@ class Transport::LinkWatch : public Reactor::Handler {
         }
         const bool up = h->nlmsg_type == RTM_NEWLINK && (ifi->ifi_flags & IFF_UP) &&
                         (ifi->ifi_flags & IFF_RUNNING);
-        if (!up && name[0] != '\0') t_->onLinkDown(name);
+        if (name[0] == '\0') continue;
+        if (up) {
+          t_->onLinkUp(name);
+        } else {
+          t_->onLinkDown(name);
+        }
       }
     }
   }
@@ -84,11 +90,34 @@ void Transport::onLinkDown(const std::string& ifname) {
   }
 }
 
-void Transport::notifyPathDown(Peer* p, int path) {
+void Transport::onLinkUp(const std::string& ifname) {
+  if (failed() || stopping_) return;
+  for (Peer& p : peers_) {
+    for (size_t k = 0; k < p.paths.size(); ++k) {
+      Path& pa = *p.paths[k];
+      if (nics_[pa.localNic].name != ifname || (pa.sock && pa.sock->alive())) continue;
+      if (ctx_.rank > p.rank) {
+        probeNow(&p, static_cast<int>(k));
+      } else {
+        notifyPath(&p, static_cast<int>(k), FrameType::kPathUp);
+      }
+    }
+  }
+}
+
+void Transport::onPathUpNotice(Peer* p, uint64_t path) {
+  if (path >= p->paths.size() || ctx_.rank < p->rank || failed() || stopping_) return;
+  Path& pa = *p->paths[path];
+  if (!pa.sock || !pa.sock->alive()) probeNow(p, static_cast<int>(path));
+}
+
+void Transport::notifyPathDown(Peer* p, int path) { notifyPath(p, path, FrameType::kPathDown); }
+
+void Transport::notifyPath(Peer* p, int path, FrameType type) {
   Socket* s = p->liveSocket();
   if (s == nullptr || stopping_) return;
   FrameHeader h;
-  h.type = static_cast<uint8_t>(FrameType::kPathDown);
+  h.type = static_cast<uint8_t>(type);
   h.tag = static_cast<uint64_t>(path);
   s->enqueueUrgent(h, {});
   s->flush();

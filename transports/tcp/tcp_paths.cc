@@ -136,6 +136,14 @@ class Transport::Prober {
     stop_ = true;
     cv_.notify_one();
   }
+  // The reconnection of (rank, path) waiting for its backoff is due now (one under way goes on).
+  void kick(int rank, int path) {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (Job& j : jobs_) {
+      if (j.rank == rank && j.path == path && !j.liveness) j.dueNs = std::min(j.dueNs, nowNs());
+    }
+    cv_.notify_one();
+  }
 
  private:
   void run(int me) {
@@ -475,6 +483,16 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness) {
   j.hello.commTag = ctx_.commTag;
   j.what = fmt::format("{} {}", peerName(p->rank), pathName(p, path));
   prober_->add(std::move(j));
+}
+
+void Transport::probeNow(Peer* p, int path) {
+  Path& pa = *p->paths[path];
+  if (!prober_ || stopping_) return;
+  pa.backoffMs = 0;  // the link is back: the retries start quick again
+  LOG_DEBUG(kPath, "{}: a link of {} came up: probing it now", peerName(p->rank),
+            pathName(p, path));
+  if (pa.probing) return prober_->kick(p->rank, path);
+  scheduleProbe(p, path, false);
 }
 
 void Transport::onProbeResult(int rank, int path, bool ok, bool refused, const std::string& why) {

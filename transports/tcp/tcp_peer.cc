@@ -231,8 +231,13 @@ bool Socket::onHeader() {
       inText_.assign(in_.len, '\0');
       break;
     case FrameType::kPathDown:
+    case FrameType::kPathUp:
       if (in_.len != 0) return malformed();
-      t->onPathDownNotice(peer_, in_.tag);
+      if (static_cast<FrameType>(in_.type) == FrameType::kPathDown) {
+        t->onPathDownNotice(peer_, in_.tag);
+      } else {
+        t->onPathUpNotice(peer_, in_.tag);
+      }
       return fd_.valid() && !t->failed();
     case FrameType::kBye:
       if (in_.len != 0) return malformed();

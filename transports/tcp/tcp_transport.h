@@ -43,7 +43,8 @@ enum class FrameType : uint8_t {
   kAbort = 3,
   kBye = 4,
   kAck = 5,
-  kPathDown = 6
+  kPathDown = 6,
+  kPathUp = 7  // tag: the path index; the link of the sender's NIC on that path came up
 };
 // The receiver may acknowledge the chunk with its next frame instead of at once.
 constexpr uint8_t kFlagLazyAck = 1;
@@ -226,7 +227,11 @@ class Transport : public braid::Transport {
   // A path's connection failed (closedByPeer: EOF/reset, else a stall or local error).
   void onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer, bool notify = true);
   void onPathDownNotice(Peer* p, uint64_t path);
+  void onPathUpNotice(Peer* p, uint64_t path);
   void onLinkDown(const std::string& ifname);
+  // A NIC's link came up: its dead paths are probed now rather than at their backoff.
+  void onLinkUp(const std::string& ifname);
+  void probeNow(Peer* p, int path);
   // A chunk header arrived: where its payload goes (dest nullptr: nowhere).
   void onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** req);
   void onDataDone(Peer* p, uint64_t tag, NetRequest* req, size_t len);
@@ -290,6 +295,7 @@ class Transport : public braid::Transport {
   void stopBackground();
   Status startLinkWatch();
   void notifyPathDown(Peer* p, int path);
+  void notifyPath(Peer* p, int path, FrameType type);
 
   TransportContext ctx_;
   std::vector<NetIf> nics_;  // the NICs this rank listens and sends on, rail order
