@@ -9,6 +9,7 @@
 #include "src/core/api_guard.h"
 #include "src/core/handles.h"
 #include "src/core/log.h"
+#include "src/engine/executor.h"
 
 namespace braid {
 namespace {
@@ -186,6 +187,20 @@ braidResult_t issue(Call c) {
     uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
                        : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
                                                      : comm->nextCollectiveTagBase();
+    const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
+    if (p2p && !stream && !groupOpen() && c.a.root != comm->rank()) {
+      // A blocking send or receive: the one step of collectives/p2p.cc (slot 0), run here.
+      const bool send = c.a.kind == CollKind::kSend;
+      comm->enter();
+      Status s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
+                            send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
+      if (!s.isOk()) {
+        comm->setLastError(s.message());
+        LOG_WARN(kColl, "{}", s.message());
+      }
+      comm->leave();
+      return s;
+    }
     auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);
     BRAID_TRY(buildCollective(c.a, sched.get()));
     Task t;

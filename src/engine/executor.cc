@@ -23,17 +23,107 @@ struct Ref {
   uint32_t node;
 };
 
-class Run : public CompletionSink {
+// Waits on one thread for the completions of the network requests it posted: drives the
+// communicators' progress loops itself while the network moves (BRAID_SPIN_US), then sleeps
+// until a completion wakes it. `poll` is more work to look at on every pass (poll steps):
+// true when it finished something.
+class Waiter : public CompletionSink {
  public:
-  explicit Run(std::vector<std::unique_ptr<Schedule>>& s) : scheds_(s) {}
-  Status execute();
-  bool leaked() const { return leaked_; }
   void onComplete(NetRequest* r) override {
     std::lock_guard<std::mutex> lock(mu_);
     done_.push_back(r);
     hasDone_.store(true, std::memory_order_release);
     cv_.notify_one();
   }
+  void addComm(Comm* c) {
+    spinUs_ = std::max(spinUs_, c->config().spinUs);
+    if (c->oversubscribed()) yieldMask_ = 0;
+    if (std::find(loops_.begin(), loops_.end(), c->reactor()) == loops_.end()) {
+      loops_.push_back(c->reactor());
+    }
+  }
+  int64_t spinUs() const { return spinUs_; }
+  void setDriving(bool on, bool handBack) {
+    if (on == driving_) return;
+    driving_ = on;
+    for (Reactor* l : loops_) on ? l->beginDrive() : l->endDrive(handBack);
+  }
+  // Polls the loops on this thread while the network keeps moving; true when completions
+  // arrived (or `poll` finished something), false when nothing moved for spinUs_ (or the
+  // deadline passed).
+  template <typename Poll>
+  bool drive(Deadline deadline, Poll&& poll) {
+    setDriving(true, false);
+    auto lastMove = Clock::now();
+    bool stamp = false;  // progress since the clock was last read
+    for (unsigned idle = 0;; ++idle) {
+      bool moved = false;
+      for (Reactor* l : loops_) moved = l->pollOnce() || moved;
+      if (hasDone_.load(std::memory_order_acquire)) return true;
+      if (poll()) return true;
+      if (moved) {
+        idle = 0;
+        stamp = true;
+        continue;
+      }
+      if ((idle & yieldMask_) == yieldMask_) {
+        // Let other ranks sharing this core run (ranks may outnumber cores).
+        std::this_thread::yield();
+      }
+      if ((idle & 7) != 7) continue;  // the clock costs more than a pass over shm rings
+      auto now = Clock::now();
+      if (stamp) {
+        lastMove = now;
+        stamp = false;
+      }
+      if (now >= deadline || now - lastMove > std::chrono::microseconds(spinUs_)) break;
+    }
+    setDriving(false, true);
+    return false;
+  }
+  // Sleeps until a completion arrives (or, with `polling`, `poll` finishes something: looked
+  // at every 100 us, as poll steps signal nothing); false when `until` passed first.
+  template <typename Poll>
+  bool sleep(Deadline until, bool polling, Poll&& poll) {
+    std::unique_lock<std::mutex> lock(mu_);
+    auto arrived = [&] { return !done_.empty(); };
+    if (!polling) return cv_.wait_until(lock, until, arrived);
+    for (;;) {
+      auto next = std::min<Deadline>(until, Clock::now() + std::chrono::microseconds(100));
+      if (cv_.wait_until(lock, next, arrived)) return true;
+      lock.unlock();
+      bool woke = poll();
+      lock.lock();
+      if (woke) return true;
+      if (Clock::now() >= until) return false;
+    }
+  }
+  // The completions that arrived.
+  void take(std::vector<NetRequest*>* batch) {
+    std::lock_guard<std::mutex> lock(mu_);
+    batch->swap(done_);
+    hasDone_.store(false, std::memory_order_relaxed);
+  }
+
+ private:
+  // The progress loops of the communicators involved, and whether this thread drives them.
+  std::vector<Reactor*> loops_;
+  int64_t spinUs_ = 0;
+  // Idle polls between yields: every one when this host runs more ranks than it has cores
+  // (a spinning rank would take the core from the peer it waits for).
+  unsigned yieldMask_ = 15;
+  bool driving_ = false;
+  std::atomic<bool> hasDone_{false};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<NetRequest*> done_;
+};
+
+class Run {
+ public:
+  explicit Run(std::vector<std::unique_ptr<Schedule>>& s) : scheds_(s) {}
+  Status execute();
+  bool leaked() const { return leaked_; }
 
  private:
   Node& node(Ref r) { return scheds_[r.sched]->nodes()[r.node]; }
@@ -45,8 +135,6 @@ class Run : public CompletionSink {
   bool pollSteps();
   std::string pendingDescription();
   bool waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch);
-  bool drive(Deadline deadline);
-  void setDriving(bool on, bool handBack);
 
   std::vector<std::unique_ptr<Schedule>>& scheds_;
   size_t at(Ref r) const { return base_[r.sched] + r.node; }
@@ -63,17 +151,7 @@ class Run : public CompletionSink {
   Status err_;
   bool leaked_ = false;
   bool timedOut_ = false;
-  // The progress loops of the communicators involved, and whether this thread drives them.
-  std::vector<Reactor*> loops_;
-  int64_t spinUs_ = 0;
-  // Idle polls between yields: every one when this host runs more ranks than it has cores
-  // (a spinning rank would take the core from the peer it waits for).
-  unsigned yieldMask_ = 15;
-  bool driving_ = false;
-  std::atomic<bool> hasDone_{false};
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::vector<NetRequest*> done_;
+  Waiter w_;
 };
 
 void Run::finish(Ref r) {
@@ -143,7 +221,7 @@ void Run::start(Ref r) {
   q.tag = s.tag(n.slot);
   q.buf = isSend ? const_cast<void*>(n.src) : n.dst;
   q.bytes = n.count;
-  q.sink = this;
+  q.sink = &w_;
   q.node = (static_cast<size_t>(r.sched) << 32) | r.node;
   ++outstanding_;
   inFlight_[at(r)] = 1;
@@ -192,71 +270,15 @@ std::string Run::pendingDescription() {
   return out;
 }
 
-void Run::setDriving(bool on, bool handBack) {
-  if (on == driving_) return;
-  driving_ = on;
-  for (Reactor* l : loops_) on ? l->beginDrive() : l->endDrive(handBack);
-}
-
-// Polls the communicators' loops on this thread while the network keeps moving; returns true
-// when completions arrived, false when nothing moved for spinUs_ (or the deadline passed).
-bool Run::drive(Deadline deadline) {
-  setDriving(true, false);
-  auto lastMove = Clock::now();
-  bool stamp = false;  // progress since the clock was last read
-  for (unsigned idle = 0;; ++idle) {
-    bool moved = false;
-    for (Reactor* l : loops_) moved = l->pollOnce() || moved;
-    if (hasDone_.load(std::memory_order_acquire)) return true;
-    if (!polling_.empty() && pollSteps()) return true;
-    if (moved) {
-      idle = 0;
-      stamp = true;
-      continue;
-    }
-    if ((idle & yieldMask_) == yieldMask_) {
-      // Let other ranks sharing this core run (ranks may outnumber cores).
-      std::this_thread::yield();
-    }
-    if ((idle & 7) != 7) continue;  // the clock costs more than a pass over shm rings
-    auto now = Clock::now();
-    if (stamp) {
-      lastMove = now;
-      stamp = false;
-    }
-    if (now >= deadline || now - lastMove > std::chrono::microseconds(spinUs_)) break;
-  }
-  setDriving(false, true);
-  return false;
-}
-
 // Waits for at least one completion (moved into *batch); false when the run must give up.
 bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch) {
-  if (spinUs_ > 0 && !timedOut_ && drive(deadline)) {
-    std::lock_guard<std::mutex> lock(mu_);
-    batch->swap(done_);
-    hasDone_.store(false, std::memory_order_relaxed);
+  auto poll = [this] { return !polling_.empty() && pollSteps(); };
+  if (w_.spinUs() > 0 && !timedOut_ && w_.drive(deadline, poll)) {
+    w_.take(batch);
     return true;
   }
-  std::unique_lock<std::mutex> lock(mu_);
   Deadline until = timedOut_ ? deadlineIn(30000) : deadline;
-  auto arrived = [&] { return !done_.empty(); };
-  bool woke;
-  if (polling_.empty()) {
-    woke = cv_.wait_until(lock, until, arrived);
-  } else {
-    // Poll steps signal nothing: look at them every 100 µs while sleeping.
-    for (;;) {
-      auto next = std::min<Deadline>(until, Clock::now() + std::chrono::microseconds(100));
-      if ((woke = cv_.wait_until(lock, next, arrived))) break;
-      lock.unlock();
-      woke = pollSteps();
-      lock.lock();
-      if (woke || Clock::now() >= until) break;
-    }
-  }
-  if (!woke) {
-    lock.unlock();
+  if (!w_.sleep(until, !polling_.empty(), poll)) {
     if (timedOut_) {
       LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
       leaked_ = true;
@@ -270,8 +292,7 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
     return true;  // batch stays empty: the caller comes back after the aborts
   }
-  batch->swap(done_);
-  hasDone_.store(false, std::memory_order_relaxed);
+  w_.take(batch);
   return true;
 }
 
@@ -290,11 +311,7 @@ Status Run::execute() {
   for (uint32_t si = 0; si < scheds_.size(); ++si) {
     Comm* c = scheds_[si]->comm();
     timeoutMs = std::min(timeoutMs, c->config().timeoutMs);
-    spinUs_ = std::max(spinUs_, c->config().spinUs);
-    if (c->oversubscribed()) yieldMask_ = 0;
-    if (std::find(loops_.begin(), loops_.end(), c->reactor()) == loops_.end()) {
-      loops_.push_back(c->reactor());
-    }
+    w_.addComm(c);
     auto& nodes = scheds_[si]->nodes();
     total += nodes.size();
     base_.push_back(total - nodes.size());
@@ -326,7 +343,7 @@ Status Run::execute() {
     }
     batch.clear();
   }
-  setDriving(false, false);
+  w_.setDriving(false, false);
   if (!err_.isOk()) return err_;
   if (finished_ != total) {
     if (!selfSends_.empty() || !selfRecvs_.empty()) {
@@ -341,6 +358,56 @@ Status Run::execute() {
 }
 
 }  // namespace
+
+Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t tag, void* buf,
+                  size_t bytes) {
+  BRAID_TRY(comm->asyncError());
+  // On the heap for the same reason as a Run: leaked, not freed, if the request never comes
+  // back after an abort.
+  struct Direct {
+    Waiter w;
+    NetRequest q;
+  };
+  auto* d = new Direct;
+  d->w.addComm(comm);
+  NetRequest& q = d->q;
+  q.kind = send ? NetRequest::Kind::kSend : NetRequest::Kind::kRecv;
+  q.peer = peer;
+  q.tag = tag;
+  q.buf = buf;
+  q.bytes = bytes;
+  q.sink = &d->w;
+  Transport* t = comm->transport();
+  t->post(&q);
+  const int64_t timeoutMs = comm->config().timeoutMs;
+  const Deadline deadline = deadlineIn(timeoutMs);
+  auto noPoll = [] { return false; };
+  std::vector<NetRequest*> batch;
+  Status timedOut;
+  while (batch.empty()) {
+    if (d->w.spinUs() > 0 && timedOut.isOk() && d->w.drive(deadline, noPoll)) {
+      d->w.take(&batch);
+      continue;
+    }
+    if (d->w.sleep(timedOut.isOk() ? deadline : deadlineIn(30000), false, noPoll)) {
+      d->w.take(&batch);
+      continue;
+    }
+    if (!timedOut.isOk()) {
+      LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
+      return timedOut;
+    }
+    // As a Run words it, naming the peer and what the transport knows of the paths.
+    timedOut = timeoutError(fmt::format("{} timed out after {} ms waiting for {} {} bytes {} {}{}",
+                                        name, timeoutMs, send ? "send of" : "receive of", bytes,
+                                        send ? "to" : "from", t->peerName(peer), t->healthNote()));
+    t->abort(timedOut);
+  }
+  d->w.setDriving(false, false);
+  Status s = timedOut.isOk() ? std::move(q.status) : timedOut;
+  delete d;
+  return s;
+}
 
 Status executeSchedules(std::vector<std::unique_ptr<Schedule>>& schedules) {
   if (schedules.empty()) return Status::ok();
