@@ -235,21 +235,25 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
           cfg.socketFamily.empty() ? "" : fmt::format(" ({})", cfg.socketFamily),
           down.empty() ? "" : fmt::format(" ({} without a link)", fmt::join(down, ", "))));
     }
-    const bool mineOut = std::find(down.begin(), down.end(), mine) != down.end() ||
-                         std::find(gone.begin(), gone.end(), mine) != gone.end();
-    if (mineOut) *primary = static_cast<int>(firstUp - out->begin());
-    const std::string carrier =
-        mineOut ? fmt::format(" ({} carries the traffic of its own rail {} meanwhile)",
-                              firstUp->name, mine)
-                : "";
+    // Its own rail left out: the first rail that is up becomes its own. Its own rail without
+    // a link stays its own (primary): the other rails carry its traffic until it is up.
+    const bool mineGone = std::find(gone.begin(), gone.end(), mine) != gone.end();
+    const bool mineDown = std::find(down.begin(), down.end(), mine) != down.end();
+    if (mineGone) *primary = static_cast<int>(firstUp - out->begin());
     if (!gone.empty()) {
-      LOG_WARN(kNet,
-               "rail(s) {} have no address at start: left out, this rank uses {} of {} rails{}",
-               fmt::join(gone, ", "), out->size(), rails.size(), down.empty() ? carrier : "");
+      LOG_WARN(
+          kNet, "rail(s) {} have no address at start: left out, this rank uses {} of {} rails{}",
+          fmt::join(gone, ", "), out->size(), rails.size(),
+          mineGone ? fmt::format(" ({} takes the traffic of its own rail {})", firstUp->name, mine)
+                   : "");
     }
     if (!down.empty()) {
       LOG_WARN(kNet, "rail(s) {} have no link at start: their paths are made once the link is up{}",
-               fmt::join(down, ", "), carrier);
+               fmt::join(down, ", "),
+               mineDown ? fmt::format(" (the other rails carry the traffic of its own rail {} "
+                                      "meanwhile)",
+                                      mine)
+                        : "");
     }
     return Status::ok();
   }

@@ -49,8 +49,8 @@ Status railInterface(const Config& cfg, int localRank, std::string* ifname);
 // Every NIC this rank may send on, in rail order, and which is its own (primary): the rails
 // (BRAID_RAILS, local rank i owns rail i mod R), or every interface BRAID_SOCKET_IFNAME matches
 // (one address per interface), or the one chooseLocalAddress picks. A rail without a link that
-// has an address is listed marked down (the primary is then the first rail that is up); one
-// without an address is left out.
+// has an address is listed marked down (and stays the primary if it is this rank's own); one
+// without an address is left out (the primary is then the first rail that is up).
 Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int* primary);
 
 }  // namespace braid

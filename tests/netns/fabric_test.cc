@@ -48,17 +48,22 @@ class Fabric : public ::testing::Test {
     return true;
   }
   // Rank r runs in host r's namespace with the host's rails.
-  RankOptions options(int rails, const std::string& timeoutMs = "20000") const {
+  // perHost > 1: ranks r*perHost.. share host r (local ranks 0..perHost-1) and reach each
+  // other through shared memory, as by default.
+  RankOptions options(int rails, const std::string& timeoutMs = "20000", int perHost = 1) const {
     RankOptions opt;
     opt.timeoutSec = 240;
     std::string railList;
     for (int r = 0; r < rails; ++r) railList += (r ? ",r" : "r") + std::to_string(r);
-    opt.env = {{"BRAID_TRANSPORTS", "tcp"},     {"BRAID_RAILS", railList},
-               {"BRAID_LOCAL_RANK", "0"},       {"BRAID_PATH_TIMEOUT_MS", "500"},
-               {"BRAID_TIMEOUT_MS", timeoutMs}, {"BRAID_SOCKET_IFNAME", ""}};
+    opt.env = {{"BRAID_TRANSPORTS", perHost > 1 ? "shm,tcp" : "tcp"},
+               {"BRAID_RAILS", railList},
+               {"BRAID_PATH_TIMEOUT_MS", "500"},
+               {"BRAID_TIMEOUT_MS", timeoutMs},
+               {"BRAID_SOCKET_IFNAME", ""}};
     std::string prefix = name_;
-    opt.setup = [prefix](int rank) {
-      std::string ns = "/run/netns/" + prefix + "-h" + std::to_string(rank);
+    opt.setup = [prefix, perHost](int rank) {
+      setenv("BRAID_LOCAL_RANK", std::to_string(rank % perHost).c_str(), 1);
+      std::string ns = "/run/netns/" + prefix + "-h" + std::to_string(rank / perHost);
       int fd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
       if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
         std::fprintf(stderr, "rank %d: cannot enter %s\n", rank, ns.c_str());
@@ -258,6 +263,31 @@ TEST_F(Fabric, ARailDownAtStartStartsDeadAndJoinsWhenItComesUp) {
       },
       options(2));
   restore.join();
+}
+
+// Ranks that share a host (shared memory between them) keep to their own rail by default
+// (BRAID_MULTIRAIL=auto: failover): the other rail stands by and carries nothing.
+TEST_F(Fabric, RanksSharingAHostKeepToTheirOwnRails) {
+  if (!up(2, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceFor(comm, r, n, size_t{1} << 20, 0.3);
+        const std::string own = "r" + std::to_string(r % 2) + " ";
+        auto st = pathStats(comm);
+        ASSERT_EQ(st.size(), 4u);  // 2 ranks on the other host x 2 rails
+        for (const auto& s : st) {
+          const bool mine = std::string(s.local).rfind(own, 0) == 0;
+          EXPECT_EQ(s.state, mine ? braidPathUp : braidPathStandby)
+              << "rank " << r << ": " << s.local << " -> " << s.remote;
+          if (mine) continue;
+          EXPECT_EQ(s.chunksSent, 0u) << "rank " << r << ": " << s.local;
+        }
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      options(2, "20000", 2));
 }
 
 TEST_F(Fabric, RailCutOnOneHostMidAllReduce) {

@@ -34,6 +34,11 @@ Status Transport::listen() {
   BRAID_TRY(chooseNics(*ctx_.cfg, localRank, &nics_, &primaryNic_));
   const std::string& mode = ctx_.cfg->multirail;
   if (mode == "off") {
+    // One NIC: the rank's own, or the first that is up while its own has no link.
+    if (nics_[primaryNic_].down) {
+      auto up = std::find_if(nics_.begin(), nics_.end(), [](const NetIf& n) { return !n.down; });
+      if (up != nics_.end()) primaryNic_ = static_cast<int>(up - nics_.begin());
+    }
     nics_ = {nics_[primaryNic_]};
     primaryNic_ = 0;
   }
@@ -141,9 +146,11 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   peers_.resize(n);
   downSince_ = std::vector<std::atomic<int64_t>>(static_cast<size_t>(n));
   remoteNics_.assign(n, {});
+  // Other ranks on this node, whichever transport carries their traffic (shared memory by
+  // default): they have rails of their own, so auto keeps each rank to its own rail.
   int sameNode = 0;
   for (int r = 0; r < n; ++r) {
-    if (peers[r].serve && peers[r].sameNode) ++sameNode;
+    if (r != me && peers[r].sameNode) ++sameNode;
   }
   if (ctx_.cfg->multirail == "auto" && sameNode > 0) spray_ = false;  // rails belong to ranks
   mp::SenderOptions opt;
