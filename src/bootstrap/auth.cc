@@ -221,16 +221,17 @@ Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline
 Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secret,
                            Deadline deadline, const std::function<Status(const Hello&)>& admit,
                            const std::function<bool(AcceptedConn&&)>& onAccepted,
-                           const std::string& what) {
+                           const std::string& what, const std::function<bool()>& enough) {
   const size_t L = listenFds.size();
   std::list<AcceptorHandshake> pending;
   while (true) {
+    if (enough && enough()) return Status::ok();
     int left = msUntil(deadline);
     if (left == 0) return timeoutError(fmt::format("timed out waiting for {}", what));
     std::vector<pollfd> fds;
     for (int l : listenFds) fds.push_back({l, POLLIN, 0});
     for (auto& h : pending) fds.push_back({h.fd(), POLLIN, 0});
-    int n = ::poll(fds.data(), fds.size(), std::min(left, 1000));
+    int n = ::poll(fds.data(), fds.size(), std::min(left, enough ? 100 : 1000));
     if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
     if (n <= 0) continue;
     // Existing handshakes first (fds[L..] line up with `pending`).

@@ -88,11 +88,13 @@ Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline
                            const std::function<Status(const Hello&)>& admit,
                            const std::function<bool(AcceptedConn&&)>& onAccepted,
                            const std::string& what);
-// The same on several listening sockets at once (one per NIC).
+// The same on several listening sockets at once (one per NIC). `enough`, when given, is asked
+// at least every 100 ms: true ends the wait (successfully) with what was accepted so far;
+// handshakes under way are dropped.
 Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secret,
                            Deadline deadline, const std::function<Status(const Hello&)>& admit,
                            const std::function<bool(AcceptedConn&&)>& onAccepted,
-                           const std::string& what);
+                           const std::string& what, const std::function<bool()>& enough = nullptr);
 
 // Connects this rank with every rank `wanted` marks, one authenticated connection per pair
 // (data connections of communicator commTag): it dials each wanted lower rank (dial opens

@@ -85,6 +85,8 @@ class Fabric : public ::testing::Test {
     });
   }
 
+  void railFailsBeforeTheJob(const std::string& fault);
+
   std::string name_;
   bool up_ = false;
 };
@@ -202,14 +204,15 @@ TEST_F(Fabric, EveryCollectiveIsCorrectAndSprayedOverBothRails) {
       options(2));
 }
 
-// A rail that is down on one host when the job starts (link down, address kept): its paths
-// start dead on both ends (no pair crosses from one rail to the other, which the fabric would
-// not route), the job runs on the other rail, and once the link is up the background probes
-// make those paths and they carry traffic.
-TEST_F(Fabric, ARailDownAtStartStartsDeadAndJoinsWhenItComesUp) {
+// A rail that fails on one host before the job starts: its paths start dead on both ends (no
+// pair crosses from one rail to the other, which the fabric would not route), the job runs on
+// the other rail, and once the rail works again the background probes make those paths and
+// they carry traffic. `fault`: "cut" (link down, address kept: every rank knows at once) or
+// "blackhole" (carrier but no traffic: the first connections give up after a few seconds).
+void Fabric::railFailsBeforeTheJob(const std::string& fault) {
   if (!up(3, 2)) GTEST_SKIP() << "cannot build a testbed here";
-  ASSERT_EQ(tb("cut 1 1"), 0);
-  static constexpr int kRestoreMs = 8000;
+  ASSERT_EQ(tb(fault + " 1 1"), 0);
+  static constexpr int kRestoreMs = 15000;
   const auto t0 = std::chrono::steady_clock::now();
   std::thread restore = later(kRestoreMs, {"restore 1 1"});
   runRanks(
@@ -220,7 +223,7 @@ TEST_F(Fabric, ARailDownAtStartStartsDeadAndJoinsWhenItComesUp) {
         allreduceFor(comm, r, n, size_t{1} << 20, 0.5);
         ASSERT_LT(std::chrono::steady_clock::now() - t0, std::chrono::milliseconds(kRestoreMs))
             << "the first phase ran past the restore: its checks would race it";
-        // Host 1's rail 1 has no link: the r1 paths to and from it are dead and carried nothing.
+        // Host 1's rail 1 is out: the r1 paths to and from it are dead and carried nothing.
         auto deadAtStart = [r](const braidPathStats_t& s) {
           return std::string(s.local).rfind("r1", 0) == 0 && (r == 1 || s.peer == 1);
         };
@@ -263,6 +266,12 @@ TEST_F(Fabric, ARailDownAtStartStartsDeadAndJoinsWhenItComesUp) {
       },
       options(2));
   restore.join();
+}
+
+TEST_F(Fabric, ARailDownAtStartStartsDeadAndJoinsWhenItComesUp) { railFailsBeforeTheJob("cut"); }
+
+TEST_F(Fabric, ARailBlackholedAtStartStartsDeadAndJoinsWhenItWorks) {
+  railFailsBeforeTheJob("blackhole");
 }
 
 // Ranks that share a host (shared memory between them) keep to their own rail by default

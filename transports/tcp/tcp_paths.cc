@@ -223,8 +223,17 @@ std::string Transport::localAddress() const {
   return out;
 }
 
+// The first connections. A path that does not connect within a few seconds (a black-holed
+// rail: carrier but no traffic) is left dead rather than holding the whole job's start: the
+// higher rank gives up on it, the lower rank stops waiting once every peer has a path and
+// nothing arrived for as long, and the background probes make it later. A connection that
+// arrives after the lower rank stopped waiting is taken by the loop like a reconnection.
+// Only when no path to a peer connects at all does the start wait for BRAID_TIMEOUT_MS.
 Status Transport::initialConnect(Deadline deadline) {
   const int me = ctx_.rank, n = ctx_.nranks;
+  const int64_t budgetMs = std::max<int64_t>(3000, 4 * ctx_.cfg->pathTimeoutMs);
+  // The longest a peer may still be in its start after this rank (see checkPaths).
+  startGraceNs_ = 2 * (budgetMs + 1000) * 1'000'000;
   std::vector<std::vector<Fd>> fds(n);
   size_t expected = 0;
   for (int r = 0; r < n; ++r) {
@@ -253,32 +262,84 @@ Status Transport::initialConnect(Deadline deadline) {
       }
       return Status::ok();
     };
+    std::vector<size_t> got(static_cast<size_t>(n), 0);
+    int64_t lastNs = nowNs();
+    auto enough = [&] {
+      for (int r = me + 1; r < n; ++r) {
+        const auto& ps = peers_[r].paths;
+        if (got[r] == 0 &&
+            std::any_of(ps.begin(), ps.end(), [](auto& pa) { return !pa->startDead; }))
+          return false;
+      }
+      return nowNs() - lastNs > (budgetMs + 1000) * 1'000'000;
+    };
     acceptStatus = acceptAuthenticated(
         lfds, ctx_.secret, deadline, admit,
         [&](AcceptedConn&& c) {
+          ++got[c.hello.rank];
+          lastNs = nowNs();
           accepted.push_back(std::move(c));
           return accepted.size() == expected;
         },
-        "data connections from higher ranks");
+        "data connections from higher ranks", enough);
   });
   Status connectStatus;
+  auto connectPath = [&](int r, size_t k, Deadline d) -> Status {
+    const Path& pa = *peers_[r].paths[k];
+    Fd fd;
+    BRAID_TRY(connectTo(remoteNics_[r][pa.remoteNic], d, &fd,
+                        fmt::format("{} {}", peerName(r), pathName(&peers_[r], int(k))),
+                        &nics_[pa.localNic].addr));
+    Hello h;
+    h.kind = ConnKind::kData;
+    h.socketIndex = static_cast<uint16_t>(k);
+    h.rank = me;
+    h.nranks = n;
+    h.commTag = ctx_.commTag;
+    BRAID_TRY(connectorHandshake(fd.get(), ctx_.secret, h, d, peerName(r)));
+    fds[r][k] = std::move(fd);
+    return Status::ok();
+  };
+  // A NIC of this rank whose first connection timed out is suspect: its next first connections
+  // get a short budget, so that a black-holed NIC costs its rank seconds, not seconds per peer.
+  std::vector<bool> suspect(nics_.size(), false);
   for (int r = 0; r < me && connectStatus.isOk(); ++r) {
-    for (size_t k = 0; k < peers_[r].paths.size() && connectStatus.isOk(); ++k) {
-      const Path& pa = *peers_[r].paths[k];
-      if (pa.startDead) continue;
-      Fd fd;
-      connectStatus = connectTo(remoteNics_[r][pa.remoteNic], deadline, &fd,
-                                fmt::format("{} {}", peerName(r), pathName(&peers_[r], int(k))),
-                                &nics_[pa.localNic].addr);
-      if (!connectStatus.isOk()) break;
-      Hello h;
-      h.kind = ConnKind::kData;
-      h.socketIndex = static_cast<uint16_t>(k);
-      h.rank = me;
-      h.nranks = n;
-      h.commTag = ctx_.commTag;
-      connectStatus = connectorHandshake(fd.get(), ctx_.secret, h, deadline, peerName(r));
-      fds[r][k] = std::move(fd);
+    std::vector<size_t> failed;
+    size_t made = 0;
+    for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
+      if (peers_[r].paths[k]->startDead) continue;
+      const int nic = peers_[r].paths[k]->localNic;
+      const int64_t budget = suspect[nic] ? 500 : budgetMs;
+      const int64_t t0 = nowNs();
+      Status s = connectPath(r, k, std::min(deadline, deadlineIn(budget)));
+      if (s.isOk()) {
+        ++made;
+        suspect[nic] = false;
+      } else {
+        if (nowNs() - t0 >= budget * 1'000'000) suspect[nic] = true;
+        failed.push_back(k);
+        LOG_DEBUG(kPath, "{}: first connection of {}: {}", peerName(r),
+                  pathName(&peers_[r], int(k)), s.message());
+      }
+    }
+    // No path at all: keep trying them until the start's deadline (the peer may be slow).
+    while (made == 0 && !failed.empty() && connectStatus.isOk()) {
+      for (size_t i = 0; i < failed.size() && made == 0; ++i) {
+        connectStatus = connectPath(r, failed[i], std::min(deadline, deadlineIn(budgetMs)));
+        if (connectStatus.isOk()) {
+          ++made;
+          failed.erase(failed.begin() + static_cast<std::ptrdiff_t>(i));
+        } else if (Clock::now() < deadline) {
+          connectStatus = Status::ok();
+        }
+      }
+    }
+    for (size_t k : failed) {
+      Path& pa = *peers_[r].paths[k];
+      pa.startDead = true;
+      pa.startWhy = "no connection at the start";
+      LOG_WARN(kPath, "{}: {} did not connect at the start: it starts dead", peerName(r),
+               pathName(&peers_[r], int(k)));
     }
   }
   acceptor.join();
@@ -295,6 +356,15 @@ Status Transport::initialConnect(Deadline deadline) {
                                                    acceptStatus.message(), missing));
   }
   for (auto& a : accepted) fds[a.hello.rank][a.hello.socketIndex] = std::move(a.fd);
+  for (int r = me + 1; r < n; ++r) {
+    for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
+      Path& pa = *peers_[r].paths[k];
+      if (pa.startDead || fds[r][k].valid()) continue;
+      // The peer gave up on it, or it comes late (then the loop takes it).
+      pa.startDead = true;
+      pa.startWhy = "no connection at the start";
+    }
+  }
   for (int r = 0; r < n; ++r) {
     for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
       if (peers_[r].paths[k]->startDead) continue;
@@ -319,12 +389,12 @@ void Transport::startDeadPaths() {
       ++dead;
       setPathState(&p, static_cast<int>(k), PathState::kDead, nullptr);
       pa.downSinceNs = now;
-      LOG_INFO(kPath, "{}: {} starts dead (no link at the start); it is made once the link is up",
-               peerName(p.rank), pathName(&p, static_cast<int>(k)));
+      LOG_INFO(kPath, "{}: {} starts dead ({}); the background probes make it", peerName(p.rank),
+               pathName(&p, static_cast<int>(k)), pa.startWhy);
       if (ctx_.rank > p.rank) scheduleProbe(&p, static_cast<int>(k), false);
     }
     if (dead > 0 && dead == p.paths.size()) {
-      LOG_WARN(kPath, "{}: no rail has a link at both ends (paths: {})", peerName(p.rank),
+      LOG_WARN(kPath, "{}: no path could be made at the start (paths: {})", peerName(p.rank),
                pathsTried(&p));
       allPathsDown(&p);
     }
@@ -549,8 +619,8 @@ void Transport::installPath(int rank, int path, Fd fd) {
   setPathState(&p, path, pa.primary ? PathState::kUp : PathState::kStandby, nullptr);
   if (wasDead && pa.generation == 1 && pa.startDead) {
     // Its first connection (a NIC had no link at the start): an admission, not a re-admission.
-    LOG_WARN(kPath, "{}: {} is up after {} ms (it had no link at the start)", peerName(rank),
-             pathName(&p, path), (nowNs() - pa.downSinceNs) / 1'000'000);
+    LOG_WARN(kPath, "{}: {} is up after {} ms (it started dead: {})", peerName(rank),
+             pathName(&p, path), (nowNs() - pa.downSinceNs) / 1'000'000, pa.startWhy);
   } else if (wasDead) {
     pa.ctr.readmissions.fetch_add(1, std::memory_order_relaxed);
     LOG_WARN(kPath, "{}: {} is back after {} ms", peerName(rank), pathName(&p, path),
@@ -695,6 +765,9 @@ void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
   for (size_t k = 0; k < p->paths.size(); ++k) {
     Socket* s = p->paths[k]->sock.get();
     if (s == nullptr || !s->alive() || s->saidBye()) continue;
+    // A first connection that has not heard its peer yet: the peer may still be in its start
+    // (waiting out a path that did not connect), sending nothing; it gets the start's grace.
+    if (!s->heard() && p->paths[k]->generation == 1 && now - startNs_ < startGraceNs_) continue;
     if (now - s->lastRecvNs() > 2 * pathTimeoutNs_) {
       // (A socket frozen by fault injection is a blackhole: its kernel may still take the
       // peer's bytes, but nothing reaches braid any more.)

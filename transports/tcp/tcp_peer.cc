@@ -319,6 +319,7 @@ void Socket::readSome() {
     }
     size_t got = static_cast<size_t>(r);
     lastRecvNs_ = mp::nowNs();
+    heard_ = true;
     peer_->paths[path_]->ctr.bytesReceived.fetch_add(got, std::memory_order_relaxed);
     if (direct) {
       inLeft_ -= got;

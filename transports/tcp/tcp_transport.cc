@@ -186,6 +186,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         path->remoteAddr = remoteNics_[r][path->remoteNic].toString();
         path->primary = spray_ || path->localNic == primaryNic_;
         path->startDead = nics_[path->localNic].down || remoteDown[path->remoteNic];
+        if (path->startDead) path->startWhy = "no link at the start";
         p.paths.push_back(std::move(path));
       }
     }

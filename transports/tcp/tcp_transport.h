@@ -106,6 +106,7 @@ class Socket : public Reactor::Handler {
   int path() const { return path_; }
   // Liveness: when this socket last read or wrote something (mp::nowNs clock).
   int64_t lastRecvNs() const { return lastRecvNs_; }
+  bool heard() const { return heard_; }  // anything received yet
   int64_t lastSendNs() const { return lastSendNs_; }
   // Whether the kernel's TCP made progress on this connection since the previous call: bytes
   // acknowledged by the peer's kernel, or nothing left in flight at all.
@@ -152,6 +153,7 @@ class Socket : public Reactor::Handler {
   bool aborting_ = false;     // beginAbort ran: output ends with ABORT + FIN, input discarded
   bool frozen_ = false;
   int64_t lastRecvNs_ = mp::nowNs();
+  bool heard_ = false;
   int64_t lastSendNs_ = mp::nowNs();
   uint64_t written_ = 0;      // bytes handed to the kernel
   uint64_t kernelAcked_ = 0;  // of them, acknowledged by the peer's kernel at the last check
@@ -175,6 +177,7 @@ struct Path {
   // One of its NICs had no link when the job started: no first connection; the background
   // probes make it once the link is up.
   bool startDead = false;
+  std::string startWhy;  // why it started dead, for messages
   // Reconnection (by the higher rank of the pair).
   bool probing = false;
   int64_t backoffMs = 0;
@@ -328,6 +331,7 @@ class Transport : public braid::Transport {
   int faultsLeft_ = 0;
   uint64_t faultBytes_ = 0;  // bytes sent since the last injected fault
   int64_t startNs_ = 0, lastFaultNs_ = 0;
+  int64_t startGraceNs_ = 0;  // see checkPaths
   std::vector<mp::Range> ackScratch_;
 };
 
