@@ -300,23 +300,30 @@ Status Transport::initialConnect(Deadline deadline) {
     fds[r][k] = std::move(fd);
     return Status::ok();
   };
-  // A NIC of this rank whose first connection timed out is suspect: its next first connections
-  // get a short budget, so that a black-holed NIC costs its rank seconds, not seconds per peer.
-  std::vector<bool> suspect(nics_.size(), false);
+  // A NIC of this rank whose first connections time out is suspect: its next ones get a short
+  // budget, and after kGiveUp timeouts in a row none (they start dead; the probes try them
+  // later), so that a black-holed NIC costs its rank seconds, not seconds per peer. A success
+  // clears the suspicion (the timeout may have been the peer's NIC).
+  constexpr int kGiveUp = 4;
+  std::vector<int> timeouts(nics_.size(), 0);
   for (int r = 0; r < me && connectStatus.isOk(); ++r) {
     std::vector<size_t> failed;
     size_t made = 0;
     for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
       if (peers_[r].paths[k]->startDead) continue;
       const int nic = peers_[r].paths[k]->localNic;
-      const int64_t budget = suspect[nic] ? 500 : budgetMs;
+      if (timeouts[nic] >= kGiveUp) {
+        failed.push_back(k);
+        continue;
+      }
+      const int64_t budget = timeouts[nic] > 0 ? 500 : budgetMs;
       const int64_t t0 = nowNs();
       Status s = connectPath(r, k, std::min(deadline, deadlineIn(budget)));
       if (s.isOk()) {
         ++made;
-        suspect[nic] = false;
+        timeouts[nic] = 0;
       } else {
-        if (nowNs() - t0 >= budget * 1'000'000) suspect[nic] = true;
+        if (nowNs() - t0 >= budget * 1'000'000) ++timeouts[nic];
         failed.push_back(k);
         LOG_DEBUG(kPath, "{}: first connection of {}: {}", peerName(r),
                   pathName(&peers_[r], int(k)), s.message());
