@@ -774,8 +774,9 @@ void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
     if (s == nullptr || !s->alive() || s->saidBye()) continue;
     // A first connection that has not heard its peer yet: the peer may still be in its start
     // (waiting out a path that did not connect), sending nothing; it gets the start's grace.
-    if (!s->heard() && p->paths[k]->generation == 1 && now - startNs_ < startGraceNs_) continue;
-    if (now - s->lastRecvNs() > 2 * pathTimeoutNs_) {
+    const bool starting =
+        !s->heard() && p->paths[k]->generation == 1 && now - startNs_ < startGraceNs_;
+    if (!starting && now - s->lastRecvNs() > 2 * pathTimeoutNs_) {
       // (A socket frozen by fault injection is a blackhole: its kernel may still take the
       // peer's bytes, but nothing reaches braid any more.)
       const int64_t quiet = s->frozen() ? -1 : s->kernelQuietMs();
