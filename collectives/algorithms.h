@@ -59,6 +59,8 @@ void fastboxSchedule(const CollArgs& a, uint32_t call, Schedule* s);
 Status fastboxRun(const CollArgs& a, Comm& comm);
 // Whether BRAID_ALGO names an algorithm for this collective.
 bool algorithmForced(const Config& cfg, CollKind kind);
+// An error when BRAID_ALGO names an algorithm `kind` does not have (as building the call would).
+Status checkForcedAlgorithm(const Config& cfg, CollKind kind);
 
 // Algorithms (rank and size come from the schedule's communicator).
 void allReduceRing(const CollArgs& a, Schedule* s);

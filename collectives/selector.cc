@@ -104,6 +104,12 @@ bool algorithmForced(const Config& cfg, CollKind kind) {
   return forcedAlgo(cfg.algo, kind, &name).isOk() && !name.empty();
 }
 
+Status checkForcedAlgorithm(const Config& cfg, CollKind kind) {
+  if (cfg.algo.empty()) return Status::ok();
+  std::string name;
+  return forcedAlgo(cfg.algo, kind, &name);
+}
+
 Status buildCollective(const CollArgs& a, Schedule* s) {
   if (fastboxApplies(a, *s->comm())) {
     s->defer([a, call = fastboxNextCall(*s->comm())](Schedule* sched) {

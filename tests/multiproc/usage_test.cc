@@ -236,6 +236,33 @@ TEST(Usage, SeveralAlgorithmsForcedAgree) {
   }
 }
 
+// A BRAID_ALGO entry naming no algorithm of the call fails that call (blocking send and receive
+// included, though they build no schedule) before it takes a sequence number: the next calls
+// still match.
+TEST(Usage, AnAlgorithmTheCallDoesNotHaveIsAnError) {
+  RankOptions opt;
+  opt.env = {{"BRAID_ALGO", "send=ring,recv=ring,allreduce=bogus"}};
+  runRanks(
+      2,
+      [](int r, int, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, 2, id);
+        ASSERT_NE(comm, nullptr);
+        int v = r + 1;
+        braidResult_t s = r == 0 ? braidSend(&v, 1, braidInt32, 1, comm, nullptr)
+                                 : braidRecv(&v, 1, braidInt32, 0, comm, nullptr);
+        EXPECT_EQ(s, braidInvalidArgument);
+        EXPECT_NE(std::string(braidGetLastError(comm)).find("BRAID_ALGO"), std::string::npos)
+            << braidGetLastError(comm);
+        std::vector<float> big(100000, 1.0f);  // above the fast boxes: the schedule path
+        EXPECT_EQ(braidAllReduce(big.data(), big.data(), big.size(), braidFloat32, braidSum, comm,
+                                 nullptr),
+                  braidInvalidArgument);
+        BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+}
+
 }  // namespace
 }  // namespace braid::test
 
