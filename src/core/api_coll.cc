@@ -196,11 +196,8 @@ braidResult_t issue(Call c) {
       comm->enter();
       Status s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
                             send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
-      if (!s.isOk()) {
-        comm->setLastError(s.message());
-        LOG_WARN(kColl, "{}", s.message());
-      }
       comm->leave();
+      if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());  // guard() records it as last error
       return s;
     }
     auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);

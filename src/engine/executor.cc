@@ -23,6 +23,13 @@ struct Ref {
   uint32_t node;
 };
 
+// "send of 8 bytes to rank 1 (...)": a request still pending, for timeout messages.
+std::string describe(const NetRequest& q, const Transport& t) {
+  const bool send = q.kind == NetRequest::Kind::kSend;
+  return fmt::format("{} {} bytes {} {}", send ? "send of" : "receive of", q.bytes,
+                     send ? "to" : "from", t.peerName(q.peer));
+}
+
 // Waits on one thread for the completions of the network requests it posted: drives the
 // communicators' progress loops itself while the network moves (BRAID_SPIN_US), then sleeps
 // until a completion wakes it. `poll` is more work to look at on every pass (poll steps):
@@ -104,6 +111,29 @@ class Waiter : public CompletionSink {
     batch->swap(done_);
     hasDone_.store(false, std::memory_order_relaxed);
   }
+  // Waits for at least one completion (moved into *batch): drives, then sleeps. At `deadline`
+  // it calls onTimeout() once, which must abort what is pending so that the requests come
+  // back, and returns with the batch empty; after that it only sleeps, 30 s at most. False
+  // when even then nothing came: the requests are leaked (the caller must not free them).
+  template <typename Poll, typename OnTimeout>
+  bool waitSome(Deadline deadline, bool polling, Poll&& poll, OnTimeout&& onTimeout,
+                std::vector<NetRequest*>* batch) {
+    if (spinUs_ > 0 && !timedOut_ && drive(deadline, poll)) {
+      take(batch);
+      return true;
+    }
+    if (!sleep(timedOut_ ? deadlineIn(30000) : deadline, polling, poll)) {
+      if (timedOut_) {
+        LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
+        return false;
+      }
+      timedOut_ = true;
+      onTimeout();
+      return true;  // batch stays empty: the caller comes back after the aborts
+    }
+    take(batch);
+    return true;
+  }
 
  private:
   // The progress loops of the communicators involved, and whether this thread drives them.
@@ -113,6 +143,7 @@ class Waiter : public CompletionSink {
   // (a spinning rank would take the core from the peer it waits for).
   unsigned yieldMask_ = 15;
   bool driving_ = false;
+  bool timedOut_ = false;  // onTimeout was called
   std::atomic<bool> hasDone_{false};
   std::mutex mu_;
   std::condition_variable cv_;
@@ -150,7 +181,6 @@ class Run {
   size_t finished_ = 0;
   Status err_;
   bool leaked_ = false;
-  bool timedOut_ = false;
   Waiter w_;
 };
 
@@ -261,10 +291,7 @@ std::string Run::pendingDescription() {
       NetRequest& q = reqs_[at(Ref{si, ni})];
       if (!inFlight_[at(Ref{si, ni})]) continue;
       if (shown++ == 3) return out + ", ...";
-      out += fmt::format("{}{} {} bytes {} {}", out.empty() ? "" : ", ",
-                         q.kind == NetRequest::Kind::kSend ? "send of" : "receive of", q.bytes,
-                         q.kind == NetRequest::Kind::kSend ? "to" : "from",
-                         scheds_[si]->comm()->transport()->peerName(q.peer));
+      out += (out.empty() ? "" : ", ") + describe(q, *scheds_[si]->comm()->transport());
     }
   }
   return out;
@@ -273,27 +300,16 @@ std::string Run::pendingDescription() {
 // Waits for at least one completion (moved into *batch); false when the run must give up.
 bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch) {
   auto poll = [this] { return !polling_.empty() && pollSteps(); };
-  if (w_.spinUs() > 0 && !timedOut_ && w_.drive(deadline, poll)) {
-    w_.take(batch);
-    return true;
-  }
-  Deadline until = timedOut_ ? deadlineIn(30000) : deadline;
-  if (!w_.sleep(until, !polling_.empty(), poll)) {
-    if (timedOut_) {
-      LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
-      leaked_ = true;
-      return false;
-    }
-    timedOut_ = true;
+  auto onTimeout = [&] {
     Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}",
                                         scheds_[0]->name(), timeoutMs, pendingDescription(),
                                         scheds_[0]->comm()->transport()->healthNote()));
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
-    return true;  // batch stays empty: the caller comes back after the aborts
-  }
-  w_.take(batch);
-  return true;
+  };
+  if (w_.waitSome(deadline, !polling_.empty(), poll, onTimeout, batch)) return true;
+  leaked_ = true;
+  return false;
 }
 
 Status Run::execute() {
@@ -382,26 +398,15 @@ Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t ta
   const int64_t timeoutMs = comm->config().timeoutMs;
   const Deadline deadline = deadlineIn(timeoutMs);
   auto noPoll = [] { return false; };
-  std::vector<NetRequest*> batch;
   Status timedOut;
-  while (batch.empty()) {
-    if (d->w.spinUs() > 0 && timedOut.isOk() && d->w.drive(deadline, noPoll)) {
-      d->w.take(&batch);
-      continue;
-    }
-    if (d->w.sleep(timedOut.isOk() ? deadline : deadlineIn(30000), false, noPoll)) {
-      d->w.take(&batch);
-      continue;
-    }
-    if (!timedOut.isOk()) {
-      LOG_ERROR(kColl, "requests still pending 30 s after aborting; leaking them");
-      return timedOut;
-    }
-    // As a Run words it, naming the peer and what the transport knows of the paths.
-    timedOut = timeoutError(fmt::format("{} timed out after {} ms waiting for {} {} bytes {} {}{}",
-                                        name, timeoutMs, send ? "send of" : "receive of", bytes,
-                                        send ? "to" : "from", t->peerName(peer), t->healthNote()));
+  auto onTimeout = [&] {  // worded as a Run words it
+    timedOut = timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}", name,
+                                        timeoutMs, describe(q, *t), t->healthNote()));
     t->abort(timedOut);
+  };
+  std::vector<NetRequest*> batch;
+  while (batch.empty()) {
+    if (!d->w.waitSome(deadline, false, noPoll, onTimeout, &batch)) return timedOut;  // leaked
   }
   d->w.setDriving(false, false);
   Status s = timedOut.isOk() ? std::move(q.status) : timedOut;
