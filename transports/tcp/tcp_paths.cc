@@ -239,7 +239,7 @@ Status Transport::initialConnect(Deadline deadline) {
   for (int r = 0; r < n; ++r) {
     fds[r].resize(peers_[r].paths.size());
     if (r <= me) continue;
-    for (const auto& pa : peers_[r].paths) expected += pa->startDead ? 0 : 1;
+    for (const auto& pa : peers_[r].paths) expected += pa->startDead() ? 0 : 1;
   }
   // Higher ranks connect to lower ones; accept concurrently so nobody waits on a chain.
   Status acceptStatus;
@@ -251,7 +251,7 @@ Status Transport::initialConnect(Deadline deadline) {
     for (const auto& l : listeners_) lfds.push_back(l->fd());
     auto admit = [&](const Hello& h) -> Status {
       BRAID_TRY(admitPath(h));
-      if (peers_[h.rank].paths[h.socketIndex]->startDead) {
+      if (peers_[h.rank].paths[h.socketIndex]->startDead()) {
         return remoteError(fmt::format("rank {} connected path {}, which had no link at the start",
                                        h.rank, h.socketIndex));
       }
@@ -268,7 +268,7 @@ Status Transport::initialConnect(Deadline deadline) {
       for (int r = me + 1; r < n; ++r) {
         const auto& ps = peers_[r].paths;
         if (got[r] == 0 &&
-            std::any_of(ps.begin(), ps.end(), [](auto& pa) { return !pa->startDead; }))
+            std::any_of(ps.begin(), ps.end(), [](auto& pa) { return !pa->startDead(); }))
           return false;
       }
       return nowNs() - lastNs > (budgetMs + 1000) * 1'000'000;
@@ -310,7 +310,7 @@ Status Transport::initialConnect(Deadline deadline) {
     std::vector<size_t> failed;
     size_t made = 0;
     for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
-      if (peers_[r].paths[k]->startDead) continue;
+      if (peers_[r].paths[k]->startDead()) continue;
       const int nic = peers_[r].paths[k]->localNic;
       if (timeouts[nic] >= kGiveUp) {
         failed.push_back(k);
@@ -343,7 +343,6 @@ Status Transport::initialConnect(Deadline deadline) {
     }
     for (size_t k : failed) {
       Path& pa = *peers_[r].paths[k];
-      pa.startDead = true;
       pa.startWhy = "no connection at the start";
       LOG_WARN(kPath, "{}: {} did not connect at the start: it starts dead", peerName(r),
                pathName(&peers_[r], int(k)));
@@ -366,15 +365,14 @@ Status Transport::initialConnect(Deadline deadline) {
   for (int r = me + 1; r < n; ++r) {
     for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
       Path& pa = *peers_[r].paths[k];
-      if (pa.startDead || fds[r][k].valid()) continue;
+      if (pa.startDead() || fds[r][k].valid()) continue;
       // The peer gave up on it, or it comes late (then the loop takes it).
-      pa.startDead = true;
       pa.startWhy = "no connection at the start";
     }
   }
   for (int r = 0; r < n; ++r) {
     for (size_t k = 0; k < peers_[r].paths.size(); ++k) {
-      if (peers_[r].paths[k]->startDead) continue;
+      if (peers_[r].paths[k]->startDead()) continue;
       BRAID_TRY(setNonBlocking(fds[r][k].get()));
       tunePathSocket(fds[r][k].get());
       auto sock = std::make_unique<Socket>(&peers_[r], static_cast<int>(k), std::move(fds[r][k]));
@@ -392,7 +390,7 @@ void Transport::startDeadPaths() {
     size_t dead = 0;
     for (size_t k = 0; k < p.paths.size(); ++k) {
       Path& pa = *p.paths[k];
-      if (!pa.startDead) continue;
+      if (!pa.startDead()) continue;
       ++dead;
       setPathState(&p, static_cast<int>(k), PathState::kDead, nullptr);
       pa.downSinceNs = now;
@@ -624,7 +622,7 @@ void Transport::installPath(int rank, int path, Fd fd) {
   p.livenessBackoffMs = 0;
   ++pa.generation;
   setPathState(&p, path, pa.primary ? PathState::kUp : PathState::kStandby, nullptr);
-  if (wasDead && pa.generation == 1 && pa.startDead) {
+  if (wasDead && pa.generation == 1 && pa.startDead()) {
     // Its first connection (a NIC had no link at the start): an admission, not a re-admission.
     LOG_WARN(kPath, "{}: {} is up after {} ms (it started dead: {})", peerName(rank),
              pathName(&p, path), (nowNs() - pa.downSinceNs) / 1'000'000, pa.startWhy);

@@ -185,8 +185,9 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         path->localAddr = nics_[path->localNic].name + " " + nics_[path->localNic].addr.toString();
         path->remoteAddr = remoteNics_[r][path->remoteNic].toString();
         path->primary = spray_ || path->localNic == primaryNic_;
-        path->startDead = nics_[path->localNic].down || remoteDown[path->remoteNic];
-        if (path->startDead) path->startWhy = "no link at the start";
+        if (nics_[path->localNic].down || remoteDown[path->remoteNic]) {
+          path->startWhy = "no link at the start";
+        }
         p.paths.push_back(std::move(path));
       }
     }

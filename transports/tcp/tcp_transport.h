@@ -174,10 +174,10 @@ struct Path {
   // Why it went down last: the peer closed it (EOF, reset, refused) rather than a timeout.
   bool closedByPeer = false;
   int64_t downSinceNs = 0;
-  // One of its NICs had no link when the job started: no first connection; the background
-  // probes make it once the link is up.
-  bool startDead = false;
-  std::string startWhy;  // why it started dead, for messages
+  // Why it had no first connection (one of its NICs had no link when the job started, or it
+  // did not connect in time), empty if it had one; the background probes make it later.
+  std::string startWhy;
+  bool startDead() const { return !startWhy.empty(); }
   // Reconnection (by the higher rank of the pair).
   bool probing = false;
   int64_t backoffMs = 0;
