@@ -32,13 +32,15 @@ Socket* Peer::liveSocket() const {
 Status Transport::listen() {
   const int localRank = launcherLocalRank();
   BRAID_TRY(chooseNics(*ctx_.cfg, localRank, &nics_, &primaryNic_));
+  // The first NIC that is up (chooseNics keeps at least one).
+  auto firstUp = [this] {
+    auto up = std::find_if(nics_.begin(), nics_.end(), [](const NetIf& n) { return !n.down; });
+    return static_cast<int>(up - nics_.begin());
+  };
   const std::string& mode = ctx_.cfg->multirail;
   if (mode == "off") {
     // One NIC: the rank's own, or the first that is up while its own has no link.
-    if (nics_[primaryNic_].down) {
-      auto up = std::find_if(nics_.begin(), nics_.end(), [](const NetIf& n) { return !n.down; });
-      if (up != nics_.end()) primaryNic_ = static_cast<int>(up - nics_.begin());
-    }
+    if (nics_[primaryNic_].down) primaryNic_ = firstUp();
     nics_ = {nics_[primaryNic_]};
     primaryNic_ = 0;
   }
@@ -74,9 +76,11 @@ Status Transport::listen() {
     listening.push_back(nif);
   }
   nics_ = std::move(listening);
-  for (size_t i = 0; i < nics_.size(); ++i) {
-    if (nics_[i].name == primaryName) primaryNic_ = static_cast<int>(i);
-  }
+  // The same NIC at its new place; if it was the one left out, the first that is up (a NIC
+  // that is up and cannot listen failed the start above).
+  auto own = std::find_if(nics_.begin(), nics_.end(),
+                          [&](const NetIf& n) { return n.name == primaryName; });
+  primaryNic_ = own != nics_.end() ? static_cast<int>(own - nics_.begin()) : firstUp();
   return Status::ok();
 }
 
