@@ -14,7 +14,7 @@ namespace braid::perf {
 // benchmarks/compare), with nccl-tests' meaning.
 struct CommonOptions {
   size_t minBytes = 32 << 20, maxBytes = 32 << 20, stepBytes = 1 << 20;  // -b -e -i
-  double stepFactor = 1;                                                 // -f; 0: use -i
+  double stepFactor = 1;                                                 // -f; <= 1: use -i
   int iters = 20, warmup = 5;                                            // -n -w
   bool check = true;                                                     // -c
   std::string jsonPath;                                                  // -J

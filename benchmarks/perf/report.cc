@@ -41,7 +41,8 @@ std::vector<size_t> sizes(size_t minBytes, size_t maxBytes, double stepFactor, s
   std::vector<size_t> v;
   for (size_t s = minBytes; s <= maxBytes;) {
     v.push_back(s);
-    size_t next = stepFactor != 0 ? static_cast<size_t>(std::ceil(s * stepFactor)) : s + stepBytes;
+    // As nccl-tests: a factor above 1 multiplies, else the size grows by stepBytes (-i).
+    size_t next = stepFactor > 1 ? static_cast<size_t>(std::ceil(s * stepFactor)) : s + stepBytes;
     if (next <= s) break;
     s = next;
   }
@@ -64,7 +65,6 @@ bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* e
       return true;
     case 'i':
       size(&o->stepBytes);
-      o->stepFactor = 0;
       return true;
     case 'n':
       o->iters = std::atoi(arg);
@@ -89,8 +89,8 @@ bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* e
 std::string checkCommonOptions(const CommonOptions& o) {
   if (o.minBytes > o.maxBytes) return "-b must not exceed -e";
   if (o.iters < 1 || o.warmup < 0) return "-n must be >= 1 and -w >= 0";
-  if (o.stepFactor != 0 && o.stepFactor <= 1 && o.minBytes != o.maxBytes) return "-f must be > 1";
-  if (o.stepFactor == 0 && o.stepBytes == 0) return "-i must be > 0";
+  if (!(o.stepFactor >= 0)) return "-f must be > 1 (or 0 or 1: step by -i)";
+  if (o.stepFactor <= 1 && o.stepBytes == 0 && o.minBytes != o.maxBytes) return "-i must be > 0";
   if (o.secondsPerSize < 0) return "-T must be >= 0";
   return "";
 }
@@ -99,8 +99,8 @@ std::string steppingLine(const CommonOptions& o) {
   return fmt::format(
       "# minBytes {} maxBytes {} step: {} warmup iters: {} iters: {}{} validation: {}", o.minBytes,
       o.maxBytes,
-      o.stepFactor != 0 ? fmt::format("{}(factor)", o.stepFactor)
-                        : fmt::format("{}(bytes)", o.stepBytes),
+      o.stepFactor > 1 ? fmt::format("{}(factor)", o.stepFactor)
+                       : fmt::format("{}(bytes)", o.stepBytes),
       o.warmup, o.iters,
       o.secondsPerSize > 0 ? fmt::format(" (adaptive, {} s per size)", o.secondsPerSize) : "",
       o.check ? 1 : 0);

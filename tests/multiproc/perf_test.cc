@@ -95,6 +95,24 @@ TEST_F(Perf, StepBytesAndAliasName) {
   EXPECT_EQ(rs[1][3], "none");
 }
 
+TEST_F(Perf, WithoutAFactorSizesGrowByOneMebibyteAsInNcclTests) {
+  // nccl-tests' defaults: -f 1 and -i 1M, so `-b 8 -e 2M` runs 8, 8+1M and 8+2M... up to -e.
+  Shell r = sh(launcher_ + perf_ + " allreduce -b 8 -e 2M -n 1 -w 0");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto rs = rows(r.out);
+  ASSERT_EQ(rs.size(), 2u) << r.out;
+  EXPECT_EQ(rs[0][0], "8");
+  EXPECT_EQ(rs[1][0], "1048584");
+  EXPECT_NE(r.out.find("step: 1048576(bytes)"), std::string::npos) << r.out;
+  // A factor above 1 wins over -i, whatever the order of the flags.
+  r = sh(launcher_ + perf_ + " allreduce -f 4 -i 3 -b 8 -e 128 -n 1 -w 0");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_EQ(rows(r.out).size(), 3u) << r.out;  // 8 32 128
+  r = sh(launcher_ + perf_ + " allreduce -b 8 -e 64 -f -2");
+  EXPECT_EQ(r.exitCode, 2) << r.out;
+  EXPECT_NE(r.out.find("-f must be > 1"), std::string::npos) << r.out;
+}
+
 TEST_F(Perf, InjectedCorruptionIsCountedAndFailsTheRun) {
   Shell r = sh(launcher_ + perf_ + " allreduce -b 1K -e 1K -n 2 -w 1 --corrupt-for-test");
   EXPECT_NE(r.exitCode, 0) << r.out;
