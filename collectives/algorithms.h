@@ -59,8 +59,9 @@ void fastboxSchedule(const CollArgs& a, uint32_t call, Schedule* s);
 Status fastboxRun(const CollArgs& a, Comm& comm);
 // Whether BRAID_ALGO names an algorithm for this collective.
 bool algorithmForced(const Config& cfg, CollKind kind);
-// An error when BRAID_ALGO names an algorithm `kind` does not have (as building the call would).
-Status checkForcedAlgorithm(const Config& cfg, CollKind kind);
+// Every entry of BRAID_ALGO names a known collective and one of its algorithms (a bare name:
+// an algorithm of some collective). Checked when a communicator is created.
+Status checkAlgoSpec(const std::string& spec);
 
 // Algorithms (rank and size come from the schedule's communicator).
 void allReduceRing(const CollArgs& a, Schedule* s);

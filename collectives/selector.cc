@@ -1,6 +1,11 @@
 // Chooses an algorithm per call from the message size and rank count; BRAID_ALGO overrides
 // ("ring" for every collective that has one, or "allreduce=rd,broadcast=chain,...").
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <algorithm>
+#include <string>
+#include <vector>
 
 #include "collectives/algorithms.h"
 #include "collectives/cost_model.h"
@@ -104,10 +109,35 @@ bool algorithmForced(const Config& cfg, CollKind kind) {
   return forcedAlgo(cfg.algo, kind, &name).isOk() && !name.empty();
 }
 
-Status checkForcedAlgorithm(const Config& cfg, CollKind kind) {
-  if (cfg.algo.empty()) return Status::ok();
-  std::string name;
-  return forcedAlgo(cfg.algo, kind, &name);
+Status checkAlgoSpec(const std::string& spec) {
+  // The distinct names `pick` returns over kAlgos, in table order.
+  auto distinct = [](auto pick) {
+    std::vector<std::string> v;
+    for (const Algo& a : kAlgos) {
+      std::string n = pick(a);
+      if (!n.empty() && std::find(v.begin(), v.end(), n) == v.end()) v.push_back(n);
+    }
+    return fmt::format("{}", fmt::join(v, ", "));
+  };
+  for (const std::string& item : splitList(spec)) {
+    const size_t eq = item.find('=');
+    const std::string coll = eq == std::string::npos ? "" : item.substr(0, eq);
+    const std::string name = eq == std::string::npos ? item : item.substr(eq + 1);
+    auto ofColl = [&](const Algo& a) { return coll.empty() || coll == collName(a.kind); };
+    if (!std::any_of(std::begin(kAlgos), std::end(kAlgos), ofColl)) {
+      return invalidArgument(
+          fmt::format("BRAID_ALGO: '{}' names no collective (one of: {})", coll,
+                      distinct([](const Algo& a) { return std::string(collName(a.kind)); })));
+    }
+    if (std::none_of(std::begin(kAlgos), std::end(kAlgos),
+                     [&](const Algo& a) { return ofColl(a) && name == a.name; })) {
+      return invalidArgument(fmt::format(
+          "BRAID_ALGO: '{}' is not an algorithm of {} (known: {})", name,
+          coll.empty() ? std::string("any collective") : coll,
+          distinct([&](const Algo& a) { return ofColl(a) ? std::string(a.name) : ""; })));
+    }
+  }
+  return Status::ok();
 }
 
 Status buildCollective(const CollArgs& a, Schedule* s) {

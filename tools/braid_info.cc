@@ -262,6 +262,11 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
                  "message; for allgather, reducescatter and alltoall one rank's block)\n");
     return 2;
   }
+  if (Status s = checkAlgoSpec(cfg.algo); !s.isOk()) {
+    std::fprintf(stderr, "braid-info: %s (no communicator can be created with it)\n",
+                 s.message().c_str());
+    return 1;
+  }
   NodeMap nm;
   std::string shape;
   if (!cfg.topoFile.empty()) {

@@ -184,8 +184,6 @@ braidResult_t issue(Call c) {
       if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());
       return s;
     }
-    // Checked before a sequence number is taken (building the call checks it too).
-    BRAID_TRY(checkForcedAlgorithm(comm->config(), c.a.kind));
     uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
                        : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
                                                      : comm->nextCollectiveTagBase();

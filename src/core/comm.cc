@@ -117,6 +117,7 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   // A topology file is checked before anyone waits on anyone: a bad one fails every rank now.
   NodeMap declared;
   if (!cfg.topoFile.empty()) BRAID_TRY(loadTopologyFile(cfg.topoFile, nranks, &declared));
+  BRAID_TRY(checkAlgoSpec(cfg.algo));  // likewise a misspelt BRAID_ALGO
   BRAID_TRY(c->openTransport());
   std::string blob = localHostName() + '\n' + hostIdentity() + '\n' + c->transport_->localAddress();
   std::vector<std::string> rows;

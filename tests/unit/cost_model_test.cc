@@ -151,6 +151,15 @@ TEST(CostModel, BraidInfoExplainsTheChoice) {
   while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
   EXPECT_NE(pclose(p), 0);
   EXPECT_NE(out.find("allgather"), std::string::npos) << out;
+  // A BRAID_ALGO no communicator would accept is reported, not explained.
+  cmd = std::string("BRAID_ALGO=broadcast=ring ") + info + " --explain broadcast 1M 2>&1";
+  p = popen(cmd.c_str(), "r");
+  out.clear();
+  while (size_t n = fread(buf, 1, sizeof buf, p)) out.append(buf, n);
+  EXPECT_NE(pclose(p), 0);
+  EXPECT_NE(out.find("'ring' is not an algorithm of broadcast (known: binomial, chain, hier)"),
+            std::string::npos)
+      << out;
 }
 
 }  // namespace
