@@ -86,7 +86,8 @@ void usage() {
       "  -c check (0/1)  -o op (sum|prod|min|max|avg|all)  -d dtype (int8..float64, half,\n"
       "  bfloat16, all)  -r root  -z blocking (0/1)  -a average (0 rank0, 1 avg, 2 min, 3 max)\n"
       "  -R register buffers (1: braidCommRegister, zero-copy over RDMA)  -J FILE (JSON lines)\n"
-      "  -T seconds per size (adapts -n)  -t/-g (accepted, must be 1)\n"
+      "  -T seconds per size (adapts -n)  -N sweeps (0: until stopped)  -t/-g (accepted, must be "
+      "1)\n"
       "  --inject SPEC  kill a path mid-run (BRAID_FAULT syntax, e.g. rank=0,path=0,after_ms=500\n"
       "                 or rank=1,path=rand,after_bytes=256M,mode=blackhole)\n"
       "Ranks come from the launcher: braidrun -np N, mpirun (+BRAID_ROOT_ADDR), torchrun, srun.\n");
@@ -111,7 +112,7 @@ Options parse(int argc, char** argv) {
                                  {nullptr, 0, nullptr, 0}};
   optind = first;
   int c;
-  while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:z:a:R:J:T:t:g:m:p:y:G:C:h", kLong,
+  while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:z:a:R:J:T:t:g:m:p:y:G:C:N:h", kLong,
                           nullptr)) != -1) {
     std::string err;
     if (applyCommonFlag(c, optarg, &o, &err)) {
@@ -136,6 +137,10 @@ Options parse(int argc, char** argv) {
         break;
       case 'R':
         o.registerBuffers = std::atoi(optarg) != 0;
+        break;
+      case 'N':
+        o.cycles = std::atoi(optarg);
+        if (o.cycles < 0) die("-N must be >= 0 (0: repeat until stopped)");
         break;
       case 't':
       case 'g':
@@ -380,34 +385,37 @@ int run(const Options& o) {
   size_t totalWrong = 0;
   double busSum = 0;
   int busRows = 0;
-  for (size_t bytes : sizes(o.minBytes, o.maxBytes, o.stepFactor, o.stepBytes)) {
-    for (braidDataType_t dt : o.types) {
-      const size_t esz = dtypeSize(dt);
-      size_t count = countFor(coll, bytes, esz, c.n);
-      size_t realBytes = bytesFor(coll, count, esz, c.n);
-      for (braidRedOp_t op : coll.reduces ? o.ops : std::vector<braidRedOp_t>{braidSum}) {
-        int iters = o.iters;
-        if (o.secondsPerSize > 0) {
-          // Estimate from a short timed probe; rank 0 decides so every rank agrees.
-          Result probe = measure(c, Options{o}, coll, count, dt, op, false, send.data(),
-                                 recv.data(), realBytes, 2);
-          double n = probe.us > 0 ? o.secondsPerSize * 1e6 / probe.us : o.iters;
-          n = std::clamp(n, 1.0, 1e6);
-          checkOk(braidBroadcast(&n, &n, 1, braidFloat64, 0, c.comm, nullptr), c, "broadcast");
-          iters = static_cast<int>(n);
-        }
-        Result oop =
-            measure(c, o, coll, count, dt, op, false, send.data(), recv.data(), realBytes, iters);
-        Result ip =
-            measure(c, o, coll, count, dt, op, true, send.data(), recv.data(), realBytes, iters);
-        totalWrong += oop.wrong + (ip.valid ? ip.wrong : 0);
-        busSum += oop.busbw + (ip.valid ? ip.busbw : 0);
-        busRows += ip.valid ? 2 : 1;
-        if (c.rank == 0) {
-          printRow(
-              Row{"", coll.name, c.n, realBytes, realBytes / esz, dtypeName(dt),
-                  coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1, iters, oop, ip},
-              o.check, json);
+  const std::vector<size_t> sweep = sizes(o.minBytes, o.maxBytes, o.stepFactor, o.stepBytes);
+  for (int cycle = 0; o.cycles == 0 || cycle < o.cycles; ++cycle) {
+    for (size_t bytes : sweep) {
+      for (braidDataType_t dt : o.types) {
+        const size_t esz = dtypeSize(dt);
+        size_t count = countFor(coll, bytes, esz, c.n);
+        size_t realBytes = bytesFor(coll, count, esz, c.n);
+        for (braidRedOp_t op : coll.reduces ? o.ops : std::vector<braidRedOp_t>{braidSum}) {
+          int iters = o.iters;
+          if (o.secondsPerSize > 0) {
+            // Estimate from a short timed probe; rank 0 decides so every rank agrees.
+            Result probe = measure(c, Options{o}, coll, count, dt, op, false, send.data(),
+                                   recv.data(), realBytes, 2);
+            double n = probe.us > 0 ? o.secondsPerSize * 1e6 / probe.us : o.iters;
+            n = std::clamp(n, 1.0, 1e6);
+            checkOk(braidBroadcast(&n, &n, 1, braidFloat64, 0, c.comm, nullptr), c, "broadcast");
+            iters = static_cast<int>(n);
+          }
+          Result oop =
+              measure(c, o, coll, count, dt, op, false, send.data(), recv.data(), realBytes, iters);
+          Result ip =
+              measure(c, o, coll, count, dt, op, true, send.data(), recv.data(), realBytes, iters);
+          totalWrong += oop.wrong + (ip.valid ? ip.wrong : 0);
+          busSum += oop.busbw + (ip.valid ? ip.busbw : 0);
+          busRows += ip.valid ? 2 : 1;
+          if (c.rank == 0) {
+            printRow(
+                Row{"", coll.name, c.n, realBytes, realBytes / esz, dtypeName(dt),
+                    coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1, iters, oop, ip},
+                o.check, json);
+          }
         }
       }
     }

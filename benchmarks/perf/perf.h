@@ -35,6 +35,7 @@ struct Options : CommonOptions {
   bool blocking = false;         // -z: NULL stream (run now) instead of a stream
   int average = 1;               // -a: 0 rank 0, 1 average, 2 min, 3 max across ranks
   bool registerBuffers = false;  // -R 1: braidCommRegister both buffers (zero-copy over RDMA)
+  int cycles = 1;                // -N: sweeps over the sizes, 0 = until stopped
 };
 
 enum Kind { kAllReduce, kAllGather, kBroadcast, kReduce, kReduceScatter, kAllToAll, kSendRecv };

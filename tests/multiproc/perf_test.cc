@@ -113,6 +113,15 @@ TEST_F(Perf, WithoutAFactorSizesGrowByOneMebibyteAsInNcclTests) {
   EXPECT_NE(r.out.find("-f must be > 1"), std::string::npos) << r.out;
 }
 
+TEST_F(Perf, CyclesRepeatTheSweep) {
+  Shell r = sh(launcher_ + perf_ + " allreduce -b 8 -e 64 -f 8 -n 1 -w 0 -N 3");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto rs = rows(r.out);
+  ASSERT_EQ(rs.size(), 6u) << r.out;  // 8 64, three times
+  EXPECT_EQ(rs[4][0], "8");
+  EXPECT_EQ(rs[5][0], "64");
+}
+
 TEST_F(Perf, InjectedCorruptionIsCountedAndFailsTheRun) {
   Shell r = sh(launcher_ + perf_ + " allreduce -b 1K -e 1K -n 2 -w 1 --corrupt-for-test");
   EXPECT_NE(r.exitCode, 0) << r.out;
