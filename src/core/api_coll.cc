@@ -162,7 +162,7 @@ braidResult_t issue(Call c) {
     if (c.reduces) c.a.op = static_cast<braidRedOp_t>(c.opRaw);
     size_t unit = 0;
     BRAID_TRY(validate(c, *comm, &unit));
-    if (Status e = comm->asyncError(); !e.isOk()) {
+    if (Status e = comm->hasAsyncError() ? comm->asyncError() : Status::ok(); !e.isOk()) {
       return Status(e.code(), fmt::format("the communicator failed earlier and cannot be used: {}",
                                           e.message()));
     }

@@ -42,6 +42,17 @@ class Waiter : public CompletionSink {
     hasDone_.store(true, std::memory_order_release);
     cv_.notify_one();
   }
+  // Back to the state of a new Waiter (no communicator, nothing pending), keeping the
+  // vectors' storage: for reuse by the next call on this thread.
+  void reset() {
+    loops_.clear();
+    spinUs_ = 0;
+    yieldMask_ = kYieldMask;
+    driving_ = false;
+    timedOut_ = false;
+    hasDone_.store(false, std::memory_order_relaxed);
+    done_.clear();
+  }
   void addComm(Comm* c) {
     spinUs_ = std::max(spinUs_, c->config().spinUs);
     if (c->oversubscribed()) yieldMask_ = 0;
@@ -141,7 +152,8 @@ class Waiter : public CompletionSink {
   int64_t spinUs_ = 0;
   // Idle polls between yields: every one when this host runs more ranks than it has cores
   // (a spinning rank would take the core from the peer it waits for).
-  unsigned yieldMask_ = 15;
+  static constexpr unsigned kYieldMask = 15;
+  unsigned yieldMask_ = kYieldMask;
   bool driving_ = false;
   bool timedOut_ = false;  // onTimeout was called
   std::atomic<bool> hasDone_{false};
@@ -377,14 +389,19 @@ Status Run::execute() {
 
 Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t tag, void* buf,
                   size_t bytes) {
-  BRAID_TRY(comm->asyncError());
+  if (comm->hasAsyncError()) return comm->asyncError();
   // On the heap for the same reason as a Run: leaked, not freed, if the request never comes
-  // back after an abort.
+  // back after an abort. Otherwise kept for this thread's next call (no allocation per call).
   struct Direct {
     Waiter w;
     NetRequest q;
+    std::vector<NetRequest*> batch;
   };
-  auto* d = new Direct;
+  thread_local std::unique_ptr<Direct> spare;
+  std::unique_ptr<Direct> d = spare ? std::move(spare) : std::make_unique<Direct>();
+  d->w.reset();
+  d->q = NetRequest{};
+  d->batch.clear();
   d->w.addComm(comm);
   NetRequest& q = d->q;
   q.kind = send ? NetRequest::Kind::kSend : NetRequest::Kind::kRecv;
@@ -404,13 +421,16 @@ Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t ta
                                         timeoutMs, describe(q, *t), t->healthNote()));
     t->abort(timedOut);
   };
-  std::vector<NetRequest*> batch;
+  std::vector<NetRequest*>& batch = d->batch;
   while (batch.empty()) {
-    if (!d->w.waitSome(deadline, false, noPoll, onTimeout, &batch)) return timedOut;  // leaked
+    if (!d->w.waitSome(deadline, false, noPoll, onTimeout, &batch)) {
+      (void)d.release();  // leaked: the transport may still hold the request
+      return timedOut;
+    }
   }
   d->w.setDriving(false, false);
   Status s = timedOut.isOk() ? std::move(q.status) : timedOut;
-  delete d;
+  spare = std::move(d);
   return s;
 }
 
