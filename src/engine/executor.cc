@@ -397,8 +397,9 @@ Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t ta
     NetRequest q;
     std::vector<NetRequest*> batch;
   };
+  // Owned by a raw pointer: on every way out but success (an exception included) it is leaked.
   thread_local std::unique_ptr<Direct> spare;
-  std::unique_ptr<Direct> d = spare ? std::move(spare) : std::make_unique<Direct>();
+  Direct* d = spare ? spare.release() : new Direct;
   d->w.reset();
   d->q = NetRequest{};
   d->batch.clear();
@@ -423,14 +424,11 @@ Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t ta
   };
   std::vector<NetRequest*>& batch = d->batch;
   while (batch.empty()) {
-    if (!d->w.waitSome(deadline, false, noPoll, onTimeout, &batch)) {
-      (void)d.release();  // leaked: the transport may still hold the request
-      return timedOut;
-    }
+    if (!d->w.waitSome(deadline, false, noPoll, onTimeout, &batch)) return timedOut;  // leaked
   }
   d->w.setDriving(false, false);
   Status s = timedOut.isOk() ? std::move(q.status) : timedOut;
-  spare = std::move(d);
+  spare.reset(d);
   return s;
 }
 
