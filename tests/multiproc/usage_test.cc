@@ -246,7 +246,9 @@ TEST(Usage, AMisspeltAlgorithmFailsTheCommunicatorAtOnce) {
       {"alreduce=ring", "'alreduce' names no collective (one of: allreduce,"},
       {"bogus", "'bogus' is not an algorithm of any collective (known: ring,"},
   };
-  for (const auto& [spec, want] : cases) {
+  for (const auto& c : cases) {
+    const char* spec = c.first;  // clang 14 captures no structured binding
+    const char* want = c.second;
     RankOptions opt;
     opt.env = {{"BRAID_ALGO", spec}, {"BRAID_TIMEOUT_MS", "60000"}};
     runRanks(
