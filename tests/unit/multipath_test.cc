@@ -329,6 +329,32 @@ TEST(Multipath, AStragglerAtTheEndIsSentAgainOnAnIdlePath) {
   EXPECT_EQ(sent[0], (std::pair<int, uint64_t>{pd, d}));
 }
 
+// Thousands of small chunks waiting for a lazy acknowledgement: the look for stragglers (a pass
+// over every chunk) runs at most every age/8, not on every call; the stragglers are all found.
+TEST(Multipath, ManyUnacknowledgedChunksAreLookedAtForStragglersAtMostEveryEighthOfTheAge) {
+  Sender tx(2, SenderOptions{});
+  const int64_t us = 1'000, ms = 1'000'000, age = 50 * ms;
+  size_t sent = 0;
+  auto emit = [&](int, Chunk&) { ++sent; };
+  for (int i = 0; i < 5000; ++i) {  // one a microsecond, from 0 to 5 ms, no acknowledgement
+    Chunk c;
+    c.owned = "8 bytes!";
+    c.payload = c.owned.data();
+    c.len = 8;
+    tx.add(std::move(c));
+    tx.schedule(i * us, emit);
+  }
+  ASSERT_EQ(sent, 5000u);
+  // At 52 ms those sent before 2 ms are stragglers: a second copy each.
+  const size_t first = tx.resendStragglers(52 * ms, age, emit);
+  EXPECT_NEAR(static_cast<double>(first), 2000.0, 2.0);
+  // A millisecond later a thousand more are as old, but the next look is at 52 + 50/8 ms.
+  EXPECT_EQ(tx.resendStragglers(53 * ms, age, emit), 0u);
+  EXPECT_EQ(tx.resendStragglers(58 * ms, age, emit), 0u);
+  EXPECT_EQ(tx.resendStragglers(59 * ms, age, emit) + first, 5000u);
+  EXPECT_EQ(sent, 10000u);
+}
+
 TEST(Multipath, FaultPlanParsesAndRejects) {
   FaultPlan p;
   ASSERT_TRUE(FaultPlan::parse("path=1,after_bytes=64M,mode=blackhole,seed=3,times=2", &p).isOk());

@@ -131,9 +131,16 @@ class Sender {
   // been acknowledged for as long (a flow recovering from a loss, or in retransmission backoff)
   // is sent again on the least loaded other usable path that is not held; the first copy
   // acknowledged retires it. At most one extra copy per chunk; returns how many were sent.
+  // With more than kScanAlways chunks unacknowledged (small ones waiting for a lazy
+  // acknowledgement, thousands in a stream of small messages) they are looked at every
+  // ageNs/8 at most: a pass over all of them on every send cost more than the send.
   template <typename Emit>
   size_t resendStragglers(int64_t nowNs, int64_t ageNs, Emit&& emit) {
     if (!queue_.empty()) return 0;
+    if (chunks_.size() > kScanAlways) {
+      if (nowNs < nextStragglerScanNs_) return 0;
+      nextStragglerScanNs_ = nowNs + ageNs / 8;
+    }
     size_t n = 0;
     for (auto& [fid, c] : chunks_) {
       if (c.path < 0 || c.copyPath >= 0 || nowNs - c.sentNs < ageNs) continue;
@@ -176,7 +183,8 @@ class Sender {
     for (PathRec& p : paths_) p.outstanding = 0;
   }
 
-  static constexpr size_t kFrameCost = 64;  // per-chunk bytes counted besides the payload
+  static constexpr size_t kFrameCost = 64;   // per-chunk bytes counted besides the payload
+  static constexpr size_t kScanAlways = 64;  // resendStragglers
   static constexpr size_t kMinSampleBytes = 256 << 10;  // per rate sample
   // A rate not sampled for this long is forgotten: the path gets tried as if unmeasured (a
   // path that once looked slow must get traffic again to show it is not).
@@ -229,6 +237,7 @@ class Sender {
   std::map<uint64_t, Chunk> chunks_;  // unacknowledged, by fid
   std::set<uint64_t> queue_;          // fids waiting for a path, lowest (oldest) first
   uint64_t nextFid_ = 1;
+  int64_t nextStragglerScanNs_ = 0;  // resendStragglers
 };
 
 class Receiver {
