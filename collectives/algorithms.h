@@ -40,8 +40,9 @@ struct CollArgs {
   std::vector<size_t> sendcounts, sdispls, recvcounts, rdispls;
 };
 
-// Chooses the algorithm now (bad BRAID_ALGO entries fail the call); its steps are built when the
-// schedule starts running, so queued calls hold neither steps nor scratch memory.
+// Chooses the algorithm now (BRAID_ALGO was checked when the communicator was created); its
+// steps are built when the schedule starts running, so queued calls hold neither steps nor
+// scratch memory.
 Status buildCollective(const CollArgs& a, Schedule* s);
 
 // Small collectives through the shared-memory fast boxes (fastbox.cc). The choice depends only

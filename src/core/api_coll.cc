@@ -166,6 +166,14 @@ braidResult_t issue(Call c) {
       return Status(e.code(), fmt::format("the communicator failed earlier and cannot be used: {}",
                                           e.message()));
     }
+    if (c.a.count == 0 && c.a.kind != CollKind::kAllToAllv && c.a.kind != CollKind::kBarrier &&
+        c.a.kind != CollKind::kSend && c.a.kind != CollKind::kRecv) {
+      // Nothing to move, and every rank passes the same count: done, as in NCCL and MPI. The
+      // call still takes its number, so that every rank's next call has the same one.
+      // (All-to-allv with zero counts is not skipped: its counts may differ between ranks.)
+      comm->nextCollectiveTagBase();
+      return Status::ok();
+    }
     if (c.a.kind == CollKind::kAllToAll) {
       // All-to-all is all-to-all(v) with uniform blocks.
       const size_t n = static_cast<size_t>(comm->nranks());

@@ -2,9 +2,11 @@
 // subset), in place and out of place, on world sizes 1, 2, 3, 4, 5 and 8. Ranks are processes.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <fstream>
 #include <numeric>
 #include <string>
+#include <thread>
 
 #include "harness/ranks.h"
 #include "harness/values.h"
@@ -516,6 +518,49 @@ TEST(CollectivesBig, AllReduceIsBitIdenticalAcrossRanks) {
         },
         opt);
   }
+}
+
+}  // namespace
+}  // namespace braid::test
+
+namespace braid::test {
+namespace {
+
+// Collectives of count 0 move nothing and return at once (as in NCCL and MPI), NULL buffers
+// allowed, on the NULL stream, on a stream and in a group, without waiting for a late rank; they
+// still take their call numbers, so the next real call matches on every rank.
+TEST(CollectivesZero, CountZeroReturnsAtOnceAndKeepsTheCallsInStep) {
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    braidStream_t stream = nullptr;
+    BRAID_ASSERT_OK(braidStreamCreate(&stream), comm);
+    if (r == 2) std::this_thread::sleep_for(std::chrono::seconds(2));  // the late rank
+    const double t0 = now();
+    for (braidStream_t st : {static_cast<braidStream_t>(nullptr), stream}) {
+      BRAID_ASSERT_OK(braidAllReduce(nullptr, nullptr, 0, braidFloat32, braidSum, comm, st), comm);
+      BRAID_ASSERT_OK(braidBroadcast(nullptr, nullptr, 0, braidInt8, 1, comm, st), comm);
+      BRAID_ASSERT_OK(braidReduce(nullptr, nullptr, 0, braidInt32, braidMax, 2, comm, st), comm);
+      BRAID_ASSERT_OK(braidAllGather(nullptr, nullptr, 0, braidFloat64, comm, st), comm);
+      BRAID_ASSERT_OK(braidReduceScatter(nullptr, nullptr, 0, braidUint8, braidSum, comm, st),
+                      comm);
+      BRAID_ASSERT_OK(braidAllToAll(nullptr, nullptr, 0, braidInt64, comm, st), comm);
+    }
+    BRAID_ASSERT_OK(braidGroupStart(), comm);
+    BRAID_ASSERT_OK(braidAllReduce(nullptr, nullptr, 0, braidFloat32, braidSum, comm, nullptr),
+                    comm);
+    BRAID_ASSERT_OK(braidGroupEnd(), comm);
+    EXPECT_LT(now() - t0, 1.0) << "rank " << r << " waited for the late rank";
+    // Still rejected with count 0: a root out of range.
+    EXPECT_EQ(braidBroadcast(nullptr, nullptr, 0, braidInt8, 7, comm, nullptr),
+              braidInvalidArgument);
+    BRAID_ASSERT_OK(braidStreamSynchronize(stream), comm);
+    int v = r + 1;
+    BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidInt32, braidSum, comm, nullptr), comm);
+    EXPECT_EQ(v, n * (n + 1) / 2);
+    BRAID_ASSERT_OK(braidStreamDestroy(stream), comm);
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
 }
 
 }  // namespace
