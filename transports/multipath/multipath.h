@@ -173,6 +173,7 @@ class Sender {
   bool idle() const { return chunks_.empty(); }
   size_t unacked() const { return chunks_.size(); }
   size_t outstanding(int path) const { return paths_[path].outstanding; }
+  size_t window() const { return opt_.window; }
   double rate(int path) const { return paths_[path].rate; }
   // Drops every chunk (failure); done(chunk) for each.
   template <typename Done>

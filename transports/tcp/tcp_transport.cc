@@ -332,7 +332,12 @@ void Transport::pumpOnce(Peer* p) {
     Socket* s = p->paths[path]->sock.get();
     FrameHeader h;
     h.type = c.type;
-    h.flags = c.urgent ? 0 : kFlagLazyAck;
+    // A copied chunk (its request completed already) is acknowledged lazily: with the next
+    // frame back, or at the next tick. Once half the path's window waits for acknowledgements
+    // it asks for one at once: else a one-way stream of such chunks fills the window and
+    // stalls until the tick.
+    const bool lazy = !c.urgent && p->tx.outstanding(path) < p->tx.window() / 2;
+    h.flags = lazy ? kFlagLazyAck : 0;
     h.len = c.len;
     h.tag = c.tag;
     h.offset = c.offset;
