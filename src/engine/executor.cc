@@ -30,6 +30,14 @@ std::string describe(const NetRequest& q, const Transport& t) {
                      send ? "to" : "from", t.peerName(q.peer));
 }
 
+// The error of a wait that ran out: "allreduce timed out after 30000 ms waiting for receive of
+// 8 bytes from rank 1 (...)" and what the transport knows of the peers' health.
+Status waitTimedOut(const std::string& name, int64_t timeoutMs, const std::string& pending,
+                    const Transport& t) {
+  return timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}", name, timeoutMs,
+                                  pending, t.healthNote()));
+}
+
 // Waits on one thread for the completions of the network requests it posted: drives the
 // communicators' progress loops itself while the network moves (BRAID_SPIN_US), then sleeps
 // until a completion wakes it. `poll` is more work to look at on every pass (poll steps):
@@ -313,9 +321,8 @@ std::string Run::pendingDescription() {
 bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch) {
   auto poll = [this] { return !polling_.empty() && pollSteps(); };
   auto onTimeout = [&] {
-    Status t = timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}",
-                                        scheds_[0]->name(), timeoutMs, pendingDescription(),
-                                        scheds_[0]->comm()->transport()->healthNote()));
+    Status t = waitTimedOut(scheds_[0]->name(), timeoutMs, pendingDescription(),
+                            *scheds_[0]->comm()->transport());
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
   };
@@ -417,9 +424,8 @@ Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t ta
   const Deadline deadline = deadlineIn(timeoutMs);
   auto noPoll = [] { return false; };
   Status timedOut;
-  auto onTimeout = [&] {  // worded as a Run words it
-    timedOut = timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}", name,
-                                        timeoutMs, describe(q, *t), t->healthNote()));
+  auto onTimeout = [&] {
+    timedOut = waitTimedOut(name, timeoutMs, describe(q, *t), *t);
     t->abort(timedOut);
   };
   std::vector<NetRequest*>& batch = d->batch;

@@ -18,8 +18,9 @@ Status executeSchedules(std::vector<std::unique_ptr<Schedule>>& schedules);
 class Comm;
 // One blocking send or receive with another rank, run now on the calling thread (a NULL
 // stream, outside a group): what executeSchedules does for the one-step schedule of
-// collectives/p2p.cc, without building it (no schedule, no task, one allocation). `name` is
-// the call's name for errors ("send", "recv").
+// collectives/p2p.cc, without building it (no schedule, no task; the thread's wait state is
+// kept for its next call, so nothing is allocated). `name` is the call's name for errors
+// ("send", "recv").
 Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t tag, void* buf,
                   size_t bytes);
 
