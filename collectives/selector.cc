@@ -79,19 +79,30 @@ constexpr Algo kAlgos[] = {
     {CollKind::kRecv, "p2p", pointToPoint},
 };
 
+// One entry of BRAID_ALGO: "coll=name", or a bare "name" (coll empty) for every collective
+// that has an algorithm of that name.
+struct AlgoEntry {
+  std::string coll, name;
+};
+AlgoEntry parseAlgoEntry(const std::string& item) {
+  const size_t eq = item.find('=');
+  if (eq == std::string::npos) return {"", item};
+  return {item.substr(0, eq), item.substr(eq + 1)};
+}
+
 // The algorithm BRAID_ALGO asks for this collective ("" when none).
 Status forcedAlgo(const std::string& spec, CollKind kind, std::string* out) {
   out->clear();
   for (const std::string& item : splitList(spec)) {
-    size_t eq = item.find('=');
-    if (eq == std::string::npos) {
+    const AlgoEntry e = parseAlgoEntry(item);
+    if (e.coll.empty()) {
       for (const Algo& a : kAlgos) {
-        if (a.kind == kind && item == a.name) *out = item;
+        if (a.kind == kind && e.name == a.name) *out = e.name;
       }
       continue;
     }
-    if (item.substr(0, eq) == collName(kind)) {
-      *out = item.substr(eq + 1);
+    if (e.coll == collName(kind)) {
+      *out = e.name;
       for (const Algo& a : kAlgos) {
         if (a.kind == kind && *out == a.name) return Status::ok();
       }
@@ -120,9 +131,8 @@ Status checkAlgoSpec(const std::string& spec) {
     return fmt::format("{}", fmt::join(v, ", "));
   };
   for (const std::string& item : splitList(spec)) {
-    const size_t eq = item.find('=');
-    const std::string coll = eq == std::string::npos ? "" : item.substr(0, eq);
-    const std::string name = eq == std::string::npos ? item : item.substr(eq + 1);
+    const AlgoEntry e = parseAlgoEntry(item);
+    const std::string &coll = e.coll, &name = e.name;  // (lambdas below capture them)
     auto ofColl = [&](const Algo& a) { return coll.empty() || coll == collName(a.kind); };
     if (!std::any_of(std::begin(kAlgos), std::end(kAlgos), ofColl)) {
       return invalidArgument(
