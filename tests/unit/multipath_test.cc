@@ -355,6 +355,37 @@ TEST(Multipath, ManyUnacknowledgedChunksAreLookedAtForStragglersAtMostEveryEight
   EXPECT_EQ(sent, 10000u);
 }
 
+// Acknowledgements come from the peer: one that names chunks never sent, fids never assigned,
+// or a range as long as 2^64 retires what it covers and nothing else, at once; the chunks it
+// skipped are still sent, in order.
+TEST(Multipath, AcknowledgementsBeyondWhatWasSentRetireOnlyRealChunks) {
+  Sender tx(1, SenderOptions{});
+  std::vector<uint64_t> sent;
+  auto emit = [&](int, Chunk& c) { sent.push_back(c.fid); };
+  for (int i = 0; i < 6; ++i) tx.add(Chunk{});
+  tx.schedule(0, [&](int, Chunk& c) {
+    if (c.fid <= 2) emit(0, c);
+  });  // all six go out: emit records 1 and 2 only
+  ASSERT_EQ(sent, (std::vector<uint64_t>{1, 2}));
+  for (int i = 0; i < 4; ++i) tx.add(Chunk{});  // 7..10, never given to a path
+  size_t done = 0;
+  auto count = [&](Chunk&) { ++done; };
+  const Range wild[] = {{4, ~uint64_t{0}}, {~uint64_t{0} - 1, 5}, {0, 2}};
+  tx.ack(0, 0, wild, 3, 1, count);
+  EXPECT_EQ(done, 8u);  // 1 and 4..10
+  EXPECT_EQ(tx.unacked(), 2u);
+  sent.clear();
+  tx.schedule(2, emit);
+  EXPECT_TRUE(sent.empty());  // 7..10 went with the acknowledgement; 2 and 3 are out
+  tx.ack(0, ~uint64_t{0}, nullptr, 0, 3, count);
+  EXPECT_EQ(done, 10u);
+  EXPECT_TRUE(tx.idle());
+  EXPECT_FALSE(tx.waiting());
+  tx.add(Chunk{});  // fid 11: the next chunk is sent as usual
+  tx.schedule(4, emit);
+  EXPECT_EQ(sent, (std::vector<uint64_t>{11}));
+}
+
 TEST(Multipath, FaultPlanParsesAndRejects) {
   FaultPlan p;
   ASSERT_TRUE(FaultPlan::parse("path=1,after_bytes=64M,mode=blackhole,seed=3,times=2", &p).isOk());

@@ -305,8 +305,8 @@ bool Transport::writeChunk(Peer* p, Path* path, const mp::Chunk& c) {
   ++path->sendSeq;
   if (credits) path->returned = path->consumed;
   path->inflight.push_back(c.fid);
-  path->ctr.chunksSent.fetch_add(1, std::memory_order_relaxed);
-  path->ctr.bytesSent.fetch_add(c.len, std::memory_order_relaxed);
+  mp::PathCounters::bump(path->ctr.chunksSent, 1);
+  mp::PathCounters::bump(path->ctr.bytesSent, c.len);
   if (faultsLeft_ > 0 && fault_.afterBytes != 0) {
     faultBytes_ += c.len;
     if (faultBytes_ >= fault_.afterBytes) {
@@ -337,14 +337,21 @@ void Transport::returnCredits(Path* path, bool force) {
 }
 
 bool Transport::postRecvs(Path* path, size_t n) {
-  std::vector<ibv_recv_wr> wrs(n);
-  for (size_t i = 0; i < n; ++i) {
-    wrs[i].wr_id = kRecvWrId;
-    wrs[i].num_sge = 0;
-    wrs[i].next = i + 1 < n ? &wrs[i + 1] : nullptr;
+  // Receives carry no buffer (the data arrives by RDMA WRITE): a batch on the stack, posted as
+  // one list, without an allocation per received chunk.
+  ibv_recv_wr wrs[32];
+  while (n > 0) {
+    const size_t k = std::min(n, std::size(wrs));
+    for (size_t i = 0; i < k; ++i) {
+      wrs[i] = ibv_recv_wr{};
+      wrs[i].wr_id = kRecvWrId;
+      wrs[i].next = i + 1 < k ? &wrs[i + 1] : nullptr;
+    }
+    ibv_recv_wr* bad = nullptr;
+    if (ibv_post_recv(path->qp, wrs, &bad) != 0) return false;
+    n -= k;
   }
-  ibv_recv_wr* bad = nullptr;
-  return n == 0 || ibv_post_recv(path->qp, wrs.data(), &bad) == 0;
+  return true;
 }
 
 // ---- completions ----
@@ -358,21 +365,19 @@ bool Transport::pollCq(Device* d) {
     if (it == byQpn_.end()) continue;
     auto [p, path] = it->second;
     if (wcs[i].wr_id == kRecvWrId) {
-      onRecvCompletion(path, wcs[i]);
+      onRecvCompletion(p, path, wcs[i]);
     } else {
-      onSendCompletion(path, wcs[i]);
+      onSendCompletion(p, path, wcs[i]);
     }
-    (void)p;
   }
   return true;
 }
 
-void Transport::onSendCompletion(Path* path, const ibv_wc& wc) {
+void Transport::onSendCompletion(Peer* p, Path* path, const ibv_wc& wc) {
   if (path->inflight.empty()) return;
   const uint64_t fid = path->inflight.front();
   path->inflight.pop_front();
   if (path->dead || failed()) return;
-  Peer* p = byQpn_[wc.qp_num].first;
   if (wc.status != IBV_WC_SUCCESS) {
     return pathDown(p, path, fmt::format("a write failed: {}", ibv_wc_status_str(wc.status)), true);
   }
@@ -391,11 +396,10 @@ void Transport::onSendCompletion(Path* path, const ibv_wc& wc) {
   pump(p);
 }
 
-void Transport::onRecvCompletion(Path* path, const ibv_wc& wc) {
+void Transport::onRecvCompletion(Peer* p, Path* path, const ibv_wc& wc) {
   // A write that completed was acknowledged to its sender, which will not send it again: it
   // is taken even on a path that is dead, being rebuilt or replaced, while its ring exists.
   if (failed() || path->ring.base == nullptr) return;
-  Peer* p = byQpn_[wc.qp_num].first;
   if (wc.status != IBV_WC_SUCCESS) {
     return pathDown(p, path, fmt::format("a receive failed: {}", ibv_wc_status_str(wc.status)),
                     true);
@@ -452,8 +456,8 @@ void Transport::onChunk(Peer* p, Path* path, const FrameHeader& h, const char* p
   // Chunks arrive whole, so a copy is never half-received elsewhere: kConflict cannot happen.
   if (p->rx.begin(h.fid, path->index, &other) != mp::Receiver::Verdict::kNew) return;
   p->rx.end(h.fid, path->index, false);
-  path->ctr.chunksReceived.fetch_add(1, std::memory_order_relaxed);
-  path->ctr.bytesReceived.fetch_add(h.len, std::memory_order_relaxed);
+  mp::PathCounters::bump(path->ctr.chunksReceived, 1);
+  mp::PathCounters::bump(path->ctr.bytesReceived, h.len);
   if (h.type == static_cast<uint8_t>(FrameType::kRtr)) return onRtr(p, h, payload);
   if (h.type == static_cast<uint8_t>(FrameType::kDataZc)) {
     // The payload is already in the posted buffer (written before this header, same QP).

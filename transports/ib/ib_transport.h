@@ -312,8 +312,8 @@ class Transport : public braid::Transport, public Reactor::Poller {
   bool takeCredits(Path* path, uint32_t count);
   bool postRecvs(Path* path, size_t n);
   bool pollCq(Device* d);
-  void onSendCompletion(Path* path, const ibv_wc& wc);
-  void onRecvCompletion(Path* path, const ibv_wc& wc);
+  void onSendCompletion(Peer* p, Path* path, const ibv_wc& wc);
+  void onRecvCompletion(Peer* p, Path* path, const ibv_wc& wc);
   void onChunk(Peer* p, Path* path, const FrameHeader& h, const char* payload);
   void onData(Peer* p, const FrameHeader& h, const char* payload);
   void onRtr(Peer* p, const FrameHeader& h, const char* payload);

@@ -31,8 +31,8 @@ size_t Sender::setState(int path, PathState s, int64_t nowNs) {
   p.lastProgressNs = nowNs;
   if (s != PathState::kDead) return 0;
   size_t moved = 0;
-  for (auto& [fid, c] : chunks_) {
-    if (c.path != path && c.copyPath != path) continue;
+  for (Chunk& c : chunks_) {
+    if (c.fid == 0 || (c.path != path && c.copyPath != path)) continue;
     // Sent again even when its other copy is still under way: the receiver may have dropped
     // that one for this one (mp::Receiver's conflict), so only a fresh copy is sure to land.
     requeue(c);
@@ -51,15 +51,12 @@ bool Sender::anyUsable() const {
 }
 
 Chunk* Sender::add(Chunk&& c) {
-  uint64_t fid = nextFid_++;
-  auto [it, fresh] = chunks_.emplace(fid, std::move(c));
-  (void)fresh;
-  Chunk& ch = it->second;
-  ch.fid = fid;
+  Chunk& ch = chunks_.emplace_back(std::move(c));
+  ch.fid = nextFid_++;
   ch.path = -1;
   if (!ch.owned.empty()) ch.payload = ch.owned.data();  // the string moved: point into it
-  queue_.insert(fid);
-  return &ch;
+  ++live_;
+  return &ch;  // queued: fids from fresh_ on wait for a path
 }
 
 double Sender::rateFor(const PathRec& p, int64_t nowNs) const {
@@ -100,7 +97,7 @@ void Sender::requeue(Chunk& c) {
     p.outstanding -= std::min(p.outstanding, static_cast<size_t>(c.len) + kFrameCost);
   }
   c.path = c.copyPath = -1;
-  queue_.insert(c.fid);
+  requeued_.insert(c.fid);
 }
 
 void Sender::credit(int path, size_t bytes, int64_t nowNs) {
@@ -140,8 +137,8 @@ void Sender::expired(int64_t nowNs, std::vector<int>* out) const {
 size_t Sender::requeueLost(int64_t nowNs) {
   if (!opt_.resendLost) return 0;
   size_t n = 0;
-  for (auto& [fid, c] : chunks_) {
-    if (c.path < 0 || nowNs - c.sentNs <= opt_.timeoutNs) continue;
+  for (Chunk& c : chunks_) {
+    if (c.fid == 0 || c.path < 0 || nowNs - c.sentNs <= opt_.timeoutNs) continue;
     requeue(c);
     ++n;
   }
@@ -153,8 +150,11 @@ Receiver::Verdict Receiver::begin(uint64_t fid, int path, int* other) {
     owe(path, true);  // its acknowledgement was lost: send it again
     return Verdict::kDuplicate;
   }
-  auto [it, fresh] = inflight_.try_emplace(fid, path);
-  if (!fresh && it->second != path) {
+  auto it = std::find_if(inflight_.begin(), inflight_.end(),
+                         [fid](const std::pair<uint64_t, int>& e) { return e.first == fid; });
+  if (it == inflight_.end()) {
+    inflight_.emplace_back(fid, path);
+  } else if (it->second != path) {
     *other = it->second;
     it->second = path;
     return Verdict::kConflict;
@@ -174,7 +174,12 @@ void Receiver::owe(int path, bool urgent) {
 }
 
 void Receiver::end(uint64_t fid, int path, bool urgent) {
-  inflight_.erase(fid);
+  auto it = std::find_if(inflight_.begin(), inflight_.end(),
+                         [fid](const std::pair<uint64_t, int>& e) { return e.first == fid; });
+  if (it != inflight_.end()) {
+    *it = inflight_.back();
+    inflight_.pop_back();
+  }
   if (fid == below_) {
     ++below_;
     while (!above_.empty() && *above_.begin() == below_) {
@@ -188,9 +193,7 @@ void Receiver::end(uint64_t fid, int path, bool urgent) {
 }
 
 void Receiver::dropPath(int path) {
-  for (auto it = inflight_.begin(); it != inflight_.end();) {
-    it = it->second == path ? inflight_.erase(it) : std::next(it);
-  }
+  std::erase_if(inflight_, [path](const std::pair<uint64_t, int>& e) { return e.second == path; });
   if (debt(path) != 0) {
     orphan_ |= debt_[path];
     debt_[path] = 0;

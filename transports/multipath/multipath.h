@@ -9,13 +9,14 @@
 // transport's progress loop owns it); unit-tested against a lossy in-process link.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
-#include <map>
+#include <deque>
 #include <set>
 #include <string>
-#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "src/core/status.h"
@@ -46,6 +47,11 @@ struct PathCounters {
   std::atomic<uint64_t> failures{0};     // times the path was declared dead
   std::atomic<uint64_t> readmissions{0};
   std::atomic<uint8_t> state{static_cast<uint8_t>(PathState::kUp)};
+  // Adds n for a counter that one thread at a time writes (the progress loop's holder, under
+  // its lock) and any thread reads: a plain load and store, no locked read-modify-write.
+  static void bump(std::atomic<uint64_t>& c, uint64_t n) {
+    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+  }
 };
 
 // One unit of reliable delivery: a frame of the transport (type, tag, offset, total) with its
@@ -81,6 +87,9 @@ class Sender {
  public:
   Sender() = default;
   Sender(int npaths, SenderOptions opt);
+  // noexcept although std::deque's move may allocate: containers of peers move it.
+  Sender(Sender&&) noexcept = default;
+  Sender& operator=(Sender&&) noexcept = default;
 
   int paths() const { return static_cast<int>(paths_.size()); }
   PathState state(int path) const { return paths_[path].state; }
@@ -94,16 +103,15 @@ class Sender {
   // must put the chunk on the wire of that path.
   template <typename Emit>
   void schedule(int64_t nowNs, Emit&& emit) {
-    while (!queue_.empty()) {
-      Chunk& c = chunks_.at(*queue_.begin());
-      int p = pick(c.len, nowNs);
+    for (Chunk* c = nextQueued(); c != nullptr; c = nextQueued()) {
+      int p = pick(c->len, nowNs);
       if (p < 0) return;
-      queue_.erase(queue_.begin());
-      c.path = p;
-      c.sentNs = nowNs;
-      ++c.sends;
-      charge(p, c.len, nowNs);
-      emit(p, c);
+      popQueued(c->fid);
+      c->path = p;
+      c->sentNs = nowNs;
+      ++c->sends;
+      charge(p, c->len, nowNs);
+      emit(p, *c);
     }
   }
   // Acknowledgements (every fid below `below`, and the ranges) that arrived on `path`;
@@ -111,14 +119,16 @@ class Sender {
   template <typename Done>
   void ack(int path, uint64_t below, const Range* ranges, size_t n, int64_t nowNs, Done&& done) {
     (void)path;
-    while (!chunks_.empty() && chunks_.begin()->first < below) {
-      retire(chunks_.begin(), nowNs, done);
-    }
+    for (uint64_t fid = base_; fid < below && fid < nextFid_; ++fid) retire(fid, nowNs, done);
     for (size_t i = 0; i < n; ++i) {
-      auto it = chunks_.lower_bound(ranges[i].first);
-      while (it != chunks_.end() && it->first < ranges[i].first + ranges[i].count) {
-        it = retire(it, nowNs, done);
-      }
+      const uint64_t first = ranges[i].first;
+      if (first >= nextFid_) continue;
+      const uint64_t end = ranges[i].count > nextFid_ - first ? nextFid_ : first + ranges[i].count;
+      for (uint64_t fid = std::max(first, base_); fid < end; ++fid) retire(fid, nowNs, done);
+    }
+    while (!chunks_.empty() && chunks_.front().fid == 0) {
+      chunks_.pop_front();
+      ++base_;
     }
   }
   // Late binding: a held path gets no new chunk (its transport already has enough queued to
@@ -126,7 +136,7 @@ class Sender {
   // behind a slow one. The transport releases the path and schedules again when it drains.
   void hold(int path, bool held) { paths_[path].held = held; }
   bool held(int path) const { return paths_[path].held; }
-  bool waiting() const { return !queue_.empty(); }
+  bool waiting() const { return !requeued_.empty() || fresh_ < nextFid_; }
   // The end of a transfer: with nothing queued, a chunk out for ageNs on a path that has not
   // been acknowledged for as long (a flow recovering from a loss, or in retransmission backoff)
   // is sent again on the least loaded other usable path that is not held; the first copy
@@ -136,14 +146,14 @@ class Sender {
   // ageNs/8 at most: a pass over all of them on every send cost more than the send.
   template <typename Emit>
   size_t resendStragglers(int64_t nowNs, int64_t ageNs, Emit&& emit) {
-    if (!queue_.empty()) return 0;
-    if (chunks_.size() > kScanAlways) {
+    if (waiting()) return 0;
+    if (live_ > kScanAlways) {
       if (nowNs < nextStragglerScanNs_) return 0;
       nextStragglerScanNs_ = nowNs + ageNs / 8;
     }
     size_t n = 0;
-    for (auto& [fid, c] : chunks_) {
-      if (c.path < 0 || c.copyPath >= 0 || nowNs - c.sentNs < ageNs) continue;
+    for (Chunk& c : chunks_) {
+      if (c.fid == 0 || c.path < 0 || c.copyPath >= 0 || nowNs - c.sentNs < ageNs) continue;
       const PathRec& from = paths_[c.path];
       if (nowNs - std::max(from.lastAckNs, c.sentNs) < ageNs) continue;
       int best = -1;
@@ -170,17 +180,22 @@ class Sender {
   void stillMoving(int path, int64_t nowNs) { paths_[path].lastAliveNs = nowNs; }
   // With resendLost: queues again chunks unacknowledged for the timeout on live paths.
   size_t requeueLost(int64_t nowNs);
-  bool idle() const { return chunks_.empty(); }
-  size_t unacked() const { return chunks_.size(); }
+  bool idle() const { return live_ == 0; }
+  size_t unacked() const { return live_; }
   size_t outstanding(int path) const { return paths_[path].outstanding; }
   size_t window() const { return opt_.window; }
   double rate(int path) const { return paths_[path].rate; }
   // Drops every chunk (failure); done(chunk) for each.
   template <typename Done>
   void clear(Done&& done) {
-    for (auto& [fid, c] : chunks_) done(c);
+    for (Chunk& c : chunks_) {
+      if (c.fid != 0) done(c);
+    }
+    base_ = nextFid_;
+    fresh_ = nextFid_;
+    live_ = 0;
     chunks_.clear();
-    queue_.clear();
+    requeued_.clear();
     for (PathRec& p : paths_) p.outstanding = 0;
   }
 
@@ -206,18 +221,43 @@ class Sender {
   };
   int pick(uint32_t len, int64_t nowNs) const;
   double rateFor(const PathRec& p, int64_t nowNs) const;
-  template <typename Done>
-  std::map<uint64_t, Chunk>::iterator retire(std::map<uint64_t, Chunk>::iterator it, int64_t nowNs,
-                                             Done& done) {
-    Chunk& c = it->second;
-    if (c.path >= 0) {
-      credit(c.path, c.len + kFrameCost, nowNs);
-    } else {
-      queue_.erase(c.fid);  // acknowledged while queued again: an earlier copy arrived
+  // The chunk of `fid` if it is still unacknowledged.
+  Chunk* find(uint64_t fid) {
+    if (fid < base_ || fid >= nextFid_) return nullptr;
+    Chunk& c = chunks_[fid - base_];
+    return c.fid == 0 ? nullptr : &c;
+  }
+  // The chunk that waits longest for a path (re-sends first: they are older than any chunk
+  // never sent), or null.
+  Chunk* nextQueued() {
+    if (!requeued_.empty()) return find(*requeued_.begin());
+    while (fresh_ < nextFid_) {
+      if (Chunk* c = find(fresh_)) return c;
+      ++fresh_;  // acknowledged before it was ever sent (a confused peer): nothing to send
     }
-    if (c.copyPath >= 0) credit(c.copyPath, c.len + kFrameCost, nowNs);
-    done(c);
-    return chunks_.erase(it);
+    return nullptr;
+  }
+  void popQueued(uint64_t fid) {
+    if (!requeued_.empty() && *requeued_.begin() == fid) {
+      requeued_.erase(requeued_.begin());
+    } else {
+      ++fresh_;
+    }
+  }
+  // Frees the chunk of `fid` if unacknowledged (its slot stays until the ones before go).
+  template <typename Done>
+  void retire(uint64_t fid, int64_t nowNs, Done& done) {
+    Chunk* c = find(fid);
+    if (c == nullptr) return;
+    if (c->path >= 0) {
+      credit(c->path, c->len + kFrameCost, nowNs);
+    } else {
+      requeued_.erase(fid);  // acknowledged while queued again: an earlier copy arrived
+    }
+    if (c->copyPath >= 0) credit(c->copyPath, c->len + kFrameCost, nowNs);
+    done(*c);
+    *c = Chunk{};  // fid 0: retired; its copy of the payload is freed now
+    --live_;
   }
   void credit(int path, size_t bytes, int64_t nowNs);
   // Takes the chunk off the path(s) carrying it (their outstanding bytes) and queues it again.
@@ -235,9 +275,16 @@ class Sender {
 
   SenderOptions opt_;
   std::vector<PathRec> paths_;
-  std::map<uint64_t, Chunk> chunks_;  // unacknowledged, by fid
-  std::set<uint64_t> queue_;          // fids waiting for a path, lowest (oldest) first
-  uint64_t nextFid_ = 1;
+  // Every chunk from fid base_ to nextFid_ - 1, in fid order; an acknowledged one stays as a
+  // hole (fid 0) until the ones before it are acknowledged too. A deque: a chunk's address
+  // holds while it lives, and the common case (acknowledged in order) costs no allocation per
+  // chunk, unlike a tree node.
+  std::deque<Chunk> chunks_;
+  uint64_t base_ = 1;            // fid of chunks_.front()
+  uint64_t nextFid_ = 1;         // the next fid add() assigns
+  uint64_t fresh_ = 1;           // chunks from here on were never given to a path
+  size_t live_ = 0;              // unacknowledged chunks
+  std::set<uint64_t> requeued_;  // fids waiting for a path again (dead path, lost), lowest first
   int64_t nextStragglerScanNs_ = 0;  // resendStragglers
 };
 
@@ -266,9 +313,10 @@ class Receiver {
   bool received(uint64_t fid) const { return fid < below_ || above_.count(fid) != 0; }
 
  private:
-  uint64_t below_ = 1;                          // every fid below has arrived
-  std::set<uint64_t> above_;                    // arrived fids above the watermark
-  std::unordered_map<uint64_t, int> inflight_;  // fid -> path receiving it
+  uint64_t below_ = 1;        // every fid below has arrived
+  std::set<uint64_t> above_;  // arrived fids above the watermark
+  // (fid, path receiving it): a chunk under way per path at most, so a flat list.
+  std::vector<std::pair<uint64_t, int>> inflight_;
   static constexpr uint8_t kOwed = 1, kUrgent = 2;
   uint8_t debt(int path) const {
     return path >= 0 && static_cast<size_t>(path) < debt_.size() ? debt_[path] : 0;

@@ -660,7 +660,7 @@ bool Transport::acceptChunk(Peer* p, int path, const FrameHeader& h) {
 
 void Transport::chunkArrived(Peer* p, int path, const FrameHeader& h) {
   p->rx.end(h.fid, path, !(h.flags & kFlagLazyAck));
-  p->paths[path]->ctr.chunksReceived.fetch_add(1, std::memory_order_relaxed);
+  mp::PathCounters::bump(p->paths[path]->ctr.chunksReceived, 1);
 }
 
 void Transport::appendAck(Peer* p, Socket* s) {
@@ -699,7 +699,7 @@ void Transport::onAck(Peer* p, int path, uint64_t below, const std::string& rang
 }
 
 void Transport::onBytesSent(Peer* p, int path, size_t bytes) {
-  p->paths[path]->ctr.bytesSent.fetch_add(bytes, std::memory_order_relaxed);
+  mp::PathCounters::bump(p->paths[path]->ctr.bytesSent, bytes);
   if (faultsLeft_ <= 0) return;
   faultBytes_ += bytes;
   if (fault_.afterBytes != 0 && faultBytes_ >= fault_.afterBytes) {

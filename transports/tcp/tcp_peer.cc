@@ -320,7 +320,7 @@ void Socket::readSome() {
     size_t got = static_cast<size_t>(r);
     lastRecvNs_ = mp::nowNs();
     heard_ = true;
-    peer_->paths[path_]->ctr.bytesReceived.fetch_add(got, std::memory_order_relaxed);
+    mp::PathCounters::bump(peer_->paths[path_]->ctr.bytesReceived, got);
     if (direct) {
       inLeft_ -= got;
       if (inLeft_ == 0) onPayloadDone();

@@ -345,7 +345,7 @@ void Transport::pumpOnce(Peer* p) {
     h.fid = c.fid;
     s->enqueue(h, c.payload);
     if (s->queuedBytes() >= kHoldBytes) p->tx.hold(path, true);
-    p->paths[path]->ctr.chunksSent.fetch_add(1, std::memory_order_relaxed);
+    mp::PathCounters::bump(p->paths[path]->ctr.chunksSent, 1);
     if (c.copyPath == path) {  // a straggler's second copy: counted as re-sent by its path
       p->paths[c.path]->ctr.retransmits.fetch_add(1, std::memory_order_relaxed);
     }
