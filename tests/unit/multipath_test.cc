@@ -386,6 +386,42 @@ TEST(Multipath, AcknowledgementsBeyondWhatWasSentRetireOnlyRealChunks) {
   EXPECT_EQ(sent, (std::vector<uint64_t>{11}));
 }
 
+// One chunk held back on a slow path while thousands behind it are acknowledged, each
+// acknowledgement naming all of them again (the receiver's watermark is stuck below): every
+// chunk is retired exactly once, the held one goes to the survivor when its path dies, and
+// the sender ends idle.
+TEST(Multipath, AStuckChunkWithThousandsAcknowledgedBehindIt) {
+  Sender tx(2, SenderOptions{});
+  const int n = 20000;
+  for (int i = 1; i <= n; ++i) {
+    Chunk c;
+    c.len = 8;
+    tx.add(std::move(c));
+    tx.schedule(i, [](int, Chunk&) {});
+  }
+  std::vector<int> retired(n + 1, 0);
+  auto count = [&](Chunk& c) { ++retired[c.fid]; };
+  for (uint64_t k = 3; k <= static_cast<uint64_t>(n); ++k) {
+    const Range r{2, k - 1};  // fids 2..k: everything but the first
+    tx.ack(0, 1, &r, 1, static_cast<int64_t>(n + k), count);
+  }
+  EXPECT_EQ(tx.unacked(), 1u);
+  for (int f = 2; f <= n; ++f) ASSERT_EQ(retired[f], 1) << "fid " << f;
+  // The path holding fid 1 dies: fid 1 is the one chunk queued again, for the other path.
+  size_t moved = 0;
+  for (int p = 0; p < 2; ++p) {
+    if (tx.outstanding(p) != 0) moved += tx.setState(p, PathState::kDead, 3 * n);
+  }
+  EXPECT_EQ(moved, 1u);
+  std::vector<uint64_t> again;
+  tx.schedule(3 * n, [&](int, Chunk& c) { again.push_back(c.fid); });
+  EXPECT_EQ(again, (std::vector<uint64_t>{1}));
+  const Range all{1, static_cast<uint64_t>(n)};
+  tx.ack(0, 0, &all, 1, 4 * n, count);
+  EXPECT_EQ(retired[1], 1);
+  EXPECT_TRUE(tx.idle());
+}
+
 TEST(Multipath, FaultPlanParsesAndRejects) {
   FaultPlan p;
   ASSERT_TRUE(FaultPlan::parse("path=1,after_bytes=64M,mode=blackhole,seed=3,times=2", &p).isOk());

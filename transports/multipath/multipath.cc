@@ -31,8 +31,9 @@ size_t Sender::setState(int path, PathState s, int64_t nowNs) {
   p.lastProgressNs = nowNs;
   if (s != PathState::kDead) return 0;
   size_t moved = 0;
-  for (Chunk& c : chunks_) {
-    if (c.fid == 0 || (c.path != path && c.copyPath != path)) continue;
+  for (uint64_t fid = nextLive(base_); fid < nextFid_; fid = nextLive(fid + 1)) {
+    Chunk& c = chunks_[fid - base_];
+    if (c.path != path && c.copyPath != path) continue;
     // Sent again even when its other copy is still under way: the receiver may have dropped
     // that one for this one (mp::Receiver's conflict), so only a fresh copy is sure to land.
     requeue(c);
@@ -137,8 +138,9 @@ void Sender::expired(int64_t nowNs, std::vector<int>* out) const {
 size_t Sender::requeueLost(int64_t nowNs) {
   if (!opt_.resendLost) return 0;
   size_t n = 0;
-  for (Chunk& c : chunks_) {
-    if (c.fid == 0 || c.path < 0 || nowNs - c.sentNs <= opt_.timeoutNs) continue;
+  for (uint64_t fid = nextLive(base_); fid < nextFid_; fid = nextLive(fid + 1)) {
+    Chunk& c = chunks_[fid - base_];
+    if (c.path < 0 || nowNs - c.sentNs <= opt_.timeoutNs) continue;
     requeue(c);
     ++n;
   }

@@ -69,6 +69,7 @@ struct Chunk {
   int64_t sentNs = 0;
   uint32_t sends = 0;
   bool urgent = true;  // the receiver acknowledges it at once (else with its next frame)
+  uint64_t skip = 0;   // Sender: once acknowledged (fid 0), a later fid that may still be live
 };
 
 struct Range {
@@ -119,12 +120,16 @@ class Sender {
   template <typename Done>
   void ack(int path, uint64_t below, const Range* ranges, size_t n, int64_t nowNs, Done&& done) {
     (void)path;
-    for (uint64_t fid = base_; fid < below && fid < nextFid_; ++fid) retire(fid, nowNs, done);
+    for (uint64_t fid = nextLive(base_); fid < below && fid < nextFid_; fid = nextLive(fid + 1)) {
+      retire(fid, nowNs, done);
+    }
     for (size_t i = 0; i < n; ++i) {
       const uint64_t first = ranges[i].first;
       if (first >= nextFid_) continue;
       const uint64_t end = ranges[i].count > nextFid_ - first ? nextFid_ : first + ranges[i].count;
-      for (uint64_t fid = std::max(first, base_); fid < end; ++fid) retire(fid, nowNs, done);
+      for (uint64_t fid = nextLive(first); fid < end; fid = nextLive(fid + 1)) {
+        retire(fid, nowNs, done);
+      }
     }
     while (!chunks_.empty() && chunks_.front().fid == 0) {
       chunks_.pop_front();
@@ -152,8 +157,9 @@ class Sender {
       nextStragglerScanNs_ = nowNs + ageNs / 8;
     }
     size_t n = 0;
-    for (Chunk& c : chunks_) {
-      if (c.fid == 0 || c.path < 0 || c.copyPath >= 0 || nowNs - c.sentNs < ageNs) continue;
+    for (uint64_t fid = nextLive(base_); fid < nextFid_; fid = nextLive(fid + 1)) {
+      Chunk& c = chunks_[fid - base_];
+      if (c.path < 0 || c.copyPath >= 0 || nowNs - c.sentNs < ageNs) continue;
       const PathRec& from = paths_[c.path];
       if (nowNs - std::max(from.lastAckNs, c.sentNs) < ageNs) continue;
       int best = -1;
@@ -221,6 +227,21 @@ class Sender {
   };
   int pick(uint32_t len, int64_t nowNs) const;
   double rateFor(const PathRec& p, int64_t nowNs) const;
+  // The first unacknowledged fid at or after `fid` (nextFid_ if none). An acknowledged chunk
+  // left as a hole points past itself (skip); the walk shortens the pointers it followed, so
+  // acknowledgements and scans cost what is still unacknowledged, not the holes (a chunk held
+  // back on a slow path can leave thousands behind it, and every acknowledgement names them).
+  uint64_t nextLive(uint64_t fid) {
+    fid = std::max(fid, base_);
+    uint64_t f = fid;
+    while (f < nextFid_ && chunks_[f - base_].fid == 0) f = chunks_[f - base_].skip;
+    while (fid < f) {
+      Chunk& hole = chunks_[fid - base_];
+      fid = hole.skip;
+      hole.skip = f;
+    }
+    return std::min(f, nextFid_);
+  }
   // The chunk of `fid` if it is still unacknowledged.
   Chunk* find(uint64_t fid) {
     if (fid < base_ || fid >= nextFid_) return nullptr;
@@ -257,6 +278,7 @@ class Sender {
     if (c->copyPath >= 0) credit(c->copyPath, c->len + kFrameCost, nowNs);
     done(*c);
     *c = Chunk{};  // fid 0: retired; its copy of the payload is freed now
+    c->skip = fid + 1;
     --live_;
   }
   void credit(int path, size_t bytes, int64_t nowNs);
