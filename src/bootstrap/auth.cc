@@ -265,6 +265,12 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
     for (size_t l = 0; l < L; ++l) {
       if (!(fds[l].revents & POLLIN)) continue;
       int c = ::accept4(listenFds[l], nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
+        // The connection stays queued and poll() keeps reporting it: say why, do not spin.
+        const int err = errno;
+        return systemError(
+            fmt::format("accepting {}: {}{}", what, std::strerror(err), fileLimitHint(err)));
+      }
       if (c >= 0) {
         // A stranger gets at most 10 s (or what is left) to prove itself.
         Deadline hd = std::min(deadline, deadlineIn(10000));

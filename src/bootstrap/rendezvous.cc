@@ -3,8 +3,10 @@
 #include <arpa/inet.h>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <thread>
 
 #include "src/core/log.h"
@@ -48,7 +50,10 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
   std::map<int, std::string> blobs;
   auto admit = [&](const Hello& h) -> Status {
     if (h.kind != ConnKind::kBootstrap) return remoteError("not a bootstrap connection");
-    if (nranks < 0) nranks = h.nranks;
+    if (nranks < 0) {
+      nranks = h.nranks;
+      raiseFileLimit(256 + static_cast<size_t>(std::max(nranks, 0)));  // a connection per rank
+    }
     if (h.nranks != nranks) {
       return invalidUsage(fmt::format("rank {} says the job has {} ranks, others said {}", h.rank,
                                       h.nranks, nranks));
@@ -79,17 +84,55 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
     for (int r = 0; r < nranks; ++r) {
       if (joined.count(r) == 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
     }
-    error = nranks < 0 ? "no rank joined the rendezvous in time"
-                       : fmt::format("rank(s) {} of {} never joined the rendezvous within {} ms",
-                                     missing, nranks, timeoutMs);
+    if (s.code() != braidTimeout) {
+      error = fmt::format("{} (rank(s) {} of {} had not joined)", s.message(), missing, nranks);
+    } else {
+      error = nranks < 0 ? "no rank joined the rendezvous in time"
+                         : fmt::format("rank(s) {} of {} never joined the rendezvous within {} ms",
+                                       missing, nranks, timeoutMs);
+    }
   }
   Deadline sendBy = deadlineIn(std::max<int64_t>(timeoutMs, 10000));
   if (!error.empty()) {
     LOG_WARN(kBoot, "rendezvous root: {}", error);
-    // Highest rank first: rank 0 usually lives in this process and may exit as soon as it
-    // has its answer, taking this thread with it.
+    // Highest rank first, rank 0 last: rank 0 usually lives in this process and may exit as
+    // soon as it has its answer, taking this thread with it. When the root gave up early,
+    // rank 0 hears it after the ranks not taken in yet, below.
+    const bool early = s.code() != braidTimeout && nranks > 0;
+    std::optional<AcceptedConn> rank0;
+    if (auto it = joined.find(0); early && it != joined.end()) {
+      rank0 = std::move(it->second);
+      joined.erase(it);
+    }
     for (auto it = joined.rbegin(); it != joined.rend(); ++it) {
       sendError(it->second.fd.get(), error, sendBy);
+    }
+    if (early) {
+      // The root gave up early (out of files): the ranks it has not taken in would wait for the
+      // timeout, queued or retrying. The joined connections are closed now, which frees what
+      // they held: take the others in and tell them too, until all were told or none came for
+      // two seconds (those whose handshake the failure cut were told by the closed connection).
+      size_t told = joined.size() + (rank0 ? 1 : 0);
+      joined.clear();
+      auto lastSeen = Clock::now();
+      auto quiet = [&] { return Clock::now() - lastSeen > std::chrono::seconds(2); };
+      auto admitAny = [](const Hello& h) -> Status {
+        return h.kind == ConnKind::kBootstrap ? Status::ok()
+                                              : remoteError("not a bootstrap connection");
+      };
+      auto tell = [&](AcceptedConn&& c) -> bool {
+        std::string blob;  // read first: closing with it unread would reset the connection
+        if (readBlob(c.fd.get(), &blob, std::min(deadline, deadlineIn(10000)), "rank").isOk()) {
+          sendError(c.fd.get(), error, sendBy);
+        }
+        lastSeen = Clock::now();
+        return ++told >= static_cast<size_t>(nranks);
+      };
+      if (told < static_cast<size_t>(nranks)) {
+        (void)acceptAuthenticated(std::vector<int>{listener.get()}, secret, deadline, admitAny,
+                                  tell, "the remaining ranks at the rendezvous root", quiet);
+      }
+      if (rank0) sendError(rank0->fd.get(), error, sendBy);
     }
     return;
   }

@@ -62,6 +62,16 @@ std::string readProcLine(const char* path);
 // Whether TCP sockets of this process may use congestion control `name` (empty: the system's
 // default, always fine); the error names BRAID_TCP_CONGESTION and what the kernel offers.
 Status checkCongestionControl(const std::string& name);
+
+// Open files: a communicator of N ranks holds sockets (and shared-memory doorbells) to its
+// peers, and the rendezvous root one connection per rank at once, while Debian's default soft
+// limit is 1024. Raises the soft limit to at least `want` where the hard limit allows (the
+// same as `ulimit -n`, as Open MPI's launcher and Go's runtime do); never lowers it.
+void raiseFileLimit(size_t want);
+// For an errno of EMFILE or ENFILE, what to do about it (the limits, `ulimit -n`); else "".
+std::string fileLimitHint(int err);
+// "socket(): <error><hint>"
+Status socketError();
 // Listens on addr (port 0 picks one); *bound receives the actual address.
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound);
 // One connection attempt, waiting at most until the deadline: *err is 0 (then *fd is connected,

@@ -118,6 +118,8 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   NodeMap declared;
   if (!cfg.topoFile.empty()) BRAID_TRY(loadTopologyFile(cfg.topoFile, nranks, &declared));
   BRAID_TRY(checkAlgoSpec(cfg.algo));  // likewise a misspelt BRAID_ALGO
+  // Sockets or doorbells to every peer, a few per path: more than the default 1024 at scale.
+  raiseFileLimit(256 + 16 * static_cast<size_t>(nranks));
   BRAID_TRY(c->openTransport());
   std::string blob = localHostName() + '\n' + hostIdentity() + '\n' + c->transport_->localAddress();
   std::vector<std::string> rows;

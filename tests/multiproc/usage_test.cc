@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -316,6 +317,66 @@ TEST(Usage, TransportListIsCheckedAtInit) {
         braidComm_t comm = initComm(r, n, id);
         ASSERT_NE(comm, nullptr);
         BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+}
+
+// Sixteen ranks over tcp take more files than a soft limit of 16 allows (the rendezvous root
+// alone holds a connection per rank): braid raises the soft limit where the hard limit lets it
+// (as `ulimit -n` would).
+TEST(Usage, ALowSoftOpenFileLimitIsRaised) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "tcp"}, {"BRAID_TIMEOUT_MS", "20000"}};
+  opt.setup = [](int) {
+    rlimit lim{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+    if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < 1024) GTEST_SKIP() << "hard limit too low";
+    lim.rlim_cur = 16;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  };
+  runRanks(
+      16,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceChecked(comm, r, n, 1000, 3);
+        rlimit lim{};
+        ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+        EXPECT_GT(lim.rlim_cur, 16u);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+}
+
+// Where the hard limit is too low, every rank fails init at once; the ranks the root could
+// take in hear which limit to raise, the others that the root closed their connection. Before,
+// the root spun on the connection it could not accept and every rank waited for the timeout to
+// hear "rank(s) ... never joined".
+TEST(Usage, AnOpenFileLimitTooLowFailsInitSayingSo) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "tcp"}, {"BRAID_TIMEOUT_MS", "60000"}};
+  opt.setup = [](int r) {
+    if (r != 0) return;  // the rendezvous root lives in rank 0's process
+    rlimit lim{24, 24};
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  };
+  runRanks(
+      32,
+      [](int r, int n, const braidUniqueId& id) {
+        // Rank 0 joins first, so that it is among the ranks the root took in.
+        if (r != 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        const double t0 = now();
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_LT(now() - t0, 30.0);
+        std::string msg = braidGetLastError(nullptr);
+        const bool told = msg.find("Too many open files") != std::string::npos &&
+                          msg.find("hard limit 24") != std::string::npos;
+        if (r == 0) {
+          EXPECT_TRUE(told) << msg;
+        }
+        EXPECT_TRUE(told || msg.find("rendezvous root") != std::string::npos) << msg;
       },
       opt);
 }

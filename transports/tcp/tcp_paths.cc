@@ -26,6 +26,16 @@ class Transport::Listener : public Reactor::Handler {
   void onEvents(uint32_t) override {
     for (int i = 0; i < 16; ++i) {
       int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
+        // The peer's reconnection stays queued and would wake the loop forever: stop listening
+        // and fail, saying why.
+        const int err = errno;
+        t_->ctx().reactor->remove(fd_.get());
+        t_->fail(systemError(fmt::format("accepting a reconnection: {}{}", std::strerror(err),
+                                         fileLimitHint(err))),
+                 true);
+        return;
+      }
       if (c < 0) return;
       t_->onIncoming(Fd(c));
     }
