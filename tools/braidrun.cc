@@ -12,6 +12,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -64,6 +65,35 @@ struct Options {
 };
 
 void say(const std::string& msg) { std::fprintf(stderr, "braidrun: %s\n", msg.c_str()); }
+
+// The open-file limit as braidrun found it: each rank gets it back (the library raises its own
+// where it needs to), while braidrun keeps two pipes per rank and the rendezvous root one
+// connection per rank, more than Debian's default soft limit of 1024 for a few hundred ranks.
+rlimit gFileLimit{};
+bool gFileLimitRaised = false;
+
+void raiseFileLimit(size_t want) {
+  if (::getrlimit(RLIMIT_NOFILE, &gFileLimit) != 0 || gFileLimit.rlim_cur == RLIM_INFINITY ||
+      gFileLimit.rlim_cur >= want) {
+    return;
+  }
+  rlimit raised = gFileLimit;
+  raised.rlim_cur =
+      raised.rlim_max == RLIM_INFINITY ? want : std::min<rlim_t>(want, raised.rlim_max);
+  gFileLimitRaised =
+      raised.rlim_cur > gFileLimit.rlim_cur && ::setrlimit(RLIMIT_NOFILE, &raised) == 0;
+}
+
+std::string fileLimitText(int err) {
+  rlimit now{};
+  if (err != EMFILE || ::getrlimit(RLIMIT_NOFILE, &now) != 0) return "";
+  auto num = [](rlim_t v) {
+    return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v);
+  };
+  return " (open files allowed: " + num(now.rlim_cur) + ", hard limit " + num(now.rlim_max) +
+         "; braidrun keeps two per rank and one connection per rank at the rendezvous: raise "
+         "ulimit -n)";
+}
 
 std::string signalName(int sig) {
   const char* abbrev = sigabbrev_np(sig);
@@ -273,15 +303,15 @@ bool Launcher::spawn(Rank& r, const std::string& uniqueId, const sigset_t& child
   for (std::string& s : argStore) argv.push_back(s.data());
   argv.push_back(nullptr);
 
-  int outPipe[2], errPipe[2], execPipe[2];
-  if (::pipe2(outPipe, O_CLOEXEC) != 0) return false;
-  if (::pipe2(errPipe, O_CLOEXEC) != 0) {
-    ::close(outPipe[0]);
-    ::close(outPipe[1]);
-    return false;
-  }
-  if (::pipe2(execPipe, O_CLOEXEC) != 0) {
-    for (int fd : {outPipe[0], outPipe[1], errPipe[0], errPipe[1]}) ::close(fd);
+  int outPipe[2] = {-1, -1}, errPipe[2] = {-1, -1}, execPipe[2] = {-1, -1};
+  if (::pipe2(outPipe, O_CLOEXEC) != 0 || ::pipe2(errPipe, O_CLOEXEC) != 0 ||
+      ::pipe2(execPipe, O_CLOEXEC) != 0) {
+    const int err = errno;
+    for (int fd : {outPipe[0], outPipe[1], errPipe[0], errPipe[1]}) {
+      if (fd >= 0) ::close(fd);
+    }
+    say("cannot create the pipes of rank " + std::to_string(r.index) + ": " + std::strerror(err) +
+        fileLimitText(err));
     return false;
   }
   // Only rank 0 reads braidrun's stdin, and only when it is not a terminal (a rank is not in the
@@ -298,6 +328,7 @@ bool Launcher::spawn(Rank& r, const std::string& uniqueId, const sigset_t& child
     ::dup2(errPipe[1], 2);
     ::signal(SIGPIPE, SIG_DFL);
     ::sigprocmask(SIG_SETMASK, &childMask, nullptr);
+    if (gFileLimitRaised) ::setrlimit(RLIMIT_NOFILE, &gFileLimit);
     environ = envp.data();
     ::execvp(argv[0], argv.data());
     int err = errno;
@@ -545,6 +576,7 @@ int braidrunMain(int argc, char** argv) {
     return kExitLaunchError;
   }
 
+  raiseFileLimit(3 * static_cast<size_t>(opts.np) + 64);
   braidUniqueId id;
   char text[2 * BRAID_UNIQUE_ID_BYTES + 1];
   if (braidGetUniqueId(&id) != braidSuccess ||

@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -186,6 +187,23 @@ TEST_F(BraidrunTest, RanksGetTheirRankAndWorldSize) {
                    " size=4 local=" + std::to_string(i) + "/4 idlen=256");
   }
   EXPECT_EQ(sortedLines(r.out), want);
+}
+
+// braidrun keeps two pipes per rank: 30 ranks need more than a soft limit of 24 open files.
+// It raises its own limit where the hard limit allows and gives each rank the limit it found.
+TEST_F(BraidrunTest, ALowSoftOpenFileLimitIsRaisedForBraidrunOnly) {
+  rlimit saved{};
+  ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &saved), 0);
+  if (saved.rlim_max != RLIM_INFINITY && saved.rlim_max < 1024) GTEST_SKIP() << "hard limit";
+  rlimit low = saved;
+  low.rlim_cur = 24;
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &low), 0);
+  Result r = run({"-np", "30", "/bin/sh", "-c", "ulimit -n"});
+  ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &saved), 0);
+  ASSERT_EQ(r.exitCode(), 0) << r.err;
+  std::vector<std::string> lines = sortedLines(r.out);
+  ASSERT_EQ(lines.size(), 30u) << r.out;
+  for (const std::string& l : lines) EXPECT_EQ(l.substr(l.find(' ') + 1), "24") << l;
 }
 
 TEST_F(BraidrunTest, AllRanksShareOneUniqueId) {
