@@ -83,6 +83,7 @@ void usage() {
       "       reduce_perf, reduce_scatter_perf, alltoall_perf, sendrecv_perf [flags])\n"
       "COLL: allreduce allgather broadcast reduce reducescatter alltoall sendrecv\n"
       "  -b minbytes  -e maxbytes  -f stepfactor  -i stepbytes  -n iters  -w warmup iters\n"
+      "  -m agg iters (calls fused in one group per iteration; time per call)\n"
       "  -c check (0/1)  -o op (sum|prod|min|max|avg|all)  -d dtype (int8..float64, half,\n"
       "  bfloat16, all)  -r root  -z blocking (0/1)  -a average (0 rank0, 1 avg, 2 min, 3 max)\n"
       "  -R register buffers (1: braidCommRegister, zero-copy over RDMA)  -J FILE (JSON lines)\n"
@@ -147,6 +148,9 @@ Options parse(int argc, char** argv) {
         if (std::atoi(optarg) != 1) die("braid-perf runs one rank per process: -t/-g must be 1");
         break;
       case 'm':
+        o.aggIters = std::atoi(optarg);
+        if (o.aggIters < 1) die("-m must be >= 1 (calls fused in one group per iteration)");
+        break;
       case 'p':
       case 'y':
       case 'G':
@@ -222,12 +226,19 @@ Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, b
   for (int i = 0; i < o.warmup; ++i) run();
   sync();
   checkOk(braidBarrier(c.comm, nullptr), c, "barrier");
+  // -m: as nccl-tests, each timed iteration fuses aggIters calls in one group, and the time
+  // is per call.
+  const int agg = o.aggIters;
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) run();
+  for (int i = 0; i < iters; ++i) {
+    if (agg > 1) checkOk(braidGroupStart(), c, "group start");
+    for (int a = 0; a < agg; ++a) run();
+    if (agg > 1) checkOk(braidGroupEnd(), c, "group end");
+  }
   sync();
   double us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
-      iters;
+      (static_cast<double>(iters) * agg);
   Result r;
   r.us = combine(c, us, o.average);
   r.algbw = r.us > 0 ? static_cast<double>(bytes) / (r.us * 1e3) : 0;  // GB/s (1e9)
@@ -359,7 +370,8 @@ int run(const Options& o) {
         nodes == distinct.size() ? "" : fmt::format(" (hostnames {})", distinct.size()).c_str(),
         ts->name(), via.empty() ? "" : ": rank 0 uses ", via.c_str());
     printPaths(c.comm, false);
-    std::printf("%s blocking: %d\n", steppingLine(o).c_str(), o.blocking ? 1 : 0);
+    std::printf("%s blocking: %d agg iters: %d\n", steppingLine(o).c_str(), o.blocking ? 1 : 0,
+                o.aggIters);
     std::printf("#\n# Using ranks\n");
     for (int r = 0; r < c.n; ++r) std::printf("#  Rank %2d on %s\n", r, &hosts[64 * r]);
     std::printf("#\n");

@@ -36,6 +36,7 @@ struct Options : CommonOptions {
   int average = 1;               // -a: 0 rank 0, 1 average, 2 min, 3 max across ranks
   bool registerBuffers = false;  // -R 1: braidCommRegister both buffers (zero-copy over RDMA)
   int cycles = 1;                // -N: sweeps over the sizes, 0 = until stopped
+  int aggIters = 1;              // -m: calls fused in one group per timed iteration
 };
 
 enum Kind { kAllReduce, kAllGather, kBroadcast, kReduce, kReduceScatter, kAllToAll, kSendRecv };

@@ -122,6 +122,20 @@ TEST_F(Perf, CyclesRepeatTheSweep) {
   EXPECT_EQ(rs[5][0], "64");
 }
 
+// -m as in nccl-tests: each timed iteration fuses that many calls in one group (the time is per
+// call); braid-perf used to accept and ignore it, timing single calls.
+TEST_F(Perf, AggregatedIterationsRunInGroups) {
+  Shell r = sh(launcher_ + perf_ + " allreduce -b 8K -e 8K -n 3 -w 1 -m 3");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  EXPECT_NE(r.out.find("agg iters: 3"), std::string::npos) << r.out;
+  auto rs = rows(r.out);
+  ASSERT_EQ(rs.size(), 1u) << r.out;
+  EXPECT_EQ(rs[0][8], "0") << r.out;
+  Shell bad = sh(launcher_ + perf_ + " allreduce -b 8 -e 8 -m 0");
+  EXPECT_NE(bad.exitCode, 0) << bad.out;
+  EXPECT_NE(bad.out.find("-m must be >= 1"), std::string::npos) << bad.out;
+}
+
 TEST_F(Perf, InjectedCorruptionIsCountedAndFailsTheRun) {
   Shell r = sh(launcher_ + perf_ + " allreduce -b 1K -e 1K -n 2 -w 1 --corrupt-for-test");
   EXPECT_NE(r.exitCode, 0) << r.out;
