@@ -7,7 +7,9 @@
 #include <cstring>
 #include <map>
 #include <optional>
+#include <set>
 #include <thread>
+#include <vector>
 
 #include "src/core/log.h"
 
@@ -50,19 +52,16 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
   std::map<int, std::string> blobs;
   auto admit = [&](const Hello& h) -> Status {
     if (h.kind != ConnKind::kBootstrap) return remoteError("not a bootstrap connection");
-    if (nranks < 0) {
-      nranks = h.nranks;
-      raiseFileLimit(256 + static_cast<size_t>(std::max(nranks, 0)));  // a connection per rank
-    }
-    if (h.nranks != nranks) {
-      return invalidUsage(fmt::format("rank {} says the job has {} ranks, others said {}", h.rank,
-                                      h.nranks, nranks));
-    }
-    if (joined.count(h.rank) != 0) {
-      return invalidUsage(fmt::format("rank {} joined twice", h.rank));
-    }
     return Status::ok();
   };
+  // A rank that does not fit the job (another size, a rank number out of range or taken): the
+  // rendezvous fails and every rank hears why, the misfit too. The root goes on taking ranks in
+  // (`late`), so that handshakes under way are not cut, until all came or none for two seconds.
+  Status usage;
+  std::optional<AcceptedConn> misfit;
+  std::vector<AcceptedConn> late;
+  auto lastSeen = Clock::now();
+  auto quiet = [&] { return Clock::now() - lastSeen > std::chrono::seconds(2); };
   std::string error;
   auto onAccepted = [&](AcceptedConn&& c) -> bool {
     std::string blob;
@@ -72,19 +71,54 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
       LOG_WARN(kBoot, "rendezvous root: {}", rs.message());
       return false;
     }
-    int r = c.hello.rank;
+    lastSeen = Clock::now();
+    if (!usage.isOk()) {
+      late.push_back(std::move(c));
+      return false;
+    }
+    const Hello& h = c.hello;
+    if (nranks < 0) {
+      nranks = h.nranks;
+      raiseFileLimit(256 + static_cast<size_t>(std::max(nranks, 0)));  // a connection per rank
+    }
+    std::string others;
+    for (const auto& [r, conn] : joined) others += (others.empty() ? "" : ", ") + std::to_string(r);
+    if (h.nranks != nranks) {
+      usage = invalidUsage(fmt::format(
+          "rank {} says the job has {} ranks, rank(s) {} said {}: the launcher's world size "
+          "(WORLD_SIZE, BRAID_WORLD_SIZE, ...) differs between ranks",
+          h.rank, h.nranks, others.empty() ? "before it" : others, nranks));
+    } else if (h.rank < 0 || h.rank >= nranks) {
+      usage =
+          invalidUsage(fmt::format("rank {} is not a rank of a job of {} ranks", h.rank, nranks));
+    } else if (joined.count(h.rank) != 0) {
+      usage = invalidUsage(
+          fmt::format("rank {} joined twice: two processes were given the same rank", h.rank));
+    }
+    if (!usage.isOk()) {
+      misfit = std::move(c);
+      return false;
+    }
+    int r = h.rank;
     blobs[r] = std::move(blob);
     joined.emplace(r, std::move(c));
     return static_cast<int>(joined.size()) == nranks;
   };
-  Status s = acceptAuthenticated(listener.get(), secret, deadline, admit, onAccepted,
-                                 "the ranks at the rendezvous root");
+  auto failedAndDone = [&] {
+    return !usage.isOk() &&
+           (quiet() || joined.size() + late.size() + 1 >= static_cast<size_t>(nranks));
+  };
+  Status s = acceptAuthenticated(std::vector<int>{listener.get()}, secret, deadline, admit,
+                                 onAccepted, "the ranks at the rendezvous root", failedAndDone);
+  if (s.isOk() && !usage.isOk()) s = usage;
   if (!s.isOk()) {
     std::string missing;
     for (int r = 0; r < nranks; ++r) {
       if (joined.count(r) == 0) missing += (missing.empty() ? "" : ", ") + std::to_string(r);
     }
-    if (s.code() != braidTimeout) {
+    if (!usage.isOk()) {
+      error = usage.message();
+    } else if (s.code() != braidTimeout) {
       error = fmt::format("{} (rank(s) {} of {} had not joined)", s.message(), missing, nranks);
     } else {
       error = nranks < 0 ? "no rank joined the rendezvous in time"
@@ -99,23 +133,29 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
     // soon as it has its answer, taking this thread with it. When the root gave up early,
     // rank 0 hears it after the ranks not taken in yet, below.
     const bool early = s.code() != braidTimeout && nranks > 0;
-    std::optional<AcceptedConn> rank0;
-    if (auto it = joined.find(0); early && it != joined.end()) {
-      rank0 = std::move(it->second);
-      joined.erase(it);
-    }
-    for (auto it = joined.rbegin(); it != joined.rend(); ++it) {
-      sendError(it->second.fd.get(), error, sendBy);
-    }
+    std::vector<AcceptedConn*> all;
+    if (misfit) all.push_back(&*misfit);
+    for (AcceptedConn& c : late) all.push_back(&c);
+    for (auto it = joined.rbegin(); it != joined.rend(); ++it) all.push_back(&it->second);
+    AcceptedConn* zero = nullptr;
     if (early) {
-      // The root gave up early (out of files): the ranks it has not taken in would wait for the
-      // timeout, queued or retrying. The joined connections are closed now, which frees what
-      // they held: take the others in and tell them too, until all were told or none came for
-      // two seconds (those whose handshake the failure cut were told by the closed connection).
-      size_t told = joined.size() + (rank0 ? 1 : 0);
-      joined.clear();
-      auto lastSeen = Clock::now();
-      auto quiet = [&] { return Clock::now() - lastSeen > std::chrono::seconds(2); };
+      auto it = std::find_if(all.begin(), all.end(),
+                             [](const AcceptedConn* c) { return c->hello.rank == 0; });
+      if (it != all.end()) zero = *it;
+    }
+    std::set<int> told;  // distinct ranks that know
+    for (AcceptedConn* c : all) {
+      if (c->hello.rank >= 0 && c->hello.rank < nranks) told.insert(c->hello.rank);
+      if (c == zero) continue;
+      sendError(c->fd.get(), error, sendBy);
+      c->fd = Fd();  // closed now: frees what it held (the root may have run out of files)
+    }
+    if (early && told.size() < static_cast<size_t>(nranks)) {
+      // The root gave up early (out of files, a rank that does not fit): the ranks it has not
+      // taken in would wait for the timeout, queued or retrying. Take them in and tell them
+      // too, until all were told or none came for two seconds (those whose handshake the
+      // failure cut were told by the closed connection).
+      lastSeen = Clock::now();
       auto admitAny = [](const Hello& h) -> Status {
         return h.kind == ConnKind::kBootstrap ? Status::ok()
                                               : remoteError("not a bootstrap connection");
@@ -126,14 +166,13 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
           sendError(c.fd.get(), error, sendBy);
         }
         lastSeen = Clock::now();
-        return ++told >= static_cast<size_t>(nranks);
+        if (c.hello.rank >= 0 && c.hello.rank < nranks) told.insert(c.hello.rank);
+        return told.size() >= static_cast<size_t>(nranks);
       };
-      if (told < static_cast<size_t>(nranks)) {
-        (void)acceptAuthenticated(std::vector<int>{listener.get()}, secret, deadline, admitAny,
-                                  tell, "the remaining ranks at the rendezvous root", quiet);
-      }
-      if (rank0) sendError(rank0->fd.get(), error, sendBy);
+      (void)acceptAuthenticated(std::vector<int>{listener.get()}, secret, deadline, admitAny, tell,
+                                "the remaining ranks at the rendezvous root", quiet);
     }
+    if (zero) sendError(zero->fd.get(), error, sendBy);
     return;
   }
   std::string table;

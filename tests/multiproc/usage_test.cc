@@ -381,6 +381,26 @@ TEST(Usage, AnOpenFileLimitTooLowFailsInitSayingSo) {
       opt);
 }
 
+// One rank told a different world size (a launcher variable that differs between ranks):
+// every rank fails init at once, naming the sizes; before, the root closed the misfit's
+// connection without a word and the others read "connection reset" or timed out.
+TEST(Usage, AWorldSizeThatDiffersBetweenRanksFailsEveryRankSayingSo) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+  runRanks(
+      3,
+      [](int r, int n, const braidUniqueId& id) {
+        const double t0 = now();
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, r == 2 ? n + 1 : n, id, r), braidSuccess);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_LT(now() - t0, 30.0);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("differs between ranks"), std::string::npos) << msg;
+      },
+      opt);
+}
+
 // A congestion control the kernel lacks fails init on every rank, naming the variable.
 TEST(Usage, UnknownTcpCongestionControlFailsInit) {
   RankOptions opt;
