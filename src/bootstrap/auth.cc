@@ -268,8 +268,7 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
       if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
         // The connection stays queued and poll() keeps reporting it: say why, do not spin.
         const int err = errno;
-        return systemError(
-            fmt::format("accepting {}: {}{}", what, std::strerror(err), fileLimitHint(err)));
+        return callError("accepting " + what, err);
       }
       if (c >= 0) {
         // A stranger gets at most 10 s (or what is left) to prove itself.

@@ -156,10 +156,6 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
       // too, until all were told or none came for two seconds (those whose handshake the
       // failure cut were told by the closed connection).
       lastSeen = Clock::now();
-      auto admitAny = [](const Hello& h) -> Status {
-        return h.kind == ConnKind::kBootstrap ? Status::ok()
-                                              : remoteError("not a bootstrap connection");
-      };
       auto tell = [&](AcceptedConn&& c) -> bool {
         std::string blob;  // read first: closing with it unread would reset the connection
         if (readBlob(c.fd.get(), &blob, std::min(deadline, deadlineIn(10000)), "rank").isOk()) {
@@ -169,7 +165,7 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
         if (c.hello.rank >= 0 && c.hello.rank < nranks) told.insert(c.hello.rank);
         return told.size() >= static_cast<size_t>(nranks);
       };
-      (void)acceptAuthenticated(std::vector<int>{listener.get()}, secret, deadline, admitAny, tell,
+      (void)acceptAuthenticated(std::vector<int>{listener.get()}, secret, deadline, admit, tell,
                                 "the remaining ranks at the rendezvous root", quiet);
     }
     if (zero) sendError(zero->fd.get(), error, sendBy);

@@ -134,7 +134,7 @@ Status checkCongestionControl(const std::string& name) {
   if (name.empty()) return Status::ok();
   Fd s(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
   if (!s.valid()) s = Fd(::socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) return socketError();
+  if (!s.valid()) return callError("socket()", errno);
   if (setsockopt(s.get(), IPPROTO_TCP, TCP_CONGESTION, name.data(), name.size()) == 0) {
     return Status::ok();
   }
@@ -144,6 +144,14 @@ Status checkCongestionControl(const std::string& name) {
       std::strerror(err), readProcLine("/proc/sys/net/ipv4/tcp_available_congestion_control"),
       readProcLine("/proc/sys/net/ipv4/tcp_allowed_congestion_control")));
 }
+
+namespace {
+
+std::string limitText(rlim_t v) {
+  return v == RLIM_INFINITY ? std::string("unlimited") : std::to_string(v);
+}
+
+}  // namespace
 
 void raiseFileLimit(size_t want) {
   rlimit lim{};
@@ -155,7 +163,7 @@ void raiseFileLimit(size_t want) {
   lim.rlim_cur = lim.rlim_max == RLIM_INFINITY ? want : std::min<rlim_t>(want, lim.rlim_max);
   if (lim.rlim_cur <= old || ::setrlimit(RLIMIT_NOFILE, &lim) != 0) return;
   LOG_INFO(kInit, "raised the open-file limit from {} to {} (hard limit {})", old, lim.rlim_cur,
-           lim.rlim_max == RLIM_INFINITY ? std::string("unlimited") : std::to_string(lim.rlim_max));
+           limitText(lim.rlim_max));
 }
 
 std::string fileLimitHint(int err) {
@@ -167,21 +175,19 @@ std::string fileLimitHint(int err) {
   return fmt::format(
       " (this process may open {} files, hard limit {}: each peer takes a socket per path and "
       "the rendezvous root one per rank; {})",
-      lim.rlim_cur,
-      lim.rlim_max == RLIM_INFINITY ? std::string("unlimited") : std::to_string(lim.rlim_max),
+      lim.rlim_cur, limitText(lim.rlim_max),
       atHard ? "raise the hard limit: /etc/security/limits.conf, the service's LimitNOFILE, or "
                "ulimit -Hn as root"
              : "raise it with ulimit -n");
 }
 
-Status socketError() {
-  const int err = errno;
-  return systemError(fmt::format("socket(): {}{}", std::strerror(err), fileLimitHint(err)));
+Status callError(const std::string& call, int err) {
+  return systemError(fmt::format("{}: {}{}", call, std::strerror(err), fileLimitHint(err)));
 }
 
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
   Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!s.valid()) return socketError();
+  if (!s.valid()) return callError("socket()", errno);
   int one = 1;
   setsockopt(s.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
   if (::bind(s.get(), reinterpret_cast<const sockaddr*>(&addr.ss), addr.len) != 0) {
@@ -201,7 +207,7 @@ Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
 Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* from,
                       const std::string& what, Fd* fd, int* err) {
   Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!s.valid()) return socketError();
+  if (!s.valid()) return callError("socket()", errno);
   if (from != nullptr && ::bind(s.get(), reinterpret_cast<const sockaddr*>(&from->ss), from->len)) {
     return systemError(fmt::format("cannot bind to {} to connect to {}: {}", from->toString(), what,
                                    std::strerror(errno)));

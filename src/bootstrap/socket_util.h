@@ -70,8 +70,8 @@ Status checkCongestionControl(const std::string& name);
 void raiseFileLimit(size_t want);
 // For an errno of EMFILE or ENFILE, what to do about it (the limits, `ulimit -n`); else "".
 std::string fileLimitHint(int err);
-// "socket(): <error><hint>"
-Status socketError();
+// "<call>: <strerror(err)><fileLimitHint(err)>", e.g. callError("socket()", errno).
+Status callError(const std::string& call, int err);
 // Listens on addr (port 0 picks one); *bound receives the actual address.
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound);
 // One connection attempt, waiting at most until the deadline: *err is 0 (then *fd is connected,

@@ -520,12 +520,6 @@ TEST(CollectivesBig, AllReduceIsBitIdenticalAcrossRanks) {
   }
 }
 
-}  // namespace
-}  // namespace braid::test
-
-namespace braid::test {
-namespace {
-
 // Collectives of count 0 move nothing and return at once (as in NCCL and MPI), NULL buffers
 // allowed, on the NULL stream, on a stream and in a group, without waiting for a late rank; they
 // still take their call numbers, so the next real call matches on every rank.

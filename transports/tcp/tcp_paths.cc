@@ -29,11 +29,9 @@ class Transport::Listener : public Reactor::Handler {
       if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
         // The peer's reconnection stays queued and would wake the loop forever: stop listening
         // and fail, saying why.
-        const int err = errno;
+        const Status err = callError("accepting a reconnection", errno);
         t_->ctx().reactor->remove(fd_.get());
-        t_->fail(systemError(fmt::format("accepting a reconnection: {}{}", std::strerror(err),
-                                         fileLimitHint(err))),
-                 true);
+        t_->fail(err, true);
         return;
       }
       if (c < 0) return;
