@@ -224,12 +224,17 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
                            const std::string& what, const std::function<bool()>& enough) {
   const size_t L = listenFds.size();
   std::list<AcceptorHandshake> pending;
+  // Out of files: no more connections are taken, but the handshakes under way finish (their
+  // ranks are answered), and then the error is returned.
+  Status outOfFiles;
   while (true) {
     if (enough && enough()) return Status::ok();
+    if (!outOfFiles.isOk() && pending.empty()) return outOfFiles;
     int left = msUntil(deadline);
     if (left == 0) return timeoutError(fmt::format("timed out waiting for {}", what));
     std::vector<pollfd> fds;
-    for (int l : listenFds) fds.push_back({l, POLLIN, 0});
+    for (int l : listenFds)
+      fds.push_back({l, static_cast<short>(outOfFiles.isOk() ? POLLIN : 0), 0});
     for (auto& h : pending) fds.push_back({h.fd(), POLLIN, 0});
     int n = ::poll(fds.data(), fds.size(), std::min(left, enough ? 100 : 1000));
     if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
@@ -266,9 +271,10 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
       if (!(fds[l].revents & POLLIN)) continue;
       int c = ::accept4(listenFds[l], nullptr, nullptr, SOCK_CLOEXEC);
       if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
-        // The connection stays queued and poll() keeps reporting it: say why, do not spin.
+        // The connection stays queued and poll() would keep reporting it: stop listening.
         const int err = errno;
-        return callError("accepting " + what, err);
+        outOfFiles = callError("accepting " + what, err);
+        break;
       }
       if (c >= 0) {
         // A stranger gets at most 10 s (or what is left) to prove itself.
