@@ -8,8 +8,12 @@ namespace braid {
 
 Status runTask(Task& task) {
   std::vector<std::shared_ptr<Comm>> comms;
+  // Calls queued behind one that failed fail too, for the same reason: said once (a stream of
+  // thousands of queued calls would repeat it thousands of times).
+  bool failedBefore = !task.schedules.empty();
   for (auto& s : task.schedules) {
     comms.push_back(s->commPtr());
+    failedBefore = failedBefore && s->comm()->hasAsyncError();
     s->comm()->enter();
   }
   Status st = executeSchedules(task.schedules);
@@ -17,7 +21,11 @@ Status runTask(Task& task) {
     if (!st.isOk()) c->setLastError(st.message());
     c->leave();
   }
-  if (!st.isOk()) LOG_WARN(kColl, "{}", st.message());
+  if (!st.isOk() && failedBefore) {
+    LOG_DEBUG(kColl, "{}", st.message());
+  } else if (!st.isOk()) {
+    LOG_WARN(kColl, "{}", st.message());
+  }
   return st;
 }
 
