@@ -7,11 +7,14 @@
 #include <getopt.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
+#include <thread>
 
 #include "benchmarks/perf/perf.h"
 #include "src/core/dtype.h"
@@ -77,7 +80,8 @@ void usage(const char* prog, bool gloo) {
       "COLL: allreduce allgather reduce_scatter (reducescatter) alltoall broadcast\n"
       "  -b minbytes  -e maxbytes  -f stepfactor  -i stepbytes  -n iters  -w warmup iters\n"
       "  -c check (0/1, default 1)  -d dtype (float32 float64 int32 int64)  -o op (sum)\n"
-      "  -r root (broadcast)  -J FILE (JSON lines)  -T seconds per size (adapts -n)\n"
+      "  -r root (broadcast)  -J FILE (JSON lines)  -T timeout: seconds a call may take\n"
+      "  before the rank exits with an error (0: none)  --time-per-size SECONDS (adapts -n)\n"
       "Sizes as braid-perf (nccl-tests): per-rank bytes for allreduce and broadcast, the\n"
       "per-rank total for allgather, reduce_scatter and alltoall. Times are the slowest rank's.\n",
       prog);
@@ -103,13 +107,15 @@ Options parseArgs(int argc, char** argv, const char* prog, bool gloo) {
   }
   Options o;
   o.coll = parseColl(prog, argv[1]);
-  static const option kLong[] = {{"algo", required_argument, nullptr, 1000},
-                                 {"store", required_argument, nullptr, 1001},
-                                 {"run-id", required_argument, nullptr, 1002},
-                                 {"timeout", required_argument, nullptr, 1003},
-                                 {"corrupt-for-test", no_argument, nullptr, 999},
-                                 {"help", no_argument, nullptr, 'h'},
-                                 {nullptr, 0, nullptr, 0}};
+  static const option kLong[] = {
+      {"algo", required_argument, nullptr, 1000},
+      {"store", required_argument, nullptr, 1001},
+      {"run-id", required_argument, nullptr, 1002},
+      {"timeout", required_argument, nullptr, 1003},
+      {"corrupt-for-test", no_argument, nullptr, 999},
+      {"time-per-size", required_argument, nullptr, perf::kTimePerSizeFlag},
+      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0}};
   optind = 2;
   int c;
   while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:d:o:r:J:T:h", kLong, nullptr)) != -1) {
@@ -159,6 +165,8 @@ Options parseArgs(int argc, char** argv, const char* prog, bool gloo) {
   }
   if (optind < argc) die(prog, fmt::format("unexpected argument '{}'", argv[optind]));
   if (std::string err = perf::checkCommonOptions(o); !err.empty()) die(prog, err);
+  // -T bounds every Gloo operation too, so that a stuck one fails with Gloo's own message.
+  if (gloo && o.timeoutSeconds > 0) o.timeoutS = o.timeoutSeconds;
   return o;
 }
 
@@ -180,19 +188,71 @@ namespace {
 
 using perf::Result;
 
+// -T (nccl-tests' timeout): a thread that ends the rank when one call runs longer. MPI has no
+// timeout of its own; a launcher ends the job when one rank exits with an error.
+class Watchdog {
+ public:
+  Watchdog(const char* prog, int rank, double seconds)
+      : prog_(prog), rank_(rank), limitNs_(static_cast<int64_t>(seconds * 1e9)) {
+    thread_ = std::thread([this] { watch(); });
+  }
+  ~Watchdog() {
+    stop_.store(true);
+    thread_.join();
+  }
+  void arm(size_t bytes) {
+    bytes_.store(bytes, std::memory_order_relaxed);
+    deadlineNs_.store(nowNs() + limitNs_, std::memory_order_release);
+  }
+  void disarm() { deadlineNs_.store(0, std::memory_order_release); }
+
+ private:
+  static int64_t nowNs() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+  void watch() {
+    while (!stop_.load()) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      const int64_t d = deadlineNs_.load(std::memory_order_acquire);
+      if (d != 0 && nowNs() > d) {
+        std::fprintf(stderr, "%s: rank %d: a call of %zu bytes did not finish within -T %g s\n",
+                     prog_, rank_, bytes_.load(), static_cast<double>(limitNs_) / 1e9);
+        std::fflush(stderr);
+        std::_Exit(1);
+      }
+    }
+  }
+  const char* prog_;
+  int rank_;
+  int64_t limitNs_;
+  std::atomic<int64_t> deadlineNs_{0};
+  std::atomic<size_t> bytes_{0};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// One call, under the watchdog when there is one.
+void runOnce(const Op& op, Watchdog* w, size_t bytes) {
+  if (w != nullptr) w->arm(bytes);
+  op.run();
+  if (w != nullptr) w->disarm();
+}
+
 double maxOf(const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); }
 
 // Warmup, barrier, `iters` back-to-back calls. time_us is elapsed / iters of the slowest rank:
 // a collective is not done before every rank is done with it (braid-perf -a 3; the compare
 // script runs braid-perf with -a 3 too, so all three report the same statistic).
 Result measure(Backend& b, const Options& o, const Op& op, size_t count, size_t bytes, int iters,
-               bool check) {
+               bool check, Watchdog* w) {
   const int rank = b.rank(), n = b.size();
   fillInput(o.coll, op.in, count, o.dtype, rank, n);
-  for (int i = 0; i < o.warmup; ++i) op.run();
+  for (int i = 0; i < o.warmup; ++i) runOnce(op, w, bytes);
   b.barrier();
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) op.run();
+  for (int i = 0; i < iters; ++i) runOnce(op, w, bytes);
   double us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
       iters;
@@ -204,7 +264,7 @@ Result measure(Backend& b, const Options& o, const Op& op, size_t count, size_t 
     // In place, the timed calls reduced their own output: refill and run once more.
     if (op.inPlace) {
       fillInput(o.coll, op.in, count, o.dtype, rank, n);
-      op.run();
+      runOnce(op, w, bytes);
     }
     if (o.corrupt && rank == 0 && recvElems(o.coll, count, n) > 0) op.out[0] ^= 0x40;
     double w = static_cast<double>(countWrong(o.coll, op.out, count, o.dtype, o.root, rank, n));
@@ -240,6 +300,8 @@ int runBench(Backend& b, const Options& o, const char* prog) {
   size_t maxCount = countFor(c, o.maxBytes, esz, n) + 1;
   std::vector<char> send(sendElems(c, maxCount, n) * esz + 64, 1);
   std::vector<char> recv(recvElems(c, maxCount, n) * esz + 64, 1);
+  std::unique_ptr<Watchdog> watchdog;
+  if (o.timeoutSeconds > 0) watchdog = std::make_unique<Watchdog>(prog, rank, o.timeoutSeconds);
   size_t totalWrong = 0;
   double busSum = 0;
   int busRows = 0;
@@ -252,11 +314,11 @@ int runBench(Backend& b, const Options& o, const char* prog) {
     if (op.valid) {
       if (o.secondsPerSize > 0) {
         // A short timed probe; every rank gets the same (slowest rank's) time, so all agree.
-        Result probe = measure(b, o, op, count, realBytes, 2, false);
+        Result probe = measure(b, o, op, count, realBytes, 2, false, watchdog.get());
         double k = probe.us > 0 ? o.secondsPerSize * 1e6 / probe.us : o.iters;
         iters = static_cast<int>(std::clamp(k, 1.0, 1e6));
       }
-      res = measure(b, o, op, count, realBytes, iters, o.check);
+      res = measure(b, o, op, count, realBytes, iters, o.check, watchdog.get());
       totalWrong += res.wrong;
       busSum += res.busbw;
       ++busRows;

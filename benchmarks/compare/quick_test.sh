@@ -35,4 +35,21 @@ if ! ls "$out"/*.png >/dev/null 2>&1; then
   echo "compare_quick: no plot (.png) in $out"
   exit 1
 fi
+# -T is nccl-tests' timeout: with one rank stopped (SIGSTOP) in the middle of a long run, the
+# other's call outlasts it and that rank exits naming the limit; mpirun then ends the job.
+start=$(date +%s)
+if OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 60 mpirun -np 2 \
+  --oversubscribe --bind-to none --mca btl vader,self sh -c \
+  'if [ "$OMPI_COMM_WORLD_RANK" = 1 ]; then (sleep 2; kill -STOP $$) & fi
+   exec "$0" allreduce -b 64K -e 64K -n 100000000 -w 1 -T 2' \
+  "$build/benchmarks/compare/mpi_bench" >"$out/timeout.log" 2>&1; then
+  echo "compare_quick: mpi_bench -T 2 with a stopped rank did not fail"
+  exit 1
+fi
+took=$(($(date +%s) - start))
+if ! grep -q "did not finish within -T 2 s" "$out/timeout.log" || [ "$took" -ge 40 ]; then
+  echo "compare_quick: mpi_bench -T 2 with a stopped rank: no timeout message, or ${took} s"
+  cat "$out/timeout.log"
+  exit 1
+fi
 echo "compare_quick: ok ($out)"

@@ -87,8 +87,10 @@ void usage() {
       "  -c check (0/1)  -o op (sum|prod|min|max|avg|all)  -d dtype (int8..float64, half,\n"
       "  bfloat16, all)  -r root  -z blocking (0/1)  -a average (0 rank0, 1 avg, 2 min, 3 max)\n"
       "  -R register buffers (1: braidCommRegister, zero-copy over RDMA)  -J FILE (JSON lines)\n"
-      "  -T seconds per size (adapts -n)  -N sweeps (0: until stopped)  -t/-g (accepted, must be "
-      "1)\n"
+      "  -T timeout: seconds a call may take before the test fails (0: BRAID_TIMEOUT_MS)\n"
+      "  --time-per-size SECONDS (adapts -n per size)  -N sweeps (0: until stopped)\n"
+      "  -t/-g (accepted, must be 1)  -p -y -G -C (accepted from nccl-tests command lines, no "
+      "effect)\n"
       "  --inject SPEC  kill a path mid-run (BRAID_FAULT syntax, e.g. rank=0,path=0,after_ms=500\n"
       "                 or rank=1,path=rand,after_bytes=256M,mode=blackhole)\n"
       "Ranks come from the launcher: braidrun -np N, mpirun (+BRAID_ROOT_ADDR), torchrun, srun.\n");
@@ -107,10 +109,12 @@ Options parse(int argc, char** argv) {
     first = 2;
   }
   o.coll = coll;
-  static const option kLong[] = {{"corrupt-for-test", no_argument, nullptr, 1000},
-                                 {"inject", required_argument, nullptr, 1001},
-                                 {"help", no_argument, nullptr, 'h'},
-                                 {nullptr, 0, nullptr, 0}};
+  static const option kLong[] = {
+      {"corrupt-for-test", no_argument, nullptr, 1000},
+      {"inject", required_argument, nullptr, 1001},
+      {"time-per-size", required_argument, nullptr, perf::kTimePerSizeFlag},
+      {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0}};
   optind = first;
   int c;
   while ((c = getopt_long(argc, argv, "b:e:f:i:n:w:c:o:d:r:z:a:R:J:T:t:g:m:p:y:G:C:N:h", kLong,
@@ -175,6 +179,11 @@ Options parse(int argc, char** argv) {
   if (findColl(o.coll) == nullptr) die(fmt::format("unknown collective '{}'", o.coll));
   if (std::string err = checkCommonOptions(o); !err.empty()) die(err);
   if (o.average < 0 || o.average > 3) die("-a must be 0..3");
+  if (o.timeoutSeconds > 0) {
+    // nccl-tests' -T: every wait of the run is bounded by it (the library's timeout).
+    const auto ms = static_cast<long long>(std::ceil(o.timeoutSeconds * 1000));
+    setenv("BRAID_TIMEOUT_MS", std::to_string(std::max(1LL, ms)).c_str(), 1);
+  }
   return o;
 }
 

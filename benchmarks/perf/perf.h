@@ -18,11 +18,16 @@ struct CommonOptions {
   int iters = 20, warmup = 5;                                            // -n -w
   bool check = true;                                                     // -c
   std::string jsonPath;                                                  // -J
-  double secondsPerSize = 0;  // -T: adapt the iteration count to this time
+  // -T, as nccl-tests: seconds a call may take before the test fails (0: the library's own
+  // bound). braid-perf makes it BRAID_TIMEOUT_MS; the peer programs watch each size's loop.
+  double timeoutSeconds = 0;
+  double secondsPerSize = 0;  // --time-per-size: adapt the iteration count to this time
   bool corrupt = false;       // --corrupt-for-test: flip one received byte (tests #wrong)
 };
-// Applies one of -b -e -f -i -n -w -c -J -T: true when `flag` is one of them (*err says what
-// is wrong with its value, if anything).
+// getopt_long's value for --time-per-size (every program's long-option table names it).
+constexpr int kTimePerSizeFlag = 2000;
+// Applies one of -b -e -f -i -n -w -c -J -T --time-per-size: true when `flag` is one of them
+// (*err says what is wrong with its value, if anything).
 bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* err);
 // "" when the combination is valid, else what is wrong.
 std::string checkCommonOptions(const CommonOptions& o);

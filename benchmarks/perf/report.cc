@@ -53,6 +53,12 @@ bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* e
   auto size = [&](size_t* out) {
     if (!parseSize(arg, out)) *err = fmt::format("bad size '{}'", arg);
   };
+  auto seconds = [&](double* out, const char* flag) {
+    char* end = nullptr;
+    *out = std::strtod(arg, &end);
+    if (end == arg || *end != '\0')
+      *err = fmt::format("{}: '{}' is not a number of seconds", flag, arg);
+  };
   switch (flag) {
     case 'b':
       size(&o->minBytes);
@@ -79,7 +85,10 @@ bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* e
       o->jsonPath = arg;
       return true;
     case 'T':
-      o->secondsPerSize = std::atof(arg);
+      seconds(&o->timeoutSeconds, "-T");
+      return true;
+    case kTimePerSizeFlag:
+      seconds(&o->secondsPerSize, "--time-per-size");
       return true;
     default:
       return false;
@@ -91,7 +100,12 @@ std::string checkCommonOptions(const CommonOptions& o) {
   if (o.iters < 1 || o.warmup < 0) return "-n must be >= 1 and -w >= 0";
   if (!(o.stepFactor >= 0)) return "-f must be > 1 (or 0 or 1: step by -i)";
   if (o.stepFactor <= 1 && o.stepBytes == 0 && o.minBytes != o.maxBytes) return "-i must be > 0";
-  if (o.secondsPerSize < 0) return "-T must be >= 0";
+  if (!(o.timeoutSeconds >= 0) || o.timeoutSeconds > 1e6) {
+    return "-T must be 0 (no limit of its own) or a number of seconds up to 1e6";
+  }
+  if (!(o.secondsPerSize >= 0) || o.secondsPerSize > 1e6) {
+    return "--time-per-size must be 0 (fixed -n) or a number of seconds up to 1e6";
+  }
   return "";
 }
 

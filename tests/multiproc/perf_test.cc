@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -134,6 +135,36 @@ TEST_F(Perf, AggregatedIterationsRunInGroups) {
   Shell bad = sh(launcher_ + perf_ + " allreduce -b 8 -e 8 -m 0");
   EXPECT_NE(bad.exitCode, 0) << bad.out;
   EXPECT_NE(bad.out.find("-m must be >= 1"), std::string::npos) << bad.out;
+}
+
+TEST_F(Perf, DashTIsNcclTestsTimeoutAndTimePerSizeAdaptsTheIterations) {
+  // -T 3 (nccl-tests' timeout): rank 1 stops (SIGSTOP) two seconds in, in the middle of a long
+  // run; the others' wait for it ends 3 s later with the library's timeout error, not at the
+  // default BRAID_TIMEOUT_MS (300 s), and the run fails.
+  const auto t0 = std::chrono::steady_clock::now();
+  Shell r =
+      sh(launcher_ + "sh -c 'if [ \"$BRAID_RANK\" = 1 ]; then (sleep 2; kill -STOP $$) & fi; " +
+         "exec " + perf_ + " allreduce -b 64K -e 64K -n 100000000 -w 1 -T 3'");
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exitCode, 0) << r.out;
+  EXPECT_NE(r.out.find("timed out after 3000 ms"), std::string::npos) << r.out;
+  EXPECT_LT(s, 40) << r.out;
+  // The calls queued on braid-perf's stream behind the one that timed out fail for the same
+  // reason: each rank says so once, not once per queued call (hundreds).
+  size_t warns = 0;
+  for (size_t at = r.out.find("WARN COLL"); at != std::string::npos;
+       at = r.out.find("WARN COLL", at + 1)) {
+    ++warns;
+  }
+  EXPECT_LE(warns, 4u) << r.out.substr(0, 4000);
+  // The adaptive iteration count has its own flag.
+  Shell a = sh(launcher_ + perf_ + " allreduce -b 8 -e 8K -f 32 -w 1 --time-per-size 0.05");
+  ASSERT_EQ(a.exitCode, 0) << a.out;
+  EXPECT_NE(a.out.find("(adaptive, 0.05 s per size)"), std::string::npos) << a.out;
+  EXPECT_EQ(rows(a.out).size(), 3u) << a.out;
+  Shell bad = sh(launcher_ + perf_ + " allreduce -b 8 -e 8 -T -1");
+  EXPECT_NE(bad.exitCode, 0) << bad.out;
+  EXPECT_NE(bad.out.find("-T must be 0"), std::string::npos) << bad.out;
 }
 
 TEST_F(Perf, InjectedCorruptionIsCountedAndFailsTheRun) {
