@@ -449,9 +449,12 @@ void Transport::stopBackground() {
 
 void Transport::tunePathSocket(int fd) const {
   tuneSocket(fd, static_cast<int>(ctx_.cfg->tcpBufferBytes));
-  // Little unsent data in the kernel: acknowledgements and keepalives, queued ahead of data
-  // here, leave without waiting behind megabytes (the window in flight stays as large).
-  int lowat = 128 << 10;
+  // A bounded amount of unsent data in the kernel: acknowledgements and keepalives, queued
+  // ahead of data here, wait behind at most this much (the window in flight stays as large).
+  // A quarter of the path's window (1 MiB by default): 8 ms at 1 Gbit/s, so that the socket
+  // does not run dry while the loop thread waits for a core; at 128 KiB (1 ms) a 2-vCPU VM
+  // lost 3-4% of a 1 Gbit/s link (benchmarks/results/2026-12-06-zen5-fabric).
+  int lowat = static_cast<int>(std::clamp<size_t>(pathWindow() / 4, 128 << 10, 4 << 20));
   setsockopt(fd, IPPROTO_TCP, TCP_NOTSENT_LOWAT, &lowat, sizeof lowat);
   // Checked at listen(): cannot fail here but for a vanished module.
   if (!congestion_.empty()) {

@@ -158,7 +158,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   }
   if (ctx_.cfg->multirail == "auto" && sameNode > 0) spray_ = false;  // rails belong to ranks
   mp::SenderOptions opt;
-  opt.window = std::max<size_t>(4 * chunkBytes_, 1 << 20);
+  opt.window = pathWindow();
   opt.timeoutNs = pathTimeoutNs_;
   for (int r = 0; r < n; ++r) {
     Peer& p = peers_[r];

@@ -8,6 +8,7 @@
 // that they land directly in the user's buffer.
 #pragma once
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <deque>
@@ -267,6 +268,8 @@ class Transport : public braid::Transport {
   void onTick();
   void checkPaths(Peer* p, int64_t now, std::vector<int>* stalled);
   void tunePathSocket(int fd) const;
+  // Unacknowledged bytes a path may carry (mp::SenderOptions::window).
+  size_t pathWindow() const { return std::max<size_t>(4 * chunkBytes_, 1 << 20); }
   void onIncoming(Fd fd);
   Status admitPath(const Hello& h) const;
   void onProbeResult(int rank, int path, bool ok, bool refused, const std::string& why);
