@@ -19,7 +19,7 @@ struct CommonOptions {
   bool check = true;                                                     // -c
   std::string jsonPath;                                                  // -J
   // -T, as nccl-tests: seconds a call may take before the test fails (0: the library's own
-  // bound). braid-perf makes it BRAID_TIMEOUT_MS; the peer programs watch each size's loop.
+  // bound). braid-perf makes it BRAID_TIMEOUT_MS; the peer programs watch every call.
   double timeoutSeconds = 0;
   double secondsPerSize = 0;  // --time-per-size: adapt the iteration count to this time
   bool corrupt = false;       // --corrupt-for-test: flip one received byte (tests #wrong)
