@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <cstdlib>
 #include <functional>
@@ -344,22 +345,41 @@ TEST_F(Fabric, RailBlackholedOnOneHostMidAllReduce) {
 TEST_F(Fabric, RailCutOnEveryHostAndAFlappingRail) {
   if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
   std::thread cut = later(500, {"cut 0 1", "cut 1 1", "cut 2 1", "cut 3 1"});
-  std::thread restore =
-      later(2000, {"restore 0 1", "restore 1 1", "restore 2 1", "restore 3 1", "flap 3 0 150 6"});
+  // The flapper's pid file goes when its six periods are over (a loaded machine runs the
+  // testbed's commands late: a fixed wait raced them); then `done` tells the ranks.
+  const std::string done = "/tmp/braid-" + name_ + "-flap-done";
+  const std::string flapper = "/run/braid-testbed/" + name_ + "/flap.3.0";
+  std::remove(done.c_str());
+  std::thread restore = std::thread([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(2000));
+    for (const char* c : {"restore 0 1", "restore 1 1", "restore 2 1", "restore 3 1",
+                          "flap 3 0 150 6"}) {
+      EXPECT_EQ(tb(c), 0) << c;
+    }
+    for (int i = 0; i < 300 && access(flapper.c_str(), F_OK) == 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    EXPECT_NE(access(flapper.c_str(), F_OK), 0) << "the flapper did not end";
+    std::fclose(std::fopen(done.c_str(), "w"));
+  });
   runRanks(
       4,
-      [](int r, int n, const braidUniqueId& id) {
+      [done](int r, int n, const braidUniqueId& id) {
         braidComm_t comm = initComm(r, n, id);
         ASSERT_NE(comm, nullptr);
         allreduceFor(comm, r, n, size_t{4} << 20, 4.5);
         EXPECT_GT(failures(comm), 0u);
-        std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the flapping ended
+        for (int i = 0; i < 600 && access(done.c_str(), F_OK) != 0; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
+        ASSERT_EQ(access(done.c_str(), F_OK), 0) << "the flapping did not end within 30 s";
         pathsComeBackAndCarry(comm, r, n);
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
       },
       options(2));
   cut.join();
   restore.join();
+  std::remove(done.c_str());
 }
 
 TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
