@@ -10,8 +10,8 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstdio>
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <functional>
 #include <string>
@@ -352,8 +352,8 @@ TEST_F(Fabric, RailCutOnEveryHostAndAFlappingRail) {
   std::remove(done.c_str());
   std::thread restore = std::thread([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(2000));
-    for (const char* c : {"restore 0 1", "restore 1 1", "restore 2 1", "restore 3 1",
-                          "flap 3 0 150 6"}) {
+    for (const char* c :
+         {"restore 0 1", "restore 1 1", "restore 2 1", "restore 3 1", "flap 3 0 150 6"}) {
       EXPECT_EQ(tb(c), 0) << c;
     }
     for (int i = 0; i < 300 && access(flapper.c_str(), F_OK) == 0; ++i) {
