@@ -430,7 +430,15 @@ TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
 }
 
 TEST_F(Fabric, EcmpSpineLinkDiesAndIsWithdrawnLate) {
-  if (!up(4, 1, "--ecmp 2,2")) GTEST_SKIP() << "cannot build an ECMP testbed here";
+  // Jumbo frames, as AI fabrics run: a full 9000-byte packet that must not be fragmented
+  // crosses host, leaf and spine links (host 1 sits on the other leaf).
+  if (!up(4, 1, "--ecmp 2,2 --mtu 9000")) GTEST_SKIP() << "cannot build an ECMP testbed here";
+  EXPECT_EQ(tb("exec 0 ping -c 1 -W 2 -M do -s 8972 $(" + testbedTool() + " --name " + name_ +
+               " addr 1 0)"),
+            0);
+  EXPECT_NE(tb("exec 0 ping -c 1 -W 2 -M do -s 8973 $(" + testbedTool() + " --name " + name_ +
+               " addr 1 0)"),
+            0);
   std::thread t = later(700, {"cut-spine 0 0 --withdraw-after 800"});
   RankOptions opt = options(1);
   opt.env.push_back({"BRAID_TCP_SOCKETS_PER_PEER", "4"});
