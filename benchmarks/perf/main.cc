@@ -392,11 +392,17 @@ int run(const Options& o) {
     }
   }
   // Buffers sized for the largest case, allocated and pre-faulted once.
-  size_t maxEsz = 0;
-  for (auto t : o.types) maxEsz = std::max(maxEsz, dtypeSize(t));
-  size_t maxCount = countFor(coll, o.maxBytes, 1, c.n) + 1;
-  std::vector<char> send(coll.sendElems(maxCount, c.n) * maxEsz + 64, 1);
-  std::vector<char> recv(coll.recvElems(maxCount, c.n) * maxEsz + 64, 1);
+  // The largest case of each type is about maxBytes (its count is maxBytes / the type's size),
+  // not maxBytes elements of the widest type: that was 4-8 x the memory, all of it faulted in.
+  size_t sendBytes = 0, recvBytes = 0;
+  for (auto t : o.types) {
+    const size_t esz = dtypeSize(t);
+    const size_t maxCount = countFor(coll, o.maxBytes, esz, c.n) + 1;
+    sendBytes = std::max(sendBytes, coll.sendElems(maxCount, c.n) * esz);
+    recvBytes = std::max(recvBytes, coll.recvElems(maxCount, c.n) * esz);
+  }
+  std::vector<char> send(sendBytes + 64, 1);
+  std::vector<char> recv(recvBytes + 64, 1);
   void* sendReg = nullptr;
   void* recvReg = nullptr;
   if (o.registerBuffers) {

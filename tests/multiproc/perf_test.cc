@@ -1,6 +1,7 @@
 // braid-perf itself: the nccl-tests table parses, sizes step as asked, #wrong catches an
 // injected corruption (non-zero exit), JSON lines hold every row, a dying rank fails the job.
 #include <gtest/gtest.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -165,6 +166,28 @@ TEST_F(Perf, DashTIsNcclTestsTimeoutAndTimePerSizeAdaptsTheIterations) {
   Shell bad = sh(launcher_ + perf_ + " allreduce -b 8 -e 8 -T -1");
   EXPECT_NE(bad.exitCode, 0) << bad.out;
   EXPECT_NE(bad.out.find("-T must be 0"), std::string::npos) << bad.out;
+}
+
+// Buffers are sized for the largest size of each type (as nccl-tests does), not -e elements of
+// the widest type: -e 64M with every type once took 1 GiB per rank (64M elements x 8 bytes x
+// send and receive), all of it touched.
+TEST_F(Perf, BuffersHoldTheLargestSizeNotThatManyElements) {
+  pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    std::string cmd =
+        launcher_ + perf_ + " allreduce -b 64M -e 64M -n 1 -w 0 -c 0 -d all >/dev/null";
+    execl("/bin/sh", "sh", "-c", cmd.c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  int st = 0;
+  rusage ru{};
+  ASSERT_EQ(wait4(pid, &st, 0, &ru), pid);
+  ASSERT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "status " << st;
+  // The largest rank's peak (ru_maxrss covers the reaped descendants): 2 x 64 MiB of buffers
+  // and the library, against 1 GiB before.
+  EXPECT_LT(ru.ru_maxrss, 320 * 1024) << "peak resident KiB of a rank";
+  EXPECT_GT(ru.ru_maxrss, 100 * 1024) << "the buffers were not even touched?";
 }
 
 TEST_F(Perf, InjectedCorruptionIsCountedAndFailsTheRun) {
