@@ -345,10 +345,9 @@ TEST_F(Fabric, RailBlackholedOnOneHostMidAllReduce) {
 TEST_F(Fabric, RailCutOnEveryHostAndAFlappingRail) {
   if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
   std::thread cut = later(500, {"cut 0 1", "cut 1 1", "cut 2 1", "cut 3 1"});
-  // The flapper's pid file goes when its six periods are over (a loaded machine runs the
+  // `status` says "flappers: none" once the six periods are over (a loaded machine runs the
   // testbed's commands late: a fixed wait raced them); then `done` tells the ranks.
   const std::string done = "/tmp/braid-" + name_ + "-flap-done";
-  const std::string flapper = "/run/braid-testbed/" + name_ + "/flap.3.0";
   std::remove(done.c_str());
   std::thread restore = std::thread([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(2000));
@@ -356,10 +355,12 @@ TEST_F(Fabric, RailCutOnEveryHostAndAFlappingRail) {
          {"restore 0 1", "restore 1 1", "restore 2 1", "restore 3 1", "flap 3 0 150 6"}) {
       EXPECT_EQ(tb(c), 0) << c;
     }
-    for (int i = 0; i < 300 && access(flapper.c_str(), F_OK) == 0; ++i) {
+    auto flapping = [this] { return tb("status | grep -qx 'flappers: none'") != 0; };
+    const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+    while (flapping() && std::chrono::steady_clock::now() < until) {
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
-    EXPECT_NE(access(flapper.c_str(), F_OK), 0) << "the flapper did not end";
+    EXPECT_FALSE(flapping()) << "the flapper did not end";
     std::fclose(std::fopen(done.c_str(), "w"));
   });
   runRanks(
@@ -433,12 +434,9 @@ TEST_F(Fabric, EcmpSpineLinkDiesAndIsWithdrawnLate) {
   // Jumbo frames, as AI fabrics run: a full 9000-byte packet that must not be fragmented
   // crosses host, leaf and spine links (host 1 sits on the other leaf).
   if (!up(4, 1, "--ecmp 2,2 --mtu 9000")) GTEST_SKIP() << "cannot build an ECMP testbed here";
-  EXPECT_EQ(tb("exec 0 ping -c 1 -W 2 -M do -s 8972 $(" + testbedTool() + " --name " + name_ +
-               " addr 1 0)"),
-            0);
-  EXPECT_NE(tb("exec 0 ping -c 1 -W 2 -M do -s 8973 $(" + testbedTool() + " --name " + name_ +
-               " addr 1 0)"),
-            0);
+  const std::string to = " $(" + testbedTool() + " --name " + name_ + " addr 1 0)";
+  EXPECT_EQ(tb("exec 0 ping -c 1 -W 2 -M do -s 8972" + to), 0);
+  EXPECT_NE(tb("exec 0 ping -c 1 -W 2 -M do -s 8973" + to), 0);
   std::thread t = later(700, {"cut-spine 0 0 --withdraw-after 800"});
   RankOptions opt = options(1);
   opt.env.push_back({"BRAID_TCP_SOCKETS_PER_PEER", "4"});
