@@ -430,6 +430,16 @@ TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
   }
 }
 
+// A bad --mtu is refused before anything is touched: the testbed that is up stays up as it was.
+TEST_F(Fabric, ABadMtuIsRefusedAndChangesNothing) {
+  if (!up(2, 1)) GTEST_SKIP() << "cannot build a testbed here";
+  for (const char* bad : {"99", "65536", "9k", ""}) {
+    EXPECT_NE(tb(std::string("up --hosts 2 --rails 1 --mtu ") + bad), 0) << "--mtu '" << bad << "'";
+  }
+  EXPECT_EQ(tb("status | grep -q 'rate 1gbit, mtu 1500$'"), 0) << "the testbed changed";
+  EXPECT_EQ(tb("exec 0 ping -c 1 -W 2 $(" + testbedTool() + " --name " + name_ + " addr 1 0)"), 0);
+}
+
 TEST_F(Fabric, EcmpSpineLinkDiesAndIsWithdrawnLate) {
   // Jumbo frames, as AI fabrics run: a full 9000-byte packet that must not be fragmented
   // crosses host, leaf and spine links (host 1 sits on the other leaf).
