@@ -1,0 +1,500 @@
+// Setting a job up: the transport list, open-file limits, rails, topology files, IPv6, a stale
+// unique-id file, mpirun/srun environments, log files.
+#include <arpa/inet.h>
+#include <dirent.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/ranks.h"
+#include "src/core/handles.h"
+
+namespace braid::test {
+namespace {
+
+bool haveIpv6Loopback() {
+  int s = socket(AF_INET6, SOCK_STREAM, 0);
+  if (s < 0) return false;
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  bool ok = bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  close(s);
+  return ok;
+}
+
+TEST(Setup, TransportListIsCheckedAtInit) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "warp,tcp"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidArgument);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_NE(std::string(braidGetLastError(nullptr)).find("'warp' is not a known transport"),
+                  std::string::npos)
+            << braidGetLastError(nullptr);
+      },
+      opt);
+  opt.env = {{"BRAID_TRANSPORTS", ",tcp"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+}
+
+// Sixteen ranks over tcp take more files than a soft limit of 16 allows (the rendezvous root
+// alone holds a connection per rank): braid raises the soft limit where the hard limit lets it
+// (as `ulimit -n` would).
+TEST(Setup, ALowSoftOpenFileLimitIsRaised) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "tcp"}, {"BRAID_TIMEOUT_MS", "20000"}};
+  opt.setup = [](int) {
+    rlimit lim{};
+    ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+    if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < 1024) GTEST_SKIP() << "hard limit too low";
+    lim.rlim_cur = 16;
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  };
+  runRanks(
+      16,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceChecked(comm, r, n, 1000, 3);
+        rlimit lim{};
+        ASSERT_EQ(::getrlimit(RLIMIT_NOFILE, &lim), 0);
+        EXPECT_GT(lim.rlim_cur, 16u);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+}
+
+// Where the hard limit is too low, every rank fails init at once; the ranks the root could
+// take in hear which limit to raise, the others that the root closed their connection. Before,
+// the root spun on the connection it could not accept and every rank waited for the timeout to
+// hear "rank(s) ... never joined".
+TEST(Setup, AnOpenFileLimitTooLowFailsInitSayingSo) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "tcp"}, {"BRAID_TIMEOUT_MS", "60000"}};
+  opt.setup = [](int r) {
+    if (r != 0) return;  // the rendezvous root lives in rank 0's process
+    rlimit lim{24, 24};
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  };
+  runRanks(
+      32,
+      [](int r, int n, const braidUniqueId& id) {
+        // Rank 0 joins first, so that it is among the ranks the root took in.
+        if (r != 0) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        const double t0 = now();
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_LT(now() - t0, 30.0);
+        std::string msg = braidGetLastError(nullptr);
+        const bool told = msg.find("Too many open files") != std::string::npos &&
+                          msg.find("hard limit 24") != std::string::npos;
+        if (r == 0) {
+          EXPECT_TRUE(told) << msg;
+        }
+        EXPECT_TRUE(told || msg.find("rendezvous root") != std::string::npos) << msg;
+      },
+      opt);
+}
+
+// One rank told a different world size (a launcher variable that differs between ranks):
+// every rank fails init at once, naming the sizes; before, the root closed the misfit's
+// connection without a word and the others read "connection reset" or timed out.
+TEST(Setup, AWorldSizeThatDiffersBetweenRanksFailsEveryRankSayingSo) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+  runRanks(
+      3,
+      [](int r, int n, const braidUniqueId& id) {
+        const double t0 = now();
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, r == 2 ? n + 1 : n, id, r), braidSuccess);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_LT(now() - t0, 30.0);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("differs between ranks"), std::string::npos) << msg;
+      },
+      opt);
+}
+
+// A congestion control the kernel lacks fails init on every rank, naming the variable.
+TEST(Setup, UnknownTcpCongestionControlFailsInit) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "tcp"},
+             {"BRAID_TCP_CONGESTION", "nosuchcc"},
+             {"BRAID_TIMEOUT_MS", "5000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        EXPECT_EQ(comm, nullptr);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("BRAID_TCP_CONGESTION"), std::string::npos) << msg;
+        EXPECT_NE(msg.find("nosuchcc"), std::string::npos) << msg;
+      },
+      opt);
+}
+
+// Each peer gets the most local transport that reaches it: shm inside a (virtual) node, tcp
+// between nodes; the per-transport counters show where the bytes went.
+TEST(Setup, TransportsArePickedPerPeer) {
+  std::string path = ::testing::TempDir() + "usage_route.json";
+  std::ofstream(path) << R"({"nodes": [{"ranks": [0, 1]}, {"ranks": [2, 3]}]})";
+  RankOptions opt;
+  opt.env = {{"BRAID_TOPO_FILE", path}};
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        TransportSet* t = comm->impl->transports();
+        for (int q = 0; q < n; ++q) {
+          std::string want = q == r ? "self" : (q / 2 == r / 2 ? "shm" : "tcp");
+          EXPECT_EQ(t->routeName(q), want) << "rank " << r << " to rank " << q;
+        }
+        std::vector<float> v(size_t{1} << 18, 1.0f);
+        BRAID_ASSERT_OK(
+            braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr),
+            comm);
+        EXPECT_EQ(v[12345], 4.0f);
+        for (const TransportCounters& c : t->counters()) {
+          EXPECT_GT(c.sentBytes, 0u) << c.name;
+          EXPECT_GT(c.recvBytes, 0u) << c.name;
+        }
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+  // shm alone cannot reach the other node: every rank says so at init.
+  opt.env.push_back({"BRAID_TRANSPORTS", "shm"});
+  opt.env.push_back({"BRAID_TIMEOUT_MS", "10000"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_NE(braidCommInitRank(&comm, n, id, r), braidSuccess);
+        EXPECT_NE(std::string(braidGetLastError(nullptr)).find("no transport that reaches rank"),
+                  std::string::npos)
+            << braidGetLastError(nullptr);
+      },
+      opt);
+  // One host, no file: shared memory carries everything.
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    std::vector<float> v(size_t{1} << 18, 1.0f);
+    BRAID_ASSERT_OK(
+        braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr), comm);
+    for (const TransportCounters& c : comm->impl->transports()->counters()) {
+      EXPECT_EQ(c.sentBytes > 0, c.name == "shm") << c.name << " sent " << c.sentBytes;
+    }
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+// BRAID_RAILS: local rank i listens and sends on rail i mod R. Two veth pairs stand for the
+// rails (root only).
+TEST(Setup, RailsBindEachLocalRankToItsInterface) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to create veth interfaces";
+  auto sh = [](const std::string& cmd) { return std::system((cmd + " >/dev/null 2>&1").c_str()); };
+  for (int i = 0; i < 2; ++i) {
+    std::string dev = "braidrail" + std::to_string(i);
+    sh("ip link del " + dev);
+    if (sh("ip link add " + dev + " type veth peer name " + dev + "p") != 0) {
+      GTEST_SKIP() << "cannot create veth interfaces here";
+    }
+    ASSERT_EQ(sh("ip addr add 10.77." + std::to_string(i) + ".1/24 dev " + dev), 0);
+    ASSERT_EQ(sh("ip link set " + dev + "p up"), 0);
+    ASSERT_EQ(sh("ip link set " + dev + " up"), 0);
+  }
+  RankOptions opt;
+  opt.env = {{"BRAID_RAILS", "braidrail0,braidrail1"}, {"BRAID_TRANSPORTS", "tcp"}};
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        setenv("BRAID_LOCAL_RANK", std::to_string(r).c_str(), 1);
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        // It listens on both rails; its own rail carries its paths and the other rail stands
+        // by (ranks that share a node fail over rather than spray on each other's rails).
+        std::string addr = comm->impl->transports()->localAddress();
+        EXPECT_NE(addr.find("10.77.0.1:"), std::string::npos) << "rank " << r << ": " << addr;
+        EXPECT_NE(addr.find("10.77.1.1:"), std::string::npos) << "rank " << r << ": " << addr;
+        int count = 0;
+        ASSERT_EQ(braidCommGetPathStats(comm, nullptr, 0, &count), braidSuccess);
+        std::vector<braidPathStats_t> st(static_cast<size_t>(count));
+        ASSERT_EQ(braidCommGetPathStats(comm, st.data(), count, &count), braidSuccess);
+        ASSERT_EQ(count, 3 * 2);  // 3 peers x 2 rails x 1 flow (BRAID_TCP_SOCKETS_PER_PEER)
+        const std::string mine = "braidrail" + std::to_string(r % 2) + " ";
+        for (const braidPathStats_t& s : st) {
+          bool own = std::string(s.local).rfind(mine, 0) == 0;
+          EXPECT_EQ(s.state, own ? braidPathUp : braidPathStandby)
+              << "rank " << r << " path " << s.local << " -> " << s.remote;
+        }
+        EXPECT_EQ(comm->impl->nodes().rails, 2);
+        int v = r + 1;
+        BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidInt32, braidSum, comm, nullptr), comm);
+        EXPECT_EQ(v, 10);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+  sh("ip link del braidrail0");
+  sh("ip link del braidrail1");
+}
+
+TEST(Setup, TopologyFileDeclaresVirtualNodesAndSplitsKeepThem) {
+  std::string path = ::testing::TempDir() + "usage_topo.json";
+  std::ofstream(path)
+      << R"({"nodes": [{"name": "a", "ranks": [0, 3]}, {"name": "b", "ranks": [1, 2]}],
+                           "rails": 2})";
+  RankOptions opt;
+  opt.env = {{"BRAID_TOPO_FILE", path}};
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        const NodeMap& m = comm->impl->nodes();
+        ASSERT_EQ(m.names.size(), 2u);
+        EXPECT_EQ(m.names[m.nodeOf[r]], (r == 0 || r == 3) ? "a" : "b");
+        EXPECT_EQ(m.localRank(r), (r == 0 || r == 1) ? 0 : 1);
+        EXPECT_EQ(m.rails, 2);
+        // Ranks 2 and 3 (nodes b and a) split off: still two nodes of one rank each.
+        braidComm_t half = nullptr;
+        BRAID_ASSERT_OK(braidCommSplit(comm, r >= 2 ? 0 : 1, r, &half), comm);
+        const NodeMap& h = half->impl->nodes();
+        EXPECT_EQ(h.names.size(), 2u);
+        EXPECT_EQ(h.localSize(0), 1);
+        EXPECT_EQ(h.rails, 2);
+        BRAID_ASSERT_OK(braidCommDestroy(half), nullptr);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+  // Without a file, ranks of one machine share one node.
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    EXPECT_EQ(comm->impl->nodes().names.size(), 1u);
+    EXPECT_EQ(comm->impl->nodes().localRank(r), r);
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+  // A file that does not fit the job fails every rank at once, naming the file.
+  opt.env = {{"BRAID_TOPO_FILE", path}};
+  runRanks(
+      2,
+      [path](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = nullptr;
+        EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidArgument);
+        EXPECT_NE(std::string(braidGetLastError(nullptr)).find(path), std::string::npos);
+      },
+      opt);
+  std::remove(path.c_str());
+}
+
+TEST(Setup, Ipv6RendezvousAndDataFromTheEnvironment) {
+  if (!haveIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
+  // A port from the kernel for IPv6 loopback, released for rank 0 to bind.
+  int s = socket(AF_INET6, SOCK_STREAM, 0);
+  sockaddr_in6 a{};
+  a.sin6_family = AF_INET6;
+  a.sin6_addr = in6addr_loopback;
+  ASSERT_EQ(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  const std::string root = "[::1]:" + std::to_string(ntohs(a.sin6_port));
+  close(s);
+  runRanks(3, [&](int r, int n, const braidUniqueId&) {
+    setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+    setenv("BRAID_WORLD_SIZE", std::to_string(n).c_str(), 1);
+    setenv("BRAID_ROOT_ADDR", root.c_str(), 1);
+    setenv("BRAID_JOB_SECRET", "00112233445566778899aabbccddeeff", 1);
+    setenv("BRAID_SOCKET_IFNAME", "lo", 1);
+    setenv("BRAID_SOCKET_FAMILY", "AF_INET6", 1);
+    braidComm_t c = nullptr;
+    BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+    std::vector<float> v(100000, 1.0f);
+    BRAID_ASSERT_OK(
+        braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, c, nullptr), c);
+    EXPECT_EQ(v[99999], 3.0f);
+    BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+  });
+}
+
+// BRAID_UNIQUE_ID_FILE left behind by a job that crashed (its root gone): the next job's ranks
+// pass over it until its rank 0, started last, writes a fresh id, readable by the owner only,
+// and the file is gone once every rank joined, so a rerun finds no stale file either.
+TEST(Setup, UniqueIdFileLeftByACrashedJobIsReplacedAndRemoved) {
+  char dir[] = "/tmp/braid-idfile-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string path = std::string(dir) + "/job.id";
+  // The stale file: an id whose root lived in a process that has exited.
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    braidUniqueId id;
+    char hex[2 * BRAID_UNIQUE_ID_BYTES + 1] = {};
+    if (braidGetUniqueId(&id) == braidSuccess) braidUniqueIdToString(&id, hex, sizeof hex);
+    ssize_t w = write(fds[1], hex, sizeof hex);
+    _exit(w == static_cast<ssize_t>(sizeof hex) ? 0 : 1);
+  }
+  char stale[2 * BRAID_UNIQUE_ID_BYTES + 1] = {};
+  ASSERT_EQ(read(fds[0], stale, sizeof stale), static_cast<ssize_t>(sizeof stale));
+  close(fds[0]);
+  close(fds[1]);
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  ASSERT_EQ(std::string(stale).size(), 2u * BRAID_UNIQUE_ID_BYTES);
+  std::ofstream(path) << stale << "\n";
+  auto contents = [&] {
+    std::ifstream f(path);
+    std::string hex;
+    f >> hex;
+    return hex;
+  };
+  for (int job = 0; job < 2; ++job) {
+    runRanks(3, [&](int r, int n, const braidUniqueId&) {
+      setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+      setenv("BRAID_WORLD_SIZE", std::to_string(n).c_str(), 1);
+      setenv("BRAID_UNIQUE_ID_FILE", path.c_str(), 1);
+      setenv("BRAID_TIMEOUT_MS", "20000", 1);
+      if (job == 0 && r == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+      if (job == 0 && r == 1) {
+        // Waits for rank 0's id, then looks at the file before joining.
+        auto until = std::chrono::steady_clock::now() + std::chrono::seconds(15);
+        while (contents() == stale && std::chrono::steady_clock::now() < until) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+        }
+        struct stat st {};
+        ASSERT_EQ(stat(path.c_str(), &st), 0);
+        EXPECT_EQ(st.st_mode & 0777, 0600u) << "the file holds the job secret";
+      }
+      braidComm_t c = nullptr;
+      BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+      if (r == 0) {
+        EXPECT_NE(access(path.c_str(), F_OK), 0) << "rank 0 removes the file";
+      }
+      float x = 1;
+      BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, c, nullptr), c);
+      EXPECT_EQ(x, 3.0f);
+      BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+    });
+  }
+  rmdir(dir);
+}
+
+// mpirun or srun on one node, no rendezvous in the environment: the ranks meet through a
+// file of this user's named by the job, gone afterwards. Spread over several nodes, they
+// still need an address, and the error says so.
+TEST(Setup, OneNodeMpirunOrSrunJobNeedsNoRendezvousAddress) {
+  char dir[] = "/tmp/braid-tmpdir-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string job = "test-" + std::to_string(getpid());
+  auto launch = [&](bool slurm, bool oneNode) {
+    runRanks(3, [&](int r, int n, const braidUniqueId&) {
+      for (const char* v : {"BRAID_RANK", "BRAID_WORLD_SIZE", "BRAID_ROOT_ADDR", "BRAID_UNIQUE_ID",
+                            "BRAID_UNIQUE_ID_FILE", "MASTER_ADDR", "RANK", "WORLD_SIZE"}) {
+        unsetenv(v);
+      }
+      setenv("TMPDIR", dir, 1);
+      setenv("BRAID_TIMEOUT_MS", "20000", 1);
+      if (slurm) {
+        setenv("SLURM_PROCID", std::to_string(r).c_str(), 1);
+        setenv("SLURM_NTASKS", std::to_string(n).c_str(), 1);
+        setenv("SLURM_NNODES", oneNode ? "1" : "2", 1);
+        setenv("SLURM_JOB_ID", job.c_str(), 1);
+        setenv("SLURM_STEP_ID", "0", 1);
+      } else {
+        setenv("OMPI_COMM_WORLD_RANK", std::to_string(r).c_str(), 1);
+        setenv("OMPI_COMM_WORLD_SIZE", std::to_string(n).c_str(), 1);
+        setenv("OMPI_COMM_WORLD_LOCAL_SIZE", oneNode ? "3" : "2", 1);
+        setenv("PMIX_NAMESPACE", job.c_str(), 1);
+      }
+      braidComm_t c = nullptr;
+      if (!oneNode) {
+        EXPECT_NE(braidCommInitFromEnv(&c), braidSuccess);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("BRAID_ROOT_ADDR"), std::string::npos) << msg;
+        return;
+      }
+      BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+      int64_t x = r;
+      BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidInt64, braidSum, c, nullptr), c);
+      EXPECT_EQ(x, 3);
+      BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+    });
+  };
+  launch(false, true);
+  launch(true, true);
+  launch(false, false);
+  launch(true, false);
+  EXPECT_EQ(rmdir(dir), 0) << "an id file was left in " << dir;
+}
+
+TEST(Setup, LogFileNamedByHostPidAndRank) {
+  char dir[] = "/tmp/braid-log-XXXXXX";
+  ASSERT_NE(mkdtemp(dir), nullptr);
+  const std::string pattern = std::string(dir) + "/%h-%p-rank%r.log";
+  RankOptions opt;
+  opt.env = {
+      {"BRAID_LOG_LEVEL", "INFO"}, {"BRAID_LOG_SUBSYS", "INIT"}, {"BRAID_LOG_FILE", pattern}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t c = initComm(r, n, id);
+        ASSERT_NE(c, nullptr);
+        BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+      },
+      opt);
+  int files = 0, withRank = 0;
+  if (DIR* d = opendir(dir)) {
+    while (dirent* e = readdir(d)) {
+      std::string name = e->d_name;
+      if (name[0] == '.') continue;
+      ++files;
+      if (name.find("-rank0.log") != std::string::npos ||
+          name.find("-rank1.log") != std::string::npos) {
+        ++withRank;
+        std::string path = std::string(dir) + "/" + name;
+        FILE* f = std::fopen(path.c_str(), "r");
+        char line[512] = {};
+        ASSERT_NE(f, nullptr);
+        ASSERT_NE(std::fgets(line, sizeof line, f), nullptr);
+        std::fclose(f);
+        EXPECT_NE(std::string(line).find("INIT"), std::string::npos) << line;
+      }
+      std::remove((std::string(dir) + "/" + name).c_str());
+    }
+    closedir(d);
+  }
+  rmdir(dir);
+  EXPECT_EQ(files, 2);
+  EXPECT_EQ(withRank, 2);
+}
+
+}  // namespace
+}  // namespace braid::test

@@ -1,0 +1,147 @@
+// Health of the TCP transport's paths: stalls and silence (checkPaths), keepalives, fault
+// injection, per-path counters and stats.
+#include <fmt/format.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+
+#include "src/core/log.h"
+#include "transports/tcp/tcp_transport.h"
+
+namespace braid::tcp {
+
+using mp::nowNs;
+using mp::PathState;
+
+void Transport::onBytesSent(Peer* p, int path, size_t bytes) {
+  mp::PathCounters::bump(p->paths[path]->ctr.bytesSent, bytes);
+  if (faultsLeft_ <= 0) return;
+  faultBytes_ += bytes;
+  if (fault_.afterBytes != 0 && faultBytes_ >= fault_.afterBytes) {
+    // Not from inside the socket's write: after this round of events.
+    int rank = p->rank;
+    ctx_.reactor->post([this, rank] { injectFault(rank); });
+    faultBytes_ = 0;
+  }
+}
+
+void Transport::injectFault(int rank) {
+  if (failed() || stopping_ || faultsLeft_ <= 0) return;
+  int target = fault_.randomPeer ? -1 : (fault_.peer >= 0 ? fault_.peer : rank);
+  if (target < 0) {
+    std::vector<int> served;
+    for (const Peer& p : peers_) {
+      if (!p.paths.empty()) served.push_back(p.rank);
+    }
+    if (served.empty()) return;
+    target = served[faultRng_() % served.size()];
+  }
+  if (target < 0 || target >= ctx_.nranks || peers_[target].paths.empty()) return;
+  Peer& p = peers_[target];
+  const int P = static_cast<int>(p.paths.size());
+  int path = (fault_.randomPath ? static_cast<int>(faultRng_() % P) : fault_.path) % P;
+  for (int i = 0; i < P; ++i) {  // the chosen path, or the next that still lives
+    Socket* s = p.paths[(path + i) % P]->sock.get();
+    if (s != nullptr && s->alive() && !s->frozen()) {
+      path = (path + i) % P;
+      break;
+    }
+  }
+  Socket* s = p.paths[path]->sock.get();
+  if (s == nullptr || !s->alive() || s->frozen()) return;
+  --faultsLeft_;
+  lastFaultNs_ = nowNs();
+  LOG_WARN(kPath, "fault injection: {} {} of {}", fault_.blackhole ? "blackholing" : "closing",
+           pathName(&p, path), peerName(target));
+  if (fault_.blackhole) {
+    s->freeze();
+  } else {
+    ::shutdown(s->fd(), SHUT_RDWR);
+    onPathDown(&p, path, "fault injection", false);
+  }
+}
+
+// A path is dead when (1) it has chunks out, no acknowledgement came for the path timeout and
+// the kernel's TCP moved nothing meanwhile either (a slow path is not a dead one), or (2) it
+// heard nothing at all for twice the path timeout: every idle path sends a keepalive a few
+// times per timeout, so idle paths and every peer's host are watched too (twice: a busy TCP
+// connection in retransmission backoff can go quiet for a timeout and still be alive).
+void Transport::checkPaths(Peer* p, int64_t now, std::vector<int>* stalled) {
+  const int64_t timeoutMs = pathTimeoutNs_ / 1'000'000;
+  p->tx.expired(now, stalled);
+  for (int k : *stalled) {
+    Socket* s = p->paths[k]->sock.get();
+    if (s != nullptr && s->alive() && !s->frozen() && s->kernelProgress()) {
+      p->tx.stillMoving(k, now);
+      continue;
+    }
+    onPathDown(p, k,
+               fmt::format("no acknowledgement for {} ms with {} bytes outstanding", timeoutMs,
+                           p->tx.outstanding(k)),
+               false);
+    if (failed()) return;
+  }
+  if (stopping_ || p->left) return;
+  for (size_t k = 0; k < p->paths.size(); ++k) {
+    Socket* s = p->paths[k]->sock.get();
+    if (s == nullptr || !s->alive() || s->saidBye()) continue;
+    // A first connection that has not heard its peer yet: the peer may still be in its start
+    // (waiting out a path that did not connect), sending nothing; it gets the start's grace.
+    const bool starting =
+        !s->heard() && p->paths[k]->generation == 1 && now - startNs_ < startGraceNs_;
+    if (!starting && now - s->lastRecvNs() > 2 * pathTimeoutNs_) {
+      // (A socket frozen by fault injection is a blackhole: its kernel may still take the
+      // peer's bytes, but nothing reaches braid any more.)
+      const int64_t quiet = s->frozen() ? -1 : s->kernelQuietMs();
+      if (quiet >= 0 && quiet < timeoutMs) continue;  // this loop lagged, not the path
+      onPathDown(p, static_cast<int>(k), fmt::format("nothing heard for {} ms", 2 * timeoutMs),
+                 false);
+      if (failed()) return;
+      continue;
+    }
+    if (!s->frozen() && now - s->lastSendNs() > pathTimeoutNs_ / 3 && s->queuedBytes() == 0) {
+      FrameHeader h;  // an acknowledgement of what already is: the keepalive
+      h.type = static_cast<uint8_t>(FrameType::kAck);
+      h.tag = p->rx.watermark();
+      s->enqueueUrgent(h, {});
+      s->flush();
+    }
+  }
+}
+
+std::string Transport::healthNote() const {
+  std::string out;
+  const int64_t now = nowNs();
+  for (size_t r = 0; r < downSince_.size(); ++r) {
+    int64_t since = downSince_[r].load(std::memory_order_relaxed);
+    if (since == 0) continue;
+    out += fmt::format("; {} is unreachable from here (every path down for {} ms)",
+                       peerName(static_cast<int>(r)), (now - since) / 1'000'000);
+  }
+  return out;
+}
+
+void Transport::pathStats(std::vector<PathStatsRow>* out) const {
+  for (const Peer& p : peers_) {
+    for (size_t k = 0; k < p.paths.size(); ++k) {
+      const Path& pa = *p.paths[k];
+      PathStatsRow r;
+      r.peer = p.rank;
+      r.path = static_cast<int>(k);
+      r.transport = "tcp";
+      r.local = pa.localAddr;
+      r.remote = pa.remoteAddr;
+      r.state = mp::pathStateName(static_cast<PathState>(pa.ctr.state.load()));
+      r.bytesSent = pa.ctr.bytesSent.load();
+      r.bytesReceived = pa.ctr.bytesReceived.load();
+      r.chunksSent = pa.ctr.chunksSent.load();
+      r.chunksReceived = pa.ctr.chunksReceived.load();
+      r.retransmits = pa.ctr.retransmits.load();
+      r.failures = pa.ctr.failures.load();
+      r.readmissions = pa.ctr.readmissions.load();
+      out->push_back(std::move(r));
+    }
+  }
+}
+
+}  // namespace braid::tcp
