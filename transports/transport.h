@@ -78,7 +78,7 @@ struct PathStatsRow {
   int peer = -1, path = 0;
   std::string transport, local, remote, state;
   uint64_t bytesSent = 0, bytesReceived = 0, chunksSent = 0, chunksReceived = 0;
-  uint64_t retransmits = 0, failures = 0, readmissions = 0;
+  uint64_t retransmits = 0, failures = 0, readmissions = 0, rehashes = 0;
 };
 
 class Transport {

@@ -268,7 +268,8 @@ Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, b
 }
 
 // Rank 0's multipath paths (braidCommGetPathStats): in the header a summary, after the run
-// one line per path (the first 32) with bytes, chunks, re-sends, failures and re-admissions.
+// one line per path (the first 32) with bytes, chunks, re-sends, failures, re-admissions and
+// re-hashes (moves to a new flow).
 void printPaths(braidComm_t comm, bool detail) {
   int n = 0;
   if (braidCommGetPathStats(comm, nullptr, 0, &n) != braidSuccess || n == 0) return;
@@ -277,7 +278,7 @@ void printPaths(braidComm_t comm, bool detail) {
   st.resize(static_cast<size_t>(n));
   static const char* kState[] = {"up", "standby", "dead"};
   int peers = 0, up = 0, last = -1;
-  unsigned long long fails = 0, resent = 0, back = 0;
+  unsigned long long fails = 0, resent = 0, back = 0, moved = 0;
   for (const auto& s : st) {
     if (s.peer != last) ++peers;
     last = s.peer;
@@ -285,19 +286,20 @@ void printPaths(braidComm_t comm, bool detail) {
     fails += s.failures;
     resent += s.retransmits;
     back += s.readmissions;
+    moved += s.rehashes;
   }
   std::printf(
       "# rank 0 paths: %d to %d peer%s, %d up; failures %llu, chunks re-sent %llu, "
-      "re-admitted %llu\n",
-      n, peers, peers == 1 ? "" : "s", up, fails, resent, back);
+      "re-admitted %llu, re-hashed %llu\n",
+      n, peers, peers == 1 ? "" : "s", up, fails, resent, back, moved);
   if (!detail) return;
-  std::printf("#  %4s %4s %-7s %-28s %-22s %12s %9s %7s %5s %5s\n", "peer", "path", "state",
-              "local", "remote", "bytes sent", "chunks", "resent", "fail", "back");
+  std::printf("#  %4s %4s %-7s %-28s %-22s %12s %9s %7s %5s %5s %6s\n", "peer", "path", "state",
+              "local", "remote", "bytes sent", "chunks", "resent", "fail", "back", "rehash");
   for (size_t i = 0; i < st.size() && i < 32; ++i) {
     const auto& s = st[i];
-    std::printf("#  %4d %4d %-7s %-28s %-22s %12llu %9llu %7llu %5llu %5llu\n", s.peer, s.path,
-                kState[static_cast<int>(s.state) % 3], s.local, s.remote, s.bytesSent, s.chunksSent,
-                s.retransmits, s.failures, s.readmissions);
+    std::printf("#  %4d %4d %-7s %-28s %-22s %12llu %9llu %7llu %5llu %5llu %6llu\n", s.peer,
+                s.path, kState[static_cast<int>(s.state) % 3], s.local, s.remote, s.bytesSent,
+                s.chunksSent, s.retransmits, s.failures, s.readmissions, s.rehashes);
   }
   if (st.size() > 32) std::printf("#  ... %zu more\n", st.size() - 32);
   std::printf("#\n");

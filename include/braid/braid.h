@@ -121,6 +121,7 @@ typedef struct {
   unsigned long long retransmits;  /* chunks that were outstanding here when it died */
   unsigned long long failures;     /* times it was declared dead */
   unsigned long long readmissions; /* times it came back */
+  unsigned long long rehashes;     /* times it moved to a new flow (source port) as it lagged */
 } braidPathStats_t;
 /* Fills up to capacity entries (stats may be NULL with capacity 0) and sets *count to the number
  * of paths: call once for the count, then with an array. Any thread, any time. Shared-memory

@@ -105,6 +105,7 @@ void Hello::serialize(uint8_t out[kBytes]) const {
   putU32(out + 4, static_cast<uint32_t>(rank));
   putU32(out + 8, static_cast<uint32_t>(nranks));
   putU64(out + 12, commTag);
+  out[20] = flags;
 }
 
 bool Hello::parse(const uint8_t in[kBytes], Hello* out) {
@@ -119,6 +120,7 @@ bool Hello::parse(const uint8_t in[kBytes], Hello* out) {
   h.rank = static_cast<int32_t>(getU32(in + 4));
   h.nranks = static_cast<int32_t>(getU32(in + 8));
   h.commTag = getU64(in + 12);
+  h.flags = in[20];
   if (h.nranks <= 0 || h.rank < 0 || h.rank >= h.nranks) return false;
   *out = h;
   return true;

@@ -28,12 +28,16 @@ bool fromHex(const std::string& hex, uint8_t* out, size_t n);  // exactly 2n hex
 enum class ConnKind : uint16_t { kBootstrap = 1, kData = 2 };
 
 // Fixed-size, explicitly serialized (little-endian) greeting of the connecting side.
+// Hello.flags: this connection replaces a live path that lagged its siblings (a re-hash).
+inline constexpr uint8_t kHelloRehash = 1;
+
 struct Hello {
   ConnKind kind = ConnKind::kData;
   uint16_t socketIndex = 0;  // which of the per-peer sockets this is
   int32_t rank = -1;
   int32_t nranks = 0;
   uint64_t commTag = 0;  // identifies the communicator (data connections)
+  uint8_t flags = 0;     // kHelloRehash
   static constexpr size_t kBytes = 32;
   void serialize(uint8_t out[kBytes]) const;
   static bool parse(const uint8_t in[kBytes], Hello* out);

@@ -236,6 +236,7 @@ braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t* stats, i
     o.retransmits = r.retransmits;
     o.failures = r.failures;
     o.readmissions = r.readmissions;
+    o.rehashes = r.rehashes;
   }
   *count = static_cast<int>(rows.size());
   return braidSuccess;

@@ -96,6 +96,9 @@ Status Config::fromEnv(Config* out) {
   }
   if (c.alltoallWindow < 1) return invalidArgument("BRAID_ALLTOALL_WINDOW must be at least 1");
   if (c.spinUs < 0) return invalidArgument("BRAID_SPIN_US must not be negative");
+  if (c.pathRehash != 0 && c.pathRehash != 1) {
+    return invalidArgument("BRAID_PATH_REHASH must be 0 or 1");
+  }
   if (c.multirail != "auto" && c.multirail != "spray" && c.multirail != "failover" &&
       c.multirail != "off") {
     return invalidArgument(

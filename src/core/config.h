@@ -37,6 +37,9 @@ namespace braid {
   X(pathTimeoutMs, int64_t, 500, "BRAID_PATH_TIMEOUT_MS",                                         \
     "a path with unacknowledged data and no progress for this long is declared dead and its "     \
     "chunks are re-sent on the other paths")                                                      \
+  X(pathRehash, int64_t, 1, "BRAID_PATH_REHASH",                                                  \
+    "1: a flow that carries clearly less than its siblings (same NIC pair) while data waits for " \
+    "it is moved to a new source port, which ECMP hashes afresh (as PLB); 0: flows stay put")     \
   X(pathChunkBytes, int64_t, 1 << 20, "BRAID_PATH_CHUNK_BYTES",                                   \
     "largest chunk the multipath layer puts on one path (messages are cut into chunks)")          \
   X(fault, std::string, "", "BRAID_FAULT",                                                        \

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <string>
 #include <thread>
@@ -431,6 +432,85 @@ TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
 }
 
 // A bad --mtu is refused before anything is touched: the testbed that is up stays up as it was.
+// Re-hashing (transports/multipath/rehash.h): one of two flows between two hosts loses 3% of
+// its packets (an iptables rule on its source port: as if ECMP had hashed it onto a congested
+// link), so it carries far less than its sibling while data waits for it. The sender (rank 0,
+// the lower rank: it asks rank 1, which connects) has it moved to a new connection, whose new
+// port the rule does not match; nothing fails and the data arrives intact.
+TEST_F(Fabric, ALaggingFlowMovesToANewSourcePort) {
+  if (!up(2, 1)) GTEST_SKIP() << "cannot build a testbed here";
+  RankOptions opt = options(1);
+  opt.env.push_back({"BRAID_TCP_SOCKETS_PER_PEER", "2"});
+  opt.env.push_back({"BRAID_PATH_REHASH", "1"});
+  const std::string portFile = "/tmp/" + name_ + "-port";
+  std::remove(portFile.c_str());
+  runRanks(
+      2,
+      [portFile](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        if (r == 1) {
+          // Rank 1's ephemeral port of its first connection to rank 0's listener.
+          const std::string listener = pathStats(comm).at(0).remote;
+          const std::string port = listener.substr(listener.rfind(':') + 1);
+          const std::string cmd = "ss -Htn state established '( dport = :" + port +
+                                  " )' | awk '{print $3}' | sed 's/.*://' | head -1 > " + portFile;
+          ASSERT_EQ(std::system(cmd.c_str()), 0);
+        }
+        BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
+        std::string eph;
+        if (FILE* f = std::fopen(portFile.c_str(), "r")) {
+          char buf[16] = {0};
+          if (std::fgets(buf, sizeof buf, f) != nullptr) eph = std::string(buf, strcspn(buf, "\n"));
+          std::fclose(f);
+        }
+        ASSERT_FALSE(eph.empty());
+        const std::string rule = "OUTPUT -p tcp --dport " + eph +
+                                 " -m statistic --mode random --probability 0.03 -j DROP";
+        if (r == 0) {
+          ASSERT_EQ(std::system(("iptables -I " + rule).c_str()), 0);
+        }
+        BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
+        // Rank 0 streams 64 MiB messages to rank 1 for 8 s; each is checked.
+        const size_t count = 16 << 20;
+        std::vector<float> v(count);
+        const double t0 = now();
+        for (int it = 0;; ++it) {
+          float more = 0;
+          if (r == 0) {
+            for (size_t i = 0; i < count; ++i) v[i] = static_cast<float>((i + it) % 97);
+            more = now() - t0 < 8 ? 1.0f : 0.0f;
+            BRAID_ASSERT_OK(braidSend(v.data(), count, braidFloat32, 1, comm, nullptr), comm);
+            BRAID_ASSERT_OK(braidSend(&more, 1, braidFloat32, 1, comm, nullptr), comm);
+          } else {
+            BRAID_ASSERT_OK(braidRecv(v.data(), count, braidFloat32, 0, comm, nullptr), comm);
+            size_t bad = 0;
+            for (size_t i = 0; i < count; ++i) bad += v[i] != static_cast<float>((i + it) % 97);
+            ASSERT_EQ(bad, 0u) << "message " << it;
+            BRAID_ASSERT_OK(braidRecv(&more, 1, braidFloat32, 0, comm, nullptr), comm);
+          }
+          if (more == 0) break;
+        }
+        if (r == 0) (void)std::system(("iptables -D " + rule).c_str());
+        uint64_t rehashes = 0, failed = 0;
+        for (const auto& s : pathStats(comm)) {
+          rehashes += s.rehashes;
+          failed += s.failures;
+        }
+        EXPECT_GE(rehashes, 1u) << "rank " << r << ": the lagging flow was not moved";
+        EXPECT_EQ(failed, 0u) << "rank " << r << ": a re-hash is not a failure";
+        if (r == 1) {
+          // The old connection (port `eph`) is gone, replaced.
+          const std::string cmd = "ss -Htn state established | grep -q ':" + eph + " '";
+          EXPECT_NE(std::system(cmd.c_str()), 0) << "port " << eph << " still carries a flow";
+        }
+        BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      opt);
+  std::remove(portFile.c_str());
+}
+
 TEST_F(Fabric, ABadMtuIsRefusedAndChangesNothing) {
   if (!up(2, 1)) GTEST_SKIP() << "cannot build a testbed here";
   for (const char* bad : {"99", "65536", "9k", ""}) {

@@ -80,7 +80,8 @@ std::unique_ptr<Path> Transport::freshPath(Peer* p, int k) {
                           {&np->ctr.chunksReceived, &old->ctr.chunksReceived},
                           {&np->ctr.retransmits, &old->ctr.retransmits},
                           {&np->ctr.failures, &old->ctr.failures},
-                          {&np->ctr.readmissions, &old->ctr.readmissions}}) {
+                          {&np->ctr.readmissions, &old->ctr.readmissions},
+                          {&np->ctr.rehashes, &old->ctr.rehashes}}) {
     to->store(from->load());
   }
   np->ctr.state.store(old->ctr.state.load());

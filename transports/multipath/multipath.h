@@ -46,6 +46,7 @@ struct PathCounters {
   std::atomic<uint64_t> retransmits{0};  // chunks of this path re-sent on another after it died
   std::atomic<uint64_t> failures{0};     // times the path was declared dead
   std::atomic<uint64_t> readmissions{0};
+  std::atomic<uint64_t> rehashes{0};  // times it moved to a new flow because it lagged
   std::atomic<uint8_t> state{static_cast<uint8_t>(PathState::kUp)};
   // Adds n for a counter that one thread at a time writes (the progress loop's holder, under
   // its lock) and any thread reads: a plain load and store, no locked read-modify-write.

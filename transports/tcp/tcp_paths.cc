@@ -70,7 +70,8 @@ class Transport::Acceptance : public Reactor::Handler {
       hs_.takeFd();  // closed here
       return;
     }
-    t_->installPath(hs_.hello().rank, hs_.hello().socketIndex, hs_.takeFd());
+    t_->installPath(hs_.hello().rank, hs_.hello().socketIndex, hs_.takeFd(),
+                    (hs_.hello().flags & kHelloRehash) != 0);
   }
   void finish() {
     if (done_) return;
@@ -190,9 +191,12 @@ class Transport::Prober {
     Reactor* r = t_->ctx().reactor;
     Transport* t = t_;
     int rank = j.rank, path = j.path;
+    const bool rehash = (j.hello.flags & kHelloRehash) != 0;
     if (s.isOk() && !j.liveness) {
       auto owned = std::make_shared<Fd>(std::move(fd));
-      r->post([t, rank, path, owned] { t->installPath(rank, path, std::move(*owned)); });
+      r->post([t, rank, path, owned, rehash] {
+        t->installPath(rank, path, std::move(*owned), rehash);
+      });
       return;
     }
     std::string why = s.isOk() ? "alive" : s.message();
@@ -494,9 +498,13 @@ void Transport::setPathState(Peer* p, int path, PathState s, size_t* moved) {
   p->paths[path]->ctr.state.store(static_cast<uint8_t>(s), std::memory_order_relaxed);
 }
 
-void Transport::retire(std::unique_ptr<Socket> s) {
+void Transport::retire(std::unique_ptr<Socket> s, bool linger) {
   if (!s) return;
-  s->closeNow();
+  if (linger) {
+    lingering_.emplace_back(nowNs(), s->release());
+  } else {
+    s->closeNow();
+  }
   // An event batch the loop thread took from epoll before the close may still name it (the
   // loop takes events outside the loop lock): free it only long after.
   graveyard_.emplace_back(nowNs(), std::move(s));
@@ -547,19 +555,22 @@ std::string Transport::pathsTried(const Peer* p) const {
   return out;
 }
 
-void Transport::scheduleProbe(Peer* p, int path, bool liveness) {
+void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
   Path& pa = *p->paths[path];
   if (!prober_ || stopping_) return;
   int64_t& backoff = liveness ? p->livenessBackoffMs : pa.backoffMs;
   bool& busy = liveness ? p->livenessProbing : pa.probing;
   if (busy) return;
   busy = true;
-  backoff = backoff == 0 ? (liveness ? 0 : 50) : std::clamp<int64_t>(backoff * 2, 50, 2000);
+  if (!rehash) {
+    backoff = backoff == 0 ? (liveness ? 0 : 50) : std::clamp<int64_t>(backoff * 2, 50, 2000);
+  }
   Prober::Job j;
   j.rank = p->rank;
   j.path = path;
   j.liveness = liveness;
-  j.dueNs = nowNs() + backoff * 1'000'000;
+  j.dueNs = nowNs() + (rehash ? 0 : backoff * 1'000'000);
+  j.hello.flags = rehash ? kHelloRehash : 0;
   j.to = remoteNics_[p->rank][pa.remoteNic];
   j.from = nics_[pa.localNic].addr;
   j.hello.kind = ConnKind::kData;
@@ -602,17 +613,31 @@ void Transport::onProbeResult(int rank, int path, bool ok, bool refused, const s
     return;
   }
   Path& pa = *p.paths[path];
+  if (pa.rehashing) {
+    pa.rehashing = false;  // a re-hash that did not connect: the path keeps its connection
+    endDrain(&p, path);
+  }
   if (!pa.sock || !pa.sock->alive()) scheduleProbe(&p, path, false);
 }
 
-void Transport::installPath(int rank, int path, Fd fd) {
+void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
   if (failed() || stopping_) return;
   Peer& p = peers_[rank];
   Path& pa = *p.paths[path];
   const bool wasDead = p.tx.state(path) == PathState::kDead;
+  pa.rehashing = false;
+  pa.drainSinceNs = 0;
   if (pa.sock && pa.sock->alive()) {
-    // The other end saw this path fail first and reconnected: the old connection is stale.
-    retire(std::move(pa.sock));
+    // The other end saw this path fail first and reconnected: the old connection is stale. Or
+    // it is a re-hash: the new connection takes the path's traffic from the lagging one (both
+    // ends keep the old one open a while, so that neither sees its end of stream before the new
+    // one is in); what was still unacknowledged on the old one (it drained meanwhile) goes again.
+    if (rehash) {
+      pa.ctr.rehashes.fetch_add(1, std::memory_order_relaxed);
+      LOG_INFO(kPath, "{}: {} moved to a new connection (re-hash)", peerName(rank),
+               pathName(&p, path));
+    }
+    retire(std::move(pa.sock), rehash);
     p.rx.dropPath(path);
     size_t moved = 0;
     setPathState(&p, path, PathState::kDead, &moved);
@@ -633,6 +658,7 @@ void Transport::installPath(int rank, int path, Fd fd) {
   p.livenessBackoffMs = 0;
   ++pa.generation;
   setPathState(&p, path, pa.primary ? PathState::kUp : PathState::kStandby, nullptr);
+  p.rehash.restarted(path, nowNs());
   if (wasDead && pa.generation == 1 && pa.startDead()) {
     // Its first connection (a NIC had no link at the start): an admission, not a re-admission.
     LOG_WARN(kPath, "{}: {} is up after {} ms (it started dead: {})", peerName(rank),
@@ -719,6 +745,7 @@ void Transport::onTick() {
     if (failed()) return;
     if (!p.tx.idle() && !p.tx.waiting()) pump(&p);  // the end of a transfer: stragglers
     if (failed()) return;
+    if (rehash_) checkRehash(&p, now);
     if (p.rx.anyAckOwed() && !stopping_) {
       // Lazy acknowledgements: each path's on that path, a dead path's on any live one (the
       // flush carries the acknowledgement).
@@ -757,6 +784,11 @@ void Transport::onTick() {
   graveyard_.erase(std::remove_if(graveyard_.begin(), graveyard_.end(),
                                   [&](const auto& g) { return now - g.first > kLongAfterNs; }),
                    graveyard_.end());
+  // A re-hashed connection: its peer has taken the new one long since.
+  constexpr int64_t kLingerNs = 2'000'000'000;
+  lingering_.erase(std::remove_if(lingering_.begin(), lingering_.end(),
+                                  [&](const auto& l) { return now - l.first > kLingerNs; }),
+                   lingering_.end());
 }
 
 }  // namespace braid::tcp

@@ -163,12 +163,14 @@ void Socket::freeze() {
   peer_->t->ctx().reactor->modify(fd_.get(), 0, this);
 }
 
-void Socket::closeNow() {
-  if (!fd_.valid()) return;
+void Socket::closeNow() { Fd gone = release(); }
+
+Fd Socket::release() {
+  if (!fd_.valid()) return Fd();
   peer_->t->ctx().reactor->remove(fd_.get());
-  fd_.reset();
   out_.clear();
   queued_ = 0;
+  return Fd(fd_.release());
 }
 
 void Socket::onEvents(uint32_t events) {
@@ -232,11 +234,14 @@ bool Socket::onHeader() {
       break;
     case FrameType::kPathDown:
     case FrameType::kPathUp:
+    case FrameType::kRehash:
       if (in_.len != 0) return malformed();
       if (static_cast<FrameType>(in_.type) == FrameType::kPathDown) {
         t->onPathDownNotice(peer_, in_.tag);
-      } else {
+      } else if (static_cast<FrameType>(in_.type) == FrameType::kPathUp) {
         t->onPathUpNotice(peer_, in_.tag);
+      } else {
+        t->onRehashRequest(peer_, in_.tag);
       }
       return fd_.valid() && !t->failed();
     case FrameType::kBye:

@@ -50,6 +50,7 @@ Status Transport::listen() {
   flows_ = static_cast<int>(ctx_.cfg->tcpSocketsPerPeer);
   chunkBytes_ = static_cast<size_t>(ctx_.cfg->pathChunkBytes);
   pathTimeoutNs_ = ctx_.cfg->pathTimeoutMs * 1'000'000;
+  rehash_ = ctx_.cfg->pathRehash != 0;
   // Normal ends of a transfer on the ECMP testbed take 20-30 ms from the last chunk handed
   // out to the last acknowledgement; a flow in loss recovery held one 100-280 ms.
   stragglerNs_ = std::clamp<int64_t>(pathTimeoutNs_ / 10, 20'000'000, 100'000'000);
@@ -196,6 +197,11 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
       }
     }
     p.tx = mp::Sender(static_cast<int>(p.paths.size()), opt);  // every path up
+    std::vector<int> group;  // re-hashing compares the flows of one NIC pair
+    for (const auto& pa : p.paths) {
+      group.push_back(pa->localNic * static_cast<int>(remoteNics_[r].size()) + pa->remoteNic);
+    }
+    p.rehash = mp::RehashPolicy(std::move(group), mp::RehashOptions{});
     for (size_t k = 0; k < p.paths.size(); ++k) {
       if (!p.paths[k]->primary) setPathState(&p, static_cast<int>(k), mp::PathState::kStandby);
     }

@@ -25,6 +25,7 @@
 #include "src/engine/reactor.h"
 #include "src/topology/netif.h"
 #include "transports/multipath/multipath.h"
+#include "transports/multipath/rehash.h"
 #include "transports/transport.h"
 
 namespace braid {
@@ -45,7 +46,8 @@ enum class FrameType : uint8_t {
   kBye = 4,
   kAck = 5,
   kPathDown = 6,
-  kPathUp = 7  // tag: the path index; the link of the sender's NIC on that path came up
+  kPathUp = 7,  // tag: the path index; the link of the sender's NIC on that path came up
+  kRehash = 8   // tag: the path index; it lags its siblings: the higher rank moves it (rehash.h)
 };
 // The receiver may acknowledge the chunk with its next frame instead of at once.
 constexpr uint8_t kFlagLazyAck = 1;
@@ -87,6 +89,9 @@ class Socket : public Reactor::Handler {
   void enqueueUrgent(const FrameHeader& h, std::string owned);
   void flush();
   void closeNow();
+  // Out of the loop like closeNow, but the connection stays open (the caller keeps the fd): the
+  // peer sees no end of stream on it while it takes the connection that replaces it.
+  Fd release();
   bool saidBye() const { return byeReceived_; }
   // After a failure: finish the frame on the wire (from a private copy), send ABORT with the
   // reason, then FIN; keep reading and discarding until the peer closes. So the peer reads
@@ -183,6 +188,12 @@ struct Path {
   bool probing = false;
   int64_t backoffMs = 0;
   uint32_t generation = 0;  // connections installed so far
+  // Re-hashing (rehash.h): a new connection for this live path is under way.
+  bool rehashing = false;
+  int64_t lastRehashNs = 0;
+  // Since when it drains for a re-hash (standby: no new chunk, the ones out are acknowledged
+  // before the new connection takes over, so few go twice); 0: not draining.
+  int64_t drainSinceNs = 0;
 };
 
 struct Peer {
@@ -191,6 +202,7 @@ struct Peer {
   std::vector<std::unique_ptr<Path>> paths;
   mp::Sender tx;
   mp::Receiver rx;
+  mp::RehashPolicy rehash;  // over the paths, grouped by NIC pair
   std::unordered_map<uint64_t, NetRequest*> postedRecvs;
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
@@ -236,6 +248,11 @@ class Transport : public braid::Transport {
   // A NIC's link came up: its dead paths are probed now rather than at their backoff.
   void onLinkUp(const std::string& ifname);
   void probeNow(Peer* p, int path);
+  // Re-hashing (tcp_watch.cc): a lagging path moves to a new connection (source port).
+  void checkRehash(Peer* p, int64_t now);
+  void requestRehash(Peer* p, int path, const std::string& why);
+  void onRehashRequest(Peer* p, uint64_t path);
+  void endDrain(Peer* p, int path);  // back to up if it still drains for a re-hash
   // A chunk header arrived: where its payload goes (dest nullptr: nowhere).
   void onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** req);
   void onDataDone(Peer* p, uint64_t tag, NetRequest* req, size_t len);
@@ -263,7 +280,8 @@ class Transport : public braid::Transport {
   std::vector<std::pair<int, int>> nicPairs(bool peerIsLower,
                                             const std::vector<std::string>& remote) const;
   // Installs a freshly authenticated connection as path `path` to `rank` (the loop).
-  void installPath(int rank, int path, Fd fd);
+  // rehash: it replaces a live connection of the path on purpose (Hello kHelloRehash).
+  void installPath(int rank, int path, Fd fd, bool rehash = false);
   // Called by the timer: stalls, lazy acknowledgements, peers unreachable for too long.
   void onTick();
   void checkPaths(Peer* p, int64_t now, std::vector<int>* stalled);
@@ -288,8 +306,10 @@ class Transport : public braid::Transport {
   Status chooseCongestionControl();  // BRAID_TCP_CONGESTION -> congestion_
   void injectFault(int rank);
   void setPathState(Peer* p, int path, mp::PathState s, size_t* moved = nullptr);
-  void retire(std::unique_ptr<Socket> s);
-  void scheduleProbe(Peer* p, int path, bool liveness);
+  // linger: keep the connection open for a while (a re-hash: the peer takes the new one first).
+  void retire(std::unique_ptr<Socket> s, bool linger = false);
+  // now: due at once, the backoff untouched (a re-hash); rehash: the hello says so.
+  void scheduleProbe(Peer* p, int path, bool liveness, bool rehash = false);
   void allPathsDown(Peer* p);
   std::string pathsTried(const Peer* p) const;
   Status initialConnect(Deadline deadline);
@@ -325,6 +345,12 @@ class Transport : public braid::Transport {
   std::vector<std::unique_ptr<Acceptance>> acceptances_;
   // Closed sockets of replaced paths (since when), freed long after.
   std::vector<std::pair<int64_t, std::unique_ptr<Socket>>> graveyard_;
+  // Connections replaced by a re-hash, still open (since when), closed a while after.
+  std::vector<std::pair<int64_t, Fd>> lingering_;
+  bool rehash_ = true;  // BRAID_PATH_REHASH
+  std::vector<uint64_t> rehashBytes_;
+  std::vector<bool> rehashBacklog_, rehashUsable_;
+  std::vector<int> rehashOut_;
   std::atomic<bool> stopping_{false};  // closing: no probes, no new paths
   Status failed_;
   size_t unexpectedBytes_ = 0;

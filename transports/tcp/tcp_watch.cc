@@ -121,6 +121,86 @@ std::string Transport::healthNote() const {
   return out;
 }
 
+// Re-hashing (transports/multipath/rehash.h): every tick, each path's bytes handed to the
+// kernel, whether frames waited above the kernel's full buffer for it (the network set its
+// pace), and whether it is up. A path that lags its siblings is moved to a new connection by
+// the higher rank of the pair, which connects it again from a new source port; the lower rank
+// asks it to (kRehash).
+void Transport::checkRehash(Peer* p, int64_t now) {
+  const size_t n = p->paths.size();
+  if (static_cast<size_t>(p->rehash.paths()) != n || n < 2 || stopping_ || p->left) return;
+  for (size_t k = 0; k < n; ++k) {
+    // A re-hash asked of the peer that did not come (it refused, or its connect failed): the
+    // path carries traffic again.
+    Path& pa = *p->paths[k];
+    constexpr int64_t kDrainLimitNs = 1'000'000'000;
+    if (pa.drainSinceNs != 0 && !pa.rehashing && now - pa.drainSinceNs > kDrainLimitNs) {
+      endDrain(p, static_cast<int>(k));
+    }
+  }
+  rehashBytes_.resize(n);
+  rehashBacklog_.resize(n);
+  rehashUsable_.resize(n);
+  for (size_t k = 0; k < n; ++k) {
+    const Path& pa = *p->paths[k];
+    const Socket* s = pa.sock.get();
+    const bool live = s != nullptr && s->alive() && !s->frozen();
+    rehashBytes_[k] = pa.ctr.bytesSent.load(std::memory_order_relaxed);
+    rehashBacklog_[k] = live && s->queuedBytes() > 0;
+    rehashUsable_[k] =
+        live && !pa.rehashing && !pa.probing && p->tx.state(static_cast<int>(k)) == PathState::kUp;
+  }
+  rehashOut_.clear();
+  p->rehash.sample(now, rehashBytes_, rehashBacklog_, rehashUsable_, &rehashOut_);
+  for (int k : rehashOut_) {
+    requestRehash(p, k,
+                  fmt::format("it lags the other flows of its NICs: {:.0f} MB/s over the "
+                              "last window with data waiting",
+                              p->tx.rate(k) / 1e6));
+  }
+}
+
+void Transport::requestRehash(Peer* p, int path, const std::string& why) {
+  Path& pa = *p->paths[path];
+  if (pa.rehashing || pa.probing || !pa.sock || !pa.sock->alive() || failed() || stopping_) return;
+  pa.lastRehashNs = nowNs();
+  LOG_INFO(kPath, "{}: {}: re-hashing it ({})", peerName(p->rank), pathName(p, path), why);
+  if (p->tx.state(path) == PathState::kUp) {
+    setPathState(p, path, PathState::kStandby);
+    pa.drainSinceNs = nowNs();
+  }
+  if (ctx_.rank > p->rank) {
+    pa.rehashing = true;
+    scheduleProbe(p, path, false, /*rehash=*/true);
+    return;
+  }
+  // The peer connects this pair's paths: ask it, on the path itself (it works, slowly).
+  FrameHeader h;
+  h.type = static_cast<uint8_t>(FrameType::kRehash);
+  h.tag = static_cast<uint64_t>(path);
+  pa.sock->enqueueUrgent(h, {});
+  pa.sock->flush();
+}
+
+void Transport::endDrain(Peer* p, int path) {
+  Path& pa = *p->paths[path];
+  if (pa.drainSinceNs == 0) return;
+  pa.drainSinceNs = 0;
+  if (pa.primary && pa.sock && pa.sock->alive() && p->tx.state(path) == PathState::kStandby) {
+    setPathState(p, path, PathState::kUp);
+    pump(p);
+  }
+}
+
+void Transport::onRehashRequest(Peer* p, uint64_t path) {
+  if (!rehash_ || ctx_.rank < p->rank || path >= p->paths.size()) return;
+  Path& pa = *p->paths[path];
+  // At most one every half second per path, whatever the peer asks.
+  constexpr int64_t kMinGapNs = 500'000'000;
+  if (pa.lastRehashNs != 0 && nowNs() - pa.lastRehashNs < kMinGapNs) return;
+  requestRehash(p, static_cast<int>(path), "the peer's data lags on it");
+}
+
 void Transport::pathStats(std::vector<PathStatsRow>* out) const {
   for (const Peer& p : peers_) {
     for (size_t k = 0; k < p.paths.size(); ++k) {
@@ -139,6 +219,7 @@ void Transport::pathStats(std::vector<PathStatsRow>* out) const {
       r.retransmits = pa.ctr.retransmits.load();
       r.failures = pa.ctr.failures.load();
       r.readmissions = pa.ctr.readmissions.load();
+      r.rehashes = pa.ctr.rehashes.load();
       out->push_back(std::move(r));
     }
   }
