@@ -89,6 +89,7 @@ class Fabric : public ::testing::Test {
   }
 
   void railFailsBeforeTheJob(const std::string& fault);
+  void laggingFlow(bool peerRehashes);
 
   std::string name_;
   bool up_ = false;
@@ -437,16 +438,23 @@ TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
 // link), so it carries far less than its sibling while data waits for it. The sender (rank 0,
 // the lower rank: it asks rank 1, which connects) has it moved to a new connection, whose new
 // port the rule does not match; nothing fails and the data arrives intact.
-TEST_F(Fabric, ALaggingFlowMovesToANewSourcePort) {
+// peerRehashes false: rank 1 runs with BRAID_PATH_REHASH=0 and ignores rank 0's requests; rank 0
+// stops asking after a few, its paths come back from draining, and the stream still arrives.
+void Fabric::laggingFlow(bool peerRehashes) {
   if (!up(2, 1)) GTEST_SKIP() << "cannot build a testbed here";
   RankOptions opt = options(1);
   opt.env.push_back({"BRAID_TCP_SOCKETS_PER_PEER", "2"});
   opt.env.push_back({"BRAID_PATH_REHASH", "1"});
+  auto enter = opt.setup;
+  opt.setup = [enter, peerRehashes](int rank) {
+    enter(rank);
+    if (rank == 1 && !peerRehashes) setenv("BRAID_PATH_REHASH", "0", 1);
+  };
   const std::string portFile = "/tmp/" + name_ + "-port";
   std::remove(portFile.c_str());
   runRanks(
       2,
-      [portFile](int r, int n, const braidUniqueId& id) {
+      [portFile, peerRehashes](int r, int n, const braidUniqueId& id) {
         braidComm_t comm = initComm(r, n, id);
         ASSERT_NE(comm, nullptr);
         if (r == 1) {
@@ -497,9 +505,13 @@ TEST_F(Fabric, ALaggingFlowMovesToANewSourcePort) {
           rehashes += s.rehashes;
           failed += s.failures;
         }
-        EXPECT_GE(rehashes, 1u) << "rank " << r << ": the lagging flow was not moved";
         EXPECT_EQ(failed, 0u) << "rank " << r << ": a re-hash is not a failure";
-        if (r == 1) {
+        if (!peerRehashes) {
+          EXPECT_EQ(rehashes, 0u) << "rank " << r;
+        } else {
+          EXPECT_GE(rehashes, 1u) << "rank " << r << ": the lagging flow was not moved";
+        }
+        if (r == 1 && peerRehashes) {
           // The old connection (port `eph`) is gone, replaced.
           const std::string cmd = "ss -Htn state established | grep -q ':" + eph + " '";
           EXPECT_NE(std::system(cmd.c_str()), 0) << "port " << eph << " still carries a flow";
@@ -510,6 +522,10 @@ TEST_F(Fabric, ALaggingFlowMovesToANewSourcePort) {
       opt);
   std::remove(portFile.c_str());
 }
+
+TEST_F(Fabric, ALaggingFlowMovesToANewSourcePort) { laggingFlow(true); }
+
+TEST_F(Fabric, APeerThatDoesNotRehashIsAskedNoMoreAndNothingFails) { laggingFlow(false); }
 
 TEST_F(Fabric, ABadMtuIsRefusedAndChangesNothing) {
   if (!up(2, 1)) GTEST_SKIP() << "cannot build a testbed here";

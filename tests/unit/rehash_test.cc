@@ -110,7 +110,7 @@ TEST(Rehash, APathThatIsNotUpIsNeitherJudgedNorASibling) {
 
 TEST(Rehash, ARestartedPathGivesItsGroupTheHoldoff) {
   Bench b({0, 0}, {100'000, 10'000});
-  b.run(300);  // one lagging window so far
+  b.run(300);                    // one lagging window so far
   b.policy.restarted(1, b.now);  // reconnected (a failure and re-admission)
   auto named = b.run(2000);
   ASSERT_FALSE(named.empty());

@@ -40,6 +40,9 @@ class RehashPolicy {
   // Path k was re-hashed or reconnected: its group starts over (with the holdoff).
   void restarted(int path, int64_t nowNs);
   int paths() const { return static_cast<int>(flows_.size()); }
+  // Of the last window (bytes/s): path k's rate, and the best of its siblings'.
+  double rate(int path) const { return flows_[path].rate; }
+  double bestSibling(int path) const { return best_[flows_[path].group]; }
 
  private:
   struct Flow {
@@ -47,13 +50,14 @@ class RehashPolicy {
     uint64_t startBytes = 0;  // bytes at the window's start
     bool backlogged = true;   // at every tick of the window so far
     bool usable = true;
-    int lagging = 0;          // windows in a row
-    double rate = 0;          // of the last window, bytes/s
+    int lagging = 0;  // windows in a row
+    double rate = 0;  // of the last window, bytes/s
   };
   void closeWindow(int64_t nowNs, std::vector<int>* out);
   RehashOptions opt_;
   std::vector<Flow> flows_;
   std::vector<int64_t> groupQuietUntilNs_;  // holdoff per group
+  std::vector<double> best_;                // per group, of the last window
   int64_t windowStartNs_ = -1;
   int groups_ = 0;
 };

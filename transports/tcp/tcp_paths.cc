@@ -634,6 +634,7 @@ void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
     // one is in); what was still unacknowledged on the old one (it drained meanwhile) goes again.
     if (rehash) {
       pa.ctr.rehashes.fetch_add(1, std::memory_order_relaxed);
+      p.rehashUnanswered = 0;
       LOG_INFO(kPath, "{}: {} moved to a new connection (re-hash)", peerName(rank),
                pathName(&p, path));
     }

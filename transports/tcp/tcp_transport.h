@@ -211,6 +211,10 @@ struct Peer {
   bool left = false;                     // said goodbye on every path and closed them
   int64_t allDownSinceNs = 0;            // every path dead since (0: some path lives)
   bool livenessProbing = false;          // (lower rank) checking that the peer still listens
+  // (lower rank) re-hashes asked of the peer in a row that it did not carry out (it runs with
+  // BRAID_PATH_REHASH=0, or its connects fail): at kRehashUnanswered, it is asked no more.
+  int rehashUnanswered = 0;
+  static constexpr int kRehashUnanswered = 3;
   int64_t livenessBackoffMs = 0;
   Socket* liveSocket() const;
 };

@@ -136,6 +136,10 @@ void Transport::checkRehash(Peer* p, int64_t now) {
     constexpr int64_t kDrainLimitNs = 1'000'000'000;
     if (pa.drainSinceNs != 0 && !pa.rehashing && now - pa.drainSinceNs > kDrainLimitNs) {
       endDrain(p, static_cast<int>(k));
+      if (ctx_.rank < p->rank && ++p->rehashUnanswered == Peer::kRehashUnanswered) {
+        LOG_INFO(kPath, "{} did not re-hash the last {} paths it was asked to; not asking again",
+                 peerName(p->rank), Peer::kRehashUnanswered);
+      }
     }
   }
   rehashBytes_.resize(n);
@@ -154,27 +158,29 @@ void Transport::checkRehash(Peer* p, int64_t now) {
   p->rehash.sample(now, rehashBytes_, rehashBacklog_, rehashUsable_, &rehashOut_);
   for (int k : rehashOut_) {
     requestRehash(p, k,
-                  fmt::format("it lags the other flows of its NICs: {:.0f} MB/s over the "
-                              "last window with data waiting",
-                              p->tx.rate(k) / 1e6));
+                  fmt::format("it carried {:.1f} MB/s over the last window with data waiting, the "
+                              "best flow of its NICs {:.1f} MB/s",
+                              p->rehash.rate(k) / 1e6, p->rehash.bestSibling(k) / 1e6));
   }
 }
 
 void Transport::requestRehash(Peer* p, int path, const std::string& why) {
   Path& pa = *p->paths[path];
   if (pa.rehashing || pa.probing || !pa.sock || !pa.sock->alive() || failed() || stopping_) return;
+  const bool mine = ctx_.rank > p->rank;  // else the peer connects this pair's paths: ask it
+  if (!mine && p->rehashUnanswered >= Peer::kRehashUnanswered) return;
   pa.lastRehashNs = nowNs();
   LOG_INFO(kPath, "{}: {}: re-hashing it ({})", peerName(p->rank), pathName(p, path), why);
   if (p->tx.state(path) == PathState::kUp) {
     setPathState(p, path, PathState::kStandby);
     pa.drainSinceNs = nowNs();
   }
-  if (ctx_.rank > p->rank) {
+  if (mine) {
     pa.rehashing = true;
     scheduleProbe(p, path, false, /*rehash=*/true);
     return;
   }
-  // The peer connects this pair's paths: ask it, on the path itself (it works, slowly).
+  // On the path itself (it works, slowly).
   FrameHeader h;
   h.type = static_cast<uint8_t>(FrameType::kRehash);
   h.tag = static_cast<uint64_t>(path);
