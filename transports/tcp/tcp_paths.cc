@@ -626,7 +626,9 @@ void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
   Path& pa = *p.paths[path];
   const bool wasDead = p.tx.state(path) == PathState::kDead;
   pa.rehashing = false;
+  pa.rehashDue = false;
   pa.drainSinceNs = 0;
+  pa.askedNs = 0;
   if (pa.sock && pa.sock->alive()) {
     // The other end saw this path fail first and reconnected: the old connection is stale. Or
     // it is a re-hash: the new connection takes the path's traffic from the lagging one (both

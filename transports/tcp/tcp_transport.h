@@ -191,9 +191,11 @@ struct Path {
   // Re-hashing (rehash.h): a new connection for this live path is under way.
   bool rehashing = false;
   int64_t lastRehashNs = 0;
-  // Since when it drains for a re-hash (standby: no new chunk, the ones out are acknowledged
-  // before the new connection takes over, so few go twice); 0: not draining.
+  // Since when it drains for a re-hash (standby: no new chunk; the ones out are acknowledged
+  // before the new connection takes over, so that none goes twice); 0: not draining.
   int64_t drainSinceNs = 0;
+  bool rehashDue = false;  // re-hash once drained (or after kDrainWaitNs)
+  int64_t askedNs = 0;     // (lower rank) when it asked the peer to re-hash it; 0: not waiting
 };
 
 struct Peer {
@@ -257,6 +259,8 @@ class Transport : public braid::Transport {
   void requestRehash(Peer* p, int path, const std::string& why);
   void onRehashRequest(Peer* p, uint64_t path);
   void endDrain(Peer* p, int path);  // back to up if it still drains for a re-hash
+  void rehashIfDrained(Peer* p, int path, int64_t now);
+  static constexpr int64_t kDrainWaitNs = 300'000'000;
   // A chunk header arrived: where its payload goes (dest nullptr: nowhere).
   void onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** req);
   void onDataDone(Peer* p, uint64_t tag, NetRequest* req, size_t len);

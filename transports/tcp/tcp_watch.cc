@@ -130,11 +130,12 @@ void Transport::checkRehash(Peer* p, int64_t now) {
   const size_t n = p->paths.size();
   if (static_cast<size_t>(p->rehash.paths()) != n || n < 2 || stopping_ || p->left) return;
   for (size_t k = 0; k < n; ++k) {
-    // A re-hash asked of the peer that did not come (it refused, or its connect failed): the
-    // path carries traffic again.
     Path& pa = *p->paths[k];
-    constexpr int64_t kDrainLimitNs = 1'000'000'000;
-    if (pa.drainSinceNs != 0 && !pa.rehashing && now - pa.drainSinceNs > kDrainLimitNs) {
+    if (pa.rehashDue) rehashIfDrained(p, static_cast<int>(k), now);
+    // A re-hash asked of the peer that did not come within a second (it refused, or its
+    // connect failed): the path carries traffic again.
+    constexpr int64_t kAnswerNs = 1'000'000'000;
+    if (pa.askedNs != 0 && now - pa.askedNs > kAnswerNs) {
       endDrain(p, static_cast<int>(k));
       if (ctx_.rank < p->rank && ++p->rehashUnanswered == Peer::kRehashUnanswered) {
         LOG_INFO(kPath, "{} did not re-hash the last {} paths it was asked to; not asking again",
@@ -166,20 +167,39 @@ void Transport::checkRehash(Peer* p, int64_t now) {
 
 void Transport::requestRehash(Peer* p, int path, const std::string& why) {
   Path& pa = *p->paths[path];
-  if (pa.rehashing || pa.probing || !pa.sock || !pa.sock->alive() || failed() || stopping_) return;
+  if (pa.rehashing || pa.rehashDue || pa.askedNs != 0 || pa.probing || !pa.sock ||
+      !pa.sock->alive() || failed() || stopping_) {
+    return;
+  }
   const bool mine = ctx_.rank > p->rank;  // else the peer connects this pair's paths: ask it
   if (!mine && p->rehashUnanswered >= Peer::kRehashUnanswered) return;
-  pa.lastRehashNs = nowNs();
+  const int64_t now = nowNs();
+  pa.lastRehashNs = now;
   LOG_INFO(kPath, "{}: {}: re-hashing it ({})", peerName(p->rank), pathName(p, path), why);
-  if (p->tx.state(path) == PathState::kUp) {
-    setPathState(p, path, PathState::kStandby);
-    pa.drainSinceNs = nowNs();
+  // First it drains: what is out on it is acknowledged before the new connection replaces it
+  // (and the peer drains its side when it connects or is asked).
+  if (p->tx.state(path) == PathState::kUp) setPathState(p, path, PathState::kStandby);
+  pa.drainSinceNs = now;
+  pa.rehashDue = true;
+  rehashIfDrained(p, path, now);
+}
+
+void Transport::rehashIfDrained(Peer* p, int path, int64_t now) {
+  Path& pa = *p->paths[path];
+  if (!pa.rehashDue) return;
+  if (!pa.sock || !pa.sock->alive() || failed() || stopping_) {
+    pa.rehashDue = false;  // it died meanwhile: the usual recovery takes over
+    pa.drainSinceNs = 0;
+    return;
   }
-  if (mine) {
+  if (p->tx.outstanding(path) != 0 && now - pa.drainSinceNs < kDrainWaitNs) return;
+  pa.rehashDue = false;
+  if (ctx_.rank > p->rank) {
     pa.rehashing = true;
     scheduleProbe(p, path, false, /*rehash=*/true);
     return;
   }
+  pa.askedNs = now;
   // On the path itself (it works, slowly).
   FrameHeader h;
   h.type = static_cast<uint8_t>(FrameType::kRehash);
@@ -190,6 +210,8 @@ void Transport::requestRehash(Peer* p, int path, const std::string& why) {
 
 void Transport::endDrain(Peer* p, int path) {
   Path& pa = *p->paths[path];
+  pa.rehashDue = false;
+  pa.askedNs = 0;
   if (pa.drainSinceNs == 0) return;
   pa.drainSinceNs = 0;
   if (pa.primary && pa.sock && pa.sock->alive() && p->tx.state(path) == PathState::kStandby) {
