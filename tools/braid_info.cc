@@ -72,6 +72,7 @@ json collect(const Config& cfg, std::string* problems) {
                {"flows_per_nic_pair", cfg.tcpSocketsPerPeer},
                {"path_timeout_ms", cfg.pathTimeoutMs},
                {"chunk_bytes", cfg.pathChunkBytes},
+               {"rehash", cfg.pathRehash != 0},
                {"fault", cfg.fault.empty() ? "off" : cfg.fault}};
     if (Status s = chooseNics(cfg, launcherLocalRank(), &nics, &primary); s.isOk()) {
       mp["nics"] = json::array();
@@ -188,11 +189,12 @@ void printText(const json& j) {
     }
     std::printf(
         "multipath   tcp: BRAID_MULTIRAIL=%s over NIC(s) %s (primary %s), %lld flow(s) "
-        "per NIC pair; path timeout %lld ms; chunks up to %lld bytes; faults %s\n",
+        "per NIC pair (lagging ones re-hashed: %s); path timeout %lld ms; chunks up to %lld "
+        "bytes; faults %s\n",
         mp["mode"].get<std::string>().c_str(), nics.c_str(),
         mp["primary"].get<std::string>().c_str(), mp["flows_per_nic_pair"].get<long long>(),
-        mp["path_timeout_ms"].get<long long>(), mp["chunk_bytes"].get<long long>(),
-        mp["fault"].get<std::string>().c_str());
+        mp["rehash"].get<bool>() ? "on" : "off", mp["path_timeout_ms"].get<long long>(),
+        mp["chunk_bytes"].get<long long>(), mp["fault"].get<std::string>().c_str());
   }
   if (j.contains("topology")) {
     const json& t = j["topology"];

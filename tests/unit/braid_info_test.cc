@@ -68,6 +68,17 @@ TEST_F(BraidInfo, ShowsTheNodesOfATopologyFile) {
   std::remove(path.c_str());
 }
 
+TEST_F(BraidInfo, SaysWhetherLaggingFlowsAreRehashed) {
+  Output on = info("BRAID_TCP_SOCKETS_PER_PEER=4", "--json");
+  ASSERT_EQ(on.code, 0) << on.out;
+  EXPECT_TRUE(nlohmann::json::parse(on.out)["multipath"]["rehash"].get<bool>());
+  Output off = info("BRAID_PATH_REHASH=0", "");
+  ASSERT_EQ(off.code, 0) << off.out;
+  EXPECT_NE(off.out.find("(lagging ones re-hashed: off)"), std::string::npos) << off.out;
+  Output bad = info("BRAID_PATH_REHASH=2", "");  // (why: on stderr)
+  EXPECT_EQ(bad.code, 1);
+}
+
 TEST_F(BraidInfo, InvalidSettingIsReportedWithExitCode1) {
   Output r = info("BRAID_TIMEOUT_MS=soon", "");
   EXPECT_EQ(r.code, 1);
