@@ -613,10 +613,8 @@ void Transport::onProbeResult(int rank, int path, bool ok, bool refused, const s
     return;
   }
   Path& pa = *p.paths[path];
-  if (pa.rehashing) {
-    pa.rehashing = false;  // a re-hash that did not connect: the path keeps its connection
-    endDrain(&p, path);
-  }
+  // A re-hash that did not connect: the path keeps its connection.
+  if (pa.rehash == Path::Rehash::kConnecting) endDrain(&p, path);
   if (!pa.sock || !pa.sock->alive()) scheduleProbe(&p, path, false);
 }
 
@@ -625,10 +623,7 @@ void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
   Peer& p = peers_[rank];
   Path& pa = *p.paths[path];
   const bool wasDead = p.tx.state(path) == PathState::kDead;
-  pa.rehashing = false;
-  pa.rehashDue = false;
-  pa.drainSinceNs = 0;
-  pa.askedNs = 0;
+  pa.rehash = Path::Rehash::kNone;
   if (pa.sock && pa.sock->alive()) {
     // The other end saw this path fail first and reconnected: the old connection is stale. Or
     // it is a re-hash: the new connection takes the path's traffic from the lagging one (both

@@ -188,14 +188,15 @@ struct Path {
   bool probing = false;
   int64_t backoffMs = 0;
   uint32_t generation = 0;  // connections installed so far
-  // Re-hashing (rehash.h): a new connection for this live path is under way.
-  bool rehashing = false;
-  int64_t lastRehashNs = 0;
-  // Since when it drains for a re-hash (standby: no new chunk; the ones out are acknowledged
-  // before the new connection takes over, so that none goes twice); 0: not draining.
-  int64_t drainSinceNs = 0;
-  bool rehashDue = false;  // re-hash once drained (or after kDrainWaitNs)
-  int64_t askedNs = 0;     // (lower rank) when it asked the peer to re-hash it; 0: not waiting
+  // Re-hashing (rehash.h), one step at a time; every step but kNone keeps the path standby.
+  //   kDraining: no new chunk; the ones out are acknowledged before the new connection takes
+  //     over, so that none goes twice (at most kDrainWaitNs);
+  //   kConnecting: (higher rank) its new connection is under way;
+  //   kAsked: (lower rank) the peer was asked to connect it anew.
+  enum class Rehash : uint8_t { kNone, kDraining, kConnecting, kAsked };
+  Rehash rehash = Rehash::kNone;
+  int64_t rehashStepNs = 0;  // when the step began
+  int64_t lastRehashNs = 0;  // when a re-hash was last decided or asked for
 };
 
 struct Peer {
@@ -316,7 +317,7 @@ class Transport : public braid::Transport {
   void setPathState(Peer* p, int path, mp::PathState s, size_t* moved = nullptr);
   // linger: keep the connection open for a while (a re-hash: the peer takes the new one first).
   void retire(std::unique_ptr<Socket> s, bool linger = false);
-  // now: due at once, the backoff untouched (a re-hash); rehash: the hello says so.
+  // rehash: due at once, the backoff untouched, and the hello says it is a re-hash.
   void scheduleProbe(Peer* p, int path, bool liveness, bool rehash = false);
   void allPathsDown(Peer* p);
   std::string pathsTried(const Peer* p) const;

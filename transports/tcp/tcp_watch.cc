@@ -131,13 +131,13 @@ void Transport::checkRehash(Peer* p, int64_t now) {
   if (static_cast<size_t>(p->rehash.paths()) != n || n < 2 || stopping_ || p->left) return;
   for (size_t k = 0; k < n; ++k) {
     Path& pa = *p->paths[k];
-    if (pa.rehashDue) rehashIfDrained(p, static_cast<int>(k), now);
+    if (pa.rehash == Path::Rehash::kDraining) rehashIfDrained(p, static_cast<int>(k), now);
     // A re-hash asked of the peer that did not come within a second (it refused, or its
     // connect failed): the path carries traffic again.
     constexpr int64_t kAnswerNs = 1'000'000'000;
-    if (pa.askedNs != 0 && now - pa.askedNs > kAnswerNs) {
+    if (pa.rehash == Path::Rehash::kAsked && now - pa.rehashStepNs > kAnswerNs) {
       endDrain(p, static_cast<int>(k));
-      if (ctx_.rank < p->rank && ++p->rehashUnanswered == Peer::kRehashUnanswered) {
+      if (++p->rehashUnanswered == Peer::kRehashUnanswered) {
         LOG_INFO(kPath, "{} did not re-hash the last {} paths it was asked to; not asking again",
                  peerName(p->rank), Peer::kRehashUnanswered);
       }
@@ -152,8 +152,8 @@ void Transport::checkRehash(Peer* p, int64_t now) {
     const bool live = s != nullptr && s->alive() && !s->frozen();
     rehashBytes_[k] = pa.ctr.bytesSent.load(std::memory_order_relaxed);
     rehashBacklog_[k] = live && s->queuedBytes() > 0;
-    rehashUsable_[k] =
-        live && !pa.rehashing && !pa.probing && p->tx.state(static_cast<int>(k)) == PathState::kUp;
+    rehashUsable_[k] = live && pa.rehash == Path::Rehash::kNone && !pa.probing &&
+                       p->tx.state(static_cast<int>(k)) == PathState::kUp;
   }
   rehashOut_.clear();
   p->rehash.sample(now, rehashBytes_, rehashBacklog_, rehashUsable_, &rehashOut_);
@@ -167,8 +167,8 @@ void Transport::checkRehash(Peer* p, int64_t now) {
 
 void Transport::requestRehash(Peer* p, int path, const std::string& why) {
   Path& pa = *p->paths[path];
-  if (pa.rehashing || pa.rehashDue || pa.askedNs != 0 || pa.probing || !pa.sock ||
-      !pa.sock->alive() || failed() || stopping_) {
+  if (pa.rehash != Path::Rehash::kNone || pa.probing || !pa.sock || !pa.sock->alive() || failed() ||
+      stopping_) {
     return;
   }
   const bool mine = ctx_.rank > p->rank;  // else the peer connects this pair's paths: ask it
@@ -179,41 +179,34 @@ void Transport::requestRehash(Peer* p, int path, const std::string& why) {
   // First it drains: what is out on it is acknowledged before the new connection replaces it
   // (and the peer drains its side when it connects or is asked).
   if (p->tx.state(path) == PathState::kUp) setPathState(p, path, PathState::kStandby);
-  pa.drainSinceNs = now;
-  pa.rehashDue = true;
+  pa.rehash = Path::Rehash::kDraining;
+  pa.rehashStepNs = now;
   rehashIfDrained(p, path, now);
 }
 
 void Transport::rehashIfDrained(Peer* p, int path, int64_t now) {
   Path& pa = *p->paths[path];
-  if (!pa.rehashDue) return;
+  if (pa.rehash != Path::Rehash::kDraining) return;
   if (!pa.sock || !pa.sock->alive() || failed() || stopping_) {
-    pa.rehashDue = false;  // it died meanwhile: the usual recovery takes over
-    pa.drainSinceNs = 0;
+    pa.rehash = Path::Rehash::kNone;  // it died meanwhile: the usual recovery takes over
     return;
   }
-  if (p->tx.outstanding(path) != 0 && now - pa.drainSinceNs < kDrainWaitNs) return;
-  pa.rehashDue = false;
+  if (p->tx.outstanding(path) != 0 && now - pa.rehashStepNs < kDrainWaitNs) return;
+  pa.rehashStepNs = now;
   if (ctx_.rank > p->rank) {
-    pa.rehashing = true;
+    pa.rehash = Path::Rehash::kConnecting;
     scheduleProbe(p, path, false, /*rehash=*/true);
     return;
   }
-  pa.askedNs = now;
-  // On the path itself (it works, slowly).
-  FrameHeader h;
-  h.type = static_cast<uint8_t>(FrameType::kRehash);
-  h.tag = static_cast<uint64_t>(path);
-  pa.sock->enqueueUrgent(h, {});
-  pa.sock->flush();
+  pa.rehash = Path::Rehash::kAsked;
+  notifyPath(p, path, FrameType::kRehash);
 }
 
 void Transport::endDrain(Peer* p, int path) {
   Path& pa = *p->paths[path];
-  pa.rehashDue = false;
-  pa.askedNs = 0;
-  if (pa.drainSinceNs == 0) return;
-  pa.drainSinceNs = 0;
+  const bool wasDraining = pa.rehash != Path::Rehash::kNone;
+  pa.rehash = Path::Rehash::kNone;
+  if (!wasDraining) return;
   if (pa.primary && pa.sock && pa.sock->alive() && p->tx.state(path) == PathState::kStandby) {
     setPathState(p, path, PathState::kUp);
     pump(p);
