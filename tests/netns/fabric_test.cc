@@ -433,7 +433,7 @@ TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
 }
 
 // A bad --mtu is refused before anything is touched: the testbed that is up stays up as it was.
-// Re-hashing (transports/multipath/rehash.h): one of two flows between two hosts loses 3% of
+// Re-hashing (transports/multipath/rehash.h): one of two flows between two hosts loses 10% of
 // its packets (an iptables rule on its source port: as if ECMP had hashed it onto a congested
 // link), so it carries far less than its sibling while data waits for it. The sender (rank 0,
 // the lower rank: it asks rank 1, which connects) has it moved to a new connection, whose new
@@ -441,7 +441,11 @@ TEST_F(Fabric, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {
 // peerRehashes false: rank 1 runs with BRAID_PATH_REHASH=0 and ignores rank 0's requests; rank 0
 // stops asking after a few, its paths come back from draining, and the stream still arrives.
 void Fabric::laggingFlow(bool peerRehashes) {
-  if (!up(2, 1)) GTEST_SKIP() << "cannot build a testbed here";
+  // 200 Mbit/s, not 1 Gbit/s, and 10% loss, not 3%: the healthy flow is held back by the
+  // network, not by a CPU busy with other tests, and the lossy one must carry well under 0.6 of
+  // it even when both share a bottleneck (with 3% it carried 10 MB/s against 14 at 200 Mbit/s;
+  // at 1 Gbit/s beside another test binary, once nothing was re-hashed).
+  if (!up(2, 1, "--rate 200mbit")) GTEST_SKIP() << "cannot build a testbed here";
   RankOptions opt = options(1);
   opt.env.push_back({"BRAID_TCP_SOCKETS_PER_PEER", "2"});
   opt.env.push_back({"BRAID_PATH_REHASH", "1"});
@@ -474,7 +478,7 @@ void Fabric::laggingFlow(bool peerRehashes) {
         }
         ASSERT_FALSE(eph.empty());
         const std::string rule = "OUTPUT -p tcp --dport " + eph +
-                                 " -m statistic --mode random --probability 0.03 -j DROP";
+                                 " -m statistic --mode random --probability 0.1 -j DROP";
         if (r == 0) {
           ASSERT_EQ(std::system(("iptables -I " + rule).c_str()), 0);
         }
