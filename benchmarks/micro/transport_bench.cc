@@ -92,7 +92,7 @@ void BM_Stream(benchmark::State& state) { stream(state, false); }
 void BM_StreamRegistered(benchmark::State& state) { stream(state, true); }
 
 BENCHMARK(BM_PingPong)->Arg(8)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime();
-BENCHMARK(BM_Stream)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+BENCHMARK(BM_Stream)->Arg(1 << 10)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_StreamRegistered)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 
 }  // namespace
