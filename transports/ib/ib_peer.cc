@@ -228,16 +228,18 @@ void Transport::sendData(Peer* p, NetRequest* r) {
 
 void Transport::pump(Peer* p) {
   if (failed()) return;
-  // Late binding: a path takes chunks only while it can write them at once; the others wait
-  // in the sender's queue for whichever path frees a slot first (see mp::Sender::hold).
-  for (auto& path : p->paths) {
-    p->tx.hold(path->index, path->wire.size() >= path->canWrite());
+  if (p->tx.waiting()) {
+    // Late binding: a path takes chunks only while it can write them at once; the others wait
+    // in the sender's queue for whichever path frees a slot first (see mp::Sender::hold).
+    for (auto& path : p->paths) {
+      p->tx.hold(path->index, path->wire.size() >= path->canWrite());
+    }
+    p->tx.schedule(mp::nowNs(), [&](int k, mp::Chunk& c) {
+      Path* path = p->paths[k].get();
+      path->wire.push_back(&c);
+      if (path->wire.size() >= path->canWrite()) p->tx.hold(k, true);
+    });
   }
-  p->tx.schedule(mp::nowNs(), [&](int k, mp::Chunk& c) {
-    Path* path = p->paths[k].get();
-    path->wire.push_back(&c);
-    if (path->wire.size() >= path->canWrite()) p->tx.hold(k, true);
-  });
   for (auto& path : p->paths) {
     if (!path->wire.empty()) drainWire(p, path.get());
     if (failed()) return;
@@ -404,8 +406,14 @@ void Transport::onRecvCompletion(Peer* p, Path* path, const ibv_wc& wc) {
     return pathDown(p, path, fmt::format("a receive failed: {}", ibv_wc_status_str(wc.status)),
                     true);
   }
-  if (wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM || !postRecvs(path, 1)) {
-    return pathDown(p, path, "unexpected completion or receive queue error", true);
+  if (wc.opcode != IBV_WC_RECV_RDMA_WITH_IMM) {
+    return pathDown(p, path, "unexpected completion", true);
+  }
+  // The receives carry no buffer: they go back in batches (the queue has room for a batch
+  // beyond every write that can be in flight), one call per kRecvBatch writes.
+  if (++path->recvsOwed >= kRecvBatch) {
+    if (!postRecvs(path, path->recvsOwed)) return pathDown(p, path, "receive queue error", true);
+    path->recvsOwed = 0;
   }
   const uint32_t imm = ntohl(wc.imm_data);
   if (imm & kCreditImm) {

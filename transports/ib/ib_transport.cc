@@ -215,7 +215,7 @@ Status Transport::openDevices(const std::vector<PeerInfo>& peers) {
 Status Transport::createPath(Peer* p, Path* path) {
   Device* d = path->dev;
   path->sqDepth = 2 * slots_ + 16;
-  const size_t rqDepth = slots_ + 16;
+  const size_t rqDepth = slots_ + 16 + kRecvBatch;
   ibv_qp_init_attr ia{};
   ia.send_cq = d->cq;
   ia.recv_cq = d->cq;

@@ -70,6 +70,7 @@ constexpr uint32_t kCreditImm = 0x80000000u;
 constexpr uint32_t kSeqMask = 0x7fffffffu;
 constexpr size_t kMaxUnexpectedBytes = size_t{1} << 30;
 constexpr size_t kCopyBytes = 16384;  // sends up to this size are copied and complete at once
+constexpr size_t kRecvBatch = 8;      // receives posted again together
 constexpr size_t kMaxAbortText = 4096;
 
 // Side-channel (TCP) messages: one type byte, a 32-bit length, the payload. A dead path is
@@ -190,6 +191,7 @@ struct Path {
   uint64_t sendSeq = 0, peerConsumed = 0;
   // Receiving: the next slot expected, slots consumed, and the consumed count last returned.
   uint64_t recvSeq = 0, consumed = 0, returned = 0;
+  size_t recvsOwed = 0;  // receives taken and not yet posted again (see kRecvBatch)
   size_t sqDepth = 0;
   // Signaled work requests in post order (fid, 0 for a credit return): completions of one QP
   // come in that order.
