@@ -1,6 +1,8 @@
 // Transport microbenchmarks through the public API (BRAID_TRANSPORTS picks the transport), two real
 // processes on this machine: ping-pong round trip (one-way latency is half) and one-way streaming
-// bandwidth, per message size. The benchmark process is rank 0; it forks rank 1, which mirrors
+// bandwidth, per message size: one blocking send after the other, or (StreamWindow) kWindow
+// messages in flight at a time, each batch one group on both sides, as a verbs bandwidth test
+// keeps several writes posted. The benchmark process is rank 0; it forks rank 1, which mirrors
 // every benchmark run as told by a small control message (size, iterations, mode). Run:
 // build/benchmarks/transport_bench
 #include <benchmark/benchmark.h>
@@ -19,7 +21,8 @@
 namespace {
 
 braidComm_t gComm = nullptr;
-constexpr uint64_t kPingPong = 1, kStream = 2, kQuit = 3, kStreamRegistered = 4;
+constexpr uint64_t kPingPong = 1, kStream = 2, kQuit = 3, kStreamRegistered = 4, kStreamWindow = 5;
+constexpr size_t kWindow = 4;  // messages in flight in StreamWindow (registered buffers)
 
 void must(braidResult_t r, const char* what) {
   if (r != braidSuccess) {
@@ -40,11 +43,19 @@ void mirror() {
     uint64_t msg[3];
     must(braidRecv(msg, 3, braidUint64, 0, gComm, nullptr), "control recv");
     if (msg[0] == kQuit) return;
-    buf.resize(msg[1] + 1);
+    const bool window = msg[0] == kStreamWindow;
+    buf.resize(msg[1] * (window ? kWindow : 1) + 1);
     void* handle = nullptr;
-    if (msg[0] == kStreamRegistered)
+    if (msg[0] == kStreamRegistered || window)
       must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
-    for (uint64_t i = 0; i < msg[2]; ++i) {
+    for (uint64_t i = 0; window && i < msg[2]; ++i) {
+      must(braidGroupStart(), "group start");
+      for (size_t k = 0; k < kWindow; ++k) {
+        must(braidRecv(buf.data() + k * msg[1], msg[1], braidUint8, 0, gComm, nullptr), "recv");
+      }
+      must(braidGroupEnd(), "group end");
+    }
+    for (uint64_t i = 0; !window && i < msg[2]; ++i) {
       must(braidRecv(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "recv");
       if (msg[0] == kPingPong)
         must(braidSend(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "send");
@@ -87,6 +98,26 @@ void stream(benchmark::State& state, bool registered) {
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
 }
 
+// kWindow registered messages per iteration, sent (and received) as one group.
+void BM_StreamWindow(benchmark::State& state) {
+  const size_t bytes = static_cast<size_t>(state.range(0));
+  std::vector<char> buf(bytes * kWindow + 1, 1);
+  void* handle = nullptr;
+  must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
+  control(kStreamWindow, bytes, state.max_iterations);
+  for (auto _ : state) {
+    must(braidGroupStart(), "group start");
+    for (size_t k = 0; k < kWindow; ++k) {
+      must(braidSend(buf.data() + k * bytes, bytes, braidUint8, 1, gComm, nullptr), "send");
+    }
+    must(braidGroupEnd(), "group end");
+  }
+  must(braidRecv(buf.data(), 1, braidUint8, 1, gComm, nullptr), "ack");
+  must(braidCommDeregister(gComm, handle), "deregister");
+  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
+                          static_cast<int64_t>(bytes * kWindow));
+}
+
 void BM_Stream(benchmark::State& state) { stream(state, false); }
 // Both buffers registered (braidCommRegister): zero-copy where the transport can (ib).
 void BM_StreamRegistered(benchmark::State& state) { stream(state, true); }
@@ -94,6 +125,7 @@ void BM_StreamRegistered(benchmark::State& state) { stream(state, true); }
 BENCHMARK(BM_PingPong)->Arg(8)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime();
 BENCHMARK(BM_Stream)->Arg(1 << 10)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_StreamRegistered)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+BENCHMARK(BM_StreamWindow)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 
 }  // namespace
 
