@@ -144,7 +144,7 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
   return Status::ok();
 }
 
-braidResult_t issue(Call c) {
+braidResult_t issue(Call&& c) {
   std::shared_ptr<Comm> comm;
   if (braidResult_t r = report(lookupComm(c.comm, &comm)); r != braidSuccess) return r;
   return guard(comm, [&]() -> Status {

@@ -45,8 +45,8 @@ Comm::Comm(int rank, int nranks, const Config& cfg, const Secret& secret)
     : rank_(rank), nranks_(nranks), cfg_(cfg), secret_(secret) {
   auto tag = derive(secret, "braid comm tag");
   std::memcpy(&commTag_, tag.data(), sizeof commTag_);
-  sendSeq_.assign(nranks, 0);
-  recvSeq_.assign(nranks, 0);
+  sendSeq_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(nranks));
+  recvSeq_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(nranks));
 }
 
 Comm::~Comm() { shutdown(); }
@@ -155,14 +155,14 @@ uint64_t Comm::nextCollectiveTagBase() {
 }
 
 uint64_t Comm::nextSendTagBase(int peer) {
-  std::lock_guard<std::mutex> lock(mu_);
-  uint64_t seq = sendSeq_[peer]++ & ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  uint64_t seq = sendSeq_[peer].fetch_add(1, std::memory_order_relaxed) &
+                 ((uint64_t{1} << (63 - kSlotBits)) - 1);
   return kP2pBit | (seq << kSlotBits);
 }
 
 uint64_t Comm::nextRecvTagBase(int peer) {
-  std::lock_guard<std::mutex> lock(mu_);
-  uint64_t seq = recvSeq_[peer]++ & ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  uint64_t seq = recvSeq_[peer].fetch_add(1, std::memory_order_relaxed) &
+                 ((uint64_t{1} << (63 - kSlotBits)) - 1);
   return kP2pBit | (seq << kSlotBits);
 }
 
@@ -292,8 +292,8 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
   // Re-seat the child with its real rank and size (the transport listener is kept).
   child->rank_ = newRank;
   child->nranks_ = static_cast<int>(members.size());
-  child->sendSeq_.assign(members.size(), 0);
-  child->recvSeq_.assign(members.size(), 0);
+  child->sendSeq_ = std::make_unique<std::atomic<uint64_t>[]>(members.size());
+  child->recvSeq_ = std::make_unique<std::atomic<uint64_t>[]>(members.size());
   BRAID_TRY(child->transport_->setRankInfo(newRank, child->nranks_));
   BRAID_TRY(child->connect(table, deadlineIn(cfg_.timeoutMs)));
   *out = std::move(child);

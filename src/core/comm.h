@@ -97,7 +97,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
   std::atomic<uint64_t> collSeq_{0};
   std::mutex mu_;
-  std::vector<uint64_t> sendSeq_, recvSeq_;
+  // Per-peer point-to-point sequence numbers (atomic: callers on several threads).
+  std::unique_ptr<std::atomic<uint64_t>[]> sendSeq_, recvSeq_;
   Status asyncError_;
   std::atomic<bool> failed_{false};
   std::unique_ptr<FastBoxes> fast_;
