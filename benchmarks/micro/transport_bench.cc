@@ -43,20 +43,17 @@ void mirror() {
     uint64_t msg[3];
     must(braidRecv(msg, 3, braidUint64, 0, gComm, nullptr), "control recv");
     if (msg[0] == kQuit) return;
-    const bool window = msg[0] == kStreamWindow;
-    buf.resize(msg[1] * (window ? kWindow : 1) + 1);
+    const size_t w = msg[0] == kStreamWindow ? kWindow : 1;  // messages per iteration
+    buf.resize(msg[1] * w + 1);
     void* handle = nullptr;
-    if (msg[0] == kStreamRegistered || window)
+    if (msg[0] == kStreamRegistered || msg[0] == kStreamWindow)
       must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
-    for (uint64_t i = 0; window && i < msg[2]; ++i) {
-      must(braidGroupStart(), "group start");
-      for (size_t k = 0; k < kWindow; ++k) {
+    for (uint64_t i = 0; i < msg[2]; ++i) {
+      if (w > 1) must(braidGroupStart(), "group start");
+      for (size_t k = 0; k < w; ++k) {
         must(braidRecv(buf.data() + k * msg[1], msg[1], braidUint8, 0, gComm, nullptr), "recv");
       }
-      must(braidGroupEnd(), "group end");
-    }
-    for (uint64_t i = 0; !window && i < msg[2]; ++i) {
-      must(braidRecv(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "recv");
+      if (w > 1) must(braidGroupEnd(), "group end");
       if (msg[0] == kPingPong)
         must(braidSend(buf.data(), msg[1], braidUint8, 0, gComm, nullptr), "send");
     }
@@ -86,41 +83,32 @@ void BM_PingPong(benchmark::State& state) {
   }
 }
 
-void stream(benchmark::State& state, bool registered) {
+// mode kStream, kStreamRegistered or kStreamWindow (kWindow registered messages per iteration,
+// sent and received as one group); the others send one message at a time, blocking.
+void stream(benchmark::State& state, uint64_t mode) {
   const size_t bytes = static_cast<size_t>(state.range(0));
-  std::vector<char> buf(bytes + 1, 1);
+  const size_t w = mode == kStreamWindow ? kWindow : 1;
+  std::vector<char> buf(bytes * w + 1, 1);
   void* handle = nullptr;
-  if (registered) must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
-  control(registered ? kStreamRegistered : kStream, bytes, state.max_iterations);
-  for (auto _ : state) must(braidSend(buf.data(), bytes, braidUint8, 1, gComm, nullptr), "send");
-  must(braidRecv(buf.data(), 1, braidUint8, 1, gComm, nullptr), "ack");
-  must(braidCommDeregister(gComm, handle), "deregister");
-  state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) * static_cast<int64_t>(bytes));
-}
-
-// kWindow registered messages per iteration, sent (and received) as one group.
-void BM_StreamWindow(benchmark::State& state) {
-  const size_t bytes = static_cast<size_t>(state.range(0));
-  std::vector<char> buf(bytes * kWindow + 1, 1);
-  void* handle = nullptr;
-  must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
-  control(kStreamWindow, bytes, state.max_iterations);
+  if (mode != kStream) must(braidCommRegister(gComm, buf.data(), buf.size(), &handle), "register");
+  control(mode, bytes, state.max_iterations);
   for (auto _ : state) {
-    must(braidGroupStart(), "group start");
-    for (size_t k = 0; k < kWindow; ++k) {
+    if (w > 1) must(braidGroupStart(), "group start");
+    for (size_t k = 0; k < w; ++k) {
       must(braidSend(buf.data() + k * bytes, bytes, braidUint8, 1, gComm, nullptr), "send");
     }
-    must(braidGroupEnd(), "group end");
+    if (w > 1) must(braidGroupEnd(), "group end");
   }
   must(braidRecv(buf.data(), 1, braidUint8, 1, gComm, nullptr), "ack");
   must(braidCommDeregister(gComm, handle), "deregister");
   state.SetBytesProcessed(static_cast<int64_t>(state.iterations()) *
-                          static_cast<int64_t>(bytes * kWindow));
+                          static_cast<int64_t>(bytes * w));
 }
 
-void BM_Stream(benchmark::State& state) { stream(state, false); }
+void BM_Stream(benchmark::State& state) { stream(state, kStream); }
 // Both buffers registered (braidCommRegister): zero-copy where the transport can (ib).
-void BM_StreamRegistered(benchmark::State& state) { stream(state, true); }
+void BM_StreamRegistered(benchmark::State& state) { stream(state, kStreamRegistered); }
+void BM_StreamWindow(benchmark::State& state) { stream(state, kStreamWindow); }
 
 BENCHMARK(BM_PingPong)->Arg(8)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime();
 BENCHMARK(BM_Stream)->Arg(1 << 10)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
