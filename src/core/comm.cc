@@ -149,20 +149,21 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   return Status::ok();
 }
 
+// A tag's sequence field: bits kSlotBits..62 (bit 63 marks point-to-point).
+constexpr uint64_t kTagSeqMask = (uint64_t{1} << (63 - kSlotBits)) - 1;
+
 uint64_t Comm::nextCollectiveTagBase() {
-  uint64_t seq = collSeq_.fetch_add(1) & ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  uint64_t seq = collSeq_.fetch_add(1) & kTagSeqMask;
   return seq << kSlotBits;
 }
 
 uint64_t Comm::nextSendTagBase(int peer) {
-  uint64_t seq = sendSeq_[peer].fetch_add(1, std::memory_order_relaxed) &
-                 ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  uint64_t seq = sendSeq_[peer].fetch_add(1, std::memory_order_relaxed) & kTagSeqMask;
   return kP2pBit | (seq << kSlotBits);
 }
 
 uint64_t Comm::nextRecvTagBase(int peer) {
-  uint64_t seq = recvSeq_[peer].fetch_add(1, std::memory_order_relaxed) &
-                 ((uint64_t{1} << (63 - kSlotBits)) - 1);
+  uint64_t seq = recvSeq_[peer].fetch_add(1, std::memory_order_relaxed) & kTagSeqMask;
   return kP2pBit | (seq << kSlotBits);
 }
 
