@@ -48,20 +48,20 @@ void RehashPolicy::sample(int64_t nowNs, const std::vector<uint64_t>& bytes,
 void RehashPolicy::closeWindow(int64_t nowNs, std::vector<int>* out) {
   // The best rate of each group among its flows that had data waiting the whole window (the
   // network, not the sender, set their pace).
-  std::vector<double>& best = best_;
-  std::fill(best.begin(), best.end(), 0.0);
+  std::fill(best_.begin(), best_.end(), 0.0);
   std::vector<int> members(groups_, 0);
   for (const Flow& f : flows_) {
     if (!f.usable) continue;
     ++members[f.group];
-    if (f.backlogged && f.rate > best[f.group]) best[f.group] = f.rate;
+    if (f.backlogged && f.rate > best_[f.group]) best_[f.group] = f.rate;
   }
   std::vector<int> worst(groups_, -1);
   for (size_t k = 0; k < flows_.size(); ++k) {
     Flow& f = flows_[k];
     const int g = f.group;
-    const bool lagging = f.usable && f.backlogged && f.rate >= 0 && members[g] > 1 && best[g] > 0 &&
-                         f.rate < opt_.lagShare * best[g] && nowNs >= groupQuietUntilNs_[g];
+    const bool lagging = f.usable && f.backlogged && f.rate >= 0 && members[g] > 1 &&
+                         best_[g] > 0 && f.rate < opt_.lagShare * best_[g] &&
+                         nowNs >= groupQuietUntilNs_[g];
     f.lagging = lagging ? f.lagging + 1 : 0;
     if (f.lagging < opt_.windows) continue;
     if (worst[g] < 0 || f.rate < flows_[worst[g]].rate) worst[g] = static_cast<int>(k);
