@@ -174,6 +174,19 @@ braidResult_t issue(Call&& c) {
       comm->nextCollectiveTagBase();
       return Status::ok();
     }
+    const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
+    if (p2p && !stream && !groupOpen() && c.a.root != comm->rank()) {
+      // A blocking send or receive: the one step of collectives/p2p.cc (slot 0), run here.
+      const bool send = c.a.kind == CollKind::kSend;
+      const uint64_t tagBase =
+          send ? comm->nextSendTagBase(c.a.root) : comm->nextRecvTagBase(c.a.root);
+      comm->enter();
+      Status s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
+                            send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
+      comm->leave();
+      if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());  // guard() records it as last error
+      return s;
+    }
     if (c.a.kind == CollKind::kAllToAll) {
       // All-to-all is all-to-all(v) with uniform blocks.
       const size_t n = static_cast<size_t>(comm->nranks());
@@ -195,17 +208,6 @@ braidResult_t issue(Call&& c) {
     uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
                        : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
                                                      : comm->nextCollectiveTagBase();
-    const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
-    if (p2p && !stream && !groupOpen() && c.a.root != comm->rank()) {
-      // A blocking send or receive: the one step of collectives/p2p.cc (slot 0), run here.
-      const bool send = c.a.kind == CollKind::kSend;
-      comm->enter();
-      Status s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
-                            send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
-      comm->leave();
-      if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());  // guard() records it as last error
-      return s;
-    }
     auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);
     BRAID_TRY(buildCollective(c.a, sched.get()));
     Task t;

@@ -38,6 +38,10 @@ Status waitTimedOut(const std::string& name, int64_t timeoutMs, const std::strin
                                   pending, t.healthNote()));
 }
 
+class Waiter;
+// The waiter whose thread is polling its single progress loop right now (Waiter::drive).
+thread_local const Waiter* tlsDriving = nullptr;
+
 // Waits on one thread for the completions of the network requests it posted: drives the
 // communicators' progress loops itself while the network moves (BRAID_SPIN_US), then sleeps
 // until a completion wakes it. `poll` is more work to look at on every pass (poll steps):
@@ -45,6 +49,15 @@ Status waitTimedOut(const std::string& name, int64_t timeoutMs, const std::strin
 class Waiter : public CompletionSink {
  public:
   void onComplete(NetRequest* r) override {
+    if (tlsDriving == this) {
+      // Completed inside this waiter's own pollOnce, on its own thread, holding its only loop:
+      // every other completion of its requests also holds that loop (they run in the loop's
+      // handlers or posted work), and this thread is not in take() or asleep: no lock, no
+      // wake-up.
+      done_.push_back(r);
+      hasDone_.store(true, std::memory_order_release);
+      return;
+    }
     std::lock_guard<std::mutex> lock(mu_);
     done_.push_back(r);
     hasDone_.store(true, std::memory_order_release);
@@ -80,11 +93,22 @@ class Waiter : public CompletionSink {
   template <typename Poll>
   bool drive(Deadline deadline, Poll&& poll) {
     setDriving(true, false);
-    auto lastMove = Clock::now();
-    bool stamp = false;  // progress since the clock was last read
+    // The spin starts at the first clock read (a few passes in): an operation that completes
+    // at once reads no clock.
+    Clock::time_point lastMove;
+    bool stamp = true;  // progress since the clock was last read
+    const bool alone = loops_.size() == 1;
     for (unsigned idle = 0;; ++idle) {
       bool moved = false;
-      for (Reactor* l : loops_) moved = l->pollOnce() || moved;
+      if (alone) {
+        struct Mark {
+          explicit Mark(const Waiter* w) { tlsDriving = w; }
+          ~Mark() { tlsDriving = nullptr; }
+        } mark(this);
+        moved = loops_[0]->pollOnce();
+      } else {
+        for (Reactor* l : loops_) moved = l->pollOnce() || moved;
+      }
       if (hasDone_.load(std::memory_order_acquire)) return true;
       if (poll()) return true;
       if (moved) {
@@ -422,21 +446,23 @@ Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t ta
   q.sink = &d->w;
   Transport* t = comm->transport();
   t->post(&q);
-  const int64_t timeoutMs = comm->config().timeoutMs;
-  const Deadline deadline = deadlineIn(timeoutMs);
-  auto noPoll = [] { return false; };
-  Status timedOut;
-  auto onTimeout = [&] {
-    timedOut = waitTimedOut(name, timeoutMs, describe(q, *t), *t);
-    t->abort(timedOut);
-  };
   std::vector<NetRequest*>& batch = d->batch;
   // A small send the transport copied completes while it is posted: nothing to wait for, and
   // no pass over the network either (the receive that follows drives it; a ping-pong's reply
   // is then placed straight into the posted buffer instead of the unexpected store).
   if (d->w.hasDone()) d->w.take(&batch);
-  while (batch.empty()) {
-    if (!d->w.waitSome(deadline, false, noPoll, onTimeout, &batch)) return timedOut;  // leaked
+  Status timedOut;
+  if (batch.empty()) {
+    const int64_t timeoutMs = comm->config().timeoutMs;
+    const Deadline deadline = deadlineIn(timeoutMs);
+    auto noPoll = [] { return false; };
+    auto onTimeout = [&] {
+      timedOut = waitTimedOut(name, timeoutMs, describe(q, *t), *t);
+      t->abort(timedOut);
+    };
+    while (batch.empty()) {
+      if (!d->w.waitSome(deadline, false, noPoll, onTimeout, &batch)) return timedOut;  // leaked
+    }
   }
   d->w.setDriving(false, false);
   Status s = timedOut.isOk() ? std::move(q.status) : timedOut;

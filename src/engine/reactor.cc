@@ -94,13 +94,17 @@ void Reactor::post(std::function<void()> fn) {
   if (wasEmpty && drivers_.load() == 0) wakeLoopThread();
 }
 
-void Reactor::runOrPost(std::function<void()> fn) {
-  if (tlsHeld == this) return fn();
+bool Reactor::runNow(void (*call)(void*), void* arg) {
+  if (tlsHeld == this) {
+    call(arg);
+    return true;
+  }
   std::unique_lock<std::mutex> loop(loopMu_, std::try_to_lock);
-  if (!loop.owns_lock()) return post(std::move(fn));
+  if (!loop.owns_lock()) return false;
   Hold hold(this);
   if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
-  fn();
+  call(arg);
+  return true;
 }
 
 void Reactor::waitUntil(Deadline deadline, const std::function<bool()>& done) {

@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "src/bootstrap/socket_util.h"
@@ -54,8 +55,14 @@ class Reactor {
   // Any thread: fn runs while holding the loop, in post order.
   void post(std::function<void()> fn);
   // Any thread: runs fn now on this thread when the loop is free (after earlier posted work),
-  // else posts it.
-  void runOrPost(std::function<void()> fn);
+  // else posts it. A template, so that the common case (the loop is free) builds no
+  // std::function: a small send is posted this way on every call.
+  template <typename Fn>
+  void runOrPost(Fn&& fn) {
+    if (!runNow([](void* f) { (*static_cast<std::remove_reference_t<Fn>*>(f))(); }, &fn)) {
+      post(std::function<void()>(std::forward<Fn>(fn)));
+    }
+  }
   bool running() const { return thread_.joinable(); }
   // Any thread but the loop's: evaluates done() in the loop every few milliseconds until it is
   // true or the deadline passes (e.g. until queued goodbyes are written).
@@ -78,6 +85,9 @@ class Reactor {
 
  private:
   void run();
+  // Runs call(arg) now, holding the loop, when this thread holds it already or it is free
+  // (after earlier posted work); false when another thread holds it.
+  bool runNow(void (*call)(void*), void* arg);
   bool parked() const;
   // With loopMu_ held.
   void dispatch(const epoll_event* events, int n);
