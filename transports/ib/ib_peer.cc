@@ -124,7 +124,8 @@ void Transport::postInLoop(NetRequest* r) {
   if (p == nullptr) {
     return complete(r, internalError(fmt::format("ib: rank {} is not served by ib", r->peer)));
   }
-  bool arrived = r->kind == NetRequest::Kind::kRecv && p->unexpected.count(r->tag) != 0;
+  bool arrived = r->kind == NetRequest::Kind::kRecv && !p->unexpected.empty() &&
+                 p->unexpected.count(r->tag) != 0;
   if ((p->byeSeen || p->closed) && !arrived) {
     return complete(r, remoteError(fmt::format("{} has left (its communicator was destroyed)",
                                                peerName(p->rank))));
@@ -145,7 +146,7 @@ void Transport::postInLoop(NetRequest* r) {
     }
     return sendData(p, r);
   }
-  auto u = p->unexpected.find(r->tag);
+  auto u = arrived ? p->unexpected.find(r->tag) : p->unexpected.end();
   if (u != p->unexpected.end()) {
     if (u->second.data.size() != r->bytes) {
       fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, u->second.data.size(), false));
@@ -186,15 +187,17 @@ void Transport::sendData(Peer* p, NetRequest* r) {
   size_t live = 0;
   for (auto& path : p->paths) live += path->dead ? 0 : 1;
   const size_t P = std::max<size_t>(1, live);
-  const bool copy = r->bytes <= kCopyBytes;
   // Zero-copy when the receiver sent its registered buffer and this one is registered too.
   bool zc = false;
-  if (auto z = p->zcRtrs.find(r->tag); z != p->zcRtrs.end()) {
+  if (auto z = p->zcRtrs.empty() ? p->zcRtrs.end() : p->zcRtrs.find(r->tag); z != p->zcRtrs.end()) {
     std::vector<uint32_t> rkeys;
     zc = findKeys(r->buf, r->bytes, &z->second.lkeys, &rkeys);
     if (zc) p->zcSends[r->tag] = std::move(z->second);
     p->zcRtrs.erase(z);
   }
+  // Small messages are copied and complete at once (not when a zero-copy send was set up: with
+  // BRAID_EAGER_BYTES below kCopyBytes a registered one may be).
+  const bool copy = r->bytes <= kCopyBytes && !zc;
   // Chunks small enough to spread the message over every path; a copied chunk fits a slot, a
   // zero-copy one (only its header takes a slot) may reach BRAID_PATH_CHUNK_BYTES.
   const size_t most =
@@ -220,7 +223,20 @@ void Transport::sendData(Peer* p, NetRequest* r) {
       c.payload = static_cast<const char*>(r->buf) + c.offset;
       c.req = r;
     }
-    p->tx.add(std::move(c));
+    mp::Chunk* added = p->tx.add(std::move(c));
+    if (nchunks == 1 && copy && p->paths.size() == 1) {
+      // A small message to a single-path peer: straight to the wire when the path can take
+      // it now (what pump() would do, without its passes over paths and queue).
+      complete(r, Status::ok());
+      Path* path = p->paths[0].get();
+      if (failed()) return;
+      if (!path->dead && !path->frozen && path->wire.empty() && path->canWrite() > 0 &&
+          p->tx.sendAlone(added, mp::nowNs())) {
+        path->wire.push_back(added);
+        return drainWire(p, path);
+      }
+      return pump(p);
+    }
   }
   if (copy) complete(r, Status::ok());
   pump(p);

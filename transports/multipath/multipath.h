@@ -116,6 +116,22 @@ class Sender {
       emit(p, *c);
     }
   }
+  // A sender with one path and `c` (just added) as its only queued chunk: c goes out on that
+  // path now if schedule() would send it there (the path takes chunks and has window left);
+  // true when it did. What schedule() does for one chunk, without its passes over the queue
+  // and the paths: a small message on a single-path peer takes this way on every call.
+  bool sendAlone(Chunk* c, int64_t nowNs) {
+    if (paths_.size() != 1 || !requeued_.empty() || fresh_ != c->fid || nextFid_ != c->fid + 1 ||
+        pick(c->len, nowNs) != 0) {
+      return false;
+    }
+    ++fresh_;
+    c->path = 0;
+    c->sentNs = nowNs;
+    ++c->sends;
+    charge(0, c->len, nowNs);
+    return true;
+  }
   // Acknowledgements (every fid below `below`, and the ranges) that arrived on `path`;
   // done(chunk) runs for each chunk acknowledged now, before it is freed.
   template <typename Done>
