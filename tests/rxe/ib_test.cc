@@ -164,6 +164,41 @@ TEST(Ib, RegisteredBuffersMoveWithoutCopiesAndMixWithUnregisteredOnes) {
       ibRanks(1, {{"BRAID_IB_QPS_PER_PEER", "2"}}));
 }
 
+// With BRAID_EAGER_BYTES below the copy size (16 KiB), a registered message between the two
+// goes by zero copy: it must complete once, when written, not also at once like a copied one
+// (a group's run then counted it twice and ended with its receive still in flight).
+TEST(Ib, AZeroCopyMessageBelowTheCopySizeCompletesOnce) {
+  REQUIRE_RXE();
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        const size_t bytes = 10000;
+        std::vector<uint8_t> out(bytes), in(bytes);
+        void *hOut = nullptr, *hIn = nullptr;
+        BRAID_ASSERT_OK(braidCommRegister(comm, out.data(), bytes, &hOut), comm);
+        BRAID_ASSERT_OK(braidCommRegister(comm, in.data(), bytes, &hIn), comm);
+        for (int i = 0; i < 200; ++i) {
+          for (size_t k = 0; k < bytes; ++k) out[k] = static_cast<uint8_t>(k * 7 + i + r);
+          std::fill(in.begin(), in.end(), 0);
+          BRAID_ASSERT_OK(braidGroupStart(), comm);
+          BRAID_ASSERT_OK(braidSend(out.data(), bytes, braidUint8, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidRecv(in.data(), bytes, braidUint8, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidGroupEnd(), comm);
+          std::fill(out.begin(), out.end(), 0xff);  // the send is done: its buffer is free
+          size_t bad = 0;
+          for (size_t k = 0; k < bytes; ++k)
+            bad += in[k] != static_cast<uint8_t>(k * 7 + i + (1 - r));
+          ASSERT_EQ(bad, 0u) << "exchange " << i;
+        }
+        BRAID_ASSERT_OK(braidCommDeregister(comm, hOut), comm);
+        BRAID_ASSERT_OK(braidCommDeregister(comm, hIn), comm);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      ibRanks(1, {{"BRAID_EAGER_BYTES", "4096"}}));
+}
+
 TEST(Ib, AQueuePairPutInErrorMidAllreduceIsReplacedByTheOther) {
   REQUIRE_RXE();
   runRanks(
