@@ -161,7 +161,7 @@ void Transport::postInLoop(NetRequest* r) {
     u->second.waiting = r;
     return;
   }
-  p->postedRecvs[r->tag] = r;
+  p->addPostedRecv(r);
   if (r->bytes > eager) {
     mp::Chunk c;
     c.type = static_cast<uint8_t>(FrameType::kRtr);
@@ -494,7 +494,7 @@ void Transport::onChunk(Peer* p, Path* path, const FrameHeader& h, const char* p
     NetRequest* r = it->second;
     r->progress += h.len;
     if (r->progress == r->bytes) {
-      p->postedRecvs.erase(it);
+      p->takePostedRecv(it);
       complete(r, Status::ok());
     }
     return;
@@ -515,7 +515,7 @@ void Transport::onData(Peer* p, const FrameHeader& h, const char* payload) {
     if (h.len > 0) std::memcpy(static_cast<char*>(r->buf) + h.offset, payload, h.len);
     r->progress += h.len;
     if (r->progress == r->bytes) {
-      p->postedRecvs.erase(it);
+      p->takePostedRecv(it);
       complete(r, Status::ok());
     }
     return;

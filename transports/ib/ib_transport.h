@@ -240,6 +240,25 @@ struct Peer : public Reactor::Handler {
   mp::Sender tx;
   mp::Receiver rx;
   std::unordered_map<uint64_t, NetRequest*> postedRecvs;
+  // The node of the last receive taken, reused by the next one posted: a blocking receive
+  // costs no allocation.
+  std::unordered_map<uint64_t, NetRequest*>::node_type spareRecvNode;
+  void addPostedRecv(NetRequest* r) {
+    if (spareRecvNode.empty()) {
+      postedRecvs[r->tag] = r;
+      return;
+    }
+    spareRecvNode.key() = r->tag;
+    spareRecvNode.mapped() = r;
+    auto res = postedRecvs.insert(std::move(spareRecvNode));
+    if (!res.inserted) {
+      res.position->second = r;
+      spareRecvNode = std::move(res.node);
+    }
+  }
+  void takePostedRecv(std::unordered_map<uint64_t, NetRequest*>::iterator it) {
+    spareRecvNode = postedRecvs.extract(it);
+  }
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
