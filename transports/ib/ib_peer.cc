@@ -206,6 +206,7 @@ void Transport::sendData(Peer* p, NetRequest* r) {
       std::clamp((r->bytes + 2 * P - 1) / (2 * P), std::min<size_t>(64 << 10, most), most);
   const size_t nchunks = r->bytes == 0 ? 1 : (r->bytes + chunk - 1) / chunk;
   r->fragmentsLeft = nchunks;
+  mp::Chunk* last = nullptr;
   for (size_t i = 0; i < nchunks; ++i) {
     mp::Chunk c;
     c.type = static_cast<uint8_t>(FrameType::kData);
@@ -223,22 +224,19 @@ void Transport::sendData(Peer* p, NetRequest* r) {
       c.payload = static_cast<const char*>(r->buf) + c.offset;
       c.req = r;
     }
-    mp::Chunk* added = p->tx.add(std::move(c));
-    if (nchunks == 1 && copy && p->paths.size() == 1) {
-      // A small message to a single-path peer: straight to the wire when the path can take
-      // it now (what pump() would do, without its passes over paths and queue).
-      complete(r, Status::ok());
-      Path* path = p->paths[0].get();
-      if (failed()) return;
-      if (!path->dead && !path->frozen && path->wire.empty() && path->canWrite() > 0 &&
-          p->tx.sendAlone(added, mp::nowNs())) {
-        path->wire.push_back(added);
-        return drainWire(p, path);
-      }
-      return pump(p);
-    }
+    last = p->tx.add(std::move(c));
   }
   if (copy) complete(r, Status::ok());
+  if (nchunks == 1 && copy && p->paths.size() == 1 && !failed()) {
+    // A small message to a single-path peer: straight to the wire when the path can take it
+    // now (what pump() would do, without its passes over paths and queue).
+    Path* path = p->paths[0].get();
+    if (!path->dead && !path->frozen && path->wire.empty() && path->canWrite() > 0 &&
+        p->tx.sendAlone(last, mp::nowNs())) {
+      path->wire.push_back(last);
+      return drainWire(p, path);
+    }
+  }
   pump(p);
 }
 
