@@ -4,14 +4,20 @@
 // Reductions combine the contributions in rank order, so every rank gets the same bits. One
 // box write and one read per pair replace log2(n) rounds of ring messages, and a blocking call
 // outside a group runs here directly: no schedule, no executor, no progress loop, no
-// allocation. Calls run one at a time per communicator, in call order (fastbox.h).
+// allocation. Calls run one at a time per communicator, in call order (fastbox.h). A larger
+// allreduce of two ranks is a fast-box call too: the boxes carry buffer addresses and the
+// ranks move the data themselves (allreduce_direct.h).
 #include <fmt/format.h>
 #include <sched.h>
+#include <signal.h>
 
+#include <cerrno>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "collectives/algorithms.h"
+#include "collectives/allreduce_direct.h"
 #include "src/core/comm.h"
 #include "src/core/log.h"
 #include "src/engine/reduce.h"
@@ -38,7 +44,13 @@ class FastOp final : public PollStep {
         seq_(seq),
         me_(comm->rank()),
         n_(comm->nranks()),
-        bytes_(a.count * dtypeSize(a.dt)) {}
+        bytes_(a.count * dtypeSize(a.dt)) {
+    const int peer = 1 - me_;
+    if (n_ == 2 && directAllReduceApplies(a, n_, fb_->links[peer], fb_->capacity)) {
+      direct_.emplace(a, comm, peer, seq, fb_->links[peer]);
+      directBox_ = direct_->mine();
+    }
+  }
 
   bool poll(Status* err) override;
   std::string waitingFor() const override;
@@ -55,7 +67,15 @@ class FastOp final : public PollStep {
   bool readsFrom(int p) const;
   // What this rank writes to p (boxBytes() bytes).
   const void* contents(int p) const;
-  size_t boxBytes() const { return a_.kind == CollKind::kBarrier ? 0 : bytes_; }
+  size_t boxBytes() const {
+    return direct_ ? sizeof(DirectBuffers) : a_.kind == CollKind::kBarrier ? 0 : bytes_;
+  }
+  // The direct allreduce's chunks (after the boxes were read): whether this rank's are done
+  // and the peer's too.
+  bool directWork(Status* err);
+  // After a failure with chunks under way: the peer must stop writing into this rank's
+  // buffer before the call returns (it stops at its next pass, or has died).
+  void directStop();
   Status check(int p, const FastBox& b) const;
   void complete();
   void reduceInRankOrder(void* dst, const char* own) const;
@@ -70,10 +90,13 @@ class FastOp final : public PollStep {
   uint32_t seq_;
   int me_, n_;
   size_t bytes_;
-  bool started_ = false;  // this rank's previous call has finished
-  bool posted_ = false;   // every box this call writes is written
-  int nextOut_ = 0;       // the first peer whose box has not been written yet
-  int next_ = 0;          // the first peer whose box has not been read yet
+  bool started_ = false;                   // this rank's previous call has finished
+  bool posted_ = false;                    // every box this call writes is written
+  int nextOut_ = 0;                        // the first peer whose box has not been written yet
+  int next_ = 0;                           // the first peer whose box has not been read yet
+  std::optional<DirectAllReduce> direct_;  // a direct allreduce (allreduce_direct.h)
+  DirectBuffers directBox_;                // what this rank's box carries then
+  bool directStarted_ = false;
 };
 
 bool FastOp::writesTo(int p) const {
@@ -102,6 +125,7 @@ const void* FastOp::contents(int p) const {
     case CollKind::kBarrier:
       return nullptr;
     default:
+      if (direct_) return &directBox_;
       return a_.send;
   }
 }
@@ -121,6 +145,7 @@ bool FastOp::post() {
     b->kind = static_cast<uint8_t>(a_.kind);
     b->dtype = dt;
     b->op = op;
+    b->direct = direct_ ? 1 : 0;
     b->root = root;
     fastBoxPublish(b, seq_);
   }
@@ -130,7 +155,21 @@ bool FastOp::post() {
 
 Status FastOp::check(int p, const FastBox& b) const {
   const size_t want = boxBytes();
+  if (direct_ && b.direct == 1 && b.bytes == want && b.kind == static_cast<uint8_t>(a_.kind)) {
+    DirectBuffers theirs;
+    std::memcpy(&theirs, b.data(), sizeof theirs);
+    if (theirs.bytes != bytes_ || b.dtype != a_.dt || b.op != a_.op) {
+      return invalidUsage(fmt::format(
+          "allreduce: {} made a different call: {} bytes of {} ({}), where this rank has {} "
+          "bytes of {} ({}) (every rank must make the same collective calls in the same order)",
+          comm_->transport()->peerName(p), theirs.bytes,
+          dtypeName(static_cast<braidDataType_t>(b.dtype)), opName(static_cast<braidRedOp_t>(b.op)),
+          bytes_, dtypeName(a_.dt), opName(a_.op)));
+    }
+    return Status::ok();
+  }
   const bool same = b.kind == static_cast<uint8_t>(a_.kind) && b.bytes == want &&
+                    b.direct == (direct_ ? 1 : 0) &&
                     (a_.kind == CollKind::kBarrier || b.dtype == a_.dt) &&
                     (!reduces(a_.kind) || b.op == a_.op) && (!rooted(a_.kind) || b.root == a_.root);
   if (same) return Status::ok();
@@ -143,11 +182,18 @@ Status FastOp::check(int p, const FastBox& b) const {
     if (rooted(k)) s += fmt::format(", root {}", root);
     return k != CollKind::kBarrier ? s + ")" : s;
   };
+  // What the peer's call moves (a direct allreduce's box holds its size, not its data).
+  uint64_t sent = b.bytes;
+  if (b.direct == 1 && b.bytes == sizeof(DirectBuffers)) {
+    DirectBuffers theirs;
+    std::memcpy(&theirs, b.data(), sizeof theirs);
+    sent = theirs.bytes;
+  }
   return invalidUsage(fmt::format(
       "{}: {} made a different call: it sent {} bytes for {}, where this rank expected {} bytes "
       "for {} (every rank must make the same collective calls in the same order)",
-      collName(a_.kind), comm_->transport()->peerName(p), b.bytes,
-      describe(b.kind, b.dtype, b.op, b.root), want,
+      collName(a_.kind), comm_->transport()->peerName(p), sent,
+      describe(b.kind, b.dtype, b.op, b.root), direct_ ? bytes_ : want,
       describe(static_cast<int>(a_.kind), a_.dt, a_.op, a_.root)));
 }
 
@@ -197,6 +243,7 @@ bool FastOp::fail(Status e, Status* err) {
     comm_->setAsyncError(e);
     comm_->transport()->abort(e);
   }
+  if (direct_ && posted_) directStop();
   fb_->finished.store(seq_, std::memory_order_release);
   *err = std::move(e);
   return true;
@@ -216,9 +263,19 @@ bool FastOp::poll(Status* err) {
       return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
     }
     if (Status e = check(next_, *b); !e.isOk()) return fail(std::move(e), err);
+    if (direct_ && !directStarted_) {
+      DirectBuffers theirs;
+      std::memcpy(&theirs, b->data(), sizeof theirs);
+      direct_->start(theirs);
+      directStarted_ = true;
+    }
     fb_->seen[next_] = seq_;
   }
-  complete();
+  if (direct_) {
+    if (!directWork(err)) return !err->isOk();
+  } else {
+    complete();
+  }
   for (int p = 0; p < n_; ++p) {
     if (p != me_) fb_->links[p].doneOut->store(seq_, std::memory_order_release);
   }
@@ -226,11 +283,44 @@ bool FastOp::poll(Status* err) {
   return true;
 }
 
+bool FastOp::directWork(Status* err) {
+  Status e;
+  const bool mineDone = direct_->work(&e);
+  if (e.isOk() && comm_->hasAsyncError()) e = comm_->asyncError();
+  if (e.isOk() && direct_->peerStopped()) {
+    e = remoteError(fmt::format(
+        "allreduce: {} failed during the direct allreduce (call {}): this rank's result is "
+        "incomplete",
+        comm_->transport()->peerName(1 - me_), seq_));
+  }
+  if (!e.isOk()) {
+    fail(std::move(e), err);
+    return false;
+  }
+  return mineDone && direct_->peerFinished();
+}
+
+void FastOp::directStop() {
+  if (!direct_->stop()) return;
+  // The peer stops at its next pass (a few chunks) once it hears of the failure, or has died;
+  // a peer that stays silent (stopped, hung) is given up on after a while.
+  const int pid = fb_->links[1 - me_].peerPid;
+  const auto until = Clock::now() + std::chrono::seconds(5);
+  while (!direct_->peerFinished() && !direct_->peerStopped() && Clock::now() < until) {
+    if (::kill(pid, 0) != 0 && errno == ESRCH) return;
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
+}
+
 std::string FastOp::waitingFor() const {
   if (!started_) return fmt::format("this rank's previous call (fast boxes, call {})", seq_ - 1);
   if (!posted_) {
     return fmt::format("{} to finish call {} (fast boxes: its box is still in use)",
                        comm_->transport()->peerName(nextOut_), seq_ - 2);
+  }
+  if (direct_ && next_ >= n_) {
+    return fmt::format("{} to finish its chunks of the direct allreduce (call {})",
+                       comm_->transport()->peerName(1 - me_), seq_);
   }
   return fmt::format("{} of {} (fast boxes, call {})", collName(a_.kind),
                      comm_->transport()->peerName(next_), seq_);
@@ -242,13 +332,20 @@ Status FastOp::run() {
   // Spin (yielding every time when ranks outnumber cores) for BRAID_SPIN_US, then sleep on
   // the box awaited in slices of 1 ms; give up at BRAID_TIMEOUT_MS.
   const Config& cfg = comm_->config();
-  const auto start = Clock::now();
+  auto start = Clock::now();
+  size_t chunks = 0;
   const auto spin = std::chrono::microseconds(cfg.spinUs);
   const auto timeout = std::chrono::milliseconds(cfg.timeoutMs);
   const bool yield = comm_->oversubscribed();
   for (unsigned i = 1;; ++i) {
     if (poll(&err)) return err;
     yield ? static_cast<void>(sched_yield()) : cpuRelax();
+    if (direct_ && direct_->chunksDone() != chunks) {
+      // Still copying: the spin and the timeout count from the last chunk.
+      chunks = direct_->chunksDone();
+      start = Clock::now();
+      continue;
+    }
     if ((i & (yield ? 7 : 127)) != 0) continue;
     const auto waited = Clock::now() - start;
     if (waited >= timeout) {
@@ -259,7 +356,7 @@ Status FastOp::run() {
       return t;
     }
     if (waited < spin) continue;
-    if (posted_) {
+    if (posted_ && next_ < n_) {
       fastBoxSleep(inBox(next_), seq_, std::chrono::microseconds(1000));
     } else {
       std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -281,8 +378,11 @@ uint32_t fastboxKinds(const Config& cfg) {
 
 bool fastboxApplies(const CollArgs& a, const Comm& comm) {
   const FastBoxes* fb = comm.fastBoxes();
-  return fb != nullptr && (fb->kinds & bit(a.kind)) != 0 &&
-         a.count * dtypeSize(a.dt) <= fb->capacity;
+  if (fb == nullptr || (fb->kinds & bit(a.kind)) == 0) return false;
+  if (a.count * dtypeSize(a.dt) <= fb->capacity) return true;
+  // Larger: the direct allreduce of two ranks (allreduce_direct.h), a fast-box call too.
+  return comm.nranks() == 2 &&
+         directAllReduceApplies(a, 2, fb->links[1 - comm.rank()], fb->capacity);
 }
 
 uint32_t fastboxNextCall(Comm& comm) { return comm.fastBoxes()->issued.fetch_add(1) + 1; }

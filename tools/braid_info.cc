@@ -14,6 +14,7 @@
 
 #include "braid/braid.h"
 #include "collectives/algorithms.h"
+#include "collectives/allreduce_direct.h"
 #include "collectives/cost_model.h"
 #include "src/core/config.h"
 #include "src/topology/machine.h"
@@ -322,6 +323,35 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
     j["candidates"].push_back(
         {{"algorithm", "fastbox"}, {"applies", applies}, {"predicted_us", nullptr}, {"why", why}});
     if (applies) j["chosen"] = "fastbox";
+    // Larger allreduces of two ranks: the direct one (collectives/allreduce_direct.h).
+    if (kind == CollKind::kAllReduce) {
+      std::string whyNot;
+      if (nm.names.size() != 1 || nm.nranks() != 2) {
+        whyNot = "needs exactly two ranks, on one node";
+      } else if (std::find(allowed.begin(), allowed.end(), "shm") == allowed.end()) {
+        whyNot = "needs shm in BRAID_TRANSPORTS";
+      } else if (cfg.shmCma == 0) {
+        whyNot = "BRAID_SHM_CMA=0";
+      } else if ((fastboxKinds(cfg) & (1u << static_cast<unsigned>(kind))) == 0) {
+        whyNot = "BRAID_ALGO forces another algorithm";
+      } else if (cfg.shmFastBytes < static_cast<int64_t>(sizeof(DirectBuffers))) {
+        whyNot = "needs the fast boxes (BRAID_SHM_FAST_BYTES)";
+      } else if (bytes < kDirectMinBytes || bytes <= static_cast<size_t>(cfg.shmFastBytes)) {
+        whyNot =
+            fmt::format("under {} bytes", std::max<size_t>(kDirectMinBytes, cfg.shmFastBytes + 1));
+      }
+      const bool direct = whyNot.empty();
+      if (direct) {
+        whyNot =
+            "each rank reduces chunks it claims, reading and writing the peer's buffers "
+            "(CMA, where the kernel lets the ranks: checked when they connect; not modeled)";
+      }
+      j["candidates"].push_back({{"algorithm", "direct"},
+                                 {"applies", direct},
+                                 {"predicted_us", nullptr},
+                                 {"why", whyNot}});
+      if (direct) j["chosen"] = "direct";
+    }
   }
   j["chunk_bytes"] = chunkBytes(cfg, nm);
   if (asJson) {

@@ -25,7 +25,8 @@ struct FastBox {
   std::atomic<uint32_t> seq;      // the call whose contents are here (the writer's)
   std::atomic<uint32_t> waiting;  // the reader sleeps on seq (set and cleared by the reader)
   uint32_t bytes;                 // contents' size
-  uint8_t kind, dtype, op, pad;   // the writer's call, to tell mismatched calls apart
+  uint8_t kind, dtype, op;        // the writer's call, to tell mismatched calls apart
+  uint8_t direct;                 // 1: the contents are a direct allreduce's buffers
   int32_t root;
   uint32_t reserved;
 
@@ -52,6 +53,18 @@ struct FastLink {
   FastBox* in[2] = {};                       // the peer writes
   std::atomic<uint32_t>* doneOut = nullptr;  // the last call this rank finished (it writes)
   std::atomic<uint32_t>* doneIn = nullptr;   // the last call the peer finished
+  // The direct allreduce of two ranks (collectives/allreduce_direct.cc): whether both ranks
+  // may read and write each other's memory (CMA), the peer's process, the chunk claims both
+  // sides take from (call number | next chunk from the front | end of the chunks from the
+  // back), the last call whose chunks each side finished, and the last call in which each
+  // side stopped short (a failure: it writes no more into the other's buffer).
+  bool direct = false;
+  int peerPid = 0;
+  std::atomic<uint64_t>* claim = nullptr;
+  std::atomic<uint32_t>* workedOut = nullptr;
+  std::atomic<uint32_t>* workedIn = nullptr;
+  std::atomic<uint32_t>* stoppedOut = nullptr;
+  std::atomic<uint32_t>* stoppedIn = nullptr;
 };
 
 // Publishes call `seq` (contents written before) and wakes a sleeping reader.

@@ -29,7 +29,8 @@ constexpr size_t kPage = 4096;
 
 size_t boxesOffset() { return (sizeof(SegmentLayout) + kLine - 1) & ~(kLine - 1); }
 size_t dataOffset(size_t fastBytes) {
-  size_t boxes = fastBytes == 0 ? 0 : 4 * fastBoxStride(fastBytes) + 2 * kLine;
+  // The boxes, a line per side (its done, worked and stopped words), a line for the claims.
+  size_t boxes = fastBytes == 0 ? 0 : 4 * fastBoxStride(fastBytes) + 3 * kLine;
   return (boxesOffset() + boxes + kPage - 1) & ~(kPage - 1);
 }
 
@@ -239,13 +240,20 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
       p->fast.out[j] = box(p->side, j);
       p->fast.in[j] = box(1 - p->side, j);
     }
-    // After the boxes, a line per side: the last call that side finished.
-    auto done = [&](int side) {
-      return reinterpret_cast<std::atomic<uint32_t>*>(p->map + boxesOffset() +
-                                                      4 * fastBoxStride(fastBytes) + side * kLine);
+    // After the boxes, a line per side: the last call that side finished, the last whose
+    // direct-allreduce chunks it finished, the last it stopped short; then the chunk claims.
+    char* lines = p->map + boxesOffset() + 4 * fastBoxStride(fastBytes);
+    auto word = [&](int side, size_t at) {
+      return reinterpret_cast<std::atomic<uint32_t>*>(lines + side * kLine + at);
     };
-    p->fast.doneOut = done(p->side);
-    p->fast.doneIn = done(1 - p->side);
+    p->fast.doneOut = word(p->side, 0);
+    p->fast.doneIn = word(1 - p->side, 0);
+    p->fast.workedOut = word(p->side, 4);
+    p->fast.workedIn = word(1 - p->side, 4);
+    p->fast.stoppedOut = word(p->side, 8);
+    p->fast.stoppedIn = word(1 - p->side, 8);
+    p->fast.claim = reinterpret_cast<std::atomic<uint64_t>*>(lines + 2 * kLine);
+    p->fast.peerPid = p->pid;
   }
   p->mine().base.store(reinterpret_cast<uint64_t>(p->map), std::memory_order_release);
   char ack = 'A';
@@ -255,7 +263,11 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
   }
   bool cma = ctx_.cfg->shmCma != 0 && probeCma(p->pid, p->theirs().base.load());
   p->mine().canReadPeer.store(cma ? 1 : 0, std::memory_order_release);
-  if (!creator) BRAID_TRY(writeFull(sock.get(), &ack, 1, deadline, who));
+  // Each side hears that the other stored its probe's result before it goes on: from then on
+  // both read the same two flags (the direct allreduce depends on both, and both ranks must
+  // make the same choice).
+  BRAID_TRY(writeFull(sock.get(), &ack, 1, deadline, who));
+  if (!creator) BRAID_TRY(readFull(sock.get(), &ack, 1, deadline, who));
   LOG_DEBUG(kShm, "shm: {} connected ({} KiB rings, {} copy for large messages)", who, p->cap >> 10,
             cma ? "single (CMA)" : "ring");
   p->sock = std::move(sock);
@@ -302,6 +314,10 @@ bool Transport::fastLink(int rank, FastLink* link, size_t* capacity) const {
       rank >= 0 && rank < static_cast<int>(peers_.size()) ? peers_[rank].get() : nullptr;
   if (p == nullptr || p->fast.out[0] == nullptr) return false;
   *link = p->fast;
+  // Settled on both sides before either finished connecting (setupPeer).
+  link->direct = cmaEnabled() &&
+                 p->seg->side[p->side].canReadPeer.load(std::memory_order_acquire) != 0 &&
+                 p->seg->side[1 - p->side].canReadPeer.load(std::memory_order_acquire) != 0;
   *capacity = p->seg->hdr.fastBytes;
   return true;
 }

@@ -81,7 +81,9 @@ struct alignas(kLine) SegmentHeader {
 };
 
 // Layout: header | side ctl ×2 | ring ctl ×2 | fast boxes ×4 (side s, parity j at 2s + j;
-// written by side s) | ring data ×2 (ring s is written by side s), rings page-aligned.
+// written by side s) | a line per side (its done, worked and stopped call numbers) | the
+// direct allreduce's claim line | ring data ×2 (ring s is written by side s), rings
+// page-aligned.
 struct SegmentLayout {
   SegmentHeader hdr;
   SideCtl side[2];

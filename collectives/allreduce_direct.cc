@@ -1,0 +1,184 @@
+// The direct allreduce of two ranks that share memory (allreduce_direct.h).
+#include "collectives/allreduce_direct.h"
+
+#include <fmt/format.h>
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "src/core/comm.h"
+#include "src/engine/reduce.h"
+
+namespace braid {
+namespace {
+
+// A chunk fits the core's cache next to its output: the peer's input is read into staging,
+// reduced with this rank's into the output, and the output written on while still cached.
+constexpr size_t kMaxChunk = 1 << 20;
+// Smaller messages are cut in about this many chunks (of at least kMinChunk), so that both
+// ranks get some. A CMA call costs a few microseconds whatever its size (kDirectMinBytes), so
+// chunks stay large.
+constexpr size_t kMinChunk = 128 << 10;
+constexpr size_t kSpreadChunks = 8;
+// The claim word: call number (24 bits) | next chunk from the front | end of the chunks not
+// yet claimed from the back (20 bits each).
+constexpr unsigned kIndexBits = 20;
+constexpr uint64_t kIndexMask = (uint64_t{1} << kIndexBits) - 1;
+constexpr uint64_t kCallMask = (uint64_t{1} << 24) - 1;
+// Chunks per work() call (each takes well under a millisecond).
+constexpr int kChunksPerPass = 8;
+
+uint64_t claimWord(uint64_t call, uint64_t front, uint64_t back) {
+  return (call & kCallMask) << (2 * kIndexBits) | front << kIndexBits | back;
+}
+
+// Copies len bytes between this process and the peer's (read: peer -> local). Either call may
+// copy less than asked (a page boundary the kernel stopped at): it goes on from there.
+bool cma(bool read, int pid, char* local, uint64_t remote, size_t len, int* err) {
+  while (len > 0) {
+    iovec l{local, len};
+    iovec r{reinterpret_cast<void*>(remote), len};
+    ssize_t n =
+        read ? process_vm_readv(pid, &l, 1, &r, 1, 0) : process_vm_writev(pid, &l, 1, &r, 1, 0);
+    if (n <= 0) {
+      *err = n < 0 ? errno : EFAULT;
+      return false;
+    }
+    local += n;
+    remote += static_cast<uint64_t>(n);
+    len -= static_cast<size_t>(n);
+  }
+  return true;
+}
+
+}  // namespace
+
+bool directAllReduceApplies(const CollArgs& a, int nranks, const FastLink& link, size_t capacity) {
+  return a.kind == CollKind::kAllReduce && nranks == 2 && link.direct && link.claim != nullptr &&
+         capacity >= sizeof(DirectBuffers) && a.count * dtypeSize(a.dt) > capacity &&
+         a.count * dtypeSize(a.dt) >= kDirectMinBytes;
+}
+
+DirectAllReduce::DirectAllReduce(const CollArgs& a, Comm* comm, int peer, uint32_t call,
+                                 const FastLink& link)
+    : a_(a),
+      comm_(comm),
+      me_(comm->rank()),
+      peer_(peer),
+      call_(call),
+      link_(link),
+      esz_(dtypeSize(a.dt)),
+      bytes_(a.count * esz_) {
+  // Whole elements per chunk, a multiple of the cache line where the element size allows, and
+  // few enough chunks for the claim word.
+  size_t chunk = std::clamp(bytes_ / kSpreadChunks, kMinChunk, kMaxChunk);
+  chunk = std::max(chunk, (bytes_ + kIndexMask - 1) / kIndexMask);
+  const size_t unit = 64 % esz_ == 0 ? 64 : esz_;
+  chunkBytes_ = (chunk + unit - 1) / unit * unit;
+  chunks_ = (bytes_ + chunkBytes_ - 1) / chunkBytes_;
+}
+
+DirectBuffers DirectAllReduce::mine() const {
+  return DirectBuffers{reinterpret_cast<uint64_t>(a_.send), reinterpret_cast<uint64_t>(a_.recv),
+                       bytes_};
+}
+
+bool DirectAllReduce::claim(size_t* chunk) {
+  const uint64_t call = call_ & kCallMask;
+  uint64_t w = link_.claim->load(std::memory_order_acquire);
+  for (;;) {
+    const uint64_t at = w >> (2 * kIndexBits);
+    if (at != call) {
+      // The word still holds an earlier call (the peer has not claimed in this one yet): this
+      // rank starts it. A later call cannot be there: the peer starts one only after this
+      // rank said it finished the chunks of the one before.
+      const uint64_t init = claimWord(call, 0, chunks_);
+      if (link_.claim->compare_exchange_weak(w, init, std::memory_order_seq_cst)) w = init;
+      continue;
+    }
+    const uint64_t front = (w >> kIndexBits) & kIndexMask, back = w & kIndexMask;
+    if (front >= back) return false;
+    const bool fromFront = me_ < peer_;
+    const uint64_t next =
+        fromFront ? claimWord(call, front + 1, back) : claimWord(call, front, back - 1);
+    if (link_.claim->compare_exchange_weak(w, next, std::memory_order_seq_cst)) {
+      *chunk = fromFront ? front : back - 1;
+      return true;
+    }
+  }
+}
+
+Status DirectAllReduce::copyChunk(size_t chunk) {
+  thread_local std::vector<char> staging;
+  if (staging.size() < chunkBytes_) staging.resize(std::max(chunkBytes_, kMaxChunk));
+  const size_t off = chunk * chunkBytes_, len = std::min(chunkBytes_, bytes_ - off);
+  char* tmp = staging.data();
+  int err = 0;
+  auto failed = [&](const char* what, const char* call) {
+    return systemError(
+        fmt::format("allreduce (direct): {} {} bytes at offset {} of {}'s buffer ({}): {}{}", what,
+                    len, off, comm_->transport()->peerName(peer_), call, std::strerror(err),
+                    err == ESRCH ? " (the process is gone)" : ""));
+  };
+  if (!cma(true, link_.peerPid, tmp, theirs_.send + off, len, &err)) {
+    return failed("reading", "process_vm_readv");
+  }
+  char* out = static_cast<char*>(a_.recv) + off;
+  const char* in = static_cast<const char*>(a_.send) + off;
+  const size_t count = len / esz_;
+  // Lower rank's contribution first, whichever rank reduces: both get the same bits.
+  if (me_ < peer_) {
+    reduceBuffers(out, in, tmp, count, a_.dt, a_.op);
+  } else {
+    reduceBuffers(out, tmp, in, count, a_.dt, a_.op);
+  }
+  if (a_.op == braidAvg) finishAvg(out, count, a_.dt, 2);
+  if (!cma(false, link_.peerPid, out, theirs_.recv + off, len, &err)) {
+    return failed("writing", "process_vm_writev");
+  }
+  return Status::ok();
+}
+
+bool DirectAllReduce::work(Status* err) {
+  if (finished_) return true;
+  for (int i = 0; i < kChunksPerPass; ++i) {
+    size_t chunk = 0;
+    if (!claim(&chunk)) {
+      finished_ = true;
+      link_.workedOut->store(call_, std::memory_order_release);
+      return true;
+    }
+    // Claimed, then looked: a peer that stopped before this claim is seen here (it stores,
+    // then looks at the claims; see stop()), and nothing is written into its buffer.
+    if (peerStopped()) {
+      stop();
+      return false;
+    }
+    if (Status s = copyChunk(chunk); !s.isOk()) {
+      *err = std::move(s);
+      return false;
+    }
+    ++done_;
+  }
+  return false;
+}
+
+bool DirectAllReduce::stop() {
+  finished_ = true;
+  link_.stoppedOut->store(call_, std::memory_order_seq_cst);
+  // The peer claims, then looks for this flag: while no chunk of this call was claimed, it
+  // will see the flag before it writes anything.
+  return (link_.claim->load(std::memory_order_seq_cst) >> (2 * kIndexBits)) == (call_ & kCallMask);
+}
+
+bool DirectAllReduce::peerStopped() const {
+  return link_.stoppedIn->load(std::memory_order_seq_cst) == call_;
+}
+
+bool DirectAllReduce::peerFinished() const {
+  return static_cast<int32_t>(link_.workedIn->load(std::memory_order_acquire) - call_) >= 0;
+}
+
+}  // namespace braid

@@ -1,0 +1,214 @@
+// The direct allreduce of two ranks that share memory (collectives/allreduce_direct.cc):
+// results for every dtype and op, in and out of place, with a last chunk cut short; that it
+// is taken exactly where it applies (no transport bytes then); ranks issuing the calls in
+// different ways (blocking, group, stream, running ahead of each other); mismatched calls;
+// and a peer killed in the middle of one.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "harness/ranks.h"
+#include "harness/values.h"
+#include "src/core/handles.h"
+
+namespace braid::test {
+namespace {
+
+RankOptions shmOnly(std::vector<std::pair<std::string, std::string>> more = {}) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TRANSPORTS", "shm"}};
+  for (auto& kv : more) opt.env.push_back(kv);
+  return opt;
+}
+
+uint64_t sentBytes(braidComm_t comm) {
+  uint64_t total = 0;
+  for (const auto& c : comm->impl->transports()->counters()) total += c.sentBytes;
+  return total;
+}
+
+// An allreduce of `count` elements checked against the expected values; the transport bytes
+// it moved.
+uint64_t checkedAllReduce(braidComm_t comm, int r, int n, braidDataType_t dt, braidRedOp_t op,
+                          size_t count, bool inPlace, braidStream_t stream = nullptr,
+                          bool group = false) {
+  Buf send(count, dt), recv(count, dt), want(count, dt);
+  for (size_t i = 0; i < count; ++i) {
+    put(send.data(), dt, i, inputValue(op, r, n, i));
+    put(want.data(), dt, i, expectedValue(op, n, i));
+  }
+  void* out = inPlace ? send.data() : recv.data();
+  const uint64_t before = sentBytes(comm);
+  if (group) {
+    EXPECT_EQ(braidGroupStart(), braidSuccess);
+  }
+  EXPECT_EQ(braidAllReduce(send.data(), out, count, dt, op, comm, stream), braidSuccess)
+      << braidGetLastError(comm);
+  if (group) {
+    EXPECT_EQ(braidGroupEnd(), braidSuccess) << braidGetLastError(comm);
+  }
+  if (stream) {
+    EXPECT_EQ(braidStreamSynchronize(stream), braidSuccess) << braidGetLastError(comm);
+  }
+  Buf& got = inPlace ? send : recv;
+  for (size_t i = 0; i < count; ++i) {
+    if (!sameElem(got.data(), want.data(), dt, i)) {
+      ADD_FAILURE() << "rank " << r << ": allreduce " << dtypeName(dt) << " " << opName(op)
+                    << " count " << count << (inPlace ? " in place" : "") << ": element " << i
+                    << " differs";
+      break;
+    }
+  }
+  return sentBytes(comm) - before;
+}
+
+TEST(Direct, EveryDtypeAndOpInAndOutOfPlace) {
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        for (braidDataType_t dt : kAllTypes) {
+          // 300 KiB and a few elements: several chunks, the last one short.
+          const size_t count = (300 << 10) / dtypeSize(dt) + 7;
+          for (braidRedOp_t op : kAllOps) {
+            for (bool inPlace : {false, true}) {
+              EXPECT_EQ(checkedAllReduce(comm, r, n, dt, op, count, inPlace), 0u)
+                  << "went through the transport, not direct";
+              if (::testing::Test::HasFailure()) return;
+            }
+          }
+        }
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      shmOnly());
+}
+
+TEST(Direct, TakenOnlyWhereItApplies) {
+  struct Setting {
+    std::vector<std::pair<std::string, std::string>> env;
+    bool direct;
+  };
+  const Setting settings[] = {
+      {{}, true},
+      {{{"BRAID_SHM_CMA", "0"}}, false},            // no reading the peer's memory
+      {{{"BRAID_ALGO", "allreduce=ring"}}, false},  // an algorithm forced
+      {{{"BRAID_SHM_FAST_BYTES", "0"}}, false},     // no fast boxes
+  };
+  for (const Setting& s : settings) {
+    runRanks(
+        2,
+        [&s](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          const uint64_t big = checkedAllReduce(comm, r, n, braidFloat32, braidSum, 1 << 18, false);
+          EXPECT_EQ(big == 0, s.direct) << "1 MiB moved " << big << " transport bytes";
+          // Below the direct size the ring or recursive doubling run.
+          EXPECT_GT(checkedAllReduce(comm, r, n, braidFloat32, braidSum, 1 << 14, false), 0u);
+          BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+        },
+        shmOnly(s.env));
+  }
+  // Three ranks: not direct.
+  runRanks(
+      3,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        EXPECT_GT(checkedAllReduce(comm, r, n, braidFloat32, braidSum, 1 << 18, true), 0u);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      shmOnly());
+}
+
+// Rank 0 calls blocking; rank 1 in turn blocking, in a group and on a stream. Direct calls are
+// mixed with small (fast box) ones and point-to-point, and each rank now and then runs late.
+TEST(Direct, RanksMeetWhicheverWayTheyIssueTheCalls) {
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        braidStream_t stream = nullptr;
+        BRAID_ASSERT_OK(braidStreamCreate(&stream), comm);
+        for (int k = 0; k < 60; ++k) {
+          if (k % 7 == r * 3) std::this_thread::sleep_for(std::chrono::milliseconds(3));
+          const int how = r == 0 ? 0 : k % 3;  // 0 blocking, 1 group, 2 stream
+          const size_t count = k % 3 == 0 ? (1 << 18) + k : k % 3 == 1 ? 4 : (1 << 16) + 1;
+          checkedAllReduce(comm, r, n, k % 2 ? braidInt32 : braidFloat32, braidSum, count,
+                           k % 4 == 0, how == 2 ? stream : nullptr, how == 1);
+          int x = r * 100 + k, y = -1;
+          BRAID_ASSERT_OK(braidGroupStart(), comm);
+          BRAID_ASSERT_OK(braidSend(&x, 1, braidInt32, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidRecv(&y, 1, braidInt32, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidGroupEnd(), comm);
+          EXPECT_EQ(y, (1 - r) * 100 + k);
+          if (::testing::Test::HasFailure()) return;
+        }
+        BRAID_ASSERT_OK(braidStreamDestroy(stream), comm);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      shmOnly());
+}
+
+TEST(Direct, MismatchedCountsAreNamedByBothRanks) {
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        const size_t count = (1 << 18) + (r == 0 ? 0 : 16);
+        std::vector<float> v(count, 1.0f), before = v;
+        double t0 = now();
+        braidResult_t rc =
+            braidAllReduce(v.data(), v.data(), count, braidFloat32, braidSum, comm, nullptr);
+        EXPECT_EQ(rc, braidInvalidUsage);
+        EXPECT_LT(now() - t0, 5.0);
+        std::string msg = braidGetLastError(comm);
+        EXPECT_NE(msg.find("made a different call"), std::string::npos) << msg;
+        EXPECT_NE(msg.find(r == 0 ? "1048640 bytes" : "1048576 bytes"), std::string::npos) << msg;
+        EXPECT_EQ(v, before) << "nothing may be written when the calls differ";
+        EXPECT_NE(braidBarrier(comm, nullptr), braidSuccess);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+        (void)n;
+      },
+      shmOnly({{"BRAID_TIMEOUT_MS", "20000"}}));
+}
+
+TEST(Direct, APeerKilledInTheMiddleIsNamedAndNothingHangs) {
+  auto res = runRanksRaw(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        const size_t count = size_t{32} << 20;  // 128 MiB of float32: tens of milliseconds
+        std::vector<float> v(count, 1.0f);
+        BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
+        if (r == 1) {
+          std::thread([] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(3));
+            raise(SIGKILL);
+          }).detach();
+        }
+        double t0 = now();
+        braidResult_t rc =
+            braidAllReduce(v.data(), v.data(), count, braidFloat32, braidSum, comm, nullptr);
+        std::string msg = braidGetLastError(comm);
+        EXPECT_NE(rc, braidSuccess) << "rank 1 died during the call";
+        EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+        EXPECT_LT(now() - t0, 10.0) << "found by the timeout (30 s), not by the peer's death";
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+        (void)n;
+      },
+      shmOnly({{"BRAID_TIMEOUT_MS", "30000"}}));
+  ASSERT_EQ(res.size(), 2u);
+  EXPECT_EQ(res[1].signal, SIGKILL);
+  EXPECT_TRUE(res[0].exited && res[0].code == 0);
+}
+
+}  // namespace
+}  // namespace braid::test
