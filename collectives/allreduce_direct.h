@@ -51,7 +51,8 @@ class DirectAllReduce {
   // must not return before peerFinished() or peerStopped().
   bool stop();
   bool peerStopped() const;
-  size_t chunksDone() const { return done_; }
+  size_t chunksDone() const { return done_; }  // by this rank
+  size_t chunks() const { return chunks_; }
 
  private:
   bool claim(size_t* chunk);
