@@ -42,6 +42,7 @@ bool cma(bool read, int pid, char* local, uint64_t remote, size_t len, int* err)
     iovec r{reinterpret_cast<void*>(remote), len};
     ssize_t n =
         read ? process_vm_readv(pid, &l, 1, &r, 1, 0) : process_vm_writev(pid, &l, 1, &r, 1, 0);
+    if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       *err = n < 0 ? errno : EFAULT;
       return false;
@@ -87,25 +88,38 @@ DirectBuffers DirectAllReduce::mine() const {
 
 bool DirectAllReduce::claim(size_t* chunk) {
   const uint64_t call = call_ & kCallMask;
-  uint64_t w = link_.claim->load(std::memory_order_acquire);
+  uint64_t w = link_.claim->load(std::memory_order_seq_cst);
   for (;;) {
-    const uint64_t at = w >> (2 * kIndexBits);
-    if (at != call) {
-      // The word still holds an earlier call (the peer has not claimed in this one yet): this
-      // rank starts it. A later call cannot be there: the peer starts one only after this
-      // rank said it finished the chunks of the one before.
+    const uint64_t front = (w >> kIndexBits) & kIndexMask, back = w & kIndexMask;
+    if ((w >> (2 * kIndexBits)) != call || front > back) {
+      // An earlier call's word (retired, or not yet: the peer has not claimed in this call):
+      // this rank starts this call. A later call cannot be there: the peer starts one only
+      // after this rank said it finished the chunks of this one.
       const uint64_t init = claimWord(call, 0, chunks_);
       if (link_.claim->compare_exchange_weak(w, init, std::memory_order_seq_cst)) w = init;
       continue;
     }
-    const uint64_t front = (w >> kIndexBits) & kIndexMask, back = w & kIndexMask;
-    if (front >= back) return false;
+    if (front == back) return false;
     const bool fromFront = me_ < peer_;
     const uint64_t next =
         fromFront ? claimWord(call, front + 1, back) : claimWord(call, front, back - 1);
     if (link_.claim->compare_exchange_weak(w, next, std::memory_order_seq_cst)) {
       *chunk = fromFront ? front : back - 1;
       return true;
+    }
+  }
+}
+
+void DirectAllReduce::retire() {
+  // Both ranks are past their last claim of this call. The word is marked retired (front
+  // past back) so that a call whose number matches this one's in 24 bits, 2^24 fast-box calls
+  // on, starts afresh instead of finding nothing left. The peer may already have set the word
+  // up for its next call: that is left alone.
+  const uint64_t call = call_ & kCallMask;
+  uint64_t w = link_.claim->load(std::memory_order_seq_cst);
+  while ((w >> (2 * kIndexBits)) == call && w != claimWord(call, 1, 0)) {
+    if (link_.claim->compare_exchange_weak(w, claimWord(call, 1, 0), std::memory_order_seq_cst)) {
+      return;
     }
   }
 }
@@ -168,9 +182,11 @@ bool DirectAllReduce::work(Status* err) {
 bool DirectAllReduce::stop() {
   finished_ = true;
   link_.stoppedOut->store(call_, std::memory_order_seq_cst);
-  // The peer claims, then looks for this flag: while no chunk of this call was claimed, it
-  // will see the flag before it writes anything.
-  return (link_.claim->load(std::memory_order_seq_cst) >> (2 * kIndexBits)) == (call_ & kCallMask);
+  // The peer claims, then looks for this flag: while no chunk of this call was claimed (the
+  // word was not set up for it), it will see the flag before it writes anything.
+  const uint64_t w = link_.claim->load(std::memory_order_seq_cst);
+  const uint64_t front = (w >> kIndexBits) & kIndexMask, back = w & kIndexMask;
+  return (w >> (2 * kIndexBits)) == (call_ & kCallMask) && front <= back;
 }
 
 bool DirectAllReduce::peerStopped() const {

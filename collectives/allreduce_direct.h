@@ -45,6 +45,8 @@ class DirectAllReduce {
   // claim and this rank's are finished (the peer is then told). A failed copy sets *err.
   bool work(Status* err);
   bool peerFinished() const;
+  // After peerFinished(): the claims of this call are over on both sides.
+  void retire();
   // After a failure (or the peer's): this rank claims no more chunks and tells the peer it
   // stopped (its chunks may be missing: the peer's call fails too). True when the peer may
   // already be writing into this rank's buffer (chunks of this call were claimed): the call

@@ -273,6 +273,7 @@ bool FastOp::poll(Status* err) {
   }
   if (direct_) {
     if (!directWork(err)) return !err->isOk();
+    direct_->retire();
     LOG_TRACE(kColl, "allreduce (direct, call {}): {} of {} chunks reduced here", seq_,
               direct_->chunksDone(), direct_->chunks());
   } else {
