@@ -54,6 +54,7 @@ class FastOp final : public PollStep {
 
   bool poll(Status* err) override;
   std::string waitingFor() const override;
+  bool busy() const override { return busy_; }
   // Runs the call to its end on this thread (blocking calls outside a group).
   Status run();
 
@@ -97,6 +98,7 @@ class FastOp final : public PollStep {
   std::optional<DirectAllReduce> direct_;  // a direct allreduce (allreduce_direct.h)
   DirectBuffers directBox_;                // what this rank's box carries then
   bool directStarted_ = false;
+  bool busy_ = false;  // the last poll() reduced chunks
 };
 
 bool FastOp::writesTo(int p) const {
@@ -288,7 +290,9 @@ bool FastOp::poll(Status* err) {
 
 bool FastOp::directWork(Status* err) {
   Status e;
+  const size_t before = direct_->chunksDone();
   const bool mineDone = direct_->work(&e);
+  busy_ = direct_->chunksDone() != before;
   if (e.isOk() && comm_->hasAsyncError()) e = comm_->asyncError();
   if (e.isOk() && direct_->peerStopped()) {
     e = remoteError(fmt::format(

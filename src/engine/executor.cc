@@ -304,13 +304,16 @@ void Run::start(Ref r) {
   comm->transport()->post(&q);
 }
 
-// Polls the poll steps in flight; whether any finished.
+// Polls the poll steps in flight; whether any finished or is busy (so that the waiter
+// polls again at once rather than sleeping).
 bool Run::pollSteps() {
   bool any = false;
   for (size_t i = 0; i < polling_.size();) {
     Ref r = polling_[i];
     Status e;
-    if (!scheds_[r.sched]->pollStep(node(r).slot)->poll(&e)) {
+    PollStep* step = scheds_[r.sched]->pollStep(node(r).slot);
+    if (!step->poll(&e)) {
+      any = any || step->busy();
       ++i;
       continue;
     }

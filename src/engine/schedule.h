@@ -20,7 +20,8 @@ namespace braid {
 class Comm;
 
 // A step that completes by being polled (no transport request): the executor polls it on
-// every pass of its wait loop (and every 100 µs while it sleeps) until it says it is done.
+// every pass of its wait loop (and every 100 µs while it sleeps, unless it is busy) until it
+// says it is done.
 class PollStep {
  public:
   virtual ~PollStep() = default;
@@ -28,6 +29,9 @@ class PollStep {
   virtual bool poll(Status* err) = 0;
   // What it waits for, for a timeout's message.
   virtual std::string waitingFor() const = 0;
+  // Whether the last poll() did work without finishing (a step that moves data itself, a
+  // share at a time): the executor then keeps polling instead of going to sleep.
+  virtual bool busy() const { return false; }
 };
 
 using NodeId = int64_t;
