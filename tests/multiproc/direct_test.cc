@@ -12,24 +12,11 @@
 #include <vector>
 
 #include "harness/ranks.h"
+#include "harness/shm.h"
 #include "harness/values.h"
-#include "src/core/handles.h"
 
 namespace braid::test {
 namespace {
-
-RankOptions shmOnly(std::vector<std::pair<std::string, std::string>> more = {}) {
-  RankOptions opt;
-  opt.env = {{"BRAID_TRANSPORTS", "shm"}};
-  for (auto& kv : more) opt.env.push_back(kv);
-  return opt;
-}
-
-uint64_t sentBytes(braidComm_t comm) {
-  uint64_t total = 0;
-  for (const auto& c : comm->impl->transports()->counters()) total += c.sentBytes;
-  return total;
-}
 
 // An allreduce of `count` elements checked against the expected values; the transport bytes
 // it moved.

@@ -14,23 +14,10 @@
 #include <vector>
 
 #include "harness/ranks.h"
-#include "src/core/handles.h"
+#include "harness/shm.h"
 
 namespace braid::test {
 namespace {
-
-RankOptions shmOnly(std::vector<std::pair<std::string, std::string>> more = {}) {
-  RankOptions opt;
-  opt.env = {{"BRAID_TRANSPORTS", "shm"}};
-  for (auto& kv : more) opt.env.push_back(kv);
-  return opt;
-}
-
-uint64_t sentBytes(braidComm_t comm) {
-  uint64_t total = 0;
-  for (const auto& c : comm->impl->transports()->counters()) total += c.sentBytes;
-  return total;
-}
 
 // 1 + 2 + ... + n, the sum of (rank + 1) over the ranks.
 float rankSum(int n) { return n * (n + 1) / 2.0f; }
