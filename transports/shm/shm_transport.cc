@@ -196,7 +196,10 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
     }
     bytes = static_cast<size_t>(st.st_size);
   }
-  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, seg.get(), 0);
+  // Populated now: the rings' pages are then not faulted in one by one, on both sides, by the
+  // first megabytes of messages (about 140 calls of an 8 KiB allreduce ran 20 times slower
+  // than the ones after them).
+  void* m = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, seg.get(), 0);
   if (m == MAP_FAILED) {
     return systemError(
         fmt::format("shm: mapping {} bytes shared with {}: {}", bytes, who, std::strerror(errno)));
