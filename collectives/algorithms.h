@@ -54,8 +54,8 @@ struct Config;
 uint32_t fastboxKinds(const Config& cfg);
 bool fastboxApplies(const CollArgs& a, const Comm& comm);
 // The call's number, taken in call order (when it is issued, not when it runs).
-uint32_t fastboxNextCall(Comm& comm);
-void fastboxSchedule(const CollArgs& a, uint32_t call, Schedule* s);
+uint64_t fastboxNextCall(Comm& comm);
+void fastboxSchedule(const CollArgs& a, uint64_t call, Schedule* s);
 // A blocking call on the caller's thread, outside a group: runs it to its end.
 Status fastboxRun(const CollArgs& a, Comm& comm);
 // Whether BRAID_ALGO names an algorithm for this collective.

@@ -62,7 +62,7 @@ bool directAllReduceApplies(const CollArgs& a, int nranks, const FastLink& link,
          a.count * dtypeSize(a.dt) >= kDirectMinBytes;
 }
 
-DirectAllReduce::DirectAllReduce(const CollArgs& a, Comm* comm, int peer, uint32_t call,
+DirectAllReduce::DirectAllReduce(const CollArgs& a, Comm* comm, int peer, uint64_t call,
                                  const FastLink& link)
     : a_(a),
       comm_(comm),
@@ -194,7 +194,7 @@ bool DirectAllReduce::peerStopped() const {
 }
 
 bool DirectAllReduce::peerFinished() const {
-  return static_cast<int32_t>(link_.workedIn->load(std::memory_order_acquire) - call_) >= 0;
+  return link_.workedIn->load(std::memory_order_acquire) >= call_;
 }
 
 }  // namespace braid

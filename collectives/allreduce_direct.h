@@ -37,7 +37,9 @@ bool directAllReduceApplies(const CollArgs& a, int nranks, const FastLink& link,
 
 class DirectAllReduce {
  public:
-  DirectAllReduce(const CollArgs& a, Comm* comm, int peer, uint32_t call, const FastLink& link);
+  // call: the fast-box call number, all 64 bits (the worked and stopped words hold it whole, so
+  // that they never wrap).
+  DirectAllReduce(const CollArgs& a, Comm* comm, int peer, uint64_t call, const FastLink& link);
   DirectBuffers mine() const;
   // The peer's box was read and matches this call: chunks may be claimed.
   void start(const DirectBuffers& theirs) { theirs_ = theirs; }
@@ -63,7 +65,7 @@ class DirectAllReduce {
   CollArgs a_;
   Comm* comm_;
   int me_, peer_;
-  uint32_t call_;
+  uint64_t call_;
   FastLink link_;
   DirectBuffers theirs_;
   size_t esz_, bytes_, chunkBytes_, chunks_;

@@ -37,17 +37,17 @@ bool rooted(CollKind k) { return k == CollKind::kBroadcast || k == CollKind::kRe
 
 class FastOp final : public PollStep {
  public:
-  FastOp(Comm* comm, const CollArgs& a, uint32_t seq)
+  FastOp(Comm* comm, const CollArgs& a, uint64_t call)
       : comm_(comm),
         fb_(comm->fastBoxes()),
         a_(a),
-        seq_(seq),
+        seq_(static_cast<uint32_t>(call)),  // the boxes' call numbers: the low 32 bits
         me_(comm->rank()),
         n_(comm->nranks()),
         bytes_(a.count * dtypeSize(a.dt)) {
     const int peer = 1 - me_;
     if (n_ == 2 && directAllReduceApplies(a, n_, fb_->links[peer], fb_->capacity)) {
-      direct_.emplace(a, comm, peer, seq, fb_->links[peer]);
+      direct_.emplace(a, comm, peer, call, fb_->links[peer]);
       directBox_ = direct_->mine();
     }
   }
@@ -392,9 +392,9 @@ bool fastboxApplies(const CollArgs& a, const Comm& comm) {
          directAllReduceApplies(a, 2, fb->links[1 - comm.rank()], fb->capacity);
 }
 
-uint32_t fastboxNextCall(Comm& comm) { return comm.fastBoxes()->issued.fetch_add(1) + 1; }
+uint64_t fastboxNextCall(Comm& comm) { return comm.fastBoxes()->issued.fetch_add(1) + 1; }
 
-void fastboxSchedule(const CollArgs& a, uint32_t call, Schedule* s) {
+void fastboxSchedule(const CollArgs& a, uint64_t call, Schedule* s) {
   s->poll(std::make_unique<FastOp>(s->comm(), a, call));
 }
 

@@ -61,10 +61,10 @@ struct FastLink {
   bool direct = false;
   int peerPid = 0;
   std::atomic<uint64_t>* claim = nullptr;
-  std::atomic<uint32_t>* workedOut = nullptr;
-  std::atomic<uint32_t>* workedIn = nullptr;
-  std::atomic<uint32_t>* stoppedOut = nullptr;
-  std::atomic<uint32_t>* stoppedIn = nullptr;
+  std::atomic<uint64_t>* workedOut = nullptr;  // full 64-bit call numbers (FastBoxes::issued)
+  std::atomic<uint64_t>* workedIn = nullptr;
+  std::atomic<uint64_t>* stoppedOut = nullptr;
+  std::atomic<uint64_t>* stoppedIn = nullptr;
 };
 
 // Publishes call `seq` (contents written before) and wakes a sleeping reader.
@@ -77,7 +77,8 @@ struct FastBoxes {
   std::vector<FastLink> links;
   std::vector<uint32_t> seen;  // per peer: the last call whose box from it was read here
   size_t capacity = 0;
-  std::atomic<uint32_t> issued{0};    // call numbers handed out (at call time, in call order)
+  // Call numbers handed out (at call time, in call order); the boxes carry their low 32 bits.
+  std::atomic<uint64_t> issued{0};
   std::atomic<uint32_t> finished{0};  // the last call this rank completed (they run in order)
   uint32_t kinds = 0;                 // collectives that may use the boxes (bit per CollKind)
 };

@@ -251,10 +251,13 @@ Status Transport::setupPeer(Peer* p, Fd sock, bool creator, Deadline deadline) {
     };
     p->fast.doneOut = word(p->side, 0);
     p->fast.doneIn = word(1 - p->side, 0);
-    p->fast.workedOut = word(p->side, 4);
-    p->fast.workedIn = word(1 - p->side, 4);
-    p->fast.stoppedOut = word(p->side, 8);
-    p->fast.stoppedIn = word(1 - p->side, 8);
+    auto word64 = [&](int side, size_t at) {
+      return reinterpret_cast<std::atomic<uint64_t>*>(lines + side * kLine + at);
+    };
+    p->fast.workedOut = word64(p->side, 8);
+    p->fast.workedIn = word64(1 - p->side, 8);
+    p->fast.stoppedOut = word64(p->side, 16);
+    p->fast.stoppedIn = word64(1 - p->side, 16);
     p->fast.claim = reinterpret_cast<std::atomic<uint64_t>*>(lines + 2 * kLine);
     p->fast.peerPid = p->pid;
   }
