@@ -14,6 +14,8 @@
 #include "harness/ranks.h"
 #include "harness/shm.h"
 #include "harness/values.h"
+#include "src/core/comm.h"
+#include "src/engine/fastbox.h"
 
 namespace braid::test {
 namespace {
@@ -140,6 +142,51 @@ TEST(Direct, RanksMeetWhicheverWayTheyIssueTheCalls) {
         BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
       },
       shmOnly());
+}
+
+// Call numbers far on, as after billions of fast-box calls: direct calls across the wrap of
+// the boxes' 32-bit numbers, and one whose number matches the previous direct call's in the
+// claim word's 24 bits (it must not take that call's finished word for its own).
+TEST(Direct, CallNumbersThatWrap) {
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        FastBoxes* fb = comm->impl->fastBoxes();
+        ASSERT_NE(fb, nullptr);
+        // Both ranks jump to the same number between calls (no call is in flight: the last
+        // one finished on both, as the exchange after it shows).
+        auto jumpTo = [&](uint64_t next) {
+          int token = r, other = -1;
+          BRAID_ASSERT_OK(braidGroupStart(), comm);
+          BRAID_ASSERT_OK(braidSend(&token, 1, braidInt32, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidRecv(&other, 1, braidInt32, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidGroupEnd(), comm);
+          const auto last = static_cast<uint32_t>(next - 1);
+          fb->issued.store(next - 1);
+          fb->finished.store(last);
+          fb->seen[1 - r] = last;
+          fb->links[1 - r].doneOut->store(last);
+          BRAID_ASSERT_OK(braidGroupStart(), comm);
+          BRAID_ASSERT_OK(braidSend(&token, 1, braidInt32, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidRecv(&other, 1, braidInt32, 1 - r, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidGroupEnd(), comm);
+        };
+        const size_t count = (1 << 18) + 3;
+        jumpTo((uint64_t{1} << 32) - 2);  // calls 2^32-2, 2^32-1, 2^32 (0 in 32 bits), 2^32+1
+        for (int k = 0; k < 4; ++k) {
+          EXPECT_EQ(checkedAllReduce(comm, r, n, braidFloat32, braidSum, count, k % 2 == 1), 0u);
+        }
+        const uint64_t last = fb->issued.load();
+        jumpTo(last + (uint64_t{1} << 24));  // the same 24 low bits as the last direct call
+        EXPECT_EQ(checkedAllReduce(comm, r, n, braidInt32, braidSum, count, false), 0u);
+        float x = static_cast<float>(r + 1);
+        BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, comm, nullptr), comm);
+        EXPECT_EQ(x, 3.0f);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      shmOnly({{"BRAID_TIMEOUT_MS", "20000"}}));
 }
 
 TEST(Direct, MismatchedCountsAreNamedByBothRanks) {
