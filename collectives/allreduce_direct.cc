@@ -33,6 +33,13 @@ constexpr int kChunksPerPass = 8;
 uint64_t claimWord(uint64_t call, uint64_t front, uint64_t back) {
   return (call & kCallMask) << (2 * kIndexBits) | front << kIndexBits | back;
 }
+uint64_t callOf(uint64_t w) { return w >> (2 * kIndexBits); }
+uint64_t frontOf(uint64_t w) { return (w >> kIndexBits) & kIndexMask; }
+uint64_t backOf(uint64_t w) { return w & kIndexMask; }
+// Whether the word was set up for `call` (its low 24 bits) and not retired since.
+bool setUpFor(uint64_t w, uint64_t call) {
+  return callOf(w) == (call & kCallMask) && frontOf(w) <= backOf(w);
+}
 
 // Copies len bytes between this process and the peer's (read: peer -> local). Either call may
 // copy less than asked (a page boundary the kernel stopped at): it goes on from there.
@@ -56,10 +63,18 @@ bool cma(bool read, int pid, char* local, uint64_t remote, size_t len, int* err)
 
 }  // namespace
 
-bool directAllReduceApplies(const CollArgs& a, int nranks, const FastLink& link, size_t capacity) {
-  return a.kind == CollKind::kAllReduce && nranks == 2 && link.direct && link.claim != nullptr &&
-         capacity >= sizeof(DirectBuffers) && a.count * dtypeSize(a.dt) > capacity &&
-         a.count * dtypeSize(a.dt) >= kDirectMinBytes;
+bool directAllReduceApplies(const CollArgs& a, const FastBoxes& fb, int me, int nranks) {
+  if (a.kind != CollKind::kAllReduce || nranks != 2) return false;
+  const FastLink& link = fb.links[1 - me];
+  const size_t bytes = a.count * dtypeSize(a.dt);
+  return link.direct && link.claim != nullptr && fb.capacity >= sizeof(DirectBuffers) &&
+         bytes > fb.capacity && bytes >= kDirectMinBytes;
+}
+
+DirectBuffers directBuffersIn(const FastBox& b) {
+  DirectBuffers d;
+  std::memcpy(&d, b.data(), sizeof d);
+  return d;
 }
 
 DirectAllReduce::DirectAllReduce(const CollArgs& a, Comm* comm, int peer, uint64_t call,
@@ -87,22 +102,21 @@ DirectBuffers DirectAllReduce::mine() const {
 }
 
 bool DirectAllReduce::claim(size_t* chunk) {
-  const uint64_t call = call_ & kCallMask;
   uint64_t w = link_.claim->load(std::memory_order_seq_cst);
   for (;;) {
-    const uint64_t front = (w >> kIndexBits) & kIndexMask, back = w & kIndexMask;
-    if ((w >> (2 * kIndexBits)) != call || front > back) {
+    if (!setUpFor(w, call_)) {
       // An earlier call's word (retired, or not yet: the peer has not claimed in this call):
       // this rank starts this call. A later call cannot be there: the peer starts one only
       // after this rank said it finished the chunks of this one.
-      const uint64_t init = claimWord(call, 0, chunks_);
+      const uint64_t init = claimWord(call_, 0, chunks_);
       if (link_.claim->compare_exchange_weak(w, init, std::memory_order_seq_cst)) w = init;
       continue;
     }
+    const uint64_t front = frontOf(w), back = backOf(w);
     if (front == back) return false;
     const bool fromFront = me_ < peer_;
     const uint64_t next =
-        fromFront ? claimWord(call, front + 1, back) : claimWord(call, front, back - 1);
+        fromFront ? claimWord(call_, front + 1, back) : claimWord(call_, front, back - 1);
     if (link_.claim->compare_exchange_weak(w, next, std::memory_order_seq_cst)) {
       *chunk = fromFront ? front : back - 1;
       return true;
@@ -115,12 +129,10 @@ void DirectAllReduce::retire() {
   // past back) so that a call whose number matches this one's in 24 bits, 2^24 fast-box calls
   // on, starts afresh instead of finding nothing left. The peer may already have set the word
   // up for its next call: that is left alone.
-  const uint64_t call = call_ & kCallMask;
+  const uint64_t retired = claimWord(call_, 1, 0);
   uint64_t w = link_.claim->load(std::memory_order_seq_cst);
-  while ((w >> (2 * kIndexBits)) == call && w != claimWord(call, 1, 0)) {
-    if (link_.claim->compare_exchange_weak(w, claimWord(call, 1, 0), std::memory_order_seq_cst)) {
-      return;
-    }
+  while (callOf(w) == (call_ & kCallMask) && w != retired) {
+    if (link_.claim->compare_exchange_weak(w, retired, std::memory_order_seq_cst)) return;
   }
 }
 
@@ -184,9 +196,7 @@ bool DirectAllReduce::stop() {
   link_.stoppedOut->store(call_, std::memory_order_seq_cst);
   // The peer claims, then looks for this flag: while no chunk of this call was claimed (the
   // word was not set up for it), it will see the flag before it writes anything.
-  const uint64_t w = link_.claim->load(std::memory_order_seq_cst);
-  const uint64_t front = (w >> kIndexBits) & kIndexMask, back = w & kIndexMask;
-  return (w >> (2 * kIndexBits)) == (call_ & kCallMask) && front <= back;
+  return setUpFor(link_.claim->load(std::memory_order_seq_cst), call_);
 }
 
 bool DirectAllReduce::peerStopped() const {

@@ -31,9 +31,12 @@ struct DirectBuffers {
   uint64_t send = 0, recv = 0, bytes = 0;
 };
 
-// Whether an allreduce of `bytes` between the two ranks of `link` goes direct (every rank
-// decides alike: the link's flags were settled by both sides when they connected).
-bool directAllReduceApplies(const CollArgs& a, int nranks, const FastLink& link, size_t capacity);
+// Whether an allreduce goes direct on a communicator of nranks with these fast boxes, this
+// rank being `me` (every rank decides alike: the link's flags were settled by both sides when
+// they connected).
+bool directAllReduceApplies(const CollArgs& a, const FastBoxes& fb, int me, int nranks);
+// The buffers a direct call's box carries.
+DirectBuffers directBuffersIn(const FastBox& b);
 
 class DirectAllReduce {
  public:

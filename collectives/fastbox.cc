@@ -45,9 +45,8 @@ class FastOp final : public PollStep {
         me_(comm->rank()),
         n_(comm->nranks()),
         bytes_(a.count * dtypeSize(a.dt)) {
-    const int peer = 1 - me_;
-    if (n_ == 2 && directAllReduceApplies(a, n_, fb_->links[peer], fb_->capacity)) {
-      direct_.emplace(a, comm, peer, call, fb_->links[peer]);
+    if (directAllReduceApplies(a, *fb_, me_, n_)) {
+      direct_.emplace(a, comm, 1 - me_, call, fb_->links[1 - me_]);
       directBox_ = direct_->mine();
     }
   }
@@ -97,8 +96,7 @@ class FastOp final : public PollStep {
   int next_ = 0;                           // the first peer whose box has not been read yet
   std::optional<DirectAllReduce> direct_;  // a direct allreduce (allreduce_direct.h)
   DirectBuffers directBox_;                // what this rank's box carries then
-  bool directStarted_ = false;
-  bool busy_ = false;  // the last poll() reduced chunks
+  bool busy_ = false;                      // the last poll() reduced chunks
 };
 
 bool FastOp::writesTo(int p) const {
@@ -158,8 +156,7 @@ bool FastOp::post() {
 Status FastOp::check(int p, const FastBox& b) const {
   const size_t want = boxBytes();
   if (direct_ && b.direct == 1 && b.bytes == want && b.kind == static_cast<uint8_t>(a_.kind)) {
-    DirectBuffers theirs;
-    std::memcpy(&theirs, b.data(), sizeof theirs);
+    const DirectBuffers theirs = directBuffersIn(b);
     if (theirs.bytes != bytes_ || b.dtype != a_.dt || b.op != a_.op) {
       return invalidUsage(fmt::format(
           "allreduce: {} made a different call: {} bytes of {} ({}), where this rank has {} "
@@ -185,12 +182,8 @@ Status FastOp::check(int p, const FastBox& b) const {
     return k != CollKind::kBarrier ? s + ")" : s;
   };
   // What the peer's call moves (a direct allreduce's box holds its size, not its data).
-  uint64_t sent = b.bytes;
-  if (b.direct == 1 && b.bytes == sizeof(DirectBuffers)) {
-    DirectBuffers theirs;
-    std::memcpy(&theirs, b.data(), sizeof theirs);
-    sent = theirs.bytes;
-  }
+  const uint64_t sent =
+      b.direct == 1 && b.bytes == sizeof(DirectBuffers) ? directBuffersIn(b).bytes : b.bytes;
   return invalidUsage(fmt::format(
       "{}: {} made a different call: it sent {} bytes for {}, where this rank expected {} bytes "
       "for {} (every rank must make the same collective calls in the same order)",
@@ -265,12 +258,7 @@ bool FastOp::poll(Status* err) {
       return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
     }
     if (Status e = check(next_, *b); !e.isOk()) return fail(std::move(e), err);
-    if (direct_ && !directStarted_) {
-      DirectBuffers theirs;
-      std::memcpy(&theirs, b->data(), sizeof theirs);
-      direct_->start(theirs);
-      directStarted_ = true;
-    }
+    if (direct_) direct_->start(directBuffersIn(*b));  // once: next_ moves on
     fb_->seen[next_] = seq_;
   }
   if (direct_) {
@@ -388,8 +376,7 @@ bool fastboxApplies(const CollArgs& a, const Comm& comm) {
   if (fb == nullptr || (fb->kinds & bit(a.kind)) == 0) return false;
   if (a.count * dtypeSize(a.dt) <= fb->capacity) return true;
   // Larger: the direct allreduce of two ranks (allreduce_direct.h), a fast-box call too.
-  return comm.nranks() == 2 &&
-         directAllReduceApplies(a, 2, fb->links[1 - comm.rank()], fb->capacity);
+  return directAllReduceApplies(a, *fb, comm.rank(), comm.nranks());
 }
 
 uint64_t fastboxNextCall(Comm& comm) { return comm.fastBoxes()->issued.fetch_add(1) + 1; }

@@ -320,9 +320,9 @@ bool Transport::fastLink(int rank, FastLink* link, size_t* capacity) const {
       rank >= 0 && rank < static_cast<int>(peers_.size()) ? peers_[rank].get() : nullptr;
   if (p == nullptr || p->fast.out[0] == nullptr) return false;
   *link = p->fast;
-  // Settled on both sides before either finished connecting (setupPeer).
-  link->direct = cmaEnabled() &&
-                 p->seg->side[p->side].canReadPeer.load(std::memory_order_acquire) != 0 &&
+  // Settled on both sides before either finished connecting (setupPeer); a side with
+  // BRAID_SHM_CMA=0 stored 0.
+  link->direct = p->seg->side[p->side].canReadPeer.load(std::memory_order_acquire) != 0 &&
                  p->seg->side[1 - p->side].canReadPeer.load(std::memory_order_acquire) != 0;
   *capacity = p->seg->hdr.fastBytes;
   return true;
