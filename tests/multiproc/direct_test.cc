@@ -55,6 +55,16 @@ uint64_t checkedAllReduce(braidComm_t comm, int r, int n, braidDataType_t dt, br
   return sentBytes(comm) - before;
 }
 
+// Rank r of two sends `mine` to the other rank and returns what the other sent (one group).
+int swapWithPeer(braidComm_t comm, int r, int mine) {
+  int theirs = -1;
+  EXPECT_EQ(braidGroupStart(), braidSuccess);
+  EXPECT_EQ(braidSend(&mine, 1, braidInt32, 1 - r, comm, nullptr), braidSuccess);
+  EXPECT_EQ(braidRecv(&theirs, 1, braidInt32, 1 - r, comm, nullptr), braidSuccess);
+  EXPECT_EQ(braidGroupEnd(), braidSuccess) << braidGetLastError(comm);
+  return theirs;
+}
+
 TEST(Direct, EveryDtypeAndOpInAndOutOfPlace) {
   runRanks(
       2,
@@ -130,12 +140,7 @@ TEST(Direct, RanksMeetWhicheverWayTheyIssueTheCalls) {
           const size_t count = k % 3 == 0 ? (1 << 18) + k : k % 3 == 1 ? 4 : (1 << 16) + 1;
           checkedAllReduce(comm, r, n, k % 2 ? braidInt32 : braidFloat32, braidSum, count,
                            k % 4 == 0, how == 2 ? stream : nullptr, how == 1);
-          int x = r * 100 + k, y = -1;
-          BRAID_ASSERT_OK(braidGroupStart(), comm);
-          BRAID_ASSERT_OK(braidSend(&x, 1, braidInt32, 1 - r, comm, nullptr), comm);
-          BRAID_ASSERT_OK(braidRecv(&y, 1, braidInt32, 1 - r, comm, nullptr), comm);
-          BRAID_ASSERT_OK(braidGroupEnd(), comm);
-          EXPECT_EQ(y, (1 - r) * 100 + k);
+          EXPECT_EQ(swapWithPeer(comm, r, r * 100 + k), (1 - r) * 100 + k);
           if (::testing::Test::HasFailure()) return;
         }
         BRAID_ASSERT_OK(braidStreamDestroy(stream), comm);
@@ -158,20 +163,13 @@ TEST(Direct, CallNumbersThatWrap) {
         // Both ranks jump to the same number between calls (no call is in flight: the last
         // one finished on both, as the exchange after it shows).
         auto jumpTo = [&](uint64_t next) {
-          int token = r, other = -1;
-          BRAID_ASSERT_OK(braidGroupStart(), comm);
-          BRAID_ASSERT_OK(braidSend(&token, 1, braidInt32, 1 - r, comm, nullptr), comm);
-          BRAID_ASSERT_OK(braidRecv(&other, 1, braidInt32, 1 - r, comm, nullptr), comm);
-          BRAID_ASSERT_OK(braidGroupEnd(), comm);
+          EXPECT_EQ(swapWithPeer(comm, r, r), 1 - r);
           const auto last = static_cast<uint32_t>(next - 1);
           fb->issued.store(next - 1);
           fb->finished.store(last);
           fb->seen[1 - r] = last;
           fb->links[1 - r].doneOut->store(last);
-          BRAID_ASSERT_OK(braidGroupStart(), comm);
-          BRAID_ASSERT_OK(braidSend(&token, 1, braidInt32, 1 - r, comm, nullptr), comm);
-          BRAID_ASSERT_OK(braidRecv(&other, 1, braidInt32, 1 - r, comm, nullptr), comm);
-          BRAID_ASSERT_OK(braidGroupEnd(), comm);
+          EXPECT_EQ(swapWithPeer(comm, r, r), 1 - r);
         };
         const size_t count = (1 << 18) + 3;
         jumpTo((uint64_t{1} << 32) - 2);  // calls 2^32-2, 2^32-1, 2^32 (0 in 32 bits), 2^32+1
