@@ -83,6 +83,19 @@ class FastOp final : public PollStep {
   // the communicator (its peers hear of it and fail too, instead of waiting).
   bool fail(Status e, Status* err);
   FastBox* inBox(int p) const { return fb_->links[p].in[seq_ & 1]; }
+  // Whether peer p destroyed its communicator (it writes no more boxes).
+  bool peerLeft(int p) const {
+    const std::atomic<bool>* left = fb_->links[p].left;
+    return left != nullptr && left->load(std::memory_order_acquire);
+  }
+  // Ends the call because peer p left before doing its part of it.
+  bool failLeft(int p, Status* err) {
+    return fail(remoteError(fmt::format(
+                    "{}: {} destroyed its communicator while this rank still waited for it "
+                    "(fast boxes, call {}; mismatched calls between ranks?)",
+                    collName(a_.kind), comm_->transport()->peerName(p), seq_)),
+                err);
+  }
 
   Comm* comm_;
   FastBoxes* fb_;
@@ -249,12 +262,20 @@ bool FastOp::poll(Status* err) {
     if (!started_ && !(started_ = myTurn())) {
       return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
     }
-    if (!post()) return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
+    if (!post()) {
+      // A peer that left after its goodbye never frees its box (it was written before the
+      // goodbye if at all: look again after seeing it).
+      if (peerLeft(nextOut_) && !boxFree(nextOut_)) return failLeft(nextOut_, err);
+      return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
+    }
   }
   for (; next_ < n_; ++next_) {
     if (next_ == me_ || !readsFrom(next_)) continue;
     const FastBox* b = inBox(next_);
     if (b->seq.load(std::memory_order_acquire) != seq_) {
+      if (peerLeft(next_) && b->seq.load(std::memory_order_acquire) != seq_) {
+        return failLeft(next_, err);
+      }
       return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
     }
     if (Status e = check(next_, *b); !e.isOk()) return fail(std::move(e), err);
@@ -292,7 +313,9 @@ bool FastOp::directWork(Status* err) {
     fail(std::move(e), err);
     return false;
   }
-  return mineDone && direct_->peerFinished();
+  if (!mineDone || direct_->peerFinished()) return mineDone;
+  if (peerLeft(1 - me_) && !direct_->peerFinished()) failLeft(1 - me_, err);
+  return false;
 }
 
 void FastOp::directStop() {

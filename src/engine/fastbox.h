@@ -65,6 +65,9 @@ struct FastLink {
   std::atomic<uint64_t>* workedIn = nullptr;
   std::atomic<uint64_t>* stoppedOut = nullptr;
   std::atomic<uint64_t>* stoppedIn = nullptr;
+  // Set (by the transport's loop) once the peer said goodbye: it destroyed its communicator
+  // and writes no more boxes.
+  const std::atomic<bool>* left = nullptr;
 };
 
 // Publishes call `seq` (contents written before) and wakes a sleeping reader.

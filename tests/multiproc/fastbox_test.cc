@@ -199,6 +199,44 @@ TEST(FastBox, APeerThatDiesWhileOthersWaitIsNamed) {
   for (int r : {0, 2}) EXPECT_TRUE(res[r].exited && res[r].code == 0) << "rank " << r;
 }
 
+// A peer that destroys its communicator (before the others' call, or while they wait in it)
+// writes no more boxes: the others fail at once naming it, not at BRAID_TIMEOUT_MS. Fast-box
+// sizes on 2 and 3 ranks, and the direct allreduce of 2.
+TEST(FastBox, APeerThatLeavesIsNamedAtOnce) {
+  struct Case {
+    int nranks;
+    size_t count;
+    int leaveAfterMs;
+  };
+  for (const Case c : {Case{2, 4, 0}, Case{2, 4, 300}, Case{3, 4, 0}, Case{3, 4, 300},
+                       Case{2, 1 << 18, 0}, Case{2, 1 << 18, 300}}) {
+    SCOPED_TRACE(::testing::Message() << c.nranks << " ranks, " << c.count
+                                      << " floats, leaving after " << c.leaveAfterMs << " ms");
+    runRanks(
+        c.nranks,
+        [c](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          if (r == 1) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(c.leaveAfterMs));
+            EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+            return;
+          }
+          std::vector<float> v(c.count, 1.0f);
+          double t0 = now();
+          braidResult_t rc =
+              braidAllReduce(v.data(), v.data(), c.count, braidFloat32, braidSum, comm, nullptr);
+          std::string msg = braidGetLastError(comm);
+          EXPECT_EQ(rc, braidRemoteError) << msg;
+          EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+          EXPECT_NE(msg.find("destroyed its communicator"), std::string::npos) << msg;
+          EXPECT_LT(now() - t0, 5.0) << "found by the timeout (30 s), not by the goodbye";
+          EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+        },
+        shmOnly({{"BRAID_TIMEOUT_MS", "30000"}}));
+  }
+}
+
 TEST(FastBox, ASilentPeerTimesOutAndAWaiterSleeps) {
   runRanks(
       2,

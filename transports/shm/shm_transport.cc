@@ -320,6 +320,7 @@ bool Transport::fastLink(int rank, FastLink* link, size_t* capacity) const {
       rank >= 0 && rank < static_cast<int>(peers_.size()) ? peers_[rank].get() : nullptr;
   if (p == nullptr || p->fast.out[0] == nullptr) return false;
   *link = p->fast;
+  link->left = &p->left;
   // Settled on both sides before either finished connecting (setupPeer); a side with
   // BRAID_SHM_CMA=0 stored 0.
   link->direct = p->seg->side[p->side].canReadPeer.load(std::memory_order_acquire) != 0 &&
@@ -474,6 +475,7 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
     }
     case FrameType::kBye:
       p->byeSeen = true;
+      p->left.store(true, std::memory_order_release);
       return onGracefulClose(p);
   }
   bad("unknown frame");
