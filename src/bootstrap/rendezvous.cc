@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <poll.h>
 
 #include <algorithm>
 #include <cstring>
@@ -126,6 +127,25 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
                                        missing, nranks, timeoutMs);
     }
   }
+  if (error.empty()) {
+    // A rank whose connection closed while it waited for the others (its process exited or
+    // was killed) would never take its data connections: the others would wait for it until
+    // their timeout. The rendezvous fails now, for everyone, naming it.
+    std::string gone;
+    for (auto& [r, c] : joined) {
+      pollfd p{c.fd.get(), POLLRDHUP, 0};
+      if (::poll(&p, 1, 0) == 1 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0) {
+        gone += (gone.empty() ? "" : ", ") + std::to_string(r);
+      }
+    }
+    if (!gone.empty()) {
+      error = fmt::format(
+          "rank(s) {} of {} left the rendezvous before every rank had joined (the process "
+          "exited or was killed)",
+          gone, nranks);
+      s = remoteError(error);
+    }
+  }
   Deadline sendBy = deadlineIn(std::max<int64_t>(timeoutMs, 10000));
   if (!error.empty()) {
     LOG_WARN(kBoot, "rendezvous root: {}", error);
@@ -221,8 +241,11 @@ Status rendezvous(const SockAddr& root, const Secret& secret, int rank, int nran
   if (st == kTableError) {
     std::string msg;
     BRAID_TRY(readBlob(fd.get(), &msg, deadline, what));
-    return Status(msg.find("never joined") != std::string::npos ? braidTimeout : braidInvalidUsage,
-                  fmt::format("rendezvous failed: {}", msg));
+    const braidResult_t code = msg.find("never joined") != std::string::npos ? braidTimeout
+                               : msg.find("left the rendezvous") != std::string::npos
+                                   ? braidRemoteError
+                                   : braidInvalidUsage;
+    return Status(code, fmt::format("rendezvous failed: {}", msg));
   }
   if (st != kTableOk) return remoteError(fmt::format("{} sent a bad status byte", what));
   uint32_t n = 0;

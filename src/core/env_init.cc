@@ -12,6 +12,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 
@@ -261,6 +263,13 @@ Status initFromEnv(braidComm_t* out) {
       // torchrun's MASTER_PORT belongs to its own store; braid's root listens on the next port.
       int port = 0;
       BRAID_TRY(parseInt("MASTER_PORT", env("MASTER_PORT"), &port));
+      if (port < 1 || port > 65534) {
+        return invalidArgument(
+            fmt::format("MASTER_PORT={} leaves no port for braid's root: it listens on "
+                        "MASTER_PORT+1 (torchrun's "
+                        "store has MASTER_PORT), so MASTER_PORT must be in 1..65534",
+                        env("MASTER_PORT")));
+      }
       std::string host = env("MASTER_ADDR");
       if (host.find(':') != std::string::npos && host[0] != '[') host = "[" + host + "]";
       rootText = fmt::format("{}:{}", host, port + 1);
@@ -288,10 +297,29 @@ Status initFromEnv(braidComm_t* out) {
       }
     }
   }
+  // A BRAID_UNIQUE_ID (braidrun's) makes one communicator: its root is gone once every rank
+  // joined, so a second init from it would only retry a refused connection until the timeout.
+  static std::mutex usedMu;
+  static std::set<std::string> usedIds;
+  const std::string envId = env("BRAID_UNIQUE_ID") ? env("BRAID_UNIQUE_ID") : "";
+  if (!envId.empty()) {
+    std::lock_guard<std::mutex> lock(usedMu);
+    if (usedIds.count(envId) != 0) {
+      return invalidUsage(
+          "braidCommInitFromEnv: this process already made a communicator from its "
+          "BRAID_UNIQUE_ID (set by braidrun), and a unique id makes one communicator, as in "
+          "NCCL: for more, split the first (braidCommSplit) or pass a new id from "
+          "braidGetUniqueId over it (braidBroadcast) to braidCommInitRank");
+    }
+  }
   std::shared_ptr<Comm> c;
   Status joined = Comm::initFromRoot(l.size, l.rank, d.root, d.secret, cfg, &c);
   if (!idHex.empty()) removeUniqueIdFile(idFile, idHex);
   BRAID_TRY(joined);
+  if (!envId.empty()) {
+    std::lock_guard<std::mutex> lock(usedMu);
+    usedIds.insert(envId);
+  }
   *out = makeCommHandle(std::move(c));
   return Status::ok();
 }

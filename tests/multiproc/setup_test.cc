@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -136,6 +137,68 @@ TEST(Setup, AWorldSizeThatDiffersBetweenRanksFailsEveryRankSayingSo) {
         EXPECT_LT(now() - t0, 30.0);
         std::string msg = braidGetLastError(nullptr);
         EXPECT_NE(msg.find("differs between ranks"), std::string::npos) << msg;
+      },
+      opt);
+}
+
+// A rank killed at the rendezvous while it waits for the others: once the last rank joins,
+// every rank that is left fails at once naming it, instead of waiting for its data
+// connections until the timeout.
+TEST(Setup, ARankThatDiesAtTheRendezvousIsNamedAtOnce) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+  auto res = runRanksRaw(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        if (r == 2) {
+          std::thread([] {
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            raise(SIGKILL);
+          }).detach();
+        }
+        if (r == 3) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+        const double t0 = now();
+        braidComm_t comm = nullptr;
+        EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidRemoteError);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_LT(now() - t0, 20.0) << "rank " << r << " waited for the timeout (60 s)";
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("rank(s) 2 of 4 left the rendezvous"), std::string::npos) << msg;
+      },
+      opt);
+  ASSERT_EQ(res.size(), 4u);
+  EXPECT_EQ(res[2].signal, SIGKILL);
+  for (int r : {0, 1, 3}) EXPECT_TRUE(res[r].exited && res[r].code == 0) << "rank " << r;
+}
+
+// braidrun's BRAID_UNIQUE_ID makes one communicator: a second braidCommInitFromEnv from it
+// fails at once saying so (its root is gone: it would retry a refused connection until the
+// timeout), and the first communicator still works.
+TEST(Setup, ASecondInitFromTheSameUniqueIdFailsAtOnce) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        char hex[2 * BRAID_UNIQUE_ID_BYTES + 1];
+        ASSERT_EQ(braidUniqueIdToString(&id, hex, sizeof hex), braidSuccess);
+        setenv("BRAID_UNIQUE_ID", hex, 1);
+        setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+        setenv("BRAID_WORLD_SIZE", std::to_string(n).c_str(), 1);
+        braidComm_t first = nullptr, second = nullptr;
+        BRAID_ASSERT_OK(braidCommInitFromEnv(&first), nullptr);
+        const double t0 = now();
+        EXPECT_EQ(braidCommInitFromEnv(&second), braidInvalidUsage);
+        EXPECT_LT(now() - t0, 5.0);
+        EXPECT_EQ(second, nullptr);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("already made a communicator from its BRAID_UNIQUE_ID"),
+                  std::string::npos)
+            << msg;
+        float v = 1;
+        BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, first, nullptr), first);
+        EXPECT_EQ(v, 2.0f);
+        BRAID_ASSERT_OK(braidCommDestroy(first), nullptr);
       },
       opt);
 }

@@ -4,6 +4,7 @@
 
 #include <fmt/format.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 #include <unordered_set>
@@ -56,6 +58,15 @@ Status connectUnix(const std::string& name, Deadline deadline, const std::string
       return Status::ok();
     }
     int e = errno;
+    // The name holds the listener's pid (Transport::open): a process that is gone explains a
+    // refused connection better than another host or namespace would.
+    int pid = 0;
+    if (e == ECONNREFUSED && std::sscanf(name.c_str(), "braid-shm-%d-", &pid) == 1 && pid > 0 &&
+        ::kill(pid, 0) != 0 && errno == ESRCH) {
+      return remoteError(fmt::format(
+          "shm: cannot reach {} at its local socket ({}): its process (pid {}) has exited", who,
+          std::strerror(e), pid));
+    }
     if (e != EAGAIN && e != EINTR) {
       return remoteError(fmt::format(
           "shm: cannot reach {} at its local socket ({}): is it on this host and in this "
