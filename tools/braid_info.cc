@@ -6,8 +6,11 @@
 
 #include <CLI/CLI.hpp>
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -234,16 +237,19 @@ void printText(const json& j) {
 
 // "64", "64K", "1M", "2G" -> bytes (binary multiples); false when malformed.
 bool parseBytes(const std::string& text, size_t* out) {
+  // Digits only (strtoull would take "-5" as 2^64-5) and no overflow.
+  if (text.empty() || !std::isdigit(static_cast<unsigned char>(text[0]))) return false;
   char* end = nullptr;
+  errno = 0;
   unsigned long long v = std::strtoull(text.c_str(), &end, 10);
-  if (end == text.c_str()) return false;
+  if (errno == ERANGE) return false;
   std::string suffix(end);
   int shift = suffix.empty()                   ? 0
               : suffix == "K" || suffix == "k" ? 10
               : suffix == "M"                  ? 20
               : suffix == "G"                  ? 30
                                                : -1;
-  if (shift < 0) return false;
+  if (shift < 0 || v > (std::numeric_limits<size_t>::max() >> shift)) return false;
   *out = static_cast<size_t>(v) << shift;
   return true;
 }
@@ -280,7 +286,11 @@ int explain(const Config& cfg, const std::vector<std::string>& what, int ranks, 
     shape = "BRAID_TOPO_FILE " + cfg.topoFile;
   } else {
     if (ranks <= 0) ranks = 2;
-    nodes = std::clamp(nodes, 1, ranks);
+    if (nodes > ranks) {
+      std::fprintf(stderr, "braid-info --explain: --nodes %d is more than the %d rank(s)\n", nodes,
+                   ranks);
+      return 2;
+    }
     std::vector<std::string> ids;
     for (int r = 0; r < ranks; ++r) ids.push_back(std::to_string(r * nodes / ranks));
     nm = groupByHost(ids);
@@ -388,10 +398,17 @@ int infoMain(int argc, char** argv) {
   app.add_option("--explain", what,
                  "COLL SIZE: the algorithms weighed for it and the predicted time of each")
       ->expected(2);
-  app.add_option("--ranks", ranks,
-                 "with --explain: job size (default: the topology file's, else 2)");
-  app.add_option("--nodes", nodes, "with --explain and no topology file: nodes of equal size");
+  CLI::Option* ranksOpt = app.add_option(
+      "--ranks", ranks, "with --explain: job size (default: the topology file's, else 2)");
+  CLI::Option* nodesOpt =
+      app.add_option("--nodes", nodes, "with --explain and no topology file: nodes of equal size");
   CLI11_PARSE(app, argc, argv);
+  for (auto [opt, v] : {std::pair{ranksOpt, ranks}, std::pair{nodesOpt, nodes}}) {
+    if (opt->count() > 0 && v < 1) {
+      std::fprintf(stderr, "braid-info: %s %d: must be at least 1\n", opt->get_name().c_str(), v);
+      return 2;
+    }
+  }
   Config cfg;
   Status cs = Config::fromEnv(&cfg);
   if (!what.empty()) {

@@ -30,6 +30,20 @@ namespace {
   std::exit(2);
 }
 
+// The type column as nccl-tests prints it (scripts that read its tables match on these).
+const char* ncclTestsTypeName(braidDataType_t dt) {
+  switch (dt) {
+    case braidFloat16:
+      return "half";
+    case braidFloat32:
+      return "float";
+    case braidFloat64:
+      return "double";
+    default:
+      return dtypeName(dt);  // int8, uint8, int32, uint32, int64, uint64, bfloat16
+  }
+}
+
 std::vector<braidDataType_t> parseTypes(const std::string& s) {
   static const std::pair<const char*, braidDataType_t> kNames[] = {
       {"int8", braidInt8},       {"char", braidInt8},       {"uint8", braidUint8},
@@ -103,7 +117,9 @@ Options parse(int argc, char** argv) {
   if (coll.empty()) {
     if (argc < 2 || argv[1][0] == '-') {
       usage();
-      std::exit(argc < 2 ? 2 : (std::strcmp(argv[1], "-h") == 0 ? 0 : 2));
+      const bool help =
+          argc >= 2 && (std::strcmp(argv[1], "-h") == 0 || std::strcmp(argv[1], "--help") == 0);
+      std::exit(help ? 0 : 2);
     }
     coll = argv[1];
     first = 2;
@@ -441,7 +457,7 @@ int run(const Options& o) {
           busRows += ip.valid ? 2 : 1;
           if (c.rank == 0) {
             printRow(
-                Row{"", coll.name, c.n, realBytes, realBytes / esz, dtypeName(dt),
+                Row{"", coll.name, c.n, realBytes, realBytes / esz, ncclTestsTypeName(dt),
                     coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1, iters, oop, ip},
                 o.check, json);
           }

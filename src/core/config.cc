@@ -104,6 +104,10 @@ Status Config::fromEnv(Config* out) {
     return invalidArgument(
         fmt::format("BRAID_MULTIRAIL='{}' must be one of auto, spray, failover, off", c.multirail));
   }
+  if (!c.socketFamily.empty() && c.socketFamily != "AF_INET" && c.socketFamily != "AF_INET6") {
+    return invalidArgument(fmt::format(
+        "BRAID_SOCKET_FAMILY='{}' must be AF_INET or AF_INET6 (or unset: either)", c.socketFamily));
+  }
   if (c.pathTimeoutMs < 10) return invalidArgument("BRAID_PATH_TIMEOUT_MS must be at least 10");
   if (c.pathChunkBytes < 4096 || c.pathChunkBytes > (64 << 20)) {
     return invalidArgument("BRAID_PATH_CHUNK_BYTES must be in 4K..64M");

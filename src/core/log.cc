@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include <cctype>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
@@ -178,7 +179,14 @@ void logWrite(LogLevel level, Subsys subsys, int rank, std::string_view msg) {
   if (!s.fileTried && !s.filePattern.empty()) {
     s.fileTried = true;
     std::string path = expandPattern(s.filePattern, s.host, rank);
-    if (FILE* f = std::fopen(path.c_str(), "a")) s.out = f;
+    if (FILE* f = std::fopen(path.c_str(), "a")) {
+      s.out = f;
+    } else {
+      std::fprintf(stderr,
+                   "%s:%d [%d] braid WARN INIT cannot open BRAID_LOG_FILE '%s' (%s): "
+                   "logging to stderr\n",
+                   s.host, getpid(), rank, path.c_str(), std::strerror(errno));
+    }
   }
   auto now = std::chrono::system_clock::now().time_since_epoch();
   double secs = std::chrono::duration<double>(now).count();

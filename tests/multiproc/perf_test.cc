@@ -74,7 +74,7 @@ TEST_F(Perf, TableAndFooterParseAndSizesStepByFactor) {
     ASSERT_EQ(cols.size(), 13u) << r.out;  // size count type redop root + 4 + 4
     EXPECT_EQ(std::stoull(cols[0]), want);
     EXPECT_EQ(std::stoull(cols[1]), want / 4);
-    EXPECT_EQ(cols[2], "float32");
+    EXPECT_EQ(cols[2], "float");  // nccl-tests' name
     EXPECT_EQ(cols[3], "sum");
     EXPECT_EQ(cols[8], "0");   // out-of-place #wrong
     EXPECT_EQ(cols[12], "0");  // in-place #wrong

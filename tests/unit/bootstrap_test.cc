@@ -166,7 +166,9 @@ TEST(Config, ReadsEnvAndRejectsMalformedValues) {
                           std::pair{"BRAID_TCP_RTO_MIN_US", "500"},
                           std::pair{"BRAID_TCP_RTO_MIN_US", "300000"},
                           std::pair{"BRAID_LOG_LEVEL", "verbose"},
-                          std::pair{"BRAID_LOG_SUBSYS", "net,bogus"}}) {
+                          std::pair{"BRAID_LOG_SUBSYS", "net,bogus"},
+                          std::pair{"BRAID_SOCKET_FAMILY", "inet6"},
+                          std::pair{"BRAID_SOCKET_FAMILY", "AF_IPX"}}) {
     setenv(var, bad, 1);
     Status e = Config::fromEnv(&c);
     EXPECT_EQ(e.code(), braidInvalidArgument) << var << "=" << bad;

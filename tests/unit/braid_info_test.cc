@@ -90,4 +90,18 @@ TEST_F(BraidInfo, UnknownFlagIsAUsageError) {
   EXPECT_NE(r.code, 0);
 }
 
+// --explain refuses what it cannot mean instead of explaining something else: a negative or
+// overflowing size, a job of no ranks, more nodes than ranks.
+TEST_F(BraidInfo, ExplainRefusesBadSizesAndShapes) {
+  EXPECT_EQ(info("", "--explain allreduce 1M --ranks 4 --nodes 2").code, 0);
+  for (const char* bad :
+       {"--explain allreduce -5", "--explain allreduce 99999999999999999999",
+        "--explain allreduce 17179869184G", "--explain allreduce 1M --ranks 0",
+        "--explain allreduce 1M --ranks -3", "--explain allreduce 1M --ranks 4 --nodes 8"}) {
+    Output r = info("", bad);
+    EXPECT_EQ(r.code, 2) << bad;
+    EXPECT_EQ(r.out, "") << bad;
+  }
+}
+
 }  // namespace
