@@ -45,7 +45,7 @@ class DirectAllReduce {
   DirectAllReduce(const CollArgs& a, Comm* comm, int peer, uint64_t call, const FastLink& link);
   DirectBuffers mine() const;
   // The peer's box was read and matches this call: chunks may be claimed.
-  void start(const DirectBuffers& theirs) { theirs_ = theirs; }
+  void start(const DirectBuffers& theirs);
   // Claims and reduces chunks for up to about a millisecond; true once no chunk is left to
   // claim and this rank's are finished (the peer is then told). A failed copy sets *err.
   bool work(Status* err);
@@ -74,6 +74,7 @@ class DirectAllReduce {
   size_t esz_, bytes_, chunkBytes_, chunks_;
   size_t done_ = 0;
   bool finished_ = false;
+  bool stream_ = false;  // set by start(): reduceStreaming into the output
 };
 
 }  // namespace braid

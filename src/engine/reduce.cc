@@ -166,11 +166,22 @@ void reducePortable(void* dst, const void* a, const void* b, size_t n) {
 
 // Eight float32 lanes. Max/min as the scalar Max/Min above: maxps(a, b) gives b when either
 // is NaN, then a NaN a is put back.
+// Sum and product in asm: with both operands NaN the result is the first one's (quieted), and
+// a compiler that treats the intrinsics as commutative could swap them differently in two
+// copies of a loop (streaming and plain stores), giving two ranks different bits.
 struct SumV {
-  BRAID_F16C static __m256 apply(__m256 a, __m256 b) { return _mm256_add_ps(a, b); }
+  BRAID_F16C static __m256 apply(__m256 a, __m256 b) {
+    __m256 r;
+    __asm__("vaddps %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
+    return r;
+  }
 };
 struct ProdV {
-  BRAID_F16C static __m256 apply(__m256 a, __m256 b) { return _mm256_mul_ps(a, b); }
+  BRAID_F16C static __m256 apply(__m256 a, __m256 b) {
+    __m256 r;
+    __asm__("vmulps %2, %1, %0" : "=x"(r) : "x"(a), "x"(b));
+    return r;
+  }
 };
 struct MaxV {
   BRAID_F16C static __m256 apply(__m256 a, __m256 b) {
@@ -205,10 +216,67 @@ struct VecOf<Min> {
   static constexpr bool kQuietsNan = false;
 };
 
+// Where the x86 kernels put their results: dst (Out), or keep and also dst through
+// non-temporal stores (Streaming: see reduceStreaming). The streaming stores need dst 16-byte
+// aligned; where it is not they are plain stores. Which elements are computed together does
+// not depend on dst's alignment, so both ranks of a collective get the same bits.
+template <typename S>
+struct Out {
+  S* d;
+  static constexpr bool kStreaming = false;
+  BRAID_F16C void put128(size_t i, __m128i v) const {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), v);
+  }
+  BRAID_F16C void put256(size_t i, __m256i v) const {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), v);
+  }
+  void put(size_t i, S v) const { d[i] = v; }
+};
+template <typename S>
+struct Streaming {
+  S* d;
+  S* keep;
+  bool aligned;  // d is 16-byte aligned (malloc's: large blocks are often not 32-byte aligned)
+  static constexpr bool kStreaming = true;
+  // d + i is 16-byte aligned when d is (i counts whole vectors of 16 or 32 bytes).
+  BRAID_F16C void put128(size_t i, __m128i v) const {
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(keep + i), v);
+    if (aligned) {
+      _mm_stream_si128(reinterpret_cast<__m128i*>(d + i), v);
+    } else {
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), v);
+    }
+  }
+  BRAID_F16C void put256(size_t i, __m256i v) const {
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(keep + i), v);
+    if (aligned) {
+      auto* p = reinterpret_cast<__m128i*>(d + i);
+      _mm_stream_si128(p, _mm256_castsi256_si128(v));
+      _mm_stream_si128(p + 1, _mm256_extractf128_si256(v, 1));
+    } else {
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i), v);
+    }
+  }
+  void put(size_t i, S v) const { keep[i] = d[i] = v; }
+};
+
+// float32 through the vector ops, eight at a time (used for streaming only: the plain float32
+// reduction is the portable kernel, which compilers vectorize).
+template <typename Op, typename Sink>
+BRAID_F16C void floatAvx(Sink out, const void* a, const void* b, size_t n) {
+  auto* x = static_cast<const float*>(a);
+  auto* y = static_cast<const float*>(b);
+  using V = typename VecOf<Op>::type;
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    out.put256(i, _mm256_castps_si256(V::apply(_mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i))));
+  }
+  for (; i < n; ++i) out.put(i, elem<Plain<float>, Op>(x[i], y[i]));
+}
+
 // float16: F16C widens and narrows (round to nearest even, NaN quieted) eight at a time.
-template <typename Op>
-BRAID_F16C void halfF16c(void* dst, const void* a, const void* b, size_t n) {
-  auto* d = static_cast<uint16_t*>(dst);
+template <typename Op, typename Sink>
+BRAID_F16C void halfF16c(Sink out, const void* a, const void* b, size_t n) {
   auto* x = static_cast<const uint16_t*>(a);
   auto* y = static_cast<const uint16_t*>(b);
   using V = typename VecOf<Op>::type;
@@ -220,9 +288,9 @@ BRAID_F16C void halfF16c(void* dst, const void* a, const void* b, size_t n) {
     // Keep the conversion in a register: the store form of vcvtps2ph (which clang would
     // fold it into) is several times slower on AMD Zen.
     __asm__("" : "+x"(h));
-    _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), h);
+    out.put128(i, h);
   }
-  for (; i < n; ++i) d[i] = elem<Half, Op>(x[i], y[i]);
+  for (; i < n; ++i) out.put(i, elem<Half, Op>(x[i], y[i]));
 }
 
 // float32 lanes of a bfloat16 result, rounded to nearest even, to 16-bit values in the low
@@ -242,9 +310,8 @@ BRAID_AVX2 __m256i roundToBf16(__m256 r) {
 
 // bfloat16: sixteen at a time. Interleaving zeros below the 16-bit values (in-lane unpack)
 // widens them to float32; the in-lane unsigned pack undoes exactly that permutation.
-template <typename Op>
-BRAID_AVX2 void bf16Avx2(void* dst, const void* a, const void* b, size_t n) {
-  auto* d = static_cast<uint16_t*>(dst);
+template <typename Op, typename Sink>
+BRAID_AVX2 void bf16Avx2(Sink out, const void* a, const void* b, size_t n) {
   auto* x = static_cast<const uint16_t*>(a);
   auto* y = static_cast<const uint16_t*>(b);
   using V = typename VecOf<Op>::type;
@@ -258,10 +325,9 @@ BRAID_AVX2 void bf16Avx2(void* dst, const void* a, const void* b, size_t n) {
                                _mm256_castsi256_ps(_mm256_unpacklo_epi16(zero, vy)));
     const __m256 hi = V::apply(_mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, vx)),
                                _mm256_castsi256_ps(_mm256_unpackhi_epi16(zero, vy)));
-    _mm256_storeu_si256(reinterpret_cast<__m256i*>(d + i),
-                        _mm256_packus_epi32(roundToBf16<kQuiet>(lo), roundToBf16<kQuiet>(hi)));
+    out.put256(i, _mm256_packus_epi32(roundToBf16<kQuiet>(lo), roundToBf16<kQuiet>(hi)));
   }
-  for (; i < n; ++i) d[i] = elem<Bf16, Op>(x[i], y[i]);
+  for (; i < n; ++i) out.put(i, elem<Bf16, Op>(x[i], y[i]));
 }
 
 #undef BRAID_F16C
@@ -315,14 +381,14 @@ void dispatch(void* dst, const void* a, const void* b, size_t n, braidDataType_t
     case braidFloat16:
 #if defined(__x86_64__)
       if (cpu().f16c && simdEnabled.load(std::memory_order_relaxed)) {
-        return halfF16c<Op>(dst, a, b, n);
+        return halfF16c<Op>(Out<uint16_t>{static_cast<uint16_t*>(dst)}, a, b, n);
       }
 #endif
       return reducePortable<Half, Op>(dst, a, b, n);
     case braidBfloat16:
 #if defined(__x86_64__)
       if (cpu().avx2 && simdEnabled.load(std::memory_order_relaxed)) {
-        return bf16Avx2<Op>(dst, a, b, n);
+        return bf16Avx2<Op>(Out<uint16_t>{static_cast<uint16_t*>(dst)}, a, b, n);
       }
 #endif
       return reducePortable<Bf16, Op>(dst, a, b, n);
@@ -382,6 +448,78 @@ void reduceBuffers(void* dst, const void* a, const void* b, size_t count, braidD
     default:
       return;
   }
+}
+
+namespace {
+
+#if defined(__x86_64__)
+template <typename Op>
+void streamDispatch(void* dst, void* keep, const void* a, const void* b, size_t n,
+                    braidDataType_t dt) {
+  const bool aligned = reinterpret_cast<uintptr_t>(dst) % 16 == 0;
+  switch (dt) {
+    case braidFloat32:
+      floatAvx<Op>(Streaming<float>{static_cast<float*>(dst), static_cast<float*>(keep), aligned},
+                   a, b, n);
+      break;
+    case braidFloat16:
+      halfF16c<Op>(
+          Streaming<uint16_t>{static_cast<uint16_t*>(dst), static_cast<uint16_t*>(keep), aligned},
+          a, b, n);
+      break;
+    case braidBfloat16:
+      bf16Avx2<Op>(
+          Streaming<uint16_t>{static_cast<uint16_t*>(dst), static_cast<uint16_t*>(keep), aligned},
+          a, b, n);
+      break;
+    default:
+      return;
+  }
+  _mm_sfence();  // the streaming stores are ordered before what follows
+}
+#endif
+
+}  // namespace
+
+bool canReduceStreaming(braidDataType_t dt, braidRedOp_t op) {
+#if defined(__x86_64__)
+  if (op != braidSum && op != braidProd && op != braidMax && op != braidMin) return false;
+  if (!simdEnabled.load(std::memory_order_relaxed)) return false;
+  switch (dt) {
+    case braidFloat32:
+    case braidFloat16:
+      return cpu().f16c;
+    case braidBfloat16:
+      return cpu().avx2;
+    default:
+      return false;
+  }
+#else
+  (void)dt;
+  (void)op;
+  return false;
+#endif
+}
+
+void reduceStreaming(void* dst, void* keep, const void* a, const void* b, size_t count,
+                     braidDataType_t dt, braidRedOp_t op) {
+#if defined(__x86_64__)
+  if (count == 0 || !canReduceStreaming(dt, op)) return;
+  switch (op) {
+    case braidSum:
+      return streamDispatch<Sum>(dst, keep, a, b, count, dt);
+    case braidProd:
+      return streamDispatch<Prod>(dst, keep, a, b, count, dt);
+    case braidMax:
+      return streamDispatch<Max>(dst, keep, a, b, count, dt);
+    case braidMin:
+      return streamDispatch<Min>(dst, keep, a, b, count, dt);
+    default:
+      return;
+  }
+#else
+  (void)dst, (void)keep, (void)a, (void)b, (void)count, (void)dt, (void)op;
+#endif
 }
 
 void finishAvg(void* buf, size_t count, braidDataType_t dt, int nranks) {

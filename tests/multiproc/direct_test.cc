@@ -1,12 +1,14 @@
 // The direct allreduce of two ranks that share memory (collectives/allreduce_direct.cc):
 // results for every dtype and op, in and out of place, with a last chunk cut short; that it
-// is taken exactly where it applies (no transport bytes then); ranks issuing the calls in
-// different ways (blocking, group, stream, running ahead of each other); mismatched calls;
-// and a peer killed in the middle of one.
+// is taken exactly where it applies (no transport bytes then); 16 MiB calls out of place, whose
+// outputs are written with non-temporal stores, with an output not 32-byte aligned; ranks issuing
+// the calls in different ways (blocking, group, stream, running ahead of each other); mismatched
+// calls; and a peer killed in the middle of one.
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <string>
 #include <thread>
 #include <vector>
@@ -81,6 +83,36 @@ TEST(Direct, EveryDtypeAndOpInAndOutOfPlace) {
               if (::testing::Test::HasFailure()) return;
             }
           }
+        }
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+      },
+      shmOnly());
+}
+
+// From 16 MiB, out of place on both ranks, the outputs are written with non-temporal stores
+// (reduceStreaming) for float32, float16 and bfloat16: every op of those (avg and int32 take
+// the plain kernels), with a last chunk cut short and an output not 32-byte aligned.
+TEST(Direct, LargeOutOfPlaceCallsMatchTheReference) {
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        for (braidDataType_t dt : {braidFloat32, braidFloat16, braidBfloat16, braidInt32}) {
+          const size_t count = (size_t{16} << 20) / dtypeSize(dt) + 5;
+          for (braidRedOp_t op : kAllOps) {
+            EXPECT_EQ(checkedAllReduce(comm, r, n, dt, op, count, false), 0u);
+          }
+        }
+        // An output 4 bytes past 32-byte alignment: plain stores, the same values.
+        const size_t count = (size_t{16} << 20) / 4 + 3;
+        std::vector<float> in(count), out(count + 8);
+        for (size_t i = 0; i < count; ++i) in[i] = static_cast<float>((i % 1000) * (r + 1));
+        float* o = out.data() + (8 - reinterpret_cast<uintptr_t>(out.data()) % 32 / 4) % 8 + 1;
+        BRAID_ASSERT_OK(braidAllReduce(in.data(), o, count, braidFloat32, braidSum, comm, nullptr),
+                        comm);
+        for (size_t i = 0; i < count; ++i) {
+          ASSERT_EQ(o[i], static_cast<float>((i % 1000) * 3)) << "element " << i;
         }
         BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
       },
