@@ -8,7 +8,10 @@
 #include <cstring>
 #include <map>
 #include <mutex>
+#include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "src/core/comm.h"
 #include "src/core/log.h"
@@ -327,23 +330,32 @@ bool Run::pollSteps() {
 }
 
 std::string Run::pendingDescription() {
-  std::string out;
-  int shown = 0;
-  for (Ref r : polling_) {
-    if (shown++ == 3) return out + ", ...";
-    out += fmt::format("{}{}", out.empty() ? "" : ", ",
-                       scheds_[r.sched]->pollStep(node(r).slot)->waitingFor());
-  }
+  // The first few distinct clauses, each with how often it is pending ("receive of 20000 bytes
+  // from rank 1 (x2)": chunks of one ring step).
+  std::vector<std::pair<std::string, int>> items;
+  bool more = false;
+  auto add = [&](std::string s) {
+    for (auto& [text, n] : items) {
+      if (text == s) return static_cast<void>(++n);
+    }
+    if (items.size() == 3) return static_cast<void>(more = true);
+    items.emplace_back(std::move(s), 1);
+  };
+  for (Ref r : polling_) add(scheds_[r.sched]->pollStep(node(r).slot)->waitingFor());
   for (uint32_t si = 0; si < scheds_.size(); ++si) {
     auto& nodes = scheds_[si]->nodes();
     for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
-      NetRequest& q = reqs_[at(Ref{si, ni})];
-      if (!inFlight_[at(Ref{si, ni})]) continue;
-      if (shown++ == 3) return out + ", ...";
-      out += (out.empty() ? "" : ", ") + describe(q, *scheds_[si]->comm()->transport());
+      if (inFlight_[at(Ref{si, ni})]) {
+        add(describe(reqs_[at(Ref{si, ni})], *scheds_[si]->comm()->transport()));
+      }
     }
   }
-  return out;
+  std::string out;
+  for (const auto& [text, n] : items) {
+    out +=
+        fmt::format("{}{}{}", out.empty() ? "" : ", ", text, n > 1 ? fmt::format(" (x{})", n) : "");
+  }
+  return more ? out + ", ..." : out;
 }
 
 // Waits for at least one completion (moved into *batch); false when the run must give up.

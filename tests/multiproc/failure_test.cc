@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <string>
 #include <thread>
@@ -121,7 +122,8 @@ TEST_P(PeerFailure, SilentPeerTimesOutNamingIt) {
           EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
           return;
         }
-        std::vector<float> v(1000, 1);
+        // 40 KB: a ring (above the fast boxes), several transfers from the peer pending.
+        std::vector<float> v(10000, 1);
         double t0 = now();
         braidResult_t rc =
             braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr);
@@ -129,6 +131,21 @@ TEST_P(PeerFailure, SilentPeerTimesOutNamingIt) {
         EXPECT_EQ(rc, braidTimeout);
         std::string msg = braidGetLastError(comm);
         EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+        // Each pending transfer is named once ("... from rank 1 (...) (x2)"), not repeated.
+        std::vector<std::string> seen(1);  // the clauses, split at commas outside parentheses
+        int depth = 0;
+        for (char ch : msg.substr(msg.find("waiting for ") + 12)) {
+          depth += ch == '(' ? 1 : ch == ')' ? -1 : 0;
+          if (ch == ';' && depth == 0) break;  // the transport's health note follows
+          if (ch == ',' && depth == 0) {
+            seen.emplace_back();
+          } else {
+            seen.back() += ch;
+          }
+        }
+        for (const std::string& c : seen) {
+          EXPECT_EQ(std::count(seen.begin(), seen.end(), c), 1) << "'" << c << "' twice: " << msg;
+        }
         EXPECT_GT(took, 1.0);
         EXPECT_LT(took, 4.0);
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
