@@ -223,7 +223,6 @@ struct VecOf<Min> {
 template <typename S>
 struct Out {
   S* d;
-  static constexpr bool kStreaming = false;
   BRAID_F16C void put128(size_t i, __m128i v) const {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(d + i), v);
   }
@@ -237,7 +236,6 @@ struct Streaming {
   S* d;
   S* keep;
   bool aligned;  // d is 16-byte aligned (malloc's: large blocks are often not 32-byte aligned)
-  static constexpr bool kStreaming = true;
   // d + i is 16-byte aligned when d is (i counts whole vectors of 16 or 32 bytes).
   BRAID_F16C void put128(size_t i, __m128i v) const {
     _mm_storeu_si128(reinterpret_cast<__m128i*>(keep + i), v);
