@@ -146,7 +146,7 @@ class Communicator {
   template <typename T>
   void allReduce(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
                  Stream* s = nullptr) {
-    sameSize(send.size(), recv.size());
+    sameSize("allReduce", "recv", recv.size(), send.size());
     check(braidAllReduce(send.data(), recv.data(), send.size(), dataType<T>(), op, c_, st(s)), c_);
   }
   template <typename T>
@@ -159,27 +159,35 @@ class Communicator {
   void broadcast(std::span<T> buf, int root, Stream* s = nullptr) {
     check(braidBroadcast(buf.data(), buf.data(), buf.size(), dataType<T>(), root, c_, st(s)), c_);
   }
+  // recv is written on the root only (it may be empty elsewhere).
   template <typename T>
   void reduce(std::span<const T> send, std::span<T> recv, int root, braidRedOp_t op = braidSum,
               Stream* s = nullptr) {
+    if (root == rank()) sameSize("reduce", "recv (on the root)", recv.size(), send.size());
     check(braidReduce(send.data(), recv.data(), send.size(), dataType<T>(), op, root, c_, st(s)),
           c_);
   }
   template <typename T>
   void allGather(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
-    sameSize(send.size() * size(), recv.size());
+    sameSize("allGather", "recv", recv.size(), send.size() * size());
     check(braidAllGather(send.data(), recv.data(), send.size(), dataType<T>(), c_, st(s)), c_);
   }
   template <typename T>
   void reduceScatter(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
                      Stream* s = nullptr) {
-    sameSize(send.size(), recv.size() * size());
+    sameSize("reduceScatter", "send", send.size(), recv.size() * size());
     check(braidReduceScatter(send.data(), recv.data(), recv.size(), dataType<T>(), op, c_, st(s)),
           c_);
   }
+  // send and recv hold size() blocks of equal size, one per rank.
   template <typename T>
   void allToAll(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
-    sameSize(send.size(), recv.size());
+    sameSize("allToAll", "recv", recv.size(), send.size());
+    if (send.size() % size() != 0) {
+      throw Error(braidInvalidArgument, "allToAll: send has " + std::to_string(send.size()) +
+                                            " elements, not a multiple of the " +
+                                            std::to_string(size()) + " ranks");
+    }
     check(braidAllToAll(send.data(), recv.data(), send.size() / size(), dataType<T>(), c_, st(s)),
           c_);
   }
@@ -205,8 +213,12 @@ class Communicator {
  private:
   explicit Communicator(braidComm_t c) : c_(c) {}
   static braidStream_t st(Stream* s) { return s ? s->get() : nullptr; }
-  static void sameSize(size_t a, size_t b) {
-    if (a != b) throw Error(braidInvalidArgument, "buffer sizes do not match");
+  static void sameSize(const char* call, const char* what, size_t got, size_t want) {
+    if (got != want) {
+      throw Error(braidInvalidArgument,
+                  std::string(call) + ": " + what + " has " + std::to_string(got) +
+                      " elements where the call needs " + std::to_string(want));
+    }
   }
   braidComm_t c_ = nullptr;
 };
