@@ -98,6 +98,8 @@ BRAID_API braidResult_t braidCommInitFromEnv(braidComm_t* comm);
 /* Collective over comm. color < 0 (BRAID_SPLIT_NOCOLOR) gives *newcomm = NULL. */
 #define BRAID_SPLIT_NOCOLOR (-1)
 BRAID_API braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* newcomm);
+/* Completes the calls still queued on streams for comm (as NCCL's ncclCommDestroy does;
+ * bounded by BRAID_TIMEOUT_MS; not after a failure), says goodbye to the peers, frees it. */
 BRAID_API braidResult_t braidCommDestroy(braidComm_t comm);
 /* Fails every operation in flight on comm (from any thread), then frees it. */
 BRAID_API braidResult_t braidCommAbort(braidComm_t comm);

@@ -195,6 +195,13 @@ void Comm::abort(const std::string& why) {
 }
 
 void Comm::shutdown() {
+  // What was queued on streams runs first, as NCCL's destroy completes the operations already
+  // issued; unless the communicator failed (or was aborted): then they fail at once anyway.
+  // Bounded by the timeout (each queued call is bounded by it too).
+  const Deadline flushBy = deadlineIn(cfg_.timeoutMs);
+  while (queued_.load() > 0 && !hasAsyncError() && Clock::now() < flushBy) {
+    std::this_thread::sleep_for(std::chrono::microseconds(200));
+  }
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutDown_) return;

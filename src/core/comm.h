@@ -77,6 +77,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // Calls in flight (held by executing tasks) — destroy waits for them.
   void enter() { inflight_.fetch_add(1); }
   void leave() { inflight_.fetch_sub(1); }
+  // Tasks queued on streams and not yet run (stream.h's QueuedMark) — destroy runs them first.
+  void queued(int delta) { queued_.fetch_add(delta); }
 
  private:
   Comm(int rank, int nranks, const Config& cfg, const Secret& secret);
@@ -104,6 +106,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::unique_ptr<FastBoxes> fast_;
   std::string lastError_;
   std::atomic<int> inflight_{0};
+  std::atomic<int> queued_{0};
   bool shutDown_ = false;
   bool oversubscribed_ = false;
 };

@@ -47,8 +47,20 @@ constexpr auto kLazyStart = std::chrono::microseconds(500);
 constexpr auto kSyncWindow = std::chrono::milliseconds(20);
 }  // namespace
 
+QueuedMark::QueuedMark(const std::vector<std::unique_ptr<Schedule>>& schedules) {
+  for (const auto& s : schedules) {
+    comms_.push_back(s->commPtr());
+    comms_.back()->queued(1);
+  }
+}
+
+QueuedMark::~QueuedMark() {
+  for (auto& c : comms_) c->queued(-1);
+}
+
 void Stream::enqueue(Task task) {
   task.queuedAt = Clock::now();
+  task.queued = QueuedMark(task.schedules);
   bool wake;
   {
     std::lock_guard<std::mutex> lock(mu_);

@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "src/core/status.h"
@@ -16,9 +17,29 @@
 
 namespace braid {
 
+class Comm;
+
+// The communicators a task queued on a stream counts against until it has run (or is
+// dropped): destroying a communicator completes what was queued on it first (Comm::shutdown).
+class QueuedMark {
+ public:
+  QueuedMark() = default;
+  explicit QueuedMark(const std::vector<std::unique_ptr<Schedule>>& schedules);
+  QueuedMark(QueuedMark&& o) noexcept : comms_(std::exchange(o.comms_, {})) {}
+  QueuedMark& operator=(QueuedMark&& o) noexcept {
+    std::swap(comms_, o.comms_);
+    return *this;
+  }
+  ~QueuedMark();
+
+ private:
+  std::vector<std::shared_ptr<Comm>> comms_;
+};
+
 struct Task {
   std::vector<std::unique_ptr<Schedule>> schedules;
   Clock::time_point queuedAt{};
+  QueuedMark queued;  // set by Stream::enqueue
 };
 
 // Runs a task now on this thread; records errors on the communicators involved.

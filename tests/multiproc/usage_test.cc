@@ -68,6 +68,30 @@ TEST(Usage, StreamsRunInOrderAsynchronously) {
   });
 }
 
+// Destroying a communicator completes what was queued on its streams first (as NCCL's destroy
+// does): calls queued and never synchronized still run on both ranks, the stream then
+// synchronizes cleanly. One rank destroys at once, the other later.
+TEST(Usage, DestroyCompletesWhatWasQueuedOnAStream) {
+  runRanks(2, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    braidStream_t s;
+    BRAID_ASSERT_OK(braidStreamCreate(&s), comm);
+    const size_t count = 1 << 16;
+    std::vector<int32_t> a(count, 1);
+    for (int k = 0; k < 4; ++k) {
+      BRAID_ASSERT_OK(braidAllReduce(a.data(), a.data(), count, braidInt32, braidSum, comm, s),
+                      comm);
+    }
+    if (r == 1) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+    EXPECT_EQ(braidStreamSynchronize(s), braidSuccess) << braidGetLastError(nullptr);
+    EXPECT_EQ(a[0], 16);
+    EXPECT_EQ(a[count - 1], 16);
+    EXPECT_EQ(braidStreamDestroy(s), braidSuccess);
+  });
+}
+
 // After synchronous use (the caller runs its tasks in synchronize, so enqueue stops waking
 // the worker) a call must still complete by itself: rank 0 polls braidStreamQuery, never
 // synchronizes, while rank 1 waits for it in a blocking call.
