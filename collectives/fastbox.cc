@@ -41,6 +41,7 @@ class FastOp final : public PollStep {
       : comm_(comm),
         fb_(comm->fastBoxes()),
         a_(a),
+        call_(call),
         seq_(static_cast<uint32_t>(call)),  // the boxes' call numbers: the low 32 bits
         me_(comm->rank()),
         n_(comm->nranks()),
@@ -54,6 +55,9 @@ class FastOp final : public PollStep {
   bool poll(Status* err) override;
   std::string waitingFor() const override;
   bool busy() const override { return busy_; }
+  // Calls of a communicator's fast boxes run in call order.
+  const void* lane() const override { return fb_; }
+  uint64_t laneOrder() const override { return call_; }
   // Runs the call to its end on this thread (blocking calls outside a group).
   Status run();
 
@@ -100,6 +104,7 @@ class FastOp final : public PollStep {
   Comm* comm_;
   FastBoxes* fb_;
   CollArgs a_;
+  uint64_t call_;
   uint32_t seq_;
   int me_, n_;
   size_t bytes_;

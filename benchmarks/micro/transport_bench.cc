@@ -21,7 +21,8 @@
 namespace {
 
 braidComm_t gComm = nullptr;
-constexpr uint64_t kPingPong = 1, kStream = 2, kQuit = 3, kStreamRegistered = 4, kStreamWindow = 5;
+constexpr uint64_t kPingPong = 1, kStream = 2, kQuit = 3, kStreamRegistered = 4, kStreamWindow = 5,
+                   kGroupedAllReduce = 6;
 constexpr size_t kWindow = 4;  // messages in flight in StreamWindow (registered buffers)
 
 void must(braidResult_t r, const char* what) {
@@ -36,6 +37,16 @@ void control(uint64_t mode, uint64_t bytes, uint64_t iters) {
   must(braidSend(msg, 3, braidUint64, 1, gComm, nullptr), "control send");
 }
 
+// `iters` groups of `calls` allreduces of one float each (each its own buffer), both ranks.
+void groupedAllReduces(uint64_t calls, uint64_t iters) {
+  std::vector<float> v(calls, 1.0f);
+  for (uint64_t i = 0; i < iters; ++i) {
+    must(braidGroupStart(), "group start");
+    for (auto& x : v) must(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, gComm, nullptr), "");
+    must(braidGroupEnd(), "group end");
+  }
+}
+
 // Rank 1: does its half of whatever rank 0 announces, until told to quit.
 void mirror() {
   std::vector<char> buf;
@@ -43,6 +54,10 @@ void mirror() {
     uint64_t msg[3];
     must(braidRecv(msg, 3, braidUint64, 0, gComm, nullptr), "control recv");
     if (msg[0] == kQuit) return;
+    if (msg[0] == kGroupedAllReduce) {
+      groupedAllReduces(msg[1], msg[2]);
+      continue;
+    }
     const size_t w = msg[0] == kStreamWindow ? kWindow : 1;  // messages per iteration
     buf.resize(msg[1] * w + 1);
     void* handle = nullptr;
@@ -105,6 +120,18 @@ void stream(benchmark::State& state, uint64_t mode) {
                           static_cast<int64_t>(bytes * w));
 }
 
+// A group of N tiny allreduces (a framework reducing one small tensor per parameter, fused):
+// the time per call should not grow with N (it did: quadratic in N before fast-box calls got
+// their own lane in the executor).
+void BM_GroupOfSmallAllReduces(benchmark::State& state) {
+  const uint64_t calls = static_cast<uint64_t>(state.range(0));
+  control(kGroupedAllReduce, calls, state.max_iterations);
+  for (auto _ : state) groupedAllReduces(calls, 1);
+  state.counters["per_call_us"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * calls),
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert, benchmark::Counter::kIs1000);
+}
+
 void BM_Stream(benchmark::State& state) { stream(state, kStream); }
 // Both buffers registered (braidCommRegister): zero-copy where the transport can (ib).
 void BM_StreamRegistered(benchmark::State& state) { stream(state, kStreamRegistered); }
@@ -114,6 +141,7 @@ BENCHMARK(BM_PingPong)->Arg(8)->Arg(1 << 10)->Arg(64 << 10)->UseRealTime();
 BENCHMARK(BM_Stream)->Arg(1 << 10)->Arg(64 << 10)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_StreamRegistered)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
 BENCHMARK(BM_StreamWindow)->Arg(1 << 20)->Arg(16 << 20)->UseRealTime();
+BENCHMARK(BM_GroupOfSmallAllReduces)->Arg(100)->Arg(1000)->Arg(10000)->UseRealTime();
 
 }  // namespace
 

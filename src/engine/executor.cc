@@ -6,6 +6,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <string>
@@ -224,7 +225,10 @@ class Run {
   std::vector<NetRequest> reqs_;
   std::vector<uint8_t> inFlight_;
   std::vector<Ref> ready_;
-  std::vector<Ref> polling_;  // poll steps started and not finished
+  std::vector<Ref> polling_;  // poll steps started and not finished (without a lane)
+  // Laned poll steps started and not finished, by lane, in lane order (PollStep::lane).
+  std::map<const void*, std::map<uint64_t, Ref>> lanes_;
+  bool hasPolling() const { return !polling_.empty() || !lanes_.empty(); }
   std::map<std::pair<Comm*, uint64_t>, Ref> selfSends_, selfRecvs_;
   size_t outstanding_ = 0;
   size_t finished_ = 0;
@@ -254,8 +258,14 @@ void Run::start(Ref r) {
       finishAvg(n.dst, n.count, n.dt, n.nranks);
       return finish(r);
     case Node::Kind::kPoll: {
+      PollStep* step = s.pollStep(n.slot);
+      if (const void* lane = step->lane()) {
+        lanes_[lane].emplace(step->laneOrder(), r);  // polled in order by pollSteps
+        ++outstanding_;
+        return;
+      }
       Status e;
-      if (s.pollStep(n.slot)->poll(&e)) return e.isOk() ? finish(r) : fail(std::move(e));
+      if (step->poll(&e)) return e.isOk() ? finish(r) : fail(std::move(e));
       polling_.push_back(r);
       ++outstanding_;
       return;
@@ -326,6 +336,23 @@ bool Run::pollSteps() {
     any = true;
     e.isOk() ? finish(r) : fail(std::move(e));
   }
+  for (auto lane = lanes_.begin(); lane != lanes_.end();) {
+    auto& pending = lane->second;
+    while (!pending.empty()) {
+      const Ref r = pending.begin()->second;
+      Status e;
+      PollStep* step = scheds_[r.sched]->pollStep(node(r).slot);
+      if (!step->poll(&e)) {
+        any = any || step->busy();
+        break;
+      }
+      pending.erase(pending.begin());
+      --outstanding_;
+      any = true;
+      e.isOk() ? finish(r) : fail(std::move(e));
+    }
+    lane = pending.empty() ? lanes_.erase(lane) : std::next(lane);
+  }
   return any;
 }
 
@@ -342,6 +369,10 @@ std::string Run::pendingDescription() {
     items.emplace_back(std::move(s), 1);
   };
   for (Ref r : polling_) add(scheds_[r.sched]->pollStep(node(r).slot)->waitingFor());
+  for (const auto& [lane, pending] : lanes_) {
+    const Ref r = pending.begin()->second;
+    add(scheds_[r.sched]->pollStep(node(r).slot)->waitingFor());
+  }
   for (uint32_t si = 0; si < scheds_.size(); ++si) {
     auto& nodes = scheds_[si]->nodes();
     for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
@@ -360,14 +391,14 @@ std::string Run::pendingDescription() {
 
 // Waits for at least one completion (moved into *batch); false when the run must give up.
 bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch) {
-  auto poll = [this] { return !polling_.empty() && pollSteps(); };
+  auto poll = [this] { return hasPolling() && pollSteps(); };
   auto onTimeout = [&] {
     Status t = waitTimedOut(scheds_[0]->name(), timeoutMs, pendingDescription(),
                             *scheds_[0]->comm()->transport());
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
   };
-  if (w_.waitSome(deadline, !polling_.empty(), poll, onTimeout, batch)) return true;
+  if (w_.waitSome(deadline, hasPolling(), poll, onTimeout, batch)) return true;
   leaked_ = true;
   return false;
 }

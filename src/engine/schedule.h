@@ -32,6 +32,11 @@ class PollStep {
   // Whether the last poll() did work without finishing (a step that moves data itself, a
   // share at a time): the executor then keeps polling instead of going to sleep.
   virtual bool busy() const { return false; }
+  // Steps of one lane (non-null) can only finish one after another, in laneOrder(): the
+  // executor polls only the first pending one of each lane (fast-box calls of a communicator,
+  // which run in call order: a group of thousands then costs one poll per pass, not thousands).
+  virtual const void* lane() const { return nullptr; }
+  virtual uint64_t laneOrder() const { return 0; }
 };
 
 using NodeId = int64_t;
