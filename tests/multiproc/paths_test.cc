@@ -2,8 +2,10 @@
 // or black-holed mid-allreduce by fault injection; the collective finishes with the right
 // result, the path's chunks were re-sent, and the path is reconnected and carries traffic again.
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <cstdio>
 #include <map>
 #include <string>
 #include <thread>
@@ -99,6 +101,43 @@ TEST(Paths, AKilledPathsChunksAreResentAndThePathComesBack) {
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
       },
       tcpPaths("path=0,after_bytes=24M"));
+}
+
+// A timed fault (after_ms) on a rank whose first peers share its node (shared memory, no TCP
+// path): it goes to the first peer reached over TCP instead of never firing.
+TEST(Paths, ATimedFaultGoesToAPeerReachedOverTcp) {
+  const std::string topo = "/tmp/braid-paths-test-" + std::to_string(getpid()) + ".json";
+  {
+    std::FILE* f = std::fopen(topo.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("{\"nodes\": 2, \"ranks_per_node\": 2}", f);
+    std::fclose(f);
+  }
+  RankOptions opt = tcpPaths("rank=0,path=0,after_ms=200", "2");
+  for (auto& [key, value] : opt.env) {
+    if (key == "BRAID_TRANSPORTS") value = "shm,tcp";  // ranks 0-1 and 2-3 share memory
+  }
+  opt.env.push_back({"BRAID_TOPO_FILE", topo});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        // For a second by rank 0's clock (it tells the others when to stop).
+        const double t0 = now();
+        for (int32_t more = 1; more != 0;) {
+          allreduceChecked(comm, r, n, size_t{1} << 20, 1);
+          more = r == 0 ? now() - t0 < 1.0 : 0;
+          BRAID_ASSERT_OK(braidBroadcast(&more, &more, 1, braidInt32, 0, comm, nullptr), comm);
+        }
+        if (r == 0) {
+          EXPECT_GE(totals(comm).failures, 1u) << "the timed fault never fired";
+          for (const auto& s : pathStats(comm)) EXPECT_GE(s.peer, 2) << "a path to a shm peer";
+        }
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      opt);
+  std::remove(topo.c_str());
 }
 
 TEST(Paths, ABlackholedPathIsFoundByItsTimeout) {

@@ -296,7 +296,8 @@ std::string FaultPlan::describe() const {
                      rank >= 0 ? fmt::format("rank {}: ", rank) : "",
                      blackhole ? "blackhole" : "close", randomPath ? "rand" : std::to_string(path),
                      randomPeer ? "a random peer"
-                     : peer < 0 ? "every peer"
+                     : peer < 0 ? "one peer at a time (after_bytes: the one sent to; after_ms: the "
+                                  "first reached over TCP)"
                                 : fmt::format("peer {}", peer),
                      afterBytes, afterMs, times, seed);
 }

@@ -765,7 +765,7 @@ void Transport::onTick() {
     }
   }
   if (faultsLeft_ > 0 && fault_.afterMs > 0 && now - lastFaultNs_ >= fault_.afterMs * 1'000'000) {
-    injectFault(fault_.peer >= 0 ? fault_.peer : ctx_.rank == 0 ? 1 : 0);
+    injectFault(-1);  // BRAID_FAULT's peer, else the first peer reached over TCP
   }
   for (auto& a : acceptances_) {
     if (!a->done() && a->expired()) {

@@ -28,15 +28,22 @@ void Transport::onBytesSent(Peer* p, int path, size_t bytes) {
 void Transport::injectFault(int rank) {
   if (failed() || stopping_ || faultsLeft_ <= 0) return;
   int target = fault_.randomPeer ? -1 : (fault_.peer >= 0 ? fault_.peer : rank);
-  if (target < 0) {
-    std::vector<int> served;
-    for (const Peer& p : peers_) {
-      if (!p.paths.empty()) served.push_back(p.rank);
-    }
-    if (served.empty()) return;
-    target = served[faultRng_() % served.size()];
+  std::vector<int> served;  // peers this transport reaches (not those over shared memory)
+  for (const Peer& p : peers_) {
+    if (!p.paths.empty()) served.push_back(p.rank);
   }
-  if (target < 0 || target >= ctx_.nranks || peers_[target].paths.empty()) return;
+  if (served.empty()) return;
+  if (fault_.randomPeer) target = served[faultRng_() % served.size()];
+  if (target < 0 && fault_.peer < 0) target = served.front();  // a timed fault: the first
+  if (target < 0 || target >= ctx_.nranks || peers_[target].paths.empty()) {
+    // A peer reached over shared memory (or none): said once, and the fault disarmed, rather
+    // than waiting silently for a path that will never exist.
+    LOG_WARN(
+        kPath, "fault injection: {} has no TCP path from this rank; the fault is disarmed",
+        target >= 0 && target < ctx_.nranks ? peerName(target) : fmt::format("rank {}", target));
+    faultsLeft_ = 0;
+    return;
+  }
   Peer& p = peers_[target];
   const int P = static_cast<int>(p.paths.size());
   int path = (fault_.randomPath ? static_cast<int>(faultRng_() % P) : fault_.path) % P;
