@@ -179,7 +179,9 @@ BRAID_API braidResult_t braidRecv(void* recvbuff, size_t count, braidDataType_t 
 BRAID_API braidResult_t braidBarrier(braidComm_t comm, braidStream_t stream);
 
 /* Operations issued between braidGroupStart and braidGroupEnd (on this thread) are fused and
- * progress together; they start at braidGroupEnd. Groups nest. */
+ * progress together, in no set order between them; they start at braidGroupEnd. Groups nest.
+ * So no operation of a group may read or write a buffer that another one of the same group
+ * writes (its result would depend on timing and transport, as with NCCL). */
 BRAID_API braidResult_t braidGroupStart(void);
 BRAID_API braidResult_t braidGroupEnd(void);
 

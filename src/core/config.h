@@ -26,7 +26,8 @@ namespace braid {
   X(rails, std::string, "auto", "BRAID_RAILS",                                                    \
     "the node's rail interfaces in order (e.g. eth1,eth2): local rank i sends on rail i mod R; "  \
     "auto: hwloc's NICs by NUMA node when there are 2 or more; none: one interface for all "      \
-    "(BRAID_SOCKET_IFNAME, if set, wins for its rank); a rail down at start is left out")         \
+    "(BRAID_SOCKET_IFNAME, if set, wins for its rank); a rail without link at the start "         \
+    "starts dead and joins when it comes up")                                                     \
   X(tcpSocketsPerPeer, int64_t, 1, "BRAID_TCP_SOCKETS_PER_PEER",                                  \
     "TCP connections (flows, distinct source ports for ECMP) per pair of NICs to each peer; "     \
     "more spreads over ECMP fabrics, 1 loses least to TCP's own dynamics on rails")               \
