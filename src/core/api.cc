@@ -245,7 +245,7 @@ braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t* stats, i
 braidResult_t braidStreamCreate(braidStream_t* stream) {
   return guard(nullptr, [&]() -> Status {
     if (stream == nullptr) return invalidArgument("stream (the output pointer) is NULL");
-    auto* h = new braidStream{std::make_shared<braid::Stream>()};
+    auto* h = new braidStream{std::make_shared<braid::StreamQueue>()};
     braid::registerHandle(h);
     *stream = h;
     return Status::ok();
@@ -254,7 +254,7 @@ braidResult_t braidStreamCreate(braidStream_t* stream) {
 
 braidResult_t braidStreamDestroy(braidStream_t stream) {
   if (stream == nullptr) return braid::report(invalidArgument("stream is NULL"));
-  std::shared_ptr<braid::Stream> s;
+  std::shared_ptr<braid::StreamQueue> s;
   if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
   if (!braid::unregisterHandle(stream))
     return braid::report(invalidUsage("stream destroyed twice"));
@@ -264,14 +264,14 @@ braidResult_t braidStreamDestroy(braidStream_t stream) {
 
 braidResult_t braidStreamSynchronize(braidStream_t stream) {
   if (stream == nullptr) return braid::report(invalidArgument("stream is NULL"));
-  std::shared_ptr<braid::Stream> s;
+  std::shared_ptr<braid::StreamQueue> s;
   if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
   return braid::report(s->synchronize());
 }
 
 braidResult_t braidStreamQuery(braidStream_t stream) {
   if (stream == nullptr) return braid::report(invalidArgument("stream is NULL"));
-  std::shared_ptr<braid::Stream> s;
+  std::shared_ptr<braid::StreamQueue> s;
   if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
   if (s->busy()) return braidInProgress;
   return braid::report(s->takeError());

@@ -148,7 +148,7 @@ braidResult_t issue(Call&& c) {
   std::shared_ptr<Comm> comm;
   if (braidResult_t r = report(lookupComm(c.comm, &comm)); r != braidSuccess) return r;
   return guard(comm, [&]() -> Status {
-    std::shared_ptr<Stream> stream;
+    std::shared_ptr<StreamQueue> stream;
     BRAID_TRY(lookupStream(c.stream, &stream));
     const char* coll = collName(c.a.kind);
     if (!validDtype(c.dtRaw)) {

@@ -9,7 +9,7 @@ namespace braid {
 namespace {
 
 struct Pending {
-  std::shared_ptr<Stream> stream;
+  std::shared_ptr<StreamQueue> stream;
   Task task;
 };
 
@@ -24,7 +24,7 @@ thread_local GroupState tlsGroup;
 
 bool groupOpen() { return tlsGroup.depth > 0; }
 
-Status submit(Task task, const std::shared_ptr<Stream>& stream) {
+Status submit(Task task, const std::shared_ptr<StreamQueue>& stream) {
   if (groupOpen()) {
     for (auto& p : tlsGroup.pending) {
       if (p.stream == stream) {

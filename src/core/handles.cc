@@ -47,7 +47,7 @@ Status lookupComm(braidComm_t c, std::shared_ptr<Comm>* out) {
   return Status::ok();
 }
 
-Status lookupStream(braidStream_t s, std::shared_ptr<Stream>* out) {
+Status lookupStream(braidStream_t s, std::shared_ptr<StreamQueue>* out) {
   out->reset();
   if (s == nullptr) return Status::ok();
   std::lock_guard<std::mutex> lock(table().mu);

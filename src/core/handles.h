@@ -14,7 +14,7 @@ struct braidComm {
   std::shared_ptr<braid::Comm> impl;
 };
 struct braidStream {
-  std::shared_ptr<braid::Stream> impl;
+  std::shared_ptr<braid::StreamQueue> impl;
 };
 
 namespace braid {
@@ -24,14 +24,14 @@ bool unregisterHandle(const void* h);
 bool handleAlive(const void* h);
 
 Status lookupComm(braidComm_t c, std::shared_ptr<Comm>* out);
-Status lookupStream(braidStream_t s, std::shared_ptr<Stream>* out);  // NULL stream -> nullptr
+Status lookupStream(braidStream_t s, std::shared_ptr<StreamQueue>* out);  // NULL stream -> nullptr
 
 // Records the error (on the communicator if any, and for this thread) and returns its code.
 braidResult_t report(const Status& s, const std::shared_ptr<Comm>& comm = nullptr);
 const char* threadLastError();
 
 // Runs a ready task on the stream (or now, when stream is NULL), or adds it to the open group.
-Status submit(Task task, const std::shared_ptr<Stream>& stream);
+Status submit(Task task, const std::shared_ptr<StreamQueue>& stream);
 bool groupOpen();
 
 }  // namespace braid

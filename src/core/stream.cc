@@ -29,9 +29,9 @@ Status runTask(Task& task) {
   return st;
 }
 
-Stream::Stream() : thread_([this] { worker(); }) {}
+StreamQueue::StreamQueue() : thread_([this] { worker(); }) {}
 
-Stream::~Stream() {
+StreamQueue::~StreamQueue() {
   {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
@@ -58,7 +58,7 @@ QueuedMark::~QueuedMark() {
   for (auto& c : comms_) c->queued(-1);
 }
 
-void Stream::enqueue(Task task) {
+void StreamQueue::enqueue(Task task) {
   task.queuedAt = Clock::now();
   task.queued = QueuedMark(task.schedules);
   bool wake;
@@ -71,7 +71,7 @@ void Stream::enqueue(Task task) {
 }
 
 // Runs the front task with mu_ held on entry and exit (released while it runs).
-void Stream::runFront(std::unique_lock<std::mutex>& lock) {
+void StreamQueue::runFront(std::unique_lock<std::mutex>& lock) {
   Task t = std::move(queue_.front());
   queue_.pop_front();
   running_ = true;
@@ -84,7 +84,7 @@ void Stream::runFront(std::unique_lock<std::mutex>& lock) {
   if (queue_.empty()) idle_.notify_all();
 }
 
-void Stream::worker() {
+void StreamQueue::worker() {
   std::unique_lock<std::mutex> lock(mu_);
   while (true) {
     auto now = Clock::now();
@@ -106,7 +106,7 @@ void Stream::worker() {
   }
 }
 
-Status Stream::synchronize() {
+Status StreamQueue::synchronize() {
   std::unique_lock<std::mutex> lock(mu_);
   // The caller would only wait, so when the worker has not started yet it runs the queued
   // tasks itself (in order): no hand-off to the worker and back. A busy worker keeps going
@@ -125,12 +125,12 @@ Status Stream::synchronize() {
   return s;
 }
 
-bool Stream::busy() {
+bool StreamQueue::busy() {
   std::lock_guard<std::mutex> lock(mu_);
   return !queue_.empty() || running_;
 }
 
-Status Stream::takeError() {
+Status StreamQueue::takeError() {
   std::lock_guard<std::mutex> lock(mu_);
   Status s = firstError_;
   firstError_ = Status::ok();

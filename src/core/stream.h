@@ -1,7 +1,8 @@
-// Streams: a worker thread per stream runs its tasks in order, asynchronously to the caller;
-// a caller that synchronizes runs the queued tasks itself instead of waiting for the worker,
-// and while it keeps doing so, enqueue stops waking the worker (no thread switch per call).
-// A task is the schedules of one call or of one fused group.
+// Streams (braidStream_t; StreamQueue, not Stream: braid.hpp's braid::Stream is the public
+// wrapper, and a program may link both): a worker thread per stream runs its tasks in order,
+// asynchronously to the caller; a caller that synchronizes runs the queued tasks itself instead of
+// waiting for the worker, and while it keeps doing so, enqueue stops waking the worker (no thread
+// switch per call). A task is the schedules of one call or of one fused group.
 #pragma once
 
 #include <condition_variable>
@@ -39,16 +40,16 @@ class QueuedMark {
 struct Task {
   std::vector<std::unique_ptr<Schedule>> schedules;
   Clock::time_point queuedAt{};
-  QueuedMark queued;  // set by Stream::enqueue
+  QueuedMark queued;  // set by StreamQueue::enqueue
 };
 
 // Runs a task now on this thread; records errors on the communicators involved.
 Status runTask(Task& task);
 
-class Stream {
+class StreamQueue {
  public:
-  Stream();
-  ~Stream();  // finishes queued work first
+  StreamQueue();
+  ~StreamQueue();  // finishes queued work first
   void enqueue(Task task);
   Status synchronize();
   bool busy();
