@@ -213,6 +213,9 @@ class Run {
   void fail(Status e) {
     if (err_.isOk()) err_ = std::move(e);
   }
+  PollStep* stepOf(Ref r) { return scheds_[r.sched]->pollStep(node(r).slot); }
+  // Polls a started poll step; true (and finish or fail) when it finished.
+  bool pollOne(Ref r, bool* any);
   bool pollSteps();
   std::string pendingDescription();
   bool waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch);
@@ -319,37 +322,33 @@ void Run::start(Ref r) {
 
 // Polls the poll steps in flight; whether any finished or is busy (so that the waiter
 // polls again at once rather than sleeping).
+bool Run::pollOne(Ref r, bool* any) {
+  Status e;
+  PollStep* step = stepOf(r);
+  if (!step->poll(&e)) {
+    *any = *any || step->busy();
+    return false;
+  }
+  --outstanding_;
+  *any = true;
+  e.isOk() ? finish(r) : fail(std::move(e));
+  return true;
+}
+
 bool Run::pollSteps() {
   bool any = false;
   for (size_t i = 0; i < polling_.size();) {
-    Ref r = polling_[i];
-    Status e;
-    PollStep* step = scheds_[r.sched]->pollStep(node(r).slot);
-    if (!step->poll(&e)) {
-      any = any || step->busy();
+    if (!pollOne(polling_[i], &any)) {
       ++i;
       continue;
     }
     polling_[i] = polling_.back();
     polling_.pop_back();
-    --outstanding_;
-    any = true;
-    e.isOk() ? finish(r) : fail(std::move(e));
   }
   for (auto lane = lanes_.begin(); lane != lanes_.end();) {
     auto& pending = lane->second;
-    while (!pending.empty()) {
-      const Ref r = pending.begin()->second;
-      Status e;
-      PollStep* step = scheds_[r.sched]->pollStep(node(r).slot);
-      if (!step->poll(&e)) {
-        any = any || step->busy();
-        break;
-      }
+    while (!pending.empty() && pollOne(pending.begin()->second, &any)) {
       pending.erase(pending.begin());
-      --outstanding_;
-      any = true;
-      e.isOk() ? finish(r) : fail(std::move(e));
     }
     lane = pending.empty() ? lanes_.erase(lane) : std::next(lane);
   }
@@ -368,11 +367,8 @@ std::string Run::pendingDescription() {
     if (items.size() == 3) return static_cast<void>(more = true);
     items.emplace_back(std::move(s), 1);
   };
-  for (Ref r : polling_) add(scheds_[r.sched]->pollStep(node(r).slot)->waitingFor());
-  for (const auto& [lane, pending] : lanes_) {
-    const Ref r = pending.begin()->second;
-    add(scheds_[r.sched]->pollStep(node(r).slot)->waitingFor());
-  }
+  for (Ref r : polling_) add(stepOf(r)->waitingFor());
+  for (const auto& [lane, pending] : lanes_) add(stepOf(pending.begin()->second)->waitingFor());
   for (uint32_t si = 0; si < scheds_.size(); ++si) {
     auto& nodes = scheds_[si]->nodes();
     for (uint32_t ni = 0; ni < nodes.size(); ++ni) {
