@@ -273,6 +273,7 @@ TEST(Multipath, AStragglerAtTheEndIsSentAgainOnAnIdlePath) {
   };
   std::vector<std::pair<int, uint64_t>> sent;
   auto emit = [&](int p, Chunk& c) { sent.push_back({p, c.fid}); };
+  auto always = [](int) { return true; };  // the transport below says every path is stuck
   const int64_t ms = 1'000'000;
   uint64_t a = add(), b = add();
   tx.schedule(1, emit);
@@ -282,11 +283,11 @@ TEST(Multipath, AStragglerAtTheEndIsSentAgainOnAnIdlePath) {
   tx.ack(1 - pa, 0, &rb, 1, 5 * ms, [](Chunk&) {});  // b's path is done and idle
   sent.clear();
   // Not yet a straggler; nor while something still waits in the queue.
-  EXPECT_EQ(tx.resendStragglers(30 * ms, 50 * ms, emit), 0u);
+  EXPECT_EQ(tx.resendStragglers(30 * ms, 50 * ms, always, emit), 0u);
   uint64_t q = add();
   tx.hold(1 - pa, true);
   tx.hold(pa, true);
-  EXPECT_EQ(tx.resendStragglers(60 * ms, 50 * ms, emit), 0u);
+  EXPECT_EQ(tx.resendStragglers(60 * ms, 50 * ms, always, emit), 0u);
   tx.hold(1 - pa, false);
   tx.schedule(60 * ms, emit);  // q goes to the idle path
   ASSERT_EQ(sent.size(), 1u);
@@ -296,10 +297,10 @@ TEST(Multipath, AStragglerAtTheEndIsSentAgainOnAnIdlePath) {
   tx.hold(pa, false);
   sent.clear();
   // a: out 60 ms on a path silent as long: a second copy goes on the other path, once.
-  EXPECT_EQ(tx.resendStragglers(61 * ms, 50 * ms, emit), 1u);
+  EXPECT_EQ(tx.resendStragglers(61 * ms, 50 * ms, always, emit), 1u);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0], (std::pair<int, uint64_t>{1 - pa, a}));
-  EXPECT_EQ(tx.resendStragglers(200 * ms, 50 * ms, emit), 0u);
+  EXPECT_EQ(tx.resendStragglers(200 * ms, 50 * ms, always, emit), 0u);
   EXPECT_GT(tx.outstanding(pa), 0u);
   EXPECT_GT(tx.outstanding(1 - pa), 0u);
   // The first copy acknowledged retires it from both paths.
@@ -320,13 +321,55 @@ TEST(Multipath, AStragglerAtTheEndIsSentAgainOnAnIdlePath) {
   tx.schedule(300 * ms, emit);
   ASSERT_EQ(sent.size(), 1u);
   const int pd = sent[0].first;
-  EXPECT_EQ(tx.resendStragglers(400 * ms, 50 * ms, emit), 1u);
+  EXPECT_EQ(tx.resendStragglers(400 * ms, 50 * ms, always, emit), 1u);
   EXPECT_EQ(tx.setState(1 - pd, PathState::kDead, 401 * ms), 1u);
   EXPECT_EQ(tx.outstanding(pd), 0u);
   sent.clear();
   tx.schedule(402 * ms, emit);
   ASSERT_EQ(sent.size(), 1u);
   EXPECT_EQ(sent[0], (std::pair<int, uint64_t>{pd, d}));
+}
+
+// A chunk as old as a straggler on a path whose transport still moves data (a slow flow, its
+// acknowledgements coming) gets no copy: copies would take the bandwidth of the flows that
+// share its link. The transport is asked once per path per look, and the chunk gets its copy
+// once the path does stall.
+TEST(Multipath, ASlowPathThatStillMovesGetsNoStragglerCopy) {
+  Sender tx(3, SenderOptions{});
+  std::string data(1 << 20, 'x');
+  std::vector<std::pair<int, uint64_t>> sent;
+  auto emit = [&](int p, Chunk& c) { sent.push_back({p, c.fid}); };
+  for (int i = 0; i < 6; ++i) {
+    Chunk c;
+    c.payload = data.data();
+    c.len = 64 << 10;
+    tx.add(std::move(c));
+  }
+  tx.schedule(1, emit);
+  ASSERT_EQ(sent.size(), 6u);
+  const int slow = sent[0].first;
+  // Every chunk but those of the slow path is acknowledged.
+  std::vector<Range> acks;
+  for (const auto& [p, fid] : sent) {
+    if (p != slow) acks.push_back({fid, 1});
+  }
+  tx.ack(slow, 0, acks.data(), acks.size(), 2'000'000, [](Chunk&) {});
+  const size_t left = tx.unacked();
+  ASSERT_GT(left, 0u);
+  sent.clear();
+  const int64_t ms = 1'000'000;
+  std::vector<int> asked;
+  auto moving = [&](int p) {
+    asked.push_back(p);
+    return false;
+  };
+  EXPECT_EQ(tx.resendStragglers(100 * ms, 50 * ms, moving, emit), 0u);
+  EXPECT_EQ(asked, std::vector<int>{slow});
+  EXPECT_TRUE(sent.empty());
+  auto stuck = [](int) { return true; };
+  EXPECT_EQ(tx.resendStragglers(101 * ms, 50 * ms, stuck, emit), left);
+  ASSERT_EQ(sent.size(), left);
+  for (const auto& [p, fid] : sent) EXPECT_NE(p, slow);
 }
 
 // Thousands of small chunks waiting for a lazy acknowledgement: the look for stragglers (a pass
@@ -336,6 +379,7 @@ TEST(Multipath, ManyUnacknowledgedChunksAreLookedAtForStragglersAtMostEveryEight
   const int64_t us = 1'000, ms = 1'000'000, age = 50 * ms;
   size_t sent = 0;
   auto emit = [&](int, Chunk&) { ++sent; };
+  auto always = [](int) { return true; };
   for (int i = 0; i < 5000; ++i) {  // one a microsecond, from 0 to 5 ms, no acknowledgement
     Chunk c;
     c.owned = "8 bytes!";
@@ -346,12 +390,12 @@ TEST(Multipath, ManyUnacknowledgedChunksAreLookedAtForStragglersAtMostEveryEight
   }
   ASSERT_EQ(sent, 5000u);
   // At 52 ms those sent before 2 ms are stragglers: a second copy each.
-  const size_t first = tx.resendStragglers(52 * ms, age, emit);
+  const size_t first = tx.resendStragglers(52 * ms, age, always, emit);
   EXPECT_NEAR(static_cast<double>(first), 2000.0, 2.0);
   // A millisecond later a thousand more are as old, but the next look is at 52 + 50/8 ms.
-  EXPECT_EQ(tx.resendStragglers(53 * ms, age, emit), 0u);
-  EXPECT_EQ(tx.resendStragglers(58 * ms, age, emit), 0u);
-  EXPECT_EQ(tx.resendStragglers(59 * ms, age, emit) + first, 5000u);
+  EXPECT_EQ(tx.resendStragglers(53 * ms, age, always, emit), 0u);
+  EXPECT_EQ(tx.resendStragglers(58 * ms, age, always, emit), 0u);
+  EXPECT_EQ(tx.resendStragglers(59 * ms, age, always, emit) + first, 5000u);
   EXPECT_EQ(sent, 10000u);
 }
 

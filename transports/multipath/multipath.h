@@ -160,25 +160,38 @@ class Sender {
   bool held(int path) const { return paths_[path].held; }
   bool waiting() const { return !requeued_.empty() || fresh_ < nextFid_; }
   // The end of a transfer: with nothing queued, a chunk out for ageNs on a path that has not
-  // been acknowledged for as long (a flow recovering from a loss, or in retransmission backoff)
-  // is sent again on the least loaded other usable path that is not held; the first copy
-  // acknowledged retires it. At most one extra copy per chunk; returns how many were sent.
-  // With more than kScanAlways chunks unacknowledged (small ones waiting for a lazy
-  // acknowledgement, thousands in a stream of small messages) they are looked at every
-  // ageNs/8 at most: a pass over all of them on every send cost more than the send.
-  template <typename Emit>
-  size_t resendStragglers(int64_t nowNs, int64_t ageNs, Emit&& emit) {
+  // been acknowledged for as long and that stalled(path) says moves nothing below (a flow
+  // recovering from a loss, or in retransmission backoff; not one that is merely slow) is sent
+  // again on the least loaded other usable path that is not held; the first copy acknowledged
+  // retires it. At most one extra copy per chunk; returns how many were sent. stalled(path)
+  // is asked at most once per path per call. With more than kScanAlways chunks unacknowledged
+  // (small ones waiting for a lazy acknowledgement, thousands in a stream of small messages)
+  // they are looked at every ageNs/8 at most: a pass over all of them on every send cost more
+  // than the send.
+  template <typename Stalled, typename Emit>
+  size_t resendStragglers(int64_t nowNs, int64_t ageNs, Stalled&& stalled, Emit&& emit) {
     if (waiting()) return 0;
     if (live_ > kScanAlways) {
       if (nowNs < nextStragglerScanNs_) return 0;
       nextStragglerScanNs_ = nowNs + ageNs / 8;
     }
     size_t n = 0;
+    uint64_t asked = 0, stalledPaths = 0;
     for (uint64_t fid = nextLive(base_); fid < nextFid_; fid = nextLive(fid + 1)) {
       Chunk& c = chunks_[fid - base_];
       if (c.path < 0 || c.copyPath >= 0 || nowNs - c.sentNs < ageNs) continue;
       const PathRec& from = paths_[c.path];
       if (nowNs - std::max(from.lastAckNs, c.sentNs) < ageNs) continue;
+      if (static_cast<size_t>(c.path) < 64) {  // the answer for this path, once per call
+        const uint64_t bit = uint64_t{1} << c.path;
+        if ((asked & bit) == 0) {
+          asked |= bit;
+          if (stalled(c.path)) stalledPaths |= bit;
+        }
+        if ((stalledPaths & bit) == 0) continue;
+      } else if (!stalled(c.path)) {
+        continue;
+      }
       int best = -1;
       for (size_t i = 0; i < paths_.size(); ++i) {
         const PathRec& p = paths_[i];

@@ -391,4 +391,13 @@ int64_t Socket::kernelQuietMs() const {
   return ti.tcpi_last_data_recv;
 }
 
+bool Socket::kernelStalled(int64_t ms) const {
+  tcp_info ti{};
+  socklen_t len = sizeof ti;
+  if (!fd_.valid() || frozen_ || getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) {
+    return true;
+  }
+  return ti.tcpi_unacked > 0 && static_cast<int64_t>(ti.tcpi_last_ack_recv) >= ms;
+}
+
 }  // namespace braid::tcp

@@ -365,7 +365,14 @@ void Transport::pumpOnce(Peer* p) {
   };
   const int64_t now = mp::nowNs();
   p->tx.schedule(now, emit);
-  p->tx.resendStragglers(now, stragglerNs_, emit);
+  // A copy only for a chunk whose flow is stuck in its kernel, not one that is merely slow:
+  // copies of a slow flow's chunks on its siblings (an ECMP fabric's shared uplink) take the
+  // bandwidth the transfer needs.
+  auto stalled = [&](int k) {
+    Socket* s = p->paths[k]->sock.get();
+    return s == nullptr || s->kernelStalled(stragglerNs_ / 1'000'000);
+  };
+  p->tx.resendStragglers(now, stragglerNs_, stalled, emit);
   if (many) {
     for (auto& path : p->paths) {
       if (failed()) return;

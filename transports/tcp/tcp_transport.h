@@ -119,6 +119,10 @@ class Socket : public Reactor::Handler {
   bool kernelProgress();
   // Milliseconds since the kernel last received data on this connection (TCP_INFO).
   int64_t kernelQuietMs() const;
+  // Whether the kernel's TCP has segments in flight and heard no acknowledgement for `ms`
+  // (a loss in retransmission backoff, a blackhole) or the socket moves nothing any more
+  // (closed, frozen); a slow flow whose acknowledgements keep coming is not stalled.
+  bool kernelStalled(int64_t ms) const;
 
  private:
   struct OutFrame {
