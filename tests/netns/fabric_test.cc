@@ -300,6 +300,39 @@ TEST_F(Fabric, RanksSharingAHostKeepToTheirOwnRails) {
       options(2, "20000", 2));
 }
 
+// One path closed once (fault injection) between hosts of two ranks each, on a slow rail: the
+// close is one failure on each end, and the path comes back once. The closing end tells the
+// peer on the other rail, whose queue holds the chunks that go again; a notice that arrived
+// after the path was connected anew took the new connection down too (both ends then counted
+// two failures, each blaming the other).
+TEST_F(Fabric, AClosedPathFailsOnceAndComesBackOnce) {
+  if (!up(2, 2, "--rate 200mbit")) GTEST_SKIP() << "cannot build a testbed here";
+  RankOptions opt = options(2, "20000", 2);
+  opt.env.push_back({"BRAID_FAULT", "rank=0,path=0,after_ms=500"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceFor(comm, r, n, size_t{1} << 20, 2.0);
+        std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        allreduceFor(comm, r, n, size_t{1} << 20, 0.5);  // after the re-admission too
+        uint64_t failed = 0, back = 0;
+        for (const auto& s : pathStats(comm)) {
+          failed += s.failures;
+          back += s.readmissions;
+          EXPECT_NE(s.state, braidPathDead) << "rank " << r << ": " << s.local;
+        }
+        EXPECT_LE(failed, 1u) << "rank " << r;
+        EXPECT_EQ(back, failed) << "rank " << r;
+        if (r == 0) {
+          EXPECT_EQ(failed, 1u) << "the fault did not fire";
+        }
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      opt);
+}
+
 TEST_F(Fabric, RailCutOnOneHostMidAllReduce) {
   if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
   std::thread t = later(600, {"cut 1 0"});

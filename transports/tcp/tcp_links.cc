@@ -111,22 +111,32 @@ void Transport::onPathUpNotice(Peer* p, uint64_t path) {
   if (!pa.sock || !pa.sock->alive()) probeNow(p, static_cast<int>(path));
 }
 
-void Transport::notifyPathDown(Peer* p, int path) { notifyPath(p, path, FrameType::kPathDown); }
+void Transport::notifyPathDown(Peer* p, int path, uint32_t conn) {
+  notifyPath(p, path, FrameType::kPathDown, conn);
+}
 
-void Transport::notifyPath(Peer* p, int path, FrameType type) {
+void Transport::notifyPath(Peer* p, int path, FrameType type, uint64_t conn) {
   Socket* s = p->liveSocket();
   if (s == nullptr || stopping_) return;
   FrameHeader h;
   h.type = static_cast<uint8_t>(type);
   h.tag = static_cast<uint64_t>(path);
+  h.offset = conn;
   s->enqueueUrgent(h, {});
   s->flush();
 }
 
-void Transport::onPathDownNotice(Peer* p, uint64_t path) {
+void Transport::onPathDownNotice(Peer* p, uint64_t path, uint64_t conn) {
   if (path >= p->paths.size()) return;
   Path& pa = *p->paths[path];
   if (!pa.sock || !pa.sock->alive()) return;
+  // The notice waited behind data on a loaded path while this end saw the close itself and
+  // the path was connected anew: it names the old connection, not this one.
+  if (conn != 0 && pa.sock->connId() != 0 && conn != pa.sock->connId()) {
+    LOG_DEBUG(kPath, "{}: a late notice about an earlier connection of {} ignored",
+              peerName(p->rank), pathName(p, static_cast<int>(path)));
+    return;
+  }
   onPathDown(p, static_cast<int>(path), "the peer reports it dead", false, /*notify=*/false);
 }
 

@@ -515,6 +515,7 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
   if (failed()) return;
   Path& pa = *p->paths[path];
   if (!pa.sock || !pa.sock->alive()) return;
+  const uint32_t conn = pa.sock->peerConnId();
   retire(std::move(pa.sock));
   p->rx.dropPath(path);
   size_t moved = 0;
@@ -529,9 +530,10 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
     allPathsDown(p);
     if (failed()) return;
   } else {
+    // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path,
+    // ahead of the chunks that go again there.
+    if (notify && !closedByPeer) notifyPathDown(p, path, conn);
     pump(p);
-    // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path.
-    if (notify && !closedByPeer && !failed()) notifyPathDown(p, path);
   }
   if (ctx_.rank > p->rank) scheduleProbe(p, path, false);
 }

@@ -22,7 +22,23 @@ namespace {
 // A connection the peer's kernel closed or reset: its process may be gone.
 bool peerClosed(int err) { return err == ECONNRESET || err == EPIPE || err == ECONNREFUSED; }
 
+// A socket address's port (IPv4 or IPv6), 0 if it has none.
+uint16_t portOf(const sockaddr_storage& a) {
+  if (a.ss_family == AF_INET) return ntohs(reinterpret_cast<const sockaddr_in&>(a).sin_port);
+  if (a.ss_family == AF_INET6) return ntohs(reinterpret_cast<const sockaddr_in6&>(a).sin6_port);
+  return 0;
+}
+
 }  // namespace
+
+Socket::Socket(Peer* peer, int path, Fd fd) : peer_(peer), path_(path), fd_(std::move(fd)) {
+  sockaddr_storage local{}, remote{};
+  socklen_t ll = sizeof local, rl = sizeof remote;
+  if (fd_.valid() && getsockname(fd_.get(), reinterpret_cast<sockaddr*>(&local), &ll) == 0 &&
+      getpeername(fd_.get(), reinterpret_cast<sockaddr*>(&remote), &rl) == 0) {
+    connId_ = (uint32_t{portOf(local)} << 16) | portOf(remote);
+  }
+}
 
 void Socket::enqueue(const FrameHeader& h, const void* payload, std::string owned) {
   OutFrame f;
@@ -237,7 +253,7 @@ bool Socket::onHeader() {
     case FrameType::kRehash:
       if (in_.len != 0) return malformed();
       if (static_cast<FrameType>(in_.type) == FrameType::kPathDown) {
-        t->onPathDownNotice(peer_, in_.tag);
+        t->onPathDownNotice(peer_, in_.tag, in_.offset);
       } else if (static_cast<FrameType>(in_.type) == FrameType::kPathUp) {
         t->onPathUpNotice(peer_, in_.tag);
       } else {

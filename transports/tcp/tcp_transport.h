@@ -82,7 +82,7 @@ struct Peer;
 // The connection of one path.
 class Socket : public Reactor::Handler {
  public:
-  Socket(Peer* peer, int path, Fd fd) : peer_(peer), path_(path), fd_(std::move(fd)) {}
+  Socket(Peer* peer, int path, Fd fd);
   void onEvents(uint32_t events) override;
   void enqueue(const FrameHeader& h, const void* payload, std::string owned = {});
   // Ahead of queued data (acknowledgements): after the frame on the wire, if any.
@@ -114,6 +114,11 @@ class Socket : public Reactor::Handler {
   int64_t lastRecvNs() const { return lastRecvNs_; }
   bool heard() const { return heard_; }  // anything received yet
   int64_t lastSendNs() const { return lastSendNs_; }
+  // The connection's identity, its ports (local << 16 | remote; 0 if unknown), and the same as
+  // the peer's end sees it: a notice about a connection names it, so that a notice that arrives
+  // after the path was connected anew does not take the new connection down.
+  uint32_t connId() const { return connId_; }
+  uint32_t peerConnId() const { return (connId_ << 16) | (connId_ >> 16); }
   // Whether the kernel's TCP made progress on this connection since the previous call: bytes
   // acknowledged by the peer's kernel, or nothing left in flight at all.
   bool kernelProgress();
@@ -165,6 +170,7 @@ class Socket : public Reactor::Handler {
   int64_t lastRecvNs_ = mp::nowNs();
   bool heard_ = false;
   int64_t lastSendNs_ = mp::nowNs();
+  uint32_t connId_ = 0;
   uint64_t written_ = 0;      // bytes handed to the kernel
   uint64_t kernelAcked_ = 0;  // of them, acknowledged by the peer's kernel at the last check
 };
@@ -253,7 +259,7 @@ class Transport : public braid::Transport {
   void fail(const Status& reason, bool notifyPeers);
   // A path's connection failed (closedByPeer: EOF/reset, else a stall or local error).
   void onPathDown(Peer* p, int path, const std::string& why, bool closedByPeer, bool notify = true);
-  void onPathDownNotice(Peer* p, uint64_t path);
+  void onPathDownNotice(Peer* p, uint64_t path, uint64_t conn);
   void onPathUpNotice(Peer* p, uint64_t path);
   void onLinkDown(const std::string& ifname);
   // A NIC's link came up: its dead paths are probed now rather than at their backoff.
@@ -333,8 +339,9 @@ class Transport : public braid::Transport {
   Status startBackground();
   void stopBackground();
   Status startLinkWatch();
-  void notifyPathDown(Peer* p, int path);
-  void notifyPath(Peer* p, int path, FrameType type);
+  // conn: the peer's Socket::connId of the connection that died (0: whichever it has).
+  void notifyPathDown(Peer* p, int path, uint32_t conn);
+  void notifyPath(Peer* p, int path, FrameType type, uint64_t conn = 0);
 
   TransportContext ctx_;
   std::vector<NetIf> nics_;  // the NICs this rank listens and sends on, rail order
