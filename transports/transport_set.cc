@@ -170,16 +170,32 @@ Status TransportSet::registerBuffer(void* buf, size_t size, void** handle) {
     any = any || (*handles)[i] != nullptr;
   }
   *handle = any ? handles.release() : nullptr;
+  if (*handle != nullptr) {
+    std::lock_guard<std::mutex> lock(handlesMu_);
+    handles_.insert(*handle);
+  }
   return Status::ok();
 }
 
-void TransportSet::deregisterBuffer(void* handle) {
-  if (handle == nullptr) return;
+Status TransportSet::release(void* handle) {
+  if (handle == nullptr) return Status::ok();
+  {
+    std::lock_guard<std::mutex> lock(handlesMu_);
+    if (handles_.erase(handle) == 0) {
+      return invalidArgument(fmt::format(
+          "handle {} is not one braidCommRegister returned on this communicator, or it was "
+          "deregistered already",
+          handle));
+    }
+  }
   std::unique_ptr<std::vector<void*>> handles(static_cast<std::vector<void*>*>(handle));
   for (size_t i = 0; i < members_.size() && i < handles->size(); ++i) {
     members_[i]->t->deregisterBuffer((*handles)[i]);
   }
+  return Status::ok();
 }
+
+void TransportSet::deregisterBuffer(void* handle) { (void)release(handle); }
 
 void TransportSet::pathStats(std::vector<PathStatsRow>* out) const {
   for (const auto& m : members_) m->t->pathStats(out);

@@ -6,6 +6,8 @@
 
 #include <atomic>
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -40,6 +42,9 @@ class TransportSet : public Transport {
   // One handle for every member's registration (a vector of their handles), or nullptr.
   Status registerBuffer(void* buf, size_t size, void** handle) override;
   void deregisterBuffer(void* handle) override;
+  // deregisterBuffer of a handle this set returned and has not released yet; any other handle
+  // (never returned, released already) is refused and changes nothing.
+  Status release(void* handle);
   bool fastLink(int rank, FastLink* link, size_t* capacity) const override;
   std::string healthNote() const override;
 
@@ -61,6 +66,8 @@ class TransportSet : public Transport {
   std::vector<int> route_;                           // per rank: index into members_ (-1: self)
   std::unique_ptr<std::atomic<uint64_t>[]> sentTo_;  // per rank
   std::string name_;
+  std::mutex handlesMu_;
+  std::set<void*> handles_;  // registerBuffer's, not released yet
 };
 
 }  // namespace braid

@@ -136,7 +136,8 @@ BRAID_API braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t
  * registered ranges on both ranks then move without copies (RDMA WRITE from one user buffer into
  * the other). The memory must stay allocated until braidCommDeregister; unregistered memory
  * works as well, through the transports' own buffers. *handle is NULL where no transport needs
- * registration (deregistering NULL is a no-op). Any thread. */
+ * registration (deregistering NULL is a no-op); a handle not returned on this communicator, or
+ * deregistered already, is refused (braidInvalidArgument). Any thread. */
 BRAID_API braidResult_t braidCommRegister(braidComm_t comm, void* buff, size_t size, void** handle);
 BRAID_API braidResult_t braidCommDeregister(braidComm_t comm, void* handle);
 

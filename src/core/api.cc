@@ -131,9 +131,7 @@ braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* 
   return guard(c, [&]() -> Status {
     if (newcomm == nullptr) return invalidArgument("newcomm is NULL");
     *newcomm = nullptr;
-    if (color < 0 && color != BRAID_SPLIT_NOCOLOR) {
-      return invalidArgument(fmt::format("color {} must be >= 0 or BRAID_SPLIT_NOCOLOR", color));
-    }
+    if (color < 0) color = BRAID_SPLIT_NOCOLOR;  // any negative color, as braid.h says
     if (braid::groupOpen()) return invalidUsage("braidCommSplit cannot be called inside a group");
     BRAID_TRY(c->asyncError());
     std::shared_ptr<braid::Comm> child;
@@ -203,8 +201,15 @@ braidResult_t braidCommRegister(braidComm_t comm, void* buff, size_t size, void*
 braidResult_t braidCommDeregister(braidComm_t comm, void* handle) {
   std::shared_ptr<braid::Comm> c;
   if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
-  if (handle != nullptr && c->transports() != nullptr) c->transports()->deregisterBuffer(handle);
-  return braidSuccess;
+  if (handle == nullptr) return braidSuccess;  // what braidCommRegister gives where nothing registers
+  if (c->transports() == nullptr) {
+    return braid::report(
+        invalidArgument(fmt::format("handle {} is not one braidCommRegister returned on this "
+                                    "communicator (it has no transport)",
+                                    handle)),
+        c);
+  }
+  return braid::report(c->transports()->release(handle), c);
 }
 
 braidResult_t braidCommGetPathStats(braidComm_t comm, braidPathStats_t* stats, int capacity,

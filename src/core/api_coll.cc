@@ -45,6 +45,16 @@ Status checkBuffer(const void* p, size_t bytes, const char* name, const char* co
   return Status::ok();
 }
 
+// Buffers of the same size: the same (in place) or apart.
+Status checkInPlace(const void* send, const void* recv, size_t bytes, const char* coll) {
+  if (send != recv && overlaps(send, bytes, recv, bytes)) {
+    return invalidArgument(fmt::format(
+        "{}: send and receive buffers overlap partially (in place means sendbuff == recvbuff)",
+        coll));
+  }
+  return Status::ok();
+}
+
 Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
   const CollArgs& a = c.a;
   const char* coll = collName(a.kind);
@@ -65,20 +75,21 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
     case CollKind::kAllReduce:
       BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));
       BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
-      if (a.send != a.recv && overlaps(a.send, bytes, a.recv, bytes)) {
-        return invalidArgument(
-            fmt::format("{}: send and receive buffers overlap partially "
-                        "(in place means sendbuff == recvbuff)",
-                        coll));
+      BRAID_TRY(checkInPlace(a.send, a.recv, bytes, coll));
+      break;
+    case CollKind::kBroadcast:  // sendbuff is read at the root only
+      BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
+      if (me == a.root) {
+        BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff (at the root)", coll));
+        BRAID_TRY(checkInPlace(a.send, a.recv, bytes, coll));
       }
       break;
-    case CollKind::kBroadcast:
-      BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff", coll));
-      if (me == a.root) BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff (at the root)", coll));
-      break;
-    case CollKind::kReduce:
+    case CollKind::kReduce:  // recvbuff is written at the root only
       BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));
-      if (me == a.root) BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff (at the root)", coll));
+      if (me == a.root) {
+        BRAID_TRY(checkBuffer(a.recv, bytes, "recvbuff (at the root)", coll));
+        BRAID_TRY(checkInPlace(a.send, a.recv, bytes, coll));
+      }
       break;
     case CollKind::kAllGather:
       BRAID_TRY(checkBuffer(a.send, bytes, "sendbuff", coll));

@@ -110,6 +110,11 @@ TEST_F(ApiArgs, CountOverflow) {
 TEST_F(ApiArgs, PartialOverlapIsRejected) {
   expectRejected(braidAllReduce(a_, a_ + 1, 4, braidFloat32, braidSum, comm_, nullptr),
                  braidInvalidArgument, "allreduce overlap");
+  // At the root, where both buffers are used (they gave wrong results).
+  expectRejected(braidBroadcast(a_, a_ + 1, 4, braidFloat32, 0, comm_, nullptr),
+                 braidInvalidArgument, "broadcast overlap");
+  expectRejected(braidReduce(a_, a_ + 1, 4, braidFloat32, braidSum, 0, comm_, nullptr),
+                 braidInvalidArgument, "reduce overlap");
 }
 
 TEST_F(ApiArgs, NullComm) {
@@ -160,11 +165,32 @@ TEST_F(ApiArgs, GroupEndWithoutStart) {
   EXPECT_GT(std::string(braidGetLastError(nullptr)).size(), 5u);
 }
 
-TEST_F(ApiArgs, SplitWithBadColor) {
-  braidComm_t child = nullptr;
-  expectRejected(braidCommSplit(comm_, -5, 0, &child), braidInvalidArgument, "split color");
+// Any negative color is BRAID_SPLIT_NOCOLOR, as braid.h says: refusing -5 on one rank alone
+// left the others waiting in the split until the timeout, and their parent failed.
+TEST_F(ApiArgs, SplitWithANegativeColorGivesNoCommunicator) {
+  braidComm_t child = reinterpret_cast<braidComm_t>(0x1);
+  EXPECT_EQ(braidCommSplit(comm_, -5, 0, &child), braidSuccess) << braidGetLastError(comm_);
+  EXPECT_EQ(child, nullptr);
   EXPECT_EQ(braidCommSplit(comm_, BRAID_SPLIT_NOCOLOR, 0, &child), braidSuccess);
   EXPECT_EQ(child, nullptr);
+  expectRejected(braidCommSplit(comm_, 0, 0, nullptr), braidInvalidArgument, "split NULL");
+}
+
+// A handle braidCommRegister never returned here, or one deregistered already, is refused and
+// changes nothing (it was taken as braid's own and freed: a crash).
+TEST_F(ApiArgs, DeregisterOfAForeignHandleIsRefused) {
+  std::vector<char> junk(64, 0);
+  expectRejected(braidCommDeregister(comm_, reinterpret_cast<void*>(0x1234)), braidInvalidArgument,
+                 "deregister 0x1234");
+  expectRejected(braidCommDeregister(comm_, junk.data()), braidInvalidArgument,
+                 "deregister zeroed memory");
+  void* h = nullptr;
+  ASSERT_EQ(braidCommRegister(comm_, junk.data(), junk.size(), &h), braidSuccess);
+  EXPECT_EQ(braidCommDeregister(comm_, h), braidSuccess);
+  if (h != nullptr) {
+    expectRejected(braidCommDeregister(comm_, h), braidInvalidArgument, "deregister twice");
+  }
+  EXPECT_EQ(braidCommDeregister(comm_, nullptr), braidSuccess);
 }
 
 TEST_F(ApiArgs, UseAfterDestroy) {
