@@ -201,7 +201,8 @@ braidResult_t braidCommRegister(braidComm_t comm, void* buff, size_t size, void*
 braidResult_t braidCommDeregister(braidComm_t comm, void* handle) {
   std::shared_ptr<braid::Comm> c;
   if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
-  if (handle == nullptr) return braidSuccess;  // what braidCommRegister gives where nothing registers
+  // NULL: what braidCommRegister gives where nothing needs registration.
+  if (handle == nullptr) return braidSuccess;
   if (c->transports() == nullptr) {
     return braid::report(
         invalidArgument(fmt::format("handle {} is not one braidCommRegister returned on this "
