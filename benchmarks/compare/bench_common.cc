@@ -328,7 +328,7 @@ int runBench(Backend& b, const Options& o, const char* prog) {
     const Result& ip = op.valid && op.inPlace ? res : na;
     if (rank == 0) {
       perf::printRow(
-          perf::Row{b.impl(), collName(c), n, realBytes, realBytes / esz, dtypeName(o.dtype),
+          perf::Row{b.impl(), collName(c), n, realBytes, count, dtypeName(o.dtype),
                     reduces(c) ? "sum" : "none", rooted(c) ? o.root : -1, iters, oop, ip},
           o.check, json);
     }

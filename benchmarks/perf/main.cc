@@ -105,6 +105,10 @@ void usage() {
       "  --time-per-size SECONDS (adapts -n per size)  -N sweeps (0: until stopped)\n"
       "  -t/-g (accepted, must be 1)  -p -y -G -C (accepted from nccl-tests command lines, no "
       "effect)\n"
+      "  nccl-tests' long names too: --minbytes --maxbytes --stepbytes --stepfactor --iters\n"
+      "  --warmup_iters --agg_iters --check --op --datatype --root --blocking --timeout --average\n"
+      "  --local_register --run_cycles --nthreads --ngpus --parallel_init --stream_null\n"
+      "  --cudagraph --report_cputime --output_file\n"
       "  --inject SPEC  kill a path mid-run (BRAID_FAULT syntax, e.g. rank=0,path=0,after_ms=500\n"
       "                 or rank=1,path=rand,after_bytes=256M,mode=blackhole)\n"
       "Ranks come from the launcher: braidrun -np N, mpirun (+BRAID_ROOT_ADDR), torchrun, srun.\n");
@@ -126,6 +130,30 @@ Options parse(int argc, char** argv) {
   }
   o.coll = coll;
   static const option kLong[] = {
+      // nccl-tests' long names of its short flags.
+      {"nthreads", required_argument, nullptr, 't'},
+      {"ngpus", required_argument, nullptr, 'g'},
+      {"minbytes", required_argument, nullptr, 'b'},
+      {"maxbytes", required_argument, nullptr, 'e'},
+      {"stepbytes", required_argument, nullptr, 'i'},
+      {"stepfactor", required_argument, nullptr, 'f'},
+      {"iters", required_argument, nullptr, 'n'},
+      {"agg_iters", required_argument, nullptr, 'm'},
+      {"warmup_iters", required_argument, nullptr, 'w'},
+      {"parallel_init", required_argument, nullptr, 'p'},
+      {"check", required_argument, nullptr, 'c'},
+      {"op", required_argument, nullptr, 'o'},
+      {"datatype", required_argument, nullptr, 'd'},
+      {"root", required_argument, nullptr, 'r'},
+      {"blocking", required_argument, nullptr, 'z'},
+      {"stream_null", required_argument, nullptr, 'y'},
+      {"timeout", required_argument, nullptr, 'T'},
+      {"cudagraph", required_argument, nullptr, 'G'},
+      {"report_cputime", required_argument, nullptr, 'C'},
+      {"average", required_argument, nullptr, 'a'},
+      {"local_register", required_argument, nullptr, 'R'},
+      {"run_cycles", required_argument, nullptr, 'N'},
+      {"output_file", required_argument, nullptr, 'J'},
       {"corrupt-for-test", no_argument, nullptr, 1000},
       {"inject", required_argument, nullptr, 1001},
       {"time-per-size", required_argument, nullptr, perf::kTimePerSizeFlag},
@@ -457,7 +485,7 @@ int run(const Options& o) {
           busRows += ip.valid ? 2 : 1;
           if (c.rank == 0) {
             printRow(
-                Row{"", coll.name, c.n, realBytes, realBytes / esz, ncclTestsTypeName(dt),
+                Row{"", coll.name, c.n, realBytes, count, ncclTestsTypeName(dt),
                     coll.reduces ? opName(op) : "none", coll.rooted ? o.root : -1, iters, oop, ip},
                 o.check, json);
           }

@@ -41,8 +41,10 @@ std::vector<size_t> sizes(size_t minBytes, size_t maxBytes, double stepFactor, s
   std::vector<size_t> v;
   for (size_t s = minBytes; s <= maxBytes;) {
     v.push_back(s);
-    // As nccl-tests: a factor above 1 multiplies, else the size grows by stepBytes (-i).
-    size_t next = stepFactor > 1 ? static_cast<size_t>(std::ceil(s * stepFactor)) : s + stepBytes;
+    // As nccl-tests: a factor above 1 multiplies, else the size grows by stepBytes (-i). From
+    // -b 0 a factor goes on from 1 byte (nccl-tests loops at 0 for ever).
+    size_t next = stepFactor > 1 ? (s == 0 ? 1 : static_cast<size_t>(std::ceil(s * stepFactor)))
+                                 : s + stepBytes;
     if (next <= s) break;
     s = next;
   }

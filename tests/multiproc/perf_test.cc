@@ -95,6 +95,24 @@ TEST_F(Perf, StepBytesAndAliasName) {
   EXPECT_EQ(rs[0][0], "3072");
   EXPECT_EQ(rs[2][0], "9216");
   EXPECT_EQ(rs[1][3], "none");
+  // count is what each call passes, as nccl-tests prints it: size / ranks for allgather.
+  EXPECT_EQ(rs[0][1], "1024");
+  EXPECT_EQ(rs[2][1], "3072");
+}
+
+// nccl-tests' long option names; -b 0 with a factor goes on from 1 byte instead of stopping.
+TEST_F(Perf, NcclTestsLongOptionsAndAFactorFromZero) {
+  Shell r = sh(launcher_ + perf_ +
+               " reducescatter --minbytes 0 --maxbytes 96 --stepfactor 4 --iters 2 "
+               "--warmup_iters 1 --op max --datatype int32 --check 1 --average 1 --blocking 0");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  auto rs = rows(r.out);
+  ASSERT_EQ(rs.size(), 5u) << r.out;  // 0 1 4 16 64
+  EXPECT_EQ(rs[0][0], "0");
+  EXPECT_EQ(rs[4][0], "60");  // 64 B of int32 over 3 ranks: 5 per rank
+  EXPECT_EQ(rs[4][1], "5");
+  EXPECT_EQ(rs[4][2], "int32");
+  EXPECT_EQ(rs[4][3], "max");
 }
 
 TEST_F(Perf, WithoutAFactorSizesGrowByOneMebibyteAsInNcclTests) {
