@@ -488,7 +488,15 @@ TEST(FaultPlan, ParsesEveryKeyAndRejectsBadOnesNamingTheVariable) {
   EXPECT_FALSE(f.enabled);
   ASSERT_TRUE(FaultPlan::parse("rank=1,peer=2,path=rand,after_bytes=64M,mode=blackhole,seed=7,"
                                "times=3",
-                               &f)
+                               &f, 4)
+                  .isOk());
+  EXPECT_TRUE(f.checkPath(2).isOk());  // a random path is any
+  ASSERT_TRUE(FaultPlan::parse("path=2,after_ms=5", &f, 4).isOk());
+  EXPECT_TRUE(f.checkPath(3).isOk());
+  EXPECT_EQ(f.checkPath(2).code(), braidInvalidArgument);
+  ASSERT_TRUE(FaultPlan::parse("rank=1,peer=2,path=rand,after_bytes=64M,mode=blackhole,seed=7,"
+                               "times=3",
+                               &f, 4)
                   .isOk());
   EXPECT_TRUE(f.enabled);
   EXPECT_EQ(f.rank, 1);
@@ -498,8 +506,12 @@ TEST(FaultPlan, ParsesEveryKeyAndRejectsBadOnesNamingTheVariable) {
   EXPECT_TRUE(f.blackhole);
   EXPECT_EQ(f.seed, 7u);
   EXPECT_EQ(f.times, 3);
-  for (const char* bad : {"path", "path=x", "mode=explode", "after_bytes=12Q", "colour=red"}) {
-    Status s = FaultPlan::parse(bad, &f);
+  // A rank or peer that is none of the job's, a negative or missing trigger, a count of 0.
+  for (const char* bad :
+       {"path", "path=x", "mode=explode", "after_bytes=12Q", "colour=red", "rank=9,after_ms=5",
+        "peer=4,after_ms=5", "rank=0,path=0", "after_ms=-1", "after_bytes=-5", "after_ms=0",
+        "times=0,after_ms=5", "times=-1,after_ms=5", "rank=-1,after_ms=5"}) {
+    Status s = FaultPlan::parse(bad, &f, 4);
     EXPECT_EQ(s.code(), braidInvalidArgument) << bad;
     EXPECT_NE(s.message().find("BRAID_FAULT"), std::string::npos) << s.message();
   }

@@ -133,7 +133,7 @@ Status Transport::listen() {
   slotBytes_ = static_cast<size_t>(ctx_.cfg->ibSlotBytes);
   qpsPerPeer_ = static_cast<int>(ctx_.cfg->ibQpsPerPeer);
   pathTimeoutNs_ = ctx_.cfg->pathTimeoutMs * 1'000'000;
-  BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_));
+  BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_, ctx_.nranks));
   NetIf nif;
   BRAID_TRY(chooseLocalAddress(*ctx_.cfg, nullptr, &nif));
   SockAddr bound;
@@ -446,6 +446,9 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   BRAID_TRY(ctx_.reactor->add(timer_->fd(), EPOLLIN, timer_.get()));
   ctx_.reactor->addPoller(this);
   startNs_ = lastFaultNs_ = mp::nowNs();
+  size_t most = 0;
+  for (const Peer* p : active_) most = std::max(most, p->paths.size());
+  BRAID_TRY(fault_.checkPath(static_cast<int>(most)));
   faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == me) ? fault_.times : 0;
   LOG_INFO(kIb, "ib: connected to {} peers on {}", active_.size(), ports_[0].name());
   return Status::ok();

@@ -223,7 +223,7 @@ Status parseSize(const std::string& key, const std::string& v, uint64_t* out) {
   size_t pos = 0;
   unsigned long long n = 0;
   try {
-    n = std::stoull(v, &pos);
+    if (!v.empty() && v[0] >= '0' && v[0] <= '9') n = std::stoull(v, &pos);  // no sign
   } catch (...) {
     pos = 0;
   }
@@ -241,10 +241,18 @@ Status parseSize(const std::string& key, const std::string& v, uint64_t* out) {
 
 }  // namespace
 
-Status FaultPlan::parse(const std::string& text, FaultPlan* out) {
+Status FaultPlan::parse(const std::string& text, FaultPlan* out, int nranks) {
   *out = FaultPlan{};
   if (text.empty() || text == "off" || text == "none") return Status::ok();
   out->enabled = true;
+  auto rankOf = [nranks](const std::string& k, uint64_t n, int* to) -> Status {
+    if (n > 1'000'000'000 || (nranks > 0 && n >= static_cast<uint64_t>(nranks))) {
+      return invalidArgument(
+          fmt::format("BRAID_FAULT: {}={} is not a rank of this job ({} ranks)", k, n, nranks));
+    }
+    *to = static_cast<int>(n);
+    return Status::ok();
+  };
   for (const std::string& item : splitList(text)) {
     size_t eq = item.find('=');
     if (eq == std::string::npos) {
@@ -257,24 +265,31 @@ Status FaultPlan::parse(const std::string& text, FaultPlan* out) {
       if (!rnd) BRAID_TRY(parseSize(k, v, &n));
       if (k == "path") {
         out->randomPath = rnd;
+        if (n > 65535) return invalidArgument(fmt::format("BRAID_FAULT: path={} is too large", v));
         out->path = static_cast<int>(n);
       } else {
         out->randomPeer = rnd;
-        out->peer = static_cast<int>(n);
+        if (!rnd) BRAID_TRY(rankOf(k, n, &out->peer));
       }
     } else if (k == "rank") {
       BRAID_TRY(parseSize(k, v, &n));
-      out->rank = static_cast<int>(n);
+      BRAID_TRY(rankOf(k, n, &out->rank));
     } else if (k == "after_bytes") {
       BRAID_TRY(parseSize(k, v, &out->afterBytes));
     } else if (k == "after_ms") {
       BRAID_TRY(parseSize(k, v, &n));
+      if (n > 86'400'000) {
+        return invalidArgument(fmt::format("BRAID_FAULT: after_ms={} is more than a day", v));
+      }
       out->afterMs = static_cast<int64_t>(n);
     } else if (k == "seed") {
       BRAID_TRY(parseSize(k, v, &out->seed));
     } else if (k == "times") {
       BRAID_TRY(parseSize(k, v, &n));
-      out->times = static_cast<int>(std::clamp<uint64_t>(n, 1, 1000));
+      if (n < 1 || n > 1000) {
+        return invalidArgument(fmt::format("BRAID_FAULT: times={} must be 1..1000", v));
+      }
+      out->times = static_cast<int>(n);
     } else if (k == "mode") {
       if (v != "close" && v != "blackhole") {
         return invalidArgument(fmt::format("BRAID_FAULT: mode='{}' (close or blackhole)", v));
@@ -287,7 +302,17 @@ Status FaultPlan::parse(const std::string& text, FaultPlan* out) {
           k));
     }
   }
+  if (out->afterBytes == 0 && out->afterMs == 0) {
+    return invalidArgument(fmt::format(
+        "BRAID_FAULT '{}' has no trigger: give after_bytes=N or after_ms=N (>= 1)", text));
+  }
   return Status::ok();
+}
+
+Status FaultPlan::checkPath(int pathsPerPeer) const {
+  if (!enabled || randomPath || pathsPerPeer <= 0 || path < pathsPerPeer) return Status::ok();
+  return invalidArgument(fmt::format("BRAID_FAULT: path={} but a peer has {} path(s) (0..{})", path,
+                                     pathsPerPeer, pathsPerPeer - 1));
 }
 
 std::string FaultPlan::describe() const {

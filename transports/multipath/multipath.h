@@ -389,12 +389,15 @@ struct FaultPlan {
   int peer = -1;  // -1: every peer
   int path = 0;
   bool randomPath = false, randomPeer = false;
-  uint64_t afterBytes = 0;  // 0 with afterMs 0: at the first chunk
+  uint64_t afterBytes = 0;  // at least one of the two triggers is set (>= 1)
   int64_t afterMs = 0;
   bool blackhole = false;
   uint64_t seed = 1;
   int times = 1;  // how many paths die (each after the previous one, same trigger)
-  static Status parse(const std::string& text, FaultPlan* out);
+  // nranks > 0: rank= and peer= must name a rank of the job.
+  static Status parse(const std::string& text, FaultPlan* out, int nranks = 0);
+  // Once the paths are known: path= must be one of them (pathsPerPeer: the most any peer has).
+  Status checkPath(int pathsPerPeer) const;
   std::string describe() const;
 };
 

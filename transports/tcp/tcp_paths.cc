@@ -430,6 +430,9 @@ Status Transport::admitPath(const Hello& h) const {
 
 Status Transport::startBackground() {
   startNs_ = lastFaultNs_ = nowNs();
+  size_t most = 0;
+  for (const Peer& p : peers_) most = std::max(most, p.paths.size());
+  BRAID_TRY(fault_.checkPath(static_cast<int>(most)));
   faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == ctx_.rank) ? fault_.times : 0;
   faultRng_.seed(fault_.seed * 1000003u + static_cast<uint64_t>(ctx_.rank));
   for (auto& l : listeners_) {

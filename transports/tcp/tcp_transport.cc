@@ -54,7 +54,7 @@ Status Transport::listen() {
   // Normal ends of a transfer on the ECMP testbed take 20-30 ms from the last chunk handed
   // out to the last acknowledgement; a flow in loss recovery held one 100-280 ms.
   stragglerNs_ = std::clamp<int64_t>(pathTimeoutNs_ / 10, 20'000'000, 100'000'000);
-  BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_));
+  BRAID_TRY(mp::FaultPlan::parse(ctx_.cfg->fault, &fault_, ctx_.nranks));
   BRAID_TRY(chooseCongestionControl());
   const std::string primaryName = nics_[primaryNic_].name;
   std::vector<NetIf> listening;
