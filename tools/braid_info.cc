@@ -23,6 +23,7 @@
 #include "src/topology/machine.h"
 #include "src/topology/netif.h"
 #include "src/topology/nodes.h"
+#include "transports/multipath/multipath.h"
 #include "transports/transport.h"
 
 namespace braid {
@@ -78,7 +79,17 @@ json collect(const Config& cfg, std::string* problems) {
                {"chunk_bytes", cfg.pathChunkBytes},
                {"rehash", cfg.pathRehash != 0},
                {"fault", cfg.fault.empty() ? "off" : cfg.fault}};
-    if (Status s = chooseNics(cfg, launcherLocalRank(), &nics, &primary); s.isOk()) {
+    const int localRank = launcherLocalRank();
+    Status s = chooseNics(cfg, localRank, &nics, &primary);
+    if (!s.isOk()) {
+      // Outside a launcher the local rank is unknown: the rails are still checked as local
+      // rank 0's, so that a rail that does not exist is said here, not at the job's start.
+      std::vector<NetIf> asFirst;
+      int p0 = 0;
+      Status s0 = localRank < 0 ? chooseNics(cfg, 0, &asFirst, &p0) : s;
+      if (!s0.isOk()) *problems += s0.message() + "\n";
+    }
+    if (s.isOk()) {
       mp["nics"] = json::array();
       for (const NetIf& n : cfg.multirail == "off" ? std::vector<NetIf>{nics[primary]} : nics) {
         mp["nics"].push_back(n.name);
@@ -421,6 +432,15 @@ int infoMain(int argc, char** argv) {
   if (!cs.isOk()) cfg = Config{};  // show the machine and the table with the defaults
   std::string problems;
   json j = collect(cfg, &problems);
+  // The settings a communicator's creation checks beyond their types (it would fail on them).
+  for (const std::string& name : splitList(cfg.transports)) {
+    if (findTransport(name) == nullptr) {
+      problems += fmt::format("BRAID_TRANSPORTS: '{}' is not a known transport\n", name);
+    }
+  }
+  if (Status a = checkAlgoSpec(cfg.algo); !a.isOk()) problems += a.message() + "\n";
+  mp::FaultPlan plan;
+  if (Status f = mp::FaultPlan::parse(cfg.fault, &plan); !f.isOk()) problems += f.message() + "\n";
   if (asJson) {
     std::printf("%s\n", j.dump(2).c_str());
   } else {

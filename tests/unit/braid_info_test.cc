@@ -85,6 +85,16 @@ TEST_F(BraidInfo, InvalidSettingIsReportedWithExitCode1) {
   EXPECT_NE(r.out.find("BRAID_TIMEOUT_MS"), std::string::npos);
 }
 
+// Settings of the right type that a communicator's creation refuses: said here too, exit 1.
+TEST_F(BraidInfo, SettingsTheCommunicatorWouldRefuseGiveExitCode1) {
+  for (const char* env :
+       {"BRAID_TRANSPORTS=tcp,foo", "BRAID_ALGO=foo=bar", "BRAID_RAILS=nonexist0 LOCAL_RANK=0",
+        "BRAID_RAILS=nonexist0", "BRAID_FAULT=garbage", "BRAID_FAULT=rank=0,path=0"}) {
+    EXPECT_EQ(info(env, "").code, 1) << env;
+  }
+  EXPECT_EQ(info("BRAID_TRANSPORTS=tcp,shm BRAID_ALGO=allreduce=ring", "").code, 0);
+}
+
 TEST_F(BraidInfo, UnknownFlagIsAUsageError) {
   Output r = info("", "--bogus");
   EXPECT_NE(r.code, 0);
