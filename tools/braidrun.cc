@@ -46,8 +46,9 @@ constexpr int kExitUsage = 2;
 constexpr int kExitTimeout = 124;
 constexpr int kExitCannotExec = 127;
 
-// A partial line longer than this is written out without waiting for its newline.
-constexpr size_t kMaxLineBytes = 64 << 10;
+// A partial line longer than this is written out without waiting for its newline (a bound on
+// the memory a rank's output may hold; lines of JSON or a table of a few MiB stay whole).
+constexpr size_t kMaxLineBytes = 4 << 20;
 // After the last rank exited, output still in flight (from processes the ranks left behind) is
 // read for at most this long.
 constexpr auto kDrainTime = std::chrono::seconds(2);
@@ -181,7 +182,8 @@ void Launcher::emit(Rank& r, OutStream& s, bool final) {
       if (!final && s.partial.size() - begin < kMaxLineBytes) break;
       text += prefix;
       text.append(s.partial, begin, std::string::npos);
-      text += '\n';
+      // With prefixes the piece ends as a line of its own; without, the bytes go unchanged.
+      if (!opts_.noPrefix) text += '\n';
       begin = s.partial.size();
       break;
     }

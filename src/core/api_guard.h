@@ -7,11 +7,15 @@
 #include <new>
 
 #include "src/core/handles.h"
+#include "src/core/log.h"
 
 namespace braid {
 
 template <typename Fn>
 braidResult_t guard(const std::shared_ptr<Comm>& comm, Fn&& fn) {
+  // Log lines of this thread carry the rank of the communicator it works for (an application's
+  // second thread, or one that serves several communicators).
+  if (comm) logSetThreadRank(comm->rank());
   try {
     return report(fn(), comm);
   } catch (const std::bad_alloc&) {

@@ -105,7 +105,9 @@ namespace braid {
     "NONE, ERROR, WARN, INFO, DEBUG or TRACE (any case)")                                         \
   X(logSubsys, std::string, "ALL", "BRAID_LOG_SUBSYS",                                            \
     "subsystems to log: INIT,BOOT,NET,SHM,IB,CUDA,COLL,PATH,ALL; '^' excludes")                   \
-  X(logFile, std::string, "", "BRAID_LOG_FILE", "log file (%h host, %p pid, %r rank)")
+  X(logFile, std::string, "", "BRAID_LOG_FILE",                                                   \
+    "log file (%h host, %p pid, %r rank: before the communicator knows it, the launcher's, "      \
+    "else p and the pid)")
 
 struct Config {
 #define BRAID_CONFIG_MEMBER(name, type, def, env, help) type name = def;

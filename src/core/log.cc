@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -128,6 +129,20 @@ const char* subsysName(Subsys s) {
   }
 }
 
+// %r of BRAID_LOG_FILE. The file opens at the process's first log line, which may come before
+// its communicator knows its rank: then the launcher's rank, else "p" and the pid, so that the
+// ranks of a job never share a file named "-1".
+std::string rankForFileName(int rank) {
+  if (rank >= 0) return std::to_string(rank);
+  for (const char* v : {"BRAID_RANK", "RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "SLURM_PROCID"}) {
+    const char* r = std::getenv(v);
+    if (r != nullptr && *r >= '0' && *r <= '9' && std::strspn(r, "0123456789") == std::strlen(r)) {
+      return r;
+    }
+  }
+  return "p" + std::to_string(getpid());
+}
+
 std::string expandPattern(const std::string& pat, const char* host, int rank) {
   std::string out;
   for (size_t i = 0; i < pat.size(); ++i) {
@@ -138,7 +153,7 @@ std::string expandPattern(const std::string& pat, const char* host, int rank) {
       } else if (c == 'p') {
         out += std::to_string(getpid());
       } else if (c == 'r') {
-        out += std::to_string(rank);
+        out += rankForFileName(rank);
       } else {
         out += c;
       }

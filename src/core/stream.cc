@@ -16,6 +16,8 @@ Status runTask(Task& task) {
     failedBefore = failedBefore && s->comm()->hasAsyncError();
     s->comm()->enter();
   }
+  // The stream's worker serves any communicator: its log lines carry this task's rank.
+  if (!task.schedules.empty()) logSetThreadRank(task.schedules[0]->comm()->rank());
   Status st = executeSchedules(task.schedules);
   for (auto& c : comms) {
     if (!st.isOk()) c->setLastError(st.message());

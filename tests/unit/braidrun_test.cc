@@ -234,6 +234,44 @@ TEST_F(BraidrunTest, PrefixesStdoutAndStderrLinesAndFlushesPartialLines) {
   EXPECT_LT(first, second);
 }
 
+// A line of a megabyte (a JSON record) reaches the output whole, prefixed once; and without
+// prefixes the bytes pass unchanged.
+TEST_F(BraidrunTest, LongLinesStayWhole) {
+  const std::string cmd = "head -c 1000000 /dev/zero | tr '\\0' x; echo";
+  for (bool prefix : {true, false}) {
+    std::vector<std::string> args{"-np", "2", "/bin/sh", "-c", cmd};
+    if (!prefix) args.insert(args.begin(), "--no-prefix");
+    Result r = run(args);
+    ASSERT_EQ(r.exitCode(), 0) << r.err;
+    std::vector<std::string> got = lines(r.out);
+    ASSERT_EQ(got.size(), 2u) << "prefix " << prefix;
+    for (const std::string& l : got) {
+      EXPECT_EQ(l.size(), 1000000u + (prefix ? 4 : 0)) << l.substr(0, 8);
+      EXPECT_EQ(l.find_first_not_of('x', prefix ? 4 : 0), std::string::npos);
+    }
+  }
+}
+
+// BRAID_LOG_FILE's %r: each rank its own file, and braidrun's own lines (it hosts the
+// rendezvous, with no rank) in one named by its pid, not in a "-1" file.
+TEST_F(BraidrunTest, LogFilesAreNamedByRankAndBraidrunsByItsPid) {
+  const char* example = std::getenv("BRAID_EXAMPLE");
+  if (example == nullptr || *example == '\0') GTEST_SKIP() << "BRAID_EXAMPLE is not set";
+  ::setenv("BRAID_LOG_FILE", (dir_ / "%r.log").c_str(), 1);
+  ::setenv("BRAID_LOG_LEVEL", "INFO", 1);
+  pid_t pid = start({"-np", "2", example});
+  Result r = finish(pid, Clock::now(), std::chrono::seconds(60));
+  ::unsetenv("BRAID_LOG_FILE");
+  ::unsetenv("BRAID_LOG_LEVEL");
+  ASSERT_EQ(r.exitCode(), 0) << r.err;
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(dir_)) names.insert(e.path().filename().string());
+  EXPECT_TRUE(names.count("0.log") == 1 && names.count("1.log") == 1) << r.err;
+  EXPECT_EQ(names.count("-1.log"), 0u);
+  const std::string own = "p" + std::to_string(pid) + ".log";
+  EXPECT_EQ(names.count(own), 1u) << own;
+}
+
 TEST_F(BraidrunTest, NoPrefix) {
   Result r = run({"--no-prefix", "-np", "2", "/bin/sh", "-c", "echo out; echo err >&2"});
   ASSERT_EQ(r.exitCode(), 0) << r.err;
