@@ -31,21 +31,20 @@ inline void check(braidResult_t r, braidComm_t comm = nullptr) {
   }
 }
 
+// The datatype of T: float, double, and every integer type of 1, 4 or 8 bytes (int, long,
+// long long, their unsigned forms, char, int8_t ...). float16 and bfloat16 data go through the
+// C API.
 template <typename T>
 constexpr braidDataType_t dataType() {
   using U = std::remove_cv_t<T>;
-  if constexpr (std::is_same_v<U, int8_t> || std::is_same_v<U, char>)
+  if constexpr (std::is_same_v<U, char>)
     return braidInt8;
-  else if constexpr (std::is_same_v<U, uint8_t>)
-    return braidUint8;
-  else if constexpr (std::is_same_v<U, int32_t>)
-    return braidInt32;
-  else if constexpr (std::is_same_v<U, uint32_t>)
-    return braidUint32;
-  else if constexpr (std::is_same_v<U, int64_t>)
-    return braidInt64;
-  else if constexpr (std::is_same_v<U, uint64_t>)
-    return braidUint64;
+  else if constexpr (std::is_integral_v<U> && !std::is_same_v<U, bool> && sizeof(U) == 1)
+    return std::is_signed_v<U> ? braidInt8 : braidUint8;
+  else if constexpr (std::is_integral_v<U> && !std::is_same_v<U, bool> && sizeof(U) == 4)
+    return std::is_signed_v<U> ? braidInt32 : braidUint32;
+  else if constexpr (std::is_integral_v<U> && !std::is_same_v<U, bool> && sizeof(U) == 8)
+    return std::is_signed_v<U> ? braidInt64 : braidUint64;
   else if constexpr (std::is_same_v<U, float>)
     return braidFloat32;
   else if constexpr (std::is_same_v<U, double>)
@@ -191,6 +190,24 @@ class Communicator {
     check(braidAllToAll(send.data(), recv.data(), send.size() / size(), dataType<T>(), c_, st(s)),
           c_);
   }
+  // send[sdispls[p], +sendcounts[p]) goes to rank p, which receives it at
+  // recv[rdispls[me], +recvcounts[me]); one count and displacement (in elements) per rank.
+  template <typename T>
+  void allToAllv(std::span<const T> send, std::span<const size_t> sendcounts,
+                 std::span<const size_t> sdispls, std::span<T> recv,
+                 std::span<const size_t> recvcounts, std::span<const size_t> rdispls,
+                 Stream* s = nullptr) {
+    const size_t n = static_cast<size_t>(size());
+    sameSize("allToAllv", "sendcounts", sendcounts.size(), n);
+    sameSize("allToAllv", "sdispls", sdispls.size(), n);
+    sameSize("allToAllv", "recvcounts", recvcounts.size(), n);
+    sameSize("allToAllv", "rdispls", rdispls.size(), n);
+    fits("allToAllv", "send", send.size(), sendcounts, sdispls);
+    fits("allToAllv", "recv", recv.size(), recvcounts, rdispls);
+    check(braidAllToAllv(send.data(), sendcounts.data(), sdispls.data(), recv.data(),
+                         recvcounts.data(), rdispls.data(), dataType<T>(), c_, st(s)),
+          c_);
+  }
   template <typename T>
   void send(std::span<const T> buf, int peer, Stream* s = nullptr) {
     check(braidSend(buf.data(), buf.size(), dataType<T>(), peer, c_, st(s)), c_);
@@ -200,6 +217,56 @@ class Communicator {
     check(braidRecv(buf.data(), buf.size(), dataType<T>(), peer, c_, st(s)), c_);
   }
   void barrier(Stream* s = nullptr) { check(braidBarrier(c_, st(s)), c_); }
+
+  // The same calls on std::vector, the element type deduced (allReduce(sendVec, recvVec)).
+  template <typename T, typename A, typename B>
+  void allReduce(const std::vector<T, A>& send, std::vector<T, B>& recv, braidRedOp_t op = braidSum,
+                 Stream* s = nullptr) {
+    allReduce(std::span<const T>(send), std::span<T>(recv), op, s);
+  }
+  template <typename T, typename A>
+  void allReduce(std::vector<T, A>& inplace, braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    allReduce(std::span<T>(inplace), op, s);
+  }
+  template <typename T, typename A>
+  void broadcast(std::vector<T, A>& buf, int root, Stream* s = nullptr) {
+    broadcast(std::span<T>(buf), root, s);
+  }
+  template <typename T, typename A, typename B>
+  void reduce(const std::vector<T, A>& send, std::vector<T, B>& recv, int root,
+              braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    reduce(std::span<const T>(send), std::span<T>(recv), root, op, s);
+  }
+  template <typename T, typename A, typename B>
+  void allGather(const std::vector<T, A>& send, std::vector<T, B>& recv, Stream* s = nullptr) {
+    allGather(std::span<const T>(send), std::span<T>(recv), s);
+  }
+  template <typename T, typename A, typename B>
+  void reduceScatter(const std::vector<T, A>& send, std::vector<T, B>& recv,
+                     braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    reduceScatter(std::span<const T>(send), std::span<T>(recv), op, s);
+  }
+  template <typename T, typename A, typename B>
+  void allToAll(const std::vector<T, A>& send, std::vector<T, B>& recv, Stream* s = nullptr) {
+    allToAll(std::span<const T>(send), std::span<T>(recv), s);
+  }
+  template <typename T, typename A, typename B>
+  void allToAllv(const std::vector<T, A>& send, const std::vector<size_t>& sendcounts,
+                 const std::vector<size_t>& sdispls, std::vector<T, B>& recv,
+                 const std::vector<size_t>& recvcounts, const std::vector<size_t>& rdispls,
+                 Stream* s = nullptr) {
+    allToAllv(std::span<const T>(send), std::span<const size_t>(sendcounts),
+              std::span<const size_t>(sdispls), std::span<T>(recv),
+              std::span<const size_t>(recvcounts), std::span<const size_t>(rdispls), s);
+  }
+  template <typename T, typename A>
+  void send(const std::vector<T, A>& buf, int peer, Stream* s = nullptr) {
+    send(std::span<const T>(buf), peer, s);
+  }
+  template <typename T, typename A>
+  void recv(std::vector<T, A>& buf, int peer, Stream* s = nullptr) {
+    recv(std::span<T>(buf), peer, s);
+  }
 
   // braidCommRegister / braidCommDeregister (zero-copy over RDMA); the memory must outlive
   // the registration.
@@ -218,6 +285,18 @@ class Communicator {
       throw Error(braidInvalidArgument,
                   std::string(call) + ": " + what + " has " + std::to_string(got) +
                       " elements where the call needs " + std::to_string(want));
+    }
+  }
+  // Every block [displs[p], +counts[p]) lies inside a buffer of `have` elements.
+  static void fits(const char* call, const char* what, size_t have, std::span<const size_t> counts,
+                   std::span<const size_t> displs) {
+    for (size_t p = 0; p < counts.size(); ++p) {
+      if (displs[p] > have || counts[p] > have - displs[p]) {
+        throw Error(braidInvalidArgument,
+                    std::string(call) + ": " + what + "'s block for rank " + std::to_string(p) +
+                        " (" + std::to_string(displs[p]) + " + " + std::to_string(counts[p]) +
+                        " elements) goes past its " + std::to_string(have) + " elements");
+      }
     }
   }
   braidComm_t c_ = nullptr;

@@ -101,5 +101,58 @@ TEST(CppApi, BuffersThatDoNotFitThrowBeforeAnythingMoves) {
   });
 }
 
+// As a framework writes it: std::vector arguments with the element type deduced, the
+// integer types of the platform (long long, unsigned long), and all-to-all(v) with blocks of
+// different sizes, empty ones and gaps; blocks that do not fit their buffer are refused.
+TEST(CppApi, VectorsDeduceTheTypeAndAllToAllvTakesCountsAndDisplacements) {
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braid::Communicator comm(n, id, r);
+    std::vector<long long> a(7, r + 1), b(7, 0);
+    comm.allReduce(a, b);
+    EXPECT_EQ(b[6], 6);
+    std::vector<unsigned long> u(4, static_cast<unsigned long>(r));
+    comm.allReduce(u, braidMax);
+    EXPECT_EQ(u[3], 2u);
+    std::vector<int> one{r * 10}, all(3, -1);
+    comm.allGather(one, all);
+    EXPECT_EQ(all, (std::vector<int>{0, 10, 20}));
+    std::vector<double> d(2, r == 2 ? 3.5 : 0);
+    comm.broadcast(d, 2);
+    EXPECT_EQ(d[1], 3.5);
+    // Every rank sends p + 1 elements to rank p, its blocks laid out back to front with a gap
+    // of one element between them; rank p receives p + 1 from each rank, packed in rank order.
+    std::vector<size_t> sc(3), sd(3), rc(3), rd(3);
+    size_t at = 0;
+    for (int p = n - 1; p >= 0; --p) {
+      sc[p] = static_cast<size_t>(p) + 1;
+      sd[p] = at;
+      at += sc[p] + 1;
+    }
+    std::vector<int> send(at, -7);
+    for (int p = 0; p < n; ++p) {
+      for (size_t i = 0; i < sc[p]; ++i) send[sd[p] + i] = 100 * r + 10 * p + static_cast<int>(i);
+    }
+    for (int p = 0; p < n; ++p) {
+      rc[p] = static_cast<size_t>(r) + 1;
+      rd[p] = static_cast<size_t>(p) * rc[p];
+    }
+    std::vector<int> recv(static_cast<size_t>(n) * rc[0], -1);
+    comm.allToAllv(send, sc, sd, recv, rc, rd);
+    for (int p = 0; p < n; ++p) {
+      for (size_t i = 0; i < rc[p]; ++i) {
+        EXPECT_EQ(recv[rd[p] + i], 100 * p + 10 * r + static_cast<int>(i)) << p << " " << i;
+      }
+    }
+    std::vector<size_t> past = rd;
+    past[1] = recv.size();  // rank 1's block would start at the end and go past it
+    expectError([&] { comm.allToAllv(send, sc, sd, recv, rc, past); }, braidInvalidArgument,
+                "allToAllv: recv's block for rank 1");
+    std::vector<size_t> two(2);
+    expectError([&] { comm.allToAllv(send, two, sd, recv, rc, rd); }, braidInvalidArgument,
+                "allToAllv: sendcounts has 2 elements where the call needs 3");
+    comm.barrier();
+  });
+}
+
 }  // namespace
 }  // namespace braid::test
