@@ -79,16 +79,33 @@ bool familyAllowed(const Config& cfg, const NetIf& n) {
   return true;
 }
 
+// Interfaces no job spans hosts with: loopback, and the bridges of containers and VMs. Left out
+// by default, and by an exclude-only BRAID_SOCKET_IFNAME ('^eth1' means "the usual ones but
+// eth1", not "loopback too"), unless nothing else is left (a job on one host).
+bool skippedByDefault(const NetIf& n) {
+  return n.addr.isLoopback() || n.name.rfind("docker", 0) == 0 || n.name.rfind("virbr", 0) == 0;
+}
+
+// The up interfaces that BRAID_SOCKET_IFNAME names, of the allowed family (see above).
+std::vector<NetIf> namedInterfaces(const Config& cfg, const std::vector<NetIf>& all) {
+  const bool excludeOnly = cfg.socketIfname[0] == '^';
+  std::vector<NetIf> out, fallback;
+  for (const NetIf& n : all) {
+    if (n.down || !familyAllowed(cfg, n) || !ifnameMatches(cfg.socketIfname, n.name)) continue;
+    (excludeOnly && skippedByDefault(n) ? fallback : out).push_back(n);
+  }
+  return out.empty() ? fallback : out;
+}
+
 }  // namespace
 
 Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out) {
   std::vector<NetIf> all = listInterfaces();
   if (!cfg.socketIfname.empty()) {
-    for (const NetIf& n : all) {
-      if (familyAllowed(cfg, n) && ifnameMatches(cfg.socketIfname, n.name)) {
-        *out = n;
-        return Status::ok();
-      }
+    const std::vector<NetIf> named = namedInterfaces(cfg, all);
+    if (!named.empty()) {
+      *out = named.front();
+      return Status::ok();
     }
     return invalidArgument(
         fmt::format("no up interface matches BRAID_SOCKET_IFNAME='{}'", cfg.socketIfname));
@@ -110,7 +127,7 @@ Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out) 
       if (loopback == nullptr) loopback = &n;
       continue;
     }
-    if (n.name.rfind("docker", 0) == 0 || n.name.rfind("virbr", 0) == 0) continue;
+    if (skippedByDefault(n)) continue;
     if (reach == nullptr || n.addr.family() == reach->family()) {
       *out = n;
       return Status::ok();
@@ -192,9 +209,7 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
     if (!seen) out->push_back(n);
   };
   if (!cfg.socketIfname.empty()) {
-    for (const NetIf& n : all) {
-      if (!n.down && familyAllowed(cfg, n) && ifnameMatches(cfg.socketIfname, n.name)) add(n);
-    }
+    for (const NetIf& n : namedInterfaces(cfg, all)) add(n);
     if (out->empty()) {
       return invalidArgument(
           fmt::format("no up interface matches BRAID_SOCKET_IFNAME='{}'", cfg.socketIfname));

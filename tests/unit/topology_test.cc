@@ -61,6 +61,38 @@ TEST(Rails, ARailThatIsNoInterfaceIsAnErrorNamingIt) {
   EXPECT_EQ(primary, 0);
 }
 
+// An exclude-only BRAID_SOCKET_IFNAME ('^r1') leaves out what the default leaves out too:
+// loopback became a path to a peer on another host (to this host's own 127.0.0.1, dead at the
+// start, seconds of connect timeouts). Loopback stays when nothing else is left.
+TEST(Rails, AnExcludeOnlyIfnameLeavesLoopbackOut) {
+  std::vector<std::string> others;
+  for (const NetIf& n : listInterfaces()) {
+    if (!n.addr.isLoopback()) others.push_back(n.name);
+  }
+  if (others.empty()) GTEST_SKIP() << "no interface besides loopback";
+  Config cfg;
+  cfg.socketIfname = "^braidnosuchnic";
+  std::vector<NetIf> nics;
+  int primary = -1;
+  ASSERT_TRUE(chooseNics(cfg, 0, &nics, &primary).isOk());
+  ASSERT_FALSE(nics.empty());
+  for (const NetIf& n : nics) EXPECT_FALSE(n.addr.isLoopback()) << n.name;
+  NetIf one;
+  ASSERT_TRUE(chooseLocalAddress(cfg, nullptr, &one).isOk());
+  EXPECT_FALSE(one.addr.isLoopback()) << one.name;
+  // Everything but loopback excluded: loopback it is (a job on one host).
+  cfg.socketIfname = "^";
+  for (const std::string& o : others)
+    cfg.socketIfname += (cfg.socketIfname.size() > 1 ? "," : "") + o;
+  ASSERT_TRUE(chooseNics(cfg, 0, &nics, &primary).isOk()) << cfg.socketIfname;
+  ASSERT_FALSE(nics.empty());
+  for (const NetIf& n : nics) EXPECT_TRUE(n.addr.isLoopback()) << n.name;
+  // Named on purpose, loopback is used.
+  cfg.socketIfname = "lo";
+  ASSERT_TRUE(chooseNics(cfg, 0, &nics, &primary).isOk());
+  EXPECT_EQ(nics[0].name, "lo");
+}
+
 TEST(Rails, AutoTakesTheDiscoveredNicsWhenThereAreSeveral) {
   Config cfg;
   cfg.rails = "auto";
