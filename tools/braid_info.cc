@@ -91,7 +91,7 @@ json collect(const Config& cfg, std::string* problems) {
     }
     if (s.isOk()) {
       mp["nics"] = json::array();
-      for (const NetIf& n : cfg.multirail == "off" ? std::vector<NetIf>{nics[primary]} : nics) {
+      for (const NetIf& n : nics) {  // off too: connected; only the primary sends
         mp["nics"].push_back(n.name);
         if (n.down) mp["nics_without_link"].push_back(n.name);
       }

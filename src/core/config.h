@@ -33,7 +33,8 @@ namespace braid {
     "more spreads over ECMP fabrics, 1 loses least to TCP's own dynamics on rails")               \
   X(multirail, std::string, "auto", "BRAID_MULTIRAIL",                                            \
     "spray: chunks go over every NIC's paths; failover: the rank's own rail carries them, the "   \
-    "other NICs stand by; off: the own rail only; auto: spray with one rank per node, else "      \
+    "other NICs stand by; off: the own rail only, even when it fails (the other NICs stay "       \
+    "connected for peers that send on theirs); auto: spray with one rank per node, else "         \
     "failover")                                                                                   \
   X(pathTimeoutMs, int64_t, 500, "BRAID_PATH_TIMEOUT_MS",                                         \
     "a path with unacknowledged data and no progress for this long is declared dead and its "     \

@@ -276,28 +276,52 @@ TEST_F(Fabric, ARailBlackholedAtStartStartsDeadAndJoinsWhenItWorks) {
 }
 
 // Ranks that share a host (shared memory between them) keep to their own rail by default
-// (BRAID_MULTIRAIL=auto: failover): the other rail stands by and carries nothing.
+// (BRAID_MULTIRAIL=auto: failover; the other rail stands by) and with off; every pair is rail
+// to rail, also between ranks of different rails (off paired this rank's NIC with the peer's
+// own, on the other rail: the kernel sent the bytes out of the wrong NIC).
 TEST_F(Fabric, RanksSharingAHostKeepToTheirOwnRails) {
   if (!up(2, 2)) GTEST_SKIP() << "cannot build a testbed here";
-  runRanks(
-      4,
-      [](int r, int n, const braidUniqueId& id) {
-        braidComm_t comm = initComm(r, n, id);
-        ASSERT_NE(comm, nullptr);
-        allreduceFor(comm, r, n, size_t{1} << 20, 0.3);
-        const std::string own = "r" + std::to_string(r % 2) + " ";
-        auto st = pathStats(comm);
-        ASSERT_EQ(st.size(), 4u);  // 2 ranks on the other host x 2 rails
-        for (const auto& s : st) {
-          const bool mine = std::string(s.local).rfind(own, 0) == 0;
-          EXPECT_EQ(s.state, mine ? braidPathUp : braidPathStandby)
-              << "rank " << r << ": " << s.local << " -> " << s.remote;
-          if (mine) continue;
-          EXPECT_EQ(s.chunksSent, 0u) << "rank " << r << ": " << s.local;
-        }
-        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
-      },
-      options(2, "20000", 2));
+  for (const char* mode : {"auto", "off"}) {
+    SCOPED_TRACE(mode);
+    RankOptions opt = options(2, "20000", 2);
+    opt.env.push_back({"BRAID_MULTIRAIL", mode});
+    runRanks(
+        4,
+        [](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          allreduceFor(comm, r, n, size_t{1} << 20, 0.3);
+          // The rank of the other host and the other rail: r0 <-> r3, r1 <-> r2.
+          const int cross = (1 - r / 2) * 2 + (1 - r % 2);
+          std::vector<char> out(4 << 20, static_cast<char>(r)), in(4 << 20, -1);
+          BRAID_ASSERT_OK(braidGroupStart(), nullptr);
+          BRAID_ASSERT_OK(braidSend(out.data(), out.size(), braidInt8, cross, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidRecv(in.data(), in.size(), braidInt8, cross, comm, nullptr), comm);
+          BRAID_ASSERT_OK(braidGroupEnd(), nullptr);
+          EXPECT_EQ(in[12345], static_cast<char>(cross));
+          const std::string own = "r" + std::to_string(r % 2) + " ";
+          auto st = pathStats(comm);
+          ASSERT_EQ(st.size(), 4u);  // 2 ranks on the other host x 2 rails
+          for (const auto& s : st) {
+            const std::string local = s.local, remote = s.remote;
+            // rail k's addresses are 10.(100+k).0.x
+            EXPECT_EQ(local.substr(local.find(' ') + 1, 7), remote.substr(0, 7))
+                << "rank " << r << ": " << local << " -> " << remote << " crosses rails";
+            const bool mine = local.rfind(own, 0) == 0;
+            EXPECT_EQ(s.state, mine ? braidPathUp : braidPathStandby)
+                << "rank " << r << ": " << local << " -> " << remote;
+            if (mine) {
+              if (s.peer == cross) {
+                EXPECT_GT(s.chunksSent, 0u) << "rank " << r << ": " << local;
+              }
+              continue;
+            }
+            EXPECT_EQ(s.chunksSent, 0u) << "rank " << r << ": " << local;
+          }
+          EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+        },
+        opt);
+  }
 }
 
 // One path closed once (fault injection) between hosts of two ranks each, on a slow rail: the

@@ -47,8 +47,10 @@ size_t Sender::setState(int path, PathState s, int64_t nowNs) {
 }
 
 bool Sender::anyUsable() const {
-  return std::any_of(paths_.begin(), paths_.end(),
-                     [](const PathRec& p) { return p.state != PathState::kDead; });
+  const bool standby = opt_.standbyCarries;
+  return std::any_of(paths_.begin(), paths_.end(), [standby](const PathRec& p) {
+    return p.state == PathState::kUp || (standby && p.state == PathState::kStandby);
+  });
 }
 
 Chunk* Sender::add(Chunk&& c) {
@@ -68,6 +70,7 @@ int Sender::pick(uint32_t len, int64_t nowNs) const {
   // Standby paths only when no path is up.
   bool anyUp = std::any_of(paths_.begin(), paths_.end(),
                            [](const PathRec& p) { return p.state == PathState::kUp; });
+  if (!anyUp && !opt_.standbyCarries) return -1;
   const PathState want = anyUp ? PathState::kUp : PathState::kStandby;
   // Unmeasured paths count as fast as the fastest measured one, so each gets tried; none
   // counts slower than an eighth of it.

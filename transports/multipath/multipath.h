@@ -35,7 +35,7 @@ inline int64_t nowNs() {
 
 enum class PathState : uint8_t {
   kUp = 0,       // carries chunks
-  kStandby = 1,  // connected, used only when no path is up (BRAID_MULTIRAIL=failover)
+  kStandby = 1,  // connected, used only when no path is up (SenderOptions::standbyCarries)
   kDead = 2,     // failed; probed in the background and re-admitted when a probe succeeds
 };
 const char* pathStateName(PathState s);
@@ -83,6 +83,9 @@ struct SenderOptions {
   // Re-send a chunk unacknowledged for the timeout even though its path still acknowledges
   // others (paths that may lose single chunks; a TCP path loses nothing while it lives).
   bool resendLost = false;
+  // Standby paths carry chunks while no path is up (BRAID_MULTIRAIL=failover); false: never
+  // (off: the rank's own rail only), and a sender whose up paths all died has none usable.
+  bool standbyCarries = true;
 };
 
 class Sender {

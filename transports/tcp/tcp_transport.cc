@@ -38,15 +38,15 @@ Status Transport::listen() {
     return static_cast<int>(up - nics_.begin());
   };
   const std::string& mode = ctx_.cfg->multirail;
-  if (mode == "off") {
-    // One NIC: the rank's own, or the first that is up while its own has no link.
-    if (nics_[primaryNic_].down) primaryNic_ = firstUp();
-    nics_ = {nics_[primaryNic_]};
-    primaryNic_ = 0;
-  }
+  // off: the rank's own NIC (or the first that is up while its own has no link) carries what
+  // it sends, and nothing else does, even when it fails. The other NICs stay connected: a peer
+  // on another rail sends on its own, and the pairs must stay rail to rail (a rail-optimized
+  // fabric does not route from one rail to another; pairing this NIC with the peer's would
+  // send the bytes out of whichever NIC the kernel routes that subnet through).
+  if (mode == "off" && nics_[primaryNic_].down) primaryNic_ = firstUp();
   // auto: spray while this rank's node is not known to hold other ranks (decided again when
   // the peers are known); failover: the primary NIC's paths only, the others as standby.
-  spray_ = mode != "failover";
+  spray_ = mode != "failover" && mode != "off";
   flows_ = static_cast<int>(ctx_.cfg->tcpSocketsPerPeer);
   chunkBytes_ = static_cast<size_t>(ctx_.cfg->pathChunkBytes);
   pathTimeoutNs_ = ctx_.cfg->pathTimeoutMs * 1'000'000;
@@ -161,6 +161,7 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   mp::SenderOptions opt;
   opt.window = pathWindow();
   opt.timeoutNs = pathTimeoutNs_;
+  opt.standbyCarries = ctx_.cfg->multirail != "off";
   for (int r = 0; r < n; ++r) {
     Peer& p = peers_[r];
     p.rank = r;
