@@ -45,10 +45,16 @@ Status readLink(const json& j, const char* key, const std::string& origin, LinkR
   if (!j.contains(key)) return Status::ok();
   const json& l = j.at(key);
   if (!l.is_object()) return bad(origin, fmt::format("links.{} must be an object", key));
+  for (const auto& [name, v] : l.items()) {
+    if (name != "latency_us" && name != "gbps") {
+      return bad(origin, fmt::format("links.{}: unknown key '{}' (latency_us, gbps)", key, name));
+    }
+    if (!v.is_number()) return bad(origin, fmt::format("links.{}.{} must be a number", key, name));
+  }
   out->latencyUs = l.value("latency_us", 0.0);
   out->gbps = l.value("gbps", 0.0);
-  if (out->latencyUs < 0 || out->gbps < 0) {
-    return bad(origin, fmt::format("links.{} must not be negative", key));
+  if (out->latencyUs < 0 || (l.contains("gbps") && !(out->gbps > 0))) {
+    return bad(origin, fmt::format("links.{}: latency_us must be >= 0 and gbps > 0", key));
   }
   return Status::ok();
 }

@@ -199,7 +199,17 @@ TEST(Nodes, TopologyFileErrorsSayWhatIsWrong) {
             std::string::npos);
   EXPECT_NE(err(R"({"nodes": []})", 1).find("non-empty"), std::string::npos);
   EXPECT_NE(err(R"({"nodes": 1, "ranks_per_node": 1, "links": {"inter": {"gbps": -1}}})", 1)
-                .find("negative"),
+                .find("gbps > 0"),
+            std::string::npos);
+  // A rate of 0, a rate that is no number (it threw), a misspelt key: each said.
+  EXPECT_NE(err(R"({"nodes": 1, "ranks_per_node": 1, "links": {"inter": {"gbps": 0}}})", 1)
+                .find("gbps > 0"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 1, "ranks_per_node": 1, "links": {"intra": {"gbps": "fast"}}})", 1)
+                .find("links.intra.gbps must be a number"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 1, "ranks_per_node": 1, "links": {"inter": {"gbit": 5}}})", 1)
+                .find("unknown key 'gbit'"),
             std::string::npos);
   EXPECT_NE(err("[1]", 1).find("f.json"), std::string::npos);
 }
