@@ -59,9 +59,25 @@ Status readLink(const json& j, const char* key, const std::string& origin, LinkR
   return Status::ok();
 }
 
+Status parseTopologyJson(const std::string& text, const std::string& origin, int nranks,
+                         NodeMap* out);
+
 }  // namespace
 
 Status parseTopology(const std::string& text, const std::string& origin, int nranks, NodeMap* out) {
+  // A value of the wrong type ("ranks_per_node": "x", a node "name" that is a number) throws
+  // from the JSON library where a check did not foresee it: said as the file's error too.
+  try {
+    return parseTopologyJson(text, origin, nranks, out);
+  } catch (const nlohmann::json::exception& e) {
+    return bad(origin, fmt::format("a value of the wrong type ({})", e.what()));
+  }
+}
+
+namespace {
+
+Status parseTopologyJson(const std::string& text, const std::string& origin, int nranks,
+                         NodeMap* out) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
   if (j.is_discarded() || !j.is_object()) return bad(origin, "not a JSON object");
   NodeMap m;
@@ -136,6 +152,8 @@ Status parseTopology(const std::string& text, const std::string& origin, int nra
   *out = std::move(m);
   return Status::ok();
 }
+
+}  // namespace
 
 Status loadTopologyFile(const std::string& path, int nranks, NodeMap* out) {
   std::ifstream f(path);

@@ -212,6 +212,10 @@ TEST(Nodes, TopologyFileErrorsSayWhatIsWrong) {
                 .find("unknown key 'gbit'"),
             std::string::npos);
   EXPECT_NE(err("[1]", 1).find("f.json"), std::string::npos);
+  // Values of the wrong type (they threw out of the JSON library: braid-info died).
+  EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": "x"})", 2).find("wrong type"), std::string::npos);
+  EXPECT_NE(err(R"({"nodes": [{"name": 5, "ranks": [0, 1]}]})", 2).find("wrong type"),
+            std::string::npos);
 }
 
 TEST(Nodes, TopologyFileThatCannotBeRead) {
