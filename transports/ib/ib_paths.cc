@@ -260,7 +260,8 @@ void Transport::onTick() {
       }
     }
     while (p->retired.size() > kMaxRetired && now - p->retired.front()->retiredNs >= kRetireNs) {
-      if (p->retired.front()->qp != nullptr) byQpn_.erase(p->retired.front()->qp->qp_num);
+      const Path& gone = *p->retired.front();
+      if (gone.qp != nullptr) byQpn_.erase(qpKey(gone.dev, gone.qp->qp_num));
       p->retired.erase(p->retired.begin());
     }
   }

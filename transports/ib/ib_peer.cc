@@ -377,7 +377,7 @@ bool Transport::pollCq(Device* d) {
   int n = ibv_poll_cq(d->cq, 32, wcs);
   if (n <= 0) return false;
   for (int i = 0; i < n; ++i) {
-    auto it = byQpn_.find(wcs[i].qp_num);
+    auto it = byQpn_.find(qpKey(d, wcs[i].qp_num));
     if (it == byQpn_.end()) continue;
     auto [p, path] = it->second;
     if (wcs[i].wr_id == kRecvWrId) {
@@ -450,7 +450,12 @@ void Transport::onRecvCompletion(Peer* p, Path* path, const ibv_wc& wc) {
   if (wc.byte_len != sizeof h + (zc ? 0 : h.len) || (!zc && sizeof h + h.len > path->slotBytes) ||
       (h.type != static_cast<uint8_t>(FrameType::kData) &&
        h.type != static_cast<uint8_t>(FrameType::kRtr) && !zc)) {
-    return pathDown(p, path, "a malformed chunk", true);
+    return pathDown(
+        p, path,
+        fmt::format("a malformed chunk: {} bytes written into slot {} (sequence {}), "
+                    "whose header says type {} and {} bytes",
+                    wc.byte_len, path->recvSeq % path->slots, path->recvSeq, h.type, h.len),
+        true);
   }
   ++path->recvSeq;
   const bool credited = (h.credit & kCreditImm) != 0 && takeCredits(path, h.credit);

@@ -320,7 +320,7 @@ Status Transport::connectPath(Peer* p, Path* path, const PathWire& w) {
     return systemError(fmt::format("ib: queue pair to RTS ({} -> {}): {}", path->port->name(), who,
                                    std::strerror(errno)));
   }
-  byQpn_[path->qp->qp_num] = {p, path};
+  byQpn_[qpKey(path->dev, path->qp->qp_num)] = {p, path};
   return Status::ok();
 }
 

@@ -352,7 +352,12 @@ class Transport : public braid::Transport, public Reactor::Poller {
   std::vector<PeerInfo> info_;
   std::vector<std::unique_ptr<Peer>> peers_;
   std::vector<Peer*> active_;
-  std::unordered_map<uint32_t, std::pair<Peer*, Path*>> byQpn_;
+  // A completion's path: QP numbers are unique per device only (two rails' devices number
+  // their QPs alike, the first job after a boot exactly alike), so the key is both.
+  static uint64_t qpKey(const Device* d, uint32_t qpn) {
+    return (static_cast<uint64_t>(d->index) << 32) | qpn;
+  }
+  std::unordered_map<uint64_t, std::pair<Peer*, Path*>> byQpn_;
   std::unique_ptr<Timer> timer_;
   // Peer.allDownSinceNs per rank, readable from any thread (healthNote).
   std::unique_ptr<std::atomic<int64_t>[]> downSince_;
