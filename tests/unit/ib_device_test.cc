@@ -40,4 +40,16 @@ TEST(IbHca, Exclusions) {
 }
 
 }  // namespace
+// A spec that does not parse is refused naming the item (every one gave "not selected").
+TEST(IbHca, ASpecThatDoesNotParseIsRefused) {
+  for (const char* ok : {"", "mlx5_0", "mlx5_0:1,mlx5_1:2", "^mlx5_1", "=rxe_a0:1", "mlx5"}) {
+    EXPECT_TRUE(checkHcaSpec(ok).isOk()) << ok;
+  }
+  for (const char* bad : {",", "rxe_a0:0", "rxe_a0:x", "rxe_a0:", ":1", "=", "^", "a:1,b:-2"}) {
+    Status s = checkHcaSpec(bad);
+    EXPECT_EQ(s.code(), braidInvalidArgument) << bad;
+    EXPECT_NE(s.message().find("BRAID_IB_HCA"), std::string::npos) << s.message();
+  }
+}
+
 }  // namespace braid::ib

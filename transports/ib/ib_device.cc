@@ -3,9 +3,12 @@
 #include <dirent.h>
 #include <fmt/format.h>
 #include <net/if.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <cstring>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "src/core/log.h"
@@ -160,6 +163,65 @@ bool hcaMatches(const std::string& spec, const std::string& device, int port) {
   return exclude ? !match : match;
 }
 
+// BRAID_IB_HCA's items: a device name (prefix, or exact after '='), optionally ':port' with the
+// port a number from 1.
+Status checkHcaSpec(const std::string& spec) {
+  std::string_view s = spec;
+  if (!s.empty() && s.front() == '^') s.remove_prefix(1);
+  if (!s.empty() && s.front() == '=') s.remove_prefix(1);
+  const std::vector<std::string> items = splitList(s);
+  if (!spec.empty() && items.empty()) {
+    return invalidArgument(fmt::format("BRAID_IB_HCA='{}' names no device", spec));
+  }
+  for (const std::string& item : items) {
+    const size_t colon = item.find(':');
+    const std::string port = colon == std::string::npos ? "" : item.substr(colon + 1);
+    if (item.empty() || colon == 0 ||
+        (colon != std::string::npos &&
+         (port.empty() || port.find_first_not_of("0123456789") != std::string::npos ||
+          port.size() > 3 || std::atoi(port.c_str()) < 1))) {
+      return invalidArgument(fmt::format(
+          "BRAID_IB_HCA='{}': '{}' is not DEVICE or DEVICE:PORT (ports count from 1)", spec, item));
+    }
+  }
+  return Status::ok();
+}
+
+namespace {
+
+// Ports BRAID_IB_HCA names explicitly on `device` that it does not have.
+std::vector<int> missingPorts(const std::string& spec, const std::string& device, int ports) {
+  std::string_view s = spec;
+  if (!s.empty() && s.front() == '^') return {};
+  const bool exact = !s.empty() && s.front() == '=';
+  if (exact) s.remove_prefix(1);
+  std::vector<int> out;
+  for (const std::string& item : splitList(s)) {
+    const size_t colon = item.find(':');
+    if (colon == std::string::npos) continue;
+    const std::string name = item.substr(0, colon);
+    const int port = std::atoi(item.c_str() + colon + 1);
+    const bool named = exact ? device == name : device.compare(0, name.size(), name) == 0;
+    if (named && port > ports) out.push_back(port);
+  }
+  return out;
+}
+
+// Whether this process may pin memory beyond RLIMIT_MEMLOCK (CAP_IPC_LOCK, as root has).
+bool mayLockUnlimited() {
+  std::ifstream f("/proc/self/status");
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.rfind("CapEff:", 0) == 0) {
+      const unsigned long long caps = std::strtoull(line.c_str() + 7, nullptr, 16);
+      return (caps >> 14) & 1;  // CAP_IPC_LOCK
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
 // Whether the kernel exposes any verbs device: without one, libibverbs (which loads every
 // provider library on its first call) is not asked at all, so machines without RDMA pay nothing.
 static bool anyVerbsDevice() {
@@ -175,6 +237,7 @@ static bool anyVerbsDevice() {
 
 Status discoverPorts(const Config& cfg, std::vector<PortInfo>* out, std::string* why) {
   out->clear();
+  BRAID_TRY(checkHcaSpec(cfg.ibHca));
   if (!anyVerbsDevice()) {
     *why =
         "no RDMA devices (no /sys/class/infiniband_verbs/uverbs*: no InfiniBand/RoCE NIC, or "
@@ -200,6 +263,10 @@ Status discoverPorts(const Config& cfg, std::vector<PortInfo>* out, std::string*
     if (ibv_query_device(c.ctx, &da) != 0) {
       skipped.push_back(fmt::format("{}: cannot query", name));
       continue;
+    }
+    for (int port : missingPorts(cfg.ibHca, name, da.phys_port_cnt)) {
+      skipped.push_back(fmt::format("{}: has no port {} (BRAID_IB_HCA; it has {})", name, port,
+                                    static_cast<int>(da.phys_port_cnt)));
     }
     for (int port = 1; port <= da.phys_port_cnt; ++port) {
       PortInfo pi;
@@ -237,6 +304,22 @@ Status discoverPorts(const Config& cfg, std::vector<PortInfo>* out, std::string*
     std::string list;
     for (const auto& s : skipped) list += (list.empty() ? "" : "; ") + s;
     *why = "no usable RDMA port (" + list + ")";
+    return Status::ok();
+  }
+  // A path registers its receive ring and its staging (BRAID_IB_SLOTS x BRAID_IB_SLOT_BYTES
+  // each): under a lower RLIMIT_MEMLOCK not even one path can, and the job would fail at its
+  // first connection; said here instead, so that BRAID_TRANSPORTS=ib,tcp takes tcp.
+  rlimit rl{};
+  const uint64_t perPath = 2 * static_cast<uint64_t>(std::max<int64_t>(0, cfg.ibSlots)) *
+                           static_cast<uint64_t>(std::max<int64_t>(0, cfg.ibSlotBytes));
+  if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur < perPath && !mayLockUnlimited()) {
+    out->clear();
+    *why = fmt::format(
+        "RLIMIT_MEMLOCK is {} KiB, less than the {} KiB one path registers (BRAID_IB_SLOTS x "
+        "BRAID_IB_SLOT_BYTES, twice): raise it (`ulimit -l unlimited`, or memlock in "
+        "/etc/security/limits.conf)",
+        rl.rlim_cur >> 10, perPath >> 10);
   }
   return Status::ok();
 }

@@ -136,6 +136,8 @@ struct PortInfo {
 Status discoverPorts(const Config& cfg, std::vector<PortInfo>* out, std::string* why);
 // Whether `spec` (BRAID_IB_HCA syntax) selects port `port` of `device`.
 bool hcaMatches(const std::string& spec, const std::string& device, int port);
+// A BRAID_IB_HCA that does not parse (an empty item, a port that is no number from 1).
+Status checkHcaSpec(const std::string& spec);
 
 class Transport;
 
