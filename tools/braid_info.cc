@@ -23,6 +23,7 @@
 #include "src/topology/machine.h"
 #include "src/topology/netif.h"
 #include "src/topology/nodes.h"
+#include "transports/ib/ib_transport.h"
 #include "transports/multipath/multipath.h"
 #include "transports/transport.h"
 
@@ -109,6 +110,23 @@ json collect(const Config& cfg, std::string* problems) {
     for (const auto& t : splitList(cfg.transports)) allowed = allowed || t == name;
     json t = {{"name", name}, {"usable", usable}, {"allowed", allowed}};
     if (f != nullptr && !usable) t["why"] = f->unusableReason(cfg);
+    if (name == "ib" && usable) {
+      // The ports ib would use, each with the GID it chose (by type, or BRAID_IB_GID_INDEX).
+      std::vector<ib::PortInfo> ports;
+      std::string why;
+      if (ib::discoverPorts(cfg, &ports, &why).isOk()) {
+        t["ports"] = json::array();
+        for (const ib::PortInfo& pi : ports) {
+          t["ports"].push_back(
+              {{"port", pi.name()},
+               {"link_layer", pi.linkLayer == IBV_LINK_LAYER_ETHERNET ? "RoCE" : "InfiniBand"},
+               {"gid_index", pi.gidIndex},
+               {"gid_kind", pi.gidKind},
+               {"netdev", pi.netdev},
+               {"mtu", 128 << pi.mtu}});
+        }
+      }
+    }
     out["transports"].push_back(std::move(t));
   }
   if (!cfg.topoFile.empty()) {
@@ -189,6 +207,17 @@ void printText(const json& j) {
                                                   : "usable");
   }
   std::printf("transports  %s\n", ts.c_str());
+  for (const auto& t : j["transports"]) {
+    if (!t.contains("ports")) continue;
+    for (const auto& pt : t["ports"]) {
+      const std::string nd = pt["netdev"].get<std::string>();
+      std::printf("rdma        %s: %s, GID %d (%s%s), MTU %d\n",
+                  pt["port"].get<std::string>().c_str(),
+                  pt["link_layer"].get<std::string>().c_str(), pt["gid_index"].get<int>(),
+                  pt["gid_kind"].get<std::string>().c_str(),
+                  nd.empty() ? "" : (" on " + nd).c_str(), pt["mtu"].get<int>());
+    }
+  }
   const json& mp = j["multipath"];
   if (mp.contains("error")) {
     std::printf("multipath   %s\n", mp["error"].get<std::string>().c_str());

@@ -304,8 +304,12 @@ Status Transport::connectPath(Peer* p, Path* path, const PathWire& w) {
   if (ibv_modify_qp(path->qp, &a,
                     IBV_QP_STATE | IBV_QP_AV | IBV_QP_PATH_MTU | IBV_QP_DEST_QPN | IBV_QP_RQ_PSN |
                         IBV_QP_MAX_DEST_RD_ATOMIC | IBV_QP_MIN_RNR_TIMER) != 0) {
-    return systemError(fmt::format("ib: queue pair to RTR ({} -> {}): {}", path->port->name(), who,
-                                   std::strerror(errno)));
+    // (RoCE: the GID picks the source address; one without a route to the peer's, such as a
+    // link-local one forced by BRAID_IB_GID_INDEX, fails here.)
+    return systemError(fmt::format(
+        "ib: queue pair to RTR ({} -> {}, GID {} {}{}): {}", path->port->name(), who,
+        path->port->gidIndex, path->port->gidKind,
+        ctx_.cfg->ibGidIndex >= 0 ? " from BRAID_IB_GID_INDEX" : "", std::strerror(errno)));
   }
   ibv_qp_attr s{};
   s.qp_state = IBV_QPS_RTS;
@@ -450,7 +454,9 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   for (const Peer* p : active_) most = std::max(most, p->paths.size());
   BRAID_TRY(fault_.checkPath(static_cast<int>(most)));
   faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == me) ? fault_.times : 0;
-  LOG_INFO(kIb, "ib: connected to {} peers on {}", active_.size(), ports_[0].name());
+  std::string portNames;
+  for (const PortInfo& pi : ports_) portNames += (portNames.empty() ? "" : ", ") + pi.name();
+  LOG_INFO(kIb, "ib: connected to {} peers on {}", active_.size(), portNames);
   return Status::ok();
 }
 
