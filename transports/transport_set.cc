@@ -159,38 +159,43 @@ std::string TransportSet::healthNote() const {
 }
 
 Status TransportSet::registerBuffer(void* buf, size_t size, void** handle) {
-  auto handles = std::make_unique<std::vector<void*>>(members_.size(), nullptr);
+  std::vector<void*> handles(members_.size(), nullptr);
   bool any = false;
   for (size_t i = 0; i < members_.size(); ++i) {
-    Status s = members_[i]->t->registerBuffer(buf, size, &(*handles)[i]);
+    Status s = members_[i]->t->registerBuffer(buf, size, &handles[i]);
     if (!s.isOk()) {
-      for (size_t j = 0; j < i; ++j) members_[j]->t->deregisterBuffer((*handles)[j]);
+      for (size_t j = 0; j < i; ++j) members_[j]->t->deregisterBuffer(handles[j]);
       return s;
     }
-    any = any || (*handles)[i] != nullptr;
+    any = any || handles[i] != nullptr;
   }
-  *handle = any ? handles.release() : nullptr;
-  if (*handle != nullptr) {
-    std::lock_guard<std::mutex> lock(handlesMu_);
-    handles_.insert(*handle);
-  }
+  *handle = nullptr;
+  if (!any) return Status::ok();
+  // The handle is a number never given out again (not an address, which a later registration
+  // could get back): a second deregistration of it is always refused.
+  std::lock_guard<std::mutex> lock(handlesMu_);
+  *handle = reinterpret_cast<void*>(nextHandle_++ << 4);
+  handles_.emplace(*handle, std::move(handles));
   return Status::ok();
 }
 
 Status TransportSet::release(void* handle) {
   if (handle == nullptr) return Status::ok();
+  std::vector<void*> handles;
   {
     std::lock_guard<std::mutex> lock(handlesMu_);
-    if (handles_.erase(handle) == 0) {
+    auto it = handles_.find(handle);
+    if (it == handles_.end()) {
       return invalidArgument(fmt::format(
           "handle {} is not one braidCommRegister returned on this communicator, or it was "
           "deregistered already",
           handle));
     }
+    handles = std::move(it->second);
+    handles_.erase(it);
   }
-  std::unique_ptr<std::vector<void*>> handles(static_cast<std::vector<void*>*>(handle));
-  for (size_t i = 0; i < members_.size() && i < handles->size(); ++i) {
-    members_[i]->t->deregisterBuffer((*handles)[i]);
+  for (size_t i = 0; i < members_.size() && i < handles.size(); ++i) {
+    members_[i]->t->deregisterBuffer(handles[i]);
   }
   return Status::ok();
 }

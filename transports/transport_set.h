@@ -5,9 +5,10 @@
 #pragma once
 
 #include <atomic>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
-#include <set>
 #include <string>
 #include <vector>
 
@@ -39,7 +40,7 @@ class TransportSet : public Transport {
   void close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
-  // One handle for every member's registration (a vector of their handles), or nullptr.
+  // One handle for every member's registration (a token for their handles), or nullptr.
   Status registerBuffer(void* buf, size_t size, void** handle) override;
   void deregisterBuffer(void* handle) override;
   // deregisterBuffer of a handle this set returned and has not released yet; any other handle
@@ -67,7 +68,8 @@ class TransportSet : public Transport {
   std::unique_ptr<std::atomic<uint64_t>[]> sentTo_;  // per rank
   std::string name_;
   std::mutex handlesMu_;
-  std::set<void*> handles_;  // registerBuffer's, not released yet
+  std::map<void*, std::vector<void*>> handles_;  // registerBuffer's: the members' handles
+  uintptr_t nextHandle_ = 1;
 };
 
 }  // namespace braid
