@@ -80,11 +80,36 @@ Status parseTopologyJson(const std::string& text, const std::string& origin, int
                          NodeMap* out) {
   json j = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
   if (j.is_discarded() || !j.is_object()) return bad(origin, "not a JSON object");
+  for (const auto& [key, v] : j.items()) {
+    if (key != "nodes" && key != "ranks_per_node" && key != "rails" && key != "links") {
+      return bad(origin,
+                 fmt::format("unknown key '{}' (nodes, ranks_per_node, rails, links)", key));
+    }
+  }
+  if (j.contains("links") && !j.at("links").is_object()) {
+    return bad(origin, "\"links\" must be an object");
+  }
+  // Counts and ranks are whole numbers in a range a job can have (no 2.7, no 2^32 read as 0,
+  // no product that overflows).
+  constexpr int64_t kMaxRanks = 1 << 24;
+  auto whole = [](const json& v, int64_t lo, int64_t hi) {
+    return v.is_number_integer() && v.get<int64_t>() >= lo && v.get<int64_t>() <= hi;
+  };
+  if (j.contains("ranks_per_node") && !whole(j.at("ranks_per_node"), 1, kMaxRanks)) {
+    return bad(origin, "\"ranks_per_node\" must be a whole number >= 1");
+  }
   NodeMap m;
   const json nodes = j.value("nodes", json());
+  if (nodes.is_number() && !whole(nodes, 1, kMaxRanks)) {
+    return bad(origin, "\"nodes\" must be a whole number >= 1 (or a list)");
+  }
   if (nranks <= 0) {  // infer the job size from the file
     nranks = 0;
-    if (nodes.is_number_integer()) nranks = nodes.get<int>() * j.value("ranks_per_node", 0);
+    if (nodes.is_number_integer()) {
+      const int64_t total = nodes.get<int64_t>() * j.value("ranks_per_node", int64_t{0});
+      if (total > kMaxRanks) return bad(origin, fmt::format("declares {} ranks", total));
+      nranks = static_cast<int>(total);
+    }
     if (nodes.is_array()) {
       for (const json& e : nodes) {
         if (e.is_object() && e.contains("ranks") && e.at("ranks").is_array()) {
@@ -96,17 +121,17 @@ Status parseTopologyJson(const std::string& text, const std::string& origin, int
   }
   m.nodeOf.assign(static_cast<size_t>(nranks), -1);
   if (nodes.is_number_integer()) {
-    int count = nodes.get<int>();
-    int per = j.value("ranks_per_node", 0);
+    const int64_t count = nodes.get<int64_t>();
+    const int64_t per = j.value("ranks_per_node", int64_t{0});
     if (count < 1 || per < 1) return bad(origin, "\"nodes\" and \"ranks_per_node\" must be >= 1");
     if (count * per != nranks) {
       return bad(origin,
                  fmt::format("{} nodes x {} ranks is not the job's {} ranks", count, per, nranks));
     }
-    for (int n = 0; n < count; ++n) {
+    for (int64_t n = 0; n < count; ++n) {
       m.names.push_back(fmt::format("node{}", n));
       m.ranks.emplace_back();
-      for (int i = 0; i < per; ++i) m.ranks.back().push_back(n * per + i);
+      for (int64_t i = 0; i < per; ++i) m.ranks.back().push_back(static_cast<int>(n * per + i));
     }
   } else if (nodes.is_array() && !nodes.empty()) {
     std::set<std::string> names;
@@ -120,7 +145,7 @@ Status parseTopologyJson(const std::string& text, const std::string& origin, int
       m.names.push_back(name);
       m.ranks.emplace_back();
       for (const json& r : e.at("ranks")) {
-        if (!r.is_number_integer()) return bad(origin, fmt::format("node '{}': bad rank", name));
+        if (!whole(r, 0, kMaxRanks)) return bad(origin, fmt::format("node '{}': bad rank", name));
         m.ranks.back().push_back(r.get<int>());
       }
       std::sort(m.ranks.back().begin(), m.ranks.back().end());
@@ -141,7 +166,7 @@ Status parseTopologyJson(const std::string& text, const std::string& origin, int
     if (m.nodeOf[r] == -1) return bad(origin, fmt::format("rank {} is in no node", r));
   }
   const json rails = j.value("rails", json(1));
-  if (!rails.is_number_integer() || rails.get<int>() < 1) {
+  if (!whole(rails, 1, 1024)) {
     return bad(origin, "\"rails\" must be an integer >= 1");
   }
   m.rails = rails.get<int>();

@@ -212,8 +212,21 @@ TEST(Nodes, TopologyFileErrorsSayWhatIsWrong) {
                 .find("unknown key 'gbit'"),
             std::string::npos);
   EXPECT_NE(err("[1]", 1).find("f.json"), std::string::npos);
+  // Numbers that are not whole or out of any job's range (2.7 read as 2, 2^32 as rank 0, a
+  // product that overflowed), a misspelt top-level key, links that are no object.
+  EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": 2.7})", 4).find("whole number"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": [{"ranks": [0, 4294967296]}]})", 2).find("bad rank"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 2147483647, "ranks_per_node": 2147483647})", 0).find("whole number"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": 1, "rail": 2})", 2).find("unknown key 'rail'"),
+            std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": 1, "links": 5})", 2).find("\"links\""),
+            std::string::npos);
   // Values of the wrong type (they threw out of the JSON library: braid-info died).
-  EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": "x"})", 2).find("wrong type"), std::string::npos);
+  EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": "x"})", 2).find("whole number"),
+            std::string::npos);
   EXPECT_NE(err(R"({"nodes": [{"name": 5, "ranks": [0, 1]}]})", 2).find("wrong type"),
             std::string::npos);
 }
