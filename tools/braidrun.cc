@@ -177,7 +177,16 @@ void Launcher::emit(Rank& r, OutStream& s, bool final) {
   std::string text;
   size_t begin = 0;
   while (begin < s.partial.size()) {
-    size_t nl = s.partial.find('\n', begin);
+    // A line ends at '\n', or at '\r' (progress bars redraw their line: each state goes out
+    // at once), "\r\n" being one end.
+    size_t nl = s.partial.find_first_of("\n\r", begin);
+    if (nl != std::string::npos && s.partial[nl] == '\r') {
+      if (nl + 1 < s.partial.size()) {
+        if (s.partial[nl + 1] == '\n') ++nl;
+      } else if (!final) {
+        nl = std::string::npos;  // its '\n' may come with the next read
+      }
+    }
     if (nl == std::string::npos) {
       if (!final && s.partial.size() - begin < kMaxLineBytes) break;
       text += prefix;

@@ -103,7 +103,7 @@ TEST(CppApi, BuffersThatDoNotFitThrowBeforeAnythingMoves) {
 
 // As a framework writes it: std::vector arguments with the element type deduced, the
 // integer types of the platform (long long, unsigned long), and all-to-all(v) with blocks of
-// different sizes, empty ones and gaps; blocks that do not fit their buffer are refused.
+// different sizes with gaps between them; blocks that do not fit their buffer are refused.
 TEST(CppApi, VectorsDeduceTheTypeAndAllToAllvTakesCountsAndDisplacements) {
   runRanks(3, [](int r, int n, const braidUniqueId& id) {
     braid::Communicator comm(n, id, r);

@@ -272,6 +272,14 @@ TEST_F(BraidrunTest, LogFilesAreNamedByRankAndBraidrunsByItsPid) {
   EXPECT_EQ(names.count(own), 1u) << own;
 }
 
+// A progress bar's '\r' ends a piece too (it went out only with the next '\n' or at 4 MiB);
+// "\r\n" is one line end.
+TEST_F(BraidrunTest, CarriageReturnsEndAPiece) {
+  Result r = run({"-np", "1", "/bin/sh", "-c", "printf '10%%\\r20%%\\rdone\\r\\nend\\n'"});
+  ASSERT_EQ(r.exitCode(), 0) << r.err;
+  EXPECT_EQ(r.out, "[0] 10%\r[0] 20%\r[0] done\r\n[0] end\n");
+}
+
 TEST_F(BraidrunTest, NoPrefix) {
   Result r = run({"--no-prefix", "-np", "2", "/bin/sh", "-c", "echo out; echo err >&2"});
   ASSERT_EQ(r.exitCode(), 0) << r.err;
