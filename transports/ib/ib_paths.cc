@@ -292,6 +292,12 @@ void Transport::injectFault() {
     p = active_[(fault_.seed + static_cast<uint64_t>(faultsLeft_)) % active_.size()];
   }
   const size_t P = p->paths.size();
+  if (!fault_.randomPath && static_cast<size_t>(fault_.path) >= P) {
+    LOG_WARN(kPath, "fault injection: {} has {} path(s), none numbered {}; the fault is disarmed",
+             peerName(p->rank), P, fault_.path);
+    faultsLeft_ = 0;
+    return;
+  }
   size_t k = fault_.randomPath
                  ? (fault_.seed * 2654435761u + static_cast<uint64_t>(faultsLeft_)) % P
                  : static_cast<size_t>(fault_.path) % P;

@@ -450,9 +450,13 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   BRAID_TRY(ctx_.reactor->add(timer_->fd(), EPOLLIN, timer_.get()));
   ctx_.reactor->addPoller(this);
   startNs_ = lastFaultNs_ = mp::nowNs();
-  size_t most = 0;
-  for (const Peer* p : active_) most = std::max(most, p->paths.size());
-  BRAID_TRY(fault_.checkPath(static_cast<int>(most)));
+  if (fault_.enabled && (fault_.rank < 0 || fault_.rank == me)) {
+    size_t most = 0;
+    for (const Peer* p : active_) {
+      if (fault_.peer < 0 || p->rank == fault_.peer) most = std::max(most, p->paths.size());
+    }
+    BRAID_TRY(fault_.checkPath(static_cast<int>(most)));
+  }
   faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == me) ? fault_.times : 0;
   std::string portNames;
   for (const PortInfo& pi : ports_) portNames += (portNames.empty() ? "" : ", ") + pi.name();

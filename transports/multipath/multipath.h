@@ -163,8 +163,8 @@ class Sender {
   bool held(int path) const { return paths_[path].held; }
   bool waiting() const { return !requeued_.empty() || fresh_ < nextFid_; }
   // The end of a transfer: with nothing queued, a chunk out for ageNs on a path that has not
-  // been acknowledged for as long and that stalled(path) says moves nothing below (a flow
-  // recovering from a loss, or in retransmission backoff; not one that is merely slow) is sent
+  // been acknowledged for as long and that stalled(path) says moves nothing below (a flow in
+  // retransmission backoff, a blackhole; not one that is merely slow) is sent
   // again on the least loaded other usable path that is not held; the first copy acknowledged
   // retires it. At most one extra copy per chunk; returns how many were sent. stalled(path)
   // is asked at most once per path per call. With more than kScanAlways chunks unacknowledged

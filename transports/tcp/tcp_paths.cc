@@ -410,9 +410,10 @@ void Transport::startDeadPaths() {
                pathName(&p, static_cast<int>(k)), pa.startWhy);
       if (ctx_.rank > p.rank) scheduleProbe(&p, static_cast<int>(k), false);
     }
-    if (dead > 0 && dead == p.paths.size()) {
-      LOG_WARN(kPath, "{}: no path could be made at the start (paths: {})", peerName(p.rank),
-               pathsTried(&p));
+    // (Off: the paths of the own rail all dead is as good as all: standby ones never carry.)
+    if (dead > 0 && !p.tx.anyUsable()) {
+      LOG_WARN(kPath, "{}: no path this rank may send on could be made at the start (paths: {})",
+               peerName(p.rank), pathsTried(&p));
       allPathsDown(&p);
     }
   }
@@ -430,9 +431,14 @@ Status Transport::admitPath(const Hello& h) const {
 
 Status Transport::startBackground() {
   startNs_ = lastFaultNs_ = nowNs();
-  size_t most = 0;
-  for (const Peer& p : peers_) most = std::max(most, p.paths.size());
-  BRAID_TRY(fault_.checkPath(static_cast<int>(most)));
+  if (fault_.enabled && (fault_.rank < 0 || fault_.rank == ctx_.rank)) {
+    // A path number that no peer of this rank has (or not the peer it names) is a mistake.
+    size_t most = 0;
+    for (const Peer& p : peers_) {
+      if (fault_.peer < 0 || p.rank == fault_.peer) most = std::max(most, p.paths.size());
+    }
+    BRAID_TRY(fault_.checkPath(static_cast<int>(most)));
+  }
   faultsLeft_ = fault_.enabled && (fault_.rank < 0 || fault_.rank == ctx_.rank) ? fault_.times : 0;
   faultRng_.seed(fault_.seed * 1000003u + static_cast<uint64_t>(ctx_.rank));
   for (auto& l : listeners_) {
@@ -529,13 +535,13 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
   pa.downSinceNs = nowNs();
   LOG_WARN(kPath, "{}: {} is down ({}); {} chunk(s) go again on the other paths", peerName(p->rank),
            pathName(p, path), why, moved);
+  // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path
+  // (one that stands by too), ahead of the chunks that go again there.
+  if (notify && !closedByPeer) notifyPathDown(p, path, conn);
   if (!p->tx.anyUsable()) {
     allPathsDown(p);
     if (failed()) return;
   } else {
-    // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path,
-    // ahead of the chunks that go again there.
-    if (notify && !closedByPeer) notifyPathDown(p, path, conn);
     pump(p);
   }
   if (ctx_.rank > p->rank) scheduleProbe(p, path, false);
@@ -544,7 +550,7 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
 void Transport::allPathsDown(Peer* p) {
   if (p->allDownSinceNs == 0) p->allDownSinceNs = nowNs();
   downSince_[p->rank].store(p->allDownSinceNs, std::memory_order_relaxed);
-  LOG_WARN(kPath, "{}: every path is down; waiting up to {} ms for one to come back",
+  LOG_WARN(kPath, "{}: every path it may send on is down; waiting up to {} ms for one to come back",
            peerName(p->rank), ctx_.cfg->timeoutMs);
   // The higher rank of the pair reconnects (and learns whether the peer still listens); the
   // lower one checks that the peer still accepts connections.

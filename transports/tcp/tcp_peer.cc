@@ -407,13 +407,22 @@ int64_t Socket::kernelQuietMs() const {
   return ti.tcpi_last_data_recv;
 }
 
-bool Socket::kernelStalled(int64_t ms) const {
-  tcp_info ti{};
-  socklen_t len = sizeof ti;
-  if (!fd_.valid() || frozen_ || getsockopt(fd_.get(), IPPROTO_TCP, TCP_INFO, &ti, &len) != 0) {
-    return true;
+bool Socket::kernelStalled(int64_t ageNs, int64_t nowNs) {
+  if (!fd_.valid() || frozen_) return true;
+  if (nowNs - stallCheckNs_ < kStallCheckNs) return stalledLast_;  // asked again at once
+  stallCheckNs_ = nowNs;
+  int outq = 0;
+  if (ioctl(fd_.get(), SIOCOUTQ, &outq) != 0) return stalledLast_ = true;
+  // Acknowledged bytes, not the time of the last ACK (TCP_INFO's last_ack_recv): duplicate
+  // ACKs of a loss recovery and the ACK field of the peer's own data keep arriving while the
+  // flow moves nothing.
+  const uint64_t acked = written_ - std::min<uint64_t>(written_, static_cast<uint64_t>(outq));
+  if (outq == 0 || acked != stallAcked_) {
+    stallAcked_ = acked;
+    stallSinceNs_ = nowNs;
+    return stalledLast_ = false;
   }
-  return ti.tcpi_unacked > 0 && static_cast<int64_t>(ti.tcpi_last_ack_recv) >= ms;
+  return stalledLast_ = nowNs - stallSinceNs_ >= ageNs;
 }
 
 }  // namespace braid::tcp

@@ -197,6 +197,14 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         p.paths.push_back(std::move(path));
       }
     }
+    // A peer with no NIC of this rank's rail (hosts built differently, a rail left out at its
+    // start): no path leaves by this rank's own NIC, and off would have none to send on.
+    // Every path to it then carries, as the pairs that exist are all there is.
+    if (std::none_of(p.paths.begin(), p.paths.end(), [](const auto& pa) { return pa->primary; })) {
+      LOG_INFO(kPath, "{}: no path from this rank's own rail ({}): every path to it carries",
+               peerName(r), nics_[primaryNic_].name);
+      for (auto& pa : p.paths) pa->primary = true;
+    }
     p.tx = mp::Sender(static_cast<int>(p.paths.size()), opt);  // every path up
     std::vector<int> group;  // re-hashing compares the flows of one NIC pair
     for (const auto& pa : p.paths) {
@@ -213,7 +221,10 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
   size_t served = static_cast<size_t>(
       std::count_if(peers.begin(), peers.end(), [](const PeerInfo& p) { return p.serve; }));
   LOG_INFO(kNet, "tcp: connected to {} peers over {} NIC(s), {} flow(s) per NIC pair ({})", served,
-           nics_.size(), flows_, spray_ ? "spraying over every path" : "failover");
+           nics_.size(), flows_,
+           spray_                         ? "spraying over every path"
+           : ctx_.cfg->multirail == "off" ? "own rail only"
+                                          : "failover");
   if (faultsLeft_ > 0) LOG_WARN(kPath, "fault injection armed: {}", fault_.describe());
   return Status::ok();
 }
@@ -371,7 +382,7 @@ void Transport::pumpOnce(Peer* p) {
   // bandwidth the transfer needs.
   auto stalled = [&](int k) {
     Socket* s = p->paths[k]->sock.get();
-    return s == nullptr || s->kernelStalled(stragglerNs_ / 1'000'000);
+    return s == nullptr || s->kernelStalled(stragglerNs_, now);
   };
   p->tx.resendStragglers(now, stragglerNs_, stalled, emit);
   if (many) {

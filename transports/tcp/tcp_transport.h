@@ -124,10 +124,12 @@ class Socket : public Reactor::Handler {
   bool kernelProgress();
   // Milliseconds since the kernel last received data on this connection (TCP_INFO).
   int64_t kernelQuietMs() const;
-  // Whether the kernel's TCP has segments in flight and heard no acknowledgement for `ms`
-  // (a loss in retransmission backoff, a blackhole) or the socket moves nothing any more
-  // (closed, frozen); a slow flow whose acknowledgements keep coming is not stalled.
-  bool kernelStalled(int64_t ms) const;
+  // Whether the kernel holds bytes of this connection and none of them was acknowledged for
+  // ageNs (retransmission backoff, a blackhole, a peer that stopped reading), or the socket
+  // moves nothing any more (closed, frozen); a slow flow whose bytes keep being acknowledged
+  // is not stalled. The first call (and one after progress) starts the count; a call within
+  // kStallCheckNs of the previous one repeats its answer.
+  bool kernelStalled(int64_t ageNs, int64_t nowNs);
 
  private:
   struct OutFrame {
@@ -171,6 +173,10 @@ class Socket : public Reactor::Handler {
   bool heard_ = false;
   int64_t lastSendNs_ = mp::nowNs();
   uint32_t connId_ = 0;
+  static constexpr int64_t kStallCheckNs = 1'000'000;
+  uint64_t stallAcked_ = ~uint64_t{0};  // kernelStalled: acknowledged bytes when last seen
+  int64_t stallSinceNs_ = 0, stallCheckNs_ = 0;
+  bool stalledLast_ = false;
   uint64_t written_ = 0;      // bytes handed to the kernel
   uint64_t kernelAcked_ = 0;  // of them, acknowledged by the peer's kernel at the last check
 };

@@ -46,6 +46,13 @@ void Transport::injectFault(int rank) {
   }
   Peer& p = peers_[target];
   const int P = static_cast<int>(p.paths.size());
+  if (!fault_.randomPath && fault_.path >= P) {
+    // (Peers may have fewer paths than others: hosts built differently.)
+    LOG_WARN(kPath, "fault injection: {} has {} path(s), none numbered {}; the fault is disarmed",
+             peerName(target), P, fault_.path);
+    faultsLeft_ = 0;
+    return;
+  }
   int path = (fault_.randomPath ? static_cast<int>(faultRng_() % P) : fault_.path) % P;
   for (int i = 0; i < P; ++i) {  // the chosen path, or the next that still lives
     Socket* s = p.paths[(path + i) % P]->sock.get();
