@@ -109,6 +109,50 @@ void Comm::setupFastBoxes() {
   fast_ = std::move(fb);
 }
 
+namespace {
+
+// The settings every rank must share (each decides alone what the others' calls then must
+// match: a forced algorithm, the fast boxes' size, the nodes of a topology file), as
+// "NAME=value" lines; a topology file by what it declares, not by its path.
+std::string sharedSettings(const Config& cfg, const NodeMap& declared) {
+  std::string topo = "none";
+  if (!cfg.topoFile.empty()) {
+    std::string canon =
+        fmt::format("rails {} intra {} {} inter {} {}", declared.rails, declared.intra.latencyUs,
+                    declared.intra.gbps, declared.inter.latencyUs, declared.inter.gbps);
+    for (size_t n = 0; n < declared.names.size(); ++n) {
+      canon += fmt::format(";{}:{}", declared.names[n], fmt::join(declared.ranks[n], ","));
+    }
+    topo = fmt::format("{} nodes, digest {:016x}", declared.names.size(),
+                       std::hash<std::string>{}(canon));
+  }
+  return fmt::format("BRAID_ALGO={}\nBRAID_SHM_FAST_BYTES={}\nBRAID_TOPO_FILE={}", cfg.algo,
+                     cfg.shmFastBytes, topo);
+}
+
+// Every rank holds every rank's settings: each finds the same difference and fails alike.
+Status checkSharedSettings(const std::vector<std::string>& settings,
+                           const std::vector<std::string>& hosts) {
+  auto lines = [](const std::string& s) { return splitList(s, '\n'); };
+  const std::vector<std::string> base = lines(settings[0]);
+  for (size_t r = 1; r < settings.size(); ++r) {
+    if (settings[r].empty() || settings[0].empty()) continue;  // a build that does not say
+    const std::vector<std::string> mine = lines(settings[r]);
+    for (size_t i = 0; i < base.size() && i < mine.size(); ++i) {
+      if (base[i] == mine[i]) continue;
+      const std::string name = base[i].substr(0, base[i].find('='));
+      return invalidUsage(fmt::format(
+          "{} differs between ranks: '{}' on rank 0 ({}), '{}' on rank {} ({}); it must be the "
+          "same on every rank",
+          name, base[i].substr(base[i].find('=') + 1), hosts[0],
+          mine[i].substr(mine[i].find('=') + 1), r, hosts[r]));
+    }
+  }
+  return Status::ok();
+}
+
+}  // namespace
+
 Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secret& secret,
                           const Config& cfg, std::shared_ptr<Comm>* out) {
   std::shared_ptr<Comm> c(new Comm(rank, nranks, cfg, secret));
@@ -121,7 +165,8 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   // Sockets or doorbells to every peer, a few per path: more than the default 1024 at scale.
   raiseFileLimit(256 + 16 * static_cast<size_t>(nranks));
   BRAID_TRY(c->openTransport());
-  std::string blob = localHostName() + '\n' + hostIdentity() + '\n' + c->transport_->localAddress();
+  std::string blob = localHostName() + '\n' + hostIdentity() + '\n' +
+                     c->transport_->localAddress() + '\n' + sharedSettings(cfg, declared);
   std::vector<std::string> rows;
   BRAID_TRY(rendezvous(root, secret, rank, nranks, blob, deadline, &rows));
   PeerTable table;
@@ -131,17 +176,22 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
                     : declared.rails;
   table.intra = declared.intra;
   table.inter = declared.inter;
+  std::vector<std::string> settings;
   for (int r = 0; r < nranks; ++r) {
     size_t nl = rows[r].find('\n'), nl2 = nl == std::string::npos ? nl : rows[r].find('\n', nl + 1);
     if (nl2 == std::string::npos) {
       return remoteError(fmt::format("rendezvous: malformed address record of rank {}", r));
     }
+    const size_t nl3 = rows[r].find('\n', nl2 + 1);
     table.hosts.push_back(rows[r].substr(0, nl));
     table.hostIds.push_back(rows[r].substr(nl + 1, nl2 - nl - 1));
     table.nodes.push_back(cfg.topoFile.empty() ? table.hostIds.back()
                                                : declared.names[declared.nodeOf[r]]);
-    table.addresses.push_back(rows[r].substr(nl2 + 1));
+    table.addresses.push_back(
+        rows[r].substr(nl2 + 1, nl3 == std::string::npos ? nl3 : nl3 - nl2 - 1));
+    settings.push_back(nl3 == std::string::npos ? std::string() : rows[r].substr(nl3 + 1));
   }
+  BRAID_TRY(checkSharedSettings(settings, table.hosts));
   BRAID_TRY(c->connect(table, deadline));
   LOG_INFO(kInit, "communicator ready: rank {} of {} (transport {})", rank, nranks,
            c->transport_->name());

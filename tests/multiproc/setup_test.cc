@@ -141,6 +141,34 @@ TEST(Setup, AWorldSizeThatDiffersBetweenRanksFailsEveryRankSayingSo) {
       opt);
 }
 
+// Settings each rank acts on alone but all must share (a forced algorithm, the fast boxes'
+// size, a topology file on some ranks only): every rank fails init at once naming the
+// variable, where the calls would later have waited for each other until the timeout.
+TEST(Setup, SettingsThatMustAgreeButDifferFailEveryRankSayingWhich) {
+  for (const char* var : {"BRAID_SHM_FAST_BYTES", "BRAID_ALGO"}) {
+    SCOPED_TRACE(var);
+    RankOptions opt;
+    opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+    const std::string name = var;
+    opt.setup = [name](int rank) {
+      if (rank == 1) setenv(name.c_str(), name == "BRAID_ALGO" ? "allreduce=ring" : "0", 1);
+    };
+    runRanks(
+        3,
+        [name](int r, int n, const braidUniqueId& id) {
+          const double t0 = now();
+          braidComm_t comm = nullptr;
+          EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidUsage);
+          EXPECT_EQ(comm, nullptr);
+          EXPECT_LT(now() - t0, 30.0);
+          std::string msg = braidGetLastError(nullptr);
+          EXPECT_NE(msg.find(name + " differs between ranks"), std::string::npos) << msg;
+          EXPECT_NE(msg.find("on rank 1"), std::string::npos) << msg;
+        },
+        opt);
+  }
+}
+
 // A rank killed at the rendezvous while it waits for the others: once the last rank joins,
 // every rank that is left fails at once naming it, instead of waiting for its data
 // connections until the timeout.
