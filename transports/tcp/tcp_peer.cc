@@ -391,11 +391,19 @@ bool Socket::consumeBuffered() {
   return fd_.valid() && !aborting_ && !frozen_;
 }
 
-bool Socket::kernelProgress() {
+bool Socket::kernelAcked(uint64_t* acked, bool* empty) const {
   int outq = 0;
   if (!fd_.valid() || ioctl(fd_.get(), SIOCOUTQ, &outq) != 0) return false;
-  const uint64_t acked = written_ - std::min<uint64_t>(written_, static_cast<uint64_t>(outq));
-  const bool moved = acked > kernelAcked_ || outq == 0;
+  *acked = written_ - std::min<uint64_t>(written_, static_cast<uint64_t>(outq));
+  *empty = outq == 0;
+  return true;
+}
+
+bool Socket::kernelProgress() {
+  uint64_t acked = 0;
+  bool empty = false;
+  if (!kernelAcked(&acked, &empty)) return false;
+  const bool moved = acked > kernelAcked_ || empty;
   kernelAcked_ = acked;
   return moved;
 }
@@ -411,13 +419,13 @@ bool Socket::kernelStalled(int64_t ageNs, int64_t nowNs) {
   if (!fd_.valid() || frozen_) return true;
   if (nowNs - stallCheckNs_ < kStallCheckNs) return stalledLast_;  // asked again at once
   stallCheckNs_ = nowNs;
-  int outq = 0;
-  if (ioctl(fd_.get(), SIOCOUTQ, &outq) != 0) return stalledLast_ = true;
   // Acknowledged bytes, not the time of the last ACK (TCP_INFO's last_ack_recv): duplicate
   // ACKs of a loss recovery and the ACK field of the peer's own data keep arriving while the
   // flow moves nothing.
-  const uint64_t acked = written_ - std::min<uint64_t>(written_, static_cast<uint64_t>(outq));
-  if (outq == 0 || acked != stallAcked_) {
+  uint64_t acked = 0;
+  bool empty = false;
+  if (!kernelAcked(&acked, &empty)) return stalledLast_ = true;
+  if (empty || acked != stallAcked_) {
     stallAcked_ = acked;
     stallSinceNs_ = nowNs;
     return stalledLast_ = false;

@@ -147,6 +147,9 @@ class Socket : public Reactor::Handler {
   void onPayloadDone();
   void updateInterest();
   void detachFront();  // the front frame's rest into owned storage
+  // Of the bytes written, those the peer's kernel acknowledged (SIOCOUTQ), and whether the
+  // kernel holds none; false if it cannot say.
+  bool kernelAcked(uint64_t* acked, bool* empty) const;
 
   Peer* peer_;
   int path_;
