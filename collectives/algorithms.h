@@ -56,8 +56,9 @@ bool fastboxApplies(const CollArgs& a, const Comm& comm);
 // The call's number, taken in call order (when it is issued, not when it runs).
 uint64_t fastboxNextCall(Comm& comm);
 void fastboxSchedule(const CollArgs& a, uint64_t call, Schedule* s);
-// A blocking call on the caller's thread, outside a group: runs it to its end.
-Status fastboxRun(const CollArgs& a, Comm& comm);
+// A blocking call on the caller's thread, outside a group: runs it to its end (tagBase: the
+// call's, from Comm::nextCollectiveTagBase).
+Status fastboxRun(const CollArgs& a, Comm& comm, uint64_t tagBase);
 // Whether BRAID_ALGO names an algorithm for this collective.
 bool algorithmForced(const Config& cfg, CollKind kind);
 // Every entry of BRAID_ALGO names a known collective and one of its algorithms (a bare name:

@@ -37,11 +37,12 @@ bool rooted(CollKind k) { return k == CollKind::kBroadcast || k == CollKind::kRe
 
 class FastOp final : public PollStep {
  public:
-  FastOp(Comm* comm, const CollArgs& a, uint64_t call)
+  FastOp(Comm* comm, const CollArgs& a, uint64_t call, uint64_t tagBase)
       : comm_(comm),
         fb_(comm->fastBoxes()),
         a_(a),
         call_(call),
+        tagBase_(tagBase),
         seq_(static_cast<uint32_t>(call)),  // the boxes' call numbers: the low 32 bits
         me_(comm->rank()),
         n_(comm->nranks()),
@@ -105,6 +106,7 @@ class FastOp final : public PollStep {
   FastBoxes* fb_;
   CollArgs a_;
   uint64_t call_;
+  uint64_t tagBase_;  // the call's tags: a peer that sent messages for it made another call
   uint32_t seq_;
   int me_, n_;
   size_t bytes_;
@@ -281,6 +283,8 @@ bool FastOp::poll(Status* err) {
       if (peerLeft(next_) && b->seq.load(std::memory_order_acquire) != seq_) {
         return failLeft(next_, err);
       }
+      // The peer may be in another call, one that sends messages (call_check.h).
+      if (Status e = comm_->checkCall(tagBase_); !e.isOk()) return fail(std::move(e), err);
       return comm_->hasAsyncError() && fail(comm_->asyncError(), err);
     }
     if (Status e = check(next_, *b); !e.isOk()) return fail(std::move(e), err);
@@ -410,11 +414,11 @@ bool fastboxApplies(const CollArgs& a, const Comm& comm) {
 uint64_t fastboxNextCall(Comm& comm) { return comm.fastBoxes()->issued.fetch_add(1) + 1; }
 
 void fastboxSchedule(const CollArgs& a, uint64_t call, Schedule* s) {
-  s->poll(std::make_unique<FastOp>(s->comm(), a, call));
+  s->poll(std::make_unique<FastOp>(s->comm(), a, call, s->tag(0)));
 }
 
-Status fastboxRun(const CollArgs& a, Comm& comm) {
-  FastOp op(&comm, a, fastboxNextCall(comm));
+Status fastboxRun(const CollArgs& a, Comm& comm, uint64_t tagBase) {
+  FastOp op(&comm, a, fastboxNextCall(comm), tagBase);
   return op.run();
 }
 

@@ -28,6 +28,10 @@ Registry& registry() {
 
 }  // namespace
 
+void reportEarly(const TransportContext& ctx, int peer, uint64_t tag) {
+  if (ctx.onEarlyMessage) ctx.onEarlyMessage(peer, tag);
+}
+
 Status sizeMismatch(const std::string& peer, uint64_t tag, size_t mine, size_t theirs,
                     bool sending) {
   return invalidUsage(fmt::format(

@@ -42,6 +42,10 @@ struct NetRequest {
   size_t fragmentsLeft = 0;
 };
 
+struct TransportContext;
+// Reports a message that arrived before its match (TransportContext::onEarlyMessage).
+void reportEarly(const TransportContext& ctx, int peer, uint64_t tag);
+
 // Sets the request's status and tells its sink (on the loop; the poster may free it after).
 inline void completeRequest(NetRequest* r, Status s) {
   r->status = std::move(s);
@@ -62,6 +66,9 @@ struct TransportContext {
   // Called on the progress thread when the transport has failed as a whole (dead peer, abort
   // message from a peer); the communicator records it as its asynchronous error.
   std::function<void(const Status&)> onFatal;
+  // Called on the progress thread for each message (or announcement of one: RTS, RTR) that
+  // arrives before this rank posted its match, with the peer and tag (call_check.h).
+  std::function<void(int peer, uint64_t tag)> onEarlyMessage;
 };
 
 // What a transport learns of each rank at connect time (index = rank; its own entry unused).

@@ -182,8 +182,9 @@ braidResult_t issue(Call&& c) {
       // Nothing to move, and every rank passes the same count: done, as in NCCL and MPI. The
       // call still takes its number, so that every rank's next call has the same one.
       // (All-to-allv with zero counts is not skipped: its counts may differ between ranks.)
-      comm->nextCollectiveTagBase();
-      return Status::ok();
+      // A peer that sends for this call made another one (call_check.h): the communicator
+      // fails then, at the first message.
+      return comm->checkCall(comm->nextCollectiveTagBase(c.a));
     }
     const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
     if (p2p && !stream && !groupOpen() && c.a.root != comm->rank()) {
@@ -208,17 +209,20 @@ braidResult_t issue(Call&& c) {
       for (size_t p = 0; p < n; ++p) c.a.sdispls[p] = c.a.rdispls[p] = p * c.a.count;
     }
     if (!stream && !groupOpen() && fastboxApplies(c.a, *comm)) {
-      // Small, blocking, on a communicator whose ranks share memory: run it here and now.
-      comm->nextCollectiveTagBase();  // keeps the tag sequence the same on every rank
+      // Small, blocking, on a communicator whose ranks share memory: run it here and now. It
+      // takes its call number as every call does (the peers' numbers stay in step), and
+      // looks for peers' messages of another call only if it has to wait (fastbox.cc).
+      const uint64_t tagBase = comm->nextCollectiveTagBase(c.a);
       comm->enter();
-      Status s = fastboxRun(c.a, *comm);
+      Status s = fastboxRun(c.a, *comm, tagBase);
       comm->leave();
       if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());
       return s;
     }
     uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
                        : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
-                                                     : comm->nextCollectiveTagBase();
+                                                     : comm->nextCollectiveTagBase(c.a);
+    if (!p2p && !fastboxApplies(c.a, *comm)) BRAID_TRY(comm->checkCall(tagBase));
     auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);
     BRAID_TRY(buildCollective(c.a, sched.get()));
     Task t;

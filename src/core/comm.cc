@@ -12,6 +12,7 @@
 
 #include "collectives/algorithms.h"
 #include "src/bootstrap/rendezvous.h"
+#include "src/core/handles.h"
 #include "src/core/log.h"
 #include "src/engine/executor.h"
 #include "src/topology/machine.h"
@@ -42,7 +43,11 @@ std::shared_ptr<Comm> Comm::detached(int rank, int nranks, const Config& cfg) {
 }
 
 Comm::Comm(int rank, int nranks, const Config& cfg, const Secret& secret)
-    : rank_(rank), nranks_(nranks), cfg_(cfg), secret_(secret) {
+    : rank_(rank), nranks_(nranks), cfg_(cfg), secret_(secret), calls_([this](int r) {
+        return transport_ ? transport_->peerName(r) : fmt::format("rank {}", r);
+      }) {
+  creatorPid_ = static_cast<int>(::getpid());
+  forkGen_ = braid::forkGeneration();
   auto tag = derive(secret, "braid comm tag");
   std::memcpy(&commTag_, tag.data(), sizeof commTag_);
   sendSeq_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(nranks));
@@ -62,6 +67,9 @@ Status Comm::openTransport() {
   ctx.commTag = commTag_;
   ctx.reactor = reactor_.get();
   ctx.onFatal = [this](const Status& s) { setAsyncError(s); };
+  ctx.onEarlyMessage = [this](int peer, uint64_t tag) {
+    if (Status e = calls_.onArrival(peer, tag); !e.isOk()) failWith(e);
+  };
   return TransportSet::open(ctx, &transport_);
 }
 
@@ -199,12 +207,23 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
   return Status::ok();
 }
 
-// A tag's sequence field: bits kSlotBits..62 (bit 63 marks point-to-point).
+// A point-to-point tag's sequence field: bits kSlotBits..62 (bit 63 marks point-to-point).
 constexpr uint64_t kTagSeqMask = (uint64_t{1} << (63 - kSlotBits)) - 1;
 
-uint64_t Comm::nextCollectiveTagBase() {
-  uint64_t seq = collSeq_.fetch_add(1) & kTagSeqMask;
-  return seq << kSlotBits;
+uint64_t Comm::nextCollectiveTagBase(const CollArgs& a, const char* internal) {
+  return calls_.record(collSeq_.fetch_add(1), a, internal);
+}
+
+Status Comm::checkCall(uint64_t tagBase) {
+  Status e = calls_.check(tagBase);
+  if (!e.isOk()) failWith(e);
+  return e;
+}
+
+void Comm::failWith(const Status& e) {
+  if (hasAsyncError()) return;
+  setAsyncError(e);
+  if (transport_) transport_->abort(e);
 }
 
 uint64_t Comm::nextSendTagBase(int peer) {
@@ -300,8 +319,13 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
   std::snprintf(mine.data() + 208, 300, "%s", addr.c_str());
   std::vector<char> all(kRec * nranks_);
   {
-    auto sched =
-        std::make_unique<Schedule>(shared_from_this(), "commSplit", nextCollectiveTagBase());
+    CollArgs exchange;
+    exchange.kind = CollKind::kAllGather;
+    exchange.dt = braidInt8;
+    exchange.count = kRec;
+    const uint64_t tagBase = nextCollectiveTagBase(exchange, "commSplit");
+    BRAID_TRY(checkCall(tagBase));
+    auto sched = std::make_unique<Schedule>(shared_from_this(), "commSplit", tagBase);
     // Simple all-to-all exchange of the fixed-size records.
     for (int r = 0; r < nranks_; ++r) {
       if (r == rank_) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "src/bootstrap/auth.h"
+#include "src/core/call_check.h"
 #include "src/core/config.h"
 #include "src/core/status.h"
 #include "src/engine/fastbox.h"
@@ -42,6 +43,9 @@ class Comm : public std::enable_shared_from_this<Comm> {
   Status split(int color, int key, std::shared_ptr<Comm>* out);
 
   int rank() const { return rank_; }
+  // The process that created it, and the fork generation it belongs to (handles.h).
+  int creatorPid() const { return creatorPid_; }
+  uint64_t forkGeneration() const { return forkGen_; }
   int nranks() const { return nranks_; }
   const Config& config() const { return cfg_; }
   Transport* transport() const { return transport_.get(); }
@@ -53,9 +57,16 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // More ranks of this communicator run on this host than this process may use cores.
   bool oversubscribed() const { return oversubscribed_; }
 
-  // Tag bases: collectives by call order (every rank calls them in the same order),
+  // Tag bases: collectives by call order (every rank calls them in the same order), with
+  // the call's signature (call_check.h; `internal` names braid's own exchanges),
   // point-to-point by per-peer, per-direction order (NCCL matching semantics).
-  uint64_t nextCollectiveTagBase();
+  uint64_t nextCollectiveTagBase(const CollArgs& a, const char* internal = nullptr);
+  // Whether a peer's message for the call of this tag base showed that the peer made a
+  // different call: then the communicator has failed (its peers are told) and this is why.
+  Status checkCall(uint64_t tagBase);
+  // Fails the communicator (any thread): calls in flight end with e, and the peers are told
+  // (a call that failed half way leaves them waiting for this rank otherwise).
+  void failWith(const Status& e);
   uint64_t nextSendTagBase(int peer);
   uint64_t nextRecvTagBase(int peer);
 
@@ -98,6 +109,9 @@ class Comm : public std::enable_shared_from_this<Comm> {
   NodeMap nodes_;
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
   std::atomic<uint64_t> collSeq_{0};
+  int creatorPid_ = 0;
+  uint64_t forkGen_ = 0;
+  CallCheck calls_;
   std::mutex mu_;
   // Per-peer point-to-point sequence numbers (atomic: callers on several threads).
   std::unique_ptr<std::atomic<uint64_t>[]> sendSeq_, recvSeq_;
@@ -110,9 +124,5 @@ class Comm : public std::enable_shared_from_this<Comm> {
   bool shutDown_ = false;
   bool oversubscribed_ = false;
 };
-
-// Tag layout: bit 63 set = point-to-point; bits 24..62 = sequence; bits 0..23 = slot.
-constexpr int kSlotBits = 24;
-constexpr uint64_t kP2pBit = uint64_t{1} << 63;
 
 }  // namespace braid

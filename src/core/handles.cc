@@ -1,8 +1,14 @@
 #include "src/core/handles.h"
 
+#include <fmt/format.h>
+#include <pthread.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <mutex>
 #include <unordered_set>
 
+#include "src/core/comm.h"
 #include "src/core/log.h"
 
 namespace braid {
@@ -20,7 +26,16 @@ HandleTable& table() {
 
 thread_local std::string tlsLastError;
 
+// Counts the fork()s this process descends from (the child's handler runs in the child only).
+std::atomic<uint64_t> gForks{0};
+const int kAtForkRegistered = pthread_atfork(nullptr, nullptr, [] { gForks.fetch_add(1); });
+
 }  // namespace
+
+uint64_t forkGeneration() {
+  (void)kAtForkRegistered;
+  return gForks.load(std::memory_order_relaxed);
+}
 
 void registerHandle(const void* h) {
   std::lock_guard<std::mutex> lock(table().mu);
@@ -43,6 +58,15 @@ Status lookupComm(braidComm_t c, std::shared_ptr<Comm>* out) {
   if (table().live.count(c) == 0) {
     return invalidUsage("comm is not a live communicator (destroyed, aborted, or never created)");
   }
+  if (c->impl->forkGeneration() != forkGeneration()) {
+    // A child of fork(): the communicator's threads, connections and shared memory are its
+    // parent's. Using it would join the parent's calls (wrong results on the peers), and
+    // destroying it would wait for threads the child does not have.
+    return invalidUsage(
+        fmt::format("comm was created by process {} before a fork(): a child process cannot use or "
+                    "destroy its parent's communicators (it may create its own)",
+                    c->impl->creatorPid()));
+  }
   *out = c->impl;
   return Status::ok();
 }
@@ -53,6 +77,11 @@ Status lookupStream(braidStream_t s, std::shared_ptr<StreamQueue>* out) {
   std::lock_guard<std::mutex> lock(table().mu);
   if (table().live.count(s) == 0) {
     return invalidUsage("stream is not a live stream (destroyed or never created)");
+  }
+  if (s->impl->forkGeneration() != forkGeneration()) {
+    return invalidUsage(
+        "stream was created before a fork(): a child process cannot use or destroy its "
+        "parent's streams (its worker thread is the parent's)");
   }
   *out = s->impl;
   return Status::ok();

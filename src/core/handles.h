@@ -19,6 +19,8 @@ struct braidStream {
 
 namespace braid {
 
+// How many fork()s this process descends from (a communicator belongs to one generation).
+uint64_t forkGeneration();
 void registerHandle(const void* h);
 bool unregisterHandle(const void* h);
 bool handleAlive(const void* h);

@@ -1,6 +1,7 @@
 #include "src/core/stream.h"
 
 #include "src/core/comm.h"
+#include "src/core/handles.h"
 #include "src/core/log.h"
 #include "src/engine/executor.h"
 
@@ -31,7 +32,7 @@ Status runTask(Task& task) {
   return st;
 }
 
-StreamQueue::StreamQueue() : thread_([this] { worker(); }) {}
+StreamQueue::StreamQueue() : forkGen_(braid::forkGeneration()), thread_([this] { worker(); }) {}
 
 StreamQueue::~StreamQueue() {
   {

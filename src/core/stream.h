@@ -54,8 +54,11 @@ class StreamQueue {
   Status synchronize();
   bool busy();
   Status takeError();
+  // The fork generation it belongs to (handles.h): a child of fork() has no worker thread.
+  uint64_t forkGeneration() const { return forkGen_; }
 
  private:
+  uint64_t forkGen_ = 0;
   void worker();
   void runFront(std::unique_lock<std::mutex>& lock);
   std::mutex mu_;

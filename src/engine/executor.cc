@@ -439,7 +439,12 @@ Status Run::execute() {
       --outstanding_;
       inFlight_[at(Ref{static_cast<uint32_t>(q->node >> 32), static_cast<uint32_t>(q->node)})] = 0;
       if (!q->status.isOk()) {
-        if (err_.isOk()) err_ = q->status;
+        if (err_.isOk()) {
+          err_ = q->status;
+          // The call cannot finish, and its peers wait for this rank's part: tell them why (a
+          // peer that only saw this rank go away would blame it), and end the rest now.
+          for (auto& s : scheds_) s->comm()->failWith(err_);
+        }
         continue;
       }
       finish(Ref{static_cast<uint32_t>(q->node >> 32), static_cast<uint32_t>(q->node)});

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -32,6 +33,48 @@ TEST(Usage, ThousandsOfSmallAllReduces) {
       BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, nullptr), comm);
       ASSERT_EQ(v, static_cast<float>(n * k + n * (n - 1) / 2)) << "call " << k;
     }
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
+// A child of fork() holds copies of its parent's communicators: using one would join the
+// parent's calls (the peers got wrong sums), destroying one waited forever for the parent's
+// threads (a framework's static communicator destroyed at the child's exit hung it). Both
+// are refused, at once, and the parent goes on.
+TEST(Usage, AForkedChildCannotUseOrDestroyItsParentsCommunicator) {
+  runRanks(2, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    braidStream_t stream = nullptr;
+    BRAID_ASSERT_OK(braidStreamCreate(&stream), comm);
+    pid_t child = fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      float v = 100;
+      int bad = 0;
+      if (braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, nullptr) != braidInvalidUsage)
+        bad |= 1;
+      if (std::string(braidGetLastError(nullptr)).find("fork") == std::string::npos) bad |= 2;
+      if (braidStreamSynchronize(stream) != braidInvalidUsage) bad |= 4;
+      if (braidCommAbort(comm) != braidInvalidUsage) bad |= 8;
+      if (braidCommDestroy(comm) != braidInvalidUsage) bad |= 16;
+      if (v != 100) bad |= 32;
+      _exit(bad);
+    }
+    int status = 0;
+    const double t0 = now();
+    while (waitpid(child, &status, WNOHANG) == 0 && now() - t0 < 20) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    if (waitpid(child, &status, WNOHANG) == 0) {
+      kill(child, SIGKILL);
+      FAIL() << "the child hung";
+    }
+    EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+    float v = 1;
+    BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, nullptr), comm);
+    EXPECT_EQ(v, 2.0f);
+    BRAID_ASSERT_OK(braidStreamDestroy(stream), comm);
     BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
   });
 }

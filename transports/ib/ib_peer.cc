@@ -537,6 +537,7 @@ void Transport::onData(Peer* p, const FrameHeader& h, const char* payload) {
     }
     unexpectedBytes_ += h.total;
     u->second.data.resize(h.total);
+    reportEarly(ctx_, p->rank, h.tag);
   } else if (u->second.data.size() != h.total) {
     return fail(remoteError(
         fmt::format("{} sent inconsistent fragments (tag {:#x})", peerName(p->rank), h.tag)));
@@ -563,6 +564,7 @@ void Transport::onRtr(Peer* p, const FrameHeader& h, const char* payload) {
   auto it = p->awaitingRtr.find(h.tag);
   if (it == p->awaitingRtr.end()) {
     p->rtrs[h.tag] = h.total;
+    reportEarly(ctx_, p->rank, h.tag);
     return;
   }
   NetRequest* r = it->second;

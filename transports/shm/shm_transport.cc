@@ -440,6 +440,7 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
       std::vector<char>& v = p->unexpected[f.tag];
       v.resize(f.len);
       p->copyOut(v.data(), pos, f.len);
+      reportEarly(ctx_, p->rank, f.tag);
       return;
     }
     case FrameType::kRts: {
@@ -447,6 +448,7 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
       NetRequest* r = p->postedRecvs.take(f.tag);
       if (r == nullptr) {
         if (!p->rts.emplace(f.tag, Pending{f.a, f.b}).second) return bad("a tag sent twice");
+        reportEarly(ctx_, p->rank, f.tag);
         return;
       }
       return startRecv(p, r, Pending{f.a, f.b});
@@ -577,12 +579,12 @@ void Transport::close(Deadline deadline) {
   Deadline byeBy = std::min(deadline, deadlineIn(200));
   ctx_.reactor->waitUntil(deadline, [&] {
     if (failed()) return true;
-    bool byes = Clock::now() >= byeBy;
+    bool byes = true;
     for (Peer* p : active_) {
       if (!p->out.empty() && !p->closed) return false;
       byes = byes && (p->byeSeen || p->closed);
     }
-    return byes;
+    return byes || Clock::now() >= byeBy;
   });
 }
 

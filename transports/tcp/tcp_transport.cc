@@ -427,6 +427,7 @@ void Transport::onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** 
     }
     unexpectedBytes_ += h.total;
     u->second.data.resize(h.total);
+    reportEarly(ctx_, p->rank, h.tag);
   } else if (u->second.data.size() != h.total) {
     return fail(remoteError(fmt::format("{} sent inconsistent fragments (tag {:#x})",
                                         peerName(p->rank), h.tag)),
@@ -461,6 +462,7 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
   auto it = p->awaitingRtr.find(h.tag);
   if (it == p->awaitingRtr.end()) {
     p->rtrs[h.tag] = h.total;
+    reportEarly(ctx_, p->rank, h.tag);
     return;
   }
   NetRequest* r = it->second;
