@@ -127,9 +127,10 @@ bool Hello::parse(const uint8_t in[kBytes], Hello* out) {
 }
 
 Status connectorHandshake(int fd, const Secret& secret, const Hello& hello, Deadline deadline,
-                          const std::string& peerName) {
+                          const std::string& peerName, bool* greeted) {
   uint8_t challenge[8 + 32];
   BRAID_TRY(readFull(fd, challenge, sizeof challenge, deadline, peerName));
+  if (greeted != nullptr) *greeted = true;
   if (std::memcmp(challenge, kMagic, 8) != 0) {
     return remoteError(fmt::format("{} is not a braid endpoint (bad greeting)", peerName));
   }
@@ -144,8 +145,9 @@ Status connectorHandshake(int fd, const Secret& secret, const Hello& hello, Dead
   Mac reply{};
   Status s = readFull(fd, reply.data(), reply.size(), deadline, peerName);
   if (!s.isOk()) {
-    return Status(s.code(), fmt::format("{} rejected the job secret or failed during the "
-                                        "handshake ({})",
+    return Status(s.code(), fmt::format("{} ended the connection during the handshake ({}): "
+                                        "it does not know this job's secret, or it failed (its "
+                                        "own error says why)",
                                         peerName, s.message()));
   }
   Mac expect = hmac(secret, {kTagA, nonceC, nonceA, helloBytes});
@@ -163,6 +165,13 @@ AcceptorHandshake::AcceptorHandshake(Fd fd, const Secret& secret, Deadline deadl
   peerName_ = getpeername(fd_.get(), reinterpret_cast<sockaddr*>(&a.ss), &a.len) == 0
                   ? a.toString()
                   : "an unknown peer";
+  // A Unix socket has no address to show: the kernel's word on who connected does.
+  ucred cred{};
+  socklen_t clen = sizeof cred;
+  if ((a.len == 0 || a.family() == AF_UNIX) &&
+      getsockopt(fd_.get(), SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0 && cred.pid > 0) {
+    peerName_ = fmt::format("a local process (pid {}, uid {})", cred.pid, cred.uid);
+  }
 }
 
 Status AcceptorHandshake::start() {
@@ -206,12 +215,48 @@ Status AcceptorHandshake::onReadable(bool* done) {
 #include <poll.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <list>
 #include <thread>
 
 #include "src/core/log.h"
 
 namespace braid {
+
+namespace {
+
+LogLimiter kBootRejects;
+
+void logRejected(LogLimiter& limiter, const std::string& what, const std::string& why) {
+  uint64_t held = 0;
+  if (!limiter.allow(&held)) return;
+  LOG_WARN(
+      kBoot, "{}: rejected a connection: {}{}", what, why,
+      held == 0 ? std::string() : fmt::format(" ({} more rejected connections not shown)", held));
+}
+
+// Drops the handshakes under way that sent nothing for a while (strangers holding
+// connections open): how many.
+size_t dropStale(std::list<AcceptorHandshake>* pending, const std::string& what, const char* why) {
+  size_t dropped = 0;
+  std::string from;
+  for (auto it = pending->begin(); it != pending->end();) {
+    if (!it->stale()) {
+      ++it;
+      continue;
+    }
+    if (dropped++ == 0) from = it->peerName();
+    it = pending->erase(it);
+  }
+  if (dropped > 0) {
+    logRejected(kBootRejects, what,
+                fmt::format("{}: dropped {} connection(s) that sent nothing, the first from {}",
+                            why, dropped, from));
+  }
+  return dropped;
+}
+
+}  // namespace
 
 Status acceptAuthenticated(int listenFd, const Secret& secret, Deadline deadline,
                            const std::function<Status(const Hello&)>& admit,
@@ -229,16 +274,19 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
   // Out of files: no more connections are taken, but the handshakes under way finish (their
   // ranks are answered), and then the error is returned.
   Status outOfFiles;
+  // Out of files while handshakes are under way: they may end (or turn out to be strangers'),
+  // so new connections wait a little instead.
+  Clock::time_point pausedUntil{};
   while (true) {
     if (enough && enough()) return Status::ok();
     if (!outOfFiles.isOk() && pending.empty()) return outOfFiles;
     int left = msUntil(deadline);
     if (left == 0) return timeoutError(fmt::format("timed out waiting for {}", what));
+    const bool accepting = outOfFiles.isOk() && Clock::now() >= pausedUntil;
     std::vector<pollfd> fds;
-    for (int l : listenFds)
-      fds.push_back({l, static_cast<short>(outOfFiles.isOk() ? POLLIN : 0), 0});
+    for (int l : listenFds) fds.push_back({l, static_cast<short>(accepting ? POLLIN : 0), 0});
     for (auto& h : pending) fds.push_back({h.fd(), POLLIN, 0});
-    int n = ::poll(fds.data(), fds.size(), std::min(left, enough ? 100 : 1000));
+    int n = ::poll(fds.data(), fds.size(), std::min(left, enough || !accepting ? 100 : 1000));
     if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
     if (n <= 0) continue;
     // Existing handshakes first (fds[L..] line up with `pending`).
@@ -256,7 +304,7 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
           LOG_DEBUG(kBoot, "{}: a connection closed before sending anything: {}", what,
                     s.message());
         } else {
-          LOG_WARN(kBoot, "{}: rejected a connection: {}", what, s.message());
+          logRejected(kBootRejects, what, s.message());
         }
         it = pending.erase(it);
         continue;
@@ -272,6 +320,16 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
     for (size_t l = 0; l < L; ++l) {
       if (!(fds[l].revents & POLLIN)) continue;
       int c = ::accept4(listenFds[l], nullptr, nullptr, SOCK_CLOEXEC);
+      // Out of files: strangers' connections that send nothing go (a flood of them must not
+      // end the job); while other handshakes are under way, new connections wait for them.
+      if (c < 0 && (errno == EMFILE || errno == ENFILE) &&
+          dropStale(&pending, what, "this process is out of files") > 0) {
+        c = ::accept4(listenFds[l], nullptr, nullptr, SOCK_CLOEXEC);
+      }
+      if (c < 0 && (errno == EMFILE || errno == ENFILE) && !pending.empty()) {
+        pausedUntil = Clock::now() + std::chrono::milliseconds(100);
+        break;
+      }
       if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
         // The connection stays queued and poll() would keep reporting it: stop listening.
         const int err = errno;
@@ -281,6 +339,12 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
       if (c >= 0) {
         // A stranger gets at most 10 s (or what is left) to prove itself.
         Deadline hd = std::min(deadline, deadlineIn(10000));
+        if (pending.size() >= handshakeCap(kMaxHandshakes) &&
+            dropStale(&pending, what, "too many connections in their handshake") == 0) {
+          logRejected(kBootRejects, what, "too many connections in their handshake: refused one");
+          ::close(c);
+          continue;
+        }
         pending.emplace_back(Fd(c), secret, hd);
         Status s = pending.back().start();
         if (!s.isOk()) {

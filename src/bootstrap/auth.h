@@ -8,6 +8,7 @@
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <string>
@@ -44,8 +45,10 @@ struct Hello {
 };
 
 // Connecting side: runs the whole exchange (blocking, bounded by deadline).
+// *greeted (when given) tells whether the acceptor's greeting came: a connection closed before
+// it was refused (the acceptor is flooded, or out of files) and may be tried again.
 Status connectorHandshake(int fd, const Secret& secret, const Hello& hello, Deadline deadline,
-                          const std::string& peerName);
+                          const std::string& peerName, bool* greeted = nullptr);
 
 // Accepting side as a non-blocking state machine, so one slow or hostile connection never
 // delays the others: call start() once, then onReadable() whenever fd is readable.
@@ -63,8 +66,13 @@ class AcceptorHandshake {
   // Whether the peer has sent nothing yet (a connection closed at once is a probe, e.g. a
   // rank checking that the root named by a unique-id file is alive).
   bool silent() const { return got_ == 0; }
+  // Whether it has sent nothing for at least kStaleHandshake: a real rank sends its hello as
+  // soon as it is connected; a stranger holding connections open does not.
+  bool stale() const { return got_ == 0 && Clock::now() - started_ >= kStaleHandshake; }
 
  private:
+  static constexpr std::chrono::milliseconds kStaleHandshake{1000};
+  Clock::time_point started_ = Clock::now();
   std::string peerName_;
   Fd fd_;
   Secret secret_;
@@ -78,6 +86,12 @@ class AcceptorHandshake {
 }  // namespace braid
 
 namespace braid {
+
+// At most this many connections in their handshake at once (each holds a file). Past it, or
+// when the process runs out of files, the handshakes that sent nothing for a second (a
+// stranger holding connections open) are dropped, so that a flood of strangers' connections
+// cannot fail the job; if none did, new connections wait (or, past the cap, are refused).
+inline constexpr size_t kMaxHandshakes = 1024;
 
 struct AcceptedConn {
   Hello hello;

@@ -224,12 +224,22 @@ Status rendezvous(const SockAddr& root, const Secret& secret, int rank, int nran
                   const std::string& blob, Deadline deadline, std::vector<std::string>* table) {
   std::string what = fmt::format("the rendezvous root {}", root.toString());
   Fd fd;
-  BRAID_TRY(connectTo(root, deadline, &fd, "the rendezvous root"));
   Hello h;
   h.kind = ConnKind::kBootstrap;
   h.rank = rank;
   h.nranks = nranks;
-  BRAID_TRY(connectorHandshake(fd.get(), secret, h, deadline, what));
+  while (true) {
+    BRAID_TRY(connectTo(root, deadline, &fd, "the rendezvous root"));
+    bool greeted = false;
+    Status s = connectorHandshake(fd.get(), secret, h, deadline, what, &greeted);
+    if (s.isOk()) break;
+    // Closed before the greeting: the root turned the connection away (too many others in
+    // their handshake: a stranger's flood) and may take it in a moment.
+    if (greeted || msUntil(deadline) < 200) return s;
+    LOG_DEBUG(kBoot, "{} closed the connection before its greeting: trying again", what);
+    fd = Fd();
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   BRAID_TRY(writeBlob(fd.get(), blob, deadline, what));
   uint8_t st = 0;
   Status s = readFull(fd.get(), &st, 1, deadline, what);

@@ -166,6 +166,15 @@ void raiseFileLimit(size_t want) {
            limitText(lim.rlim_max));
 }
 
+size_t handshakeCap(size_t most) {
+  rlimit lim{};
+  size_t files = 1024;
+  if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+    files = static_cast<size_t>(lim.rlim_cur);
+  }
+  return std::clamp<size_t>(files / 8, 16, most);
+}
+
 std::string fileLimitHint(int err) {
   if (err == ENFILE) return " (the system-wide open-file table is full: fs.file-max)";
   if (err != EMFILE) return "";

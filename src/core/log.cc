@@ -214,4 +214,21 @@ void logWrite(LogLevel level, Subsys subsys, int rank, std::string_view msg) {
 void logSetThreadRank(int rank) { tlsRank = rank; }
 int logThreadRank() { return tlsRank; }
 
+bool LogLimiter::allow(uint64_t* held) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::steady_clock::now().time_since_epoch())
+                          .count();
+  int64_t start = windowStart_.load(std::memory_order_relaxed);
+  if (now - start >= windowMs_ &&
+      windowStart_.compare_exchange_strong(start, now, std::memory_order_relaxed)) {
+    inWindow_.store(0, std::memory_order_relaxed);
+  }
+  if (inWindow_.fetch_add(1, std::memory_order_relaxed) >= burst_) {
+    held_.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+  *held = held_.exchange(0, std::memory_order_relaxed);
+  return true;
+}
+
 }  // namespace braid

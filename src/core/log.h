@@ -4,6 +4,8 @@
 
 #include <fmt/format.h>
 
+#include <atomic>
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -31,6 +33,23 @@ void logSetThreadRank(int rank);
 int logThreadRank();
 // Whether BRAID_LOG_LEVEL and BRAID_LOG_SUBSYS name known levels and subsystems (any case).
 Status checkLogSettings(const std::string& level, const std::string& subsys);
+
+// Lets a message that strangers can cause (a rejected connection) through at most `burst`
+// times per window, so that a port scan cannot flood the log: allow() says whether to log
+// now, and *held how many were held back since the last one logged.
+class LogLimiter {
+ public:
+  explicit LogLimiter(int burst = 5, int64_t windowMs = 10000)
+      : burst_(burst), windowMs_(windowMs) {}
+  bool allow(uint64_t* held);
+
+ private:
+  const int burst_;
+  const int64_t windowMs_;
+  std::atomic<int64_t> windowStart_{0};
+  std::atomic<int> inWindow_{0};
+  std::atomic<uint64_t> held_{0};
+};
 
 #define BRAID_LOG(level, subsys, ...)                                             \
   do {                                                                            \

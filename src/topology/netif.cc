@@ -7,19 +7,29 @@
 #include <net/if.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 
+#include "src/bootstrap/socket_util.h"
 #include "src/core/config.h"
 #include "src/core/log.h"
 #include "src/topology/machine.h"
 
 namespace braid {
 
+namespace {
+thread_local int tlsListErrno = 0;  // why this thread's last listInterfaces() found nothing
+}  // namespace
+
 std::vector<NetIf> listInterfaces(bool withDown) {
   std::vector<NetIf> out;
   ifaddrs* list = nullptr;
-  if (getifaddrs(&list) != 0) return out;
+  tlsListErrno = 0;
+  if (getifaddrs(&list) != 0) {
+    tlsListErrno = errno;
+    return out;
+  }
   for (ifaddrs* i = list; i != nullptr; i = i->ifa_next) {
     if (i->ifa_addr == nullptr || (!withDown && !(i->ifa_flags & IFF_UP))) continue;
     int fam = i->ifa_addr->sa_family;
@@ -136,6 +146,9 @@ Status chooseLocalAddress(const Config& cfg, const SockAddr* reach, NetIf* out) 
   if (loopback != nullptr) {
     *out = *loopback;
     return Status::ok();
+  }
+  if (all.empty() && tlsListErrno != 0) {
+    return callError("listing the network interfaces (getifaddrs)", tlsListErrno);
   }
   return systemError("no usable network interface found");
 }

@@ -4,11 +4,13 @@
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
+#include <fstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -241,6 +243,94 @@ TEST(Failure, StrangersAtTheRendezvousAreRejectedAndTheJobRuns) {
   });
 }
 
+// A stranger that holds hundreds of connections open without a word, at the rendezvous root
+// and then at a rank's data listener, of a process with few files: the job starts and runs
+// (connections that sent nothing for a second make room; before, running out of files failed
+// the job).
+TEST(Failure, AFloodOfSilentConnectionsDoesNotStopTheJob) {
+  const int port = freePort();
+  const std::string root = "127.0.0.1:" + std::to_string(port);
+  const std::string addrFile = "/tmp/braid-flood-" + std::to_string(getpid()) + ".addr";
+  ::unlink(addrFile.c_str());
+  RankOptions opt;
+  opt.timeoutSec = 90;
+  opt.setup = [](int r) {
+    if (r != 0) return;
+    rlimit lim{100, 100};
+    ASSERT_EQ(::setrlimit(RLIMIT_NOFILE, &lim), 0);
+  };
+  runRanks(
+      3,
+      [&](int r, int, const braidUniqueId&) {
+        setenv("BRAID_ROOT_ADDR", root.c_str(), 1);
+        setenv("BRAID_WORLD_SIZE", "2", 1);
+        setenv("BRAID_TIMEOUT_MS", "30000", 1);
+        setenv("BRAID_TRANSPORTS", "tcp", 1);
+        setenv("BRAID_JOB_SECRET", "0123456789abcdef0123456789abcdef", 1);
+        if (r == 2) {
+          auto flood = [](const sockaddr_in& to, std::vector<int>* held) {
+            for (int i = 0; i < 200; ++i) {
+              int s = socket(AF_INET, SOCK_STREAM, 0);
+              if (connect(s, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0) {
+                held->push_back(s);
+              } else {
+                close(s);
+              }
+            }
+          };
+          std::vector<int> held;
+          sockaddr_in a{};
+          a.sin_family = AF_INET;
+          a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+          a.sin_port = htons(static_cast<uint16_t>(port));
+          int first = connectLoopback(port);  // waits for the root
+          ASSERT_GE(first, 0);
+          held.push_back(first);
+          flood(a, &held);
+          // Then the data listener of rank 0, once rank 1 has said where it is.
+          std::string text;
+          for (int i = 0; i < 3000 && text.empty(); ++i) {
+            std::ifstream f(addrFile);
+            std::getline(f, text);
+            if (text.empty()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          }
+          ASSERT_FALSE(text.empty());
+          const size_t at = text.find('@'), colon = text.rfind(':');
+          ASSERT_NE(colon, std::string::npos) << text;
+          const std::string ip = text.substr(at == std::string::npos ? 0 : at + 1,
+                                             colon - (at == std::string::npos ? 0 : at + 1));
+          ASSERT_EQ(inet_pton(AF_INET, ip.c_str(), &a.sin_addr), 1) << text;
+          a.sin_port = htons(static_cast<uint16_t>(std::stoi(text.substr(colon + 1))));
+          flood(a, &held);
+          std::this_thread::sleep_for(std::chrono::seconds(4));
+          for (int s : held) close(s);
+          return;
+        }
+        if (r == 1) std::this_thread::sleep_for(std::chrono::milliseconds(500));
+        setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+        braidComm_t c = nullptr;
+        BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+        if (r == 1) {
+          braidPathStats_t st[8];
+          int count = 0;
+          BRAID_ASSERT_OK(braidCommGetPathStats(c, st, 8, &count), c);
+          ASSERT_GE(count, 1);
+          std::ofstream(addrFile + ".tmp") << st[0].remote << "\n";
+          ::rename((addrFile + ".tmp").c_str(), addrFile.c_str());
+        }
+        for (int k = 0; k < 300; ++k) {  // 3 s and more, while the flood goes on
+          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+          std::vector<int> v(4096, r + k);
+          BRAID_ASSERT_OK(
+              braidAllReduce(v.data(), v.data(), v.size(), braidInt32, braidSum, c, nullptr), c);
+          ASSERT_EQ(v[4095], 1 + 2 * k);
+        }
+        BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+      },
+      opt);
+  ::unlink(addrFile.c_str());
+}
+
 TEST_P(PeerFailure, MismatchedCountsAreAnErrorNotACrash) {
   RankOptions opt = options("4000");
   runRanks(
@@ -275,6 +365,49 @@ TEST_P(PeerFailure, MismatchedCountsAreAnErrorNotACrash) {
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
       },
       opt);
+}
+
+// Calls that differ between ranks (another collective, count, datatype, op or root) fail
+// every rank at the first message, naming the call, instead of waiting for BRAID_TIMEOUT_MS
+// or combining data of different calls.
+TEST_P(PeerFailure, CallsThatDifferBetweenRanksFailAtOnceSayingSo) {
+  RankOptions opt = options("60000");
+  opt.timeoutSec = 60;
+  for (int variant = 0; variant < 6; ++variant) {
+    SCOPED_TRACE("variant " + std::to_string(variant));
+    runRanks(
+        3,
+        [variant](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          std::vector<float> buf(size_t{1} << 20, 1.0f);
+          size_t count = 4096;
+          braidDataType_t dt = braidFloat32;
+          braidRedOp_t op = braidSum;
+          const bool odd = r == 1;                      // the rank whose call differs
+          if (variant == 0 && odd) count = buf.size();  // small (fast boxes) against large
+          if (variant == 1 && odd) count = 4100;        // same algorithm, other size
+          if (variant == 2 && odd) dt = braidInt32;     // same bytes, other type
+          if (variant == 3 && odd) op = braidMax;       // same bytes, other op
+          if (variant == 4 && odd) count = 0;           // nothing at all on one rank
+          double t0 = now();
+          braidResult_t rc;
+          if (variant == 5 && odd) {
+            rc = braidBroadcast(buf.data(), buf.data(), count, dt, 0, comm, nullptr);
+          } else {
+            rc = braidAllReduce(buf.data(), buf.data(), count, dt, op, comm, nullptr);
+          }
+          // A rank whose call moves nothing returns at once; it hears of the others' calls
+          // by its next one.
+          if (rc == braidSuccess && variant == 4) rc = braidBarrier(comm, nullptr);
+          EXPECT_NE(rc, braidSuccess) << "rank " << r;
+          EXPECT_LT(now() - t0, 10.0) << "rank " << r << " waited for the timeout";
+          std::string msg = braidGetLastError(comm);
+          EXPECT_NE(msg.find("made a different"), std::string::npos) << "rank " << r << ": " << msg;
+          EXPECT_NE(braidCommDestroy(comm), braidInternalError);
+        },
+        opt);
+  }
 }
 
 INSTANTIATE_TEST_SUITE_P(Transports, PeerFailure, ::testing::Values("tcp", "shm"),

@@ -19,6 +19,14 @@ namespace braid::tcp {
 using mp::nowNs;
 using mp::PathState;
 
+namespace {
+// Rejected connections are strangers' doing: a port scan must not flood the log.
+LogLimiter& rejectedLog() {
+  static LogLimiter limiter;
+  return limiter;
+}
+}  // namespace
+
 // A listening socket of one NIC, in the loop after the first connections: reconnections.
 class Transport::Listener : public Reactor::Handler {
  public:
@@ -26,6 +34,16 @@ class Transport::Listener : public Reactor::Handler {
   void onEvents(uint32_t) override {
     for (int i = 0; i < 16; ++i) {
       int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      // Out of files: strangers' connections that send nothing go (a flood of them must not
+      // end the job); while other handshakes are under way, new connections wait for them.
+      if (c < 0 && (errno == EMFILE || errno == ENFILE) &&
+          t_->dropStaleHandshakes("this process is out of files") > 0) {
+        c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
+      }
+      if (c < 0 && (errno == EMFILE || errno == ENFILE) && t_->handshakesUnderWay() > 0) {
+        pause();
+        return;
+      }
       if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
         // The peer's reconnection stays queued and would wake the loop forever: stop listening
         // and fail, saying why.
@@ -40,11 +58,23 @@ class Transport::Listener : public Reactor::Handler {
   }
   int fd() const { return fd_.get(); }
   const SockAddr& bound() const { return bound_; }
+  // Out of the loop for a while (the queued connection would wake it at once).
+  void pause() {
+    t_->ctx().reactor->remove(fd_.get());
+    pausedUntilNs_ = nowNs() + 100'000'000;
+  }
+  // On the ticker: back in the loop once the pause is over.
+  void resumeIfDue(int64_t now) {
+    if (pausedUntilNs_ == 0 || now < pausedUntilNs_) return;
+    pausedUntilNs_ = 0;
+    (void)t_->ctx().reactor->add(fd_.get(), EPOLLIN, this);
+  }
 
  private:
   Transport* t_;
   Fd fd_;
   SockAddr bound_;
+  int64_t pausedUntilNs_ = 0;
 };
 
 // The acceptor's handshake of one incoming reconnection, driven by the loop.
@@ -66,7 +96,12 @@ class Transport::Acceptance : public Reactor::Handler {
     }
     if (s.isOk()) s = t_->admitPath(hs_.hello());
     if (!s.isOk()) {
-      LOG_WARN(kPath, "rejected a connection: {}", s.message());
+      uint64_t held = 0;
+      if (rejectedLog().allow(&held)) {
+        LOG_WARN(kPath, "rejected a connection: {}{}", s.message(),
+                 held == 0 ? std::string()
+                           : fmt::format(" ({} more rejected connections not shown)", held));
+      }
       hs_.takeFd();  // closed here
       return;
     }
@@ -79,7 +114,15 @@ class Transport::Acceptance : public Reactor::Handler {
     doneNs_ = nowNs();
     t_->ctx().reactor->remove(hs_.fd());
   }
+  // Ends the handshake and closes the connection (this object stays until no event can name
+  // it).
+  void drop() {
+    finish();
+    hs_.takeFd();
+  }
   bool done() const { return done_; }
+  bool stale() const { return hs_.stale(); }
+  const std::string& peerName() const { return hs_.peerName(); }
   int64_t doneNs() const { return doneNs_; }
   bool expired() const { return Clock::now() >= hs_.deadline(); }
   int fd() const { return hs_.fd(); }
@@ -488,8 +531,31 @@ void Transport::tunePathSocket(int fd) const {
   }
 }
 
+size_t Transport::handshakesUnderWay() const {
+  return std::count_if(acceptances_.begin(), acceptances_.end(),
+                       [](const auto& a) { return !a->done(); });
+}
+
+size_t Transport::dropStaleHandshakes(const char* why) {
+  size_t dropped = 0;
+  for (auto& a : acceptances_) {
+    if (a->done() || !a->stale()) continue;
+    if (dropped++ == 0) {
+      LOG_DEBUG(kPath, "{}: dropping connections that sent nothing, the first from {}", why,
+                a->peerName());
+    }
+    a->drop();
+  }
+  return dropped;
+}
+
 void Transport::onIncoming(Fd fd) {
   if (stopping_ || failed()) return;
+  if (handshakesUnderWay() >= handshakeCap(kMaxHandshakes / 8) &&
+      dropStaleHandshakes("too many connections in their handshake") == 0) {
+    LOG_DEBUG(kPath, "too many connections in their handshake: refused one");
+    return;  // fd closes here
+  }
   // A stranger gets a short while to prove itself; a known peer's reconnection is quick.
   auto a = std::make_unique<Acceptance>(this, std::move(fd), deadlineIn(5000));
   Status s = a->start();
@@ -778,10 +844,12 @@ void Transport::onTick() {
   if (faultsLeft_ > 0 && fault_.afterMs > 0 && now - lastFaultNs_ >= fault_.afterMs * 1'000'000) {
     injectFault(-1);  // BRAID_FAULT's peer, else the first peer reached over TCP
   }
+  for (auto& l : listeners_) l->resumeIfDue(now);
   for (auto& a : acceptances_) {
     if (!a->done() && a->expired()) {
-      LOG_WARN(kPath, "an incoming connection did not finish its handshake in time");
-      a->finish();
+      LOG_DEBUG(kPath, "the connection from {} did not finish its handshake in time",
+                a->peerName());
+      a->drop();
     }
   }
   // Handlers out of the epoll set for a long while can no longer be named by a pending event.

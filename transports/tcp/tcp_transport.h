@@ -317,6 +317,10 @@ class Transport : public braid::Transport {
   // Unacknowledged bytes a path may carry (mp::SenderOptions::window).
   size_t pathWindow() const { return std::max<size_t>(4 * chunkBytes_, 1 << 20); }
   void onIncoming(Fd fd);
+  // Incoming connections in their handshake; dropping those that sent nothing for a while
+  // (strangers holding connections open: out of files, or too many), how many.
+  size_t handshakesUnderWay() const;
+  size_t dropStaleHandshakes(const char* why);
   Status admitPath(const Hello& h) const;
   void onProbeResult(int rank, int path, bool ok, bool refused, const std::string& why);
 
