@@ -457,6 +457,13 @@ int Launcher::run(const std::string& uniqueId, const sigset_t& childMask, int si
     }
     if (fds[0].revents != 0) handleSignals(sigFd);
   }
+  // Every rank has exited: what its process group still holds (a program it started in the
+  // background) is left over from the job, and goes with it, as at the end of an srun step.
+  for (const Rank& r : ranks_) {
+    if (r.pid > 0 && ::kill(-r.pid, SIGKILL) == 0) {
+      say("rank " + std::to_string(r.index) + " left processes running; killed them");
+    }
+  }
   for (Rank& r : ranks_) {
     for (OutStream& s : r.out) {
       if (s.fd < 0) continue;

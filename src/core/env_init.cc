@@ -72,6 +72,25 @@ Status findRankAndSize(Launch* l) {
           fmt::format("{}={} is out of range for {}={}", v.rank, l->rank, v.size, l->size));
     }
     l->source = v.source;
+    // A launcher started this process with its own variables; the ones found first may be
+    // left over in the environment (an exported RANK=0 WORLD_SIZE=1 of a one-process run,
+    // under mpirun -np 4: four one-rank jobs, each "reducing" only its own data). A launcher
+    // started by another (torchrun under mpirun or srun) starts at least as many processes,
+    // so a smaller world than an MPI launcher's is such a leftover.
+    for (const auto& outer : kVars) {
+      if (std::string(outer.source) != "Open MPI" && std::string(outer.source) != "PMI") continue;
+      const char* os = env(outer.size);
+      int osize = 0;
+      if (&outer == &v || os == nullptr || !parseInt(outer.size, os, &osize).isOk()) continue;
+      if (l->size < osize) {
+        return invalidArgument(fmt::format(
+            "braidCommInitFromEnv: {}={} and {}={} say this is rank {} of {}, but {}={} (set "
+            "by {}) says the job has {} processes: {} is left over in the environment? (unset "
+            "it, or set {} and {} for every rank)",
+            v.rank, r, v.size, s, l->rank, l->size, outer.size, os, outer.source, osize, v.size,
+            v.rank, v.size));
+      }
+    }
     return Status::ok();
   }
   return invalidArgument(
@@ -91,9 +110,11 @@ Status writeUniqueIdFile(const std::string& path, std::string* hexOut, braidUniq
   char hex[2 * BRAID_UNIQUE_ID_BYTES + 1];
   (void)braidUniqueIdToString(id, hex, sizeof hex);
   *hexOut = hex;
-  const std::string tmp = path + ".tmp." + std::to_string(getpid());
+  // A fresh file of a random name beside the target (mkstemp: O_EXCL, mode 0600), never one
+  // that someone else created or linked there first: it holds the job's secret.
+  std::string tmp = path + ".tmp.XXXXXX";
   const std::string line = *hexOut + "\n";
-  Fd f(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  Fd f(::mkostemp(tmp.data(), O_CLOEXEC));
   if (!f.valid() || ::write(f.get(), line.data(), line.size()) != ssize_t(line.size())) {
     const int err = errno;
     if (f.valid()) ::unlink(tmp.c_str());
@@ -180,7 +201,14 @@ Status secretFromEnv(const std::string& rootText, Secret* secret) {
   LOG_WARN(kBoot,
            "BRAID_JOB_SECRET is not set: connections prove only that they know the root "
            "address; set a random 32-hex-digit secret on every rank to keep strangers out");
+  // Without a secret, what every rank of this job shares beyond the address: the launcher's
+  // name for the job (two jobs given the same address by mistake then reject each other's
+  // ranks instead of mixing them).
   std::string label = "braid-no-secret:" + rootText;
+  for (const char* v : {"SLURM_JOB_ID", "SLURM_STEP_ID", "PMIX_NAMESPACE",
+                        "OMPI_MCA_ess_base_jobid", "TORCHELASTIC_RUN_ID", "PMI_JOBID"}) {
+    if (const char* x = env(v)) label += fmt::format("|{}={}", v, x);
+  }
   uint8_t digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(label.data()), label.size(), digest);
   std::memcpy(secret->data(), digest, secret->size());
@@ -199,7 +227,8 @@ std::string localJobKey(const Launch& l) {
     if (local != nullptr && job != nullptr && std::to_string(l.size) == local) {
       key = fmt::format("ompi-{}", job);
     }
-  } else if (l.source == "Slurm") {
+  } else if (l.source == "Slurm" || (l.source == "PMI" && env("SLURM_JOB_ID") != nullptr)) {
+    // (srun --mpi=pmi2 sets PMI_RANK and PMI_SIZE too.)
     const char* nodes =
         env("SLURM_STEP_NUM_NODES") ? env("SLURM_STEP_NUM_NODES") : env("SLURM_NNODES");
     const char* job = env("SLURM_JOB_ID");
@@ -282,19 +311,28 @@ Status initFromEnv(braidComm_t* out) {
           l.rank, l.size, l.source));
     }
     BRAID_TRY(SockAddr::parse(rootText, &d.root));
+    if (d.root.port() == 0) {
+      return invalidArgument(fmt::format(
+          "the rendezvous root address {} has port 0: every rank must be given the port rank 0 "
+          "listens on",
+          rootText));
+    }
     BRAID_TRY(secretFromEnv(rootText, &d.secret));
     if (l.rank == 0) {
-      SockAddr bound;
-      Status s = startRootServer(d.root, d.secret, cfg.timeoutMs, &bound);
-      if (!s.isOk()) {
+      SockAddr bound, any;
+      any.ss.ss_family = d.root.family();
+      any.len = d.root.len;
+      any.setPort(d.root.port());
+      // A name that resolves to loopback here (localhost, or a host name that /etc/hosts maps
+      // to 127.0.1.1, as Debian does) may name this host on the network for the other ranks:
+      // listen on every address then, as torchrun's store does.
+      Status s =
+          startRootServer(d.root.isLoopback() ? any : d.root, d.secret, cfg.timeoutMs, &bound);
+      if (!s.isOk() && !d.root.isLoopback()) {
         // The address may name this host in a way we cannot bind (NAT, alias): try any.
-        SockAddr any;
-        any.ss.ss_family = d.root.family();
-        any.len = d.root.len;
-        any.setPort(d.root.port());
-        Status s2 = startRootServer(any, d.secret, cfg.timeoutMs, &bound);
-        if (!s2.isOk()) return s;
+        if (startRootServer(any, d.secret, cfg.timeoutMs, &bound).isOk()) s = Status::ok();
       }
+      BRAID_TRY(s);
     }
   }
   // A BRAID_UNIQUE_ID (braidrun's) makes one communicator: its root is gone once every rank

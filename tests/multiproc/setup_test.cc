@@ -505,7 +505,7 @@ TEST(Setup, OneNodeMpirunOrSrunJobNeedsNoRendezvousAddress) {
   char dir[] = "/tmp/braid-tmpdir-XXXXXX";
   ASSERT_NE(mkdtemp(dir), nullptr);
   const std::string job = "test-" + std::to_string(getpid());
-  auto launch = [&](bool slurm, bool oneNode) {
+  auto launch = [&](bool slurm, bool oneNode, bool pmi = false) {
     runRanks(3, [&](int r, int n, const braidUniqueId&) {
       for (const char* v : {"BRAID_RANK", "BRAID_WORLD_SIZE", "BRAID_ROOT_ADDR", "BRAID_UNIQUE_ID",
                             "BRAID_UNIQUE_ID_FILE", "MASTER_ADDR", "RANK", "WORLD_SIZE"}) {
@@ -519,6 +519,10 @@ TEST(Setup, OneNodeMpirunOrSrunJobNeedsNoRendezvousAddress) {
         setenv("SLURM_NNODES", oneNode ? "1" : "2", 1);
         setenv("SLURM_JOB_ID", job.c_str(), 1);
         setenv("SLURM_STEP_ID", "0", 1);
+        if (pmi) {  // srun --mpi=pmi2 sets these too
+          setenv("PMI_RANK", std::to_string(r).c_str(), 1);
+          setenv("PMI_SIZE", std::to_string(n).c_str(), 1);
+        }
       } else {
         setenv("OMPI_COMM_WORLD_RANK", std::to_string(r).c_str(), 1);
         setenv("OMPI_COMM_WORLD_SIZE", std::to_string(n).c_str(), 1);
@@ -541,9 +545,36 @@ TEST(Setup, OneNodeMpirunOrSrunJobNeedsNoRendezvousAddress) {
   };
   launch(false, true);
   launch(true, true);
+  launch(true, true, /*pmi=*/true);
   launch(false, false);
   launch(true, false);
   EXPECT_EQ(rmdir(dir), 0) << "an id file was left in " << dir;
+}
+
+// Variables left over in the environment must not make each process a job of its own: an
+// exported RANK=0 WORLD_SIZE=1 under mpirun -np 3 gave three one-rank jobs, each "reducing"
+// its own data. And a root address with port 0 names no port to the other ranks.
+TEST(Setup, LeftoverLauncherVariablesAndPortZeroFailSayingSo) {
+  runRanks(3, [&](int r, int n, const braidUniqueId&) {
+    for (const char* v : {"BRAID_RANK", "BRAID_WORLD_SIZE", "BRAID_UNIQUE_ID"}) unsetenv(v);
+    setenv("RANK", "0", 1);
+    setenv("WORLD_SIZE", "1", 1);
+    setenv("MASTER_ADDR", "127.0.0.1", 1);
+    setenv("MASTER_PORT", "29500", 1);
+    setenv("OMPI_COMM_WORLD_RANK", std::to_string(r).c_str(), 1);
+    setenv("OMPI_COMM_WORLD_SIZE", std::to_string(n).c_str(), 1);
+    braidComm_t c = nullptr;
+    EXPECT_EQ(braidCommInitFromEnv(&c), braidInvalidArgument);
+    std::string msg = braidGetLastError(nullptr);
+    EXPECT_NE(msg.find("OMPI_COMM_WORLD_SIZE=3"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("left over"), std::string::npos) << msg;
+    for (const char* v : {"RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"}) unsetenv(v);
+    setenv("BRAID_ROOT_ADDR", "127.0.0.1:0", 1);
+    EXPECT_EQ(braidCommInitFromEnv(&c), braidInvalidArgument);
+    msg = braidGetLastError(nullptr);
+    EXPECT_NE(msg.find("port 0"), std::string::npos) << msg;
+    EXPECT_EQ(c, nullptr);
+  });
 }
 
 TEST(Setup, LogFileNamedByHostPidAndRank) {
