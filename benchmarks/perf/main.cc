@@ -260,34 +260,43 @@ double combine(const Ctx& c, double v, int mode) {
   return x;
 }
 
-// Times `iters` calls (after the warmup) and checks the result.
+// Times `iters` calls (after the warmup) and checks the result. recvs: one receive buffer per
+// call fused in a group (-m): calls of one group must not write the same buffer (braid.h).
 Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, braidDataType_t dt,
-               braidRedOp_t op, bool inPlace, char* send, char* recv, size_t bytes, int iters) {
+               braidRedOp_t op, bool inPlace, char* send, const std::vector<char*>& recvs,
+               size_t bytes, int iters) {
   const size_t esz = dtypeSize(dt);
-  char* in = send;
-  char* out = recv;
-  if (inPlace && !inPlaceBuffers(coll, send, recv, count, esz, c.rank, &in, &out)) {
-    return Result{0, 0, 0, 0, false};
+  const int agg = o.aggIters;
+  std::vector<char*> ins(static_cast<size_t>(agg), send), outs(recvs.begin(), recvs.begin() + agg);
+  for (int a = 0; a < agg && inPlace; ++a) {
+    // In place, each fused call works in its own buffer (sized for both send and receive).
+    if (!inPlaceBuffers(coll, recvs[a], recvs[a], count, esz, c.rank, &ins[a], &outs[a])) {
+      return Result{0, 0, 0, 0, false};
+    }
   }
+  auto runOne = [&](int a) {
+    checkOk(runOnce(coll, ins[a], outs[a], count, dt, op, o.root, c.comm, c.stream), c, coll.name);
+  };
   auto run = [&] {
-    checkOk(runOnce(coll, in, out, count, dt, op, o.root, c.comm, c.stream), c, coll.name);
+    if (agg > 1) checkOk(braidGroupStart(), c, "group start");
+    for (int a = 0; a < agg; ++a) runOne(a);
+    if (agg > 1) checkOk(braidGroupEnd(), c, "group end");
+  };
+  auto fill = [&] {
+    for (int a = 0; a < (inPlace ? agg : 1); ++a)
+      fillInput(coll, ins[a], count, dt, op, c.rank, c.n);
   };
   auto sync = [&] {
     if (c.stream != nullptr) checkOk(braidStreamSynchronize(c.stream), c, "stream synchronize");
   };
-  fillInput(coll, in, count, dt, op, c.rank, c.n);
+  fill();
   for (int i = 0; i < o.warmup; ++i) run();
   sync();
   checkOk(braidBarrier(c.comm, nullptr), c, "barrier");
   // -m: as nccl-tests, each timed iteration fuses aggIters calls in one group, and the time
   // is per call.
-  const int agg = o.aggIters;
   auto t0 = std::chrono::steady_clock::now();
-  for (int i = 0; i < iters; ++i) {
-    if (agg > 1) checkOk(braidGroupStart(), c, "group start");
-    for (int a = 0; a < agg; ++a) run();
-    if (agg > 1) checkOk(braidGroupEnd(), c, "group end");
-  }
+  for (int i = 0; i < iters; ++i) run();
   sync();
   double us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
@@ -299,12 +308,15 @@ Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, b
   if (o.check) {
     // In place, the input was overwritten: refill and run once more before checking.
     if (inPlace) {
-      fillInput(coll, in, count, dt, op, c.rank, c.n);
+      fill();
       run();
       sync();
     }
-    if (o.corrupt && c.rank == 0 && coll.recvElems(count, c.n) > 0) out[0] ^= 0x40;
-    double w = static_cast<double>(countWrong(coll, out, count, dt, op, o.root, c.rank, c.n));
+    if (o.corrupt && c.rank == 0 && coll.recvElems(count, c.n) > 0) outs[0][0] ^= 0x40;
+    double w = 0;
+    for (int a = 0; a < agg; ++a) {
+      w += static_cast<double>(countWrong(coll, outs[a], count, dt, op, o.root, c.rank, c.n));
+    }
     checkOk(braidAllReduce(&w, &w, 1, braidFloat64, braidSum, c.comm, nullptr), c, "allreduce");
     r.wrong = static_cast<size_t>(w);
   }
@@ -447,8 +459,12 @@ int run(const Options& o) {
     sendBytes = std::max(sendBytes, coll.sendElems(maxCount, c.n) * esz);
     recvBytes = std::max(recvBytes, coll.recvElems(maxCount, c.n) * esz);
   }
+  // One receive buffer per call fused in a group (-m), each also the buffer of an in-place call.
+  const size_t recvStride = (std::max(sendBytes, recvBytes) + 64 + 63) / 64 * 64;
   std::vector<char> send(sendBytes + 64, 1);
-  std::vector<char> recv(recvBytes + 64, 1);
+  std::vector<char> recv(recvStride * static_cast<size_t>(o.aggIters), 1);
+  std::vector<char*> recvs;
+  for (int a = 0; a < o.aggIters; ++a) recvs.push_back(recv.data() + recvStride * a);
   void* sendReg = nullptr;
   void* recvReg = nullptr;
   if (o.registerBuffers) {
@@ -469,17 +485,17 @@ int run(const Options& o) {
           int iters = o.iters;
           if (o.secondsPerSize > 0) {
             // Estimate from a short timed probe; rank 0 decides so every rank agrees.
-            Result probe = measure(c, Options{o}, coll, count, dt, op, false, send.data(),
-                                   recv.data(), realBytes, 2);
+            Result probe = measure(c, Options{o}, coll, count, dt, op, false, send.data(), recvs,
+                                   realBytes, 2);
             double n = probe.us > 0 ? o.secondsPerSize * 1e6 / probe.us : o.iters;
             n = std::clamp(n, 1.0, 1e6);
             checkOk(braidBroadcast(&n, &n, 1, braidFloat64, 0, c.comm, nullptr), c, "broadcast");
             iters = static_cast<int>(n);
           }
           Result oop =
-              measure(c, o, coll, count, dt, op, false, send.data(), recv.data(), realBytes, iters);
+              measure(c, o, coll, count, dt, op, false, send.data(), recvs, realBytes, iters);
           Result ip =
-              measure(c, o, coll, count, dt, op, true, send.data(), recv.data(), realBytes, iters);
+              measure(c, o, coll, count, dt, op, true, send.data(), recvs, realBytes, iters);
           totalWrong += oop.wrong + (ip.valid ? ip.wrong : 0);
           busSum += oop.busbw + (ip.valid ? ip.busbw : 0);
           busRows += ip.valid ? 2 : 1;
