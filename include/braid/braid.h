@@ -62,7 +62,8 @@ typedef enum {
   braidProd = 1,
   braidMax = 2,
   braidMin = 3,
-  braidAvg = 4,
+  braidAvg = 4, /* the sum divided by the rank count once at the end (integers truncate); a
+                  floating sum that overflows its type gives inf */
   braidNumOps = 5
 } braidRedOp_t;
 
@@ -101,6 +102,8 @@ BRAID_API braidResult_t braidCommSplit(braidComm_t comm, int color, int key, bra
 /* Completes the calls still queued on streams for comm (as NCCL's ncclCommDestroy does;
  * bounded by BRAID_TIMEOUT_MS; not after a failure), says goodbye to the peers, frees it. */
 BRAID_API braidResult_t braidCommDestroy(braidComm_t comm);
+/* A child of fork() cannot use, abort or destroy communicators (or streams) created before the
+ * fork: each such call returns braidInvalidUsage (the child may create its own). */
 /* Fails every operation in flight on comm (from any thread), then frees it. */
 BRAID_API braidResult_t braidCommAbort(braidComm_t comm);
 BRAID_API braidResult_t braidCommCount(const braidComm_t comm, int* count);
