@@ -42,8 +42,16 @@ uint16_t sigOf(uint64_t stamp) { return static_cast<uint16_t>(stamp >> 1); }
 
 }  // namespace
 
+uint64_t CallCheck::widen(uint64_t seq) const {
+  // The full call number nearest to the last one recorded with these low bits (calls in
+  // flight are never 2^22 apart).
+  const uint64_t base = latest_.load(std::memory_order_relaxed);
+  const uint64_t diff = (seq - base) & kCallSeqMask;
+  return diff < (kCallSeqMask + 1) / 2 ? base + diff : base - ((kCallSeqMask + 1) - diff);
+}
+
 uint64_t CallCheck::record(uint64_t seq, const CollArgs& a, const char* internal) {
-  seq &= kCallSeqMask;
+  latest_.store(seq, std::memory_order_relaxed);
   const uint16_t sig = signature(a, internal != nullptr);
   Mine& m = mine_[seq % kRing];
   m.count.store(a.count, std::memory_order_relaxed);
@@ -55,11 +63,11 @@ uint64_t CallCheck::record(uint64_t seq, const CollArgs& a, const char* internal
   // Sequentially consistent with onArrival's: either the arrival sees this record, or the
   // caller's check() sees the arrival.
   m.stamp.store(stampOf(seq, sig), std::memory_order_seq_cst);
-  return uint64_t{sig} << kSigShift | seq << kSlotBits;
+  return uint64_t{sig} << kSigShift | (seq & kCallSeqMask) << kSlotBits;
 }
 
 Status CallCheck::check(uint64_t tagBase) const {
-  const uint64_t seq = (tagBase >> kSlotBits) & kCallSeqMask;
+  const uint64_t seq = widen((tagBase >> kSlotBits) & kCallSeqMask);
   const auto sig = static_cast<uint16_t>(tagBase >> kSigShift);
   const Theirs& t = theirs_[seq % kRing];
   const uint64_t s = t.stamp.load(std::memory_order_seq_cst);
@@ -71,7 +79,7 @@ Status CallCheck::check(uint64_t tagBase) const {
 
 Status CallCheck::onArrival(int peer, uint64_t tag) {
   if ((tag & kP2pBit) != 0) return Status::ok();
-  const uint64_t seq = (tag >> kSlotBits) & kCallSeqMask;
+  const uint64_t seq = widen((tag >> kSlotBits) & kCallSeqMask);
   const auto sig = static_cast<uint16_t>(tag >> kSigShift);
   Theirs& t = theirs_[seq % kRing];
   const uint64_t before = t.stamp.load(std::memory_order_relaxed);
@@ -89,7 +97,6 @@ Status CallCheck::onArrival(int peer, uint64_t tag) {
 }
 
 std::string CallCheck::describe(uint64_t seq) const {
-  seq &= kCallSeqMask;
   const Mine& m = mine_[seq % kRing];
   if (seqOf(m.stamp.load(std::memory_order_acquire)) != seq) return "not made yet";
   if (const char* internal = m.internal.load(std::memory_order_relaxed)) return internal;

@@ -33,7 +33,7 @@ class CallCheck {
   // peerName: "rank 3 (host)", for messages.
   explicit CallCheck(std::function<std::string(int)> peerName) : peerName_(std::move(peerName)) {}
 
-  // Records this rank's call number `seq` (any value; taken in call order) making the call
+  // Records this rank's call number `seq` (its full counter; taken in call order) making the call
   // `a` (`internal`: braid's own exchange, e.g. "commSplit", described by that name) and
   // returns the call's tag base.
   uint64_t record(uint64_t seq, const CollArgs& a, const char* internal = nullptr);
@@ -48,8 +48,12 @@ class CallCheck {
 
  private:
   static constexpr size_t kRing = 256;
+  // Records hold full call numbers (a tag has the low 23 bits): a record left in a slot for
+  // 2^23 calls cannot pass for a new one.
+  uint64_t widen(uint64_t seq) const;
+  std::atomic<uint64_t> latest_{0};
   struct Mine {
-    std::atomic<uint64_t> stamp{0};  // (seq << 16 | sig) << 1 | 1; 0 = none
+    std::atomic<uint64_t> stamp{0};  // (seq << 16 | sig) << 1 | 1, seq the full number; 0 = none
     std::atomic<uint64_t> count{0};
     std::atomic<uint64_t> what{0};  // kind | dt << 8 | op << 16 | root << 32
     std::atomic<const char*> internal{nullptr};
