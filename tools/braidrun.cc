@@ -25,6 +25,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -37,6 +39,31 @@ extern char** environ;
 
 namespace braid {
 namespace {
+
+// Whether process group pg still holds a process of this session: a rank's leftovers, not a
+// group that took the number since the rank's processes went (a rank's group is in
+// braidrun's session: setpgid keeps it).
+bool groupInSession(pid_t pg) {
+  const pid_t sid = ::getsid(0);
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream f(e.path() / "stat");
+    std::string stat;
+    std::getline(f, stat);
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    char state = 0;
+    long ppid = 0, pgrp = 0, session = 0;
+    if (std::sscanf(stat.c_str() + close + 1, " %c %ld %ld %ld", &state, &ppid, &pgrp, &session) ==
+            4 &&
+        pgrp == pg && session == sid) {
+      return true;
+    }
+  }
+  return false;
+}
 
 using Clock = std::chrono::steady_clock;
 
@@ -460,7 +487,7 @@ int Launcher::run(const std::string& uniqueId, const sigset_t& childMask, int si
   // Every rank has exited: what its process group still holds (a program it started in the
   // background) is left over from the job, and goes with it, as at the end of an srun step.
   for (const Rank& r : ranks_) {
-    if (r.pid > 0 && ::kill(-r.pid, SIGKILL) == 0) {
+    if (r.pid > 0 && groupInSession(r.pid) && ::kill(-r.pid, SIGKILL) == 0) {
       say("rank " + std::to_string(r.index) + " left processes running; killed them");
     }
   }

@@ -71,7 +71,7 @@ class AcceptorHandshake {
   bool stale() const { return got_ == 0 && Clock::now() - started_ >= kStaleHandshake; }
 
  private:
-  static constexpr std::chrono::milliseconds kStaleHandshake{1000};
+  static constexpr std::chrono::milliseconds kStaleHandshake{2000};
   Clock::time_point started_ = Clock::now();
   std::string peerName_;
   Fd fd_;
@@ -88,7 +88,7 @@ class AcceptorHandshake {
 namespace braid {
 
 // At most this many connections in their handshake at once (each holds a file). Past it, or
-// when the process runs out of files, the handshakes that sent nothing for a second (a
+// when the process runs out of files, the handshakes that sent nothing for two seconds (a
 // stranger holding connections open) are dropped, so that a flood of strangers' connections
 // cannot fail the job; if none did, new connections wait (or, past the cap, are refused).
 inline constexpr size_t kMaxHandshakes = 1024;

@@ -172,7 +172,7 @@ size_t handshakeCap(size_t most) {
   if (::getrlimit(RLIMIT_NOFILE, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
     files = static_cast<size_t>(lim.rlim_cur);
   }
-  return std::clamp<size_t>(files / 8, 16, most);
+  return std::clamp<size_t>(files / 2, 64, most);
 }
 
 std::string fileLimitHint(int err) {

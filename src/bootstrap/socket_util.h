@@ -67,9 +67,9 @@ Status checkCongestionControl(const std::string& name);
 // peers, and the rendezvous root one connection per rank at once, while Debian's default soft
 // limit is 1024. Raises the soft limit to at least `want` where the hard limit allows (the
 // same as `ulimit -n`, as Open MPI's launcher and Go's runtime do); never lowers it.
-// How many connections may be in their authentication handshake at once: an eighth of the
-// open-file limit (at least 16, at most `most`), so that strangers' connections cannot take
-// the files the process needs for its own.
+// How many connections may be in their authentication handshake at once: half the open-file
+// limit (at least 64, at most `most`), so that strangers' connections cannot take all the
+// files the process needs for its own.
 size_t handshakeCap(size_t most);
 void raiseFileLimit(size_t want);
 // For an errno of EMFILE or ENFILE, what to do about it (the limits, `ulimit -n`); else "".

@@ -77,7 +77,10 @@ Status findRankAndSize(Launch* l) {
     // under mpirun -np 4: four one-rank jobs, each "reducing" only its own data). A launcher
     // started by another (torchrun under mpirun or srun) starts at least as many processes,
     // so a smaller world than an MPI launcher's is such a leftover.
+    // (BRAID_RANK/BRAID_WORLD_SIZE are braid's own, set on purpose: a job of some of an MPI
+    // launch's processes is one of several.)
     for (const auto& outer : kVars) {
+      if (std::string(v.source) == "braid") break;
       if (std::string(outer.source) != "Open MPI" && std::string(outer.source) != "PMI") continue;
       const char* os = env(outer.size);
       int osize = 0;
@@ -201,14 +204,7 @@ Status secretFromEnv(const std::string& rootText, Secret* secret) {
   LOG_WARN(kBoot,
            "BRAID_JOB_SECRET is not set: connections prove only that they know the root "
            "address; set a random 32-hex-digit secret on every rank to keep strangers out");
-  // Without a secret, what every rank of this job shares beyond the address: the launcher's
-  // name for the job (two jobs given the same address by mistake then reject each other's
-  // ranks instead of mixing them).
   std::string label = "braid-no-secret:" + rootText;
-  for (const char* v : {"SLURM_JOB_ID", "SLURM_STEP_ID", "PMIX_NAMESPACE",
-                        "OMPI_MCA_ess_base_jobid", "TORCHELASTIC_RUN_ID", "PMI_JOBID"}) {
-    if (const char* x = env(v)) label += fmt::format("|{}={}", v, x);
-  }
   uint8_t digest[SHA256_DIGEST_LENGTH];
   SHA256(reinterpret_cast<const unsigned char*>(label.data()), label.size(), digest);
   std::memcpy(secret->data(), digest, secret->size());
