@@ -27,8 +27,15 @@ HandleTable& table() {
 thread_local std::string tlsLastError;
 
 // Counts the fork()s this process descends from (the child's handler runs in the child only).
+// The handle table's lock is held across fork(), so that a child forked while another thread
+// looked a handle up does not find it locked forever (its first call would hang instead of
+// being refused).
 std::atomic<uint64_t> gForks{0};
-const int kAtForkRegistered = pthread_atfork(nullptr, nullptr, [] { gForks.fetch_add(1); });
+const int kAtForkRegistered = pthread_atfork([] { table().mu.lock(); }, [] { table().mu.unlock(); },
+                                             [] {
+                                               table().mu.unlock();
+                                               gForks.fetch_add(1);
+                                             });
 
 }  // namespace
 

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -71,6 +72,34 @@ TEST(Usage, AForkedChildCannotUseOrDestroyItsParentsCommunicator) {
       FAIL() << "the child hung";
     }
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
+    // Forks while another thread looks the communicator up: no child finds braid's locks held.
+    std::atomic<bool> stop{false};
+    std::thread busy([&] {
+      int k = 0;
+      while (!stop.load()) (void)braidCommCount(comm, &k);
+    });
+    for (int f = 0; f < 20; ++f) {
+      pid_t c = fork();
+      ASSERT_GE(c, 0);
+      if (c == 0) {
+        int k = 0;
+        _exit(braidCommCount(comm, &k) == braidInvalidUsage ? 0 : 1);
+      }
+      int st = 0;
+      const double t1 = now();
+      while (waitpid(c, &st, WNOHANG) == 0 && now() - t1 < 10) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      if (waitpid(c, &st, WNOHANG) == 0) {
+        kill(c, SIGKILL);
+        waitpid(c, &st, 0);
+        ADD_FAILURE() << "child " << f << " hung";
+      } else {
+        EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child " << f << " status " << st;
+      }
+    }
+    stop = true;
+    busy.join();
     float v = 1;
     BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, nullptr), comm);
     EXPECT_EQ(v, 2.0f);
