@@ -27,6 +27,9 @@ enum class CollKind {
   kBarrier
 };
 const char* collName(CollKind k);
+// Whether the collective reduces (has an op), and whether it has a root.
+bool collReduces(CollKind k);
+bool collRooted(CollKind k);
 
 struct CollArgs {
   CollKind kind = CollKind::kAllReduce;

@@ -30,11 +30,6 @@ constexpr uint32_t kFastKinds = bit(CollKind::kAllReduce) | bit(CollKind::kBroad
                                 bit(CollKind::kReduce) | bit(CollKind::kAllGather) |
                                 bit(CollKind::kReduceScatter) | bit(CollKind::kBarrier);
 
-bool reduces(CollKind k) {
-  return k == CollKind::kAllReduce || k == CollKind::kReduce || k == CollKind::kReduceScatter;
-}
-bool rooted(CollKind k) { return k == CollKind::kBroadcast || k == CollKind::kReduce; }
-
 class FastOp final : public PollStep {
  public:
   FastOp(Comm* comm, const CollArgs& a, uint64_t call, uint64_t tagBase)
@@ -152,8 +147,8 @@ const void* FastOp::contents(int p) const {
 
 bool FastOp::post() {
   const uint8_t dt = a_.kind != CollKind::kBarrier ? a_.dt : 0;
-  const uint8_t op = reduces(a_.kind) ? a_.op : 0;
-  const int32_t root = rooted(a_.kind) ? a_.root : 0;
+  const uint8_t op = collReduces(a_.kind) ? a_.op : 0;
+  const int32_t root = collRooted(a_.kind) ? a_.root : 0;
   for (; nextOut_ < n_; ++nextOut_) {
     const int p = nextOut_;
     if (p == me_ || !writesTo(p)) continue;
@@ -187,18 +182,18 @@ Status FastOp::check(int p, const FastBox& b) const {
     }
     return Status::ok();
   }
-  const bool same = b.kind == static_cast<uint8_t>(a_.kind) && b.bytes == want &&
-                    b.direct == (direct_ ? 1 : 0) &&
-                    (a_.kind == CollKind::kBarrier || b.dtype == a_.dt) &&
-                    (!reduces(a_.kind) || b.op == a_.op) && (!rooted(a_.kind) || b.root == a_.root);
+  const bool same =
+      b.kind == static_cast<uint8_t>(a_.kind) && b.bytes == want && b.direct == (direct_ ? 1 : 0) &&
+      (a_.kind == CollKind::kBarrier || b.dtype == a_.dt) &&
+      (!collReduces(a_.kind) || b.op == a_.op) && (!collRooted(a_.kind) || b.root == a_.root);
   if (same) return Status::ok();
   auto describe = [](int kind, int dt, int op, int root) {
     auto k = static_cast<CollKind>(kind);
     std::string s = collName(k);
     if (k != CollKind::kBarrier)
       s += fmt::format(" ({}", dtypeName(static_cast<braidDataType_t>(dt)));
-    if (reduces(k)) s += fmt::format(", {}", opName(static_cast<braidRedOp_t>(op)));
-    if (rooted(k)) s += fmt::format(", root {}", root);
+    if (collReduces(k)) s += fmt::format(", {}", opName(static_cast<braidRedOp_t>(op)));
+    if (collRooted(k)) s += fmt::format(", root {}", root);
     return k != CollKind::kBarrier ? s + ")" : s;
   };
   // What the peer's call moves (a direct allreduce's box holds its size, not its data).

@@ -39,6 +39,12 @@ const char* collName(CollKind k) {
   return "?";
 }
 
+bool collReduces(CollKind k) {
+  return k == CollKind::kAllReduce || k == CollKind::kReduce || k == CollKind::kReduceScatter;
+}
+
+bool collRooted(CollKind k) { return k == CollKind::kBroadcast || k == CollKind::kReduce; }
+
 size_t chunksFor(size_t maxElems, size_t elemSize, const Schedule* s) {
   size_t chunkElems =
       std::max<size_t>(1, chunkBytes(s->comm()->config(), s->comm()->nodes()) / elemSize);

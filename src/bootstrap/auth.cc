@@ -225,14 +225,12 @@ namespace braid {
 
 namespace {
 
-LogLimiter kBootRejects;
-
-void logRejected(LogLimiter& limiter, const std::string& what, const std::string& why) {
-  uint64_t held = 0;
-  if (!limiter.allow(&held)) return;
-  LOG_WARN(
-      kBoot, "{}: rejected a connection: {}{}", what, why,
-      held == 0 ? std::string() : fmt::format(" ({} more rejected connections not shown)", held));
+// Rejected connections are strangers' doing: a port scan must not flood the log.
+void logRejected(const std::string& what, const std::string& why) {
+  static LogLimiter limiter("rejected connections");
+  if (std::string more; limiter.allow(&more)) {
+    LOG_WARN(kBoot, "{}: rejected a connection: {}{}", what, why, more);
+  }
 }
 
 // Drops the handshakes under way that sent nothing for a while (strangers holding
@@ -249,9 +247,9 @@ size_t dropStale(std::list<AcceptorHandshake>* pending, const std::string& what,
     it = pending->erase(it);
   }
   if (dropped > 0) {
-    logRejected(kBootRejects, what,
-                fmt::format("{}: dropped {} connection(s) that sent nothing, the first from {}",
-                            why, dropped, from));
+    logRejected(
+        what, fmt::format("{}: dropped {} connection(s) that sent nothing, the first from {}", why,
+                          dropped, from));
   }
   return dropped;
 }
@@ -304,7 +302,7 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
           LOG_DEBUG(kBoot, "{}: a connection closed before sending anything: {}", what,
                     s.message());
         } else {
-          logRejected(kBootRejects, what, s.message());
+          logRejected(what, s.message());
         }
         it = pending.erase(it);
         continue;
@@ -322,15 +320,14 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
       int c = ::accept4(listenFds[l], nullptr, nullptr, SOCK_CLOEXEC);
       // Out of files: strangers' connections that send nothing go (a flood of them must not
       // end the job); while other handshakes are under way, new connections wait for them.
-      if (c < 0 && (errno == EMFILE || errno == ENFILE) &&
-          dropStale(&pending, what, "this process is out of files") > 0) {
+      if (ranOutOfFiles(c) && dropStale(&pending, what, "this process is out of files") > 0) {
         c = ::accept4(listenFds[l], nullptr, nullptr, SOCK_CLOEXEC);
       }
-      if (c < 0 && (errno == EMFILE || errno == ENFILE) && !pending.empty()) {
+      if (ranOutOfFiles(c) && !pending.empty()) {
         pausedUntil = Clock::now() + std::chrono::milliseconds(100);
         break;
       }
-      if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
+      if (ranOutOfFiles(c)) {
         // The connection stays queued and poll() would keep reporting it: stop listening.
         const int err = errno;
         outOfFiles = callError("accepting " + what, err);
@@ -341,7 +338,7 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
         Deadline hd = std::min(deadline, deadlineIn(10000));
         if (pending.size() >= handshakeCap(kMaxHandshakes) &&
             dropStale(&pending, what, "too many connections in their handshake") == 0) {
-          logRejected(kBootRejects, what, "too many connections in their handshake: refused one");
+          logRejected(what, "too many connections in their handshake: refused one");
           ::close(c);
           continue;
         }

@@ -5,6 +5,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstddef>
 #include <string>
@@ -67,11 +68,13 @@ Status checkCongestionControl(const std::string& name);
 // peers, and the rendezvous root one connection per rank at once, while Debian's default soft
 // limit is 1024. Raises the soft limit to at least `want` where the hard limit allows (the
 // same as `ulimit -n`, as Open MPI's launcher and Go's runtime do); never lowers it.
+void raiseFileLimit(size_t want);
 // How many connections may be in their authentication handshake at once: half the open-file
 // limit (at least 64, at most `most`), so that strangers' connections cannot take all the
 // files the process needs for its own.
 size_t handshakeCap(size_t most);
-void raiseFileLimit(size_t want);
+// Whether a call that returned rc failed for want of a file (EMFILE, ENFILE).
+inline bool ranOutOfFiles(int rc) { return rc < 0 && (errno == EMFILE || errno == ENFILE); }
 // For an errno of EMFILE or ENFILE, what to do about it (the limits, `ulimit -n`); else "".
 std::string fileLimitHint(int err);
 // "<call>: <strerror(err)><fileLimitHint(err)>", e.g. callError("socket()", errno).

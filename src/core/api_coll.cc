@@ -222,7 +222,7 @@ braidResult_t issue(Call&& c) {
     uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
                        : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
                                                      : comm->nextCollectiveTagBase(c.a);
-    if (!p2p && !fastboxApplies(c.a, *comm)) BRAID_TRY(comm->checkCall(tagBase));
+    if (!p2p) BRAID_TRY(comm->checkCall(tagBase));
     auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);
     BRAID_TRY(buildCollective(c.a, sched.get()));
     Task t;

@@ -7,11 +7,6 @@
 namespace braid {
 namespace {
 
-bool reduces(CollKind k) {
-  return k == CollKind::kAllReduce || k == CollKind::kReduce || k == CollKind::kReduceScatter;
-}
-bool rooted(CollKind k) { return k == CollKind::kBroadcast || k == CollKind::kReduce; }
-
 // What every rank must pass alike. Calls that only move bytes compare the bytes (the same
 // bytes under another element type move alike); reductions compare count, type and op;
 // all-to-allv's counts differ between ranks by design.
@@ -24,7 +19,7 @@ uint16_t signature(const CollArgs& a, bool internal) {
   };
   mix(static_cast<uint64_t>(a.kind) + (internal ? 64 : 0));
   if (a.kind != CollKind::kAllToAllv && a.kind != CollKind::kBarrier) {
-    if (reduces(a.kind)) {
+    if (collReduces(a.kind)) {
       mix(a.count);
       mix(static_cast<uint64_t>(a.dt));
       mix(static_cast<uint64_t>(a.op));
@@ -32,7 +27,7 @@ uint16_t signature(const CollArgs& a, bool internal) {
       mix(a.count * dtypeSize(a.dt));
     }
   }
-  if (rooted(a.kind)) mix(static_cast<uint64_t>(static_cast<uint32_t>(a.root)));
+  if (collRooted(a.kind)) mix(static_cast<uint64_t>(static_cast<uint32_t>(a.root)));
   return static_cast<uint16_t>(h ^ (h >> 16) ^ (h >> 32) ^ (h >> 48));
 }
 
@@ -110,8 +105,8 @@ std::string CallCheck::describe(uint64_t seq) const {
   if (kind == CollKind::kBarrier) return s;
   if (kind == CollKind::kAllToAllv) return s + fmt::format(" of {}", dtypeName(dt));
   s += fmt::format(" of {} x {}", count, dtypeName(dt));
-  if (reduces(kind)) s += fmt::format(", {}", opName(op));
-  if (rooted(kind)) s += fmt::format(", root {}", root);
+  if (collReduces(kind)) s += fmt::format(", {}", opName(op));
+  if (collRooted(kind)) s += fmt::format(", root {}", root);
   return s;
 }
 

@@ -80,19 +80,19 @@ Status findRankAndSize(Launch* l) {
     // (BRAID_RANK/BRAID_WORLD_SIZE are braid's own, set on purpose: a job of some of an MPI
     // launch's processes is one of several.)
     for (const auto& outer : kVars) {
-      if (std::string(v.source) == "braid") break;
-      if (std::string(outer.source) != "Open MPI" && std::string(outer.source) != "PMI") continue;
+      const std::string mpi = outer.source;
       const char* os = env(outer.size);
       int osize = 0;
-      if (&outer == &v || os == nullptr || !parseInt(outer.size, os, &osize).isOk()) continue;
-      if (l->size < osize) {
-        return invalidArgument(fmt::format(
-            "braidCommInitFromEnv: {}={} and {}={} say this is rank {} of {}, but {}={} (set "
-            "by {}) says the job has {} processes: {} is left over in the environment? (unset "
-            "it, or set {} and {} for every rank)",
-            v.rank, r, v.size, s, l->rank, l->size, outer.size, os, outer.source, osize, v.size,
-            v.rank, v.size));
+      if (std::string(v.source) == "braid" || (mpi != "Open MPI" && mpi != "PMI") ||
+          os == nullptr || !parseInt(outer.size, os, &osize).isOk() || osize <= l->size) {
+        continue;
       }
+      return invalidArgument(fmt::format(
+          "braidCommInitFromEnv: {}={} and {}={} say this is rank {} of {}, but {}={} (set by "
+          "{}) says the job has {} processes: {} is left over in the environment? (unset it, or "
+          "set {} and {} for every rank)",
+          v.rank, r, v.size, s, l->rank, l->size, outer.size, os, outer.source, osize, v.size,
+          v.rank, v.size));
     }
     return Status::ok();
   }

@@ -214,7 +214,7 @@ void logWrite(LogLevel level, Subsys subsys, int rank, std::string_view msg) {
 void logSetThreadRank(int rank) { tlsRank = rank; }
 int logThreadRank() { return tlsRank; }
 
-bool LogLimiter::allow(uint64_t* held) {
+bool LogLimiter::allow(std::string* note) {
   const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                           std::chrono::steady_clock::now().time_since_epoch())
                           .count();
@@ -227,7 +227,8 @@ bool LogLimiter::allow(uint64_t* held) {
     held_.fetch_add(1, std::memory_order_relaxed);
     return false;
   }
-  *held = held_.exchange(0, std::memory_order_relaxed);
+  const uint64_t held = held_.exchange(0, std::memory_order_relaxed);
+  *note = held == 0 ? std::string() : fmt::format(" ({} more {} not shown)", held, what_);
   return true;
 }
 

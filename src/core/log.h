@@ -36,14 +36,16 @@ Status checkLogSettings(const std::string& level, const std::string& subsys);
 
 // Lets a message that strangers can cause (a rejected connection) through at most `burst`
 // times per window, so that a port scan cannot flood the log: allow() says whether to log
-// now, and *held how many were held back since the last one logged.
+// now, and sets *note to what to append: "" or " (N more <what> not shown)", N being those held
+// back since the last one logged.
 class LogLimiter {
  public:
-  explicit LogLimiter(int burst = 5, int64_t windowMs = 10000)
-      : burst_(burst), windowMs_(windowMs) {}
-  bool allow(uint64_t* held);
+  explicit LogLimiter(const char* what, int burst = 5, int64_t windowMs = 10000)
+      : what_(what), burst_(burst), windowMs_(windowMs) {}
+  bool allow(std::string* note);
 
  private:
+  const char* what_;
   const int burst_;
   const int64_t windowMs_;
   std::atomic<int64_t> windowStart_{0};

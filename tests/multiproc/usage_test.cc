@@ -38,6 +38,19 @@ TEST(Usage, ThousandsOfSmallAllReduces) {
   });
 }
 
+// Waits up to `seconds` for a child process: its wait status, or -1 when it hung (then it is
+// killed and reaped).
+int waitChild(pid_t child, double seconds) {
+  int status = 0;
+  for (const double t0 = now(); now() - t0 < seconds;) {
+    if (waitpid(child, &status, WNOHANG) == child) return status;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+  kill(child, SIGKILL);
+  waitpid(child, &status, 0);
+  return -1;
+}
+
 // A child of fork() holds copies of its parent's communicators: using one would join the
 // parent's calls (the peers got wrong sums), destroying one waited forever for the parent's
 // threads (a framework's static communicator destroyed at the child's exit hung it). Both
@@ -62,15 +75,8 @@ TEST(Usage, AForkedChildCannotUseOrDestroyItsParentsCommunicator) {
       if (v != 100) bad |= 32;
       _exit(bad);
     }
-    int status = 0;
-    const double t0 = now();
-    while (waitpid(child, &status, WNOHANG) == 0 && now() - t0 < 20) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (waitpid(child, &status, WNOHANG) == 0) {
-      kill(child, SIGKILL);
-      FAIL() << "the child hung";
-    }
+    const int status = waitChild(child, 20);
+    ASSERT_NE(status, -1) << "the child hung";
     EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "child status " << status;
     // Forks while another thread looks the communicator up: no child finds braid's locks held.
     std::atomic<bool> stop{false};
@@ -85,14 +91,8 @@ TEST(Usage, AForkedChildCannotUseOrDestroyItsParentsCommunicator) {
         int k = 0;
         _exit(braidCommCount(comm, &k) == braidInvalidUsage ? 0 : 1);
       }
-      int st = 0;
-      const double t1 = now();
-      while (waitpid(c, &st, WNOHANG) == 0 && now() - t1 < 10) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-      }
-      if (waitpid(c, &st, WNOHANG) == 0) {
-        kill(c, SIGKILL);
-        waitpid(c, &st, 0);
+      const int st = waitChild(c, 10);
+      if (st == -1) {
         ADD_FAILURE() << "child " << f << " hung";
       } else {
         EXPECT_TRUE(WIFEXITED(st) && WEXITSTATUS(st) == 0) << "child " << f << " status " << st;

@@ -21,9 +21,10 @@ using mp::PathState;
 
 namespace {
 // Rejected connections are strangers' doing: a port scan must not flood the log.
-LogLimiter& rejectedLog() {
-  static LogLimiter limiter;
-  return limiter;
+void logRejected(const std::string& why) {
+  static LogLimiter limiter("rejected connections");
+  if (std::string more; limiter.allow(&more))
+    LOG_WARN(kPath, "rejected a connection: {}{}", why, more);
 }
 }  // namespace
 
@@ -36,15 +37,14 @@ class Transport::Listener : public Reactor::Handler {
       int c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
       // Out of files: strangers' connections that send nothing go (a flood of them must not
       // end the job); while other handshakes are under way, new connections wait for them.
-      if (c < 0 && (errno == EMFILE || errno == ENFILE) &&
-          t_->dropStaleHandshakes("this process is out of files") > 0) {
+      if (ranOutOfFiles(c) && t_->dropStaleHandshakes("this process is out of files") > 0) {
         c = ::accept4(fd_.get(), nullptr, nullptr, SOCK_CLOEXEC);
       }
-      if (c < 0 && (errno == EMFILE || errno == ENFILE) && t_->handshakesUnderWay() > 0) {
+      if (ranOutOfFiles(c) && t_->handshakesUnderWay() > 0) {
         pause();
         return;
       }
-      if (c < 0 && (errno == EMFILE || errno == ENFILE)) {
+      if (ranOutOfFiles(c)) {
         // The peer's reconnection stays queued and would wake the loop forever: stop listening
         // and fail, saying why.
         const Status err = callError("accepting a reconnection", errno);
@@ -96,12 +96,7 @@ class Transport::Acceptance : public Reactor::Handler {
     }
     if (s.isOk()) s = t_->admitPath(hs_.hello());
     if (!s.isOk()) {
-      uint64_t held = 0;
-      if (rejectedLog().allow(&held)) {
-        LOG_WARN(kPath, "rejected a connection: {}{}", s.message(),
-                 held == 0 ? std::string()
-                           : fmt::format(" ({} more rejected connections not shown)", held));
-      }
+      logRejected(s.message());
       hs_.takeFd();  // closed here
       return;
     }
