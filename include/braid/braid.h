@@ -94,7 +94,9 @@ BRAID_API braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUn
 /* Rank, size and rendezvous from the launcher's environment: BRAID_RANK/BRAID_WORLD_SIZE with
  * BRAID_UNIQUE_ID, BRAID_UNIQUE_ID_FILE or BRAID_ROOT_ADDR (+BRAID_JOB_SECRET); torchrun's
  * RANK/WORLD_SIZE/MASTER_ADDR/MASTER_PORT; Open MPI's OMPI_COMM_WORLD_*; Slurm's SLURM_*.
- * Under mpirun or srun with every rank on one node, no rendezvous variable is needed. */
+ * Under mpirun or srun with every rank on one node, no rendezvous variable is needed. A job of
+ * one rank needs none either, and a program started without any of these variables is a job
+ * of one rank (as MPI_Init without mpirun). */
 BRAID_API braidResult_t braidCommInitFromEnv(braidComm_t* comm);
 /* Collective over comm. color < 0 (BRAID_SPLIT_NOCOLOR) gives *newcomm = NULL. */
 #define BRAID_SPLIT_NOCOLOR (-1)

@@ -17,6 +17,7 @@
 #include <string>
 #include <thread>
 
+#include "src/bootstrap/auth.h"
 #include "src/bootstrap/rendezvous.h"
 #include "src/bootstrap/socket_util.h"
 #include "src/bootstrap/unique_id.h"
@@ -96,9 +97,15 @@ Status findRankAndSize(Launch* l) {
     }
     return Status::ok();
   }
-  return invalidArgument(
-      "braidCommInitFromEnv: no rank and size in the environment: set BRAID_RANK and "
-      "BRAID_WORLD_SIZE, or start the program with braidrun, torchrun, mpirun or srun");
+  // No launcher: a job of one rank, as MPI_Init makes a singleton without mpirun (and as
+  // nccl-tests run on one process without MPI).
+  l->rank = 0;
+  l->size = 1;
+  l->source = "no launcher";
+  LOG_INFO(kBoot,
+           "no launcher variables (BRAID_RANK/BRAID_WORLD_SIZE, torchrun, mpirun, srun): a job "
+           "of one rank");
+  return Status::ok();
 }
 
 // BRAID_UNIQUE_ID_FILE. Rank 0 creates a fresh id (its rendezvous root listens before the id
@@ -248,7 +255,16 @@ Status initFromEnv(braidComm_t* out) {
   UniqueIdData d;
   std::string idFile, idHex;  // BRAID_UNIQUE_ID_FILE, and on rank 0 the id it wrote there
   const std::string jobKey = localJobKey(l);
-  if (const char* hex = env("BRAID_UNIQUE_ID")) {
+  if (l.size == 1) {
+    // One rank meets no one: its rendezvous is its own, on loopback, whatever address a
+    // launcher gave (torchrun's MASTER_PORT+1 may be taken; a root on the network is not
+    // needed).
+    BRAID_TRY(SockAddr::parse("127.0.0.1:0", &d.root));
+    BRAID_TRY(randomBytes(d.secret.data(), d.secret.size()));
+    SockAddr bound;
+    BRAID_TRY(startRootServer(d.root, d.secret, cfg.timeoutMs, &bound));
+    d.root = bound;
+  } else if (const char* hex = env("BRAID_UNIQUE_ID")) {
     braidUniqueId id;
     if (braidUniqueIdFromString(hex, &id) != braidSuccess) {
       return invalidArgument(fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr)));

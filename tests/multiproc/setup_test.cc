@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "harness/ranks.h"
+#include "src/bootstrap/socket_util.h"
 #include "src/core/handles.h"
 
 namespace braid::test {
@@ -575,6 +576,49 @@ TEST(Setup, LeftoverLauncherVariablesAndPortZeroFailSayingSo) {
     EXPECT_NE(msg.find("port 0"), std::string::npos) << msg;
     EXPECT_EQ(c, nullptr);
   });
+}
+
+// A program started without a launcher is a job of one rank (MPI's singleton), and a job of
+// one rank needs no rendezvous address: it meets no one (torchrun's MASTER_PORT+1 may even
+// be taken). Two such programs at once are two jobs.
+TEST(Setup, AJobOfOneRankNeedsNoLauncherOrRendezvous) {
+  Fd taken(socket(AF_INET, SOCK_STREAM, 0));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ASSERT_EQ(bind(taken.get(), reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  ASSERT_EQ(listen(taken.get(), 1), 0);
+  ASSERT_EQ(getsockname(taken.get(), reinterpret_cast<sockaddr*>(&a), &len), 0);
+  const std::string masterPort = std::to_string(ntohs(a.sin_port) - 1);
+  for (bool torchrun : {false, true}) {
+    runRanks(2, [&](int r, int, const braidUniqueId&) {
+      for (const char* v : {"BRAID_RANK", "BRAID_WORLD_SIZE", "BRAID_ROOT_ADDR", "BRAID_UNIQUE_ID",
+                            "BRAID_UNIQUE_ID_FILE", "MASTER_ADDR", "MASTER_PORT", "RANK",
+                            "WORLD_SIZE", "OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE",
+                            "PMI_RANK", "PMI_SIZE", "SLURM_PROCID", "SLURM_NTASKS"}) {
+        unsetenv(v);
+      }
+      if (torchrun) {
+        setenv("RANK", "0", 1);
+        setenv("WORLD_SIZE", "1", 1);
+        setenv("MASTER_ADDR", "127.0.0.1", 1);
+        setenv("MASTER_PORT", masterPort.c_str(), 1);
+      }
+      braidComm_t c = nullptr;
+      BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+      int rank = -1, count = 0;
+      BRAID_ASSERT_OK(braidCommUserRank(c, &rank), c);
+      BRAID_ASSERT_OK(braidCommCount(c, &count), c);
+      EXPECT_EQ(rank, 0);
+      EXPECT_EQ(count, 1);
+      std::vector<int32_t> x(1000, r + 7), y(1000, 0);
+      BRAID_ASSERT_OK(
+          braidAllReduce(x.data(), y.data(), x.size(), braidInt32, braidSum, c, nullptr), c);
+      EXPECT_EQ(y, x);
+      BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+    });
+  }
 }
 
 TEST(Setup, LogFileNamedByHostPidAndRank) {
