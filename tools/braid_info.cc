@@ -451,6 +451,7 @@ int infoMain(int argc, char** argv) {
   }
   Config cfg;
   Status cs = Config::fromEnv(&cfg);
+  warnUnknownVariables();
   if (!what.empty()) {
     if (!cs.isOk()) {
       std::fprintf(stderr, "braid-info: %s\n", cs.message().c_str());

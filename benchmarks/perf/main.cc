@@ -240,8 +240,10 @@ struct Ctx {
 void checkOk(braidResult_t r, const Ctx& c, const char* what) {
   if (r != braidSuccess) {
     const std::string who = c.rank >= 0 ? fmt::format("rank {}: ", c.rank) : "";
+    // This thread's last error: the call that failed may not be one of the communicator's
+    // (stream, group).
     std::fprintf(stderr, "braid-perf: %s%s failed: %s: %s\n", who.c_str(), what,
-                 braidGetErrorString(r), braidGetLastError(c.comm));
+                 braidGetErrorString(r), braidGetLastError(nullptr));
     std::exit(1);
   }
 }

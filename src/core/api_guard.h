@@ -5,6 +5,7 @@
 
 #include <exception>
 #include <new>
+#include <system_error>
 
 #include "src/core/handles.h"
 #include "src/core/log.h"
@@ -20,6 +21,16 @@ braidResult_t guard(const std::shared_ptr<Comm>& comm, Fn&& fn) {
     return report(fn(), comm);
   } catch (const std::bad_alloc&) {
     return report(systemError("out of memory"), comm);
+  } catch (const std::system_error& e) {
+    // A thread or lock the system refused (std::thread: EAGAIN at a process/thread or memory
+    // limit).
+    const bool limit = e.code() == std::errc::resource_unavailable_try_again;
+    return report(systemError(fmt::format("{}{}", e.what(),
+                                          limit ? " (a system limit: threads or processes "
+                                                  "(ulimit -u), address space (ulimit -v), or "
+                                                  "memory?)"
+                                                : "")),
+                  comm);
   } catch (const std::exception& e) {
     return report(Status(braidUnhandledError, fmt::format("unexpected exception: {}", e.what())),
                   comm);

@@ -165,6 +165,7 @@ Status Comm::initFromRoot(int nranks, int rank, const SockAddr& root, const Secr
                           const Config& cfg, std::shared_ptr<Comm>* out) {
   std::shared_ptr<Comm> c(new Comm(rank, nranks, cfg, secret));
   logSetThreadRank(rank);
+  warnUnknownVariables();
   Deadline deadline = deadlineIn(cfg.timeoutMs);
   // A topology file is checked before anyone waits on anyone: a bad one fails every rank now.
   NodeMap declared;

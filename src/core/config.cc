@@ -1,10 +1,13 @@
 #include "src/core/config.h"
 
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <mutex>
 #include <string>
 
 #include "src/core/log.h"
@@ -53,7 +56,62 @@ const char* typeName<std::string>() {
   return "string";
 }
 
+// Edit distance, for "did you mean" (names are short).
+size_t distance(std::string_view a, std::string_view b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// A BRAID_* variable that is neither a setting nor a launch variable is most likely a
+// misspelt setting (BRAID_TRANSPORT=tcp), which would otherwise be ignored without a word.
+void warnUnknownVariablesNow() {
+  static const char* const kLaunch[] = {
+      "BRAID_RANK",      "BRAID_WORLD_SIZE", "BRAID_LOCAL_RANK", "BRAID_LOCAL_SIZE",
+      "BRAID_ROOT_ADDR", "BRAID_JOB_SECRET", "BRAID_UNIQUE_ID",  "BRAID_UNIQUE_ID_FILE"};
+  // Variables of braid's own tools and tests (benchmark scripts, test harness), not settings.
+  static const char* const kToolPrefixes[] = {"BRAID_PERF", "BRAID_COMPARE_", "BRAID_MACHINE_TAG",
+                                              "BRAID_INFO", "BRAID_EXAMPLE",  "BRAID_TEST"};
+  std::vector<std::string> known(std::begin(kLaunch), std::end(kLaunch));
+#define BRAID_CONFIG_NAME(name, type, def, env, help) known.emplace_back(env);
+  BRAID_CONFIG_TABLE(BRAID_CONFIG_NAME)
+#undef BRAID_CONFIG_NAME
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    std::string_view entry(*e);
+    if (entry.rfind("BRAID_", 0) != 0) continue;
+    const std::string name(entry.substr(0, entry.find('=')));
+    if (std::find(known.begin(), known.end(), name) != known.end()) continue;
+    if (std::any_of(std::begin(kToolPrefixes), std::end(kToolPrefixes),
+                    [&](const char* p) { return name.rfind(p, 0) == 0; })) {
+      continue;
+    }
+    const std::string* best = nullptr;
+    size_t bestD = 3;  // suggest only close names (two edits at most)
+    for (const auto& k : known) {
+      const size_t d = distance(name, k);
+      if (d < bestD) bestD = d, best = &k;
+    }
+    LOG_WARN(kInit, "{} is not a braid setting and is ignored{}; braid-info lists the settings",
+             name, best ? fmt::format(" (did you mean {}?)", *best) : "");
+  }
+}
+
 }  // namespace
+
+void warnUnknownVariables() {
+  // Not from Config::fromEnv: the logger reads its settings through it.
+  static std::once_flag once;
+  std::call_once(once, warnUnknownVariablesNow);
+}
 
 std::vector<std::string> splitList(std::string_view text, char sep) {
   std::vector<std::string> out;

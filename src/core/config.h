@@ -121,6 +121,9 @@ struct Config {
 
 // "a,b,,c" -> {"a", "b", "c"}: the comma lists of BRAID_* values (empty items dropped).
 std::vector<std::string> splitList(std::string_view text, char sep = ',');
+// Logs (once per process) each BRAID_* variable that is neither a setting nor a launch
+// variable, naming the closest setting: a misspelt one would be ignored without a word.
+void warnUnknownVariables();
 
 struct ConfigEntry {
   const char* env;

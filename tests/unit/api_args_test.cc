@@ -6,10 +6,12 @@
 #include <cstdint>
 #include <cstring>
 #include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
 #include "braid/braid.h"
+#include "src/core/api_guard.h"
 
 namespace {
 
@@ -218,6 +220,18 @@ TEST_F(ApiArgs, StreamUseAfterDestroyAndNull) {
 TEST_F(ApiArgs, SelfSendWithoutGroupPartnerIsAnError) {
   float x = 1;
   EXPECT_EQ(braidSend(&x, 1, braidFloat32, 0, comm_, nullptr), braidInvalidUsage);
+}
+
+// A thread the system refuses (std::thread throws EAGAIN at ulimit -u or -v) is a system
+// error that names the likely limits, not an "unexpected exception".
+TEST(ApiStrings, ARefusedThreadIsASystemErrorNamingTheLimits) {
+  braidResult_t r = braid::guard(nullptr, []() -> braid::Status {
+    throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again));
+  });
+  EXPECT_EQ(r, braidSystemError);
+  std::string msg = braidGetLastError(nullptr);
+  EXPECT_NE(msg.find("ulimit -u"), std::string::npos) << msg;
+  EXPECT_NE(msg.find("ulimit -v"), std::string::npos) << msg;
 }
 
 TEST(ApiStrings, ErrorStringsAndVersion) {

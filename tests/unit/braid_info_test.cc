@@ -16,10 +16,12 @@ struct Output {
 };
 
 // Runs braid-info with `env` (shell assignments) and `args`, stdout captured, bounded.
-Output info(const std::string& env, const std::string& args) {
+// With `errors`, stderr is captured instead of stdout.
+Output info(const std::string& env, const std::string& args, bool errors = false) {
   const char* bin = std::getenv("BRAID_INFO");
   Output r;
-  std::string cmd = env + " timeout 60 " + bin + " " + args + " 2>/dev/null";
+  std::string cmd =
+      env + " timeout 60 " + bin + " " + args + (errors ? " 2>&1 >/dev/null" : " 2>/dev/null");
   FILE* p = ::popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
   char buf[4096];
@@ -52,6 +54,24 @@ TEST_F(BraidInfo, JsonHasMachineTransportsAndConfig) {
     timeout = timeout || (e["variable"] == "BRAID_TIMEOUT_MS" && e["current"] == "1234");
   }
   EXPECT_TRUE(timeout);
+}
+
+// A misspelt setting would be ignored without a word: it is named, with the setting meant.
+TEST_F(BraidInfo, AMisspeltSettingIsNamedWithTheClosestSetting) {
+  Output r = info("BRAID_TRANSPORT=tcp BRAID_TIMEOUTMS=5 BRAID_RANK=0 BRAID_WORLD_SIZE=1", "",
+                  /*errors=*/true);
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("BRAID_TRANSPORT is not a braid setting and is ignored (did you mean "
+                       "BRAID_TRANSPORTS?)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("BRAID_TIMEOUTMS is not a braid setting and is ignored (did you mean "
+                       "BRAID_TIMEOUT_MS?)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find("BRAID_RANK is not"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("BRAID_WORLD_SIZE is not"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("BRAID_INFO is not"), std::string::npos) << r.out;
 }
 
 TEST_F(BraidInfo, ShowsTheNodesOfATopologyFile) {
