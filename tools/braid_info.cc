@@ -20,6 +20,7 @@
 #include "collectives/allreduce_direct.h"
 #include "collectives/cost_model.h"
 #include "src/core/config.h"
+#include "src/core/env_init.h"
 #include "src/topology/machine.h"
 #include "src/topology/netif.h"
 #include "src/topology/nodes.h"
@@ -53,6 +54,15 @@ json collect(const Config& cfg, std::string* problems) {
   braidGetVersion(&version);
   out["version"] = fmt::format("{}.{}.{}", version / 10000, version / 100 % 100, version % 100);
   out["host"] = hostIdentity();
+  // What braidCommInitFromEnv would make of this environment (run under the launcher to see).
+  const LaunchDescription l = describeLaunch();
+  if (l.ok) {
+    out["launch"] = {
+        {"launcher", l.launcher}, {"rank", l.rank}, {"size", l.size}, {"rendezvous", l.rendezvous}};
+  } else {
+    out["launch"] = {{"error", l.error}};
+    *problems += l.error + "\n";
+  }
   MachineInfo m;
   if (Status s = discoverMachine(&m); s.isOk()) {
     out["machine"] = {{"numa_nodes", m.numaNodes}, {"packages", m.packages},
@@ -169,6 +179,15 @@ std::string devices(const json& list) {
 void printText(const json& j) {
   std::printf("braid %s\n\nhost        %s\n", j["version"].get<std::string>().c_str(),
               j["host"].get<std::string>().c_str());
+  const json& l = j["launch"];
+  if (l.contains("error")) {
+    std::printf("launch      braidCommInitFromEnv would fail: %s\n",
+                l["error"].get<std::string>().c_str());
+  } else {
+    std::printf("launch      %s: rank %d of %d; rendezvous: %s\n",
+                l["launcher"].get<std::string>().c_str(), l["rank"].get<int>(),
+                l["size"].get<int>(), l["rendezvous"].get<std::string>().c_str());
+  }
   const json& m = j["machine"];
   if (m.contains("error")) {
     std::printf("machine     unknown: %s\n", m["error"].get<std::string>().c_str());

@@ -1,4 +1,6 @@
 // braidCommInitFromEnv: rank, size and rendezvous from whichever launcher started us.
+#include "src/core/env_init.h"
+
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <openssl/sha.h>
@@ -246,60 +248,46 @@ std::string localJobKey(const Launch& l) {
   return key;
 }
 
-Status initFromEnv(braidComm_t* out) {
+// How this process would join its job, decided from the environment alone (no side effects):
+// braid-info shows it, initFromEnv acts on it.
+enum class Meet { kAlone, kUniqueId, kIdFile, kRootAddr };
+struct Plan {
   Launch l;
+  Meet meet = Meet::kAlone;
+  std::string idFile, what;  // kIdFile: the path, and how messages name it
+  bool ownerOnly = false;    // kIdFile: braid chose the path (a shared directory)
+  std::string rootText;      // kRootAddr
+};
+
+Status planLaunch(Plan* p) {
+  Launch& l = p->l;
   BRAID_TRY(findRankAndSize(&l));
-  Config cfg;
-  BRAID_TRY(Config::fromEnv(&cfg));
-  Deadline deadline = deadlineIn(cfg.timeoutMs);
-  UniqueIdData d;
-  std::string idFile, idHex;  // BRAID_UNIQUE_ID_FILE, and on rank 0 the id it wrote there
   const std::string jobKey = localJobKey(l);
   if (l.size == 1) {
     // One rank meets no one: its rendezvous is its own, on loopback, whatever address a
     // launcher gave (torchrun's MASTER_PORT+1 may be taken; a root on the network is not
     // needed).
-    BRAID_TRY(SockAddr::parse("127.0.0.1:0", &d.root));
-    BRAID_TRY(randomBytes(d.secret.data(), d.secret.size()));
-    SockAddr bound;
-    BRAID_TRY(startRootServer(d.root, d.secret, cfg.timeoutMs, &bound));
-    d.root = bound;
-  } else if (const char* hex = env("BRAID_UNIQUE_ID")) {
-    braidUniqueId id;
-    if (braidUniqueIdFromString(hex, &id) != braidSuccess) {
-      return invalidArgument(fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr)));
-    }
-    BRAID_TRY(decodeUniqueId(id, &d));
+    p->meet = Meet::kAlone;
+  } else if (env("BRAID_UNIQUE_ID") != nullptr) {
+    p->meet = Meet::kUniqueId;
   } else if (env("BRAID_UNIQUE_ID_FILE") != nullptr ||
              (env("BRAID_ROOT_ADDR") == nullptr &&
               (env("MASTER_ADDR") == nullptr || env("MASTER_PORT") == nullptr) &&
               !jobKey.empty())) {
-    std::string what;
-    bool ownerOnly = false;
+    p->meet = Meet::kIdFile;
     if (const char* path = env("BRAID_UNIQUE_ID_FILE")) {
-      idFile = path;
-      what = fmt::format("BRAID_UNIQUE_ID_FILE {}", idFile);
+      p->idFile = path;
+      p->what = fmt::format("BRAID_UNIQUE_ID_FILE {}", p->idFile);
     } else {
       const char* tmp = env("TMPDIR");
-      idFile = fmt::format("{}/braid-{}-{}.id", tmp ? tmp : "/tmp", getuid(), jobKey);
-      what = fmt::format("the job's id file {}", idFile);
-      ownerOnly = true;
-      LOG_INFO(kBoot,
-               "no rendezvous address given; all {} ranks ({}) run on this node: they meet "
-               "through {}",
-               l.size, l.source, idFile);
-    }
-    braidUniqueId id;
-    if (l.rank == 0) {
-      BRAID_TRY(writeUniqueIdFile(idFile, &idHex, &id));
-      BRAID_TRY(decodeUniqueId(id, &d));
-    } else {
-      BRAID_TRY(readUniqueIdFile(idFile, what, ownerOnly, deadline, &id, &d));
+      p->idFile = fmt::format("{}/braid-{}-{}.id", tmp ? tmp : "/tmp", getuid(), jobKey);
+      p->what = fmt::format("the job's id file {}", p->idFile);
+      p->ownerOnly = true;
     }
   } else {
-    std::string rootText;
+    p->meet = Meet::kRootAddr;
     if (const char* root = env("BRAID_ROOT_ADDR")) {
-      rootText = root;
+      p->rootText = root;
     } else if (env("MASTER_ADDR") && env("MASTER_PORT")) {
       // torchrun's MASTER_PORT belongs to its own store; braid's root listens on the next port.
       int port = 0;
@@ -313,7 +301,7 @@ Status initFromEnv(braidComm_t* out) {
       }
       std::string host = env("MASTER_ADDR");
       if (host.find(':') != std::string::npos && host[0] != '[') host = "[" + host + "]";
-      rootText = fmt::format("{}:{}", host, port + 1);
+      p->rootText = fmt::format("{}:{}", host, port + 1);
     } else {
       return invalidArgument(fmt::format(
           "braidCommInitFromEnv: rank {} of {} comes from {} variables, but no rendezvous is "
@@ -322,6 +310,47 @@ Status initFromEnv(braidComm_t* out) {
           "need none when every rank runs on one node)",
           l.rank, l.size, l.source));
     }
+  }
+  return Status::ok();
+}
+
+Status initFromEnv(braidComm_t* out) {
+  Plan p;
+  BRAID_TRY(planLaunch(&p));
+  const Launch& l = p.l;
+  Config cfg;
+  BRAID_TRY(Config::fromEnv(&cfg));
+  Deadline deadline = deadlineIn(cfg.timeoutMs);
+  UniqueIdData d;
+  std::string idHex;  // on rank 0, the id it wrote to the id file
+  if (p.meet == Meet::kAlone) {
+    BRAID_TRY(SockAddr::parse("127.0.0.1:0", &d.root));
+    BRAID_TRY(randomBytes(d.secret.data(), d.secret.size()));
+    SockAddr bound;
+    BRAID_TRY(startRootServer(d.root, d.secret, cfg.timeoutMs, &bound));
+    d.root = bound;
+  } else if (p.meet == Meet::kUniqueId) {
+    braidUniqueId id;
+    if (braidUniqueIdFromString(env("BRAID_UNIQUE_ID"), &id) != braidSuccess) {
+      return invalidArgument(fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr)));
+    }
+    BRAID_TRY(decodeUniqueId(id, &d));
+  } else if (p.meet == Meet::kIdFile) {
+    if (p.ownerOnly) {
+      LOG_INFO(kBoot,
+               "no rendezvous address given; all {} ranks ({}) run on this node: they meet "
+               "through {}",
+               l.size, l.source, p.idFile);
+    }
+    braidUniqueId id;
+    if (l.rank == 0) {
+      BRAID_TRY(writeUniqueIdFile(p.idFile, &idHex, &id));
+      BRAID_TRY(decodeUniqueId(id, &d));
+    } else {
+      BRAID_TRY(readUniqueIdFile(p.idFile, p.what, p.ownerOnly, deadline, &id, &d));
+    }
+  } else {
+    const std::string& rootText = p.rootText;
     BRAID_TRY(SockAddr::parse(rootText, &d.root));
     if (d.root.port() == 0) {
       return invalidArgument(fmt::format(
@@ -364,7 +393,7 @@ Status initFromEnv(braidComm_t* out) {
   }
   std::shared_ptr<Comm> c;
   Status joined = Comm::initFromRoot(l.size, l.rank, d.root, d.secret, cfg, &c);
-  if (!idHex.empty()) removeUniqueIdFile(idFile, idHex);
+  if (!idHex.empty()) removeUniqueIdFile(p.idFile, idHex);
   BRAID_TRY(joined);
   if (!envId.empty()) {
     std::lock_guard<std::mutex> lock(usedMu);
@@ -375,6 +404,49 @@ Status initFromEnv(braidComm_t* out) {
 }
 
 }  // namespace
+
+LaunchDescription describeLaunch() {
+  LaunchDescription out;
+  Plan p;
+  Status s = planLaunch(&p);
+  out.launcher = p.l.source;
+  out.rank = p.l.rank;
+  out.size = p.l.size;
+  if (!s.isOk()) {
+    out.error = s.message();
+    return out;
+  }
+  switch (p.meet) {
+    case Meet::kAlone:
+      out.rendezvous = "none: a job of one rank";
+      break;
+    case Meet::kUniqueId: {
+      braidUniqueId id;
+      UniqueIdData d;
+      if (braidUniqueIdFromString(env("BRAID_UNIQUE_ID"), &id) != braidSuccess) {
+        out.error = fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr));
+        return out;
+      }
+      if (Status ds = decodeUniqueId(id, &d); !ds.isOk()) {
+        out.error = fmt::format("BRAID_UNIQUE_ID: {}", ds.message());
+        return out;
+      }
+      out.rendezvous = fmt::format("BRAID_UNIQUE_ID: root at {}", d.root.toString());
+      break;
+    }
+    case Meet::kIdFile:
+      out.rendezvous = fmt::format("{}{}", p.what, p.ownerOnly ? " (every rank on this node)" : "");
+      break;
+    case Meet::kRootAddr:
+      out.rendezvous =
+          fmt::format("root at {}{}, {}", p.rootText, p.l.rank == 0 ? " (this rank hosts it)" : "",
+                      env("BRAID_JOB_SECRET") ? "BRAID_JOB_SECRET set" : "no BRAID_JOB_SECRET");
+      break;
+  }
+  out.ok = true;
+  return out;
+}
+
 }  // namespace braid
 
 extern "C" braidResult_t braidCommInitFromEnv(braidComm_t* comm) {

@@ -74,6 +74,25 @@ TEST_F(BraidInfo, AMisspeltSettingIsNamedWithTheClosestSetting) {
   EXPECT_EQ(r.out.find("BRAID_INFO is not"), std::string::npos) << r.out;
 }
 
+// What braidCommInitFromEnv would make of the environment: launcher, rank, size, rendezvous.
+TEST_F(BraidInfo, ShowsHowInitFromEnvWouldJoinTheJob) {
+  Output r = info("RANK=1 WORLD_SIZE=4 MASTER_ADDR=h1 MASTER_PORT=29500", "--json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto l = nlohmann::json::parse(r.out)["launch"];
+  EXPECT_EQ(l["launcher"], "torchrun") << l;
+  EXPECT_EQ(l["rank"], 1) << l;
+  EXPECT_EQ(l["size"], 4) << l;
+  EXPECT_NE(l["rendezvous"].get<std::string>().find("h1:29501"), std::string::npos) << l;
+  r = info("", "--json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  l = nlohmann::json::parse(r.out)["launch"];
+  EXPECT_EQ(l["launcher"], "no launcher") << l;
+  EXPECT_EQ(l["size"], 1) << l;
+  r = info("RANK=1", "", /*errors=*/true);
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("RANK is set but WORLD_SIZE is not"), std::string::npos) << r.out;
+}
+
 TEST_F(BraidInfo, ShowsTheNodesOfATopologyFile) {
   std::string path = ::testing::TempDir() + "braid_info_topo.json";
   std::ofstream(path) << R"({"nodes": 2, "ranks_per_node": 2, "rails": 2})";
