@@ -19,6 +19,7 @@
 #include "collectives/algorithms.h"
 #include "collectives/allreduce_direct.h"
 #include "src/core/comm.h"
+#include "src/core/laggards.h"
 #include "src/core/log.h"
 #include "src/engine/reduce.h"
 
@@ -371,9 +372,9 @@ Status FastOp::run() {
     if ((i & (yield ? 7 : 127)) != 0) continue;
     const auto waited = Clock::now() - start;
     if (waited >= timeout) {
-      Status t =
-          timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}", collName(a_.kind),
-                                   cfg.timeoutMs, waitingFor(), comm_->transport()->healthNote()));
+      Status t = timeoutError(timeoutText(collName(a_.kind), cfg.timeoutMs,
+                                          waitingFor() + comm_->transport()->healthNote(),
+                                          comm_->whoIsLate(tagBase_)));
       fail(t, &err);
       return t;
     }

@@ -43,6 +43,8 @@ class CallCheck {
   // A message that arrived before its receive was posted (on the progress loop): the error
   // when it belongs to a call this rank has made differently, else ok.
   Status onArrival(int peer, uint64_t tag);
+  // The full call number of a collective call's tag base.
+  uint64_t callOf(uint64_t tagBase) const { return widen((tagBase >> kSlotBits) & kCallSeqMask); }
   // The description of this rank's call for messages ("allreduce of 1024 x float32, sum").
   std::string describe(uint64_t seq) const;
 

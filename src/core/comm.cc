@@ -13,6 +13,7 @@
 #include "collectives/algorithms.h"
 #include "src/bootstrap/rendezvous.h"
 #include "src/core/handles.h"
+#include "src/core/laggards.h"
 #include "src/core/log.h"
 #include "src/engine/executor.h"
 #include "src/topology/machine.h"
@@ -68,6 +69,8 @@ Status Comm::openTransport() {
   ctx.reactor = reactor_.get();
   ctx.onFatal = [this](const Status& s) { setAsyncError(s); };
   ctx.onEarlyMessage = [this](int peer, uint64_t tag) {
+    if (isControlTag(tag))
+      return answerLaggardQuery(transport_.get(), reactor_.get(), peer, tag, &collSeq_);
     if (Status e = calls_.onArrival(peer, tag); !e.isOk()) failWith(e);
   };
   return TransportSet::open(ctx, &transport_);
@@ -225,6 +228,15 @@ void Comm::failWith(const Status& e) {
   if (hasAsyncError()) return;
   setAsyncError(e);
   if (transport_) transport_->abort(e);
+}
+
+std::string Comm::whoIsLate(uint64_t tagBase) {
+  if ((tagBase & kP2pBit) != 0 || !transport_ || nranks_ < 2) return {};
+  // Answers come from the peers' progress threads within a round trip; a peer that does not
+  // answer in this time is named as such.
+  const int64_t waitMs = std::clamp<int64_t>(cfg_.timeoutMs / 4, 1, 1000);
+  return probeLaggards(transport_.get(), rank_, nranks_, calls_.callOf(tagBase),
+                       probes_.fetch_add(1, std::memory_order_relaxed), waitMs);
 }
 
 uint64_t Comm::nextSendTagBase(int peer) {

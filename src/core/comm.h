@@ -67,6 +67,9 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // Fails the communicator (any thread): calls in flight end with e, and the peers are told
   // (a call that failed half way leaves them waiting for this rank otherwise).
   void failWith(const Status& e);
+  // Before a collective call that timed out fails (any thread but the loop's): what the peers
+  // say of the call of this tag base (laggards.h), to append to the timeout's message.
+  std::string whoIsLate(uint64_t tagBase);
   uint64_t nextSendTagBase(int peer);
   uint64_t nextRecvTagBase(int peer);
 
@@ -108,7 +111,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   PeerTable table_;
   NodeMap nodes_;
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
-  std::atomic<uint64_t> collSeq_{0};
+  std::atomic<uint64_t> collSeq_{0};  // collective calls made (the next one's number)
+  std::atomic<uint32_t> probes_{0};
   int creatorPid_ = 0;
   uint64_t forkGen_ = 0;
   CallCheck calls_;

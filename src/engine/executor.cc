@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "src/core/comm.h"
+#include "src/core/laggards.h"
 #include "src/core/log.h"
 #include "src/engine/reduce.h"
 #include "transports/transport.h"
@@ -37,9 +38,8 @@ std::string describe(const NetRequest& q, const Transport& t) {
 // The error of a wait that ran out: "allreduce timed out after 30000 ms waiting for receive of
 // 8 bytes from rank 1 (...)" and what the transport knows of the peers' health.
 Status waitTimedOut(const std::string& name, int64_t timeoutMs, const std::string& pending,
-                    const Transport& t) {
-  return timeoutError(fmt::format("{} timed out after {} ms waiting for {}{}", name, timeoutMs,
-                                  pending, t.healthNote()));
+                    const Transport& t, const std::string& late = {}) {
+  return timeoutError(timeoutText(name, timeoutMs, pending + t.healthNote(), late));
 }
 
 class Waiter;
@@ -389,8 +389,16 @@ std::string Run::pendingDescription() {
 bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch) {
   auto poll = [this] { return hasPolling() && pollSteps(); };
   auto onTimeout = [&] {
+    // Which ranks have not made the (first) collective call: those the wait is for, in the end.
+    std::string late;
+    for (auto& s : scheds_) {
+      if ((s->tagBase() & kP2pBit) == 0) {
+        late = s->comm()->whoIsLate(s->tagBase());
+        break;
+      }
+    }
     Status t = waitTimedOut(scheds_[0]->name(), timeoutMs, pendingDescription(),
-                            *scheds_[0]->comm()->transport());
+                            *scheds_[0]->comm()->transport(), late);
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
   };

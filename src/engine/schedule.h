@@ -92,6 +92,7 @@ class Schedule {
   const std::shared_ptr<Comm>& commPtr() const { return comm_; }
   const std::string& name() const { return name_; }
   uint64_t tag(uint32_t slot) const { return tagBase_ | slot; }
+  uint64_t tagBase() const { return tagBase_; }
   std::vector<Node>& nodes() { return nodes_; }
   const std::vector<Node>& nodes() const { return nodes_; }
 

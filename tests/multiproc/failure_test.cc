@@ -133,10 +133,14 @@ TEST_P(PeerFailure, SilentPeerTimesOutNamingIt) {
         EXPECT_EQ(rc, braidTimeout);
         std::string msg = braidGetLastError(comm);
         EXPECT_NE(msg.find("rank 1"), std::string::npos) << msg;
+        // The peers' answers first (laggards.h): rank 1 never made the call.
+        EXPECT_NE(msg.find("has not made this call"), std::string::npos) << msg;
         // Each pending transfer is named once ("... from rank 1 (...) (x2)"), not repeated.
         std::vector<std::string> seen(1);  // the clauses, split at commas outside parentheses
         int depth = 0;
-        for (char ch : msg.substr(msg.find("waiting for ") + 12)) {
+        const size_t list = msg.find("this rank waited for ");
+        ASSERT_NE(list, std::string::npos) << msg;
+        for (char ch : msg.substr(list + 21)) {
           depth += ch == '(' ? 1 : ch == ')' ? -1 : 0;
           if (ch == ';' && depth == 0) break;  // the transport's health note follows
           if (ch == ',' && depth == 0) {
@@ -405,6 +409,40 @@ TEST_P(PeerFailure, CallsThatDifferBetweenRanksFailAtOnceSayingSo) {
           std::string msg = braidGetLastError(comm);
           EXPECT_NE(msg.find("made a different"), std::string::npos) << "rank " << r << ": " << msg;
           EXPECT_NE(braidCommDestroy(comm), braidInternalError);
+        },
+        opt);
+  }
+}
+
+// A rank that does not make a call (stuck in its own code) never times out: its partners do,
+// and theirs, each waiting on the peers it exchanges with directly (rank 0 of 4 waited for
+// ranks 1 and 2, which waited for rank 3). The rank that times out asks every peer how many
+// calls it has made, and its message, relayed to all, names the late rank. Ranks 0, 1, 2 call
+// 0.5 s apart so that rank 0 times out first; small calls (fast boxes over shm) and large
+// (ring or halving-doubling).
+TEST_P(PeerFailure, ATimeoutNamesTheRankThatHasNotMadeTheCall) {
+  RankOptions opt = options("2000");
+  for (size_t count : {size_t{16}, size_t{1} << 20}) {
+    runRanks(
+        4,
+        [count](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          std::vector<float> v(count, 1);
+          BRAID_ASSERT_OK(
+              braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr),
+              comm);
+          std::this_thread::sleep_for(std::chrono::milliseconds(r == 3 ? 4500 : 500 * r));
+          braidResult_t rc =
+              braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, comm, nullptr);
+          EXPECT_TRUE(isPeerFailure(rc)) << "rank " << r << ": " << rc;
+          std::string msg = braidGetLastError(comm);
+          EXPECT_NE(msg.find("rank 3 ("), std::string::npos) << "rank " << r << ": " << msg;
+          EXPECT_NE(msg.find("has not made this call, the communicator's collective call 2 (it "
+                             "has made 1)"),
+                    std::string::npos)
+              << "rank " << r << ": " << msg;
+          EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
         },
         opt);
   }

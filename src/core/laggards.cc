@@ -1,0 +1,165 @@
+#include "src/core/laggards.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <mutex>
+#include <vector>
+
+#include "src/engine/reactor.h"
+#include "transports/transport.h"
+
+namespace braid {
+namespace {
+
+// The requests of one side of an exchange, alive until every one has come back (an abort
+// brings back those never answered); whoever sees the last one, with the owner gone, frees it.
+struct Exchange : CompletionSink {
+  std::mutex mu;
+  std::condition_variable cv;
+  int pending = 0;
+  int answersLeft = 0;
+  bool abandoned = false;  // the owner no longer looks
+  std::vector<NetRequest> reqs;
+  std::vector<uint64_t> words;  // the requests' buffers, one 64-bit word each
+  // Per peer: the calls it said it made; kSilent before it answers, kFailed when the receive
+  // failed (this rank's transport or the peer failed: its own error says why).
+  std::vector<int64_t> made;
+  static constexpr int64_t kSilent = -1, kFailed = -2;
+
+  explicit Exchange(size_t n) : reqs(n), words(n, 0) {}
+  void onComplete(NetRequest* r) override {
+    bool last;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (r->kind == NetRequest::Kind::kRecv && !made.empty()) {
+        made[static_cast<size_t>(r->peer)] =
+            r->status.isOk() ? static_cast<int64_t>(words[r - reqs.data()]) : kFailed;
+        --answersLeft;
+      }
+      last = --pending == 0 && abandoned;
+      cv.notify_all();
+    }
+    if (last) delete this;
+  }
+  void post(Transport* t, size_t i, NetRequest::Kind kind, int peer, uint64_t tag) {
+    NetRequest& q = reqs[i];
+    q.kind = kind;
+    q.peer = peer;
+    q.tag = tag;
+    q.buf = &words[i];
+    q.bytes = sizeof(uint64_t);
+    q.sink = this;
+    t->post(&q);
+  }
+  // The owner is done with it (under no lock): freed now or by the last completion.
+  void abandon() {
+    bool now;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      abandoned = true;
+      now = pending == 0;
+    }
+    if (now) delete this;
+  }
+};
+
+std::string names(Transport* t, const std::vector<int>& ranks,
+                  const std::vector<int64_t>* made = nullptr) {
+  constexpr size_t kMost = 8;
+  std::string out;
+  for (size_t i = 0; i < ranks.size() && i < kMost; ++i) {
+    out += fmt::format("{}{}", i ? ", " : "", t->peerName(ranks[i]));
+    if (made) out += fmt::format(" ({} made)", (*made)[static_cast<size_t>(ranks[i])]);
+  }
+  if (ranks.size() > kMost) out += fmt::format(" and {} more", ranks.size() - kMost);
+  return out;
+}
+
+}  // namespace
+
+void answerLaggardQuery(Transport* t, Reactor* loop, int peer, uint64_t tag,
+                        const std::atomic<uint64_t>* callsMade) {
+  if ((tag & kAnswerBit) != 0) return;  // an answer after its probe gave up: left alone
+  loop->post([t, peer, tag, callsMade] {
+    auto* x = new Exchange(2);
+    x->pending = 2;
+    x->words[1] = callsMade->load(std::memory_order_relaxed);
+    x->abandoned = true;  // nobody waits: the last completion frees it
+    x->post(t, 0, NetRequest::Kind::kRecv, peer, tag);  // takes the query in
+    x->post(t, 1, NetRequest::Kind::kSend, peer, tag | kAnswerBit);
+  });
+}
+
+std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uint32_t probeId,
+                          int64_t waitMs) {
+  if (nranks < 2) return {};
+  const uint64_t query = kControlTagBits | (probeId & (kAnswerBit - 1));
+  auto* x = new Exchange(2 * static_cast<size_t>(nranks));
+  x->made.assign(static_cast<size_t>(nranks), Exchange::kSilent);
+  {
+    std::lock_guard<std::mutex> lock(x->mu);
+    x->pending = 2 * (nranks - 1);
+    x->answersLeft = nranks - 1;
+  }
+  for (int p = 0; p < nranks; ++p) {
+    if (p == rank) continue;
+    const auto i = 2 * static_cast<size_t>(p);
+    x->words[i + 1] = call;
+    x->post(t, i, NetRequest::Kind::kRecv, p, query | kAnswerBit);
+    x->post(t, i + 1, NetRequest::Kind::kSend, p, query);
+  }
+  std::vector<int64_t> made;
+  {
+    std::unique_lock<std::mutex> lock(x->mu);
+    x->cv.wait_for(lock, std::chrono::milliseconds(waitMs), [x] { return x->answersLeft == 0; });
+    made = x->made;
+  }
+  x->abandon();
+  std::vector<int> behind, silent;
+  bool failed = false;
+  for (int p = 0; p < nranks; ++p) {
+    if (p == rank) continue;
+    const int64_t m = made[static_cast<size_t>(p)];
+    if (m == Exchange::kSilent) {
+      silent.push_back(p);
+    } else if (m == Exchange::kFailed) {
+      failed = true;
+    } else if (static_cast<uint64_t>(m) <= call) {
+      behind.push_back(p);
+    }
+  }
+  std::string out;
+  if (behind.size() == 1) {
+    out = fmt::format(
+        "{} has not made this call, the communicator's collective call {} (it has made {}): "
+        "the others wait for it",
+        t->peerName(behind[0]), call + 1, made[static_cast<size_t>(behind[0])]);
+  } else if (!behind.empty()) {
+    out = fmt::format(
+        "{} ranks have not made this call, the communicator's collective call {}: {}: the "
+        "others wait for them",
+        behind.size(), call + 1, names(t, behind, &made));
+  } else if (silent.empty() && !failed) {
+    out =
+        "every rank has made this call (what is missing is data in transit: a stuck transfer "
+        "or path, not a late rank)";
+  }
+  if (!silent.empty()) {
+    out += fmt::format("{}no answer within {} ms from {} (stopped, or too busy to answer?)",
+                       out.empty() ? "" : "; ", waitMs, names(t, silent));
+  }
+  return out;
+}
+
+std::string timeoutText(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,
+                        const std::string& late) {
+  if (late.empty()) {
+    return fmt::format("{} timed out after {} ms waiting for {}", call, timeoutMs, waitingFor);
+  }
+  return fmt::format("{} timed out after {} ms: {}; this rank waited for {}", call, timeoutMs, late,
+                     waitingFor);
+}
+
+}  // namespace braid
