@@ -227,6 +227,7 @@ Status Comm::checkCall(uint64_t tagBase) {
 void Comm::failWith(const Status& e) {
   if (hasAsyncError()) return;
   setAsyncError(e);
+  std::lock_guard<std::recursive_mutex> lock(teardownMu_);
   if (transport_) transport_->abort(e);
 }
 
@@ -273,6 +274,7 @@ std::string Comm::lastError() {
 
 void Comm::abort(const std::string& why) {
   Status s = invalidUsage(fmt::format("rank {}: {}", rank_, why));
+  std::lock_guard<std::recursive_mutex> lock(teardownMu_);
   if (transport_) transport_->abort(s);
 }
 
@@ -300,6 +302,8 @@ void Comm::shutdown() {
     transport_->close(std::min(d, deadlineIn(2000)));
   }
   if (reactor_) reactor_->stop();
+  // An abort from another thread (braidCommAbort racing braidCommDestroy) may be using them.
+  std::lock_guard<std::recursive_mutex> lock(teardownMu_);
   transport_.reset();
   reactor_.reset();
 }

@@ -117,6 +117,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   uint64_t forkGen_ = 0;
   CallCheck calls_;
   std::mutex mu_;
+  // Held by abort/failWith while they use the transport, and by shutdown while it frees it.
+  std::recursive_mutex teardownMu_;
   // Per-peer point-to-point sequence numbers (atomic: callers on several threads).
   std::unique_ptr<std::atomic<uint64_t>[]> sendSeq_, recvSeq_;
   Status asyncError_;
