@@ -106,7 +106,9 @@ BRAID_API braidResult_t braidCommSplit(braidComm_t comm, int color, int key, bra
 BRAID_API braidResult_t braidCommDestroy(braidComm_t comm);
 /* A child of fork() cannot use, abort or destroy communicators (or streams) created before the
  * fork: each such call returns braidInvalidUsage (the child may create its own). */
-/* Fails every operation in flight on comm (from any thread), then frees it. */
+/* Fails every operation in flight on comm (from any thread) and tells the peers, then frees
+ * it. With none in flight or queued, what finished calls sent still reaches the peers (it
+ * leaves as braidCommDestroy does, within a second, without running queued calls). */
 BRAID_API braidResult_t braidCommAbort(braidComm_t comm);
 BRAID_API braidResult_t braidCommCount(const braidComm_t comm, int* count);
 BRAID_API braidResult_t braidCommUserRank(const braidComm_t comm, int* rank);

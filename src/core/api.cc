@@ -155,10 +155,18 @@ braidResult_t braidCommDestroy(braidComm_t comm) {
 braidResult_t braidCommAbort(braidComm_t comm) {
   std::shared_ptr<braid::Comm> c;
   if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
-  c->abort("the communicator was aborted by braidCommAbort");
-  if (!braid::unregisterHandle(comm)) return braidSuccess;
+  // With calls of this rank in flight (or queued), they fail now and the peers are told. With
+  // none, what this rank's finished calls sent may still be on its way (a peer's call of the
+  // same collective still receiving it): the communicator leaves as at destroy, its queues
+  // written out, for at most a second.
+  const char* why = "the communicator was aborted by braidCommAbort";
+  if (!c->idle()) c->abort(why);
+  if (!braid::unregisterHandle(comm)) {
+    c->abort(why);  // another thread destroys it: the calls in flight end now all the same
+    return braidSuccess;
+  }
   delete comm;
-  c->shutdown();
+  c->shutdown(why);
   return braidSuccess;
 }
 

@@ -278,12 +278,12 @@ void Comm::abort(const std::string& why) {
   if (transport_) transport_->abort(s);
 }
 
-void Comm::shutdown() {
+void Comm::shutdown(const char* aborting) {
   // What was queued on streams runs first, as NCCL's destroy completes the operations already
   // issued; unless the communicator failed (or was aborted): then they fail at once anyway.
   // Bounded by the timeout (each queued call is bounded by it too).
   const Deadline flushBy = deadlineIn(cfg_.timeoutMs);
-  while (queued_.load() > 0 && !hasAsyncError() && Clock::now() < flushBy) {
+  while (!aborting && queued_.load() > 0 && !hasAsyncError() && Clock::now() < flushBy) {
     std::this_thread::sleep_for(std::chrono::microseconds(200));
   }
   {
@@ -291,10 +291,14 @@ void Comm::shutdown() {
     if (shutDown_) return;
     shutDown_ = true;
     // Calls still queued on streams find this and fail cleanly instead of using a dead transport.
-    if (asyncError_.isOk()) asyncError_ = invalidUsage("the communicator was destroyed");
+    if (asyncError_.isOk()) {
+      asyncError_ = invalidUsage(aborting ? fmt::format("rank {}: {}", rank_, aborting)
+                                          : "the communicator was destroyed");
+    }
     failed_.store(true, std::memory_order_release);
   }
-  Deadline d = deadlineIn(cfg_.timeoutMs);
+  if (aborting && !idle()) abort(aborting);  // a call that started after braidCommAbort looked
+  Deadline d = deadlineIn(aborting ? std::min<int64_t>(cfg_.timeoutMs, 1000) : cfg_.timeoutMs);
   while (inflight_.load() > 0 && Clock::now() < d) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }

@@ -85,8 +85,12 @@ class Comm : public std::enable_shared_from_this<Comm> {
 
   // Fails everything in flight (any thread).
   void abort(const std::string& why);
-  // Waits (bounded) for calls in flight, says goodbye to peers, stops the progress loop.
-  void shutdown();
+  // Waits (bounded) for calls in flight, says goodbye to peers, stops the progress loop. With
+  // `aborting` (braidCommAbort, the reason): queued stream calls are not waited for, calls
+  // that started meanwhile are failed, and the goodbyes get a second at most.
+  void shutdown(const char* aborting = nullptr);
+  // No call of this rank in flight or queued on a stream.
+  bool idle() const { return inflight_.load() == 0 && queued_.load() == 0; }
 
   // Calls in flight (held by executing tasks) — destroy waits for them.
   void enter() { inflight_.fetch_add(1); }
