@@ -285,7 +285,8 @@ TEST(ApiLifecycle, InitAndDestroyLeaveNoFileDescriptorsOrThreadsBehind) {
 
 // A watchdog thread aborting a communicator while another thread destroys (or aborts) it:
 // one of them tears it down, the other does nothing harmful (the abort used the transport
-// while the destroy freed it: SIGSEGV in about one run of three of 1000 such pairs; ASan saw it in most runs of 300).
+// while the destroy freed it: SIGSEGV in about one run of three of 1000 such pairs; ASan saw it in
+// most runs of 300).
 TEST(ApiLifecycle, AbortRacingDestroyOrAbortFromAnotherThreadIsSafe) {
   for (int k = 0; k < 200; ++k) {
     braidUniqueId id;
