@@ -187,6 +187,14 @@ braidResult_t issue(Call&& c) {
       return comm->checkCall(comm->nextCollectiveTagBase(c.a));
     }
     const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
+    if (p2p && c.a.root == comm->rank() && !groupOpen()) {
+      // Refused before it takes a number: a taken one would put every later send to self out
+      // of step with the receives from self.
+      return invalidUsage(fmt::format(
+          "{} to or from self (rank {}) outside a group has no matching partner: put the send "
+          "and the receive inside braidGroupStart/braidGroupEnd",
+          coll, c.a.root));
+    }
     if (p2p && !stream && !groupOpen() && c.a.root != comm->rank()) {
       // A blocking send or receive: the one step of collectives/p2p.cc (slot 0), run here.
       const bool send = c.a.kind == CollKind::kSend;
