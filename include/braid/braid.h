@@ -189,7 +189,10 @@ BRAID_API braidResult_t braidBarrier(braidComm_t comm, braidStream_t stream);
 /* Operations issued between braidGroupStart and braidGroupEnd (on this thread) are fused and
  * progress together, in no set order between them; they start at braidGroupEnd. Groups nest.
  * So no operation of a group may read or write a buffer that another one of the same group
- * writes (its result would depend on timing and transport, as with NCCL). */
+ * writes (its result would depend on timing and transport, as with NCCL). A call refused
+ * inside a group (bad argument) makes braidGroupEnd return that error and run nothing of the
+ * group, as NCCL's does; a communicator with other calls in the group then fails (its peers
+ * expected them and are told why at once). */
 BRAID_API braidResult_t braidGroupStart(void);
 BRAID_API braidResult_t braidGroupEnd(void);
 

@@ -132,7 +132,11 @@ braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* 
     if (newcomm == nullptr) return invalidArgument("newcomm is NULL");
     *newcomm = nullptr;
     if (color < 0) color = BRAID_SPLIT_NOCOLOR;  // any negative color, as braid.h says
-    if (braid::groupOpen()) return invalidUsage("braidCommSplit cannot be called inside a group");
+    if (braid::groupOpen()) {
+      Status e = invalidUsage("braidCommSplit cannot be called inside a group");
+      braid::groupNoteError(e);
+      return e;
+    }
     BRAID_TRY(c->asyncError());
     std::shared_ptr<braid::Comm> child;
     BRAID_TRY(c->split(color, key, &child));

@@ -155,87 +155,95 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
   return Status::ok();
 }
 
+Status issueChecked(Call& c, const std::shared_ptr<Comm>& comm) {
+  std::shared_ptr<StreamQueue> stream;
+  BRAID_TRY(lookupStream(c.stream, &stream));
+  const char* coll = collName(c.a.kind);
+  if (!validDtype(c.dtRaw)) {
+    return invalidArgument(fmt::format("{}: datatype {} is not a braidDataType_t", coll, c.dtRaw));
+  }
+  if (c.reduces && !validOp(c.opRaw)) {
+    return invalidArgument(fmt::format("{}: op {} is not a braidRedOp_t", coll, c.opRaw));
+  }
+  c.a.dt = static_cast<braidDataType_t>(c.dtRaw);
+  if (c.reduces) c.a.op = static_cast<braidRedOp_t>(c.opRaw);
+  size_t unit = 0;
+  BRAID_TRY(validate(c, *comm, &unit));
+  if (Status e = comm->hasAsyncError() ? comm->asyncError() : Status::ok(); !e.isOk()) {
+    return Status(e.code(), fmt::format("the communicator failed earlier and cannot be used: {}",
+                                        e.message()));
+  }
+  if (c.a.count == 0 && c.a.kind != CollKind::kAllToAllv && c.a.kind != CollKind::kBarrier &&
+      c.a.kind != CollKind::kSend && c.a.kind != CollKind::kRecv) {
+    // Nothing to move, and every rank passes the same count: done, as in NCCL and MPI. The
+    // call still takes its number, so that every rank's next call has the same one.
+    // (All-to-allv with zero counts is not skipped: its counts may differ between ranks.)
+    // A peer that sends for this call made another one (call_check.h): the communicator
+    // fails then, at the first message.
+    return comm->checkCall(comm->nextCollectiveTagBase(c.a));
+  }
+  const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
+  if (p2p && c.a.root == comm->rank() && !groupOpen()) {
+    // Refused before it takes a number: a taken one would put every later send to self out
+    // of step with the receives from self.
+    return invalidUsage(fmt::format(
+        "{} to or from self (rank {}) outside a group has no matching partner: put the send "
+        "and the receive inside braidGroupStart/braidGroupEnd",
+        coll, c.a.root));
+  }
+  if (p2p && !stream && !groupOpen() && c.a.root != comm->rank()) {
+    // A blocking send or receive: the one step of collectives/p2p.cc (slot 0), run here.
+    const bool send = c.a.kind == CollKind::kSend;
+    const uint64_t tagBase =
+        send ? comm->nextSendTagBase(c.a.root) : comm->nextRecvTagBase(c.a.root);
+    comm->enter();
+    Status s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
+                          send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
+    comm->leave();
+    if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());  // guard() records it as last error
+    return s;
+  }
+  if (c.a.kind == CollKind::kAllToAll) {
+    // All-to-all is all-to-all(v) with uniform blocks.
+    const size_t n = static_cast<size_t>(comm->nranks());
+    c.a.sendcounts.assign(n, c.a.count);
+    c.a.recvcounts.assign(n, c.a.count);
+    c.a.sdispls.resize(n);
+    c.a.rdispls.resize(n);
+    for (size_t p = 0; p < n; ++p) c.a.sdispls[p] = c.a.rdispls[p] = p * c.a.count;
+  }
+  if (!stream && !groupOpen() && fastboxApplies(c.a, *comm)) {
+    // Small, blocking, on a communicator whose ranks share memory: run it here and now. It
+    // takes its call number as every call does (the peers' numbers stay in step), and
+    // looks for peers' messages of another call only if it has to wait (fastbox.cc).
+    const uint64_t tagBase = comm->nextCollectiveTagBase(c.a);
+    comm->enter();
+    Status s = fastboxRun(c.a, *comm, tagBase);
+    comm->leave();
+    if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());
+    return s;
+  }
+  uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
+                     : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
+                                                   : comm->nextCollectiveTagBase(c.a);
+  if (!p2p) BRAID_TRY(comm->checkCall(tagBase));
+  auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);
+  BRAID_TRY(buildCollective(c.a, sched.get()));
+  Task t;
+  t.schedules.push_back(std::move(sched));
+  return submit(std::move(t), stream);
+}
+
 braidResult_t issue(Call&& c) {
   std::shared_ptr<Comm> comm;
-  if (braidResult_t r = report(lookupComm(c.comm, &comm)); r != braidSuccess) return r;
+  if (Status s = lookupComm(c.comm, &comm); !s.isOk()) {
+    groupNoteError(s);
+    return report(s);
+  }
   return guard(comm, [&]() -> Status {
-    std::shared_ptr<StreamQueue> stream;
-    BRAID_TRY(lookupStream(c.stream, &stream));
-    const char* coll = collName(c.a.kind);
-    if (!validDtype(c.dtRaw)) {
-      return invalidArgument(
-          fmt::format("{}: datatype {} is not a braidDataType_t", coll, c.dtRaw));
-    }
-    if (c.reduces && !validOp(c.opRaw)) {
-      return invalidArgument(fmt::format("{}: op {} is not a braidRedOp_t", coll, c.opRaw));
-    }
-    c.a.dt = static_cast<braidDataType_t>(c.dtRaw);
-    if (c.reduces) c.a.op = static_cast<braidRedOp_t>(c.opRaw);
-    size_t unit = 0;
-    BRAID_TRY(validate(c, *comm, &unit));
-    if (Status e = comm->hasAsyncError() ? comm->asyncError() : Status::ok(); !e.isOk()) {
-      return Status(e.code(), fmt::format("the communicator failed earlier and cannot be used: {}",
-                                          e.message()));
-    }
-    if (c.a.count == 0 && c.a.kind != CollKind::kAllToAllv && c.a.kind != CollKind::kBarrier &&
-        c.a.kind != CollKind::kSend && c.a.kind != CollKind::kRecv) {
-      // Nothing to move, and every rank passes the same count: done, as in NCCL and MPI. The
-      // call still takes its number, so that every rank's next call has the same one.
-      // (All-to-allv with zero counts is not skipped: its counts may differ between ranks.)
-      // A peer that sends for this call made another one (call_check.h): the communicator
-      // fails then, at the first message.
-      return comm->checkCall(comm->nextCollectiveTagBase(c.a));
-    }
-    const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
-    if (p2p && c.a.root == comm->rank() && !groupOpen()) {
-      // Refused before it takes a number: a taken one would put every later send to self out
-      // of step with the receives from self.
-      return invalidUsage(fmt::format(
-          "{} to or from self (rank {}) outside a group has no matching partner: put the send "
-          "and the receive inside braidGroupStart/braidGroupEnd",
-          coll, c.a.root));
-    }
-    if (p2p && !stream && !groupOpen() && c.a.root != comm->rank()) {
-      // A blocking send or receive: the one step of collectives/p2p.cc (slot 0), run here.
-      const bool send = c.a.kind == CollKind::kSend;
-      const uint64_t tagBase =
-          send ? comm->nextSendTagBase(c.a.root) : comm->nextRecvTagBase(c.a.root);
-      comm->enter();
-      Status s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
-                            send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
-      comm->leave();
-      if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());  // guard() records it as last error
-      return s;
-    }
-    if (c.a.kind == CollKind::kAllToAll) {
-      // All-to-all is all-to-all(v) with uniform blocks.
-      const size_t n = static_cast<size_t>(comm->nranks());
-      c.a.sendcounts.assign(n, c.a.count);
-      c.a.recvcounts.assign(n, c.a.count);
-      c.a.sdispls.resize(n);
-      c.a.rdispls.resize(n);
-      for (size_t p = 0; p < n; ++p) c.a.sdispls[p] = c.a.rdispls[p] = p * c.a.count;
-    }
-    if (!stream && !groupOpen() && fastboxApplies(c.a, *comm)) {
-      // Small, blocking, on a communicator whose ranks share memory: run it here and now. It
-      // takes its call number as every call does (the peers' numbers stay in step), and
-      // looks for peers' messages of another call only if it has to wait (fastbox.cc).
-      const uint64_t tagBase = comm->nextCollectiveTagBase(c.a);
-      comm->enter();
-      Status s = fastboxRun(c.a, *comm, tagBase);
-      comm->leave();
-      if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());
-      return s;
-    }
-    uint64_t tagBase = c.a.kind == CollKind::kSend   ? comm->nextSendTagBase(c.a.root)
-                       : c.a.kind == CollKind::kRecv ? comm->nextRecvTagBase(c.a.root)
-                                                     : comm->nextCollectiveTagBase(c.a);
-    if (!p2p) BRAID_TRY(comm->checkCall(tagBase));
-    auto sched = std::make_unique<Schedule>(comm, collName(c.a.kind), tagBase);
-    BRAID_TRY(buildCollective(c.a, sched.get()));
-    Task t;
-    t.schedules.push_back(std::move(sched));
-    return submit(std::move(t), stream);
+    Status s = issueChecked(c, comm);
+    groupNoteError(s);
+    return s;
   });
 }
 

@@ -1,9 +1,13 @@
 // braidGroupStart/End: calls made in between are built at once (so their message tags follow
 // call order) but run only at the outermost braidGroupEnd, fused into one task per stream so
 // that all their steps progress together (a ring of sends and receives cannot deadlock).
+#include <fmt/format.h>
+
 #include <vector>
 
+#include "src/core/comm.h"
 #include "src/core/handles.h"
+#include "src/engine/schedule.h"
 
 namespace braid {
 namespace {
@@ -16,6 +20,7 @@ struct Pending {
 struct GroupState {
   int depth = 0;
   std::vector<Pending> pending;
+  Status error;  // the first call of the group that was refused
 };
 
 thread_local GroupState tlsGroup;
@@ -23,6 +28,10 @@ thread_local GroupState tlsGroup;
 }  // namespace
 
 bool groupOpen() { return tlsGroup.depth > 0; }
+
+void groupNoteError(const Status& s) {
+  if (groupOpen() && !s.isOk() && tlsGroup.error.isOk()) tlsGroup.error = s;
+}
 
 Status submit(Task task, const std::shared_ptr<StreamQueue>& stream) {
   if (groupOpen()) {
@@ -58,6 +67,24 @@ braidResult_t braidGroupEnd(void) {
   if (--braid::tlsGroup.depth > 0) return braidSuccess;
   std::vector<braid::Pending> pending;
   pending.swap(braid::tlsGroup.pending);
+  braid::Status refused = std::move(braid::tlsGroup.error);
+  braid::tlsGroup.error = braid::Status::ok();
+  if (!refused.isOk()) {
+    // The group cannot run as written, and the peers expect its messages: nothing of it runs,
+    // and each communicator with calls in it fails (its peers hear why at once instead of
+    // waiting for the timeout).
+    const braid::Status why(refused.code(),
+                            fmt::format("braidGroupEnd: nothing of the group ran, as a call in it "
+                                        "was refused: {}",
+                                        refused.message()));
+    for (auto& p : pending) {
+      for (auto& s : p.task.schedules) {
+        s->comm()->failWith(braid::Status(
+            refused.code(), fmt::format("rank {}: {}", s->comm()->rank(), why.message())));
+      }
+    }
+    return braid::report(why);
+  }
   braid::Status first;
   for (auto& p : pending) {
     braid::Status s = braid::submit(std::move(p.task), p.stream);

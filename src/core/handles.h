@@ -35,5 +35,8 @@ const char* threadLastError();
 // Runs a ready task on the stream (or now, when stream is NULL), or adds it to the open group.
 Status submit(Task task, const std::shared_ptr<StreamQueue>& stream);
 bool groupOpen();
+// A call made inside this thread's open group was refused (or failed): the outermost
+// braidGroupEnd then runs nothing of the group and returns this error, as NCCL's does.
+void groupNoteError(const Status& s);
 
 }  // namespace braid

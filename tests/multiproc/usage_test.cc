@@ -201,6 +201,52 @@ TEST(Usage, AbortRightAfterACallLetsThePeersFinishIt) {
   }
 }
 
+// A call refused inside a group (bad datatype) made braidGroupEnd return success and run the
+// rest: the peer waited for the missing message until the timeout. As in NCCL, braidGroupEnd
+// now returns the error and runs nothing; the communicator with calls in the group fails, so
+// the peer hears why at once. A group whose only call was refused changes nothing.
+TEST(Usage, AGroupWithARefusedCallRunsNothingAndSaysSo) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "20000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        int32_t x = 1, y = 0;
+        ASSERT_EQ(braidGroupStart(), braidSuccess);
+        EXPECT_EQ(
+            braidAllReduce(&x, &y, 1, braidInt32, static_cast<braidRedOp_t>(77), comm, nullptr),
+            braidInvalidArgument);
+        EXPECT_EQ(braidGroupEnd(), braidInvalidArgument);
+        std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("nothing of the group ran"), std::string::npos) << msg;
+        BRAID_ASSERT_OK(braidAllReduce(&x, &y, 1, braidInt32, braidSum, comm, nullptr), comm);
+        EXPECT_EQ(y, 2);
+        std::vector<int32_t> a(100, r), b(100, -1);
+        const double t0 = now();
+        ASSERT_EQ(braidGroupStart(), braidSuccess);
+        if (r == 0) {
+          EXPECT_EQ(braidSend(a.data(), a.size(), braidInt32, 1, comm, nullptr), braidSuccess);
+          EXPECT_EQ(
+              braidSend(a.data(), a.size(), static_cast<braidDataType_t>(42), 1, comm, nullptr),
+              braidInvalidArgument);
+          EXPECT_EQ(braidGroupEnd(), braidInvalidArgument);
+        } else {
+          EXPECT_EQ(braidRecv(b.data(), b.size(), braidInt32, 0, comm, nullptr), braidSuccess);
+          EXPECT_EQ(braidRecv(b.data(), b.size(), braidInt32, 0, comm, nullptr), braidSuccess);
+          EXPECT_NE(braidGroupEnd(), braidSuccess);
+          msg = braidGetLastError(nullptr);
+          EXPECT_NE(msg.find("rank 0"), std::string::npos) << msg;
+          EXPECT_NE(msg.find("datatype 42"), std::string::npos) << msg;
+        }
+        EXPECT_LT(now() - t0, 10.0) << "rank " << r << " waited for the timeout";
+        EXPECT_EQ(b[0], -1);  // nothing of rank 0's group was sent
+        EXPECT_NE(braidCommDestroy(comm), braidInternalError);
+      },
+      opt);
+}
+
 // After synchronous use (the caller runs its tasks in synchronize, so enqueue stops waking
 // the worker) a call must still complete by itself: rank 0 polls braidStreamQuery, never
 // synchronizes, while rank 1 waits for it in a blocking call.
