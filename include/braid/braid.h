@@ -79,7 +79,8 @@ typedef struct braidStream* braidStream_t;
 
 BRAID_API const char* braidGetErrorString(braidResult_t result);
 /* The last error seen on this communicator (or, with comm NULL, by this thread): a sentence
- * naming what failed, which peer rank/host and which path. Never NULL. */
+ * naming what failed, which peer rank/host and which path. Never NULL; the text stays as it
+ * was through later calls, until this thread's fourth next call of braidGetLastError. */
 BRAID_API const char* braidGetLastError(braidComm_t comm);
 BRAID_API braidResult_t braidGetVersion(int* version);
 

@@ -1,6 +1,7 @@
 // The C ABI: communicators, streams, errors, version. No exception crosses this boundary.
 #include <fmt/format.h>
 
+#include <array>
 #include <cstdio>
 #include <cstring>
 #include <new>
@@ -45,13 +46,16 @@ const char* braidGetErrorString(braidResult_t r) {
 }
 
 const char* braidGetLastError(braidComm_t comm) {
-  if (comm != nullptr && braid::handleAlive(comm)) {
-    // Kept per thread so the pointer stays valid while the caller reads it.
-    static thread_local std::string copy;
-    copy = comm->impl->lastError();
-    return copy.c_str();
-  }
-  return braid::threadLastError();
+  // A copy per call, in a ring per thread: the text stays as it was when asked, through later
+  // failing calls and the next three braidGetLastError calls of this thread (the thread's last
+  // error itself is replaced by every failure: a pointer to it changed, or dangled, under a
+  // caller who kept it).
+  static thread_local std::array<std::string, 4> ring;
+  static thread_local size_t next = 0;
+  std::string& copy = ring[next++ % ring.size()];
+  copy = comm != nullptr && braid::handleAlive(comm) ? comm->impl->lastError()
+                                                     : std::string(braid::threadLastError());
+  return copy.c_str();
 }
 
 braidResult_t braidGetVersion(int* version) {

@@ -252,6 +252,20 @@ TEST(ApiStrings, ARefusedThreadIsASystemErrorNamingTheLimits) {
   EXPECT_NE(msg.find("ulimit -v"), std::string::npos) << msg;
 }
 
+// A kept error text stays what it said: a failing call afterwards replaced it under the caller
+// (it read "F" instead of "version is NULL").
+TEST(ApiStrings, AKeptErrorTextDoesNotChangeUnderTheCaller) {
+  EXPECT_EQ(braidGetVersion(nullptr), braidInvalidArgument);
+  const char* first = braidGetLastError(nullptr);
+  const std::string want = first;
+  EXPECT_NE(want.find("version is NULL"), std::string::npos) << want;
+  int bogus = 0;
+  EXPECT_NE(braidCommCount(reinterpret_cast<braidComm_t>(&bogus), nullptr), braidSuccess);
+  const char* second = braidGetLastError(nullptr);
+  EXPECT_EQ(std::string(first), want);
+  EXPECT_NE(std::string(second), want);
+}
+
 TEST(ApiStrings, ErrorStringsAndVersion) {
   for (int r = 0; r < braidNumResults; ++r) {
     EXPECT_GT(std::string(braidGetErrorString(static_cast<braidResult_t>(r))).size(), 3u);
