@@ -126,6 +126,16 @@ Status recvFd(int sock, Deadline deadline, const std::string& who, Fd* out) {
   msg.byte = 0;
   msghdr& m = msg.m;
   ssize_t r = ::recvmsg(sock, &m, MSG_CMSG_CLOEXEC);
+  if (r < 0) {
+    return systemError(fmt::format("shm: receiving {}'s segment: {}", who, std::strerror(errno)));
+  }
+  if (r == 1 && (m.msg_flags & MSG_CTRUNC) != 0) {
+    // The kernel dropped the descriptor the peer passed: this process has no room for it.
+    return systemError(fmt::format(
+        "shm: the segment {} passed could not be received: this process is at its open-file "
+        "limit (raise ulimit -n, RLIMIT_NOFILE)",
+        who));
+  }
   cmsghdr* c = r == 1 ? CMSG_FIRSTHDR(&m) : nullptr;
   if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
       c->cmsg_len != CMSG_LEN(sizeof(int)) || msg.byte != 'S') {
