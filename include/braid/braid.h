@@ -176,6 +176,8 @@ BRAID_API braidResult_t braidReduceScatter(const void* sendbuff, void* recvbuff,
 BRAID_API braidResult_t braidAllToAll(const void* sendbuff, void* recvbuff, size_t count,
                                       braidDataType_t datatype, braidComm_t comm,
                                       braidStream_t stream);
+/* Counts and displacements in elements, one per rank. Receive blocks of different peers must
+ * not overlap (refused: which one lands would depend on timing). */
 BRAID_API braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts,
                                        const size_t* sdispls, void* recvbuff,
                                        const size_t* recvcounts, const size_t* rdispls,

@@ -2,8 +2,10 @@
 // a bad call returns a clear error and consumes no sequence number.
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+#include <vector>
 
 #include "collectives/algorithms.h"
 #include "src/core/api_guard.h"
@@ -140,6 +142,23 @@ Status validate(const Call& c, Comm& comm, size_t* unitBytes) {
       BRAID_TRY(checkBuffer(a.recv, recvSpan, "recvbuff", coll));
       if (a.send != a.recv && overlaps(a.send, sendSpan, a.recv, recvSpan)) {
         return invalidArgument(fmt::format("{}: send and receive buffers overlap partially", coll));
+      }
+      // Two peers' blocks written to the same place: which one lands would depend on timing
+      // (MPI calls it erroneous).
+      std::vector<int> order;
+      for (int p = 0; p < n; ++p) {
+        if (a.recvcounts[p] > 0) order.push_back(p);
+      }
+      std::sort(order.begin(), order.end(),
+                [&](int x, int y) { return a.rdispls[x] < a.rdispls[y]; });
+      for (size_t i = 1; i < order.size(); ++i) {
+        const int x = order[i - 1], y = order[i];
+        if (a.rdispls[x] + a.recvcounts[x] > a.rdispls[y]) {
+          return invalidArgument(fmt::format(
+              "{}: the receive blocks of peers {} (rdispls {}, {} elements) and {} (rdispls {}, "
+              "{} elements) overlap",
+              coll, x, a.rdispls[x], a.recvcounts[x], y, a.rdispls[y], a.recvcounts[y]));
+        }
       }
       break;
     }

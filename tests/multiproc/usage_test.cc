@@ -247,6 +247,28 @@ TEST(Usage, AGroupWithARefusedCallRunsNothingAndSaysSo) {
       opt);
 }
 
+// All-to-allv receive blocks of two peers that overlap (which lands would depend on timing):
+// refused, changing nothing; the same call with separate blocks then runs.
+TEST(Usage, AllToAllvWithOverlappingReceiveBlocksIsRefused) {
+  runRanks(3, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    std::vector<size_t> counts(n, 4), sd(n), rd(n, 0);
+    for (int p = 0; p < n; ++p) sd[p] = 4 * p;
+    std::vector<int32_t> a(4 * n, r), b(4 * n, -1);
+    EXPECT_EQ(braidAllToAllv(a.data(), counts.data(), sd.data(), b.data(), counts.data(), rd.data(),
+                             braidInt32, comm, nullptr),
+              braidInvalidArgument);
+    std::string msg = braidGetLastError(comm);
+    EXPECT_NE(msg.find("overlap"), std::string::npos) << msg;
+    BRAID_ASSERT_OK(braidAllToAllv(a.data(), counts.data(), sd.data(), b.data(), counts.data(),
+                                   sd.data(), braidInt32, comm, nullptr),
+                    comm);
+    for (int p = 0; p < n; ++p) EXPECT_EQ(b[4 * p], p);
+    EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+  });
+}
+
 // After synchronous use (the caller runs its tasks in synchronize, so enqueue stops waking
 // the worker) a call must still complete by itself: rank 0 polls braidStreamQuery, never
 // synchronizes, while rank 1 waits for it in a blocking call.
