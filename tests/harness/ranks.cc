@@ -1,8 +1,11 @@
 #include "harness/ranks.h"
 
+#include <arpa/inet.h>
 #include <dirent.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -185,6 +188,31 @@ void allreduceChecked(braidComm_t comm, int rank, int nranks, size_t count, int 
     for (size_t i = 0; i < count; ++i) bad += v[i] != ranks * static_cast<float>((i + it) % 97);
     ASSERT_EQ(bad, 0u) << "iteration " << it;
   }
+}
+
+int freeRootPort(int family) {
+  for (int p = 20000 + getpid() % 10000, k = 0; k < 500; ++k, p = p + 1 < 32768 ? p + 1 : 20000) {
+    int s = socket(family, SOCK_STREAM, 0);
+    sockaddr_storage a{};
+    socklen_t len = 0;
+    if (family == AF_INET6) {
+      auto* a6 = reinterpret_cast<sockaddr_in6*>(&a);
+      a6->sin6_family = AF_INET6;
+      a6->sin6_addr = in6addr_any;
+      a6->sin6_port = htons(static_cast<uint16_t>(p));
+      len = sizeof *a6;
+    } else {
+      auto* a4 = reinterpret_cast<sockaddr_in*>(&a);
+      a4->sin_family = AF_INET;
+      a4->sin_addr.s_addr = htonl(INADDR_ANY);
+      a4->sin_port = htons(static_cast<uint16_t>(p));
+      len = sizeof *a4;
+    }
+    const bool ok = bind(s, reinterpret_cast<sockaddr*>(&a), len) == 0;
+    close(s);
+    if (ok) return p;
+  }
+  return 0;
 }
 
 }  // namespace braid::test

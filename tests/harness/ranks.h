@@ -55,6 +55,11 @@ bool waitAllPathsUp(braidComm_t comm);
 // Number of files in /dev/shm whose name starts with "braid".
 int braidShmFiles();
 
+// A TCP port that every address of `family` (AF_INET, AF_INET6) can bind now, for a
+// rendezvous root (a loopback root listens on every address). Below the kernel's ephemeral
+// range (32768 and up): a port from the kernel could become another test's source port.
+int freeRootPort(int family);
+
 }  // namespace braid::test
 
 // Asserts a braid call succeeded; prints the communicator's last error otherwise.

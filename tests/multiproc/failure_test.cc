@@ -179,18 +179,7 @@ TEST(Failure, RankThatNeverJoinsMakesInitTimeOut) {
       opt);
 }
 
-int freePort() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  close(s);
-  return port;
-}
+int freePort() { return freeRootPort(AF_INET); }
 
 int connectLoopback(int port) {
   for (int attempt = 0; attempt < 200; ++attempt) {

@@ -408,31 +408,29 @@ TEST(Setup, TopologyFileDeclaresVirtualNodesAndSplitsKeepThem) {
 
 TEST(Setup, Ipv6RendezvousAndDataFromTheEnvironment) {
   if (!haveIpv6Loopback()) GTEST_SKIP() << "no IPv6 loopback (::1) on this machine";
-  // A port from the kernel for IPv6 loopback, released for rank 0 to bind.
-  int s = socket(AF_INET6, SOCK_STREAM, 0);
-  sockaddr_in6 a{};
-  a.sin6_family = AF_INET6;
-  a.sin6_addr = in6addr_loopback;
-  ASSERT_EQ(bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  const std::string root = "[::1]:" + std::to_string(ntohs(a.sin6_port));
-  close(s);
-  runRanks(3, [&](int r, int n, const braidUniqueId&) {
-    setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
-    setenv("BRAID_WORLD_SIZE", std::to_string(n).c_str(), 1);
-    setenv("BRAID_ROOT_ADDR", root.c_str(), 1);
-    setenv("BRAID_JOB_SECRET", "00112233445566778899aabbccddeeff", 1);
-    setenv("BRAID_SOCKET_IFNAME", "lo", 1);
-    setenv("BRAID_SOCKET_FAMILY", "AF_INET6", 1);
-    braidComm_t c = nullptr;
-    BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
-    std::vector<float> v(100000, 1.0f);
-    BRAID_ASSERT_OK(
-        braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, c, nullptr), c);
-    EXPECT_EQ(v[99999], 3.0f);
-    BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
-  });
+  const int port = freeRootPort(AF_INET6);
+  ASSERT_NE(port, 0);
+  const std::string root = "[::1]:" + std::to_string(port);
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "20000"}};
+  runRanks(
+      3,
+      [&](int r, int n, const braidUniqueId&) {
+        setenv("BRAID_RANK", std::to_string(r).c_str(), 1);
+        setenv("BRAID_WORLD_SIZE", std::to_string(n).c_str(), 1);
+        setenv("BRAID_ROOT_ADDR", root.c_str(), 1);
+        setenv("BRAID_JOB_SECRET", "00112233445566778899aabbccddeeff", 1);
+        setenv("BRAID_SOCKET_IFNAME", "lo", 1);
+        setenv("BRAID_SOCKET_FAMILY", "AF_INET6", 1);
+        braidComm_t c = nullptr;
+        BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+        std::vector<float> v(100000, 1.0f);
+        BRAID_ASSERT_OK(
+            braidAllReduce(v.data(), v.data(), v.size(), braidFloat32, braidSum, c, nullptr), c);
+        EXPECT_EQ(v[99999], 3.0f);
+        BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+      },
+      opt);
 }
 
 // BRAID_UNIQUE_ID_FILE left behind by a job that crashed (its root gone): the next job's ranks
