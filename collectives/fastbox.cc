@@ -91,10 +91,10 @@ class FastOp final : public PollStep {
   }
   // Ends the call because peer p left before doing its part of it.
   bool failLeft(int p, Status* err) {
-    return fail(remoteError(fmt::format(
-                    "{}: {} destroyed its communicator while this rank still waited for it "
-                    "(fast boxes, call {}; mismatched calls between ranks?)",
-                    collName(a_.kind), comm_->transport()->peerName(p), seq_)),
+    return fail(remoteError(fmt::format("{}: {} destroyed its communicator (or aborted it, idle) "
+                                        "while this rank still waited for it "
+                                        "(fast boxes, call {}; mismatched calls between ranks?)",
+                                        collName(a_.kind), comm_->transport()->peerName(p), seq_)),
                 err);
   }
 

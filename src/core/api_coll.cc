@@ -259,11 +259,10 @@ braidResult_t issue(Call&& c) {
     groupNoteError(s);
     return report(s);
   }
-  return guard(comm, [&]() -> Status {
-    Status s = issueChecked(c, comm);
-    groupNoteError(s);
-    return s;
-  });
+  const braidResult_t r = guard(comm, [&]() -> Status { return issueChecked(c, comm); });
+  // (Also an exception guard() turned into an error.)
+  if (r != braidSuccess) groupNoteError(Status(r, threadLastError()));
+  return r;
 }
 
 template <typename E>

@@ -232,7 +232,9 @@ void Comm::failWith(const Status& e) {
 }
 
 std::string Comm::whoIsLate(uint64_t tagBase) {
-  if ((tagBase & kP2pBit) != 0 || !transport_ || nranks_ < 2) return {};
+  // (The query and answer must go eagerly: a message above BRAID_EAGER_BYTES waits for its
+  // receive, which a peer posts only once it saw the query.)
+  if ((tagBase & kP2pBit) != 0 || !transport_ || nranks_ < 2 || cfg_.eagerBytes < 8) return {};
   // Answers come from the peers' progress threads within a round trip; a peer that does not
   // answer in this time is named as such.
   const int64_t waitMs = std::clamp<int64_t>(cfg_.timeoutMs / 4, 1, 1000);
@@ -298,12 +300,12 @@ void Comm::shutdown(const char* aborting) {
     failed_.store(true, std::memory_order_release);
   }
   if (aborting && !idle()) abort(aborting);  // a call that started after braidCommAbort looked
-  Deadline d = deadlineIn(aborting ? std::min<int64_t>(cfg_.timeoutMs, 1000) : cfg_.timeoutMs);
+  Deadline d = deadlineIn(cfg_.timeoutMs);
   while (inflight_.load() > 0 && Clock::now() < d) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
   if (transport_ && reactor_ && reactor_->running()) {
-    transport_->close(std::min(d, deadlineIn(2000)));
+    transport_->close(std::min(d, deadlineIn(aborting ? 1000 : 2000)));
   }
   if (reactor_) reactor_->stop();
   // An abort from another thread (braidCommAbort racing braidCommDestroy) may be using them.

@@ -100,7 +100,18 @@ Status findRankAndSize(Launch* l) {
     return Status::ok();
   }
   // No launcher: a job of one rank, as MPI_Init makes a singleton without mpirun (and as
-  // nccl-tests run on one process without MPI).
+  // nccl-tests run on one process without MPI). Not when a rendezvous is given: then the rank
+  // and size were forgotten (or come from a launcher braid does not know), and a job of one
+  // rank per process would each "reduce" only its own data.
+  for (const char* v : {"BRAID_ROOT_ADDR", "BRAID_UNIQUE_ID", "BRAID_UNIQUE_ID_FILE", "MASTER_ADDR",
+                        "MASTER_PORT"}) {
+    if (env(v) != nullptr) {
+      return invalidArgument(fmt::format(
+          "braidCommInitFromEnv: {} is set but no rank and size: set BRAID_RANK and "
+          "BRAID_WORLD_SIZE, or start the program with braidrun, torchrun, mpirun or srun",
+          v));
+    }
+  }
   l->rank = 0;
   l->size = 1;
   l->source = "no launcher";
@@ -380,7 +391,8 @@ Status initFromEnv(braidComm_t* out) {
   // joined, so a second init from it would only retry a refused connection until the timeout.
   static std::mutex usedMu;
   static std::set<std::string> usedIds;
-  const std::string envId = env("BRAID_UNIQUE_ID") ? env("BRAID_UNIQUE_ID") : "";
+  const std::string envId =
+      p.meet == Meet::kUniqueId && env("BRAID_UNIQUE_ID") ? env("BRAID_UNIQUE_ID") : "";
   if (!envId.empty()) {
     std::lock_guard<std::mutex> lock(usedMu);
     if (usedIds.count(envId) != 0) {

@@ -143,8 +143,8 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
         behind.size(), call + 1, names(t, behind, &made));
   } else if (silent.empty() && !failed) {
     out =
-        "every rank has made this call (what is missing is data in transit: a stuck transfer "
-        "or path, not a late rank)";
+        "every rank has made this call (what is missing is data in transit, or a call queued "
+        "on a rank's stream behind another that waits)";
   }
   if (!silent.empty()) {
     out += fmt::format("{}no answer within {} ms from {} (stopped, or too busy to answer?)",

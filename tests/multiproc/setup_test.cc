@@ -615,6 +615,15 @@ TEST(Setup, AJobOfOneRankNeedsNoLauncherOrRendezvous) {
           braidAllReduce(x.data(), y.data(), x.size(), braidInt32, braidSum, c, nullptr), c);
       EXPECT_EQ(y, x);
       BRAID_ASSERT_OK(braidCommDestroy(c), nullptr);
+      // A rendezvous without rank and size is a launch that lost them, not a singleton.
+      unsetenv("RANK");
+      unsetenv("WORLD_SIZE");
+      setenv("MASTER_ADDR", "127.0.0.1", 1);
+      c = nullptr;
+      EXPECT_EQ(braidCommInitFromEnv(&c), braidInvalidArgument);
+      std::string msg = braidGetLastError(nullptr);
+      EXPECT_NE(msg.find("MASTER_ADDR is set but no rank and size"), std::string::npos) << msg;
+      EXPECT_EQ(c, nullptr);
     });
   }
 }

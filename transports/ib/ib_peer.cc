@@ -76,10 +76,10 @@ void Transport::onSideMessage(Peer* p, SideType type, const std::string& payload
         }
       }
       if (!p->postedRecvs.empty() || !p->awaitingRtr.empty()) {
-        fail(
-            remoteError(fmt::format("{} destroyed its communicator while this rank still waited "
-                                    "for it (mismatched calls between ranks?)",
-                                    peerName(p->rank))));
+        fail(remoteError(fmt::format(
+            "{} destroyed its communicator (or aborted it, idle) while this rank still waited "
+            "for it (mismatched calls between ranks?)",
+            peerName(p->rank))));
       }
       return;
     case SideType::kAbort:

@@ -508,10 +508,10 @@ void Transport::onGracefulClose(Peer* p) {
   LOG_INFO(kShm, "{} left (its communicator was destroyed)", peerName(p->rank));
   if (!p->postedRecvs.empty() || !p->awaitingCts.empty() || !p->awaitingFin.empty() ||
       !p->cma.empty()) {
-    fail(
-        remoteError(fmt::format("{} destroyed its communicator while this rank still waited "
-                                "for it (mismatched calls between ranks?)",
-                                peerName(p->rank))));
+    fail(remoteError(fmt::format(
+        "{} destroyed its communicator (or aborted it, idle) while this rank still waited "
+        "for it (mismatched calls between ranks?)",
+        peerName(p->rank))));
   }
 }
 

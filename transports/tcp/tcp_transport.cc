@@ -481,9 +481,10 @@ void Transport::onGracefulClose(Peer* p) {
   p->left = true;
   LOG_INFO(kNet, "{} left (its communicator was destroyed)", peerName(p->rank));
   if (!p->postedRecvs.empty() || !p->awaitingRtr.empty()) {
-    fail(remoteError(fmt::format("{} destroyed its communicator while this rank still waited "
-                                 "for it (mismatched calls between ranks?)",
-                                 peerName(p->rank))),
+    fail(remoteError(fmt::format(
+             "{} destroyed its communicator (or aborted it, idle) while this rank still waited "
+             "for it (mismatched calls between ranks?)",
+             peerName(p->rank))),
          true);
   }
 }
