@@ -217,6 +217,13 @@ Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* f
                       const std::string& what, Fd* fd, int* err) {
   Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!s.valid()) return callError("socket()", errno);
+  if (from != nullptr && from->port() == 0) {
+    // The source port is chosen at connect, per destination, not at bind: many communicators
+    // made and destroyed (their closed connections linger in TIME_WAIT) then do not run out
+    // of ephemeral ports for the address.
+    const int one = 1;
+    (void)::setsockopt(s.get(), IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof one);
+  }
   if (from != nullptr && ::bind(s.get(), reinterpret_cast<const sockaddr*>(&from->ss), from->len)) {
     return systemError(fmt::format("cannot bind to {} to connect to {}: {}", from->toString(), what,
                                    std::strerror(errno)));
