@@ -275,8 +275,10 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
   // Out of files while handshakes are under way: they may end (or turn out to be strangers'),
   // so new connections wait a little instead.
   Clock::time_point pausedUntil{};
+  const bool abandonable = currentAbandonCheck() != nullptr;
   while (true) {
     if (enough && enough()) return Status::ok();
+    BRAID_TRY(checkAbandon());
     if (!outOfFiles.isOk() && pending.empty()) return outOfFiles;
     int left = msUntil(deadline);
     if (left == 0) return timeoutError(fmt::format("timed out waiting for {}", what));
@@ -284,7 +286,8 @@ Status acceptAuthenticated(const std::vector<int>& listenFds, const Secret& secr
     std::vector<pollfd> fds;
     for (int l : listenFds) fds.push_back({l, static_cast<short>(accepting ? POLLIN : 0), 0});
     for (auto& h : pending) fds.push_back({h.fd(), POLLIN, 0});
-    int n = ::poll(fds.data(), fds.size(), std::min(left, enough || !accepting ? 100 : 1000));
+    int n = ::poll(fds.data(), fds.size(),
+                   std::min(left, enough || abandonable || !accepting ? 100 : 1000));
     if (n < 0 && errno != EINTR) return systemError(fmt::format("poll: {}", std::strerror(errno)));
     if (n <= 0) continue;
     // Existing handshakes first (fds[L..] line up with `pending`).
@@ -373,8 +376,10 @@ Status connectPairs(int listenFd, const Secret& secret, uint64_t commTag, int ra
   Status acceptStatus, setupStatus;
   std::vector<bool> accepted(nranks, false);
   size_t got = 0;
+  const AbandonCheck* abandon = currentAbandonCheck();
   std::thread acceptor([&] {
     logSetThreadRank(rank);
+    AbandonScope scope(abandon);
     if (expected == 0) return;
     auto admit = [&](const Hello& h) -> Status {
       if (h.kind != ConnKind::kData || h.commTag != commTag || h.nranks != nranks ||

@@ -243,6 +243,15 @@ Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* f
   return Status::ok();
 }
 
+namespace {
+thread_local const AbandonCheck* tlsAbandon = nullptr;
+}  // namespace
+
+AbandonScope::AbandonScope(const AbandonCheck* check) : saved_(tlsAbandon) { tlsAbandon = check; }
+AbandonScope::~AbandonScope() { tlsAbandon = saved_; }
+const AbandonCheck* currentAbandonCheck() { return tlsAbandon; }
+Status checkAbandon() { return tlsAbandon != nullptr ? (*tlsAbandon)() : Status::ok(); }
+
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
                  const SockAddr* from) {
   int delayMs = 10;
@@ -255,6 +264,7 @@ Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::str
     bool retry = err == ECONNREFUSED || err == ECONNRESET || err == ETIMEDOUT ||
                  err == EHOSTUNREACH || err == ENETUNREACH || err == EAGAIN;
     if (!retry || Clock::now() >= deadline) break;
+    BRAID_TRY(checkAbandon());
     std::this_thread::sleep_for(std::chrono::milliseconds(std::min(delayMs, msUntil(deadline))));
     delayMs = std::min(delayMs * 2, 200);
   }

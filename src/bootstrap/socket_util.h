@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <string>
 
 #include "src/core/status.h"
@@ -90,6 +91,23 @@ Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* f
 // (port 0) binds the local end first, so the connection leaves through that address's NIC.
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
                  const SockAddr* from = nullptr);
+// Why a connection set-up under way should stop before its deadline: a split whose parent
+// communicator failed (a rank died) has nobody left to wait for. Set for the current thread
+// by AbandonScope; connect retries and accepting (and the accepting threads they start, which
+// install the same check) ask it at least every 200 ms. Ok: go on.
+using AbandonCheck = std::function<Status()>;
+class AbandonScope {
+ public:
+  explicit AbandonScope(const AbandonCheck* check);
+  ~AbandonScope();
+  AbandonScope(const AbandonScope&) = delete;
+  AbandonScope& operator=(const AbandonScope&) = delete;
+
+ private:
+  const AbandonCheck* saved_;
+};
+const AbandonCheck* currentAbandonCheck();
+Status checkAbandon();
 // Exact transfers on a blocking-or-not socket, bounded by the deadline.
 Status readFull(int fd, void* buf, size_t n, Deadline deadline, const std::string& what);
 Status writeFull(int fd, const void* buf, size_t n, Deadline deadline, const std::string& what);

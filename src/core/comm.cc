@@ -400,6 +400,16 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
   child->sendSeq_ = std::make_unique<std::atomic<uint64_t>[]>(members.size());
   child->recvSeq_ = std::make_unique<std::atomic<uint64_t>[]>(members.size());
   BRAID_TRY(child->transport_->setRankInfo(newRank, child->nranks_));
+  // A rank that dies now is seen by this (parent) communicator, not by the new one's
+  // connections, which would wait for it until the timeout.
+  const AbandonCheck parentFailed = [this]() -> Status {
+    if (!hasAsyncError()) return Status::ok();
+    Status e = asyncError();
+    return Status(e.code(), fmt::format("split: the parent communicator failed while the new one "
+                                        "connected: {}",
+                                        e.message()));
+  };
+  AbandonScope scope(&parentFailed);
   BRAID_TRY(child->connect(table, deadlineIn(cfg_.timeoutMs)));
   *out = std::move(child);
   return Status::ok();

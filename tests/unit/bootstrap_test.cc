@@ -113,6 +113,35 @@ TEST(Auth, WrongSecretIsRejectedOnBothSides) {
   EXPECT_FALSE(conn.isOk());
 }
 
+// A connection set-up whose job is gone (a split whose parent failed: a rank died) stops at
+// the abandon check, not at its deadline: connect retries to a refused port, accepting on a
+// listener nobody dials (connectPairs, in the thread it starts), both with 20 s deadlines.
+TEST(Auth, AbandonedSetUpStopsBeforeItsDeadline) {
+  Fd listener;
+  SockAddr loop, bound;
+  ASSERT_TRUE(SockAddr::parse("127.0.0.1:0", &loop).isOk());
+  ASSERT_TRUE(listenOn(loop, 4, &listener, &bound).isOk());
+  const auto start = Clock::now();
+  const AbandonCheck gone = [&]() -> Status {
+    return Clock::now() - start > std::chrono::milliseconds(300) ? remoteError("rank 2 died")
+                                                                 : Status::ok();
+  };
+  AbandonScope scope(&gone);
+  Secret secret{};
+  // Rank 0 of 2: accepts rank 1, which never comes.
+  Status s = connectPairs(
+      listener.get(), secret, 7, 0, 2, {true, true}, deadlineIn(20000),
+      [](int, Fd*) { return Status::ok(); }, [](int, Fd, bool) { return Status::ok(); },
+      [](int r) { return "rank " + std::to_string(r); }, "test");
+  EXPECT_FALSE(s.isOk());
+  EXPECT_NE(s.message().find("rank 2 died"), std::string::npos) << s.message();
+  listener.reset();  // now refused
+  Fd fd;
+  s = connectTo(bound, deadlineIn(20000), &fd, "rank 0");
+  EXPECT_NE(s.message().find("rank 2 died"), std::string::npos) << s.message();
+  EXPECT_LT(Clock::now() - start, std::chrono::seconds(5));
+}
+
 TEST(Netif, IfnameSpecMatchesLikeNccl) {
   EXPECT_TRUE(ifnameMatches("eth", "eth0"));
   EXPECT_FALSE(ifnameMatches("eth", "ib0"));

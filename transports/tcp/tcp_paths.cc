@@ -294,8 +294,10 @@ Status Transport::initialConnect(Deadline deadline) {
   // Higher ranks connect to lower ones; accept concurrently so nobody waits on a chain.
   Status acceptStatus;
   std::vector<AcceptedConn> accepted;
+  const AbandonCheck* abandon = currentAbandonCheck();
   std::thread acceptor([&] {
     logSetThreadRank(me);
+    AbandonScope scope(abandon);
     if (expected == 0) return;
     std::vector<int> lfds;
     for (const auto& l : listeners_) lfds.push_back(l->fd());
