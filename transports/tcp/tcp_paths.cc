@@ -388,8 +388,8 @@ Status Transport::initialConnect(Deadline deadline) {
         if (connectStatus.isOk()) {
           ++made;
           failed.erase(failed.begin() + static_cast<std::ptrdiff_t>(i));
-        } else if (Clock::now() < deadline) {
-          connectStatus = Status::ok();
+        } else if (Clock::now() < deadline && checkAbandon().isOk()) {
+          connectStatus = Status::ok();  // (not when the set-up was abandoned: that error)
         }
       }
     }
