@@ -91,7 +91,11 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
     // real host (and network namespace).
     const bool sameNode =
         nodes_.nodeOf[r] == nodes_.nodeOf[rank_] && table.hostIds[r] == table.hostIds[rank_];
-    peers[r] = PeerInfo{table.addresses[r], table.hosts[r], r != rank_, sameNode};
+    // A split's peers are also named by their rank in the communicator made at init (several
+    // overlapping splits number the same process differently).
+    std::string host = table.hosts[r];
+    if (!worldRanks_.empty()) host += fmt::format(", world rank {}", worldRanks_[r]);
+    peers[r] = PeerInfo{table.addresses[r], host, r != rank_, sameNode};
   }
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
@@ -393,6 +397,7 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     table.addresses.push_back(members[i].addr);
     table.nodes.push_back(table_.nodes[members[i].parentRank]);  // the parent's grouping
     table.hostIds.push_back(table_.hostIds[members[i].parentRank]);
+    child->worldRanks_.push_back(worldRank(members[i].parentRank));
   }
   // Re-seat the child with its real rank and size (the transport listener is kept).
   child->rank_ = newRank;

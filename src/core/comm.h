@@ -43,6 +43,9 @@ class Comm : public std::enable_shared_from_this<Comm> {
   Status split(int color, int key, std::shared_ptr<Comm>* out);
 
   int rank() const { return rank_; }
+  // A rank's number in the communicator made at init that this one was split from (itself
+  // when it was made at init).
+  int worldRank(int r) const { return worldRanks_.empty() ? r : worldRanks_[r]; }
   // The process that created it, and the fork generation it belongs to (handles.h).
   int creatorPid() const { return creatorPid_; }
   uint64_t forkGeneration() const { return forkGen_; }
@@ -113,6 +116,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::unique_ptr<Reactor> reactor_;
   std::unique_ptr<TransportSet> transport_;
   PeerTable table_;
+  std::vector<int> worldRanks_;  // per rank, for a split: worldRank()
   NodeMap nodes_;
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
   std::atomic<uint64_t> collSeq_{0};  // collective calls made (the next one's number)

@@ -437,6 +437,34 @@ TEST_P(PeerFailure, ATimeoutNamesTheRankThatHasNotMadeTheCall) {
   }
 }
 
+// On a split communicator a peer is also named by its rank in the communicator made at init:
+// with overlapping splits the same process has several numbers. World rank 3 is rank 0 of the
+// odd ranks' split (keys reversed) and exits; world rank 1 must read "world rank 3".
+TEST_P(PeerFailure, ASplitsPeerIsAlsoNamedByItsWorldRank) {
+  RankOptions opt = options("10000");
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        braidComm_t sub = nullptr;
+        BRAID_ASSERT_OK(braidCommSplit(comm, r % 2, n - r, &sub), comm);
+        if (r == 3) _exit(0);
+        float x = 1;
+        braidResult_t rc = braidAllReduce(&x, &x, 1, braidFloat32, braidSum, sub, nullptr);
+        if (r == 1) {
+          EXPECT_TRUE(isPeerFailure(rc)) << rc;
+          std::string msg = braidGetLastError(sub);
+          EXPECT_NE(msg.find("rank 0 ("), std::string::npos) << msg;
+          EXPECT_NE(msg.find("world rank 3"), std::string::npos) << msg;
+        } else {
+          EXPECT_EQ(rc, braidSuccess) << braidGetLastError(sub);
+          EXPECT_EQ(braidCommDestroy(sub), braidSuccess);
+        }
+      },
+      opt);
+}
+
 INSTANTIATE_TEST_SUITE_P(Transports, PeerFailure, ::testing::Values("tcp", "shm"),
                          [](const ::testing::TestParamInfo<const char*>& info) {
                            return std::string(info.param);

@@ -233,8 +233,9 @@ TEST(Usage, AGroupWithARefusedCallRunsNothingAndSaysSo) {
               braidInvalidArgument);
           EXPECT_EQ(braidGroupEnd(), braidInvalidArgument);
         } else {
-          EXPECT_EQ(braidRecv(b.data(), b.size(), braidInt32, 0, comm, nullptr), braidSuccess);
-          EXPECT_EQ(braidRecv(b.data(), b.size(), braidInt32, 0, comm, nullptr), braidSuccess);
+          // (Refused already if rank 0's group failed the communicator first.)
+          (void)braidRecv(b.data(), b.size(), braidInt32, 0, comm, nullptr);
+          (void)braidRecv(b.data(), b.size(), braidInt32, 0, comm, nullptr);
           EXPECT_NE(braidGroupEnd(), braidSuccess);
           msg = braidGetLastError(nullptr);
           EXPECT_NE(msg.find("rank 0"), std::string::npos) << msg;

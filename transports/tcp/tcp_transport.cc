@@ -552,8 +552,18 @@ void Transport::close(Deadline deadline) {
   // and, for a short while, for the peers' goodbyes: closing with their goodbye unread would
   // reset the connection under them.
   Deadline byeBy = std::min(deadline, deadlineIn(200));
+  // After a failure, the ABORT frames still being written tell the peers why (a rank that
+  // destroys its failed communicator at once otherwise leaves them an EOF, and they blame it).
+  Deadline abortBy = std::min(deadline, deadlineIn(1000));
   ctx_.reactor->waitUntil(deadline, [&] {
-    if (failed()) return true;
+    if (failed()) {
+      for (Peer& p : peers_) {
+        for (auto& path : p.paths) {
+          if (path->sock && path->sock->abortPending() && Clock::now() < abortBy) return false;
+        }
+      }
+      return true;
+    }
     for (Peer& p : peers_) {
       if (!p.tx.idle() && Clock::now() < byeBy) return false;
       for (auto& path : p.paths) {

@@ -108,6 +108,8 @@ class Socket : public Reactor::Handler {
   bool alive() const { return fd_.valid(); }
   bool frozen() const { return frozen_; }
   size_t queuedBytes() const { return queued_; }
+  // beginAbort ran and its ABORT frame is not all written yet.
+  bool abortPending() const { return aborting_ && fd_.valid() && !out_.empty(); }
   int fd() const { return fd_.get(); }
   int path() const { return path_; }
   // Liveness: when this socket last read or wrote something (mp::nowNs clock).
