@@ -93,7 +93,7 @@ class FastOp final : public PollStep {
   bool failLeft(int p, Status* err) {
     return fail(remoteError(fmt::format("{}: {} destroyed its communicator (or aborted it, idle) "
                                         "while this rank still waited for it "
-                                        "(fast boxes, call {}; mismatched calls between ranks?)",
+                                        "(fast-box call {}; mismatched calls between ranks?)",
                                         collName(a_.kind), comm_->transport()->peerName(p), seq_)),
                 err);
   }
@@ -336,17 +336,17 @@ void FastOp::directStop() {
 }
 
 std::string FastOp::waitingFor() const {
-  if (!started_) return fmt::format("this rank's previous call (fast boxes, call {})", seq_ - 1);
+  if (!started_) return fmt::format("this rank's previous call (fast-box call {})", seq_ - 1);
   if (!posted_) {
-    return fmt::format("{} to finish call {} (fast boxes: its box is still in use)",
+    return fmt::format("{} to finish fast-box call {} (its box is still in use)",
                        comm_->transport()->peerName(nextOut_), seq_ - 2);
   }
   if (direct_ && next_ >= n_) {
     return fmt::format("{} to finish its chunks of the direct allreduce (call {})",
                        comm_->transport()->peerName(1 - me_), seq_);
   }
-  return fmt::format("{} of {} (fast boxes, call {})", collName(a_.kind),
-                     comm_->transport()->peerName(next_), seq_);
+  return fmt::format("{} of {} (fast-box call {}; fast-box calls are numbered apart)",
+                     collName(a_.kind), comm_->transport()->peerName(next_), seq_);
 }
 
 Status FastOp::run() {
@@ -372,9 +372,11 @@ Status FastOp::run() {
     if ((i & (yield ? 7 : 127)) != 0) continue;
     const auto waited = Clock::now() - start;
     if (waited >= timeout) {
+      const std::string late = comm_->whoIsLate(tagBase_);
       Status t = timeoutError(timeoutText(collName(a_.kind), cfg.timeoutMs,
-                                          waitingFor() + comm_->transport()->healthNote(),
-                                          comm_->whoIsLate(tagBase_)));
+                                          waitingFor() + comm_->transport()->healthNote(), late));
+      // (As the executor: a failure that came in meanwhile says more, unless this names them.)
+      if (!namesLateRanks(late) && comm_->hasAsyncError()) t = comm_->asyncError();
       fail(t, &err);
       return t;
     }

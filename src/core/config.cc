@@ -97,7 +97,8 @@ void warnUnknownVariablesNow() {
     const std::string* best = nullptr;
     size_t bestD = 3;  // suggest only close names (two edits at most)
     for (const auto& k : known) {
-      const size_t d = distance(name, k);
+      // A known name that starts with this one (BRAID_TIMEOUT for BRAID_TIMEOUT_MS) is close.
+      const size_t d = k.rfind(name, 0) == 0 ? 1 : distance(name, k);
       if (d < bestD) bestD = d, best = &k;
     }
     LOG_WARN(kInit, "{} is not a braid setting and is ignored{}; braid-info lists the settings",

@@ -130,27 +130,39 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
       behind.push_back(p);
     }
   }
+  size_t cut = 0;  // answers lost when the communicator failed meanwhile
+  for (int p = 0; p < nranks; ++p) cut += made[static_cast<size_t>(p)] == Exchange::kFailed;
   std::string out;
+  // (Call numbers count every collective call on the communicator, braid's own exchanges such
+  // as splits too, from 1.)
   if (behind.size() == 1) {
     out = fmt::format(
-        "{} has not made this call, the communicator's collective call {} (it has made {}): "
-        "the others wait for it",
+        "{} has not made this call (call {} on this communicator; it has made {}): the others "
+        "wait for it",
         t->peerName(behind[0]), call + 1, made[static_cast<size_t>(behind[0])]);
   } else if (!behind.empty()) {
     out = fmt::format(
-        "{} ranks have not made this call, the communicator's collective call {}: {}: the "
-        "others wait for them",
+        "{} ranks have not made this call (call {} on this communicator): {}; the others wait "
+        "for them",
         behind.size(), call + 1, names(t, behind, &made));
   } else if (silent.empty() && !failed) {
     out =
         "every rank has made this call (what is missing is data in transit, or a call queued "
         "on a rank's stream behind another that waits)";
   }
+  if (!behind.empty() && cut > 0) {
+    out += fmt::format(" (the answers of {} more were cut off: the communicator failed meanwhile)",
+                       cut);
+  }
   if (!silent.empty()) {
     out += fmt::format("{}no answer within {} ms from {} (stopped, or too busy to answer?)",
                        out.empty() ? "" : "; ", waitMs, names(t, silent));
   }
   return out;
+}
+
+bool namesLateRanks(const std::string& late) {
+  return late.find("not made this call") != std::string::npos;
 }
 
 std::string timeoutText(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,

@@ -33,10 +33,13 @@ void answerLaggardQuery(Transport* t, Reactor* loop, int peer, uint64_t tag,
 // Application thread, with the loop not held by it: asks every peer of `t` (ranks 0..nranks-1
 // but `rank`) how many collective calls it has made, waits up to waitMs for the answers, and
 // returns what they say about call number `call` (0-based) for the timeout's message:
-// "rank 5 (...) has not made this call, the communicator's collective call 12 (it has made
-// 11): the others wait for it", or "" when nothing is known.
+// "rank 5 (...) has not made this call (call 12 on this communicator; it has made 11): the
+// others wait for it", or "" when nothing is known.
 std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uint32_t probeId,
                           int64_t waitMs);
+
+// Whether probeLaggards' text names ranks that have not made the call.
+bool namesLateRanks(const std::string& late);
 
 // A timed-out call's message: what the probe learnt first (the abort that carries it to the
 // peers has a bounded length), then what this rank waited for.

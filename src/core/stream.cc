@@ -21,7 +21,9 @@ Status runTask(Task& task) {
   if (!task.schedules.empty()) logSetThreadRank(task.schedules[0]->comm()->rank());
   Status st = executeSchedules(task.schedules);
   for (auto& c : comms) {
-    if (!st.isOk()) c->setLastError(st.message());
+    // Each communicator's own failure, where it has one: in a group over several, the call's
+    // error names ranks of the communicator it came from (the others' say so).
+    if (!st.isOk()) c->setLastError(c->hasAsyncError() ? c->asyncError().message() : st.message());
     c->leave();
   }
   if (!st.isOk() && failedBefore) {

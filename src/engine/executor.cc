@@ -399,6 +399,10 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
     }
     Status t = waitTimedOut(scheds_[0]->name(), timeoutMs, pendingDescription(),
                             *scheds_[0]->comm()->transport(), late);
+    // Another rank's failure that came in while this one asked (its abort cut the answers off)
+    // says more, unless this rank's answers named the late ranks.
+    Comm* c0 = scheds_[0]->comm();
+    if (!namesLateRanks(late) && c0->hasAsyncError()) t = c0->asyncError();
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
   };
@@ -450,8 +454,19 @@ Status Run::execute() {
         if (err_.isOk()) {
           err_ = q->status;
           // The call cannot finish, and its peers wait for this rank's part: tell them why (a
-          // peer that only saw this rank go away would blame it), and end the rest now.
-          for (auto& s : scheds_) s->comm()->failWith(err_);
+          // peer that only saw this rank go away would blame it), and end the rest now. The
+          // other communicators of a group say where it came from (its rank numbers are
+          // another communicator's).
+          Comm* from = scheds_[static_cast<uint32_t>(q->node >> 32)]->comm();
+          for (auto& s : scheds_) {
+            s->comm()->failWith(
+                s->comm() == from
+                    ? err_
+                    : Status(err_.code(),
+                             fmt::format("a call of the same group on another "
+                                         "communicator (rank numbers there) failed: {}",
+                                         err_.message())));
+          }
         }
         continue;
       }

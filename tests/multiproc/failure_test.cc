@@ -427,8 +427,8 @@ TEST_P(PeerFailure, ATimeoutNamesTheRankThatHasNotMadeTheCall) {
           EXPECT_TRUE(isPeerFailure(rc)) << "rank " << r << ": " << rc;
           std::string msg = braidGetLastError(comm);
           EXPECT_NE(msg.find("rank 3 ("), std::string::npos) << "rank " << r << ": " << msg;
-          EXPECT_NE(msg.find("has not made this call, the communicator's collective call 2 (it "
-                             "has made 1)"),
+          EXPECT_NE(msg.find("has not made this call (call 2 on this communicator; it has made "
+                             "1)"),
                     std::string::npos)
               << "rank " << r << ": " << msg;
           EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
