@@ -19,7 +19,6 @@
 #include "collectives/algorithms.h"
 #include "collectives/allreduce_direct.h"
 #include "src/core/comm.h"
-#include "src/core/laggards.h"
 #include "src/core/log.h"
 #include "src/engine/reduce.h"
 
@@ -372,11 +371,9 @@ Status FastOp::run() {
     if ((i & (yield ? 7 : 127)) != 0) continue;
     const auto waited = Clock::now() - start;
     if (waited >= timeout) {
-      const std::string late = comm_->whoIsLate(tagBase_);
-      Status t = timeoutError(timeoutText(collName(a_.kind), cfg.timeoutMs,
-                                          waitingFor() + comm_->transport()->healthNote(), late));
-      // (As the executor: a failure that came in meanwhile says more, unless this names them.)
-      if (!namesLateRanks(late) && comm_->hasAsyncError()) t = comm_->asyncError();
+      Status t = comm_->timedOut(collName(a_.kind), cfg.timeoutMs,
+                                 waitingFor() + comm_->transport()->healthNote(),
+                                 comm_->whoIsLate(tagBase_));
       fail(t, &err);
       return t;
     }

@@ -167,8 +167,8 @@ braidResult_t braidCommAbort(braidComm_t comm) {
   // none, what this rank's finished calls sent may still be on its way (a peer's call of the
   // same collective still receiving it): the communicator leaves as at destroy, its queues
   // written out, for at most a second.
+  // (shutdown(why) fails the calls in flight.)
   const char* why = "the communicator was aborted by braidCommAbort";
-  if (!c->idle()) c->abort(why);
   if (!braid::unregisterHandle(comm)) {
     c->abort(why);  // another thread destroys it: the calls in flight end now all the same
     return braidSuccess;

@@ -246,6 +246,12 @@ std::string Comm::whoIsLate(uint64_t tagBase) {
                        probes_.fetch_add(1, std::memory_order_relaxed), waitMs);
 }
 
+Status Comm::timedOut(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,
+                      const std::string& late) {
+  if (!namesLateRanks(late) && hasAsyncError()) return asyncError();
+  return timeoutError(timeoutText(call, timeoutMs, waitingFor, late));
+}
+
 uint64_t Comm::nextSendTagBase(int peer) {
   uint64_t seq = sendSeq_[peer].fetch_add(1, std::memory_order_relaxed) & kTagSeqMask;
   return kP2pBit | (seq << kSlotBits);
@@ -303,7 +309,7 @@ void Comm::shutdown(const char* aborting) {
     }
     failed_.store(true, std::memory_order_release);
   }
-  if (aborting && !idle()) abort(aborting);  // a call that started after braidCommAbort looked
+  if (aborting && !idle()) abort(aborting);  // calls in flight or queued fail now
   Deadline d = deadlineIn(cfg_.timeoutMs);
   while (inflight_.load() > 0 && Clock::now() < d) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));

@@ -73,6 +73,11 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // Before a collective call that timed out fails (any thread but the loop's): what the peers
   // say of the call of this tag base (laggards.h), to append to the timeout's message.
   std::string whoIsLate(uint64_t tagBase);
+  // The error of a call that timed out waiting for `waitingFor`, with `late` (whoIsLate) first;
+  // or the failure that reached this communicator meanwhile, unless `late` names late ranks
+  // (that failure cut the answers off and carries the first rank's diagnosis).
+  Status timedOut(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,
+                  const std::string& late);
   uint64_t nextSendTagBase(int peer);
   uint64_t nextRecvTagBase(int peer);
 

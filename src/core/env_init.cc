@@ -270,6 +270,18 @@ struct Plan {
   std::string rootText;      // kRootAddr
 };
 
+// BRAID_UNIQUE_ID (braidrun's), decoded.
+Status uniqueIdFromEnv(UniqueIdData* d) {
+  braidUniqueId id;
+  if (braidUniqueIdFromString(env("BRAID_UNIQUE_ID"), &id) != braidSuccess) {
+    return invalidArgument(fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr)));
+  }
+  if (Status s = decodeUniqueId(id, d); !s.isOk()) {
+    return Status(s.code(), fmt::format("BRAID_UNIQUE_ID: {}", s.message()));
+  }
+  return Status::ok();
+}
+
 Status planLaunch(Plan* p) {
   Launch& l = p->l;
   BRAID_TRY(findRankAndSize(&l));
@@ -341,11 +353,7 @@ Status initFromEnv(braidComm_t* out) {
     BRAID_TRY(startRootServer(d.root, d.secret, cfg.timeoutMs, &bound));
     d.root = bound;
   } else if (p.meet == Meet::kUniqueId) {
-    braidUniqueId id;
-    if (braidUniqueIdFromString(env("BRAID_UNIQUE_ID"), &id) != braidSuccess) {
-      return invalidArgument(fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr)));
-    }
-    BRAID_TRY(decodeUniqueId(id, &d));
+    BRAID_TRY(uniqueIdFromEnv(&d));
   } else if (p.meet == Meet::kIdFile) {
     if (p.ownerOnly) {
       LOG_INFO(kBoot,
@@ -433,14 +441,9 @@ LaunchDescription describeLaunch() {
       out.rendezvous = "none: a job of one rank";
       break;
     case Meet::kUniqueId: {
-      braidUniqueId id;
       UniqueIdData d;
-      if (braidUniqueIdFromString(env("BRAID_UNIQUE_ID"), &id) != braidSuccess) {
-        out.error = fmt::format("BRAID_UNIQUE_ID: {}", braidGetLastError(nullptr));
-        return out;
-      }
-      if (Status ds = decodeUniqueId(id, &d); !ds.isOk()) {
-        out.error = fmt::format("BRAID_UNIQUE_ID: {}", ds.message());
+      if (Status ds = uniqueIdFromEnv(&d); !ds.isOk()) {
+        out.error = ds.message();
         return out;
       }
       out.rendezvous = fmt::format("BRAID_UNIQUE_ID: root at {}", d.root.toString());

@@ -118,20 +118,18 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
   }
   x->abandon();
   std::vector<int> behind, silent;
-  bool failed = false;
+  size_t cut = 0;  // answers lost when the communicator failed meanwhile
   for (int p = 0; p < nranks; ++p) {
     if (p == rank) continue;
     const int64_t m = made[static_cast<size_t>(p)];
     if (m == Exchange::kSilent) {
       silent.push_back(p);
     } else if (m == Exchange::kFailed) {
-      failed = true;
+      ++cut;
     } else if (static_cast<uint64_t>(m) <= call) {
       behind.push_back(p);
     }
   }
-  size_t cut = 0;  // answers lost when the communicator failed meanwhile
-  for (int p = 0; p < nranks; ++p) cut += made[static_cast<size_t>(p)] == Exchange::kFailed;
   std::string out;
   // (Call numbers count every collective call on the communicator, braid's own exchanges such
   // as splits too, from 1.)
@@ -145,7 +143,7 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
         "{} ranks have not made this call (call {} on this communicator): {}; the others wait "
         "for them",
         behind.size(), call + 1, names(t, behind, &made));
-  } else if (silent.empty() && !failed) {
+  } else if (silent.empty() && cut == 0) {
     out =
         "every rank has made this call (what is missing is data in transit, or a call queued "
         "on a rank's stream behind another that waits)";

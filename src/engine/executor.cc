@@ -38,8 +38,8 @@ std::string describe(const NetRequest& q, const Transport& t) {
 // The error of a wait that ran out: "allreduce timed out after 30000 ms waiting for receive of
 // 8 bytes from rank 1 (...)" and what the transport knows of the peers' health.
 Status waitTimedOut(const std::string& name, int64_t timeoutMs, const std::string& pending,
-                    const Transport& t, const std::string& late = {}) {
-  return timeoutError(timeoutText(name, timeoutMs, pending + t.healthNote(), late));
+                    const Transport& t) {
+  return timeoutError(timeoutText(name, timeoutMs, pending + t.healthNote(), {}));
 }
 
 class Waiter;
@@ -397,12 +397,9 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
         break;
       }
     }
-    Status t = waitTimedOut(scheds_[0]->name(), timeoutMs, pendingDescription(),
-                            *scheds_[0]->comm()->transport(), late);
-    // Another rank's failure that came in while this one asked (its abort cut the answers off)
-    // says more, unless this rank's answers named the late ranks.
     Comm* c0 = scheds_[0]->comm();
-    if (!namesLateRanks(late) && c0->hasAsyncError()) t = c0->asyncError();
+    Status t = c0->timedOut(scheds_[0]->name(), timeoutMs,
+                            pendingDescription() + c0->transport()->healthNote(), late);
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
   };
