@@ -126,9 +126,15 @@ void Comm::setupFastBoxes() {
 
 namespace {
 
+// What ranks say to each other (rendezvous rows, transport handshakes, frame and tag layouts,
+// control messages): raise it whenever one of them changes, so that ranks of builds that
+// would misread each other fail at init instead of exchanging garbage.
+constexpr int kWireProtocol = 2;
+
 // The settings every rank must share (each decides alone what the others' calls then must
 // match: a forced algorithm, the fast boxes' size, the nodes of a topology file), as
-// "NAME=value" lines; a topology file by what it declares, not by its path.
+// "NAME=value" lines, the first naming the build; a topology file by what it declares, not by
+// its path.
 std::string sharedSettings(const Config& cfg, const NodeMap& declared) {
   std::string topo = "none";
   if (!cfg.topoFile.empty()) {
@@ -141,8 +147,10 @@ std::string sharedSettings(const Config& cfg, const NodeMap& declared) {
     topo = fmt::format("{} nodes, digest {:016x}", declared.names.size(),
                        std::hash<std::string>{}(canon));
   }
-  return fmt::format("BRAID_ALGO={}\nBRAID_SHM_FAST_BYTES={}\nBRAID_TOPO_FILE={}", cfg.algo,
-                     cfg.shmFastBytes, topo);
+  const std::string build = fmt::format("{}.{}.{} (wire protocol {})", BRAID_MAJOR, BRAID_MINOR,
+                                        BRAID_PATCH, kWireProtocol);
+  return fmt::format("braid={}\nBRAID_ALGO={}\nBRAID_SHM_FAST_BYTES={}\nBRAID_TOPO_FILE={}", build,
+                     cfg.algo, cfg.shmFastBytes, topo);
 }
 
 // Every rank holds every rank's settings: each finds the same difference and fails alike.
@@ -156,11 +164,18 @@ Status checkSharedSettings(const std::vector<std::string>& settings,
     for (size_t i = 0; i < base.size() && i < mine.size(); ++i) {
       if (base[i] == mine[i]) continue;
       const std::string name = base[i].substr(0, base[i].find('='));
+      const auto value = [](const std::string& line) { return line.substr(line.find('=') + 1); };
+      if (name == "braid") {
+        return invalidUsage(fmt::format(
+            "rank 0 ({}) runs braid {} and rank {} ({}) braid {}: every rank of a job must run "
+            "the same braid build; check the library each rank loads (LD_LIBRARY_PATH, "
+            "container image; braid-info prints the version)",
+            hosts[0], value(base[i]), r, hosts[r], value(mine[i])));
+      }
       return invalidUsage(fmt::format(
           "{} differs between ranks: '{}' on rank 0 ({}), '{}' on rank {} ({}); it must be the "
           "same on every rank",
-          name, base[i].substr(base[i].find('=') + 1), hosts[0],
-          mine[i].substr(mine[i].find('=') + 1), r, hosts[r]));
+          name, value(base[i]), hosts[0], value(mine[i]), r, hosts[r]));
     }
   }
   return Status::ok();

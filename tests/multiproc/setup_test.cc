@@ -2,6 +2,7 @@
 // unique-id file, mpirun/srun environments, log files.
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -20,7 +21,9 @@
 #include <vector>
 
 #include "harness/ranks.h"
+#include "src/bootstrap/rendezvous.h"
 #include "src/bootstrap/socket_util.h"
+#include "src/bootstrap/unique_id.h"
 #include "src/core/handles.h"
 
 namespace braid::test {
@@ -168,6 +171,44 @@ TEST(Setup, SettingsThatMustAgreeButDifferFailEveryRankSayingWhich) {
         },
         opt);
   }
+}
+
+// A rank of another braid build (an older library on one node, a stale container image): the
+// others fail init at once naming both versions, before any data could be misread. Rank 1 is a
+// process that joins the rendezvous as such a build would, its row saying another version.
+TEST(Setup, ARankRunningAnotherBraidBuildFailsInitNamingBothVersions) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+  runRanks(
+      3,
+      [](int r, int n, const braidUniqueId& id) {
+        const double t0 = now();
+        if (r == 1) {
+          braid::UniqueIdData d;
+          ASSERT_TRUE(braid::decodeUniqueId(id, &d).isOk());
+          std::vector<std::string> rows;
+          const std::string blob =
+              "otherhost\nother-id\n127.0.0.1:1\nbraid=0.0.7 (wire protocol 1)\n"
+              "BRAID_ALGO=\nBRAID_SHM_FAST_BYTES=0\nBRAID_TOPO_FILE=none";
+          ASSERT_TRUE(
+              braid::rendezvous(d.root, d.secret, r, n, blob, braid::deadlineIn(30000), &rows)
+                  .isOk());
+          EXPECT_EQ(rows.size(), 3u);
+          return;
+        }
+        braidComm_t comm = nullptr;
+        EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidUsage);
+        EXPECT_EQ(comm, nullptr);
+        EXPECT_LT(now() - t0, 30.0);
+        const std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find(fmt::format("runs braid {}.{}.{} (wire protocol", BRAID_MAJOR,
+                                       BRAID_MINOR, BRAID_PATCH)),
+                  std::string::npos)
+            << msg;
+        EXPECT_NE(msg.find("rank 1 (otherhost) braid 0.0.7 (wire protocol 1)"), std::string::npos)
+            << msg;
+      },
+      opt);
 }
 
 // A rank killed at the rendezvous while it waits for the others: once the last rank joins,
