@@ -348,13 +348,16 @@ braidResult_t braidAllToAll(const void* sendbuff, void* recvbuff, size_t count,
 braidResult_t braidAllToAllv(const void* sendbuff, const size_t* sendcounts, const size_t* sdispls,
                              void* recvbuff, const size_t* recvcounts, const size_t* rdispls,
                              braidDataType_t datatype, braidComm_t comm, braidStream_t stream) {
+  // Refused before issue(): inside a group, the group must fail too (as issue() does).
   std::shared_ptr<braid::Comm> c;
-  if (braidResult_t r = braid::report(braid::lookupComm(comm, &c)); r != braidSuccess) return r;
-  if (!sendcounts || !sdispls || !recvcounts || !rdispls) {
-    return braid::report(
-        braid::invalidArgument("alltoallv: sendcounts, sdispls, recvcounts and rdispls must not "
-                               "be NULL"),
-        c);
+  braid::Status s = braid::lookupComm(comm, &c);
+  if (s.isOk() && (!sendcounts || !sdispls || !recvcounts || !rdispls)) {
+    s = braid::invalidArgument(
+        "alltoallv: sendcounts, sdispls, recvcounts and rdispls must not be NULL");
+  }
+  if (!s.isOk()) {
+    braid::groupNoteError(s);
+    return braid::report(s, c);
   }
   auto call =
       makeCall(CollKind::kAllToAllv, comm, stream, sendbuff, recvbuff, 0, rawEnum(datatype));

@@ -221,6 +221,15 @@ TEST(Usage, AGroupWithARefusedCallRunsNothingAndSaysSo) {
         EXPECT_EQ(braidGroupEnd(), braidInvalidArgument);
         std::string msg = braidGetLastError(nullptr);
         EXPECT_NE(msg.find("nothing of the group ran"), std::string::npos) << msg;
+        // The same with all-to-allv's own checks (NULL counts).
+        ASSERT_EQ(braidGroupStart(), braidSuccess);
+        EXPECT_EQ(
+            braidAllToAllv(&x, nullptr, nullptr, &y, nullptr, nullptr, braidInt32, comm, nullptr),
+            braidInvalidArgument);
+        EXPECT_EQ(braidGroupEnd(), braidInvalidArgument);
+        msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("nothing of the group ran"), std::string::npos) << msg;
+        EXPECT_EQ(y, 0);
         BRAID_ASSERT_OK(braidAllReduce(&x, &y, 1, braidInt32, braidSum, comm, nullptr), comm);
         EXPECT_EQ(y, 2);
         std::vector<int32_t> a(100, r), b(100, -1);
