@@ -55,7 +55,9 @@ PciDevice describe(hwloc_topology_t topo, hwloc_obj_t dev, const char* kind) {
 
 namespace {
 
-hwloc_topology_t gKeptTopology = nullptr;  // see discoverOnce
+// See discoverOnce. Only written: "used" keeps the optimizer from dropping it and its store,
+// so that leak checkers (ASan's, valgrind) in programs linking braid see the topology held.
+[[gnu::used]] hwloc_topology_t gKeptTopology = nullptr;
 
 Status discoverOnce(MachineInfo* out) {
   hwloc_topology_t raw = nullptr;
