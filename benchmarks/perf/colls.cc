@@ -1,5 +1,6 @@
 // The collectives braid-perf measures: sizes, bus-bandwidth factors (nccl-tests' formulas),
 // one call each, and exact data checks.
+#include <algorithm>
 #include <cstring>
 
 #include "benchmarks/perf/perf.h"
@@ -44,7 +45,8 @@ size_t countFor(const Coll& c, size_t bytes, size_t esz, int n) {
     case kAllGather:
     case kReduceScatter:
     case kAllToAll:
-      return elems / static_cast<size_t>(n);
+      // As current nccl-tests: each rank's block rounded down to a multiple of 16 bytes.
+      return elems / static_cast<size_t>(n) & ~(std::max<size_t>(16 / esz, 1) - 1);
     default:
       return elems;
   }

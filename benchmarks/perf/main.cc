@@ -10,8 +10,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -97,7 +99,8 @@ void usage() {
       "       reduce_perf, reduce_scatter_perf, alltoall_perf, sendrecv_perf [flags])\n"
       "COLL: allreduce allgather broadcast reduce reducescatter alltoall sendrecv\n"
       "  -b minbytes  -e maxbytes  -f stepfactor  -i stepbytes  -n iters  -w warmup iters\n"
-      "  -m agg iters (calls fused in one group per iteration; time per call)\n"
+      "  -m agg iters (calls fused in one group per iteration; time per call; each call has\n"
+      "     its own receive buffer, as calls of one group must not share one: m x the memory)\n"
       "  -c check (0/1)  -o op (sum|prod|min|max|avg|all)  -d dtype (int8..float64, half,\n"
       "  bfloat16, all)  -r root  -z blocking (0/1)  -a average (0 rank0, 1 avg, 2 min, 3 max)\n"
       "  -R register buffers (1: braidCommRegister, zero-copy over RDMA)  -J FILE (JSON lines)\n"
@@ -112,6 +115,18 @@ void usage() {
       "  --inject SPEC  kill a path mid-run (BRAID_FAULT syntax, e.g. rank=0,path=0,after_ms=500\n"
       "                 or rank=1,path=rand,after_bytes=256M,mode=blackhole)\n"
       "Ranks come from the launcher: braidrun -np N, mpirun (+BRAID_ROOT_ADDR), torchrun, srun.\n");
+}
+
+// A flag's integer value in [lo, hi], or exit naming the flag and what it takes.
+int intFlag(char flag, long lo, long hi, const char* what) {
+  int v = 0;
+  if (!parseInt(optarg, lo, hi, &v)) {
+    die(flag == 't' || flag == 'g'
+            ? fmt::format("-{} {}: braid-perf runs one rank per process: -t and -g must be 1", flag,
+                          optarg)
+            : fmt::format("-{}: '{}' is not {}", flag, optarg, what));
+  }
+  return v;
 }
 
 Options parse(int argc, char** argv) {
@@ -176,28 +191,26 @@ Options parse(int argc, char** argv) {
         o.types = parseTypes(optarg);
         break;
       case 'r':
-        o.root = std::atoi(optarg);
+        o.root = intFlag('r', 0, INT32_MAX, "a rank number (the root of broadcast and reduce)");
         break;
       case 'z':
-        o.blocking = std::atoi(optarg) != 0;
+        o.blocking = intFlag('z', 0, 1, "0 or 1") != 0;
         break;
       case 'a':
-        o.average = std::atoi(optarg);
+        o.average = intFlag('a', 0, 3, "0..3 (0 rank 0, 1 average, 2 min, 3 max)");
         break;
       case 'R':
-        o.registerBuffers = std::atoi(optarg) != 0;
+        o.registerBuffers = intFlag('R', 0, 2, "0 or 1") != 0;
         break;
       case 'N':
-        o.cycles = std::atoi(optarg);
-        if (o.cycles < 0) die("-N must be >= 0 (0: repeat until stopped)");
+        o.cycles = intFlag('N', 0, INT32_MAX, "a number of sweeps (0: repeat until stopped)");
         break;
       case 't':
       case 'g':
-        if (std::atoi(optarg) != 1) die("braid-perf runs one rank per process: -t/-g must be 1");
+        (void)intFlag(static_cast<char>(c), 1, 1, "1");
         break;
       case 'm':
-        o.aggIters = std::atoi(optarg);
-        if (o.aggIters < 1) die("-m must be >= 1 (calls fused in one group per iteration)");
+        o.aggIters = intFlag('m', 1, 1 << 20, "a number of calls fused per iteration (1 or more)");
         break;
       case 'p':
       case 'y':
@@ -222,7 +235,6 @@ Options parse(int argc, char** argv) {
   if (optind < argc) die(fmt::format("unexpected argument '{}'", argv[optind]));
   if (findColl(o.coll) == nullptr) die(fmt::format("unknown collective '{}'", o.coll));
   if (std::string err = checkCommonOptions(o); !err.empty()) die(err);
-  if (o.average < 0 || o.average > 3) die("-a must be 0..3");
   if (o.timeoutSeconds > 0) {
     // nccl-tests' -T: every wait of the run is bounded by it (the library's timeout).
     const auto ms = static_cast<long long>(std::ceil(o.timeoutSeconds * 1000));
@@ -389,6 +401,57 @@ braidResult_t initComm(braidComm_t* comm) {
   return braidCommInitFromEnv(comm);
 }
 
+// Every rank says whether it can go on (`error` empty) and all learn the same: each rank with
+// an error prints it, and every rank exits 2 (rather than one rank exiting and the others
+// failing on a dead peer).
+void agreeOrDie(const Ctx& c, const std::string& error, const char* what) {
+  int32_t ok = error.empty() ? 1 : 0;
+  checkOk(braidAllReduce(&ok, &ok, 1, braidInt32, braidMin, c.comm, nullptr), c, "allreduce");
+  if (!error.empty()) std::fprintf(stderr, "braid-perf: rank %d: %s\n", c.rank, error.c_str());
+  if (ok == 0) {
+    std::fflush(stderr);
+    (void)braidCommDestroy(c.comm);
+    if (error.empty()) std::exit(2);
+    die(what);
+  }
+}
+
+// MemAvailable of /proc/meminfo in bytes (0 when unknown).
+size_t memAvailable() {
+  FILE* f = std::fopen("/proc/meminfo", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  unsigned long long kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return static_cast<size_t>(kb) * 1024;
+}
+
+// The send buffer and the -m receive buffers (pre-faulted), or why they cannot be had: more
+// than the host has available (allocating would wake the OOM killer, not fail), or refused.
+std::string allocateBuffers(const Options& o, size_t sendBytes, size_t recvStride,
+                            std::vector<char>* send, std::vector<char>* recv) {
+  const auto agg = static_cast<size_t>(o.aggIters);
+  const double need = static_cast<double>(sendBytes) + static_cast<double>(recvStride) * agg;
+  const size_t avail = memAvailable();
+  const std::string sizes =
+      fmt::format("buffers of {:.1f} MiB for -e {}{} (send, and one receive buffer per fused call)",
+                  need / (1 << 20), o.maxBytes, agg > 1 ? fmt::format(" and -m {}", agg) : "");
+  if (need >= 0x1p62 || (avail > 0 && need > static_cast<double>(avail))) {
+    return fmt::format("{} do not fit: this host has {:.1f} MiB available (lower -e or -m)", sizes,
+                       static_cast<double>(avail) / (1 << 20));
+  }
+  try {
+    send->assign(sendBytes, 1);
+    recv->assign(recvStride * agg, 1);
+  } catch (const std::exception& e) {
+    return fmt::format("{} cannot be allocated: {}", sizes, e.what());
+  }
+  return "";
+}
+
 int run(const Options& o) {
   Ctx c;
   checkOk(initComm(&c.comm), c, "communicator init");
@@ -402,7 +465,14 @@ int run(const Options& o) {
   gethostname(host, sizeof host - 1);
   std::vector<char> hosts(64 * c.n);
   checkOk(braidAllGather(host, hosts.data(), 64, braidInt8, c.comm, nullptr), c, "allgather");
+  // Rank 0 writes the JSON file: every rank learns whether it could open it, and all stop
+  // alike if not (one rank's exit would leave the others blaming a dead peer).
   FILE* json = nullptr;
+  if (c.rank == 0 && !o.jsonPath.empty()) json = std::fopen(o.jsonPath.c_str(), "w");
+  const std::string jsonError = o.jsonPath.empty() || c.rank != 0 || json != nullptr
+                                    ? ""
+                                    : fmt::format("-J {}: {}", o.jsonPath, std::strerror(errno));
+  agreeOrDie(c, jsonError, "rank 0 cannot write the -J file");
   if (c.rank == 0) {
     std::vector<std::string> distinct;
     for (int r = 0; r < c.n; ++r) {
@@ -446,10 +516,6 @@ int run(const Options& o) {
     std::printf("#\n");
     printTableHeader();
     std::fflush(stdout);
-    if (!o.jsonPath.empty()) {
-      json = std::fopen(o.jsonPath.c_str(), "w");
-      if (json == nullptr) die(fmt::format("cannot write {}", o.jsonPath));
-    }
   }
   // Buffers sized for the largest case, allocated and pre-faulted once.
   // The largest case of each type is about maxBytes (its count is maxBytes / the type's size),
@@ -463,8 +529,9 @@ int run(const Options& o) {
   }
   // One receive buffer per call fused in a group (-m), each also the buffer of an in-place call.
   const size_t recvStride = (std::max(sendBytes, recvBytes) + 64 + 63) / 64 * 64;
-  std::vector<char> send(sendBytes + 64, 1);
-  std::vector<char> recv(recvStride * static_cast<size_t>(o.aggIters), 1);
+  std::vector<char> send, recv;
+  agreeOrDie(c, allocateBuffers(o, sendBytes + 64, recvStride, &send, &recv),
+             "a rank cannot hold its buffers");
   std::vector<char*> recvs;
   for (int a = 0; a < o.aggIters; ++a) recvs.push_back(recv.data() + recvStride * a);
   void* sendReg = nullptr;

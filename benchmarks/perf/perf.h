@@ -83,8 +83,10 @@ void fillInput(const Coll& c, void* send, size_t count, braidDataType_t dt, brai
 size_t countWrong(const Coll& c, const void* recv, size_t count, braidDataType_t dt,
                   braidRedOp_t op, int root, int rank, int n);
 
-// Sizes with K/M/G suffixes ("64K"); false when malformed.
+// Sizes with K/M/G suffixes ("64K"); false when malformed, not finite or 4 EiB and more.
 bool parseSize(const char* text, size_t* out);
+// A decimal integer in [lo, hi], nothing after it; false otherwise.
+bool parseInt(const char* text, long lo, long hi, int* out);
 // -b/-e with -f factor (or -i step bytes when the factor is 0).
 std::vector<size_t> sizes(size_t minBytes, size_t maxBytes, double stepFactor, size_t stepBytes);
 

@@ -2,7 +2,9 @@
 // benchmarks/compare (so every implementation is stepped and printed the same way).
 #include <fmt/format.h>
 
+#include <cerrno>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 
@@ -13,7 +15,7 @@ namespace braid::perf {
 bool parseSize(const char* text, size_t* out) {
   char* end = nullptr;
   double v = std::strtod(text, &end);
-  if (end == text || v < 0) return false;
+  if (end == text || !std::isfinite(v) || v < 0) return false;
   switch (*end) {
     case 'k':
     case 'K':
@@ -33,7 +35,17 @@ bool parseSize(const char* text, size_t* out) {
       return false;
   }
   if (end[0] != '\0' && end[1] != '\0') return false;
+  if (v >= 0x1p62) return false;  // 4 EiB: no machine's memory, and no overflow below
   *out = static_cast<size_t>(v);
+  return true;
+}
+
+bool parseInt(const char* text, long lo, long hi, int* out) {
+  char* end = nullptr;
+  errno = 0;
+  const long v = std::strtol(text, &end, 10);
+  if (end == text || *end != '\0' || errno != 0 || v < lo || v > hi) return false;
+  *out = static_cast<int>(v);
   return true;
 }
 
@@ -53,7 +65,16 @@ std::vector<size_t> sizes(size_t minBytes, size_t maxBytes, double stepFactor, s
 
 bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* err) {
   auto size = [&](size_t* out) {
-    if (!parseSize(arg, out)) *err = fmt::format("bad size '{}'", arg);
+    if (!parseSize(arg, out)) {
+      *err = fmt::format(
+          "-{}: bad size '{}' (a number of bytes, with K, M or G for KiB, MiB, GiB: 8, 64K, 1.5M)",
+          static_cast<char>(flag), arg);
+    }
+  };
+  auto count = [&](int* out, long lo, const char* what) {
+    if (!parseInt(arg, lo, INT32_MAX, out)) {
+      *err = fmt::format("-{}: '{}' is not {}", static_cast<char>(flag), arg, what);
+    }
   };
   auto seconds = [&](double* out, const char* flag) {
     char* end = nullptr;
@@ -68,21 +89,31 @@ bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* e
     case 'e':
       size(&o->maxBytes);
       return true;
-    case 'f':
-      o->stepFactor = std::atof(arg);
+    case 'f': {
+      char* end = nullptr;
+      o->stepFactor = std::strtod(arg, &end);
+      if (end == arg || *end != '\0' || !std::isfinite(o->stepFactor)) {
+        *err = fmt::format("-f: '{}' is not a step factor (a number above 1; 0 or 1: step by -i)",
+                           arg);
+      }
       return true;
+    }
     case 'i':
       size(&o->stepBytes);
       return true;
     case 'n':
-      o->iters = std::atoi(arg);
+      count(&o->iters, 1, "a number of iterations (1 or more)");
       return true;
     case 'w':
-      o->warmup = std::atoi(arg);
+      count(&o->warmup, 0, "a number of warmup iterations (0 or more)");
       return true;
-    case 'c':
-      o->check = std::atoi(arg) != 0;
+    case 'c': {
+      // 0/1, or newer nccl-tests' count of checked iterations: any positive number checks.
+      int n = 0;
+      count(&n, 0, "0 (no check) or a positive number (check the results)");
+      o->check = n != 0;
       return true;
+    }
     case 'J':
       o->jsonPath = arg;
       return true;
@@ -98,7 +129,10 @@ bool applyCommonFlag(int flag, const char* arg, CommonOptions* o, std::string* e
 }
 
 std::string checkCommonOptions(const CommonOptions& o) {
-  if (o.minBytes > o.maxBytes) return "-b must not exceed -e";
+  if (o.minBytes > o.maxBytes) {
+    return fmt::format("invalid sizes: -b (minbytes {}) must not exceed -e (maxbytes {})",
+                       o.minBytes, o.maxBytes);
+  }
   if (o.iters < 1 || o.warmup < 0) return "-n must be >= 1 and -w >= 0";
   if (!(o.stepFactor >= 0)) return "-f must be > 1 (or 0 or 1: step by -i)";
   if (o.stepFactor <= 1 && o.stepBytes == 0 && o.minBytes != o.maxBytes) return "-i must be > 0";
@@ -142,7 +176,7 @@ std::string fmtResult(const Result& r, bool check) {
 std::string jsonResult(const Result& r) {
   if (!r.valid) return "null";
   return fmt::format(
-      "{{\"time_us\":{:.3f},\"algbw_gbs\":{:.4f},\"busbw_gbs\":{:.4f},\"wrong\":{}}}", r.us,
+      "{{\"time_us\":{:.3f},\"algbw_gbs\":{:.6g},\"busbw_gbs\":{:.6g},\"wrong\":{}}}", r.us,
       r.algbw, r.busbw, r.wrong);
 }
 

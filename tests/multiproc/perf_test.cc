@@ -109,8 +109,9 @@ TEST_F(Perf, NcclTestsLongOptionsAndAFactorFromZero) {
   auto rs = rows(r.out);
   ASSERT_EQ(rs.size(), 5u) << r.out;  // 0 1 4 16 64
   EXPECT_EQ(rs[0][0], "0");
-  EXPECT_EQ(rs[4][0], "60");  // 64 B of int32 over 3 ranks: 5 per rank
-  EXPECT_EQ(rs[4][1], "5");
+  // 64 B of int32 over 3 ranks: 5 per rank, rounded down to 16 bytes as nccl-tests does.
+  EXPECT_EQ(rs[4][0], "48");
+  EXPECT_EQ(rs[4][1], "4");
   EXPECT_EQ(rs[4][2], "int32");
   EXPECT_EQ(rs[4][3], "max");
 }
@@ -161,7 +162,37 @@ TEST_F(Perf, AggregatedIterationsRunInGroups) {
   EXPECT_EQ(brs[0][12], "0") << big.out;
   Shell bad = sh(launcher_ + perf_ + " allreduce -b 8 -e 8 -m 0");
   EXPECT_NE(bad.exitCode, 0) << bad.out;
-  EXPECT_NE(bad.out.find("-m must be >= 1"), std::string::npos) << bad.out;
+  EXPECT_NE(bad.out.find("-m: '0' is not"), std::string::npos) << bad.out;
+}
+
+// Values nccl-tests users mistype, and runs that cannot fit: each fails before any call with
+// a message naming the flag (atoi made "-r all" root 0; "inf" read as "-b must not exceed -e";
+// buffers larger than memory aborted with std::bad_alloc, SIGABRT, on every rank).
+TEST_F(Perf, BadValuesAndRunsThatCannotFitFailClearly) {
+  const std::pair<const char*, const char*> kBad[] = {
+      {"-b 8 -e inf", "-e: bad size 'inf'"},
+      {"-b 8 -e 1e19", "-e: bad size '1e19'"},
+      {"-r all", "-r: 'all' is not a rank number"},
+      {"-n 2x", "-n: '2x' is not"},
+      {"-f abc", "-f: 'abc' is not a step factor"},
+      {"-b 9 -e 8", "minbytes 9) must not exceed -e (maxbytes 8)"},
+  };
+  for (const auto& [flags, text] : kBad) {
+    Shell r = sh(perf_ + " broadcast " + flags);
+    EXPECT_EQ(r.exitCode, 2) << flags << "\n" << r.out;
+    EXPECT_NE(r.out.find(text), std::string::npos) << flags << "\n" << r.out;
+  }
+  // A petabyte of receive buffers: refused on every rank alike, no abort.
+  Shell big = sh(launcher_ + perf_ + " allreduce -b 1G -e 1G -m 1000000 -n 1 -w 0");
+  EXPECT_NE(big.exitCode, 0) << big.out;
+  EXPECT_EQ(big.out.find("bad_alloc"), std::string::npos) << big.out;
+  EXPECT_EQ(big.out.find("SIGABRT"), std::string::npos) << big.out;
+  EXPECT_NE(big.out.find("do not fit"), std::string::npos) << big.out;
+  // An unwritable -J file: known before the first call, every rank stops alike.
+  Shell json = sh(launcher_ + perf_ + " allreduce -b 8 -e 8 -J /nonexistent-dir/x.json");
+  EXPECT_EQ(json.exitCode, 2) << json.out;
+  EXPECT_NE(json.out.find("cannot write the -J file"), std::string::npos) << json.out;
+  EXPECT_EQ(json.out.find("died"), std::string::npos) << json.out;
 }
 
 TEST_F(Perf, DashTIsNcclTestsTimeoutAndTimePerSizeAdaptsTheIterations) {
