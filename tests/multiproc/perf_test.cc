@@ -13,24 +13,12 @@
 #include <string>
 #include <vector>
 
+#include "harness/shell.h"
+
 namespace {
 
-struct Shell {
-  int exitCode = -1;
-  std::string out;
-};
-
-Shell sh(const std::string& cmd) {
-  Shell r;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  if (p == nullptr) return r;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.out.append(buf, n);
-  int st = pclose(p);
-  r.exitCode = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
-}
+using braid::test::sh;
+using braid::test::Shell;
 
 class Perf : public ::testing::Test {
  protected:
