@@ -198,6 +198,12 @@ BRAID_API braidResult_t braidBarrier(braidComm_t comm, braidStream_t stream);
  * expected them and are told why at once). */
 BRAID_API braidResult_t braidGroupStart(void);
 BRAID_API braidResult_t braidGroupEnd(void);
+/* Marks this thread's open group as failed, as a refused call would: its outermost
+ * braidGroupEnd then runs nothing of it and returns braidInvalidUsage with `why` (may be
+ * NULL), and communicators with calls in it fail, telling their peers. For a program that
+ * leaves a group on an error of its own between its calls (braid.hpp's Group does when an
+ * exception leaves its scope). braidInvalidUsage outside a group. */
+BRAID_API braidResult_t braidGroupAbandon(const char* why);
 
 #ifdef __cplusplus
 }

@@ -2,11 +2,14 @@
 #pragma once
 
 #if __cplusplus < 202002L
-#error "braid.hpp needs C++20 (std::span); braid.h works from C and from any C++ standard"
-#endif
+#error "braid.hpp needs C++20 (concepts, ranges, std::span); braid.h works from C99 and C++11 on"
+#else
 
 #include <braid/braid.h>
 
+#include <concepts>
+#include <cstddef>
+#include <ranges>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -50,8 +53,44 @@ constexpr braidDataType_t dataType() {
   else if constexpr (std::is_same_v<U, double>)
     return braidFloat64;
   else
-    static_assert(sizeof(T) == 0, "no braid datatype for this type; use the C API");
+    static_assert(sizeof(T) == 0,
+                  "no braid datatype for this element type: braid.hpp maps 8-, 32- and 64-bit "
+                  "integers, float and double (float16 and bfloat16 data: the C API with "
+                  "braidFloat16 or braidBfloat16; 16-bit integers have no braid datatype)");
 }
+
+namespace detail {
+
+// A buffer: a contiguous range with a size (std::vector, std::array, std::span, a C array...).
+template <typename B>
+concept Input = std::ranges::contiguous_range<const B> && std::ranges::sized_range<const B>;
+// A buffer calls write: its elements are not const, and it is an lvalue or a view (a span),
+// not a temporary container whose results would be lost.
+template <typename B>
+concept Output = std::ranges::contiguous_range<B> && std::ranges::sized_range<B> &&
+                 !std::is_const_v<std::remove_reference_t<std::ranges::range_reference_t<B> > > &&
+                 (std::is_lvalue_reference_v<B> || std::ranges::borrowed_range<B>);
+template <typename B>
+using Element = std::remove_cv_t<std::ranges::range_value_t<std::remove_reference_t<B> > >;
+template <typename S, typename R>
+concept SameElement = std::same_as<Element<S>, Element<R> >;
+template <typename B>
+concept Counts = Input<B> && std::same_as<Element<B>, size_t>;
+
+template <typename B>
+auto* ptr(B&& b) {
+  return std::ranges::data(b);
+}
+template <typename B>
+size_t len(const B& b) {
+  return static_cast<size_t>(std::ranges::size(b));
+}
+
+}  // namespace detail
+
+// A buffer as the (pointer, element count) arguments of the calls below.
+#define BRAID_HPP_PTR(b) ::braid::detail::ptr(b)
+#define BRAID_HPP_BUF(b) ::braid::detail::ptr(b), ::braid::detail::len(b)
 
 inline braidUniqueId uniqueId() {
   braidUniqueId id;
@@ -88,15 +127,23 @@ class Stream {
 // A group: calls made while it lives are fused and start when it ends.
 class Group {
  public:
-  Group() { check(braidGroupStart()); }
+  Group() : exceptions_(std::uncaught_exceptions()) { check(braidGroupStart()); }
+  // An exception leaving the group's scope (a wrapper's size check, or the program's own)
+  // abandons the group: nothing of it runs, and communicators with calls in it fail, so their
+  // peers are told instead of waiting for calls this rank will not make.
   ~Group() noexcept(false) {
-    if (std::uncaught_exceptions() == 0)
-      check(braidGroupEnd());
-    else
+    if (std::uncaught_exceptions() > exceptions_) {
+      braidGroupAbandon("an exception left the scope of a braid::Group");
       braidGroupEnd();
+    } else {
+      check(braidGroupEnd());
+    }
   }
   Group(const Group&) = delete;
   Group& operator=(const Group&) = delete;
+
+ private:
+  int exceptions_;  // in flight when it began (a Group made in a destructor during unwinding)
 };
 
 class Communicator {
@@ -142,16 +189,32 @@ class Communicator {
   explicit operator bool() const { return c_ != nullptr; }
   braidComm_t get() const { return c_; }
 
+  // Buffers are any contiguous range: std::vector, std::array, std::span, a C array...; the
+  // element type gives the datatype (dataType), the same for send and receive. Receive
+  // buffers must be writable (a std::span<const T> there does not compile). With the element
+  // type given, std::span parameters take pointer and count too: send<int>({&x, 1}, peer).
+  template <detail::Input S, detail::Output R>
+  requires detail::SameElement<S, R>
+  void allReduce(const S& send, R&& recv, braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    doAllReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), op, s);
+  }
   template <typename T>
   void allReduce(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
                  Stream* s = nullptr) {
-    sameSize("allReduce", "recv", recv.size(), send.size());
-    check(braidAllReduce(send.data(), recv.data(), send.size(), dataType<T>(), op, c_, st(s)), c_);
+    doAllReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), op, s);
+  }
+  template <detail::Output B>
+  void allReduce(B&& inplace, braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    doAllReduce(BRAID_HPP_BUF(inplace), BRAID_HPP_BUF(inplace), type<B>(), op, s);
   }
   template <typename T>
   void allReduce(std::span<T> inplace, braidRedOp_t op = braidSum, Stream* s = nullptr) {
-    check(braidAllReduce(inplace.data(), inplace.data(), inplace.size(), dataType<T>(), op, c_,
-                         st(s)),
+    doAllReduce(BRAID_HPP_BUF(inplace), BRAID_HPP_BUF(inplace), dataType<T>(), op, s);
+  }
+  template <detail::Output B>
+  void broadcast(B&& buf, int root, Stream* s = nullptr) {
+    check(braidBroadcast(BRAID_HPP_PTR(buf), BRAID_HPP_PTR(buf), detail::len(buf), type<B>(), root,
+                         c_, st(s)),
           c_);
   }
   template <typename T>
@@ -159,114 +222,83 @@ class Communicator {
     check(braidBroadcast(buf.data(), buf.data(), buf.size(), dataType<T>(), root, c_, st(s)), c_);
   }
   // recv is written on the root only (it may be empty elsewhere).
+  template <detail::Input S, detail::Output R>
+  requires detail::SameElement<S, R>
+  void reduce(const S& send, R&& recv, int root, braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    doReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), root, op, s);
+  }
   template <typename T>
   void reduce(std::span<const T> send, std::span<T> recv, int root, braidRedOp_t op = braidSum,
               Stream* s = nullptr) {
-    if (root == rank()) sameSize("reduce", "recv (on the root)", recv.size(), send.size());
-    check(braidReduce(send.data(), recv.data(), send.size(), dataType<T>(), op, root, c_, st(s)),
-          c_);
+    doReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), root, op, s);
+  }
+  template <detail::Input S, detail::Output R>
+  requires detail::SameElement<S, R>
+  void allGather(const S& send, R&& recv, Stream* s = nullptr) {
+    doAllGather(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), s);
   }
   template <typename T>
   void allGather(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
-    sameSize("allGather", "recv", recv.size(), send.size() * size());
-    check(braidAllGather(send.data(), recv.data(), send.size(), dataType<T>(), c_, st(s)), c_);
+    doAllGather(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), s);
+  }
+  template <detail::Input S, detail::Output R>
+  requires detail::SameElement<S, R>
+  void reduceScatter(const S& send, R&& recv, braidRedOp_t op = braidSum, Stream* s = nullptr) {
+    doReduceScatter(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), op, s);
   }
   template <typename T>
   void reduceScatter(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
                      Stream* s = nullptr) {
-    sameSize("reduceScatter", "send", send.size(), recv.size() * size());
-    check(braidReduceScatter(send.data(), recv.data(), recv.size(), dataType<T>(), op, c_, st(s)),
-          c_);
+    doReduceScatter(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), op, s);
   }
   // send and recv hold size() blocks of equal size, one per rank.
+  template <detail::Input S, detail::Output R>
+  requires detail::SameElement<S, R>
+  void allToAll(const S& send, R&& recv, Stream* s = nullptr) {
+    doAllToAll(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), s);
+  }
   template <typename T>
   void allToAll(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
-    sameSize("allToAll", "recv", recv.size(), send.size());
-    if (send.size() % size() != 0) {
-      throw Error(braidInvalidArgument, "allToAll: send has " + std::to_string(send.size()) +
-                                            " elements, not a multiple of the " +
-                                            std::to_string(size()) + " ranks");
-    }
-    check(braidAllToAll(send.data(), recv.data(), send.size() / size(), dataType<T>(), c_, st(s)),
-          c_);
+    doAllToAll(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), s);
   }
   // send[sdispls[p], +sendcounts[p]) goes to rank p, which receives it at
-  // recv[rdispls[me], +recvcounts[me]); one count and displacement (in elements) per rank.
+  // recv[rdispls[me], +recvcounts[me]); one count and displacement (in elements) per rank,
+  // each a range of size_t.
+  template <detail::Input S, detail::Counts SC, detail::Counts SD, detail::Output R,
+            detail::Counts RC, detail::Counts RD>
+  requires detail::SameElement<S, R>
+  void allToAllv(const S& send, const SC& sendcounts, const SD& sdispls, R&& recv,
+                 const RC& recvcounts, const RD& rdispls, Stream* s = nullptr) {
+    doAllToAllv(BRAID_HPP_BUF(send), BRAID_HPP_BUF(sendcounts), BRAID_HPP_BUF(sdispls),
+                BRAID_HPP_BUF(recv), BRAID_HPP_BUF(recvcounts), BRAID_HPP_BUF(rdispls), type<S>(),
+                s);
+  }
   template <typename T>
   void allToAllv(std::span<const T> send, std::span<const size_t> sendcounts,
                  std::span<const size_t> sdispls, std::span<T> recv,
                  std::span<const size_t> recvcounts, std::span<const size_t> rdispls,
                  Stream* s = nullptr) {
-    const size_t n = static_cast<size_t>(size());
-    sameSize("allToAllv", "sendcounts", sendcounts.size(), n);
-    sameSize("allToAllv", "sdispls", sdispls.size(), n);
-    sameSize("allToAllv", "recvcounts", recvcounts.size(), n);
-    sameSize("allToAllv", "rdispls", rdispls.size(), n);
-    fits("allToAllv", "send", send.size(), sendcounts, sdispls);
-    fits("allToAllv", "recv", recv.size(), recvcounts, rdispls);
-    check(braidAllToAllv(send.data(), sendcounts.data(), sdispls.data(), recv.data(),
-                         recvcounts.data(), rdispls.data(), dataType<T>(), c_, st(s)),
-          c_);
+    doAllToAllv(BRAID_HPP_BUF(send), BRAID_HPP_BUF(sendcounts), BRAID_HPP_BUF(sdispls),
+                BRAID_HPP_BUF(recv), BRAID_HPP_BUF(recvcounts), BRAID_HPP_BUF(rdispls),
+                dataType<T>(), s);
+  }
+  template <detail::Input B>
+  void send(const B& buf, int peer, Stream* s = nullptr) {
+    check(braidSend(BRAID_HPP_PTR(buf), detail::len(buf), type<B>(), peer, c_, st(s)), c_);
   }
   template <typename T>
   void send(std::span<const T> buf, int peer, Stream* s = nullptr) {
     check(braidSend(buf.data(), buf.size(), dataType<T>(), peer, c_, st(s)), c_);
+  }
+  template <detail::Output B>
+  void recv(B&& buf, int peer, Stream* s = nullptr) {
+    check(braidRecv(BRAID_HPP_PTR(buf), detail::len(buf), type<B>(), peer, c_, st(s)), c_);
   }
   template <typename T>
   void recv(std::span<T> buf, int peer, Stream* s = nullptr) {
     check(braidRecv(buf.data(), buf.size(), dataType<T>(), peer, c_, st(s)), c_);
   }
   void barrier(Stream* s = nullptr) { check(braidBarrier(c_, st(s)), c_); }
-
-  // The same calls on std::vector, the element type deduced (allReduce(sendVec, recvVec)).
-  template <typename T, typename A, typename B>
-  void allReduce(const std::vector<T, A>& send, std::vector<T, B>& recv, braidRedOp_t op = braidSum,
-                 Stream* s = nullptr) {
-    allReduce(std::span<const T>(send), std::span<T>(recv), op, s);
-  }
-  template <typename T, typename A>
-  void allReduce(std::vector<T, A>& inplace, braidRedOp_t op = braidSum, Stream* s = nullptr) {
-    allReduce(std::span<T>(inplace), op, s);
-  }
-  template <typename T, typename A>
-  void broadcast(std::vector<T, A>& buf, int root, Stream* s = nullptr) {
-    broadcast(std::span<T>(buf), root, s);
-  }
-  template <typename T, typename A, typename B>
-  void reduce(const std::vector<T, A>& send, std::vector<T, B>& recv, int root,
-              braidRedOp_t op = braidSum, Stream* s = nullptr) {
-    reduce(std::span<const T>(send), std::span<T>(recv), root, op, s);
-  }
-  template <typename T, typename A, typename B>
-  void allGather(const std::vector<T, A>& send, std::vector<T, B>& recv, Stream* s = nullptr) {
-    allGather(std::span<const T>(send), std::span<T>(recv), s);
-  }
-  template <typename T, typename A, typename B>
-  void reduceScatter(const std::vector<T, A>& send, std::vector<T, B>& recv,
-                     braidRedOp_t op = braidSum, Stream* s = nullptr) {
-    reduceScatter(std::span<const T>(send), std::span<T>(recv), op, s);
-  }
-  template <typename T, typename A, typename B>
-  void allToAll(const std::vector<T, A>& send, std::vector<T, B>& recv, Stream* s = nullptr) {
-    allToAll(std::span<const T>(send), std::span<T>(recv), s);
-  }
-  template <typename T, typename A, typename B>
-  void allToAllv(const std::vector<T, A>& send, const std::vector<size_t>& sendcounts,
-                 const std::vector<size_t>& sdispls, std::vector<T, B>& recv,
-                 const std::vector<size_t>& recvcounts, const std::vector<size_t>& rdispls,
-                 Stream* s = nullptr) {
-    allToAllv(std::span<const T>(send), std::span<const size_t>(sendcounts),
-              std::span<const size_t>(sdispls), std::span<T>(recv),
-              std::span<const size_t>(recvcounts), std::span<const size_t>(rdispls), s);
-  }
-  template <typename T, typename A>
-  void send(const std::vector<T, A>& buf, int peer, Stream* s = nullptr) {
-    send(std::span<const T>(buf), peer, s);
-  }
-  template <typename T, typename A>
-  void recv(std::vector<T, A>& buf, int peer, Stream* s = nullptr) {
-    recv(std::span<T>(buf), peer, s);
-  }
 
   // braidCommRegister / braidCommDeregister (zero-copy over RDMA); the memory must outlive
   // the registration.
@@ -280,22 +312,71 @@ class Communicator {
  private:
   explicit Communicator(braidComm_t c) : c_(c) {}
   static braidStream_t st(Stream* s) { return s ? s->get() : nullptr; }
+  void doAllReduce(const void* in, size_t n, void* out, size_t outN, braidDataType_t dt,
+                   braidRedOp_t op, Stream* s) {
+    sameSize("allReduce", "recv", outN, n);
+    check(braidAllReduce(in, out, n, dt, op, c_, st(s)), c_);
+  }
+  void doReduce(const void* in, size_t n, void* out, size_t outN, braidDataType_t dt, int root,
+                braidRedOp_t op, Stream* s) {
+    if (root == rank()) sameSize("reduce", "recv (on the root)", outN, n);
+    check(braidReduce(in, out, n, dt, op, root, c_, st(s)), c_);
+  }
+  void doAllGather(const void* in, size_t n, void* out, size_t outN, braidDataType_t dt,
+                   Stream* s) {
+    sameSize("allGather", "recv", outN, n * static_cast<size_t>(size()));
+    check(braidAllGather(in, out, n, dt, c_, st(s)), c_);
+  }
+  void doReduceScatter(const void* in, size_t n, void* out, size_t outN, braidDataType_t dt,
+                       braidRedOp_t op, Stream* s) {
+    sameSize("reduceScatter", "send", n, outN * static_cast<size_t>(size()));
+    check(braidReduceScatter(in, out, outN, dt, op, c_, st(s)), c_);
+  }
+  void doAllToAll(const void* in, size_t n, void* out, size_t outN, braidDataType_t dt, Stream* s) {
+    const auto ranks = static_cast<size_t>(size());
+    sameSize("allToAll", "recv", outN, n);
+    if (n % ranks != 0) {
+      throw Error(braidInvalidArgument,
+                  "invalid argument: allToAll: send has " + std::to_string(n) +
+                      " elements, not a multiple of the " + std::to_string(ranks) + " ranks");
+    }
+    check(braidAllToAll(in, out, n / ranks, dt, c_, st(s)), c_);
+  }
+  void doAllToAllv(const void* in, size_t n, const size_t* sc, size_t scN, const size_t* sd,
+                   size_t sdN, void* out, size_t outN, const size_t* rc, size_t rcN,
+                   const size_t* rd, size_t rdN, braidDataType_t dt, Stream* s) {
+    const auto ranks = static_cast<size_t>(size());
+    sameSize("allToAllv", "sendcounts", scN, ranks);
+    sameSize("allToAllv", "sdispls", sdN, ranks);
+    sameSize("allToAllv", "recvcounts", rcN, ranks);
+    sameSize("allToAllv", "rdispls", rdN, ranks);
+    fits("allToAllv", "send", n, sc, sd, ranks);
+    fits("allToAllv", "recv", outN, rc, rd, ranks);
+    check(braidAllToAllv(in, sc, sd, out, rc, rd, dt, c_, st(s)), c_);
+  }
+  template <typename B>
+  static constexpr braidDataType_t type() {
+    return dataType<detail::Element<B> >();
+  }
+  // (Errors found here carry the C API's "invalid argument: " prefix too.)
   static void sameSize(const char* call, const char* what, size_t got, size_t want) {
     if (got != want) {
-      throw Error(braidInvalidArgument,
-                  std::string(call) + ": " + what + " has " + std::to_string(got) +
-                      " elements where the call needs " + std::to_string(want));
+      throw Error(braidInvalidArgument, std::string("invalid argument: ") + call + ": " + what +
+                                            " has " + std::to_string(got) +
+                                            " elements where the call needs " +
+                                            std::to_string(want));
     }
   }
   // Every block [displs[p], +counts[p]) lies inside a buffer of `have` elements.
-  static void fits(const char* call, const char* what, size_t have, std::span<const size_t> counts,
-                   std::span<const size_t> displs) {
-    for (size_t p = 0; p < counts.size(); ++p) {
+  static void fits(const char* call, const char* what, size_t have, const size_t* counts,
+                   const size_t* displs, size_t n) {
+    for (size_t p = 0; p < n; ++p) {
       if (displs[p] > have || counts[p] > have - displs[p]) {
         throw Error(braidInvalidArgument,
-                    std::string(call) + ": " + what + "'s block for rank " + std::to_string(p) +
-                        " (" + std::to_string(displs[p]) + " + " + std::to_string(counts[p]) +
-                        " elements) goes past its " + std::to_string(have) + " elements");
+                    std::string("invalid argument: ") + call + ": " + what + "'s block for rank " +
+                        std::to_string(p) + " (" + std::to_string(displs[p]) + " + " +
+                        std::to_string(counts[p]) + " elements) goes past its " +
+                        std::to_string(have) + " elements");
       }
     }
   }
@@ -303,3 +384,8 @@ class Communicator {
 };
 
 }  // namespace braid
+
+#undef BRAID_HPP_PTR
+#undef BRAID_HPP_BUF
+
+#endif  // C++20

@@ -3,6 +3,7 @@
 // that all their steps progress together (a ring of sends and receives cannot deadlock).
 #include <fmt/format.h>
 
+#include <utility>
 #include <vector>
 
 #include "src/core/comm.h"
@@ -20,7 +21,8 @@ struct Pending {
 struct GroupState {
   int depth = 0;
   std::vector<Pending> pending;
-  Status error;  // the first call of the group that was refused
+  Status error;            // the first call of the group that was refused
+  bool abandoned = false;  // or braidGroupAbandon's reason, in `error`, came first
 };
 
 thread_local GroupState tlsGroup;
@@ -60,6 +62,17 @@ braidResult_t braidGroupStart(void) {
   return braidSuccess;
 }
 
+braidResult_t braidGroupAbandon(const char* why) {
+  if (!braid::groupOpen()) {
+    return braid::report(braid::invalidUsage("braidGroupAbandon outside a group"));
+  }
+  if (braid::tlsGroup.error.isOk()) {
+    braid::tlsGroup.error = braid::invalidUsage(why ? why : "(no reason given)");
+    braid::tlsGroup.abandoned = true;
+  }
+  return braidSuccess;
+}
+
 braidResult_t braidGroupEnd(void) {
   if (braid::tlsGroup.depth == 0) {
     return braid::report(braid::invalidUsage("braidGroupEnd without a matching braidGroupStart"));
@@ -68,15 +81,17 @@ braidResult_t braidGroupEnd(void) {
   std::vector<braid::Pending> pending;
   pending.swap(braid::tlsGroup.pending);
   braid::Status refused = std::move(braid::tlsGroup.error);
+  const bool abandoned = std::exchange(braid::tlsGroup.abandoned, false);
   braid::tlsGroup.error = braid::Status::ok();
   if (!refused.isOk()) {
     // The group cannot run as written, and the peers expect its messages: nothing of it runs,
     // and each communicator with calls in it fails (its peers hear why at once instead of
     // waiting for the timeout).
-    const braid::Status why(refused.code(),
-                            fmt::format("braidGroupEnd: nothing of the group ran, as a call in it "
-                                        "was refused: {}",
-                                        refused.message()));
+    const braid::Status why(
+        refused.code(),
+        fmt::format("braidGroupEnd: nothing of the group ran, as {}: {}",
+                    abandoned ? "the program abandoned it" : "a call in it was refused",
+                    refused.message()));
     for (auto& p : pending) {
       for (auto& s : p.task.schedules) {
         s->comm()->failWith(braid::Status(

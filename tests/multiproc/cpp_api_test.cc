@@ -5,8 +5,10 @@
 // send is not whole blocks is refused instead of truncated.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <braid/braid.hpp>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -152,6 +154,80 @@ TEST(CppApi, VectorsDeduceTheTypeAndAllToAllvTakesCountsAndDisplacements) {
                 "allToAllv: sendcounts has 2 elements where the call needs 3");
     comm.barrier();
   });
+}
+
+// Buffers as frameworks hold them: a writable std::span as the send buffer, std::array, C
+// arrays, a vector with a span; none of these compiled (only span<const T>/span<T> and
+// vector/vector did).
+TEST(CppApi, AnyContiguousRangeIsABuffer) {
+  runRanks(2, [](int r, int n, const braidUniqueId& id) {
+    braid::Communicator comm(n, id, r);
+    std::vector<float> a(4, static_cast<float>(r + 1)), b(4);
+    comm.allReduce(std::span<float>(a), std::span<float>(b));
+    EXPECT_EQ(b[3], 3.0f);
+    std::array<int, 4> x{r, r, r, r}, y{};
+    comm.allReduce(x, y, braidMax);
+    EXPECT_EQ(y[0], 1);
+    double c[2] = {1.5, 2.5}, d[2] = {0, 0};
+    comm.allReduce(c, d);
+    EXPECT_EQ(d[1], 5.0);
+    std::vector<int64_t> mine{r}, all(2, -1);
+    comm.allGather(std::span<int64_t>(mine), all);
+    EXPECT_EQ(all, (std::vector<int64_t>{0, 1}));
+    std::array<float, 2> in{1.0f, 1.0f};
+    comm.allReduce(in);  // in place
+    EXPECT_EQ(in[1], 2.0f);
+    int32_t v = r, got = -1;
+    {
+      braid::Group g;
+      comm.send(std::span<int32_t>(&v, 1), 1 - r);
+      comm.recv<int32_t>({&got, 1}, 1 - r);
+    }
+    EXPECT_EQ(got, 1 - r);
+  });
+}
+
+// An exception leaving a braid::Group's scope (here the wrapper's own size check, thrown on
+// rank 0 only) abandons the group: the allreduce made before it in the group does not run
+// (it did, and rank 0 learnt of the failure only at its next call), and rank 1, whose group
+// was complete, is told at once instead of waiting for the timeout.
+TEST(CppApi, AnExceptionLeavingAGroupRunsNothingOfIt) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "30000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braid::Communicator comm(n, id, r);
+        std::vector<float> p(4, 1.0f), q(4, -1.0f), q2(r == 0 ? 3 : 4, -1.0f);
+        const double t0 = now();
+        std::string error = "no exception";
+        braidResult_t code = braidSuccess;
+        try {
+          braid::Group g;
+          comm.allReduce(p, q);
+          comm.allReduce(p, q2);  // throws on rank 0
+        } catch (const braid::Error& e) {
+          error = e.what();
+          code = e.code();
+        }
+        if (r == 0) {
+          EXPECT_EQ(code, braidInvalidArgument) << error;
+          EXPECT_NE(error.find("recv has 3 elements"), std::string::npos) << error;
+          EXPECT_EQ(q[0], -1.0f);  // nothing of the group ran
+          braidResult_t async = braidSuccess;
+          EXPECT_EQ(braidCommGetAsyncError(comm.get(), &async), braidSuccess);
+          EXPECT_NE(async, braidSuccess);
+          const std::string msg = braidGetLastError(comm.get());
+          EXPECT_NE(msg.find("abandoned"), std::string::npos) << msg;
+        } else {
+          // Rank 1's group was whole: it fails (~Group throws) once rank 0's abandonment
+          // reaches it, saying so.
+          EXPECT_EQ(code, braidRemoteError) << error;
+          EXPECT_NE(error.find("abandoned"), std::string::npos) << error;
+        }
+        EXPECT_LT(now() - t0, 20.0);
+      },
+      opt);
 }
 
 }  // namespace
