@@ -357,6 +357,35 @@ TEST_F(Fabric, AClosedPathFailsOnceAndComesBackOnce) {
       opt);
 }
 
+// An MTU black hole on one rail (jumbo frames on the hosts, 1500 on the rail's bridge port of
+// host 1): the path's small handshake passes, its full segments vanish. It was found dead
+// after 1 s of silence and re-admitted 50 ms later, over and over (about 7 failures in 8 s,
+// each stalling the calls that had chunks on it for a second). Failures soon after a
+// re-admission now hold the next one back, doubling each time. Also: paths name their
+// connection's local port (it read ":0").
+TEST_F(Fabric, AnMtuBlackHoleIsNotReadmittedEverySecond) {
+  if (!up(2, 2, "--mtu 9000")) GTEST_SKIP() << "cannot build a testbed here";
+  ASSERT_EQ(std::system(("ip netns exec " + name_ + "-r1 ip link set h1 mtu 1500").c_str()), 0);
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        for (const auto& s : pathStats(comm)) {
+          const std::string local = s.local;
+          EXPECT_NE(local.substr(local.size() - 2), ":0") << "rank " << r << ": " << local;
+        }
+        allreduceFor(comm, r, n, size_t{1} << 20, 8.0);
+        const uint64_t f = failures(comm);
+        EXPECT_LE(f, 4u) << "rank " << r << ": the black-holed path kept coming back";
+        if (r == 1) {
+          EXPECT_GE(f, 1u) << "the black hole was not noticed";
+        }
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      options(2));
+}
+
 TEST_F(Fabric, RailCutOnOneHostMidAllReduce) {
   if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
   std::thread t = later(600, {"cut 1 0"});

@@ -20,6 +20,13 @@ using mp::nowNs;
 using mp::PathState;
 
 namespace {
+// Flap damping (Path::flaps): a failure within kFlapWindowNs of the path's (re)admission
+// counts; after n in a row its next connection waits kFlapHoldNs << (n - 1), up to
+// kFlapHoldMaxNs, from the failure.
+constexpr int64_t kFlapWindowNs = 10'000'000'000;
+constexpr int64_t kFlapHoldNs = 1'000'000'000;
+constexpr int64_t kFlapHoldMaxNs = 30'000'000'000;
+
 // Rejected connections are strangers' doing: a port scan must not flood the log.
 void logRejected(const std::string& why) {
   static LogLimiter limiter("rejected connections");
@@ -431,6 +438,7 @@ Status Transport::initialConnect(Deadline deadline) {
       BRAID_TRY(ctx_.reactor->add(sock->fd(), EPOLLIN, sock.get()));
       peers_[r].paths[k]->sock = std::move(sock);
       peers_[r].paths[k]->generation = 1;
+      noteConnected(peers_[r].paths[k].get());
     }
   }
   return Status::ok();
@@ -596,6 +604,7 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
   pa.ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
   pa.closedByPeer = closedByPeer;
   pa.downSinceNs = nowNs();
+  pa.flaps = pa.upSinceNs != 0 && pa.downSinceNs - pa.upSinceNs < kFlapWindowNs ? pa.flaps + 1 : 0;
   LOG_WARN(kPath, "{}: {} is down ({}); {} chunk(s) go again on the other paths", peerName(p->rank),
            pathName(p, path), why, moved);
   // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path
@@ -644,6 +653,17 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
   j.path = path;
   j.liveness = liveness;
   j.dueNs = nowNs() + (rehash ? 0 : backoff * 1'000'000);
+  if (!liveness && !rehash && pa.flaps > 0) {
+    const int64_t holdNs =
+        std::min<int64_t>(kFlapHoldNs << std::min(pa.flaps - 1, 10), kFlapHoldMaxNs);
+    if (pa.downSinceNs + holdNs > j.dueNs) {
+      j.dueNs = pa.downSinceNs + holdNs;
+      LOG_INFO(kPath,
+               "{}: {} failed {} time(s) in a row within {} s of coming back: next try in {} ms",
+               peerName(p->rank), pathName(p, path), pa.flaps, kFlapWindowNs / 1'000'000'000,
+               (j.dueNs - nowNs()) / 1'000'000);
+    }
+  }
   j.hello.flags = rehash ? kHelloRehash : 0;
   j.to = remoteNics_[p->rank][pa.remoteNic];
   j.from = nics_[pa.localNic].addr;
@@ -692,6 +712,16 @@ void Transport::onProbeResult(int rank, int path, bool ok, bool refused, const s
   if (!pa.sock || !pa.sock->alive()) scheduleProbe(&p, path, false);
 }
 
+void Transport::noteConnected(Path* pa) {
+  pa->upSinceNs = nowNs();
+  // The connection's own local port (logs and path stats then match what ss and tcpdump show).
+  SockAddr local;
+  local.len = sizeof local.ss;
+  if (getsockname(pa->sock->fd(), reinterpret_cast<sockaddr*>(&local.ss), &local.len) == 0) {
+    pa->localPort.store(local.port(), std::memory_order_relaxed);
+  }
+}
+
 void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
   if (failed() || stopping_) return;
   Peer& p = peers_[rank];
@@ -726,6 +756,7 @@ void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
   pa.sock = std::move(sock);
   pa.probing = false;
   pa.backoffMs = 0;
+  noteConnected(&pa);
   pa.closedByPeer = false;
   p.livenessBackoffMs = 0;
   ++pa.generation;

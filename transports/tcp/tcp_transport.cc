@@ -112,9 +112,15 @@ std::string Transport::peerName(int rank) const {
   return fmt::format("rank {} ({}, {})", rank, peerInfo_[rank].host, peerInfo_[rank].address);
 }
 
+std::string Transport::localName(const Path& pa) const {
+  SockAddr a = nics_[pa.localNic].addr;
+  a.setPort(pa.localPort.load(std::memory_order_relaxed));
+  return nics_[pa.localNic].name + " " + a.toString();
+}
+
 std::string Transport::pathName(const Peer* p, int path) const {
   const Path& pa = *p->paths[path];
-  return fmt::format("path {} of {} ({} -> {})", path, p->paths.size(), pa.localAddr,
+  return fmt::format("path {} of {} ({} -> {})", path, p->paths.size(), localName(pa),
                      pa.remoteAddr);
 }
 
@@ -188,7 +194,6 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         auto path = std::make_unique<Path>();
         path->localNic = localNic;
         path->remoteNic = remoteNic;
-        path->localAddr = nics_[path->localNic].name + " " + nics_[path->localNic].addr.toString();
         path->remoteAddr = remoteNics_[r][path->remoteNic].toString();
         path->primary = spray_ || path->localNic == primaryNic_;
         if (nics_[path->localNic].down || remoteDown[path->remoteNic]) {

@@ -194,8 +194,9 @@ struct Unexpected {
 
 struct Path {
   int localNic = 0, remoteNic = 0;
-  std::string localAddr, remoteAddr;  // for names and stats
-  bool primary = true;                // else standby (failover)
+  std::string remoteAddr;              // for names and stats (the local side: localName)
+  std::atomic<uint16_t> localPort{0};  // its connection's, once it has one
+  bool primary = true;                 // else standby (failover)
   std::unique_ptr<Socket> sock;
   mp::PathCounters ctr;
   // Why it went down last: the peer closed it (EOF, reset, refused) rather than a timeout.
@@ -209,6 +210,11 @@ struct Path {
   bool probing = false;
   int64_t backoffMs = 0;
   uint32_t generation = 0;  // connections installed so far
+  // Flap damping: a path that fails again soon after it came back (a link that flaps, an MTU
+  // black hole that passes the small handshake but drops full segments) is re-admitted only
+  // after a hold that doubles with each such failure (kFlap*, tcp_paths.cc).
+  int64_t upSinceNs = 0;
+  int flaps = 0;
   // Re-hashing (rehash.h), one step at a time; every step but kNone keeps the path standby.
   //   kDraining: no new chunk; the ones out are acknowledged before the new connection takes
   //     over, so that none goes twice (at most kDrainWaitNs);
@@ -305,6 +311,9 @@ class Transport : public braid::Transport {
   size_t eagerBytes() const { return static_cast<size_t>(ctx_.cfg->eagerBytes); }
   bool failed() const { return !failed_.isOk(); }
   std::string pathName(const Peer* p, int path) const;
+  std::string localName(const Path& pa) const;
+  void noteConnected(Path* pa);  // a connection was installed: its time and local port  //
+                                 // "r0 10.0.0.1:40312" (port 0 before connecting)
   // The (local NIC, peer's NIC) pairs that carry paths to a peer whose NICs have these names:
   // the same on both ends (the lower rank's order where the lists differ).
   std::vector<std::pair<int, int>> nicPairs(bool peerIsLower,

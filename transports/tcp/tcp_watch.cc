@@ -244,7 +244,7 @@ void Transport::pathStats(std::vector<PathStatsRow>* out) const {
       r.peer = p.rank;
       r.path = static_cast<int>(k);
       r.transport = "tcp";
-      r.local = pa.localAddr;
+      r.local = localName(pa);
       r.remote = pa.remoteAddr;
       r.state = mp::pathStateName(static_cast<PathState>(pa.ctr.state.load()));
       r.bytesSent = pa.ctr.bytesSent.load();
