@@ -402,6 +402,84 @@ TEST(Multipath, ManyUnacknowledgedChunksAreLookedAtForStragglersAtMostEveryEight
 // Acknowledgements come from the peer: one that names chunks never sent, fids never assigned,
 // or a range as long as 2^64 retires what it covers and nothing else, at once; the chunks it
 // skipped are still sent, in order.
+// Two paths, one ten times slower than the other (a rail throttled by a failing optic, a
+// congested flow), messages of 4 MiB with pauses between them as collective steps have: each
+// message must arrive about as soon as the fast path alone would bring it. Before, the slow
+// path took a chunk whenever the fast one's window was full, and after every pause (its rate
+// forgotten, it counted as fast again) a full share: each step waited ~90 ms for its chunks.
+// Simulated time: a path sends its chunks one after another at its rate; each is
+// acknowledged when it has arrived.
+TEST(Multipath, ASlowPathDoesNotDelayWhatTheFastPathWouldBringSooner) {
+  const double kRate[2] = {62.5e6, 6.25e6};  // bytes/s: 500 and 50 Mbit/s
+  const uint32_t kChunk = 512 << 10;
+  const size_t kMessage = 4 << 20;
+  Sender tx(2, SenderOptions{});
+  std::string data(kChunk, 'x');
+  int64_t now = 1'000'000'000;
+  int64_t busyUntil[2] = {now, now};
+  std::multimap<int64_t, std::pair<int, uint64_t>> arrivals;  // time -> (path, fid)
+  size_t slowBytes = 0;
+  auto emit = [&](int p, Chunk& c) {
+    const int64_t start = std::max(now, busyUntil[p]);
+    busyUntil[p] = start + static_cast<int64_t>(c.len / kRate[p] * 1e9);
+    arrivals.emplace(busyUntil[p], std::make_pair(p, c.fid));
+    if (p == 1) slowBytes += c.len;
+  };
+  const double fastAlone = kMessage / kRate[0] * 1e3;  // ms
+  for (int m = 0; m < 20; ++m) {
+    const int64_t t0 = now;
+    for (size_t off = 0; off < kMessage; off += kChunk) {
+      Chunk c;
+      c.payload = data.data();
+      c.len = kChunk;
+      tx.add(std::move(c));
+    }
+    tx.schedule(now, emit);
+    while (!tx.idle()) {
+      ASSERT_FALSE(arrivals.empty()) << "message " << m << ": chunks wait but none is out";
+      auto it = arrivals.begin();
+      now = it->first;
+      Range r{it->second.second, 1};
+      const int path = it->second.first;
+      arrivals.erase(it);
+      tx.ack(path, 0, &r, 1, now, [](Chunk&) {});
+      tx.schedule(now, emit);
+    }
+    const double took = static_cast<double>(now - t0) / 1e6;
+    // (The first message measures the paths: the slow one's first chunks arrive late.)
+    if (m > 0) {
+      EXPECT_LE(took, fastAlone * 1.1)
+          << "message " << m << " (fast path alone: " << fastAlone << " ms)";
+    }
+    now += 300'000'000;  // a pause: the rates go stale
+  }
+  // The slow path is used where it helps: a message large enough that the fast path's share
+  // takes longer than a chunk on the slow one.
+  const size_t before = slowBytes;
+  for (size_t off = 0; off < 16 * kMessage; off += kChunk) {
+    Chunk c;
+    c.payload = data.data();
+    c.len = kChunk;
+    tx.add(std::move(c));
+  }
+  const int64_t t0 = now;
+  tx.schedule(now, emit);
+  while (!tx.idle()) {
+    ASSERT_FALSE(arrivals.empty());
+    auto it = arrivals.begin();
+    now = it->first;
+    Range r{it->second.second, 1};
+    const int path = it->second.first;
+    arrivals.erase(it);
+    tx.ack(path, 0, &r, 1, now, [](Chunk&) {});
+    tx.schedule(now, emit);
+  }
+  EXPECT_GT(slowBytes - before, 4 * static_cast<size_t>(kChunk));
+  // Within 5% of both paths' rates together.
+  const double ideal = 16.0 * kMessage / (kRate[0] + kRate[1]) * 1e3;
+  EXPECT_LE(static_cast<double>(now - t0) / 1e6, ideal * 1.05);
+}
+
 TEST(Multipath, AcknowledgementsBeyondWhatWasSentRetireOnlyRealChunks) {
   Sender tx(1, SenderOptions{});
   std::vector<uint64_t> sent;

@@ -63,7 +63,8 @@ Chunk* Sender::add(Chunk&& c) {
 }
 
 double Sender::rateFor(const PathRec& p, int64_t nowNs) const {
-  return nowNs - p.rateNs > kRateStaleNs ? 0 : p.rate;
+  if (p.outstanding == 0 && nowNs - p.rateNs > kRateForgetNs) return 0;
+  return p.rate;
 }
 
 int Sender::pick(uint32_t len, int64_t nowNs) const {
@@ -72,26 +73,56 @@ int Sender::pick(uint32_t len, int64_t nowNs) const {
                            [](const PathRec& p) { return p.state == PathState::kUp; });
   if (!anyUp && !opt_.standbyCarries) return -1;
   const PathState want = anyUp ? PathState::kUp : PathState::kStandby;
-  // Unmeasured paths count as fast as the fastest measured one, so each gets tried; none
-  // counts slower than an eighth of it.
+  // Each path's cost is when it would have delivered this chunk: what it has out plus the
+  // chunk, over its rate. Unmeasured paths count as fast as the fastest measured one (at
+  // least 1 GB/s), so each gets tried, with at most kUnmeasuredBytes out.
   double measured = 0;
   for (const PathRec& p : paths_) measured = std::max(measured, rateFor(p, nowNs));
   const double fastest = std::max(measured, 1e9);
-  int best = -1;
-  double bestCost = 0;
+  int best = -1, bestFree = -1;
+  double bestCost = 0, bestFreeCost = 0, bestRate = 0, freeRate = 0;
+  double allRate = 0, allOut = 0;  // of the paths that may carry it
   for (size_t i = 0; i < paths_.size(); ++i) {
     const PathRec& p = paths_[i];
-    if (p.state != want || p.held) continue;
-    if (p.outstanding != 0 && p.outstanding + len + kFrameCost > opt_.window) continue;
-    double r = rateFor(p, nowNs);
-    double cost =
-        static_cast<double>(p.outstanding + len) / (r > 0 ? std::max(r, measured / 8) : fastest);
+    if (p.state != want) continue;
+    const double measuredRate = rateFor(p, nowNs);
+    if (measuredRate == 0 && p.outstanding >= kUnmeasuredBytes) continue;
+    const double r = measuredRate > 0 ? measuredRate : fastest;
+    const double cost = static_cast<double>(p.outstanding + len) / r;
+    allRate += r;
+    allOut += static_cast<double>(p.outstanding);
     if (best < 0 || cost < bestCost) {
       best = static_cast<int>(i);
       bestCost = cost;
+      bestRate = measuredRate;  // 0: unmeasured, never waited for
+    }
+    const bool free =
+        !p.held && (p.outstanding == 0 || p.outstanding + len + kFrameCost <= opt_.window);
+    if (free && (bestFree < 0 || cost < bestFreeCost)) {
+      bestFree = static_cast<int>(i);
+      bestFreeCost = cost;
+      freeRate = r;
     }
   }
-  return best;
+  // The cheapest path has no room now (window full, or its transport holds it). A free path
+  // at least half as fast takes the chunk (waiting would idle it at every step's end for
+  // little gain: rates are estimates), as does any free one while the cheapest is unmeasured
+  // (it only counts as fast until measured) or has chunks out and nothing acknowledged for
+  // kStallNs (it may be dead). A much slower free path takes it only if it would arrive
+  // there before the others have carried out all they have and all that is queued; else it
+  // waits for them (a path ten times slower took a chunk whenever the fast one's window was
+  // full, and every collective step then waited ~90 ms for it).
+  if (best < 0 || best == bestFree || bestFree < 0 || 2 * freeRate >= bestRate) return bestFree;
+  const PathRec& b = paths_[best];
+  if (b.outstanding == 0 || nowNs - std::max(b.lastProgressNs, b.lastAliveNs) >= kStallNs) {
+    return bestFree;
+  }
+  const double queued =
+      static_cast<double>(nextFid_ - fresh_ + requeued_.size()) * (len + kFrameCost);
+  const double othersRate = allRate - freeRate;
+  const double othersOut = allOut - static_cast<double>(paths_[bestFree].outstanding);
+  const double drain = othersRate > 0 ? (othersOut + queued) / othersRate : 0;
+  return bestFreeCost <= drain ? bestFree : -1;
 }
 
 void Sender::requeue(Chunk& c) {
@@ -111,13 +142,19 @@ void Sender::credit(int path, size_t bytes, int64_t nowNs) {
   // bytes moved that the sample measures bandwidth rather than latency (small messages would
   // make a path look slow, and a path that looks slow gets nothing to prove otherwise).
   p.busyBytes += bytes;
-  if (p.busyStartNs != 0 && p.busyBytes >= kMinSampleBytes && nowNs > p.busyStartNs) {
+  if (p.busyStartNs != 0 && p.busyBytes >= kMinSampleBytes && nowNs > p.busyStartNs &&
+      (nowNs - p.busyStartNs >= kMinSampleNs || (p.outstanding == 0 && !p.sampledBusy))) {
     double sample =
         static_cast<double>(p.busyBytes) / (static_cast<double>(nowNs - p.busyStartNs) * 1e-9);
-    p.rate = p.rate == 0 ? sample : 0.75 * p.rate + 0.25 * sample;
+    // Slow to believe a path got faster, quick to see it got slower: a shaper's burst (a
+    // policer's bucket, a switch buffer) lets a slow link pass its first bytes at line rate,
+    // and a slow path taken for fast holds up every chunk a collective step waits for.
+    const double weight = sample > p.rate ? 0.125 : 0.5;
+    p.rate = p.rate == 0 ? sample : (1 - weight) * p.rate + weight * sample;
     p.rateNs = nowNs;
     p.busyStartNs = nowNs;
     p.busyBytes = 0;
+    p.sampledBusy = true;
   }
   if (p.outstanding == 0) {
     p.busyStartNs = 0;

@@ -241,9 +241,19 @@ class Sender {
   static constexpr size_t kFrameCost = 64;   // per-chunk bytes counted besides the payload
   static constexpr size_t kScanAlways = 64;  // resendStragglers
   static constexpr size_t kMinSampleBytes = 256 << 10;  // per rate sample
-  // A rate not sampled for this long is forgotten: the path gets tried as if unmeasured (a
-  // path that once looked slow must get traffic again to show it is not).
-  static constexpr int64_t kRateStaleNs = 200'000'000;
+  // and at least this long, unless the path is idle again after a busy time that gave no
+  // sample (the sample spans all of it): acknowledgements come in bunches (a receiver that got
+  // the CPU late acknowledges several at once), and a short sample read many times the link.
+  static constexpr int64_t kMinSampleNs = 10'000'000;
+  // An idle path whose rate was not sampled for this long is measured again: it counts as
+  // unmeasured (rateFor). A slow path keeps its rate meanwhile, so that it gets chunks only
+  // where they arrive sooner than on the others (large transfers sample it again then).
+  static constexpr int64_t kRateForgetNs = 10'000'000'000;
+  // An unmeasured path takes at most this much outstanding (one chunk if larger) until its
+  // first acknowledgements measure it: a slow path gets no full share before it is known.
+  static constexpr size_t kUnmeasuredBytes = 1 << 20;
+  // A path with nothing acknowledged for this long is not waited for (pick).
+  static constexpr int64_t kStallNs = 200'000'000;
 
  private:
   struct PathRec {
@@ -251,12 +261,13 @@ class Sender {
     size_t outstanding = 0;
     int64_t lastProgressNs = 0;
     int64_t lastAckNs = 0;
-    int64_t lastAliveNs = 0;  // stillMoving()
-    double rate = 0;          // bytes/s, smoothed; 0 until measured
-    int64_t rateNs = 0;       // when the rate was last sampled
-    int64_t busyStartNs = 0;  // start of the current rate sample (0: idle)
-    size_t busyBytes = 0;     // acknowledged since then
-    bool held = false;        // hold()
+    int64_t lastAliveNs = 0;   // stillMoving()
+    double rate = 0;           // bytes/s, smoothed; 0 until measured
+    int64_t rateNs = 0;        // when the rate was last sampled
+    int64_t busyStartNs = 0;   // start of the current rate sample (0: idle)
+    bool sampledBusy = false;  // a sample was taken in the current busy period
+    size_t busyBytes = 0;      // acknowledged since then
+    bool held = false;         // hold()
   };
   int pick(uint32_t len, int64_t nowNs) const;
   double rateFor(const PathRec& p, int64_t nowNs) const;
@@ -324,6 +335,7 @@ class Sender {
       p.lastProgressNs = nowNs;
       p.busyStartNs = nowNs;
       p.busyBytes = 0;
+      p.sampledBusy = false;
     }
     p.outstanding += len + kFrameCost;
   }
