@@ -91,6 +91,13 @@ Status CallCheck::onArrival(int peer, uint64_t tag) {
   return Status::ok();
 }
 
+bool CallCheck::signatureOf(uint64_t seq, uint16_t* sig) const {
+  const uint64_t s = mine_[seq % kRing].stamp.load(std::memory_order_acquire);
+  if (s == 0 || seqOf(s) != seq) return false;
+  *sig = sigOf(s);
+  return true;
+}
+
 std::string CallCheck::describe(uint64_t seq) const {
   const Mine& m = mine_[seq % kRing];
   if (seqOf(m.stamp.load(std::memory_order_acquire)) != seq) return "not made yet";

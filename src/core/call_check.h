@@ -45,6 +45,8 @@ class CallCheck {
   Status onArrival(int peer, uint64_t tag);
   // The full call number of a collective call's tag base.
   uint64_t callOf(uint64_t tagBase) const { return widen((tagBase >> kSlotBits) & kCallSeqMask); }
+  // This rank's call number `seq` (a full number)'s signature, if it made that call.
+  bool signatureOf(uint64_t seq, uint16_t* sig) const;
   // The description of this rank's call for messages ("allreduce of 1024 x float32, sum").
   std::string describe(uint64_t seq) const;
 

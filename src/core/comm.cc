@@ -69,8 +69,13 @@ Status Comm::openTransport() {
   ctx.reactor = reactor_.get();
   ctx.onFatal = [this](const Status& s) { setAsyncError(s); };
   ctx.onEarlyMessage = [this](int peer, uint64_t tag) {
-    if (isControlTag(tag))
-      return answerLaggardQuery(transport_.get(), reactor_.get(), peer, tag, &collSeq_);
+    if (isControlTag(tag)) {
+      return answerLaggardQuery(transport_.get(), reactor_.get(), peer, tag, [this](uint64_t call) {
+        uint16_t sig = 0;
+        const bool made = calls_.signatureOf(call, &sig);
+        return laggardAnswer(collSeq_.load(std::memory_order_relaxed), made ? &sig : nullptr);
+      });
+    }
     if (Status e = calls_.onArrival(peer, tag); !e.isOk()) failWith(e);
   };
   return TransportSet::open(ctx, &transport_);
@@ -257,7 +262,9 @@ std::string Comm::whoIsLate(uint64_t tagBase) {
   // Answers come from the peers' progress threads within a round trip; a peer that does not
   // answer in this time is named as such.
   const int64_t waitMs = std::clamp<int64_t>(cfg_.timeoutMs / 4, 1, 1000);
-  return probeLaggards(transport_.get(), rank_, nranks_, calls_.callOf(tagBase),
+  const uint64_t call = calls_.callOf(tagBase);
+  return probeLaggards(transport_.get(), rank_, nranks_, call,
+                       static_cast<uint16_t>(tagBase >> kSigShift), calls_.describe(call),
                        probes_.fetch_add(1, std::memory_order_relaxed), waitMs);
 }
 

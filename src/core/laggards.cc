@@ -4,6 +4,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <mutex>
 #include <vector>
 
@@ -12,6 +13,9 @@
 
 namespace braid {
 namespace {
+
+constexpr uint64_t kSigBit = uint64_t{1} << 47;
+constexpr uint64_t kMadeMask = kSigBit - 1;
 
 // The requests of one side of an exchange, alive until every one has come back (an abort
 // brings back those never answered); whoever sees the last one, with the owner gone, frees it.
@@ -24,8 +28,10 @@ struct Exchange : CompletionSink {
   std::vector<NetRequest> reqs;
   std::vector<uint64_t> words;  // the requests' buffers, one 64-bit word each
   // Per peer: the calls it said it made; kSilent before it answers, kFailed when the receive
-  // failed (this rank's transport or the peer failed: its own error says why).
+  // failed (this rank's transport or the peer failed: its own error says why). And its call's
+  // signature, -1 when it did not say.
   std::vector<int64_t> made;
+  std::vector<int32_t> sigs;
   static constexpr int64_t kSilent = -1, kFailed = -2;
 
   explicit Exchange(size_t n) : reqs(n), words(n, 0) {}
@@ -34,8 +40,10 @@ struct Exchange : CompletionSink {
     {
       std::lock_guard<std::mutex> lock(mu);
       if (r->kind == NetRequest::Kind::kRecv && !made.empty()) {
-        made[static_cast<size_t>(r->peer)] =
-            r->status.isOk() ? static_cast<int64_t>(words[r - reqs.data()]) : kFailed;
+        const uint64_t w = words[r - reqs.data()];
+        const auto p = static_cast<size_t>(r->peer);
+        made[p] = r->status.isOk() ? static_cast<int64_t>(w & kMadeMask) : kFailed;
+        if (r->status.isOk() && (w & kSigBit) != 0) sigs[p] = static_cast<int32_t>(w >> 48);
         --answersLeft;
       }
       last = --pending == 0 && abandoned;
@@ -79,25 +87,67 @@ std::string names(Transport* t, const std::vector<int>& ranks,
 
 }  // namespace
 
+uint64_t laggardAnswer(uint64_t callsMade, const uint16_t* signature) {
+  uint64_t w = callsMade & kMadeMask;
+  if (signature != nullptr) w |= kSigBit | uint64_t{*signature} << 48;
+  return w;
+}
+
+namespace {
+
+// One answer: takes the query in, then (on the loop) sends answer(query's call number) back;
+// frees itself once the reply went or the query could not be taken.
+struct Answer : CompletionSink {
+  Transport* t;
+  Reactor* loop;
+  std::function<uint64_t(uint64_t)> answer;
+  NetRequest query, reply;
+  uint64_t call = 0, word = 0;
+  void onComplete(NetRequest* r) override {
+    if (r == &query && r->status.isOk()) {
+      loop->post([this] {
+        word = answer(call);
+        reply.kind = NetRequest::Kind::kSend;
+        reply.peer = query.peer;
+        reply.tag = query.tag | kAnswerBit;
+        reply.buf = &word;
+        reply.bytes = sizeof word;
+        reply.sink = this;
+        t->post(&reply);
+      });
+      return;
+    }
+    delete this;
+  }
+};
+
+}  // namespace
+
 void answerLaggardQuery(Transport* t, Reactor* loop, int peer, uint64_t tag,
-                        const std::atomic<uint64_t>* callsMade) {
+                        std::function<uint64_t(uint64_t call)> answer) {
   if ((tag & kAnswerBit) != 0) return;  // an answer after its probe gave up: left alone
-  loop->post([t, peer, tag, callsMade] {
-    auto* x = new Exchange(2);
-    x->pending = 2;
-    x->words[1] = callsMade->load(std::memory_order_relaxed);
-    x->abandoned = true;  // nobody waits: the last completion frees it
-    x->post(t, 0, NetRequest::Kind::kRecv, peer, tag);  // takes the query in
-    x->post(t, 1, NetRequest::Kind::kSend, peer, tag | kAnswerBit);
+  loop->post([t, loop, peer, tag, answer = std::move(answer)]() mutable {
+    auto* a = new Answer;
+    a->t = t;
+    a->loop = loop;
+    a->answer = std::move(answer);
+    a->query.kind = NetRequest::Kind::kRecv;
+    a->query.peer = peer;
+    a->query.tag = tag;
+    a->query.buf = &a->call;
+    a->query.bytes = sizeof a->call;
+    a->query.sink = a;
+    t->post(&a->query);
   });
 }
 
-std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uint32_t probeId,
-                          int64_t waitMs) {
+std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uint16_t signature,
+                          const std::string& mine, uint32_t probeId, int64_t waitMs) {
   if (nranks < 2) return {};
   const uint64_t query = kControlTagBits | (probeId & (kAnswerBit - 1));
   auto* x = new Exchange(2 * static_cast<size_t>(nranks));
   x->made.assign(static_cast<size_t>(nranks), Exchange::kSilent);
+  x->sigs.assign(static_cast<size_t>(nranks), -1);
   {
     std::lock_guard<std::mutex> lock(x->mu);
     x->pending = 2 * (nranks - 1);
@@ -111,13 +161,15 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
     x->post(t, i + 1, NetRequest::Kind::kSend, p, query);
   }
   std::vector<int64_t> made;
+  std::vector<int32_t> sigs;
   {
     std::unique_lock<std::mutex> lock(x->mu);
     x->cv.wait_for(lock, std::chrono::milliseconds(waitMs), [x] { return x->answersLeft == 0; });
     made = x->made;
+    sigs = x->sigs;
   }
   x->abandon();
-  std::vector<int> behind, silent;
+  std::vector<int> behind, silent, differ;
   size_t cut = 0;  // answers lost when the communicator failed meanwhile
   for (int p = 0; p < nranks; ++p) {
     if (p == rank) continue;
@@ -128,6 +180,8 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
       ++cut;
     } else if (static_cast<uint64_t>(m) <= call) {
       behind.push_back(p);
+    } else if (sigs[static_cast<size_t>(p)] >= 0 && sigs[static_cast<size_t>(p)] != signature) {
+      differ.push_back(p);
     }
   }
   std::string out;
@@ -143,6 +197,14 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
         "{} ranks have not made this call (call {} on this communicator): {}; the others wait "
         "for them",
         behind.size(), call + 1, names(t, behind, &made));
+  } else if (!differ.empty()) {
+    // (Calls whose messages never meet: a reduce whose ranks name different roots waits on
+    // both sides, where a message of the wrong call would have failed it at once.)
+    out = fmt::format(
+        "{} made this call differently (call {} on this communicator: another collective, or "
+        "another count, datatype, op or root than this rank's {}): every rank must make the "
+        "same collective calls in the same order",
+        names(t, differ), call + 1, mine);
   } else if (silent.empty() && cut == 0) {
     out =
         "every rank has made this call (what is missing is data in transit, or a call queued "
@@ -160,7 +222,8 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
 }
 
 bool namesLateRanks(const std::string& late) {
-  return late.find("not made this call") != std::string::npos;
+  return late.find("not made this call") != std::string::npos ||
+         late.find("made this call differently") != std::string::npos;
 }
 
 std::string timeoutText(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,

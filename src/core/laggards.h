@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace braid {
@@ -24,21 +25,26 @@ constexpr uint64_t kControlTagBits = ~uint64_t{0} << 24;  // p2p bit + all seque
 constexpr uint64_t kAnswerBit = uint64_t{1} << 23;        // low 23 bits: the probe's number
 inline bool isControlTag(uint64_t tag) { return (tag & kControlTagBits) == kControlTagBits; }
 
-// Progress thread, from onEarlyMessage: a control message arrived from `peer`. A query is
-// taken and answered (later, on the loop) with *callsMade as it is then; anything else is
-// left alone.
+// An answer's word: the collective calls the peer has made (bits 0..46) and, when it has
+// made the queried call, that call's signature (bit 47 set, bits 48..63; call_check.h).
+uint64_t laggardAnswer(uint64_t callsMade, const uint16_t* signature);
+
+// Progress thread, from onEarlyMessage: a control message arrived from `peer`. A query (its
+// word: the querier's call number) is taken and answered, on the loop, with answer(call), a
+// laggardAnswer; anything else is left alone.
 void answerLaggardQuery(Transport* t, Reactor* loop, int peer, uint64_t tag,
-                        const std::atomic<uint64_t>* callsMade);
+                        std::function<uint64_t(uint64_t call)> answer);
 
 // Application thread, with the loop not held by it: asks every peer of `t` (ranks 0..nranks-1
-// but `rank`) how many collective calls it has made, waits up to waitMs for the answers, and
-// returns what they say about call number `call` (0-based) for the timeout's message:
-// "rank 5 (...) has not made this call (call 12 on this communicator; it has made 11): the
-// others wait for it", or "" when nothing is known.
-std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uint32_t probeId,
-                          int64_t waitMs);
+// but `rank`) how many collective calls it has made and how it made call number `call`
+// (0-based; this rank's signature `signature`, described as `mine`), waits up to waitMs for
+// the answers, and returns what they say for the timeout's message: "rank 5 (...) has not
+// made this call (call 12 on this communicator; it has made 11): the others wait for it",
+// that ranks made it differently, or "" when nothing is known.
+std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uint16_t signature,
+                          const std::string& mine, uint32_t probeId, int64_t waitMs);
 
-// Whether probeLaggards' text names ranks that have not made the call.
+// Whether probeLaggards' text names ranks that have not made the call, or made it differently.
 bool namesLateRanks(const std::string& late);
 
 // A timed-out call's message: what the probe learnt first (the abort that carries it to the

@@ -437,6 +437,38 @@ TEST_P(PeerFailure, ATimeoutNamesTheRankThatHasNotMadeTheCall) {
   }
 }
 
+// Calls whose messages never meet: a reduce whose ranks name different roots (rank 0 says 0,
+// the others 1) has each "root" waiting for data nobody sends it; no message of the wrong call
+// arrives to be caught, so it times out. Its message said "every rank has made this call";
+// the peers' answers now carry how they made it, and it names the rank that differs.
+TEST_P(PeerFailure, ATimeoutNamesARankThatMadeTheCallDifferently) {
+  RankOptions opt = options("2000");
+  runRanks(
+      3,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        std::vector<float> v(4, 1), out(4, 0);
+        braidResult_t rc = braidReduce(v.data(), out.data(), v.size(), braidFloat32, braidSum,
+                                       r == 0 ? 0 : 1, comm, nullptr);
+        if (r == 2) {
+          // Not a root either way: its data went to rank 1 and its call is done. It stays
+          // until the others timed out (leaving would be their error instead).
+          std::this_thread::sleep_for(std::chrono::milliseconds(5000));
+          (void)braidCommDestroy(comm);
+          return;
+        }
+        EXPECT_NE(rc, braidSuccess) << "rank " << r;
+        std::string msg = braidGetLastError(comm);
+        EXPECT_NE(msg.find("made this call differently"), std::string::npos)
+            << "rank " << r << ": " << msg;
+        EXPECT_EQ(msg.find("every rank has made this call"), std::string::npos)
+            << "rank " << r << ": " << msg;
+        (void)braidCommDestroy(comm);
+      },
+      opt);
+}
+
 // On a split communicator a peer is also named by its rank in the communicator made at init:
 // with overlapping splits the same process has several numbers. World rank 3 is rank 0 of the
 // odd ranks' split (keys reversed) and exits; world rank 1 must read "world rank 3".
