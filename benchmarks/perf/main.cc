@@ -200,7 +200,7 @@ Options parse(int argc, char** argv) {
         o.average = intFlag('a', 0, 3, "0..3 (0 rank 0, 1 average, 2 min, 3 max)");
         break;
       case 'R':
-        o.registerBuffers = intFlag('R', 0, 2, "0 or 1") != 0;
+        o.registerBuffers = intFlag('R', 0, 1, "0 or 1") != 0;
         break;
       case 'N':
         o.cycles = intFlag('N', 0, INT32_MAX, "a number of sweeps (0: repeat until stopped)");
@@ -402,46 +402,73 @@ braidResult_t initComm(braidComm_t* comm) {
 }
 
 // Every rank says whether it can go on (`error` empty) and all learn the same: each rank with
-// an error prints it, and every rank exits 2 (rather than one rank exiting and the others
-// failing on a dead peer).
-void agreeOrDie(const Ctx& c, const std::string& error, const char* what) {
+// an error prints it (before the exchange: a launcher may end the others at the first exit),
+// and every rank exits 2, rather than one rank exiting and the others failing on a dead peer.
+void agreeOrDie(const Ctx& c, const std::string& error) {
+  if (!error.empty()) {
+    std::fprintf(stderr, "braid-perf: rank %d: %s\n", c.rank, error.c_str());
+    std::fflush(stderr);
+  }
   int32_t ok = error.empty() ? 1 : 0;
   checkOk(braidAllReduce(&ok, &ok, 1, braidInt32, braidMin, c.comm, nullptr), c, "allreduce");
-  if (!error.empty()) std::fprintf(stderr, "braid-perf: rank %d: %s\n", c.rank, error.c_str());
   if (ok == 0) {
-    std::fflush(stderr);
     (void)braidCommDestroy(c.comm);
-    if (error.empty()) std::exit(2);
-    die(what);
+    std::exit(2);
   }
 }
 
-// MemAvailable of /proc/meminfo in bytes (0 when unknown).
+// MemAvailable of /proc/meminfo in bytes, or less when this process's memory cgroup (v2:
+// containers, Slurm, Kubernetes) allows less; 0 when unknown.
 size_t memAvailable() {
-  FILE* f = std::fopen("/proc/meminfo", "r");
-  if (f == nullptr) return 0;
-  char line[256];
-  unsigned long long kb = 0;
-  while (std::fgets(line, sizeof line, f) != nullptr) {
-    if (std::sscanf(line, "MemAvailable: %llu kB", &kb) == 1) break;
+  auto readNumber = [](const char* path, const char* format, unsigned long long* v) {
+    FILE* f = std::fopen(path, "r");
+    if (f == nullptr) return false;
+    char line[256];
+    bool found = false;
+    while (!found && std::fgets(line, sizeof line, f) != nullptr) {
+      found = std::sscanf(line, format, v) == 1;
+    }
+    std::fclose(f);
+    return found;
+  };
+  unsigned long long kb = 0, max = 0, current = 0;
+  size_t avail = readNumber("/proc/meminfo", "MemAvailable: %llu kB", &kb) ? kb * 1024 : 0;
+  // The cgroup of this process (cgroup v2: one "0::/path" line).
+  char cg[512] = {};
+  if (FILE* f = std::fopen("/proc/self/cgroup", "r")) {
+    char line[512];
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      if (std::strncmp(line, "0::", 3) == 0) {
+        std::snprintf(cg, sizeof cg, "%s", line + 3);
+        cg[std::strcspn(cg, "\n")] = '\0';
+      }
+    }
+    std::fclose(f);
   }
-  std::fclose(f);
-  return static_cast<size_t>(kb) * 1024;
+  const std::string dir = std::string("/sys/fs/cgroup") + (std::strcmp(cg, "/") == 0 ? "" : cg);
+  if (cg[0] != '\0' && readNumber((dir + "/memory.max").c_str(), "%llu", &max) &&
+      readNumber((dir + "/memory.current").c_str(), "%llu", &current)) {
+    const size_t left = max > current ? static_cast<size_t>(max - current) : 0;
+    avail = avail == 0 ? left : std::min(avail, left);
+  }
+  return avail;
 }
 
 // The send buffer and the -m receive buffers (pre-faulted), or why they cannot be had: more
 // than the host has available (allocating would wake the OOM killer, not fail), or refused.
-std::string allocateBuffers(const Options& o, size_t sendBytes, size_t recvStride,
+std::string allocateBuffers(const Options& o, size_t sendBytes, size_t recvStride, int ranksOnHost,
                             std::vector<char>* send, std::vector<char>* recv) {
   const auto agg = static_cast<size_t>(o.aggIters);
   const double need = static_cast<double>(sendBytes) + static_cast<double>(recvStride) * agg;
-  const size_t avail = memAvailable();
+  // This rank's share of what the host (or its memory cgroup) has left.
+  const size_t avail = memAvailable() / static_cast<size_t>(std::max(1, ranksOnHost));
   const std::string sizes =
       fmt::format("buffers of {:.1f} MiB for -e {}{} (send, and one receive buffer per fused call)",
                   need / (1 << 20), o.maxBytes, agg > 1 ? fmt::format(" and -m {}", agg) : "");
   if (need >= 0x1p62 || (avail > 0 && need > static_cast<double>(avail))) {
-    return fmt::format("{} do not fit: this host has {:.1f} MiB available (lower -e or -m)", sizes,
-                       static_cast<double>(avail) / (1 << 20));
+    return fmt::format(
+        "{} do not fit: {:.1f} MiB available per rank ({} rank(s) on this host; lower -e or -m)",
+        sizes, static_cast<double>(avail) / (1 << 20), ranksOnHost);
   }
   try {
     send->assign(sendBytes, 1);
@@ -465,14 +492,17 @@ int run(const Options& o) {
   gethostname(host, sizeof host - 1);
   std::vector<char> hosts(64 * c.n);
   checkOk(braidAllGather(host, hosts.data(), 64, braidInt8, c.comm, nullptr), c, "allgather");
+  int ranksOnHost = 0;
+  for (int r = 0; r < c.n; ++r) ranksOnHost += std::strcmp(&hosts[64 * r], host) == 0;
   // Rank 0 writes the JSON file: every rank learns whether it could open it, and all stop
   // alike if not (one rank's exit would leave the others blaming a dead peer).
   FILE* json = nullptr;
   if (c.rank == 0 && !o.jsonPath.empty()) json = std::fopen(o.jsonPath.c_str(), "w");
-  const std::string jsonError = o.jsonPath.empty() || c.rank != 0 || json != nullptr
-                                    ? ""
-                                    : fmt::format("-J {}: {}", o.jsonPath, std::strerror(errno));
-  agreeOrDie(c, jsonError, "rank 0 cannot write the -J file");
+  const std::string jsonError =
+      o.jsonPath.empty() || c.rank != 0 || json != nullptr
+          ? ""
+          : fmt::format("cannot write the -J file {}: {}", o.jsonPath, std::strerror(errno));
+  agreeOrDie(c, jsonError);
   if (c.rank == 0) {
     std::vector<std::string> distinct;
     for (int r = 0; r < c.n; ++r) {
@@ -530,8 +560,7 @@ int run(const Options& o) {
   // One receive buffer per call fused in a group (-m), each also the buffer of an in-place call.
   const size_t recvStride = (std::max(sendBytes, recvBytes) + 64 + 63) / 64 * 64;
   std::vector<char> send, recv;
-  agreeOrDie(c, allocateBuffers(o, sendBytes + 64, recvStride, &send, &recv),
-             "a rank cannot hold its buffers");
+  agreeOrDie(c, allocateBuffers(o, sendBytes + 64, recvStride, ranksOnHost, &send, &recv));
   std::vector<char*> recvs;
   for (int a = 0; a < o.aggIters; ++a) recvs.push_back(recv.data() + recvStride * a);
   void* sendReg = nullptr;

@@ -55,6 +55,10 @@ std::vector<size_t> sizes(size_t minBytes, size_t maxBytes, double stepFactor, s
     v.push_back(s);
     // As nccl-tests: a factor above 1 multiplies, else the size grows by stepBytes (-i). From
     // -b 0 a factor goes on from 1 byte (nccl-tests loops at 0 for ever).
+    if (stepFactor > 1 && s > 0 &&
+        static_cast<double>(s) * stepFactor > static_cast<double>(maxBytes)) {
+      break;  // (also keeps a huge factor from a double beyond size_t)
+    }
     size_t next = stepFactor > 1 ? (s == 0 ? 1 : static_cast<size_t>(std::ceil(s * stepFactor)))
                                  : s + stepBytes;
     if (next <= s) break;
