@@ -14,7 +14,7 @@ extern "C" {
 #endif
 
 #define BRAID_MAJOR 0
-#define BRAID_MINOR 1
+#define BRAID_MINOR 2
 #define BRAID_PATCH 0
 /* braidGetVersion returns BRAID_VERSION_CODE: major*10000 + minor*100 + patch. */
 #define BRAID_VERSION_CODE (BRAID_MAJOR * 10000 + BRAID_MINOR * 100 + BRAID_PATCH)
@@ -200,7 +200,8 @@ BRAID_API braidResult_t braidGroupStart(void);
 BRAID_API braidResult_t braidGroupEnd(void);
 /* Marks this thread's open group as failed, as a refused call would: its outermost
  * braidGroupEnd then runs nothing of it and returns braidInvalidUsage with `why` (may be
- * NULL), and communicators with calls in it fail, telling their peers. For a program that
+ * NULL; or, when a call of the group was refused before, that call's error), and
+ * communicators with calls in it fail for good, telling their peers. For a program that
  * leaves a group on an error of its own between its calls (braid.hpp's Group does when an
  * exception leaves its scope). braidInvalidUsage outside a group. */
 BRAID_API braidResult_t braidGroupAbandon(const char* why);

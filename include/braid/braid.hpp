@@ -9,6 +9,7 @@
 
 #include <concepts>
 #include <cstddef>
+#include <exception>
 #include <ranges>
 #include <span>
 #include <stdexcept>
@@ -199,8 +200,8 @@ class Communicator {
     doAllReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), op, s);
   }
   template <typename T>
-  void allReduce(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
-                 Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void allReduce(std::span<const T> send, std::span<T> recv,
+                                               braidRedOp_t op = braidSum, Stream* s = nullptr) {
     doAllReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), op, s);
   }
   template <detail::Output B>
@@ -208,7 +209,8 @@ class Communicator {
     doAllReduce(BRAID_HPP_BUF(inplace), BRAID_HPP_BUF(inplace), type<B>(), op, s);
   }
   template <typename T>
-  void allReduce(std::span<T> inplace, braidRedOp_t op = braidSum, Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void allReduce(std::span<T> inplace, braidRedOp_t op = braidSum,
+                                               Stream* s = nullptr) {
     doAllReduce(BRAID_HPP_BUF(inplace), BRAID_HPP_BUF(inplace), dataType<T>(), op, s);
   }
   template <detail::Output B>
@@ -218,7 +220,7 @@ class Communicator {
           c_);
   }
   template <typename T>
-  void broadcast(std::span<T> buf, int root, Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void broadcast(std::span<T> buf, int root, Stream* s = nullptr) {
     check(braidBroadcast(buf.data(), buf.data(), buf.size(), dataType<T>(), root, c_, st(s)), c_);
   }
   // recv is written on the root only (it may be empty elsewhere).
@@ -228,8 +230,8 @@ class Communicator {
     doReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), root, op, s);
   }
   template <typename T>
-  void reduce(std::span<const T> send, std::span<T> recv, int root, braidRedOp_t op = braidSum,
-              Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void reduce(std::span<const T> send, std::span<T> recv, int root,
+                                            braidRedOp_t op = braidSum, Stream* s = nullptr) {
     doReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), root, op, s);
   }
   template <detail::Input S, detail::Output R>
@@ -238,7 +240,8 @@ class Communicator {
     doAllGather(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), s);
   }
   template <typename T>
-  void allGather(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void allGather(std::span<const T> send, std::span<T> recv,
+                                               Stream* s = nullptr) {
     doAllGather(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), s);
   }
   template <detail::Input S, detail::Output R>
@@ -247,8 +250,9 @@ class Communicator {
     doReduceScatter(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), op, s);
   }
   template <typename T>
-  void reduceScatter(std::span<const T> send, std::span<T> recv, braidRedOp_t op = braidSum,
-                     Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void reduceScatter(std::span<const T> send, std::span<T> recv,
+                                                   braidRedOp_t op = braidSum,
+                                                   Stream* s = nullptr) {
     doReduceScatter(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), op, s);
   }
   // send and recv hold size() blocks of equal size, one per rank.
@@ -258,7 +262,8 @@ class Communicator {
     doAllToAll(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), type<S>(), s);
   }
   template <typename T>
-  void allToAll(std::span<const T> send, std::span<T> recv, Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void allToAll(std::span<const T> send, std::span<T> recv,
+                                              Stream* s = nullptr) {
     doAllToAll(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), s);
   }
   // send[sdispls[p], +sendcounts[p]) goes to rank p, which receives it at
@@ -274,10 +279,12 @@ class Communicator {
                 s);
   }
   template <typename T>
-  void allToAllv(std::span<const T> send, std::span<const size_t> sendcounts,
-                 std::span<const size_t> sdispls, std::span<T> recv,
-                 std::span<const size_t> recvcounts, std::span<const size_t> rdispls,
-                 Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void allToAllv(std::span<const T> send,
+                                               std::span<const size_t> sendcounts,
+                                               std::span<const size_t> sdispls, std::span<T> recv,
+                                               std::span<const size_t> recvcounts,
+                                               std::span<const size_t> rdispls,
+                                               Stream* s = nullptr) {
     doAllToAllv(BRAID_HPP_BUF(send), BRAID_HPP_BUF(sendcounts), BRAID_HPP_BUF(sdispls),
                 BRAID_HPP_BUF(recv), BRAID_HPP_BUF(recvcounts), BRAID_HPP_BUF(rdispls),
                 dataType<T>(), s);
@@ -295,7 +302,7 @@ class Communicator {
     check(braidRecv(BRAID_HPP_PTR(buf), detail::len(buf), type<B>(), peer, c_, st(s)), c_);
   }
   template <typename T>
-  void recv(std::span<T> buf, int peer, Stream* s = nullptr) {
+  requires(!std::is_const_v<T>) void recv(std::span<T> buf, int peer, Stream* s = nullptr) {
     check(braidRecv(buf.data(), buf.size(), dataType<T>(), peer, c_, st(s)), c_);
   }
   void barrier(Stream* s = nullptr) { check(braidBarrier(c_, st(s)), c_); }

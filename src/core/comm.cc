@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <thread>
 
 #include "collectives/algorithms.h"
@@ -159,28 +160,43 @@ std::string sharedSettings(const Config& cfg, const NodeMap& declared) {
 }
 
 // Every rank holds every rank's settings: each finds the same difference and fails alike.
+// Compared by name: a build that does not send a line (older) differs by its absence.
 Status checkSharedSettings(const std::vector<std::string>& settings,
                            const std::vector<std::string>& hosts) {
-  auto lines = [](const std::string& s) { return splitList(s, '\n'); };
-  const std::vector<std::string> base = lines(settings[0]);
+  auto parse = [](const std::string& s) {
+    std::vector<std::pair<std::string, std::string>> out;
+    for (const std::string& line : splitList(s, '\n')) {
+      const size_t eq = line.find('=');
+      out.emplace_back(line.substr(0, eq), eq == std::string::npos ? "" : line.substr(eq + 1));
+    }
+    return out;
+  };
+  auto find = [](const std::vector<std::pair<std::string, std::string>>& v, const std::string& k) {
+    for (const auto& [name, value] : v) {
+      if (name == k) return std::optional<std::string>(value);
+    }
+    return std::optional<std::string>();
+  };
+  const auto base = parse(settings[0]);
   for (size_t r = 1; r < settings.size(); ++r) {
-    if (settings[r].empty() || settings[0].empty()) continue;  // a build that does not say
-    const std::vector<std::string> mine = lines(settings[r]);
-    for (size_t i = 0; i < base.size() && i < mine.size(); ++i) {
-      if (base[i] == mine[i]) continue;
-      const std::string name = base[i].substr(0, base[i].find('='));
-      const auto value = [](const std::string& line) { return line.substr(line.find('=') + 1); };
-      if (name == "braid") {
-        return invalidUsage(fmt::format(
-            "rank 0 ({}) runs braid {} and rank {} ({}) braid {}: every rank of a job must run "
-            "the same braid build; check the library each rank loads (LD_LIBRARY_PATH, "
-            "container image; braid-info prints the version)",
-            hosts[0], value(base[i]), r, hosts[r], value(mine[i])));
-      }
+    const auto mine = parse(settings[r]);
+    const auto build0 = find(base, "braid"), buildR = find(mine, "braid");
+    if (build0 != buildR) {
+      constexpr const char* kOlder = "from before wire protocol 2 (it does not say its version)";
+      return invalidUsage(fmt::format(
+          "rank 0 ({}) runs braid {} and rank {} ({}) braid {}: every rank of a job must run "
+          "the same braid build; check the library each rank loads (LD_LIBRARY_PATH, "
+          "container image; braid-info prints the version)",
+          hosts[0], build0.value_or(kOlder), r, hosts[r], buildR.value_or(kOlder)));
+    }
+    for (const auto& [name, value] : base) {
+      if (name == "braid") continue;
+      const auto other = find(mine, name);
+      if (!other || *other == value) continue;
       return invalidUsage(fmt::format(
           "{} differs between ranks: '{}' on rank 0 ({}), '{}' on rank {} ({}); it must be the "
           "same on every rank",
-          name, value(base[i]), hosts[0], value(mine[i]), r, hosts[r]));
+          name, value, hosts[0], *other, r, hosts[r]));
     }
   }
   return Status::ok();

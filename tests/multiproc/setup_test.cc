@@ -177,38 +177,46 @@ TEST(Setup, SettingsThatMustAgreeButDifferFailEveryRankSayingWhich) {
 // others fail init at once naming both versions, before any data could be misread. Rank 1 is a
 // process that joins the rendezvous as such a build would, its row saying another version.
 TEST(Setup, ARankRunningAnotherBraidBuildFailsInitNamingBothVersions) {
-  RankOptions opt;
-  opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
-  runRanks(
-      3,
-      [](int r, int n, const braidUniqueId& id) {
-        const double t0 = now();
-        if (r == 1) {
-          braid::UniqueIdData d;
-          ASSERT_TRUE(braid::decodeUniqueId(id, &d).isOk());
-          std::vector<std::string> rows;
-          const std::string blob =
-              "otherhost\nother-id\n127.0.0.1:1\nbraid=0.0.7 (wire protocol 1)\n"
-              "BRAID_ALGO=\nBRAID_SHM_FAST_BYTES=0\nBRAID_TOPO_FILE=none";
-          ASSERT_TRUE(
-              braid::rendezvous(d.root, d.secret, r, n, blob, braid::deadlineIn(30000), &rows)
-                  .isOk());
-          EXPECT_EQ(rows.size(), 3u);
-          return;
-        }
-        braidComm_t comm = nullptr;
-        EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidUsage);
-        EXPECT_EQ(comm, nullptr);
-        EXPECT_LT(now() - t0, 30.0);
-        const std::string msg = braidGetLastError(nullptr);
-        EXPECT_NE(msg.find(fmt::format("runs braid {}.{}.{} (wire protocol", BRAID_MAJOR,
-                                       BRAID_MINOR, BRAID_PATCH)),
-                  std::string::npos)
-            << msg;
-        EXPECT_NE(msg.find("rank 1 (otherhost) braid 0.0.7 (wire protocol 1)"), std::string::npos)
-            << msg;
-      },
-      opt);
+  // A build that says its version, and one from before builds said it (no "braid=" line).
+  const std::pair<const char*, const char*> kRows[] = {
+      {"braid=0.0.7 (wire protocol 1)\nBRAID_ALGO=\nBRAID_SHM_FAST_BYTES=0\nBRAID_TOPO_FILE=none",
+       "rank 1 (otherhost) braid 0.0.7 (wire protocol 1)"},
+      {"BRAID_ALGO=\nBRAID_SHM_FAST_BYTES=4096\nBRAID_TOPO_FILE=none",
+       "rank 1 (otherhost) braid from before wire protocol 2"},
+  };
+  for (const auto& [settings, expected] : kRows) {
+    SCOPED_TRACE(expected);
+    RankOptions opt;
+    opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
+    const std::string row = std::string("otherhost\nother-id\n127.0.0.1:1\n") + settings;
+    const std::string want = expected;
+    runRanks(
+        3,
+        [row, want](int r, int n, const braidUniqueId& id) {
+          const double t0 = now();
+          if (r == 1) {
+            braid::UniqueIdData d;
+            ASSERT_TRUE(braid::decodeUniqueId(id, &d).isOk());
+            std::vector<std::string> rows;
+            ASSERT_TRUE(
+                braid::rendezvous(d.root, d.secret, r, n, row, braid::deadlineIn(30000), &rows)
+                    .isOk());
+            EXPECT_EQ(rows.size(), 3u);
+            return;
+          }
+          braidComm_t comm = nullptr;
+          EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidInvalidUsage);
+          EXPECT_EQ(comm, nullptr);
+          EXPECT_LT(now() - t0, 30.0);
+          const std::string msg = braidGetLastError(nullptr);
+          EXPECT_NE(msg.find(fmt::format("runs braid {}.{}.{} (wire protocol", BRAID_MAJOR,
+                                         BRAID_MINOR, BRAID_PATCH)),
+                    std::string::npos)
+              << msg;
+          EXPECT_NE(msg.find(want), std::string::npos) << msg;
+        },
+        opt);
+  }
 }
 
 // A rank killed at the rendezvous while it waits for the others: once the last rank joins,

@@ -241,6 +241,12 @@ void Transport::onTick() {
           "paths tried: {})",
           peerName(p->rank), (now - p->allDownSinceNs) / 1'000'000, tried)));
     }
+    // Chunks that wait for a busy path which may have fallen silent since (Sender::pick waits
+    // no more once it has been for kStallNs).
+    if (p->tx.waiting()) {
+      pump(p);
+      if (failed()) return;
+    }
     const bool repairs = ctx_.rank > p->rank && !p->byeSeen && !p->closed && !closing_;
     for (size_t k = 0; repairs && k < p->paths.size(); ++k) {
       Path* path = p->paths[k].get();

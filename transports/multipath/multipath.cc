@@ -62,6 +62,17 @@ Chunk* Sender::add(Chunk&& c) {
   return &ch;  // queued: fids from fresh_ on wait for a path
 }
 
+size_t Sender::carriers(PathState want) const {
+  return static_cast<size_t>(std::count_if(paths_.begin(), paths_.end(),
+                                           [want](const PathRec& p) { return p.state == want; }));
+}
+
+size_t Sender::limit(int path, int64_t nowNs) const {
+  const PathRec& p = paths_[path];
+  if (rateFor(p, nowNs) > 0 || carriers(p.state) <= 1) return opt_.window;
+  return std::min(opt_.window, kUnmeasuredBytes);
+}
+
 double Sender::rateFor(const PathRec& p, int64_t nowNs) const {
   if (p.outstanding == 0 && nowNs - p.rateNs > kRateForgetNs) return 0;
   return p.rate;
@@ -79,6 +90,7 @@ int Sender::pick(uint32_t len, int64_t nowNs) const {
   double measured = 0;
   for (const PathRec& p : paths_) measured = std::max(measured, rateFor(p, nowNs));
   const double fastest = std::max(measured, 1e9);
+  const bool alone = carriers(want) == 1;  // no cap on an unmeasured path: nothing to gain
   int best = -1, bestFree = -1;
   double bestCost = 0, bestFreeCost = 0, bestRate = 0, freeRate = 0;
   double allRate = 0, allOut = 0;  // of the paths that may carry it
@@ -86,7 +98,7 @@ int Sender::pick(uint32_t len, int64_t nowNs) const {
     const PathRec& p = paths_[i];
     if (p.state != want) continue;
     const double measuredRate = rateFor(p, nowNs);
-    if (measuredRate == 0 && p.outstanding >= kUnmeasuredBytes) continue;
+    if (measuredRate == 0 && !alone && p.outstanding >= kUnmeasuredBytes) continue;
     const double r = measuredRate > 0 ? measuredRate : fastest;
     const double cost = static_cast<double>(p.outstanding + len) / r;
     allRate += r;

@@ -1,7 +1,8 @@
 // The multipath layer: reliable delivery of chunks to one peer over a set of paths (rails,
 // flows, QPs), whatever carries them. The sender cuts nothing itself: a transport adds chunks
-// (its frames), the Sender hands each to the path with the least outstanding bytes relative to
-// its measured rate while the path has window left, keeps every chunk until the receiver
+// (its frames), the Sender hands each to the path that would deliver it first (outstanding
+// bytes over measured rate) while the path has room, a much slower free path only where the
+// chunk arrives sooner than by waiting (Sender::pick), keeps every chunk until the receiver
 // acknowledges it, and puts a dead path's unacknowledged chunks back in front of the queue so
 // that the surviving paths re-send them at once. The Receiver places each chunk once: it
 // recognises duplicates (a chunk re-sent after its first copy arrived but its ack was lost)
@@ -157,8 +158,9 @@ class Sender {
     }
   }
   // Late binding: a held path gets no new chunk (its transport already has enough queued to
-  // keep it busy), so queued chunks go to whichever path drains first rather than waiting
-  // behind a slow one. The transport releases the path and schedules again when it drains.
+  // keep it busy), so queued chunks go to a path that drains rather than waiting behind a
+  // slow one (a much slower one only as pick() allows). The transport releases the path and
+  // schedules again when it drains.
   void hold(int path, bool held) { paths_[path].held = held; }
   bool held(int path) const { return paths_[path].held; }
   bool waiting() const { return !requeued_.empty() || fresh_ < nextFid_; }
@@ -223,6 +225,9 @@ class Sender {
   size_t unacked() const { return live_; }
   size_t outstanding(int path) const { return paths_[path].outstanding; }
   size_t window() const { return opt_.window; }
+  // What `path` may have outstanding now: the window, or kUnmeasuredBytes while it is not
+  // measured and has siblings (a transport asks for acknowledgements before half of it).
+  size_t limit(int path, int64_t nowNs) const;
   double rate(int path) const { return paths_[path].rate; }
   // Drops every chunk (failure); done(chunk) for each.
   template <typename Done>
@@ -271,6 +276,7 @@ class Sender {
   };
   int pick(uint32_t len, int64_t nowNs) const;
   double rateFor(const PathRec& p, int64_t nowNs) const;
+  size_t carriers(PathState state) const;  // paths in that state
   // The first unacknowledged fid at or after `fid` (nextFid_ if none). An acknowledged chunk
   // left as a hole points past itself (skip); the walk shortens the pointers it followed, so
   // acknowledgements and scans cost what is still unacknowledged, not the holes (a chunk held

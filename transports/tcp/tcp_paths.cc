@@ -653,32 +653,27 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
   j.path = path;
   j.liveness = liveness;
   j.dueNs = nowNs() + (rehash ? 0 : backoff * 1'000'000);
-  if (!liveness && !rehash && pa.flaps > 0) {
-    const int64_t holdNs =
-        std::min<int64_t>(kFlapHoldNs << std::min(pa.flaps - 1, 10), kFlapHoldMaxNs);
-    if (pa.downSinceNs + holdNs > j.dueNs) {
-      j.dueNs = pa.downSinceNs + holdNs;
-      LOG_INFO(kPath,
-               "{}: {} failed {} time(s) in a row within {} s of coming back: next try in {} ms",
-               peerName(p->rank), pathName(p, path), pa.flaps, kFlapWindowNs / 1'000'000'000,
-               (j.dueNs - nowNs()) / 1'000'000);
-    }
+  if (!liveness && !rehash && flapHoldUntilNs(pa) > j.dueNs) {
+    j.dueNs = flapHoldUntilNs(pa);
+    LOG_INFO(kPath,
+             "{}: {} failed {} time(s) in a row within {} s of coming back: next try in {} ms",
+             peerName(p->rank), pathName(p, path), pa.flaps, kFlapWindowNs / 1'000'000'000,
+             (j.dueNs - nowNs()) / 1'000'000);
   }
-  j.hello.flags = rehash ? kHelloRehash : 0;
-  j.to = remoteNics_[p->rank][pa.remoteNic];
-  j.from = nics_[pa.localNic].addr;
-  j.hello.kind = ConnKind::kData;
-  j.hello.socketIndex = static_cast<uint16_t>(liveness ? kLivenessIndex : path);
-  j.hello.rank = ctx_.rank;
-  j.hello.nranks = ctx_.nranks;
-  j.hello.commTag = ctx_.commTag;
-  j.what = fmt::format("{} {}", peerName(p->rank), pathName(p, path));
   prober_->add(std::move(j));
+}
+
+int64_t Transport::flapHoldUntilNs(const Path& pa) {
+  if (pa.flaps <= 0) return 0;
+  return pa.downSinceNs +
+         std::min<int64_t>(kFlapHoldNs << std::min(pa.flaps - 1, 10), kFlapHoldMaxNs);
 }
 
 void Transport::probeNow(Peer* p, int path) {
   Path& pa = *p->paths[path];
   if (!prober_ || stopping_) return;
+  // A link that flaps comes up again and again: its hold stands (the probe due then goes).
+  if (nowNs() < flapHoldUntilNs(pa)) return;
   pa.backoffMs = 0;  // the link is back: the retries start quick again
   LOG_DEBUG(kPath, "{}: a link of {} came up: probing it now", peerName(p->rank),
             pathName(p, path));
@@ -846,7 +841,9 @@ void Transport::onTick() {
     if (p.paths.empty()) continue;
     checkPaths(&p, now, &stalled);
     if (failed()) return;
-    if (!p.tx.idle() && !p.tx.waiting()) pump(&p);  // the end of a transfer: stragglers
+    // The end of a transfer (stragglers), or chunks that wait for a busy fast path which may
+    // have fallen silent since (Sender::pick waits no more once it has been for kStallNs).
+    if (!p.tx.idle()) pump(&p);
     if (failed()) return;
     if (rehash_) checkRehash(&p, now);
     if (p.rx.anyAckOwed() && !stopping_) {

@@ -348,6 +348,7 @@ void Transport::pump(Peer* p) {
 }
 
 void Transport::pumpOnce(Peer* p) {
+  const int64_t now = mp::nowNs();
   Socket* touched[8];
   size_t nt = 0;
   bool many = false;
@@ -356,10 +357,10 @@ void Transport::pumpOnce(Peer* p) {
     FrameHeader h;
     h.type = c.type;
     // A copied chunk (its request completed already) is acknowledged lazily: with the next
-    // frame back, or at the next tick. Once half the path's window waits for acknowledgements
-    // it asks for one at once: else a one-way stream of such chunks fills the window and
-    // stalls until the tick.
-    const bool lazy = !c.urgent && p->tx.outstanding(path) < p->tx.window() / 2;
+    // frame back, or at the next tick. Once half of what the path may have out (its window,
+    // less while it is unmeasured) waits for acknowledgements it asks for one at once: else a
+    // one-way stream of such chunks fills it and stalls until the tick.
+    const bool lazy = !c.urgent && p->tx.outstanding(path) < p->tx.limit(path, now) / 2;
     h.flags = lazy ? kFlagLazyAck : 0;
     h.len = c.len;
     h.tag = c.tag;
@@ -380,7 +381,6 @@ void Transport::pumpOnce(Peer* p) {
       }
     }
   };
-  const int64_t now = mp::nowNs();
   p->tx.schedule(now, emit);
   // A copy only for a chunk whose flow is stuck in its kernel, not one that is merely slow:
   // copies of a slow flow's chunks on its siblings (an ECMP fabric's shared uplink) take the

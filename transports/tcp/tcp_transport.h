@@ -312,8 +312,9 @@ class Transport : public braid::Transport {
   bool failed() const { return !failed_.isOk(); }
   std::string pathName(const Peer* p, int path) const;
   std::string localName(const Path& pa) const;
-  void noteConnected(Path* pa);  // a connection was installed: its time and local port  //
-                                 // "r0 10.0.0.1:40312" (port 0 before connecting)
+  void noteConnected(Path* pa);  // a connection was installed: its time and local port
+  static int64_t flapHoldUntilNs(const Path& pa);  // flap damping: no try before (0: none)  //
+                                                   // "r0 10.0.0.1:40312" (port 0 before connecting)
   // The (local NIC, peer's NIC) pairs that carry paths to a peer whose NICs have these names:
   // the same on both ends (the lower rank's order where the lists differ).
   std::vector<std::pair<int, int>> nicPairs(bool peerIsLower,
