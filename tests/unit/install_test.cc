@@ -18,14 +18,14 @@ using braid::test::Shell;
 class Install : public ::testing::Test {
  protected:
   void SetUp() override {
-    const char* build = std::getenv("BRAID_BUILD_DIR");
-    const char* source = std::getenv("BRAID_SOURCE_DIR");
-    const char* cc = std::getenv("BRAID_CC");
+    const char* build = std::getenv("TEST_BUILD_DIR");
+    const char* source = std::getenv("TEST_SOURCE_DIR");
+    const char* cc = std::getenv("TEST_CC");
     if (build == nullptr || source == nullptr || cc == nullptr) {
-      GTEST_SKIP() << "BRAID_BUILD_DIR, BRAID_SOURCE_DIR or BRAID_CC not set (run by ctest)";
+      GTEST_SKIP() << "TEST_BUILD_DIR, TEST_SOURCE_DIR or TEST_CC not set (run by ctest)";
     }
-    if (std::getenv("BRAID_SANITIZED") != nullptr &&
-        std::string(std::getenv("BRAID_SANITIZED")) == "ON") {
+    if (std::getenv("TEST_SANITIZED") != nullptr &&
+        std::string(std::getenv("TEST_SANITIZED")) == "ON") {
       GTEST_SKIP() << "a sanitizer build's library needs sanitized consumers: packaging is "
                       "tested in the release build";
     }

@@ -660,6 +660,15 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
              peerName(p->rank), pathName(p, path), pa.flaps, kFlapWindowNs / 1'000'000'000,
              (j.dueNs - nowNs()) / 1'000'000);
   }
+  j.hello.flags = rehash ? kHelloRehash : 0;
+  j.to = remoteNics_[p->rank][pa.remoteNic];
+  j.from = nics_[pa.localNic].addr;
+  j.hello.kind = ConnKind::kData;
+  j.hello.socketIndex = static_cast<uint16_t>(liveness ? kLivenessIndex : path);
+  j.hello.rank = ctx_.rank;
+  j.hello.nranks = ctx_.nranks;
+  j.hello.commTag = ctx_.commTag;
+  j.what = fmt::format("{} {}", peerName(p->rank), pathName(p, path));
   prober_->add(std::move(j));
 }
 
