@@ -604,7 +604,11 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
   pa.ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
   pa.closedByPeer = closedByPeer;
   pa.downSinceNs = nowNs();
-  pa.flaps = pa.upSinceNs != 0 && pa.downSinceNs - pa.upSinceNs < kFlapWindowNs ? pa.flaps + 1 : 0;
+  // (Flap damping counts silent deaths only: a connection the peer closed is its process
+  // leaving or deciding so, and the reconnect that finds out which must not wait.)
+  pa.flaps = !closedByPeer && pa.upSinceNs != 0 && pa.downSinceNs - pa.upSinceNs < kFlapWindowNs
+                 ? pa.flaps + 1
+                 : 0;
   LOG_WARN(kPath, "{}: {} is down ({}); {} chunk(s) go again on the other paths", peerName(p->rank),
            pathName(p, path), why, moved);
   // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path
