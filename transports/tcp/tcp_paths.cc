@@ -604,11 +604,7 @@ void Transport::onPathDown(Peer* p, int path, const std::string& why, bool close
   pa.ctr.retransmits.fetch_add(moved, std::memory_order_relaxed);
   pa.closedByPeer = closedByPeer;
   pa.downSinceNs = nowNs();
-  // (Flap damping counts silent deaths only: a connection the peer closed is its process
-  // leaving or deciding so, and the reconnect that finds out which must not wait.)
-  pa.flaps = !closedByPeer && pa.upSinceNs != 0 && pa.downSinceNs - pa.upSinceNs < kFlapWindowNs
-                 ? pa.flaps + 1
-                 : 0;
+  pa.flaps = pa.upSinceNs != 0 && pa.downSinceNs - pa.upSinceNs < kFlapWindowNs ? pa.flaps + 1 : 0;
   LOG_WARN(kPath, "{}: {} is down ({}); {} chunk(s) go again on the other paths", peerName(p->rank),
            pathName(p, path), why, moved);
   // The peer may have no sign of it (a cut elsewhere, a blackhole): tell it on a live path
@@ -657,7 +653,8 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
   j.path = path;
   j.liveness = liveness;
   j.dueNs = nowNs() + (rehash ? 0 : backoff * 1'000'000);
-  if (!liveness && !rehash && flapHoldUntilNs(pa) > j.dueNs) {
+  // (No hold while every path to the peer is down: the reconnect tells whether it lives.)
+  if (!liveness && !rehash && p->allDownSinceNs == 0 && flapHoldUntilNs(pa) > j.dueNs) {
     j.dueNs = flapHoldUntilNs(pa);
     LOG_INFO(kPath,
              "{}: {} failed {} time(s) in a row within {} s of coming back: next try in {} ms",
@@ -686,7 +683,7 @@ void Transport::probeNow(Peer* p, int path) {
   Path& pa = *p->paths[path];
   if (!prober_ || stopping_) return;
   // A link that flaps comes up again and again: its hold stands (the probe due then goes).
-  if (nowNs() < flapHoldUntilNs(pa)) return;
+  if (p->allDownSinceNs == 0 && nowNs() < flapHoldUntilNs(pa)) return;
   pa.backoffMs = 0;  // the link is back: the retries start quick again
   LOG_DEBUG(kPath, "{}: a link of {} came up: probing it now", peerName(p->rank),
             pathName(p, path));

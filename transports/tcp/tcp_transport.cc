@@ -562,9 +562,13 @@ void Transport::close(Deadline deadline) {
   Deadline abortBy = std::min(deadline, deadlineIn(1000));
   ctx_.reactor->waitUntil(deadline, [&] {
     if (failed()) {
+      // And until the peer closed its end too (it does once it read the ABORT): closing with
+      // its data unread would reset the connection, and a reset can discard the ABORT frame
+      // still unread at the peer, which then blames this rank.
       for (Peer& p : peers_) {
         for (auto& path : p.paths) {
-          if (path->sock && path->sock->abortPending() && Clock::now() < abortBy) return false;
+          Socket* s = path->sock.get();
+          if (s != nullptr && s->alive() && !s->frozen() && Clock::now() < abortBy) return false;
         }
       }
       return true;
