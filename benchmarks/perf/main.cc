@@ -121,10 +121,7 @@ void usage() {
 int intFlag(char flag, long lo, long hi, const char* what) {
   int v = 0;
   if (!parseInt(optarg, lo, hi, &v)) {
-    die(flag == 't' || flag == 'g'
-            ? fmt::format("-{} {}: braid-perf runs one rank per process: -t and -g must be 1", flag,
-                          optarg)
-            : fmt::format("-{}: '{}' is not {}", flag, optarg, what));
+    die(fmt::format("-{}: '{}' is not {}", flag, optarg, what));
   }
   return v;
 }
@@ -207,7 +204,8 @@ Options parse(int argc, char** argv) {
         break;
       case 't':
       case 'g':
-        (void)intFlag(static_cast<char>(c), 1, 1, "1");
+        (void)intFlag(static_cast<char>(c), 1, 1,
+                      "1 (braid-perf runs one rank per process: -t and -g must be 1)");
         break;
       case 'm':
         o.aggIters = intFlag('m', 1, 1 << 20, "a number of calls fused per iteration (1 or more)");

@@ -90,7 +90,6 @@ size_t len(const B& b) {
 }  // namespace detail
 
 // A buffer as the (pointer, element count) arguments of the calls below.
-#define BRAID_HPP_PTR(b) ::braid::detail::ptr(b)
 #define BRAID_HPP_BUF(b) ::braid::detail::ptr(b), ::braid::detail::len(b)
 
 inline braidUniqueId uniqueId() {
@@ -215,8 +214,8 @@ class Communicator {
   }
   template <detail::Output B>
   void broadcast(B&& buf, int root, Stream* s = nullptr) {
-    check(braidBroadcast(BRAID_HPP_PTR(buf), BRAID_HPP_PTR(buf), detail::len(buf), type<B>(), root,
-                         c_, st(s)),
+    check(braidBroadcast(detail::ptr(buf), detail::ptr(buf), detail::len(buf), type<B>(), root, c_,
+                         st(s)),
           c_);
   }
   template <typename T>
@@ -291,7 +290,7 @@ class Communicator {
   }
   template <detail::Input B>
   void send(const B& buf, int peer, Stream* s = nullptr) {
-    check(braidSend(BRAID_HPP_PTR(buf), detail::len(buf), type<B>(), peer, c_, st(s)), c_);
+    check(braidSend(detail::ptr(buf), detail::len(buf), type<B>(), peer, c_, st(s)), c_);
   }
   template <typename T>
   void send(std::span<const T> buf, int peer, Stream* s = nullptr) {
@@ -299,7 +298,7 @@ class Communicator {
   }
   template <detail::Output B>
   void recv(B&& buf, int peer, Stream* s = nullptr) {
-    check(braidRecv(BRAID_HPP_PTR(buf), detail::len(buf), type<B>(), peer, c_, st(s)), c_);
+    check(braidRecv(detail::ptr(buf), detail::len(buf), type<B>(), peer, c_, st(s)), c_);
   }
   template <typename T>
   requires(!std::is_const_v<T>) void recv(std::span<T> buf, int peer, Stream* s = nullptr) {
@@ -392,7 +391,6 @@ class Communicator {
 
 }  // namespace braid
 
-#undef BRAID_HPP_PTR
 #undef BRAID_HPP_BUF
 
 #endif  // C++20

@@ -80,8 +80,7 @@ double Sender::rateFor(const PathRec& p, int64_t nowNs) const {
 
 int Sender::pick(uint32_t len, int64_t nowNs) const {
   // Standby paths only when no path is up.
-  bool anyUp = std::any_of(paths_.begin(), paths_.end(),
-                           [](const PathRec& p) { return p.state == PathState::kUp; });
+  const bool anyUp = carriers(PathState::kUp) > 0;
   if (!anyUp && !opt_.standbyCarries) return -1;
   const PathState want = anyUp ? PathState::kUp : PathState::kStandby;
   // Each path's cost is when it would have delivered this chunk: what it has out plus the

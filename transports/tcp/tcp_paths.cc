@@ -654,8 +654,9 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
   j.liveness = liveness;
   j.dueNs = nowNs() + (rehash ? 0 : backoff * 1'000'000);
   // (No hold while every path to the peer is down: the reconnect tells whether it lives.)
-  if (!liveness && !rehash && p->allDownSinceNs == 0 && flapHoldUntilNs(pa) > j.dueNs) {
-    j.dueNs = flapHoldUntilNs(pa);
+  const int64_t holdUntilNs = flapHoldUntilNs(pa);
+  if (!liveness && !rehash && p->allDownSinceNs == 0 && holdUntilNs > j.dueNs) {
+    j.dueNs = holdUntilNs;
     LOG_INFO(kPath,
              "{}: {} failed {} time(s) in a row within {} s of coming back: next try in {} ms",
              peerName(p->rank), pathName(p, path), pa.flaps, kFlapWindowNs / 1'000'000'000,

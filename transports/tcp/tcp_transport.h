@@ -108,8 +108,6 @@ class Socket : public Reactor::Handler {
   bool alive() const { return fd_.valid(); }
   bool frozen() const { return frozen_; }
   size_t queuedBytes() const { return queued_; }
-  // beginAbort ran and its ABORT frame is not all written yet.
-  bool abortPending() const { return aborting_ && fd_.valid() && !out_.empty(); }
   int fd() const { return fd_.get(); }
   int path() const { return path_; }
   // Liveness: when this socket last read or wrote something (mp::nowNs clock).
@@ -311,10 +309,11 @@ class Transport : public braid::Transport {
   size_t eagerBytes() const { return static_cast<size_t>(ctx_.cfg->eagerBytes); }
   bool failed() const { return !failed_.isOk(); }
   std::string pathName(const Peer* p, int path) const;
+  // "r0 10.0.0.1:40312": the path's NIC and its connection's local port (0 before one).
   std::string localName(const Path& pa) const;
   void noteConnected(Path* pa);  // a connection was installed: its time and local port
-  static int64_t flapHoldUntilNs(const Path& pa);  // flap damping: no try before (0: none)  //
-                                                   // "r0 10.0.0.1:40312" (port 0 before connecting)
+  // Flap damping: the path is not tried again before this (0: no hold).
+  static int64_t flapHoldUntilNs(const Path& pa);
   // The (local NIC, peer's NIC) pairs that carry paths to a peer whose NICs have these names:
   // the same on both ends (the lower rank's order where the lists differ).
   std::vector<std::pair<int, int>> nicPairs(bool peerIsLower,
