@@ -210,7 +210,12 @@ struct Path {
   uint32_t generation = 0;  // connections installed so far
   // Flap damping: a path that fails again soon after it came back (a link that flaps, an MTU
   // black hole that passes the small handshake but drops full segments) is re-admitted only
-  // after a hold that doubles with each such failure (kFlap*, tcp_paths.cc).
+  // after a hold that doubles with each such failure: a failure within kFlapWindowNs of the
+  // path's (re)admission counts; after n in a row its next connection waits
+  // kFlapHoldNs << (n - 1), up to kFlapHoldMaxNs, from the failure.
+  static constexpr int64_t kFlapWindowNs = 10'000'000'000;
+  static constexpr int64_t kFlapHoldNs = 1'000'000'000;
+  static constexpr int64_t kFlapHoldMaxNs = 30'000'000'000;
   int64_t upSinceNs = 0;
   int flaps = 0;
   // Re-hashing (rehash.h), one step at a time; every step but kNone keeps the path standby.
@@ -362,6 +367,8 @@ class Transport : public braid::Transport {
   // Listeners for reconnections in the loop, the timer, the prober thread.
   Status startBackground();
   void stopBackground();
+  // On the tick: listeners paused for a while, handshakes past their deadline (tcp_connect.cc).
+  void tickConnections(int64_t now);
   Status startLinkWatch();
   // conn: the peer's Socket::connId of the connection that died (0: whichever it has).
   void notifyPathDown(Peer* p, int path, uint32_t conn);
