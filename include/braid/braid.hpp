@@ -233,6 +233,13 @@ class Communicator {
                                             braidRedOp_t op = braidSum, Stream* s = nullptr) {
     doReduce(BRAID_HPP_BUF(send), BRAID_HPP_BUF(recv), dataType<T>(), root, op, s);
   }
+  // The root comes before the op, as in braidReduce: reduce(send, recv, braidMax) would have
+  // summed to the root numbered braidMax (the C enum converts to int), so it does not compile.
+  template <detail::Input S, detail::Output R>
+  void reduce(const S&, R&&, braidRedOp_t, braidRedOp_t = braidSum, Stream* = nullptr) = delete;
+  template <typename T>
+  void reduce(std::span<const T>, std::span<T>, braidRedOp_t, braidRedOp_t = braidSum,
+              Stream* = nullptr) = delete;
   template <detail::Input S, detail::Output R>
   requires detail::SameElement<S, R>
   void allGather(const S& send, R&& recv, Stream* s = nullptr) {

@@ -187,6 +187,17 @@ TEST(CppApi, AnyContiguousRangeIsABuffer) {
   });
 }
 
+// An op where reduce's root goes does not compile (the C enum converts to int: it reduced
+// with braidSum to the root numbered braidMax); a root does, of any buffer kind.
+template <typename S, typename R, typename Root>
+constexpr bool reduceCompiles = requires(braid::Communicator& c, const S& s, R& r, Root root) {
+  c.reduce(s, r, root);
+};
+static_assert(reduceCompiles<std::vector<float>, std::vector<float>, int>);
+static_assert(!reduceCompiles<std::vector<float>, std::vector<float>, braidRedOp_t>);
+static_assert(reduceCompiles<std::span<const float>, std::span<float>, int>);
+static_assert(!reduceCompiles<std::span<const float>, std::span<float>, braidRedOp_t>);
+
 // An exception leaving a braid::Group's scope (here the wrapper's own size check, thrown on
 // rank 0 only) abandons the group: the allreduce made before it in the group does not run
 // (it did, and rank 0 learnt of the failure only at its next call), and rank 1, whose group
