@@ -102,4 +102,18 @@ TEST_F(Install, InstalledToolsRunWithoutALibraryPath) {
   EXPECT_EQ(p.out.find("cannot open shared object"), std::string::npos) << p.out;
 }
 
+// The shared library exports the C API and nothing else (it exported ~40 instances of the
+// standard library's templates, which could bind a program's own), and all of the C API.
+TEST_F(Install, TheSharedLibraryExportsTheCApiOnly) {
+  Shell lib = sh("ls " + pcDir_ + "/../libbraid.so");
+  ASSERT_EQ(lib.exitCode, 0) << lib.out;
+  Shell r = sh("nm -D --defined-only " + pcDir_ + "/../libbraid.so | awk '{print $3}' | sort");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  Shell api = sh("sed -n 's/^BRAID_API[^(]*[ *]\\(braid[A-Za-z0-9_]*\\)(.*/\\1/p' " + dir_ +
+                 "/prefix/include/braid/braid.h | sort");
+  ASSERT_EQ(api.exitCode, 0) << api.out;
+  ASSERT_FALSE(api.out.empty());
+  EXPECT_EQ(r.out, api.out);
+}
+
 }  // namespace
