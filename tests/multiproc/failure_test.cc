@@ -481,6 +481,9 @@ TEST_P(PeerFailure, ASplitsPeerIsAlsoNamedByItsWorldRank) {
         ASSERT_NE(comm, nullptr);
         braidComm_t sub = nullptr;
         BRAID_ASSERT_OK(braidCommSplit(comm, r % 2, n - r, &sub), comm);
+        // Every rank's split is done (a rank whose split returned may leave while another's is
+        // still connecting: that one's split then fails, rightly).
+        BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
         if (r == 3) _exit(0);
         float x = 1;
         braidResult_t rc = braidAllReduce(&x, &x, 1, braidFloat32, braidSum, sub, nullptr);
