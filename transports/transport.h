@@ -103,8 +103,16 @@ class Transport {
   virtual void post(NetRequest* r) = 0;
   // Any thread. Fails every pending and future request with `reason`, tells the peers, closes.
   virtual void abort(const Status& reason) = 0;
-  // Graceful close at destroy: tells peers this rank leaves; bounded by the deadline.
-  virtual void close(Deadline deadline) = 0;
+  // Graceful close at destroy: waits until what this rank sent has arrived (a send may return
+  // once its data is copied), then tells the peers this rank leaves; bounded by the deadline.
+  // An error when some of it may not have arrived (nothing acknowledged it by the deadline).
+  virtual Status close(Deadline deadline) = 0;
+  // close()'s error for chunks still unacknowledged ("3 chunk(s) to rank 1 (...)").
+  static Status unackedAtClose(const std::string& what, int64_t timeoutMs) {
+    return timeoutError("closing: " + what + " not acknowledged within BRAID_TIMEOUT_MS (" +
+                        std::to_string(timeoutMs) +
+                        " ms): what this rank sent there last may not have arrived");
+  }
   // "rank 3 (host-b, 10.0.0.2:41000)" for error messages.
   virtual std::string peerName(int rank) const = 0;
   // Any thread: appends a row per path of a multipath transport (none for single-path ones).

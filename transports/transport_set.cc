@@ -143,8 +143,13 @@ void TransportSet::abort(const Status& reason) {
   for (auto& m : members_) m->t->abort(reason);
 }
 
-void TransportSet::close(Deadline deadline) {
-  for (auto& m : members_) m->t->close(deadline);
+Status TransportSet::close(Deadline deadline) {
+  Status first;
+  for (auto& m : members_) {
+    Status s = m->t->close(deadline);
+    if (first.isOk()) first = s;
+  }
+  return first;
 }
 
 std::string TransportSet::peerName(int rank) const {

@@ -37,7 +37,7 @@ class TransportSet : public Transport {
   Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) override;
   void post(NetRequest* r) override;
   void abort(const Status& reason) override;
-  void close(Deadline deadline) override;
+  Status close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
   // One handle for every member's registration (a token for their handles), or nullptr.

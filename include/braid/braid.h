@@ -103,7 +103,10 @@ BRAID_API braidResult_t braidCommInitFromEnv(braidComm_t* comm);
 #define BRAID_SPLIT_NOCOLOR (-1)
 BRAID_API braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* newcomm);
 /* Completes the calls still queued on streams for comm (as NCCL's ncclCommDestroy does;
- * bounded by BRAID_TIMEOUT_MS; not after a failure), says goodbye to the peers, frees it. */
+ * bounded by BRAID_TIMEOUT_MS; not after a failure), waits until what this rank sent has
+ * arrived (a small send returns once its data is copied; a path that fails meanwhile is made
+ * again, as during a call), says goodbye to the peers, frees it. comm is freed whatever it
+ * returns: braidTimeout says that some of what it sent may not have arrived. */
 BRAID_API braidResult_t braidCommDestroy(braidComm_t comm);
 /* A child of fork() cannot use, abort or destroy communicators (or streams) created before the
  * fork: each such call returns braidInvalidUsage (the child may create its own). */

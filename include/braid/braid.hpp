@@ -159,6 +159,11 @@ class Communicator {
   ~Communicator() {
     if (c_ != nullptr) braidCommDestroy(c_);
   }
+  // Destroys it now (the destructor does too, and cannot report): throws braid::Error when
+  // some of what this rank sent last may not have arrived.
+  void destroy() {
+    if (c_ != nullptr) check(braidCommDestroy(std::exchange(c_, nullptr)));
+  }
   Communicator(Communicator&& o) noexcept : c_(std::exchange(o.c_, nullptr)) {}
   Communicator& operator=(Communicator&& o) noexcept {
     std::swap(c_, o.c_);

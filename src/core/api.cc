@@ -156,8 +156,8 @@ braidResult_t braidCommDestroy(braidComm_t comm) {
     return braid::report(invalidUsage("comm was destroyed concurrently"));
   }
   delete comm;
-  c->shutdown();
-  return braidSuccess;
+  // The handle is gone either way; an error says that what it sent last may not have arrived.
+  return braid::report(c->shutdown());
 }
 
 braidResult_t braidCommAbort(braidComm_t comm) {
@@ -174,7 +174,7 @@ braidResult_t braidCommAbort(braidComm_t comm) {
     return braidSuccess;
   }
   delete comm;
-  c->shutdown(why);
+  (void)c->shutdown(why);
   return braidSuccess;
 }
 

@@ -56,7 +56,7 @@ Comm::Comm(int rank, int nranks, const Config& cfg, const Secret& secret)
   recvSeq_ = std::make_unique<std::atomic<uint64_t>[]>(static_cast<size_t>(nranks));
 }
 
-Comm::~Comm() { shutdown(); }
+Comm::~Comm() { (void)shutdown(); }
 
 Status Comm::openTransport() {
   reactor_ = std::make_unique<Reactor>();
@@ -328,7 +328,7 @@ void Comm::abort(const std::string& why) {
   if (transport_) transport_->abort(s);
 }
 
-void Comm::shutdown(const char* aborting) {
+Status Comm::shutdown(const char* aborting) {
   // What was queued on streams runs first, as NCCL's destroy completes the operations already
   // issued; unless the communicator failed (or was aborted): then they fail at once anyway.
   // Bounded by the timeout (each queued call is bounded by it too).
@@ -338,7 +338,7 @@ void Comm::shutdown(const char* aborting) {
   }
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (shutDown_) return;
+    if (shutDown_) return Status::ok();
     shutDown_ = true;
     // Calls still queued on streams find this and fail cleanly instead of using a dead transport.
     if (asyncError_.isOk()) {
@@ -352,14 +352,17 @@ void Comm::shutdown(const char* aborting) {
   while (inflight_.load() > 0 && Clock::now() < d) {
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
   }
+  Status closed;
   if (transport_ && reactor_ && reactor_->running()) {
-    transport_->close(std::min(d, deadlineIn(aborting ? 1000 : 2000)));
+    // (Not waiting for acknowledgements once failed: nothing more arrives.)
+    closed = transport_->close(aborting ? std::min(d, deadlineIn(1000)) : d);
   }
   if (reactor_) reactor_->stop();
   // An abort from another thread (braidCommAbort racing braidCommDestroy) may be using them.
   std::lock_guard<std::recursive_mutex> lock(teardownMu_);
   transport_.reset();
   reactor_.reset();
+  return closed;
 }
 
 Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {

@@ -93,10 +93,11 @@ class Comm : public std::enable_shared_from_this<Comm> {
 
   // Fails everything in flight (any thread).
   void abort(const std::string& why);
-  // Waits (bounded) for calls in flight, says goodbye to peers, stops the progress loop. With
+  // Waits (bounded) for calls in flight and for what this rank sent to arrive, says goodbye to
+  // peers, stops the progress loop; an error when some of it may not have arrived. With
   // `aborting` (braidCommAbort, the reason): queued stream calls are not waited for, calls
-  // that started meanwhile are failed, and the goodbyes get a second at most.
-  void shutdown(const char* aborting = nullptr);
+  // that started meanwhile are failed, and the transport gets a second at most.
+  Status shutdown(const char* aborting = nullptr);
   // No call of this rank in flight or queued on a stream.
   bool idle() const { return inflight_.load() == 0 && queued_.load() == 0; }
 

@@ -610,24 +610,35 @@ void Transport::abort(const Status& reason) {
 }
 
 // Goodbye once every chunk to the peer has completed (the goodbye travels on the side
-// channel, not behind the data), then a short wait for the peers' goodbyes.
-void Transport::close(Deadline deadline) {
+// channel, not behind the data; a path that fails meanwhile is repaired and its chunks go
+// again, as during a call), then a short wait for the peers' goodbyes.
+Status Transport::close(Deadline deadline) {
+  std::string unacked;  // what is still out when the deadline passes (read in the loop)
+  ctx_.reactor->waitUntil(deadline, [&] {
+    unacked.clear();
+    for (Peer* p : active_) {
+      if (failed() || p->byeSeen || p->closed || p->tx.idle()) continue;
+      unacked += fmt::format("{}{} chunk(s) to {}", unacked.empty() ? "" : ", ", p->tx.unacked(),
+                             peerName(p->rank));
+    }
+    return unacked.empty();
+  });
   closing_ = true;
-  std::vector<bool> byeSent(active_.size(), false);
   Deadline byeBy = std::min(deadline, deadlineIn(200));
   ctx_.reactor->waitUntil(deadline, [&] {
     if (failed()) return true;
     bool done = true;
-    for (size_t i = 0; i < active_.size(); ++i) {
-      Peer* p = active_[i];
-      if (!byeSent[i] && (p->tx.idle() || Clock::now() >= byeBy)) {
+    for (Peer* p : active_) {
+      if (!p->byeSent) {
         p->sendSide(SideType::kBye, {});
-        byeSent[i] = true;
+        p->byeSent = true;
       }
-      done = done && byeSent[i] && (p->byeSeen || p->closed || Clock::now() >= byeBy);
+      done = done && (p->byeSeen || p->closed || Clock::now() >= byeBy);
     }
     return done;
   });
+  if (unacked.empty()) return Status::ok();
+  return unackedAtClose(unacked, ctx_.cfg->timeoutMs);
 }
 
 bool Transport::poll() {

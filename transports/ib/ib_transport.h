@@ -235,6 +235,7 @@ struct Peer : public Reactor::Handler {
   Fd sock;  // the side channel
   std::string sideIn;
   bool byeSeen = false, closed = false;
+  bool byeSent = false;  // at close
   std::vector<std::unique_ptr<Path>> paths;
   std::vector<std::unique_ptr<Path>> retired;  // replaced QPs whose completions may still come
   int64_t allDownSinceNs = 0;                  // every path dead since (0: some path lives)
@@ -286,7 +287,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) override;
   void post(NetRequest* r) override;
   void abort(const Status& reason) override;
-  void close(Deadline deadline) override;
+  Status close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
   std::string healthNote() const override;

@@ -576,7 +576,7 @@ void Transport::abort(const Status& reason) {
   ctx_.reactor->post([this, reason] { fail(reason); });
 }
 
-void Transport::close(Deadline deadline) {
+Status Transport::close(Deadline deadline) {
   ctx_.reactor->post([this] {
     if (failed()) return;
     for (Peer* p : active_) {
@@ -584,18 +584,25 @@ void Transport::close(Deadline deadline) {
       p->doorbell();
     }
   });
-  // Until every goodbye is in the rings and, for a short while, the peers' goodbyes arrived
-  // (so that nobody mistakes our exit for a crash).
+  // Until everything queued (the goodbye last) is in the rings, and for a short while the
+  // peers' goodbyes arrived (so that nobody mistakes our exit for a crash).
   Deadline byeBy = std::min(deadline, deadlineIn(200));
+  std::string stuck;  // peers whose queue did not fit in their ring by the deadline
   ctx_.reactor->waitUntil(deadline, [&] {
+    stuck.clear();
     if (failed()) return true;
     bool byes = true;
     for (Peer* p : active_) {
-      if (!p->out.empty() && !p->closed) return false;
+      if (!p->out.empty() && !p->closed) stuck += (stuck.empty() ? "" : ", ") + peerName(p->rank);
       byes = byes && (p->byeSeen || p->closed);
     }
-    return byes || Clock::now() >= byeBy;
+    return stuck.empty() && (byes || Clock::now() >= byeBy);
   });
+  if (stuck.empty()) return Status::ok();
+  return timeoutError(
+      fmt::format("closing: what this rank sent to {} did not fit in the shared-memory ring within "
+                  "BRAID_TIMEOUT_MS ({} ms): the peer read nothing more, and it is lost",
+                  stuck, ctx_.cfg->timeoutMs));
 }
 
 bool Transport::poll() {

@@ -204,7 +204,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   void post(NetRequest* r) override;
   bool fastLink(int rank, FastLink* link, size_t* capacity) const override;
   void abort(const Status& reason) override;
-  void close(Deadline deadline) override;
+  Status close(Deadline deadline) override;
   std::string peerName(int rank) const override;
 
   // Poller.

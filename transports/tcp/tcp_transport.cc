@@ -537,7 +537,20 @@ void Transport::abort(const Status& reason) {
   ctx_.reactor->post([this, reason] { fail(reason, true); });
 }
 
-void Transport::close(Deadline deadline) {
+Status Transport::close(Deadline deadline) {
+  // First every chunk this rank sent is acknowledged (a send of a small message returned once
+  // it was copied): paths that die meanwhile are made again by the probes and the chunks go
+  // again, as during a call. Not for a peer that left (it said goodbye on every path).
+  std::string unacked;  // what is still out when the deadline passes (read in the loop)
+  ctx_.reactor->waitUntil(deadline, [&] {
+    unacked.clear();
+    for (const Peer& p : peers_) {
+      if (failed() || p.left || p.tx.idle()) continue;
+      unacked += fmt::format("{}{} chunk(s) to {}", unacked.empty() ? "" : ", ", p.tx.unacked(),
+                             peerName(p.rank));
+    }
+    return unacked.empty();
+  });
   stopBackground();
   ctx_.reactor->post([this] {
     if (failed()) return;
@@ -553,14 +566,15 @@ void Transport::close(Deadline deadline) {
       }
     }
   });
-  // Wait (bounded) until every chunk is acknowledged and every queued byte reached the kernel
-  // and, for a short while, for the peers' goodbyes: closing with their goodbye unread would
-  // reset the connection under them.
+  // Then (bounded: a path black-holed since keeps its bytes) until every queued byte reached
+  // the kernel and, for a short while, the peers' goodbyes: closing with their goodbye unread
+  // would reset the connection under them.
+  const Deadline drainBy = std::min(deadline, deadlineIn(2000));
   Deadline byeBy = std::min(deadline, deadlineIn(200));
   // After a failure, the ABORT frames still being written tell the peers why (a rank that
   // destroys its failed communicator at once otherwise leaves them an EOF, and they blame it).
   Deadline abortBy = std::min(deadline, deadlineIn(1000));
-  ctx_.reactor->waitUntil(deadline, [&] {
+  ctx_.reactor->waitUntil(drainBy, [&] {
     if (failed()) {
       // And until the peer closed its end too (it does once it read the ABORT): closing with
       // its data unread would reset the connection, and a reset can discard the ABORT frame
@@ -574,7 +588,6 @@ void Transport::close(Deadline deadline) {
       return true;
     }
     for (Peer& p : peers_) {
-      if (!p.tx.idle() && Clock::now() < byeBy) return false;
       for (auto& path : p.paths) {
         Socket* s = path->sock.get();
         if (s == nullptr || !s->alive() || s->frozen()) continue;
@@ -583,6 +596,8 @@ void Transport::close(Deadline deadline) {
     }
     return true;
   });
+  if (unacked.empty()) return Status::ok();
+  return unackedAtClose(unacked, ctx_.cfg->timeoutMs);
 }
 
 }  // namespace tcp

@@ -268,7 +268,7 @@ class Transport : public braid::Transport {
   Status connectAll(const std::vector<PeerInfo>& peers, Deadline deadline) override;
   void post(NetRequest* r) override;
   void abort(const Status& reason) override;
-  void close(Deadline deadline) override;
+  Status close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
   std::string healthNote() const override;
