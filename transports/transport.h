@@ -107,8 +107,28 @@ class Transport {
   // once its data is copied), then tells the peers this rank leaves; bounded by the deadline.
   // An error when some of it may not have arrived (nothing acknowledged it by the deadline).
   virtual Status close(Deadline deadline) = 0;
+  // close()'s phases: the wait for acknowledgements ends kCloseTailMs before the deadline
+  // (still looking once when that has passed: a deadline the calls in flight used up, or a
+  // transport closed after another), and the goodbyes after it get at least kCloseTailMs,
+  // at most capMs.
+  static constexpr int64_t kCloseTailMs = 250;
+  static Deadline ackWaitEnd(Deadline d) {
+    return std::max(d - std::chrono::milliseconds(kCloseTailMs), deadlineIn(20));
+  }
+  static Deadline tailEnd(Deadline d, int64_t capMs) {
+    return std::min(std::max(d, deadlineIn(kCloseTailMs)), deadlineIn(capMs));
+  }
   // close()'s error for chunks still unacknowledged ("3 chunk(s) to rank 1 (...)").
-  static Status unackedAtClose(const std::string& what, int64_t timeoutMs) {
+  // (failure: the communicator failed meanwhile, which dropped them.)
+  static Status unackedAtClose(const std::string& what, int64_t timeoutMs,
+                               const Status& failure = Status::ok()) {
+    if (!failure.isOk()) {
+      return Status(failure.code(), "closing: " + what +
+                                        " not acknowledged when the "
+                                        "communicator failed (" +
+                                        failure.message() +
+                                        "): what this rank sent there last may not have arrived");
+    }
     return timeoutError("closing: " + what + " not acknowledged within BRAID_TIMEOUT_MS (" +
                         std::to_string(timeoutMs) +
                         " ms): what this rank sent there last may not have arrived");

@@ -327,17 +327,20 @@ TEST_F(Rails, RailCutOnEveryHostAndAFlappingRail) {
 TEST_F(Rails, WhatARankSentJustBeforeDestroyArrivesAfterAnOutage) {
   if (!up(2, 2)) GTEST_SKIP() << "cannot build a testbed here";
   const std::string cut = "/tmp/braid-" + name_ + "-cut";
+  const std::string restored = "/tmp/braid-" + name_ + "-restored";
   std::remove(cut.c_str());
+  std::remove(restored.c_str());
   std::thread outage([&] {
     std::this_thread::sleep_for(std::chrono::milliseconds(1500));
     for (const char* c : {"blackhole 1 0", "blackhole 1 1"}) EXPECT_EQ(tb(c), 0) << c;
     std::fclose(std::fopen(cut.c_str(), "w"));
     std::this_thread::sleep_for(std::chrono::milliseconds(2500));
     for (const char* c : {"restore 1 0", "restore 1 1"}) EXPECT_EQ(tb(c), 0) << c;
+    std::fclose(std::fopen(restored.c_str(), "w"));  // (no testbed command runs any more)
   });
   runRanks(
       2,
-      [cut](int r, int n, const braidUniqueId& id) {
+      [cut, restored](int r, int n, const braidUniqueId& id) {
         braidComm_t comm = initComm(r, n, id);
         ASSERT_NE(comm, nullptr);
         BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
@@ -361,11 +364,15 @@ TEST_F(Rails, WhatARankSentJustBeforeDestroyArrivesAfterAnOutage) {
         BRAID_ASSERT_OK(braidRecv(b.data(), b.size(), braidInt32, 0, comm, nullptr), comm);
         EXPECT_EQ(a[15], 22);
         EXPECT_EQ(b[15], 85);
+        for (int i = 0; i < 600 && access(restored.c_str(), F_OK) != 0; ++i) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        }
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess) << braidGetLastError(nullptr);
       },
       options(2));
   outage.join();
   std::remove(cut.c_str());
+  std::remove(restored.c_str());
 }
 
 TEST_F(Rails, AHostThatLosesEveryRailIsNamedAndTheOthersStartOver) {

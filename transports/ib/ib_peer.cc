@@ -613,32 +613,33 @@ void Transport::abort(const Status& reason) {
 // channel, not behind the data; a path that fails meanwhile is repaired and its chunks go
 // again, as during a call), then a short wait for the peers' goodbyes.
 Status Transport::close(Deadline deadline) {
-  std::string unacked;  // what is still out when the deadline passes (read in the loop)
-  ctx_.reactor->waitUntil(deadline, [&] {
+  std::string unacked;  // what is still out when the wait ends (read in the loop)
+  Status failure;       // a failure meanwhile dropped it
+  ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
+    if (failed()) {
+      failure = failed_;  // (the list stays)
+      return true;
+    }
     unacked.clear();
     for (Peer* p : active_) {
-      if (failed() || p->byeSeen || p->closed || p->tx.idle()) continue;
+      if (p->byeSeen || p->closed || p->tx.idle()) continue;
       unacked += fmt::format("{}{} chunk(s) to {}", unacked.empty() ? "" : ", ", p->tx.unacked(),
                              peerName(p->rank));
     }
     return unacked.empty();
   });
   closing_ = true;
-  Deadline byeBy = std::min(deadline, deadlineIn(200));
-  ctx_.reactor->waitUntil(deadline, [&] {
+  ctx_.reactor->post([this] {
+    if (failed()) return;
+    for (Peer* p : active_) p->sendSide(SideType::kBye, {});
+  });
+  ctx_.reactor->waitUntil(tailEnd(deadline, 200), [&] {
     if (failed()) return true;
-    bool done = true;
-    for (Peer* p : active_) {
-      if (!p->byeSent) {
-        p->sendSide(SideType::kBye, {});
-        p->byeSent = true;
-      }
-      done = done && (p->byeSeen || p->closed || Clock::now() >= byeBy);
-    }
-    return done;
+    return std::all_of(active_.begin(), active_.end(),
+                       [](const Peer* p) { return p->byeSeen || p->closed; });
   });
   if (unacked.empty()) return Status::ok();
-  return unackedAtClose(unacked, ctx_.cfg->timeoutMs);
+  return unackedAtClose(unacked, ctx_.cfg->timeoutMs, failure);
 }
 
 bool Transport::poll() {

@@ -235,7 +235,6 @@ struct Peer : public Reactor::Handler {
   Fd sock;  // the side channel
   std::string sideIn;
   bool byeSeen = false, closed = false;
-  bool byeSent = false;  // at close
   std::vector<std::unique_ptr<Path>> paths;
   std::vector<std::unique_ptr<Path>> retired;  // replaced QPs whose completions may still come
   int64_t allDownSinceNs = 0;                  // every path dead since (0: some path lives)

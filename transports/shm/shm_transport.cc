@@ -586,9 +586,12 @@ Status Transport::close(Deadline deadline) {
   });
   // Until everything queued (the goodbye last) is in the rings, and for a short while the
   // peers' goodbyes arrived (so that nobody mistakes our exit for a crash).
-  Deadline byeBy = std::min(deadline, deadlineIn(200));
+  // (At least kCloseTailMs: a deadline used up by the calls in flight, or by a transport
+  // closed before this one.)
+  const Deadline end = std::max(deadline, deadlineIn(kCloseTailMs));
+  Deadline byeBy = std::min(end, deadlineIn(200));
   std::string stuck;  // peers whose queue did not fit in their ring by the deadline
-  ctx_.reactor->waitUntil(deadline, [&] {
+  ctx_.reactor->waitUntil(end, [&] {
     stuck.clear();
     if (failed()) return true;
     bool byes = true;

@@ -541,11 +541,16 @@ Status Transport::close(Deadline deadline) {
   // First every chunk this rank sent is acknowledged (a send of a small message returned once
   // it was copied): paths that die meanwhile are made again by the probes and the chunks go
   // again, as during a call. Not for a peer that left (it said goodbye on every path).
-  std::string unacked;  // what is still out when the deadline passes (read in the loop)
-  ctx_.reactor->waitUntil(deadline, [&] {
+  std::string unacked;  // what is still out when the wait ends (read in the loop)
+  Status failure;       // a failure meanwhile dropped it
+  ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
+    if (failed()) {
+      failure = failed_;  // (the list stays)
+      return true;
+    }
     unacked.clear();
     for (const Peer& p : peers_) {
-      if (failed() || p.left || p.tx.idle()) continue;
+      if (p.left || p.tx.idle()) continue;
       unacked += fmt::format("{}{} chunk(s) to {}", unacked.empty() ? "" : ", ", p.tx.unacked(),
                              peerName(p.rank));
     }
@@ -569,11 +574,11 @@ Status Transport::close(Deadline deadline) {
   // Then (bounded: a path black-holed since keeps its bytes) until every queued byte reached
   // the kernel and, for a short while, the peers' goodbyes: closing with their goodbye unread
   // would reset the connection under them.
-  const Deadline drainBy = std::min(deadline, deadlineIn(2000));
-  Deadline byeBy = std::min(deadline, deadlineIn(200));
+  const Deadline drainBy = tailEnd(deadline, 2000);
+  Deadline byeBy = std::min(drainBy, deadlineIn(200));
   // After a failure, the ABORT frames still being written tell the peers why (a rank that
   // destroys its failed communicator at once otherwise leaves them an EOF, and they blame it).
-  Deadline abortBy = std::min(deadline, deadlineIn(1000));
+  Deadline abortBy = tailEnd(deadline, 1000);
   ctx_.reactor->waitUntil(drainBy, [&] {
     if (failed()) {
       // And until the peer closed its end too (it does once it read the ABORT): closing with
@@ -597,7 +602,7 @@ Status Transport::close(Deadline deadline) {
     return true;
   });
   if (unacked.empty()) return Status::ok();
-  return unackedAtClose(unacked, ctx_.cfg->timeoutMs);
+  return unackedAtClose(unacked, ctx_.cfg->timeoutMs, failure);
 }
 
 }  // namespace tcp
