@@ -366,6 +366,9 @@ Status Comm::shutdown(const char* aborting) {
 }
 
 Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
+  // In flight like any call: braidCommAbort from another thread fails it (the exchange, and
+  // the new communicator's connections through parentFailed), and destroy waits for it.
+  const InFlight call(this);
   // 1. Everyone opens a listener for the new communicator (if it gets one), then the records
   //    {color, key, host, address} are all-gathered over this communicator.
   constexpr size_t kRec = 512;

@@ -101,9 +101,16 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // No call of this rank in flight or queued on a stream.
   bool idle() const { return inflight_.load() == 0 && queued_.load() == 0; }
 
-  // Calls in flight (held by executing tasks) — destroy waits for them.
+  // Calls in flight (held by executing tasks) — destroy waits for them, abort fails them.
   void enter() { inflight_.fetch_add(1); }
   void leave() { inflight_.fetch_sub(1); }
+  struct InFlight {
+    explicit InFlight(Comm* c) : c_(c) { c_->enter(); }
+    ~InFlight() { c_->leave(); }
+    InFlight(const InFlight&) = delete;
+    InFlight& operator=(const InFlight&) = delete;
+    Comm* c_;
+  };
   // Tasks queued on streams and not yet run (stream.h's QueuedMark) — destroy runs them first.
   void queued(int delta) { queued_.fetch_add(delta); }
 

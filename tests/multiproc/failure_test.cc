@@ -76,15 +76,15 @@ TEST_P(PeerFailure, RankKilledMidAllReduceIsNamedByEveryone) {
   }
 }
 
-TEST_P(PeerFailure, AbortFromAnotherThreadUnblocksACollective) {
-  RankOptions opt = options("60000");
+// Rank 0 makes `call`, which rank 1 never joins, and aborts it from another thread.
+void abortFromAnotherThreadEnds(const RankOptions& opt, braidResult_t (*call)(braidComm_t)) {
   runRanks(
       2,
-      [](int r, int n, const braidUniqueId& id) {
+      [call](int r, int n, const braidUniqueId& id) {
         braidComm_t comm = initComm(r, n, id);
         ASSERT_NE(comm, nullptr);
         if (r == 1) {
-          // Never joins the allreduce; learns of the abort from rank 0.
+          // Never joins the call; learns of the abort from rank 0.
           double t0 = now();
           braidResult_t async = braidSuccess;
           while (now() - t0 < 10 && async == braidSuccess) {
@@ -99,9 +99,8 @@ TEST_P(PeerFailure, AbortFromAnotherThreadUnblocksACollective) {
           std::this_thread::sleep_for(std::chrono::milliseconds(300));
           EXPECT_EQ(braidCommAbort(comm), braidSuccess);
         });
-        float v[4] = {1, 2, 3, 4};
         double t0 = now();
-        braidResult_t rc = braidAllReduce(v, v, 4, braidFloat32, braidSum, comm, nullptr);
+        braidResult_t rc = call(comm);
         double took = now() - t0;
         aborter.join();
         EXPECT_NE(rc, braidSuccess);
@@ -110,6 +109,22 @@ TEST_P(PeerFailure, AbortFromAnotherThreadUnblocksACollective) {
         EXPECT_EQ(braidBarrier(comm, nullptr), braidInvalidUsage);
       },
       opt);
+}
+
+TEST_P(PeerFailure, AbortFromAnotherThreadUnblocksACollective) {
+  abortFromAnotherThreadEnds(options("60000"), [](braidComm_t comm) {
+    float v[4] = {1, 2, 3, 4};
+    return braidAllReduce(v, v, 4, braidFloat32, braidSum, comm, nullptr);
+  });
+}
+
+// A split was not a call in flight: abort took the communicator for idle and freed its
+// transport under the split, which crashed when its exchange timed out.
+TEST_P(PeerFailure, AbortFromAnotherThreadEndsASplit) {
+  abortFromAnotherThreadEnds(options("60000"), [](braidComm_t comm) {
+    braidComm_t sub = nullptr;
+    return braidCommSplit(comm, 0, 0, &sub);
+  });
 }
 
 TEST_P(PeerFailure, SilentPeerTimesOutNamingIt) {
