@@ -586,9 +586,10 @@ Status Transport::close(Deadline deadline) {
   });
   // Until everything queued (the goodbye last) is in the rings, and for a short while the
   // peers' goodbyes arrived (so that nobody mistakes our exit for a crash).
-  // (At least kCloseTailMs: a deadline used up by the calls in flight, or by a transport
-  // closed before this one.)
-  const Deadline end = std::max(deadline, deadlineIn(kCloseTailMs));
+  // At most 2 s (a peer that stopped reading its ring while its communicator lives: seen in
+  // a group whose other communicator failed), at least kCloseTailMs (a deadline used up by the
+  // calls in flight, or by a transport closed before this one).
+  const Deadline end = tailEnd(deadline, 2000);
   Deadline byeBy = std::min(end, deadlineIn(200));
   std::string stuck;  // peers whose queue did not fit in their ring by the deadline
   ctx_.reactor->waitUntil(end, [&] {
