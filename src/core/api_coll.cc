@@ -215,10 +215,12 @@ Status issueChecked(Call& c, const std::shared_ptr<Comm>& comm) {
     const bool send = c.a.kind == CollKind::kSend;
     const uint64_t tagBase =
         send ? comm->nextSendTagBase(c.a.root) : comm->nextRecvTagBase(c.a.root);
-    comm->enter();
-    Status s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
-                          send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
-    comm->leave();
+    Status s;
+    {
+      const Comm::InFlight call(comm.get());
+      s = executeP2p(comm.get(), coll, send, c.a.root, tagBase,
+                     send ? const_cast<void*>(c.a.send) : c.a.recv, unit);
+    }
     if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());  // guard() records it as last error
     return s;
   }
@@ -236,9 +238,11 @@ Status issueChecked(Call& c, const std::shared_ptr<Comm>& comm) {
     // takes its call number as every call does (the peers' numbers stay in step), and
     // looks for peers' messages of another call only if it has to wait (fastbox.cc).
     const uint64_t tagBase = comm->nextCollectiveTagBase(c.a);
-    comm->enter();
-    Status s = fastboxRun(c.a, *comm, tagBase);
-    comm->leave();
+    Status s;
+    {
+      const Comm::InFlight call(comm.get());
+      s = fastboxRun(c.a, *comm, tagBase);
+    }
     if (!s.isOk()) LOG_WARN(kColl, "{}", s.message());
     return s;
   }
