@@ -217,13 +217,16 @@ TEST(Setup, ARankThatDiesAtTheRendezvousIsNamedAtOnce) {
   auto res = runRanksRaw(
       4,
       [](int r, int n, const braidUniqueId& id) {
+        // Rank 2 dies once it has joined (300 ms was too soon for an ASan build on a loaded CI
+        // machine: it died before joining, and the others rightly waited for the timeout),
+        // rank 3 joins after that.
         if (r == 2) {
           std::thread([] {
-            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            std::this_thread::sleep_for(std::chrono::milliseconds(1500));
             raise(SIGKILL);
           }).detach();
         }
-        if (r == 3) std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+        if (r == 3) std::this_thread::sleep_for(std::chrono::milliseconds(3000));
         const double t0 = now();
         braidComm_t comm = nullptr;
         EXPECT_EQ(braidCommInitRank(&comm, n, id, r), braidRemoteError);
