@@ -108,23 +108,29 @@ bool Reactor::runNow(void (*call)(void*), void* arg) {
 }
 
 void Reactor::waitUntil(Deadline deadline, const std::function<bool()>& done) {
-  while (Clock::now() < deadline) {
+  // The question is shared with the loop, which may look at it after this returns: a question
+  // withdrawn (the loop did not take it up by the deadline) is not asked any more.
+  struct Question {
     std::mutex mu;
     std::condition_variable cv;
-    bool answered = false, finished = false;
-    post([&] {
-      bool d = done();
-      std::lock_guard<std::mutex> lock(mu);
-      finished = d;
-      answered = true;
-      cv.notify_one();
+    bool answered = false, finished = false, withdrawn = false;
+  };
+  while (Clock::now() < deadline) {
+    auto q = std::make_shared<Question>();
+    post([q, &done] {
+      std::lock_guard<std::mutex> lock(q->mu);
+      if (q->withdrawn) return;
+      q->finished = done();  // (the asker waits for this while it holds q->mu)
+      q->answered = true;
+      q->cv.notify_one();
     });
-    std::unique_lock<std::mutex> lock(mu);
-    if (!cv.wait_until(lock, deadline, [&] { return answered; })) {
-      // The loop did not answer in time; it may still run the lambda, so wait for it.
-      cv.wait(lock, [&] { return answered; });
+    std::unique_lock<std::mutex> lock(q->mu);
+    if (!q->cv.wait_until(lock, deadline, [&] { return q->answered; })) {
+      q->withdrawn = true;
+      LOG_WARN(kNet, "progress loop did not answer within the wait's deadline");
+      return;
     }
-    if (finished) return;
+    if (q->finished) return;
     lock.unlock();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
@@ -218,13 +224,14 @@ bool Reactor::pollOnce() {
 
 void Reactor::endDrive(bool handBack) {
   lingerUntilNs_.store(handBack ? 0 : nowNs() + kLingerNs, std::memory_order_release);
-  if (drivers_.fetch_sub(1) == 1 && (handBack || hasPosted_.load())) {
-    if (handBack && hasPollers_.load(std::memory_order_acquire)) {
-      // The loop thread may sit in epoll_wait with its pollers disarmed (a driver took the
-      // doorbell that was meant to wake it): wake it so that it polls and re-arms.
-      wakeLoopThread();
-      return;
-    }
+  if (drivers_.fetch_sub(1) != 1) return;
+  // Work posted while this thread drove did not wake the loop thread (post() leaves it to the
+  // driver), which may sit in epoll_wait rather than parked: wake it both ways. So too when
+  // the loop thread's pollers are disarmed (a driver took the doorbell that was meant to wake
+  // it): it must poll and re-arm.
+  if (hasPosted_.load() || (handBack && hasPollers_.load(std::memory_order_acquire))) {
+    wakeLoopThread();
+  } else if (handBack) {
     std::lock_guard<std::mutex> lock(parkMu_);
     parkCv_.notify_one();
   }
@@ -266,6 +273,8 @@ void Reactor::run() {
       bool moved = pollPollers();
       if (hasPosted_.load(std::memory_order_acquire)) drainPosted();
       if (moved || !armPollers()) timeout = 0;
+    } else if (hasPosted_.load(std::memory_order_acquire)) {
+      timeout = 0;  // posted while a driver held the loop: the wake fd may not have been written
     }
     int n = epoll_wait(epfd_.get(), events, 64, timeout);
     if (n < 0 && errno != EINTR) {
