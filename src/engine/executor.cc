@@ -210,9 +210,8 @@ class Run {
   Node& node(Ref r) { return scheds_[r.sched]->nodes()[r.node]; }
   void start(Ref r);
   void finish(Ref r);
-  void fail(Status e) {
-    if (err_.isOk()) err_ = std::move(e);
-  }
+  // The first failure of the run, of a step of schedule `from`: see execute().
+  void fail(uint32_t from, Status e);
   PollStep* stepOf(Ref r) { return scheds_[r.sched]->pollStep(node(r).slot); }
   // Polls a started poll step; true (and finish or fail) when it finished.
   bool pollOne(Ref r, bool* any);
@@ -239,6 +238,24 @@ class Run {
   bool leaked_ = false;
   Waiter w_;
 };
+
+void Run::fail(uint32_t from, Status e) {
+  if (!err_.isOk()) return;
+  err_ = std::move(e);
+  // The call cannot finish, and its peers wait for this rank's part: tell them why (a peer
+  // that only saw this rank go away would blame it), and end the rest now: the requests of
+  // every communicator of a group come back failed. The other communicators say where it came
+  // from (its rank numbers are another communicator's).
+  Comm* origin = scheds_[from]->comm();
+  for (auto& s : scheds_) {
+    s->comm()->failWith(s->comm() == origin
+                            ? err_
+                            : Status(err_.code(), fmt::format("a call of the same group on "
+                                                              "another communicator (rank "
+                                                              "numbers there) failed: {}",
+                                                              err_.message())));
+  }
+}
 
 void Run::finish(Ref r) {
   ++finished_;
@@ -268,7 +285,7 @@ void Run::start(Ref r) {
         return;
       }
       Status e;
-      if (step->poll(&e)) return e.isOk() ? finish(r) : fail(std::move(e));
+      if (step->poll(&e)) return e.isOk() ? finish(r) : fail(r.sched, std::move(e));
       polling_.push_back(r);
       ++outstanding_;
       return;
@@ -331,7 +348,7 @@ bool Run::pollOne(Ref r, bool* any) {
   }
   --outstanding_;
   *any = true;
-  e.isOk() ? finish(r) : fail(std::move(e));
+  e.isOk() ? finish(r) : fail(r.sched, std::move(e));
   return true;
 }
 
@@ -448,23 +465,7 @@ Status Run::execute() {
       --outstanding_;
       inFlight_[at(Ref{static_cast<uint32_t>(q->node >> 32), static_cast<uint32_t>(q->node)})] = 0;
       if (!q->status.isOk()) {
-        if (err_.isOk()) {
-          err_ = q->status;
-          // The call cannot finish, and its peers wait for this rank's part: tell them why (a
-          // peer that only saw this rank go away would blame it), and end the rest now. The
-          // other communicators of a group say where it came from (its rank numbers are
-          // another communicator's).
-          Comm* from = scheds_[static_cast<uint32_t>(q->node >> 32)]->comm();
-          for (auto& s : scheds_) {
-            s->comm()->failWith(
-                s->comm() == from
-                    ? err_
-                    : Status(err_.code(),
-                             fmt::format("a call of the same group on another "
-                                         "communicator (rank numbers there) failed: {}",
-                                         err_.message())));
-          }
-        }
+        fail(static_cast<uint32_t>(q->node >> 32), q->status);
         continue;
       }
       finish(Ref{static_cast<uint32_t>(q->node >> 32), static_cast<uint32_t>(q->node)});

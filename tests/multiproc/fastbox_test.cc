@@ -268,6 +268,58 @@ TEST(FastBox, APeerThatLeavesIsNamedAtOnce) {
   }
 }
 
+// A group spanning two communicators, where the fast-box call on one fails: the group's call
+// on the other must end too (its peers are told), not wait for BRAID_TIMEOUT_MS; and the
+// communicators must then close at once. The call on `half` fails because a peer destroys
+// its communicator (leave) or because each rank's watchdog aborts it (abort) while rank 0
+// never makes the calls.
+TEST(FastBox, AGroupOverTwoCommunicatorsEndsWhenOnesFastBoxCallFails) {
+  for (bool abort : {false, true}) {
+    SCOPED_TRACE(abort ? "abort" : "leave");
+    runRanks(
+        4,
+        [abort](int r, int n, const braidUniqueId& id) {
+          braidComm_t world = initComm(r, n, id);
+          ASSERT_NE(world, nullptr);
+          braidComm_t half = nullptr;
+          BRAID_ASSERT_OK(braidCommSplit(world, r % 2, r, &half), world);
+          const int absent = abort ? 0 : 1;
+          if (r == absent) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(abort ? 6000 : 300));
+            braidCommDestroy(half);
+            std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+            braidCommDestroy(world);  // (both failed by their peers meanwhile)
+            return;
+          }
+          std::thread watchdog;
+          if (abort) {
+            watchdog = std::thread([half] {
+              std::this_thread::sleep_for(std::chrono::milliseconds(500));
+              double t0 = now();
+              EXPECT_EQ(braidCommAbort(half), braidSuccess);
+              EXPECT_LT(now() - t0, 2.0) << "abort waited for the group";
+            });
+          }
+          float a = 1, b = 0, c = 0;
+          double t0 = now();
+          braidGroupStart();
+          braidAllReduce(&a, &b, 1, braidFloat32, braidSum, half, nullptr);
+          braidAllReduce(&a, &c, 1, braidFloat32, braidSum, world, nullptr);
+          braidResult_t rc = braidGroupEnd();
+          double took = now() - t0;
+          std::string msg = braidGetLastError(nullptr);
+          EXPECT_NE(rc, braidSuccess);
+          EXPECT_LT(took, 5.0) << "the group waited for the timeout (30 s): " << msg;
+          if (watchdog.joinable()) watchdog.join();
+          t0 = now();
+          if (!abort) braidCommDestroy(half);
+          braidCommDestroy(world);
+          EXPECT_LT(now() - t0, 5.0) << "closing the failed communicators";
+        },
+        shmOnly({{"BRAID_TIMEOUT_MS", "30000"}}));
+  }
+}
+
 TEST(FastBox, ASilentPeerTimesOutAndAWaiterSleeps) {
   runRanks(
       2,
