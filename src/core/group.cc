@@ -3,6 +3,7 @@
 // that all their steps progress together (a ring of sends and receives cannot deadlock).
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <utility>
 #include <vector>
 
@@ -100,6 +101,10 @@ braidResult_t braidGroupEnd(void) {
     }
     return braid::report(why);
   }
+  // The streams' tasks are queued first: the NULL stream's runs here and now, to its end, and
+  // its steps may wait for theirs (a receive here, its send on a stream).
+  std::stable_partition(pending.begin(), pending.end(),
+                        [](const braid::Pending& p) { return p.stream != nullptr; });
   braid::Status first;
   for (auto& p : pending) {
     braid::Status s = braid::submit(std::move(p.task), p.stream);

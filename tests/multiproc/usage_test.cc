@@ -331,6 +331,40 @@ TEST(Usage, GroupedSendRecvRingOfLargeMessagesDoesNotDeadlock) {
   });
 }
 
+// A group whose calls are on the NULL stream and on a stream: the receive (NULL stream, run
+// by braidGroupEnd itself) comes first in the group and needs the peer's send, which is on the
+// stream: both progress together, whichever comes first in the group; small and large.
+TEST(Usage, AGroupOverTheNullStreamAndAStreamProgressesTogether) {
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        braidStream_t s = nullptr;
+        BRAID_ASSERT_OK(braidStreamCreate(&s), comm);
+        const int peer = 1 - r;
+        for (size_t count : {size_t{1}, size_t{1} << 20}) {
+          for (bool sendFirst : {false, true}) {
+            std::vector<int32_t> out(count, r + 1), in(count, -1);
+            const double t0 = now();
+            BRAID_ASSERT_OK(braidGroupStart(), comm);
+            if (sendFirst) braidSend(out.data(), count, braidInt32, peer, comm, s);
+            braidRecv(in.data(), count, braidInt32, peer, comm, nullptr);
+            if (!sendFirst) braidSend(out.data(), count, braidInt32, peer, comm, s);
+            BRAID_ASSERT_OK(braidGroupEnd(), comm);
+            BRAID_ASSERT_OK(braidStreamSynchronize(s), comm);
+            EXPECT_LT(now() - t0, 10.0) << count << (sendFirst ? " send first" : " receive first");
+            EXPECT_EQ(in.front(), peer + 1);
+            EXPECT_EQ(in.back(), peer + 1);
+          }
+        }
+        BRAID_ASSERT_OK(braidStreamDestroy(s), comm);
+        BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+        (void)n;
+      },
+      RankOptions{30, {{"BRAID_TIMEOUT_MS", "20000"}}, {}});
+}
+
 TEST(Usage, NestedGroupAllToAllWithSelf) {
   runRanks(5, [](int r, int n, const braidUniqueId& id) {
     braidComm_t comm = initComm(r, n, id);
