@@ -2,6 +2,7 @@
 // selector (selector.cc) picks one by size and rank count, BRAID_ALGO overrides.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -141,6 +142,34 @@ inline size_t partSize(size_t count, size_t parts, size_t i) {
 }
 // Pipeline depth: chunks per piece of `maxElems` elements.
 size_t chunksFor(size_t maxElems, size_t elemSize, const Schedule* s);
+
+// A few chunk-sized scratch buffers used in turn: the next one is written only after the step
+// that last read it (scratch stays a few chunks whatever the message size, and the chunks stay
+// in cache). Deadlock-free when buffers are taken in an order that every step's dependencies
+// (on this rank and, through messages, on the others) follow.
+class RotatingBuffers {
+ public:
+  static constexpr size_t kCount = 4;
+  // uses: how many chunks will go through them (fewer buffers when fewer chunks).
+  RotatingBuffers(Schedule* s, size_t chunkBytes, size_t uses)
+      : chunkBytes_(chunkBytes), lastUse_(std::min(uses, kCount), kNoNode) {
+    if (uses > 0) base_ = static_cast<char*>(s->scratch(lastUse_.size() * chunkBytes + 64));
+  }
+  // The next buffer; *free: the node after which it may be written (kNoNode: now).
+  char* next(NodeId* free) {
+    cur_ = next_++ % lastUse_.size();
+    *free = lastUse_[cur_];
+    return base_ + cur_ * chunkBytes_;
+  }
+  // The node that reads the buffer returned last by next() for the last time.
+  void readBy(NodeId last) { lastUse_[cur_] = last; }
+
+ private:
+  char* base_ = nullptr;
+  size_t chunkBytes_;
+  std::vector<NodeId> lastUse_;
+  size_t next_ = 0, cur_ = 0;
+};
 
 inline int mod(int a, int n) { return ((a % n) + n) % n; }
 

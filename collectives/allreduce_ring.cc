@@ -9,10 +9,6 @@
 #include "src/core/comm.h"
 
 namespace braid {
-namespace {
-constexpr size_t kRingBuffers = 4;
-}  // namespace
-
 void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, size_t count,
                    braidDataType_t dt, braidRedOp_t op, uint32_t* slotBase,
                    std::vector<NodeId>* finals) {
@@ -43,11 +39,7 @@ void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, s
   };
   // Received chunks land in a few rotating buffers, reused once reduced: they stay in cache
   // for the reduction instead of streaming a whole segment per step through memory.
-  const size_t chunkMax = (partSize(partSize(count, N, 0), K, 0)) * esz;
-  const size_t W = std::min<size_t>((N - 1) * K, kRingBuffers);
-  char* tmp = static_cast<char*>(s->scratch(W * chunkMax + 64));
-  std::vector<NodeId> lastUse(W, kNoNode);
-  size_t nextBuf = 0;
+  RotatingBuffers tmp(s, partSize(partSize(count, N, 0), K, 0) * esz, (N - 1) * K);
   // last[seg][k]: node producing the partial of segment seg chunk k on this rank.
   std::vector<std::vector<NodeId>> last(N, std::vector<NodeId>(K, kNoNode));
   std::vector<std::vector<NodeId>> rsSend(N, std::vector<NodeId>(K, kNoNode));
@@ -64,11 +56,11 @@ void ringAllReduce(Schedule* s, const RingGroup& g, const char* in, char* out, s
       }
       range(rg, k, &off, &cnt);
       if (cnt > 0) {
-        const size_t b = nextBuf++ % W;
-        char* t = tmp + b * chunkMax;
-        NodeId rv = s->recv(left, slot, t, cnt * esz, {lastUse[b]});
+        NodeId free;
+        char* t = tmp.next(&free);
+        NodeId rv = s->recv(left, slot, t, cnt * esz, {free});
         last[rg][k] = s->reduce(out + off, in + off, t, cnt, dt, op, {rv, join});
-        lastUse[b] = last[rg][k];
+        tmp.readBy(last[rg][k]);
       }
     }
   }

@@ -1,5 +1,6 @@
 // Ring reduce-scatter: n-1 steps; each rank adds its input to the partial it receives and
-// passes it on, so block b's sum ends on rank b. Chunked for pipelining. May run over a group
+// passes it on, so block b's sum ends on rank b. Chunked for pipelining; scratch is a few
+// chunks, whatever the size. May run over a group
 // of the ranks (a rail of the hierarchical reduce-scatter).
 #include "collectives/algorithms.h"
 #include "src/core/comm.h"
@@ -25,28 +26,36 @@ NodeId ringReduceScatter(Schedule* s, const RingGroup& g, const char* in, char* 
   }
   const size_t K = chunksFor(count, esz, s);
   const int left = g.ranks[mod(r - 1, n)], right = g.ranks[mod(r + 1, n)];
-  // acc holds this rank's partials of every block; tmp the received ones of every step.
-  char* acc = static_cast<char*>(s->scratch(n * blockBytes + 64));
-  char* tmp = static_cast<char*>(s->scratch((n - 1) * blockBytes + 64));
-  std::vector<NodeId> partial(K, kNoNode);  // partial of the block sent next, per chunk
-  uint32_t slot = *slotBase;
-  for (int step = 0; step < n - 1; ++step) {
-    int sb = mod(r - step - 1, n), rb = mod(r - step - 2, n);
-    bool final = step == n - 2;
-    for (size_t k = 0; k < K; ++k, ++slot) {
-      size_t off = partStart(count, K, k) * esz, cnt = partSize(count, K, k);
-      if (cnt == 0) continue;
-      const char* src = step == 0 ? in + sb * blockBytes + off : acc + sb * blockBytes + off;
-      s->send(right, slot, src, cnt * esz, {partial[k], step == 0 ? join : kNoNode});
-      char* t = tmp + step * blockBytes + off;
-      NodeId rv = s->recv(left, slot, t, cnt * esz);
-      char* dst = final ? out + off : acc + rb * blockBytes + off;
-      partial[k] = s->reduce(dst, in + rb * blockBytes + off, t, cnt, dt, op, {rv, join});
-      if (final && op == braidAvg) partial[k] = s->avg(out + off, cnt, dt, avgOver, {partial[k]});
-      if (final) s->addDep(partial[k], done);
+  // Chunk by chunk, each through every step: a chunk's partial is sent on at its next step,
+  // so received chunks and partials live in a few rotating buffers (taken in this order),
+  // not a block per step.
+  const size_t chunkMax = partSize(count, K, 0) * esz;
+  RotatingBuffers tmp(s, chunkMax, (n - 1) * K), acc(s, chunkMax, (n - 2) * K);
+  const uint32_t slot0 = *slotBase;
+  for (size_t k = 0; k < K; ++k) {
+    const size_t off = partStart(count, K, k) * esz, cnt = partSize(count, K, k);
+    if (cnt == 0) continue;
+    NodeId partial = kNoNode;    // the node that made this chunk's partial sent next
+    const char* held = nullptr;  // where that partial is
+    for (int step = 0; step < n - 1; ++step) {
+      const uint32_t slot = slot0 + static_cast<uint32_t>(step * K + k);
+      const int sb = mod(r - step - 1, n), rb = mod(r - step - 2, n);
+      const bool final = step == n - 2;
+      const char* src = step == 0 ? in + sb * blockBytes + off : held;
+      NodeId sent = s->send(right, slot, src, cnt * esz, {partial, step == 0 ? join : kNoNode});
+      if (step > 0) acc.readBy(sent);
+      NodeId tmpFree, accFree = kNoNode;
+      char* t = tmp.next(&tmpFree);
+      NodeId rv = s->recv(left, slot, t, cnt * esz, {tmpFree});
+      char* dst = final ? out + off : acc.next(&accFree);
+      partial = s->reduce(dst, in + rb * blockBytes + off, t, cnt, dt, op, {rv, join, accFree});
+      tmp.readBy(partial);
+      held = dst;
+      if (final && op == braidAvg) partial = s->avg(out + off, cnt, dt, avgOver, {partial});
+      if (final) s->addDep(partial, done);
     }
   }
-  *slotBase = slot;
+  *slotBase = slot0 + static_cast<uint32_t>((n - 1) * K);
   return done;
 }
 

@@ -66,6 +66,13 @@ class ScratchPool : public std::enable_shared_from_this<ScratchPool> {
     std::memset(p, 0, cap);                    // pre-fault once
     return ScratchBuffer(shared_from_this(), p, cap);
   }
+  // Bytes held for reuse (not in use by a call).
+  size_t freeBytes() {
+    std::lock_guard<std::mutex> lock(mu_);
+    size_t total = 0;
+    for (const auto& [p, cap] : free_) total += cap;
+    return total;
+  }
   void put(void* p, size_t cap) {
     std::lock_guard<std::mutex> lock(mu_);
     if (free_.size() >= kKeep) {

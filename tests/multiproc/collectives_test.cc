@@ -386,6 +386,49 @@ TEST(CollectivesAlgos, EveryAllGatherAlgorithmForced) {
   }
 }
 
+// The pipelined reduce-scatter ring and reduce chain, forced, with many chunks in a few
+// rotating buffers: odd counts, in and out of place, every root; with messages above the eager
+// limit too (a send then waits for its receive to be posted: a buffer taken in the wrong order
+// would deadlock). Their scratch is a few chunks, not the message.
+TEST(CollectivesAlgos, ReduceScatterRingAndReduceChainForced) {
+  for (const char* eager : {"65536", "0"}) {
+    for (int n : {2, 3, 4, 5, 8}) {
+      SCOPED_TRACE(::testing::Message() << n << " ranks, BRAID_EAGER_BYTES " << eager);
+      RankOptions opt;
+      opt.env = {{"BRAID_ALGO", "reducescatter=ring,reduce=chain"},
+                 {"BRAID_CHUNK_BYTES", "4096"},
+                 {"BRAID_EAGER_BYTES", eager},
+                 {"BRAID_TRANSPORTS", "tcp"}};
+      runRanks(
+          n,
+          [](int r, int nr, const braidUniqueId& id) {
+            braidComm_t comm = initComm(r, nr, id);
+            ASSERT_NE(comm, nullptr);
+            for (size_t count : {size_t{1}, size_t{7}, size_t{1000}, size_t{20011}}) {
+              for (braidDataType_t dt : {braidInt32, braidFloat32, braidBfloat16}) {
+                for (braidRedOp_t op : {braidSum, braidMax, braidAvg}) {
+                  for (bool inPlace : {false, true}) {
+                    Case c{dt, op, count, inPlace};
+                    checkReduceScatter(comm, r, nr, c);
+                    checkReduce(comm, r, nr, c, static_cast<int>(count % nr));
+                    if (::testing::Test::HasFatalFailure()) return;
+                  }
+                }
+              }
+            }
+            // 64 chunks per rank's block: the scratch kept is the rotating buffers' few chunks.
+            Case big{braidFloat32, braidSum, 64 * 1024, false};
+            checkReduceScatter(comm, r, nr, big);
+            checkReduce(comm, r, nr, big, nr - 1);
+            size_t kept = comm->impl->scratchPool()->freeBytes();
+            EXPECT_LE(kept, size_t{128} << 10) << "scratch kept after a 256 KiB-per-rank call";
+            BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+          },
+          opt);
+    }
+  }
+}
+
 // A topology file of nodes with the given numbers of (contiguous) ranks.
 std::string topologyFile(const std::string& name, const std::vector<int>& sizes) {
   std::string path = ::testing::TempDir() + name + ".json", nodes;
