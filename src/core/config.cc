@@ -167,6 +167,7 @@ Status Config::fromEnv(Config* out) {
         "BRAID_SOCKET_FAMILY='{}' must be AF_INET or AF_INET6 (or unset: either)", c.socketFamily));
   }
   if (c.pathTimeoutMs < 10) return invalidArgument("BRAID_PATH_TIMEOUT_MS must be at least 10");
+  if (c.peerGoneMs < 0) return invalidArgument("BRAID_PEER_GONE_MS must not be negative");
   if (c.pathChunkBytes < 4096 || c.pathChunkBytes > (64 << 20)) {
     return invalidArgument("BRAID_PATH_CHUNK_BYTES must be in 4K..64M");
   }

@@ -39,6 +39,11 @@ namespace braid {
   X(pathTimeoutMs, int64_t, 500, "BRAID_PATH_TIMEOUT_MS",                                         \
     "a path with unacknowledged data and no progress for this long is declared dead and its "     \
     "chunks are re-sent on the other paths")                                                      \
+  X(peerGoneMs, int64_t, 3000, "BRAID_PEER_GONE_MS",                                              \
+    "a peer whose every path is down and that refuses connections on them for this long is "      \
+    "taken for gone (its process died): calls with it fail at once, naming it; shorter "          \
+    "refusals (a firewall rejecting for a while) are waited out like a cut, up to "               \
+    "BRAID_TIMEOUT_MS")                                                                           \
   X(pathRehash, int64_t, 1, "BRAID_PATH_REHASH",                                                  \
     "1: a flow that carries clearly less than its siblings (same NIC pair) while data waits for " \
     "it is moved to a new source port, which ECMP hashes afresh (as PLB); 0: flows stay put")     \

@@ -571,10 +571,12 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
   if (!prober_ || stopping_) return;
   int64_t& backoff = liveness ? p->livenessBackoffMs : pa.backoffMs;
   bool& busy = liveness ? p->livenessProbing : pa.probing;
-  if (busy) return;
+  if (busy || p->left) return;
   busy = true;
   if (!rehash) {
     backoff = backoff == 0 ? (liveness ? 0 : 50) : std::clamp<int64_t>(backoff * 2, 50, 2000);
+    // Refused connections are retried often: the peer is gone after BRAID_PEER_GONE_MS of them.
+    if (p->refusedSinceNs != 0) backoff = std::min<int64_t>(backoff, 200);
   }
   Prober::Job j;
   j.rank = p->rank;

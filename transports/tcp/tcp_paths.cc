@@ -91,15 +91,15 @@ void Transport::onProbeResult(int rank, int path, bool ok, bool refused, const s
   (liveness ? p.livenessProbing : p.paths[path]->probing) = false;
   LOG_DEBUG(kPath, "{}: {} of {}: {}", peerName(rank), liveness ? "liveness check" : "probe",
             pathName(&p, path), why);
+  if (p.left) return;
+  if (ok) p.refusedSinceNs = 0;
   if (p.allDownSinceNs != 0 && refused) {
-    // Every connection is gone and nothing listens any more: the process died or aborted.
-    fail(remoteError(fmt::format("{} closed the connection unexpectedly on every path and no "
-                                 "longer accepts connections ({}): the process died or aborted",
-                                 peerName(rank), pathsTried(&p))),
-         true);
-    return;
+    // Every connection is gone and nothing listens: the process died, or a firewall rejects
+    // (reloaded rules, a host being isolated): refusals for BRAID_PEER_GONE_MS tell.
+    const int64_t now = nowNs();
+    if (p.refusedSinceNs == 0) p.refusedSinceNs = now;
+    if (now - p.refusedSinceNs >= ctx_.cfg->peerGoneMs * 1'000'000) return onPeerGone(&p);
   }
-  (void)ok;
   if (liveness) {
     if (p.allDownSinceNs != 0) scheduleProbe(&p, 0, true);
     return;
@@ -170,6 +170,7 @@ void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
              (nowNs() - pa.downSinceNs) / 1'000'000);
   }
   p.allDownSinceNs = 0;
+  p.refusedSinceNs = 0;
   downSince_[rank].store(0, std::memory_order_relaxed);
   pump(&p);
 }

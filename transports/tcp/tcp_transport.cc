@@ -245,8 +245,10 @@ void Transport::postInLoop(NetRequest* r) {
   Peer& p = peers_[r->peer];
   bool arrived = r->kind == NetRequest::Kind::kRecv && p.unexpected.count(r->tag) != 0;
   if (p.left && !arrived) {
-    return complete(r, remoteError(fmt::format("{} has left (its communicator was destroyed)",
-                                               peerName(p.rank))));
+    return complete(r, remoteError(p.goneWhy.empty()
+                                       ? fmt::format("{} has left (its communicator was destroyed)",
+                                                     peerName(p.rank))
+                                       : p.goneWhy));
   }
   if (r->kind == NetRequest::Kind::kSend) {
     if (r->bytes <= eagerBytes()) return sendData(&p, r);
@@ -492,6 +494,24 @@ void Transport::onGracefulClose(Peer* p) {
              peerName(p->rank))),
          true);
   }
+}
+
+void Transport::onPeerGone(Peer* p) {
+  const std::string why = fmt::format(
+      "{} closed the connection unexpectedly on every path and has refused connections for {} "
+      "ms (BRAID_PEER_GONE_MS; {}): the process died or aborted, or destroyed its communicator "
+      "while this host could not hear its goodbye",
+      peerName(p->rank), (mp::nowNs() - p->refusedSinceNs) / 1'000'000, pathsTried(p));
+  if (!p->postedRecvs.empty() || !p->awaitingRtr.empty() || !p->tx.idle()) {
+    return fail(remoteError(why), true);
+  }
+  // Nothing waits for it (e.g. it left while this host was cut off): calls with it fail from
+  // now on; the others go on.
+  LOG_WARN(kNet, "{}", why);
+  p->left = true;
+  p->goneWhy = why;
+  p->allDownSinceNs = 0;
+  downSince_[p->rank].store(0, std::memory_order_relaxed);
 }
 
 void Transport::fail(const Status& reason, bool notifyPeers) {

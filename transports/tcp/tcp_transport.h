@@ -241,8 +241,10 @@ struct Peer {
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
   bool pumping = false, repump = false;  // Transport::pump
-  bool left = false;                     // said goodbye on every path and closed them
+  bool left = false;                     // said goodbye on every path and closed them, or gone
+  std::string goneWhy;                   // left without goodbye (refused for BRAID_PEER_GONE_MS)
   int64_t allDownSinceNs = 0;            // every path dead since (0: some path lives)
+  int64_t refusedSinceNs = 0;            // every path down and connections refused since
   bool livenessProbing = false;          // (lower rank) checking that the peer still listens
   // (lower rank) re-hashes asked of the peer in a row that it did not carry out (it runs with
   // BRAID_PATH_REHASH=0, or its connects fail): at kRehashUnanswered, it is asked no more.
@@ -298,6 +300,10 @@ class Transport : public braid::Transport {
   void onRtr(Peer* p, const FrameHeader& h);
   void onAck(Peer* p, int path, uint64_t below, const std::string& ranges);
   void onGracefulClose(Peer* p);
+  // Connections to p have been refused on every path for BRAID_PEER_GONE_MS: its process died,
+  // or it destroyed its communicator while its goodbye could not reach this host. What waits
+  // for it fails the communicator; otherwise it is taken as left (calls with it fail).
+  void onPeerGone(Peer* p);
   void onBytesSent(Peer* p, int path, size_t bytes);
   // Late binding: a path whose socket has this much queued above the kernel takes no new
   // chunk until it drains below it (then onDrained), so the chunks left at the end of a
