@@ -155,8 +155,16 @@ std::string sharedSettings(const Config& cfg, const NodeMap& declared) {
   }
   const std::string build = fmt::format("{}.{}.{} (wire protocol {})", BRAID_MAJOR, BRAID_MINOR,
                                         BRAID_PATCH, kWireProtocol);
-  return fmt::format("braid={}\nBRAID_ALGO={}\nBRAID_SHM_FAST_BYTES={}\nBRAID_TOPO_FILE={}", build,
-                     cfg.algo, cfg.shmFastBytes, topo);
+  // What picks the algorithms, their chunks and the messages' protocol: ranks that differ
+  // build different schedules and wait for each other until BRAID_TIMEOUT_MS.
+  return fmt::format(
+      "braid={}\nBRAID_ALGO={}\nBRAID_SHM_FAST_BYTES={}\nBRAID_TOPO_FILE={}\nBRAID_TRANSPORTS={}\n"
+      "BRAID_CHUNK_BYTES={}\nBRAID_EAGER_BYTES={}\nBRAID_SMALL_ALLGATHER_BYTES={}\n"
+      "BRAID_CHAIN_MIN_BYTES={}\nBRAID_ALLTOALL_WINDOW={}\nBRAID_TCP_SOCKETS_PER_PEER={}\n"
+      "BRAID_SHM_CMA={}\nBRAID_SHM_RING_BYTES={}",
+      build, cfg.algo, cfg.shmFastBytes, topo, cfg.transports, cfg.chunkBytes, cfg.eagerBytes,
+      cfg.smallAllgatherBytes, cfg.chainMinBytes, cfg.alltoallWindow, cfg.tcpSocketsPerPeer,
+      cfg.shmCma, cfg.shmRingBytes);
 }
 
 // Every rank holds every rank's settings: each finds the same difference and fails alike.

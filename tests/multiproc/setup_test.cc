@@ -135,16 +135,24 @@ TEST(Setup, AWorldSizeThatDiffersBetweenRanksFailsEveryRankSayingSo) {
 }
 
 // Settings each rank acts on alone but all must share (a forced algorithm, the fast boxes'
-// size, a topology file on some ranks only): every rank fails init at once naming the
-// variable, where the calls would later have waited for each other until the timeout.
+// size, the algorithms' thresholds and chunks, the transports, the eager limit; a topology
+// file on some ranks only): every rank fails init at once naming the variable, where the
+// calls would later have waited for each other until the timeout (or blamed the counts).
 TEST(Setup, SettingsThatMustAgreeButDifferFailEveryRankSayingWhich) {
-  for (const char* var : {"BRAID_SHM_FAST_BYTES", "BRAID_ALGO"}) {
+  const std::pair<const char*, const char*> kDiffering[] = {{"BRAID_SHM_FAST_BYTES", "0"},
+                                                            {"BRAID_ALGO", "allreduce=ring"},
+                                                            {"BRAID_SMALL_ALLGATHER_BYTES", "100M"},
+                                                            {"BRAID_CHAIN_MIN_BYTES", "1000"},
+                                                            {"BRAID_CHUNK_BYTES", "65536"},
+                                                            {"BRAID_TRANSPORTS", "tcp"},
+                                                            {"BRAID_EAGER_BYTES", "1024"}};
+  for (const auto& [var, value] : kDiffering) {
     SCOPED_TRACE(var);
     RankOptions opt;
     opt.env = {{"BRAID_TIMEOUT_MS", "60000"}};
-    const std::string name = var;
-    opt.setup = [name](int rank) {
-      if (rank == 1) setenv(name.c_str(), name == "BRAID_ALGO" ? "allreduce=ring" : "0", 1);
+    const std::string name = var, v = value;
+    opt.setup = [name, v](int rank) {
+      if (rank == 1) setenv(name.c_str(), v.c_str(), 1);
     };
     runRanks(
         3,
