@@ -135,7 +135,7 @@ namespace {
 // What ranks say to each other (rendezvous rows, transport handshakes, frame and tag layouts,
 // control messages): raise it whenever one of them changes, so that ranks of builds that
 // would misread each other fail at init instead of exchanging garbage.
-constexpr int kWireProtocol = 2;
+constexpr int kWireProtocol = 3;
 
 // The settings every rank must share (each decides alone what the others' calls then must
 // match: a forced algorithm, the fast boxes' size, the nodes of a topology file), as

@@ -347,16 +347,24 @@ TEST_P(PeerFailure, MismatchedCountsAreAnErrorNotACrash) {
       [](int r, int n, const braidUniqueId& id) {
         braidComm_t comm = initComm(r, n, id);
         ASSERT_NE(comm, nullptr);
-        // Point-to-point: both sides large, sizes differ: detected at once by both.
+        // Point-to-point, sizes differ: detected at once by both. Both sides large; and a
+        // large send (above the eager limit: it waits for its receive) to a receive of 0 or a
+        // few elements (which waits for eagerly sent data).
         std::vector<float> buf(size_t{2} << 20, 1);
-        size_t count = r == 0 ? buf.size() / 2 : buf.size();
-        double t0 = now();
-        braidResult_t rc = r == 0 ? braidSend(buf.data(), count, braidFloat32, 1, comm, nullptr)
-                                  : braidRecv(buf.data(), count, braidFloat32, 0, comm, nullptr);
-        EXPECT_NE(rc, braidSuccess);
-        EXPECT_LT(now() - t0, 3.0);
-        std::string msg = braidGetLastError(comm);
-        EXPECT_NE(msg.find("mismatch"), std::string::npos) << msg;
+        for (size_t want : {buf.size(), size_t{0}, size_t{10}}) {
+          SCOPED_TRACE(::testing::Message() << "receive of " << want);
+          braidComm_t c = nullptr;
+          BRAID_ASSERT_OK(braidCommSplit(comm, 0, r, &c), comm);
+          size_t count = r == 0 ? buf.size() / 2 : want;
+          double t0 = now();
+          braidResult_t rc = r == 0 ? braidSend(buf.data(), count, braidFloat32, 1, c, nullptr)
+                                    : braidRecv(buf.data(), count, braidFloat32, 0, c, nullptr);
+          EXPECT_NE(rc, braidSuccess);
+          EXPECT_LT(now() - t0, 3.0);
+          std::string msg = braidGetLastError(c);
+          EXPECT_NE(msg.find("mismatch"), std::string::npos) << msg;
+          EXPECT_EQ(braidCommDestroy(c), braidSuccess);
+        }
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
       },
       opt);

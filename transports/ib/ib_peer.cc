@@ -136,6 +136,14 @@ void Transport::postInLoop(NetRequest* r) {
     auto it = p->rtrs.find(r->tag);
     if (it == p->rtrs.end()) {
       p->awaitingRtr[r->tag] = r;
+      // The receiver learns the size (a receive it posted at or below the eager limit waits
+      // for data that would never come): it fails at once on a mismatch.
+      mp::Chunk c;
+      c.type = static_cast<uint8_t>(FrameType::kRts);
+      c.tag = r->tag;
+      c.total = r->bytes;
+      p->tx.add(std::move(c));
+      pump(p);
       return;
     }
     uint64_t want = it->second;
@@ -160,6 +168,14 @@ void Transport::postInLoop(NetRequest* r) {
     }
     u->second.waiting = r;
     return;
+  }
+  if (auto a = p->announced.find(r->tag); a != p->announced.end()) {
+    const uint64_t total = a->second;
+    p->announced.erase(a);
+    if (total != r->bytes) {
+      fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, total, false));
+      return complete(r, failed_);
+    }
   }
   p->addPostedRecv(r);
   if (r->bytes > eager) {
@@ -449,7 +465,8 @@ void Transport::onRecvCompletion(Peer* p, Path* path, const ibv_wc& wc) {
   const bool zc = h.type == static_cast<uint8_t>(FrameType::kDataZc);
   if (wc.byte_len != sizeof h + (zc ? 0 : h.len) || (!zc && sizeof h + h.len > path->slotBytes) ||
       (h.type != static_cast<uint8_t>(FrameType::kData) &&
-       h.type != static_cast<uint8_t>(FrameType::kRtr) && !zc)) {
+       h.type != static_cast<uint8_t>(FrameType::kRtr) &&
+       h.type != static_cast<uint8_t>(FrameType::kRts) && !zc)) {
     return pathDown(
         p, path,
         fmt::format("a malformed chunk: {} bytes written into slot {} (sequence {}), "
@@ -486,6 +503,7 @@ void Transport::onChunk(Peer* p, Path* path, const FrameHeader& h, const char* p
   mp::PathCounters::bump(path->ctr.chunksReceived, 1);
   mp::PathCounters::bump(path->ctr.bytesReceived, h.len);
   if (h.type == static_cast<uint8_t>(FrameType::kRtr)) return onRtr(p, h, payload);
+  if (h.type == static_cast<uint8_t>(FrameType::kRts)) return onRts(p, h);
   if (h.type == static_cast<uint8_t>(FrameType::kDataZc)) {
     // The payload is already in the posted buffer (written before this header, same QP).
     auto it = p->postedRecvs.find(h.tag);
@@ -574,6 +592,19 @@ void Transport::onRtr(Peer* p, const FrameHeader& h, const char* payload) {
   sendData(p, r);
 }
 
+void Transport::onRts(Peer* p, const FrameHeader& h) {
+  auto it = p->postedRecvs.find(h.tag);
+  if (it == p->postedRecvs.end()) {
+    p->announced[h.tag] = h.total;
+    reportEarly(ctx_, p->rank, h.tag);
+    return;
+  }
+  // (A receive of the same size, above the eager limit, already asked for the data.)
+  if (it->second->bytes != h.total) {
+    fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false));
+  }
+}
+
 // ---- failure and close ----
 
 void Transport::fail(const Status& reason) {
@@ -597,6 +628,7 @@ void Transport::fail(const Status& reason) {
     p->awaitingRtr.clear();
     p->unexpected.clear();
     p->rtrs.clear();
+    p->announced.clear();
     p->zcRtrs.clear();
     p->zcSends.clear();
     p->sendSide(SideType::kAbort, text);

@@ -45,7 +45,8 @@ static_assert(std::endian::native == std::endian::little, "the wire formats are 
 // DATA carries its payload in the slot; DATA_ZC's payload was RDMA-written straight into the
 // receiver's registered buffer just before it (same QP, so it has landed); RTR may carry the
 // receiver's registered buffer (address, then one rkey per path) for zero-copy.
-enum class FrameType : uint8_t { kData = 1, kRtr = 2, kDataZc = 3 };
+// kRts: a send above the eager limit waits for its receive (tag, total: the receiver checks it).
+enum class FrameType : uint8_t { kData = 1, kRtr = 2, kDataZc = 3, kRts = 4 };
 
 // At the start of every slot; 40 bytes.
 struct FrameHeader {
@@ -264,9 +265,10 @@ struct Peer : public Reactor::Handler {
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
-  std::unordered_map<uint64_t, ZcTarget> zcRtrs;   // tag -> zero-copy target of an early RTR
-  std::unordered_map<uint64_t, ZcTarget> zcSends;  // tag -> target of a send in progress
-  void onEvents(uint32_t events) override;         // the side channel
+  std::unordered_map<uint64_t, uint64_t> announced;  // tag -> length of a send waiting (kRts)
+  std::unordered_map<uint64_t, ZcTarget> zcRtrs;     // tag -> zero-copy target of an early RTR
+  std::unordered_map<uint64_t, ZcTarget> zcSends;    // tag -> target of a send in progress
+  void onEvents(uint32_t events) override;           // the side channel
   void sendSide(SideType type, const std::string& payload);
 };
 
@@ -340,6 +342,7 @@ class Transport : public braid::Transport, public Reactor::Poller {
   void onChunk(Peer* p, Path* path, const FrameHeader& h, const char* payload);
   void onData(Peer* p, const FrameHeader& h, const char* payload);
   void onRtr(Peer* p, const FrameHeader& h, const char* payload);
+  void onRts(Peer* p, const FrameHeader& h);
   void pathDown(Peer* p, Path* path, const std::string& why, bool notify);
   void injectFault();
   std::string pathName(const Peer* p, const Path* path) const;

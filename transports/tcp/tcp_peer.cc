@@ -234,10 +234,15 @@ bool Socket::onHeader() {
       if (t->failed()) return false;
       break;
     case FrameType::kRtr:
+    case FrameType::kRts:
       if (in_.len != 0 || in_.fid == 0) return malformed();
       if (t->acceptChunk(peer_, path_, in_)) {
         t->chunkArrived(peer_, path_, in_);
-        t->onRtr(peer_, in_);
+        if (static_cast<FrameType>(in_.type) == FrameType::kRtr) {
+          t->onRtr(peer_, in_);
+        } else {
+          t->onRts(peer_, in_);
+        }
       }
       return fd_.valid() && !t->failed();
     case FrameType::kAck:

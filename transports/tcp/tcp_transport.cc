@@ -255,6 +255,13 @@ void Transport::postInLoop(NetRequest* r) {
     auto it = p.rtrs.find(r->tag);
     if (it == p.rtrs.end()) {
       p.awaitingRtr[r->tag] = r;
+      // The receiver learns the size (a receive it posted at or below the eager limit waits
+      // for data that would never come): it fails at once on a mismatch.
+      mp::Chunk c;
+      c.type = static_cast<uint8_t>(FrameType::kRts);
+      c.tag = r->tag;
+      c.total = r->bytes;
+      sendReliable(&p, std::move(c));
       return;
     }
     uint64_t want = it->second;
@@ -279,6 +286,14 @@ void Transport::postInLoop(NetRequest* r) {
     }
     u->second.waiting = r;
     return;
+  }
+  if (auto a = p.announced.find(r->tag); a != p.announced.end()) {
+    const uint64_t total = a->second;
+    p.announced.erase(a);
+    if (total != r->bytes) {
+      fail(sizeMismatch(peerName(p.rank), r->tag, r->bytes, total, false), true);
+      return complete(r, failed_);  // r was in no queue that fail() empties
+    }
   }
   p.postedRecvs[r->tag] = r;
   if (r->bytes > eagerBytes()) {
@@ -481,6 +496,19 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
   sendData(p, r);
 }
 
+void Transport::onRts(Peer* p, const FrameHeader& h) {
+  auto it = p->postedRecvs.find(h.tag);
+  if (it == p->postedRecvs.end()) {
+    p->announced[h.tag] = h.total;
+    reportEarly(ctx_, p->rank, h.tag);
+    return;
+  }
+  // (A receive of the same size, above the eager limit, already asked for the data.)
+  if (it->second->bytes != h.total) {
+    fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false), true);
+  }
+}
+
 void Transport::onGracefulClose(Peer* p) {
   for (auto& path : p->paths) {
     if (path->sock && path->sock->alive()) return;
@@ -548,6 +576,7 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
     p.awaitingRtr.clear();
     p.unexpected.clear();
     p.rtrs.clear();
+    p.announced.clear();
   }
   unexpectedBytes_ = 0;
   for (NetRequest* r : reqs) complete(r, reason);

@@ -47,7 +47,8 @@ enum class FrameType : uint8_t {
   kAck = 5,
   kPathDown = 6,
   kPathUp = 7,  // tag: the path index; the link of the sender's NIC on that path came up
-  kRehash = 8   // tag: the path index; it lags its siblings: the higher rank moves it (rehash.h)
+  kRehash = 8,  // tag: the path index; it lags its siblings: the higher rank moves it (rehash.h)
+  kRts = 9      // tag, total: a send above the eager limit waits for its receive (size check)
 };
 // The receiver may acknowledge the chunk with its next frame instead of at once.
 constexpr uint8_t kFlagLazyAck = 1;
@@ -240,12 +241,13 @@ struct Peer {
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
-  bool pumping = false, repump = false;  // Transport::pump
-  bool left = false;                     // said goodbye on every path and closed them, or gone
-  std::string goneWhy;                   // left without goodbye (refused for BRAID_PEER_GONE_MS)
-  int64_t allDownSinceNs = 0;            // every path dead since (0: some path lives)
-  int64_t refusedSinceNs = 0;            // every path down and connections refused since
-  bool livenessProbing = false;          // (lower rank) checking that the peer still listens
+  std::unordered_map<uint64_t, uint64_t> announced;  // tag -> length of a send waiting (kRts)
+  bool pumping = false, repump = false;              // Transport::pump
+  bool left = false;             // said goodbye on every path and closed them, or gone
+  std::string goneWhy;           // left without goodbye (refused for BRAID_PEER_GONE_MS)
+  int64_t allDownSinceNs = 0;    // every path dead since (0: some path lives)
+  int64_t refusedSinceNs = 0;    // every path down and connections refused since
+  bool livenessProbing = false;  // (lower rank) checking that the peer still listens
   // (lower rank) re-hashes asked of the peer in a row that it did not carry out (it runs with
   // BRAID_PATH_REHASH=0, or its connects fail): at kRehashUnanswered, it is asked no more.
   int rehashUnanswered = 0;
@@ -298,6 +300,7 @@ class Transport : public braid::Transport {
   void onData(Peer* p, const FrameHeader& h, char** dest, NetRequest** req);
   void onDataDone(Peer* p, uint64_t tag, NetRequest* req, size_t len);
   void onRtr(Peer* p, const FrameHeader& h);
+  void onRts(Peer* p, const FrameHeader& h);
   void onAck(Peer* p, int path, uint64_t below, const std::string& ranges);
   void onGracefulClose(Peer* p);
   // Connections to p have been refused on every path for BRAID_PEER_GONE_MS: its process died,
