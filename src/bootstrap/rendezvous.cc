@@ -5,8 +5,10 @@
 #include <poll.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <map>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <thread>
@@ -19,6 +21,19 @@ namespace {
 
 constexpr uint8_t kTableOk = 0;
 constexpr uint8_t kTableError = 1;
+
+// The unique ids whose root (in this process) takes no ranks any more: their communicator was
+// made, or its init failed. A unique id makes one communicator.
+std::mutex finishedMu;
+std::set<Secret> finishedRoots;
+void markRootFinished(const Secret& s) {
+  std::lock_guard<std::mutex> lock(finishedMu);
+  finishedRoots.insert(s);
+}
+bool rootFinished(const Secret& s) {
+  std::lock_guard<std::mutex> lock(finishedMu);
+  return finishedRoots.count(s) != 0;
+}
 
 Status writeBlob(int fd, const std::string& b, Deadline d, const std::string& what) {
   uint32_t len = htonl(static_cast<uint32_t>(b.size()));
@@ -111,6 +126,7 @@ void serveRoot(Fd listener, Secret secret, int64_t timeoutMs) {
   };
   Status s = acceptAuthenticated(std::vector<int>{listener.get()}, secret, deadline, admit,
                                  onAccepted, "the ranks at the rendezvous root", failedAndDone);
+  markRootFinished(secret);
   if (s.isOk() && !usage.isOk()) s = usage;
   if (!s.isOk()) {
     std::string missing;
@@ -223,13 +239,27 @@ Status startRootServer(const SockAddr& bindAddr, const Secret& secret, int64_t t
 Status rendezvous(const SockAddr& root, const Secret& secret, int rank, int nranks,
                   const std::string& blob, Deadline deadline, std::vector<std::string>* table) {
   std::string what = fmt::format("the rendezvous root {}", root.toString());
+  if (rootFinished(secret)) {
+    return invalidUsage(
+        "this unique id was used already: its rendezvous is over (a unique id makes one "
+        "communicator; call braidGetUniqueId for each)");
+  }
   Fd fd;
   Hello h;
   h.kind = ConnKind::kBootstrap;
   h.rank = rank;
   h.nranks = nranks;
   while (true) {
-    BRAID_TRY(connectTo(root, deadline, &fd, "the rendezvous root"));
+    int err = 0;
+    Status c = connectTo(root, deadline, &fd, "the rendezvous root", nullptr, &err);
+    if (!c.isOk() && err == ECONNREFUSED) {
+      return Status(c.code(),
+                    c.message() +
+                        " (nothing listens there: the process that runs the rendezvous root, the "
+                        "one that called braidGetUniqueId or rank 0, has not started it or has "
+                        "exited, or the unique id was used already: each makes one communicator)");
+    }
+    BRAID_TRY(c);
     bool greeted = false;
     Status s = connectorHandshake(fd.get(), secret, h, deadline, what, &greeted);
     if (s.isOk()) break;

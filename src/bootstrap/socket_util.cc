@@ -253,7 +253,7 @@ const AbandonCheck* currentAbandonCheck() { return tlsAbandon; }
 Status checkAbandon() { return tlsAbandon != nullptr ? (*tlsAbandon)() : Status::ok(); }
 
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
-                 const SockAddr* from) {
+                 const SockAddr* from, int* lastErrno) {
   int delayMs = 10;
   std::string lastErr = "timed out";
   while (true) {
@@ -261,6 +261,7 @@ Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::str
     BRAID_TRY(connectAttempt(addr, deadline, from, what, fd, &err));
     if (err == 0) return Status::ok();
     lastErr = std::strerror(err);
+    if (lastErrno != nullptr) *lastErrno = err;
     bool retry = err == ECONNREFUSED || err == ECONNRESET || err == ETIMEDOUT ||
                  err == EHOSTUNREACH || err == ENETUNREACH || err == EAGAIN;
     if (!retry || Clock::now() >= deadline) break;

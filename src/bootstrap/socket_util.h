@@ -89,8 +89,9 @@ Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* f
                       const std::string& what, Fd* fd, int* err);
 // Connects (blocking with deadline), retrying refused connections until the deadline; from
 // (port 0) binds the local end first, so the connection leaves through that address's NIC.
+// lastErr (optional): the errno of the last attempt that failed.
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
-                 const SockAddr* from = nullptr);
+                 const SockAddr* from = nullptr, int* lastErr = nullptr);
 // Why a connection set-up under way should stop before its deadline: a split whose parent
 // communicator failed (a rank died) has nobody left to wait for. Set for the current thread
 // by AbandonScope; connect retries and accepting (and the accepting threads they start, which

@@ -281,6 +281,36 @@ TEST(Setup, ASecondInitFromTheSameUniqueIdFailsAtOnce) {
       opt);
 }
 
+// braidCommInitRank twice with one unique id (a common mistake: an id makes one communicator):
+// the process that made the id knows its rendezvous is over and fails at once; the others find
+// nothing listening at its root and say what that may mean.
+TEST(Setup, ASecondInitRankFromOneUniqueIdFailsSayingWhy) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "20000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t first = nullptr, second = nullptr;
+        BRAID_ASSERT_OK(braidCommInitRank(&first, n, id, r), nullptr);
+        setenv("BRAID_TIMEOUT_MS", "2000", 1);  // the second init's (the first keeps 20 s)
+        const double t0 = now();
+        EXPECT_NE(braidCommInitRank(&second, n, id, r), braidSuccess);
+        EXPECT_EQ(second, nullptr);
+        std::string msg = braidGetLastError(nullptr);
+        if (r == 0) {  // (the harness makes the id in rank 0's process)
+          EXPECT_LT(now() - t0, 1.0);
+          EXPECT_NE(msg.find("this unique id was used already"), std::string::npos) << msg;
+        } else {
+          EXPECT_NE(msg.find("the unique id was used already"), std::string::npos) << msg;
+        }
+        float v = 1;
+        BRAID_ASSERT_OK(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, first, nullptr), first);
+        EXPECT_EQ(v, 2.0f);
+        BRAID_ASSERT_OK(braidCommDestroy(first), nullptr);
+      },
+      opt);
+}
+
 // A congestion control the kernel lacks fails init on every rank, naming the variable.
 TEST(Setup, UnknownTcpCongestionControlFailsInit) {
   RankOptions opt;
