@@ -156,15 +156,18 @@ std::string sharedSettings(const Config& cfg, const NodeMap& declared) {
   const std::string build = fmt::format("{}.{}.{} (wire protocol {})", BRAID_MAJOR, BRAID_MINOR,
                                         BRAID_PATCH, kWireProtocol);
   // What picks the algorithms, their chunks and the messages' protocol: ranks that differ
-  // build different schedules and wait for each other until BRAID_TIMEOUT_MS.
+  // build different schedules and wait for each other until BRAID_TIMEOUT_MS. The transports
+  // as a set (their order does not matter).
+  std::vector<std::string> transports = splitList(cfg.transports, ',');
+  std::sort(transports.begin(), transports.end());
+  transports.erase(std::unique(transports.begin(), transports.end()), transports.end());
   return fmt::format(
       "braid={}\nBRAID_ALGO={}\nBRAID_SHM_FAST_BYTES={}\nBRAID_TOPO_FILE={}\nBRAID_TRANSPORTS={}\n"
       "BRAID_CHUNK_BYTES={}\nBRAID_EAGER_BYTES={}\nBRAID_SMALL_ALLGATHER_BYTES={}\n"
-      "BRAID_CHAIN_MIN_BYTES={}\nBRAID_ALLTOALL_WINDOW={}\nBRAID_TCP_SOCKETS_PER_PEER={}\n"
-      "BRAID_SHM_CMA={}\nBRAID_SHM_RING_BYTES={}",
-      build, cfg.algo, cfg.shmFastBytes, topo, cfg.transports, cfg.chunkBytes, cfg.eagerBytes,
-      cfg.smallAllgatherBytes, cfg.chainMinBytes, cfg.alltoallWindow, cfg.tcpSocketsPerPeer,
-      cfg.shmCma, cfg.shmRingBytes);
+      "BRAID_CHAIN_MIN_BYTES={}\nBRAID_ALLTOALL_WINDOW={}\nBRAID_TCP_SOCKETS_PER_PEER={}",
+      build, cfg.algo, cfg.shmFastBytes, topo, fmt::join(transports, ","), cfg.chunkBytes,
+      cfg.eagerBytes, cfg.smallAllgatherBytes, cfg.chainMinBytes, cfg.alltoallWindow,
+      cfg.tcpSocketsPerPeer);
 }
 
 // Every rank holds every rank's settings: each finds the same difference and fails alike.

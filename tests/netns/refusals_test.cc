@@ -81,5 +81,27 @@ TEST_F(Refusals, APeerThatLeftWhileThisHostWasCutOffFailsOnlyCallsWithIt) {
   std::remove(cut.c_str());
 }
 
+// Host 1 rejects for 5 s while the ranks are idle, longer than BRAID_PEER_GONE_MS: the ranks on
+// either side take each other for gone. The peers go on trying to reconnect; when the
+// firewall is lifted their connections are taken, which says they live: collectives work.
+TEST_F(Refusals, APeerTakenForGoneThatComesBackIsTakenBack) {
+  if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  std::thread firewall = later(1000, {"reject 1 0", "reject 1 1"});
+  std::thread lifted = later(6000, {"restore 1 0", "restore 1 1"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        BRAID_ASSERT_OK(braidBarrier(comm, nullptr), comm);
+        std::this_thread::sleep_for(std::chrono::milliseconds(10000));
+        allreduceFor(comm, r, n, size_t{1} << 16, 1.0);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess) << braidGetLastError(nullptr);
+      },
+      options(2, "30000"));
+  firewall.join();
+  lifted.join();
+}
+
 }  // namespace
 }  // namespace braid::test

@@ -133,16 +133,16 @@ void Transport::postInLoop(NetRequest* r) {
   const size_t eager = static_cast<size_t>(ctx_.cfg->eagerBytes);
   if (r->kind == NetRequest::Kind::kSend) {
     if (r->bytes <= eager) return sendData(p, r);
+    // Every send above the eager limit tells the receiver its size (a receive posted at or
+    // below the limit waits for data that would never come: it fails at once on a mismatch).
+    mp::Chunk c;
+    c.type = static_cast<uint8_t>(FrameType::kRts);
+    c.tag = r->tag;
+    c.total = r->bytes;
+    p->tx.add(std::move(c));
     auto it = p->rtrs.find(r->tag);
     if (it == p->rtrs.end()) {
       p->awaitingRtr[r->tag] = r;
-      // The receiver learns the size (a receive it posted at or below the eager limit waits
-      // for data that would never come): it fails at once on a mismatch.
-      mp::Chunk c;
-      c.type = static_cast<uint8_t>(FrameType::kRts);
-      c.tag = r->tag;
-      c.total = r->bytes;
-      p->tx.add(std::move(c));
       pump(p);
       return;
     }
@@ -176,6 +176,8 @@ void Transport::postInLoop(NetRequest* r) {
       fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, total, false));
       return complete(r, failed_);
     }
+  } else if (r->bytes > eager) {
+    ++p->rtsOwed[r->tag];  // its sender's RTS is still to come (maybe after the data)
   }
   p->addPostedRecv(r);
   if (r->bytes > eager) {
@@ -594,15 +596,17 @@ void Transport::onRtr(Peer* p, const FrameHeader& h, const char* payload) {
 
 void Transport::onRts(Peer* p, const FrameHeader& h) {
   auto it = p->postedRecvs.find(h.tag);
-  if (it == p->postedRecvs.end()) {
-    p->announced[h.tag] = h.total;
-    reportEarly(ctx_, p->rank, h.tag);
+  if (it != p->postedRecvs.end() && it->second->bytes != h.total) {
+    return fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false));
+  }
+  // A receive above the eager limit was posted before it (it may even be done: the chunks
+  // can overtake the RTS on other paths), or it announces a receive to come.
+  if (auto o = p->rtsOwed.find(h.tag); o != p->rtsOwed.end()) {
+    if (--o->second == 0) p->rtsOwed.erase(o);
     return;
   }
-  // (A receive of the same size, above the eager limit, already asked for the data.)
-  if (it->second->bytes != h.total) {
-    fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false));
-  }
+  p->announced[h.tag] = h.total;
+  reportEarly(ctx_, p->rank, h.tag);
 }
 
 // ---- failure and close ----
@@ -629,6 +633,7 @@ void Transport::fail(const Status& reason) {
     p->unexpected.clear();
     p->rtrs.clear();
     p->announced.clear();
+    p->rtsOwed.clear();
     p->zcRtrs.clear();
     p->zcSends.clear();
     p->sendSide(SideType::kAbort, text);
@@ -645,9 +650,11 @@ void Transport::abort(const Status& reason) {
 // channel, not behind the data; a path that fails meanwhile is repaired and its chunks go
 // again, as during a call), then a short wait for the peers' goodbyes.
 Status Transport::close(Deadline deadline) {
-  std::string unacked;  // what is still out when the wait ends (read in the loop)
-  Status failure;       // a failure meanwhile dropped it
+  std::string unacked;    // what is still out when the wait ends (read in the loop)
+  Status failure;         // a failure meanwhile dropped it
+  bool answered = false;  // (the loop may not answer by the deadline)
   ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
+    answered = true;
     if (failed()) {
       failure = failed_;  // (the list stays)
       return true;
@@ -660,6 +667,7 @@ Status Transport::close(Deadline deadline) {
     }
     return unacked.empty();
   });
+  if (!answered) unacked = "(unknown: the progress loop did not answer)";
   closing_ = true;
   ctx_.reactor->post([this] {
     if (failed()) return;

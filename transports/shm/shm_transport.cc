@@ -591,8 +591,10 @@ Status Transport::close(Deadline deadline) {
   // calls in flight, or by a transport closed before this one).
   const Deadline end = tailEnd(deadline, 2000);
   Deadline byeBy = std::min(end, deadlineIn(200));
-  std::string stuck;  // peers whose queue did not fit in their ring by the deadline
+  std::string stuck;      // peers whose queue did not fit in their ring by the deadline
+  bool answered = false;  // (the loop may not answer by the deadline)
   ctx_.reactor->waitUntil(end, [&] {
+    answered = true;
     stuck.clear();
     if (failed()) return true;
     bool byes = true;
@@ -602,6 +604,7 @@ Status Transport::close(Deadline deadline) {
     }
     return stuck.empty() && (byes || Clock::now() >= byeBy);
   });
+  if (!answered) stuck = "(unknown: the progress loop did not answer)";
   if (stuck.empty()) return Status::ok();
   return timeoutError(
       fmt::format("closing: what this rank sent to {} did not fit in the shared-memory ring within "

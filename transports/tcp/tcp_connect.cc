@@ -571,7 +571,8 @@ void Transport::scheduleProbe(Peer* p, int path, bool liveness, bool rehash) {
   if (!prober_ || stopping_) return;
   int64_t& backoff = liveness ? p->livenessBackoffMs : pa.backoffMs;
   bool& busy = liveness ? p->livenessProbing : pa.probing;
-  if (busy || p->left) return;
+  // (A peer taken for gone is still tried, at the slowest pace: it may come back.)
+  if (busy || (p->left && p->goneWhy.empty())) return;
   busy = true;
   if (!rehash) {
     backoff = backoff == 0 ? (liveness ? 0 : 50) : std::clamp<int64_t>(backoff * 2, 50, 2000);

@@ -91,9 +91,10 @@ void Transport::onProbeResult(int rank, int path, bool ok, bool refused, const s
   (liveness ? p.livenessProbing : p.paths[path]->probing) = false;
   LOG_DEBUG(kPath, "{}: {} of {}: {}", peerName(rank), liveness ? "liveness check" : "probe",
             pathName(&p, path), why);
-  if (p.left) return;
-  if (ok) p.refusedSinceNs = 0;
-  if (p.allDownSinceNs != 0 && refused) {
+  (void)ok;
+  if (p.left && p.goneWhy.empty()) return;  // it said goodbye
+  if (!refused) p.refusedSinceNs = 0;       // refused on every try for BRAID_PEER_GONE_MS
+  if (p.goneWhy.empty() && p.allDownSinceNs != 0 && refused) {
     // Every connection is gone and nothing listens: the process died, or a firewall rejects
     // (reloaded rules, a host being isolated): refusals for BRAID_PEER_GONE_MS tell.
     const int64_t now = nowNs();
@@ -172,6 +173,13 @@ void Transport::installPath(int rank, int path, Fd fd, bool rehash) {
   p.allDownSinceNs = 0;
   p.refusedSinceNs = 0;
   downSince_[rank].store(0, std::memory_order_relaxed);
+  if (!p.goneWhy.empty()) {
+    // Taken for gone (refused for BRAID_PEER_GONE_MS: a firewall rejected longer than that,
+    // and the peer went on trying): an authenticated connection says it lives.
+    LOG_WARN(kNet, "{} is back: it was taken for gone ({})", peerName(rank), p.goneWhy);
+    p.left = false;
+    p.goneWhy.clear();
+  }
   pump(&p);
 }
 

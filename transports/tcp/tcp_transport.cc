@@ -252,16 +252,16 @@ void Transport::postInLoop(NetRequest* r) {
   }
   if (r->kind == NetRequest::Kind::kSend) {
     if (r->bytes <= eagerBytes()) return sendData(&p, r);
+    // Every send above the eager limit tells the receiver its size (a receive posted at or
+    // below the limit waits for data that would never come: it fails at once on a mismatch).
+    mp::Chunk c;
+    c.type = static_cast<uint8_t>(FrameType::kRts);
+    c.tag = r->tag;
+    c.total = r->bytes;
+    sendReliable(&p, std::move(c));
     auto it = p.rtrs.find(r->tag);
     if (it == p.rtrs.end()) {
       p.awaitingRtr[r->tag] = r;
-      // The receiver learns the size (a receive it posted at or below the eager limit waits
-      // for data that would never come): it fails at once on a mismatch.
-      mp::Chunk c;
-      c.type = static_cast<uint8_t>(FrameType::kRts);
-      c.tag = r->tag;
-      c.total = r->bytes;
-      sendReliable(&p, std::move(c));
       return;
     }
     uint64_t want = it->second;
@@ -294,6 +294,8 @@ void Transport::postInLoop(NetRequest* r) {
       fail(sizeMismatch(peerName(p.rank), r->tag, r->bytes, total, false), true);
       return complete(r, failed_);  // r was in no queue that fail() empties
     }
+  } else if (r->bytes > eagerBytes()) {
+    ++p.rtsOwed[r->tag];  // its sender's RTS is still to come (maybe after the data)
   }
   p.postedRecvs[r->tag] = r;
   if (r->bytes > eagerBytes()) {
@@ -498,15 +500,17 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
 
 void Transport::onRts(Peer* p, const FrameHeader& h) {
   auto it = p->postedRecvs.find(h.tag);
-  if (it == p->postedRecvs.end()) {
-    p->announced[h.tag] = h.total;
-    reportEarly(ctx_, p->rank, h.tag);
+  if (it != p->postedRecvs.end() && it->second->bytes != h.total) {
+    return fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false), true);
+  }
+  // A receive above the eager limit was posted before it (it may even be done: the chunks
+  // can overtake the RTS on other paths), or it announces a receive to come.
+  if (auto o = p->rtsOwed.find(h.tag); o != p->rtsOwed.end()) {
+    if (--o->second == 0) p->rtsOwed.erase(o);
     return;
   }
-  // (A receive of the same size, above the eager limit, already asked for the data.)
-  if (it->second->bytes != h.total) {
-    fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false), true);
-  }
+  p->announced[h.tag] = h.total;
+  reportEarly(ctx_, p->rank, h.tag);
 }
 
 void Transport::onGracefulClose(Peer* p) {
@@ -530,7 +534,11 @@ void Transport::onPeerGone(Peer* p) {
       "ms (BRAID_PEER_GONE_MS; {}): the process died or aborted, or destroyed its communicator "
       "while this host could not hear its goodbye",
       peerName(p->rank), (mp::nowNs() - p->refusedSinceNs) / 1'000'000, pathsTried(p));
-  if (!p->postedRecvs.empty() || !p->awaitingRtr.empty() || !p->tx.idle()) {
+  // (A message it had begun to send: a receive may wait for the rest, or come for it later.)
+  const bool partial = std::any_of(p->unexpected.begin(), p->unexpected.end(), [](const auto& u) {
+    return u.second.got != u.second.data.size();
+  });
+  if (!p->postedRecvs.empty() || !p->awaitingRtr.empty() || !p->tx.idle() || partial) {
     return fail(remoteError(why), true);
   }
   // Nothing waits for it (e.g. it left while this host was cut off): calls with it fail from
@@ -539,6 +547,7 @@ void Transport::onPeerGone(Peer* p) {
   p->left = true;
   p->goneWhy = why;
   p->allDownSinceNs = 0;
+  p->refusedSinceNs = 0;
   downSince_[p->rank].store(0, std::memory_order_relaxed);
 }
 
@@ -577,6 +586,7 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
     p.unexpected.clear();
     p.rtrs.clear();
     p.announced.clear();
+    p.rtsOwed.clear();
   }
   unexpectedBytes_ = 0;
   for (NetRequest* r : reqs) complete(r, reason);
@@ -590,9 +600,11 @@ Status Transport::close(Deadline deadline) {
   // First every chunk this rank sent is acknowledged (a send of a small message returned once
   // it was copied): paths that die meanwhile are made again by the probes and the chunks go
   // again, as during a call. Not for a peer that left (it said goodbye on every path).
-  std::string unacked;  // what is still out when the wait ends (read in the loop)
-  Status failure;       // a failure meanwhile dropped it
+  std::string unacked;    // what is still out when the wait ends (read in the loop)
+  Status failure;         // a failure meanwhile dropped it
+  bool answered = false;  // (the loop may not answer by the deadline)
   ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
+    answered = true;
     if (failed()) {
       failure = failed_;  // (the list stays)
       return true;
@@ -605,6 +617,7 @@ Status Transport::close(Deadline deadline) {
     }
     return unacked.empty();
   });
+  if (!answered) unacked = "(unknown: the progress loop did not answer)";
   stopBackground();
   ctx_.reactor->post([this] {
     if (failed()) return;

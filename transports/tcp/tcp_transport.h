@@ -242,6 +242,7 @@ struct Peer {
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
   std::unordered_map<uint64_t, uint64_t> announced;  // tag -> length of a send waiting (kRts)
+  std::unordered_map<uint64_t, uint32_t> rtsOwed;    // tag -> receives whose kRts is to come
   bool pumping = false, repump = false;              // Transport::pump
   bool left = false;             // said goodbye on every path and closed them, or gone
   std::string goneWhy;           // left without goodbye (refused for BRAID_PEER_GONE_MS)
