@@ -386,18 +386,25 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
   std::shared_ptr<Comm> child;
   uint64_t splitId = splitCount_++;
   std::string addr;
+  // A rank that cannot make its part (out of file descriptors, say) still takes part in the
+  // exchange, its record saying why ('!' and the reason where its address goes): the others
+  // of its color fail at once instead of waiting for it until the timeout.
+  Status opened;
   if (color >= 0) {
     // The child's secret is derived from ours, the split number and the color.
     auto d = derive(secret_, fmt::format("braid split {} color {}", splitId, color));
     Secret s{};
     std::memcpy(s.data(), d.data(), s.size());
     child.reset(new Comm(0, 1, cfg_, s));
-    BRAID_TRY(child->openTransport());
-    addr = child->transport_->localAddress();
-    if (addr.size() >= 300) {
-      return internalError(
-          fmt::format("split: transport address too long ({} bytes)", addr.size()));
+    opened = child->openTransport();
+    if (opened.isOk()) {
+      addr = child->transport_->localAddress();
+      if (addr.size() >= 300) {
+        opened =
+            internalError(fmt::format("split: transport address too long ({} bytes)", addr.size()));
+      }
     }
+    if (!opened.isOk()) addr = "!" + opened.message().substr(0, 290);
   }
   std::string mine(kRec, '\0');
   std::string host = localHostName();
@@ -427,9 +434,19 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     v.push_back(std::move(sched));
     BRAID_TRY(executeSchedules(v));
   }
+  if (!opened.isOk()) return opened;
   if (color < 0) {
     *out = nullptr;
     return Status::ok();
+  }
+  for (int r = 0; r < nranks_; ++r) {
+    const char* rec = all.data() + kRec * r;
+    int32_t h[2];
+    std::memcpy(h, rec, sizeof h);
+    if (h[0] != color || rec[208] != '!') continue;
+    return remoteError(fmt::format("split: {} could not make its part of the new communicator: {}",
+                                   transport_->peerName(r),
+                                   std::string(rec + 209, strnlen(rec + 209, 299))));
   }
   struct Member {
     int key, parentRank;

@@ -1,6 +1,7 @@
 // Failures: a rank killed mid-collective, abort from another thread, a rank that never joins,
 // a silent peer (timeout), strangers at the rendezvous port, mismatched counts.
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -489,6 +490,44 @@ TEST_P(PeerFailure, ATimeoutNamesARankThatMadeTheCallDifferently) {
         EXPECT_EQ(msg.find("every rank has made this call"), std::string::npos)
             << "rank " << r << ": " << msg;
         (void)braidCommDestroy(comm);
+      },
+      opt);
+}
+
+// A rank that cannot make its part of a split (no file descriptor left for the new
+// communicator's listener) still takes part in the exchange: the others of its color fail at
+// once naming it, not after BRAID_TIMEOUT_MS, and the parent communicator still works.
+TEST_P(PeerFailure, ASplitThatOneRankCannotMakeFailsEveryRankAtOnce) {
+  RankOptions opt = options("30000");
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        rlimit saved{};
+        ASSERT_EQ(getrlimit(RLIMIT_NOFILE, &saved), 0);
+        if (r == 3) {
+          int open = 0;
+          for (int fd = 0; fd < 65536; ++fd) open += fcntl(fd, F_GETFD) != -1 ? 1 : 0;
+          rlimit tight = saved;
+          tight.rlim_cur = static_cast<rlim_t>(open);  // not one more
+          ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &tight), 0);
+        }
+        braidComm_t sub = nullptr;
+        const double t0 = now();
+        EXPECT_NE(braidCommSplit(comm, 0, r, &sub), braidSuccess);
+        EXPECT_EQ(sub, nullptr);
+        EXPECT_LT(now() - t0, 10.0) << "found by the timeout (30 s)";
+        std::string msg = braidGetLastError(comm);
+        if (r != 3) {
+          EXPECT_NE(msg.find("rank 3"), std::string::npos) << msg;
+        } else {
+          ASSERT_EQ(setrlimit(RLIMIT_NOFILE, &saved), 0);
+        }
+        float x = 1;
+        BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, comm, nullptr), comm);
+        EXPECT_EQ(x, static_cast<float>(n));
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
       },
       opt);
 }
