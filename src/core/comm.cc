@@ -296,9 +296,13 @@ std::string Comm::whoIsLate(uint64_t tagBase) {
 }
 
 Status Comm::timedOut(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,
-                      const std::string& late) {
-  if (!namesLateRanks(late) && hasAsyncError()) return asyncError();
-  return timeoutError(timeoutText(call, timeoutMs, waitingFor, late));
+                      const std::string& late, const std::string& health) {
+  if (!namesLateRanks(late) && hasAsyncError()) {
+    if (health.empty()) return asyncError();
+    return timeoutError(timeoutText(call, timeoutMs, waitingFor + health, late) +
+                        fmt::format(" (meanwhile: {})", asyncError().message()));
+  }
+  return timeoutError(timeoutText(call, timeoutMs, waitingFor + health, late));
 }
 
 uint64_t Comm::nextSendTagBase(int peer) {

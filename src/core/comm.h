@@ -75,9 +75,11 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::string whoIsLate(uint64_t tagBase);
   // The error of a call that timed out waiting for `waitingFor`, with `late` (whoIsLate) first;
   // or the failure that reached this communicator meanwhile, unless `late` names late ranks
-  // (that failure cut the answers off and carries the first rank's diagnosis).
+  // (that failure cut the answers off and carries the first rank's diagnosis) or this rank
+  // cannot reach a peer (`health`, Transport::healthNote: a partition that only this side of
+  // it sees; the failure that came is then appended).
   Status timedOut(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,
-                  const std::string& late);
+                  const std::string& late, const std::string& health = {});
   uint64_t nextSendTagBase(int peer);
   uint64_t nextRecvTagBase(int peer);
 

@@ -415,8 +415,8 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
       }
     }
     Comm* c0 = scheds_[0]->comm();
-    Status t = c0->timedOut(scheds_[0]->name(), timeoutMs,
-                            pendingDescription() + c0->transport()->healthNote(), late);
+    Status t = c0->timedOut(scheds_[0]->name(), timeoutMs, pendingDescription(), late,
+                            c0->transport()->healthNote());
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
   };
