@@ -282,9 +282,12 @@ TEST_F(Perf, MpirunLaunchesTwoRanksAndBroadcastsTheIdWithMpi) {
   if (std::getenv("BRAID_PERF_MPI") == nullptr) GTEST_SKIP() << "braid-perf built without MPI";
   if (sh("command -v mpirun").exitCode != 0) GTEST_SKIP() << "no mpirun";
   // Open MPI refuses root without these; --oversubscribe: 2 ranks may exceed the slots here.
+  // Its TCP on loopback only: tests running beside this one add and remove interfaces
+  // (setup_test's veth rails), which Open MPI otherwise picks up and fails to bind to.
   Shell r =
       sh("OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 timeout 120 mpirun -np 2 "
-         "--oversubscribe --mca btl tcp,self " +
+         "--oversubscribe --mca btl tcp,self --mca btl_tcp_if_include lo "
+         "--mca oob_tcp_if_include lo " +
          perf_ + " allreduce -b 8 -e 64K -f 8 -n 3 -w 1");
   ASSERT_EQ(r.exitCode, 0) << r.out;
   EXPECT_NE(r.out.find("nranks 2"), std::string::npos) << r.out;
