@@ -498,6 +498,11 @@ TEST_P(PeerFailure, ATimeoutNamesARankThatMadeTheCallDifferently) {
 // communicator's listener) still takes part in the exchange: the others of its color fail at
 // once naming it, not after BRAID_TIMEOUT_MS, and the parent communicator still works.
 TEST_P(PeerFailure, ASplitThatOneRankCannotMakeFailsEveryRankAtOnce) {
+#if defined(__SANITIZE_ADDRESS__)
+  // UBSan's vptr check tests memory with a pipe: with no descriptor left it reports valid
+  // objects as invalid and stops the process (seen in CI's ASan+UBSan build).
+  GTEST_SKIP() << "the sanitizers need file descriptors this test takes away";
+#endif
   RankOptions opt = options("30000");
   runRanks(
       4,
