@@ -443,15 +443,6 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     *out = nullptr;
     return Status::ok();
   }
-  for (int r = 0; r < nranks_; ++r) {
-    const char* rec = all.data() + kRec * r;
-    int32_t h[2];
-    std::memcpy(h, rec, sizeof h);
-    if (h[0] != color || rec[208] != '!') continue;
-    return remoteError(fmt::format("split: {} could not make its part of the new communicator: {}",
-                                   transport_->peerName(r),
-                                   std::string(rec + 209, strnlen(rec + 209, 299))));
-  }
   struct Member {
     int key, parentRank;
     std::string host, addr;
@@ -462,6 +453,11 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     std::memcpy(h, all.data() + kRec * r, sizeof h);
     if (h[0] != color) continue;
     const char* rec = all.data() + kRec * r;
+    if (rec[208] == '!') {
+      return remoteError(
+          fmt::format("split: {} could not make its part of the new communicator: {}",
+                      transport_->peerName(r), std::string(rec + 209, strnlen(rec + 209, 299))));
+    }
     members.push_back({h[1], r, std::string(rec + 8, strnlen(rec + 8, 200)),
                        std::string(rec + 208, strnlen(rec + 208, 300))});
   }

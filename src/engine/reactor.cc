@@ -107,7 +107,7 @@ bool Reactor::runNow(void (*call)(void*), void* arg) {
   return true;
 }
 
-void Reactor::waitUntil(Deadline deadline, const std::function<bool()>& done) {
+bool Reactor::waitUntil(Deadline deadline, const std::function<bool()>& done) {
   // The question is shared with the loop, which may look at it after this returns: a question
   // withdrawn (the loop did not take it up by the deadline) is not asked any more.
   struct Question {
@@ -115,6 +115,7 @@ void Reactor::waitUntil(Deadline deadline, const std::function<bool()>& done) {
     std::condition_variable cv;
     bool answered = false, finished = false, withdrawn = false;
   };
+  bool answered = false;
   while (Clock::now() < deadline) {
     auto q = std::make_shared<Question>();
     post([q, &done] {
@@ -128,12 +129,14 @@ void Reactor::waitUntil(Deadline deadline, const std::function<bool()>& done) {
     if (!q->cv.wait_until(lock, deadline, [&] { return q->answered; })) {
       q->withdrawn = true;
       LOG_WARN(kNet, "progress loop did not answer within the wait's deadline");
-      return;
+      return answered;
     }
-    if (q->finished) return;
+    answered = true;
+    if (q->finished) return true;
     lock.unlock();
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
+  return answered;
 }
 
 Status Reactor::add(int fd, uint32_t events, Handler* h) {

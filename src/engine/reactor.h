@@ -65,8 +65,9 @@ class Reactor {
   }
   bool running() const { return thread_.joinable(); }
   // Any thread but the loop's: evaluates done() in the loop every few milliseconds until it is
-  // true or the deadline passes (e.g. until queued goodbyes are written).
-  void waitUntil(Deadline deadline, const std::function<bool()>& done);
+  // true or the deadline passes (e.g. until queued goodbyes are written). False when the loop
+  // never answered by the deadline (done() never ran: what it would have looked at is unknown).
+  bool waitUntil(Deadline deadline, const std::function<bool()>& done);
 
   // Driving: a waiting thread calls beginDrive(), then pollOnce() as often as it likes, then
   // endDrive(). pollOnce() returns whether anything happened (events or posted work).

@@ -135,11 +135,7 @@ void Transport::postInLoop(NetRequest* r) {
     if (r->bytes <= eager) return sendData(p, r);
     // Every send above the eager limit tells the receiver its size (a receive posted at or
     // below the limit waits for data that would never come: it fails at once on a mismatch).
-    mp::Chunk c;
-    c.type = static_cast<uint8_t>(FrameType::kRts);
-    c.tag = r->tag;
-    c.total = r->bytes;
-    p->tx.add(std::move(c));
+    p->tx.add(mp::announcement(static_cast<uint8_t>(FrameType::kRts), r->tag, r->bytes));
     auto it = p->rtrs.find(r->tag);
     if (it == p->rtrs.end()) {
       p->awaitingRtr[r->tag] = r;
@@ -169,15 +165,9 @@ void Transport::postInLoop(NetRequest* r) {
     u->second.waiting = r;
     return;
   }
-  if (auto a = p->announced.find(r->tag); a != p->announced.end()) {
-    const uint64_t total = a->second;
-    p->announced.erase(a);
-    if (total != r->bytes) {
-      fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, total, false));
-      return complete(r, failed_);
-    }
-  } else if (r->bytes > eager) {
-    ++p->rtsOwed[r->tag];  // its sender's RTS is still to come (maybe after the data)
+  if (uint64_t total = 0; !p->announced.posted(r->tag, r->bytes, eager, &total)) {
+    fail(sizeMismatch(peerName(p->rank), r->tag, r->bytes, total, false));
+    return complete(r, failed_);
   }
   p->addPostedRecv(r);
   if (r->bytes > eager) {
@@ -596,17 +586,15 @@ void Transport::onRtr(Peer* p, const FrameHeader& h, const char* payload) {
 
 void Transport::onRts(Peer* p, const FrameHeader& h) {
   auto it = p->postedRecvs.find(h.tag);
-  if (it != p->postedRecvs.end() && it->second->bytes != h.total) {
-    return fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false));
+  const int64_t waiting = it == p->postedRecvs.end() ? -1 : static_cast<int64_t>(it->second->bytes);
+  switch (p->announced.arrived(h.tag, h.total, waiting)) {
+    case mp::Announcements::Verdict::kMismatch:
+      return fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false));
+    case mp::Announcements::Verdict::kEarly:
+      return reportEarly(ctx_, p->rank, h.tag);
+    case mp::Announcements::Verdict::kExpected:
+      return;
   }
-  // A receive above the eager limit was posted before it (it may even be done: the chunks
-  // can overtake the RTS on other paths), or it announces a receive to come.
-  if (auto o = p->rtsOwed.find(h.tag); o != p->rtsOwed.end()) {
-    if (--o->second == 0) p->rtsOwed.erase(o);
-    return;
-  }
-  p->announced[h.tag] = h.total;
-  reportEarly(ctx_, p->rank, h.tag);
 }
 
 // ---- failure and close ----
@@ -633,7 +621,6 @@ void Transport::fail(const Status& reason) {
     p->unexpected.clear();
     p->rtrs.clear();
     p->announced.clear();
-    p->rtsOwed.clear();
     p->zcRtrs.clear();
     p->zcSends.clear();
     p->sendSide(SideType::kAbort, text);
@@ -650,11 +637,9 @@ void Transport::abort(const Status& reason) {
 // channel, not behind the data; a path that fails meanwhile is repaired and its chunks go
 // again, as during a call), then a short wait for the peers' goodbyes.
 Status Transport::close(Deadline deadline) {
-  std::string unacked;    // what is still out when the wait ends (read in the loop)
-  Status failure;         // a failure meanwhile dropped it
-  bool answered = false;  // (the loop may not answer by the deadline)
-  ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
-    answered = true;
+  std::string unacked;  // what is still out when the wait ends (read in the loop)
+  Status failure;       // a failure meanwhile dropped it
+  const bool answered = ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
     if (failed()) {
       failure = failed_;  // (the list stays)
       return true;

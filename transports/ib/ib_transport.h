@@ -31,6 +31,7 @@
 
 #include "src/bootstrap/auth.h"
 #include "src/engine/reactor.h"
+#include "transports/multipath/announce.h"
 #include "transports/multipath/multipath.h"
 #include "transports/transport.h"
 
@@ -265,11 +266,10 @@ struct Peer : public Reactor::Handler {
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
-  std::unordered_map<uint64_t, uint64_t> announced;  // tag -> length of a send waiting (kRts)
-  std::unordered_map<uint64_t, uint32_t> rtsOwed;    // tag -> receives whose kRts is to come
-  std::unordered_map<uint64_t, ZcTarget> zcRtrs;     // tag -> zero-copy target of an early RTR
-  std::unordered_map<uint64_t, ZcTarget> zcSends;    // tag -> target of a send in progress
-  void onEvents(uint32_t events) override;           // the side channel
+  mp::Announcements announced;                     // sends' sizes (kRts) matched with receives
+  std::unordered_map<uint64_t, ZcTarget> zcRtrs;   // tag -> zero-copy target of an early RTR
+  std::unordered_map<uint64_t, ZcTarget> zcSends;  // tag -> target of a send in progress
+  void onEvents(uint32_t events) override;         // the side channel
   void sendSide(SideType type, const std::string& payload);
 };
 

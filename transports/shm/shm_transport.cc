@@ -591,10 +591,8 @@ Status Transport::close(Deadline deadline) {
   // calls in flight, or by a transport closed before this one).
   const Deadline end = tailEnd(deadline, 2000);
   Deadline byeBy = std::min(end, deadlineIn(200));
-  std::string stuck;      // peers whose queue did not fit in their ring by the deadline
-  bool answered = false;  // (the loop may not answer by the deadline)
-  ctx_.reactor->waitUntil(end, [&] {
-    answered = true;
+  std::string stuck;  // peers whose queue did not fit in their ring by the deadline
+  const bool answered = ctx_.reactor->waitUntil(end, [&] {
     stuck.clear();
     if (failed()) return true;
     bool byes = true;

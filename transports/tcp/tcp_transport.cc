@@ -254,11 +254,7 @@ void Transport::postInLoop(NetRequest* r) {
     if (r->bytes <= eagerBytes()) return sendData(&p, r);
     // Every send above the eager limit tells the receiver its size (a receive posted at or
     // below the limit waits for data that would never come: it fails at once on a mismatch).
-    mp::Chunk c;
-    c.type = static_cast<uint8_t>(FrameType::kRts);
-    c.tag = r->tag;
-    c.total = r->bytes;
-    sendReliable(&p, std::move(c));
+    sendReliable(&p, mp::announcement(static_cast<uint8_t>(FrameType::kRts), r->tag, r->bytes));
     auto it = p.rtrs.find(r->tag);
     if (it == p.rtrs.end()) {
       p.awaitingRtr[r->tag] = r;
@@ -287,15 +283,9 @@ void Transport::postInLoop(NetRequest* r) {
     u->second.waiting = r;
     return;
   }
-  if (auto a = p.announced.find(r->tag); a != p.announced.end()) {
-    const uint64_t total = a->second;
-    p.announced.erase(a);
-    if (total != r->bytes) {
-      fail(sizeMismatch(peerName(p.rank), r->tag, r->bytes, total, false), true);
-      return complete(r, failed_);  // r was in no queue that fail() empties
-    }
-  } else if (r->bytes > eagerBytes()) {
-    ++p.rtsOwed[r->tag];  // its sender's RTS is still to come (maybe after the data)
+  if (uint64_t total = 0; !p.announced.posted(r->tag, r->bytes, eagerBytes(), &total)) {
+    fail(sizeMismatch(peerName(p.rank), r->tag, r->bytes, total, false), true);
+    return complete(r, failed_);  // r was in no queue that fail() empties
   }
   p.postedRecvs[r->tag] = r;
   if (r->bytes > eagerBytes()) {
@@ -500,17 +490,15 @@ void Transport::onRtr(Peer* p, const FrameHeader& h) {
 
 void Transport::onRts(Peer* p, const FrameHeader& h) {
   auto it = p->postedRecvs.find(h.tag);
-  if (it != p->postedRecvs.end() && it->second->bytes != h.total) {
-    return fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false), true);
+  const int64_t waiting = it == p->postedRecvs.end() ? -1 : static_cast<int64_t>(it->second->bytes);
+  switch (p->announced.arrived(h.tag, h.total, waiting)) {
+    case mp::Announcements::Verdict::kMismatch:
+      return fail(sizeMismatch(peerName(p->rank), h.tag, it->second->bytes, h.total, false), true);
+    case mp::Announcements::Verdict::kEarly:
+      return reportEarly(ctx_, p->rank, h.tag);
+    case mp::Announcements::Verdict::kExpected:
+      return;
   }
-  // A receive above the eager limit was posted before it (it may even be done: the chunks
-  // can overtake the RTS on other paths), or it announces a receive to come.
-  if (auto o = p->rtsOwed.find(h.tag); o != p->rtsOwed.end()) {
-    if (--o->second == 0) p->rtsOwed.erase(o);
-    return;
-  }
-  p->announced[h.tag] = h.total;
-  reportEarly(ctx_, p->rank, h.tag);
 }
 
 void Transport::onGracefulClose(Peer* p) {
@@ -586,7 +574,6 @@ void Transport::fail(const Status& reason, bool notifyPeers) {
     p.unexpected.clear();
     p.rtrs.clear();
     p.announced.clear();
-    p.rtsOwed.clear();
   }
   unexpectedBytes_ = 0;
   for (NetRequest* r : reqs) complete(r, reason);
@@ -600,11 +587,9 @@ Status Transport::close(Deadline deadline) {
   // First every chunk this rank sent is acknowledged (a send of a small message returned once
   // it was copied): paths that die meanwhile are made again by the probes and the chunks go
   // again, as during a call. Not for a peer that left (it said goodbye on every path).
-  std::string unacked;    // what is still out when the wait ends (read in the loop)
-  Status failure;         // a failure meanwhile dropped it
-  bool answered = false;  // (the loop may not answer by the deadline)
-  ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
-    answered = true;
+  std::string unacked;  // what is still out when the wait ends (read in the loop)
+  Status failure;       // a failure meanwhile dropped it
+  const bool answered = ctx_.reactor->waitUntil(ackWaitEnd(deadline), [&] {
     if (failed()) {
       failure = failed_;  // (the list stays)
       return true;

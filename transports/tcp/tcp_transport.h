@@ -24,6 +24,7 @@
 #include "src/bootstrap/auth.h"
 #include "src/engine/reactor.h"
 #include "src/topology/netif.h"
+#include "transports/multipath/announce.h"
 #include "transports/multipath/multipath.h"
 #include "transports/multipath/rehash.h"
 #include "transports/transport.h"
@@ -241,14 +242,13 @@ struct Peer {
   std::unordered_map<uint64_t, Unexpected> unexpected;
   std::unordered_map<uint64_t, uint64_t> rtrs;  // tag -> length the receiver posted
   std::unordered_map<uint64_t, NetRequest*> awaitingRtr;
-  std::unordered_map<uint64_t, uint64_t> announced;  // tag -> length of a send waiting (kRts)
-  std::unordered_map<uint64_t, uint32_t> rtsOwed;    // tag -> receives whose kRts is to come
-  bool pumping = false, repump = false;              // Transport::pump
-  bool left = false;             // said goodbye on every path and closed them, or gone
-  std::string goneWhy;           // left without goodbye (refused for BRAID_PEER_GONE_MS)
-  int64_t allDownSinceNs = 0;    // every path dead since (0: some path lives)
-  int64_t refusedSinceNs = 0;    // every path down and connections refused since
-  bool livenessProbing = false;  // (lower rank) checking that the peer still listens
+  mp::Announcements announced;           // sends' sizes (kRts) matched with receives
+  bool pumping = false, repump = false;  // Transport::pump
+  bool left = false;                     // said goodbye on every path and closed them, or gone
+  std::string goneWhy;                   // left without goodbye (refused for BRAID_PEER_GONE_MS)
+  int64_t allDownSinceNs = 0;            // every path dead since (0: some path lives)
+  int64_t refusedSinceNs = 0;            // every path down and connections refused since
+  bool livenessProbing = false;          // (lower rank) checking that the peer still listens
   // (lower rank) re-hashes asked of the peer in a row that it did not carry out (it runs with
   // BRAID_PATH_REHASH=0, or its connects fail): at kRehashUnanswered, it is asked no more.
   int rehashUnanswered = 0;
