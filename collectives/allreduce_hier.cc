@@ -59,9 +59,10 @@ void allReduceHierarchical(const CollArgs& a, Schedule* s) {
     *cnt = partSize(pCnt, K, k);
   };
 
-  // 1. Reduce-scatter inside the node; messages between two local ranks use slot k.
-  const size_t stride = partSize(a.count, L, 0) * esz;
-  char* tmp = static_cast<char*>(s->scratch((L - 1) * stride + 64));
+  // 1. Reduce-scatter inside the node; messages between two local ranks use slot k. Received
+  //    chunks go through a few rotating buffers (taken in chunk order), not a part per peer.
+  const size_t chunkMax = partSize(partSize(a.count, L, 0), K, 0) * esz;
+  RotatingBuffers tmp(s, chunkMax, (L - 1) * K);
   std::vector<std::vector<NodeId>> sent1(L, std::vector<NodeId>(K, kNoNode));
   std::vector<NodeId> reduced;
   for (size_t k = 0; k < K; ++k) {
@@ -77,9 +78,11 @@ void allReduceHierarchical(const CollArgs& a, Schedule* s) {
     const char* first = in + off;
     for (size_t d = 1; d < L; ++d) {
       size_t j = (l + L - d) % L;
-      char* t = tmp + (d - 1) * stride + (off - partStart(a.count, L, l) * esz);
-      NodeId rv = s->recv(local[j], static_cast<uint32_t>(k), t, cnt * esz);
+      NodeId tmpFree;
+      char* t = tmp.next(&tmpFree);
+      NodeId rv = s->recv(local[j], static_cast<uint32_t>(k), t, cnt * esz, {tmpFree});
       acc = s->reduce(out + off, first, t, cnt, a.dt, a.op, {rv, acc});
+      tmp.readBy(acc);
       first = out + off;
     }
     reduced.push_back(acc);

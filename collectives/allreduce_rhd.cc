@@ -10,6 +10,7 @@
 #include <algorithm>
 
 #include "collectives/algorithms.h"
+#include "collectives/cost_model.h"
 #include "src/core/comm.h"
 
 namespace braid {
@@ -62,34 +63,53 @@ void allReduceHalvingDoubling(const CollArgs& a, Schedule* s) {
     ++steps;
   }
   const int rem = n - p2;
-  constexpr uint32_t kFold = 0, kUnfold = 1;
-  // Slot of chunk j of step k in phase 0 (reduce-scatter) or 1 (all-gather).
+  constexpr uint32_t kUnfold = 1;  // slot 0 is unused (the fold's was)
+  // Slot of chunk j of step k in phase 0 (reduce-scatter) or 1 (all-gather); phase 2: the
+  // fold's chunks.
   auto slot = [&](int phase, int k, size_t j) {
     return static_cast<uint32_t>(2 + ((phase * 32 + k) << 16) + j);
   };
   if (r >= p2) {
-    NodeId sn = s->send(r - p2, kFold, in, bytes);
-    s->recv(r - p2, kUnfold, out, bytes, {sn});
+    NodeId sent = s->copy(nullptr, nullptr, 0);
+    auto fc = chunks(0, count, esz, s);
+    for (size_t j = 0; j < fc.size(); ++j) {
+      auto [x, y] = fc[j];
+      s->addDep(s->send(r - p2, slot(2, 0, j), in + x * esz, (y - x) * esz), sent);
+    }
+    s->recv(r - p2, kUnfold, out, bytes, {sent});
     return;
   }
-  // Scratch: the folded-in data (if any), then every step's received half (< count in all).
-  const size_t foldElems = r < rem ? count : 0;
-  char* tmp = static_cast<char*>(s->scratch((foldElems + count) * esz + 64));
+  // Received chunks (the fold's, then every step's) go through a few rotating buffers, taken
+  // in the order of the steps (a chunk's send waits only on earlier steps): scratch is a few
+  // chunks, whatever the size.
+  const size_t chunkElems =
+      std::max<size_t>(1, chunkBytes(s->comm()->config(), s->comm()->nodes()) / esz);
+  RotatingBuffers tmp(s, std::min(count, chunkElems) * esz,
+                      count > 0 ? RotatingBuffers::kCount : 0);
+  // Receives chunk j of [x, y) from `from` and reduces it with mine (lower rank's first).
+  auto reduceIn = [&](int from, uint32_t sl, size_t x, size_t y, const char* own) {
+    NodeId tmpFree;
+    char* theirs = tmp.next(&tmpFree);
+    NodeId rv = s->recv(from, sl, theirs, (y - x) * esz, {tmpFree});
+    NodeId red = s->reduce(out + x * esz, r < from ? own : theirs, r < from ? theirs : own, y - x,
+                           a.dt, a.op, {rv});
+    tmp.readBy(red);
+    return red;
+  };
   std::vector<Span> ready;  // producers of my current data in `mine`
   const char* mine = in;    // where my partial values live (out once anything was reduced)
   if (r < rem) {
-    NodeId rv = s->recv(r + p2, kFold, tmp, bytes);
-    for (auto [lo, hi] : chunks(0, count, esz, s)) {
-      ready.push_back(
-          {lo, hi,
-           s->reduce(out + lo * esz, in + lo * esz, tmp + lo * esz, hi - lo, a.dt, a.op, {rv})});
+    auto fc = chunks(0, count, esz, s);
+    for (size_t j = 0; j < fc.size(); ++j) {
+      auto [x, y] = fc[j];
+      ready.push_back({x, y, reduceIn(r + p2, slot(2, 0, j), x, y, in + x * esz)});
     }
     mine = out;
   }
   // Reduce-scatter: at step k (partner r ^ mask, mask from p2/2 down to 1) keep one half of
   // the current range, send the other; in the end rank r owns segment r.
   std::vector<Step> done;
-  size_t lo = 0, hi = count, tmpOff = foldElems;
+  size_t lo = 0, hi = count;
   int k = 0;
   for (int mask = p2 / 2; mask >= 1; mask /= 2, ++k) {
     Step st;
@@ -107,20 +127,14 @@ void allReduceHalvingDoubling(const CollArgs& a, Schedule* s) {
       after(s, ready, x, y, sn);
       if (mine == out) st.sends.push_back({x, y, sn});
     }
-    // The step's received half goes to its own part of tmp (steps overlap in time).
     std::vector<Span> next;
     auto kc = chunks(st.keepLo, st.keepHi, esz, s);
     for (size_t j = 0; j < kc.size(); ++j) {
       auto [x, y] = kc[j];
-      char* theirs = tmp + (tmpOff + x - st.keepLo) * esz;
-      NodeId rv = s->recv(st.partner, slot(0, k, j), theirs, (y - x) * esz);
-      const char* own = mine + x * esz;
-      NodeId red = s->reduce(out + x * esz, r < st.partner ? own : theirs,
-                             r < st.partner ? theirs : own, y - x, a.dt, a.op, {rv});
+      NodeId red = reduceIn(st.partner, slot(0, k, j), x, y, mine + x * esz);
       after(s, ready, x, y, red);
       next.push_back({x, y, red});
     }
-    tmpOff += st.keepHi - st.keepLo;
     ready = std::move(next);
     mine = out;
     lo = st.keepLo;

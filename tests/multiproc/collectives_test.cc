@@ -386,16 +386,17 @@ TEST(CollectivesAlgos, EveryAllGatherAlgorithmForced) {
   }
 }
 
-// The pipelined reduce-scatter ring and reduce chain, forced, with many chunks in a few
-// rotating buffers: odd counts, in and out of place, every root; with messages above the eager
-// limit too (a send then waits for its receive to be posted: a buffer taken in the wrong order
-// would deadlock). Their scratch is a few chunks, not the message.
-TEST(CollectivesAlgos, ReduceScatterRingAndReduceChainForced) {
+// The pipelined reduce-scatter ring, reduce chain and halving-doubling allreduce (with its
+// fold on 3 and 5 ranks), forced, with many chunks in a few rotating buffers: odd counts, in
+// and out of place, every root; with messages above the eager limit too (a send then waits
+// for its receive to be posted: a buffer taken in the wrong order would deadlock). Their
+// scratch is a few chunks, not the message.
+TEST(CollectivesAlgos, PipelinedReductionsForced) {
   for (const char* eager : {"65536", "0"}) {
     for (int n : {2, 3, 4, 5, 8}) {
       SCOPED_TRACE(::testing::Message() << n << " ranks, BRAID_EAGER_BYTES " << eager);
       RankOptions opt;
-      opt.env = {{"BRAID_ALGO", "reducescatter=ring,reduce=chain"},
+      opt.env = {{"BRAID_ALGO", "reducescatter=ring,reduce=chain,allreduce=rhd"},
                  {"BRAID_CHUNK_BYTES", "4096"},
                  {"BRAID_EAGER_BYTES", eager},
                  {"BRAID_TRANSPORTS", "tcp"}};
@@ -411,6 +412,7 @@ TEST(CollectivesAlgos, ReduceScatterRingAndReduceChainForced) {
                     Case c{dt, op, count, inPlace};
                     checkReduceScatter(comm, r, nr, c);
                     checkReduce(comm, r, nr, c, static_cast<int>(count % nr));
+                    checkAllReduce(comm, r, nr, c);
                     if (::testing::Test::HasFatalFailure()) return;
                   }
                 }
@@ -420,6 +422,7 @@ TEST(CollectivesAlgos, ReduceScatterRingAndReduceChainForced) {
             Case big{braidFloat32, braidSum, 64 * 1024, false};
             checkReduceScatter(comm, r, nr, big);
             checkReduce(comm, r, nr, big, nr - 1);
+            checkAllReduce(comm, r, nr, big);
             size_t kept = comm->impl->scratchPool()->freeBytes();
             EXPECT_LE(kept, size_t{128} << 10) << "scratch kept after a 256 KiB-per-rank call";
             BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
@@ -466,6 +469,55 @@ TEST(CollectivesHier, EveryCollectiveOnEveryShape) {
           BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
         },
         opt);
+  }
+}
+
+// The hierarchical allreduce, reduce and reduce-scatter, forced, with many chunks through
+// their rotating buffers, with messages above the eager limit too (a send then waits for its
+// receive: a buffer taken in the wrong order would deadlock). Their scratch is a few chunks
+// (reduce-scatter: and the 1/L of the message its rail reduces), not the message.
+TEST(CollectivesHier, ReductionsScratchIsAFewChunks) {
+  for (const char* eager : {"65536", "0"}) {
+    for (const std::vector<int>& sizes : {std::vector<int>{2, 2}, std::vector<int>{3, 3}}) {
+      SCOPED_TRACE(::testing::Message()
+                   << sizes.size() << " nodes of " << sizes[0] << ", BRAID_EAGER_BYTES " << eager);
+      RankOptions opt;
+      opt.env = {{"BRAID_TOPO_FILE", topologyFile("hier_scratch", sizes)},
+                 {"BRAID_ALGO", "allreduce=hier,reducescatter=hier,reduce=hier"},
+                 {"BRAID_CHUNK_BYTES", "4096"},
+                 {"BRAID_EAGER_BYTES", eager}};
+      const int n = std::accumulate(sizes.begin(), sizes.end(), 0);
+      runRanks(
+          n,
+          [&](int r, int nr, const braidUniqueId& id) {
+            braidComm_t comm = initComm(r, nr, id);
+            ASSERT_NE(comm, nullptr);
+            // First, on a fresh communicator (its scratch pool keeps what calls used): 64
+            // chunks per rank's block.
+            const size_t count = 64 * 1024, fewChunks = size_t{128} << 10;
+            checkAllReduce(comm, r, nr, Case{braidFloat32, braidSum, count * nr, false});
+            EXPECT_LE(comm->impl->scratchPool()->freeBytes(), fewChunks)
+                << "scratch kept after an allreduce of " << count * nr * 4 << " bytes";
+            checkReduce(comm, r, nr, Case{braidFloat32, braidSum, count * nr, false}, nr - 1);
+            EXPECT_LE(comm->impl->scratchPool()->freeBytes(), 2 * fewChunks)
+                << "scratch kept after a reduce of " << count * nr * 4 << " bytes";
+            checkReduceScatter(comm, r, nr, Case{braidFloat32, braidSum, count, false});
+            const size_t railBlocks = sizes.size() * count * 4;
+            EXPECT_LE(comm->impl->scratchPool()->freeBytes(), railBlocks + 3 * fewChunks)
+                << "scratch kept after a reduce-scatter of " << count * nr * 4 << " bytes";
+            for (size_t small : {size_t{1}, size_t{1000}, size_t{20011}}) {
+              for (bool inPlace : {false, true}) {
+                Case c{braidFloat32, braidAvg, small, inPlace};
+                checkAllReduce(comm, r, nr, c);
+                checkReduceScatter(comm, r, nr, c);
+                for (int root = 0; root < nr; ++root) checkReduce(comm, r, nr, c, root);
+                if (::testing::Test::HasFatalFailure()) return;
+              }
+            }
+            BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+          },
+          opt);
+    }
   }
 }
 
