@@ -155,7 +155,7 @@ braidResult_t braidCommDestroy(braidComm_t comm) {
   if (!braid::unregisterHandle(comm)) {
     return braid::report(invalidUsage("comm was destroyed concurrently"));
   }
-  delete comm;
+  braid::retireHandle(comm);
   // The handle is gone either way; an error says that what it sent last may not have arrived.
   return braid::report(c->shutdown());
 }
@@ -173,7 +173,7 @@ braidResult_t braidCommAbort(braidComm_t comm) {
     c->abort(why);  // another thread destroys it: the calls in flight end now all the same
     return braidSuccess;
   }
-  delete comm;
+  braid::retireHandle(comm);
   (void)c->shutdown(why);
   return braidSuccess;
 }
@@ -280,7 +280,7 @@ braidResult_t braidStreamDestroy(braidStream_t stream) {
   if (braidResult_t r = braid::report(braid::lookupStream(stream, &s)); r != braidSuccess) return r;
   if (!braid::unregisterHandle(stream))
     return braid::report(invalidUsage("stream destroyed twice"));
-  delete stream;
+  braid::retireHandle(stream);
   return braidSuccess;  // the worker finishes queued work when the last reference goes
 }
 

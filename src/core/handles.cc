@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <deque>
 #include <mutex>
 #include <unordered_set>
 
@@ -17,11 +18,34 @@ namespace {
 struct HandleTable {
   std::mutex mu;
   std::unordered_set<const void*> live;
+  // Destroyed handles are kept (emptied) for a while, so that their addresses are not given
+  // to new handles at once: a stale handle (a watchdog's braidCommAbort after the process
+  // group was made again) is then refused instead of acting on the new communicator. 64Ki
+  // handles of 16 bytes at most; the oldest is freed first.
+  std::deque<braidComm*> retiredComms;
+  std::deque<braidStream*> retiredStreams;
 };
 
 HandleTable& table() {
   static HandleTable* t = new HandleTable();
   return *t;
+}
+
+constexpr size_t kRetiredKept = size_t{1} << 16;
+
+template <typename H>
+void retire(std::deque<H*>* q, H* h) {
+  auto impl = std::move(h->impl);  // let go of after the lock
+  H* oldest = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(table().mu);
+    q->push_back(h);
+    if (q->size() > kRetiredKept) {
+      oldest = q->front();
+      q->pop_front();
+    }
+  }
+  delete oldest;
 }
 
 thread_local std::string tlsLastError;
@@ -53,6 +77,9 @@ bool unregisterHandle(const void* h) {
   std::lock_guard<std::mutex> lock(table().mu);
   return table().live.erase(h) == 1;
 }
+
+void retireHandle(braidComm* h) { retire(&table().retiredComms, h); }
+void retireHandle(braidStream* h) { retire(&table().retiredStreams, h); }
 
 bool handleAlive(const void* h) {
   std::lock_guard<std::mutex> lock(table().mu);

@@ -23,6 +23,9 @@ namespace braid {
 uint64_t forkGeneration();
 void registerHandle(const void* h);
 bool unregisterHandle(const void* h);
+// Frees an unregistered handle's contents; its memory is reused only after many others.
+void retireHandle(braidComm* h);
+void retireHandle(braidStream* h);
 bool handleAlive(const void* h);
 
 Status lookupComm(braidComm_t c, std::shared_ptr<Comm>* out);

@@ -207,6 +207,38 @@ TEST_F(ApiArgs, UseAfterDestroy) {
   EXPECT_EQ(braidCommCount(dead, &n), braidInvalidUsage);
 }
 
+// A destroyed handle's address is not given to the next communicators or streams (malloc
+// reused it at once 4 times in 10): a late watchdog's abort of the old one is refused instead
+// of killing the new one.
+TEST_F(ApiArgs, AStaleHandleNeverNamesANewCommunicatorOrStream) {
+  std::vector<braidComm_t> deadComms;
+  std::vector<braidStream_t> deadStreams;
+  for (int i = 0; i < 50; ++i) {
+    braidUniqueId id;
+    ASSERT_EQ(braidGetUniqueId(&id), braidSuccess);
+    braidComm_t c = nullptr;
+    ASSERT_EQ(braidCommInitRank(&c, 1, id, 0), braidSuccess) << braidGetLastError(nullptr);
+    braidStream_t s = nullptr;
+    ASSERT_EQ(braidStreamCreate(&s), braidSuccess);
+    for (braidComm_t d : deadComms) ASSERT_NE(c, d) << "a destroyed communicator's handle";
+    for (braidStream_t d : deadStreams) ASSERT_NE(s, d) << "a destroyed stream's handle";
+    // The watchdog's late abort (and any call) of an old handle is refused; the new works.
+    if (!deadComms.empty()) {
+      EXPECT_EQ(braidCommAbort(deadComms.back()), braidInvalidUsage);
+      EXPECT_EQ(braidStreamSynchronize(deadStreams.back()), braidInvalidUsage);
+    }
+    float x = 3, y = 0;
+    ASSERT_EQ(braidAllReduce(&x, &y, 1, braidFloat32, braidSum, c, s), braidSuccess)
+        << braidGetLastError(c);
+    ASSERT_EQ(braidStreamSynchronize(s), braidSuccess);
+    EXPECT_EQ(y, 3.0f);
+    ASSERT_EQ(braidStreamDestroy(s), braidSuccess);
+    ASSERT_EQ(i % 2 == 0 ? braidCommDestroy(c) : braidCommAbort(c), braidSuccess);
+    deadComms.push_back(c);
+    deadStreams.push_back(s);
+  }
+}
+
 TEST_F(ApiArgs, StreamUseAfterDestroyAndNull) {
   braidStream_t s;
   ASSERT_EQ(braidStreamCreate(&s), braidSuccess);
