@@ -2,7 +2,16 @@
  *
  * Every function returns a braidResult_t and never throws. Arguments are checked before
  * anything runs: a bad argument returns braidInvalidArgument (or braidInvalidUsage) with a
- * sentence available from braidGetLastError, and changes nothing. */
+ * sentence available from braidGetLastError, and changes nothing.
+ *
+ * Threads: every function may be called from any thread. Collectives (and braidCommSplit)
+ * on one communicator are matched with the peers' by call order, so they must be made in
+ * the same order on every rank: from several threads, the program orders them (one thread
+ * at a time, or a communicator per thread). A collective call made while another thread's
+ * collective call on the same communicator has not returned is refused with
+ * braidInvalidUsage and fails the communicator on every rank (its calls could not be matched).
+ * Sends and receives are matched per peer and direction, in call order, and may be made from
+ * several threads at once. braidCommAbort may be called from any thread at any time. */
 #ifndef BRAID_BRAID_H_
 #define BRAID_BRAID_H_
 

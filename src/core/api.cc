@@ -141,9 +141,11 @@ braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* 
       braid::groupNoteError(e);
       return e;
     }
+    const braid::Comm::SoleCaller sole(c.get(), "braidCommSplit");
+    BRAID_TRY(sole.status());
     BRAID_TRY(c->asyncError());
     std::shared_ptr<braid::Comm> child;
-    BRAID_TRY(c->split(color, key, &child));
+    BRAID_TRY(sole.finish(c->split(color, key, &child)));
     if (child) *newcomm = braid::makeCommHandle(std::move(child));
     return Status::ok();
   });

@@ -282,6 +282,35 @@ void Comm::failWith(const Status& e) {
   if (transport_) transport_->abort(e);
 }
 
+Comm::SoleCaller::SoleCaller(Comm* c, const char* call) : c_(c) {
+  const std::thread::id me = std::this_thread::get_id();
+  std::thread::id holder{};
+  if (c->caller_.compare_exchange_strong(holder, me, std::memory_order_acq_rel)) {
+    owner_ = true;
+  } else if (holder != me) {
+    status_ = invalidUsage(fmt::format(
+        "{}: rank {}: another thread of this process is making a call on this communicator "
+        "(it has not returned): two threads' calls would be matched with the peers' calls in "
+        "different orders (wrong results), so the communicator fails. Make the calls on one "
+        "communicator from one thread at a time, in the same order on every rank (a "
+        "communicator per thread for concurrent calls)",
+        call, c->rank()));
+    c->callerClashed_.store(true, std::memory_order_release);
+    c->failWith(status_);
+  }
+}
+
+Status Comm::SoleCaller::finish(Status result) const {
+  if (owner_ && result.isOk() && c_->callerClashed_.load(std::memory_order_acquire)) {
+    return c_->asyncError();
+  }
+  return result;
+}
+
+Comm::SoleCaller::~SoleCaller() {
+  if (owner_) c_->caller_.store(std::thread::id{}, std::memory_order_release);
+}
+
 std::string Comm::whoIsLate(uint64_t tagBase) {
   // (The query and answer must go eagerly: a message above BRAID_EAGER_BYTES waits for its
   // receive, which a peer posts only once it saw the query.)

@@ -6,6 +6,7 @@
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "src/bootstrap/auth.h"
@@ -116,6 +117,31 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // Tasks queued on streams and not yet run (stream.h's QueuedMark) — destroy runs them first.
   void queued(int delta) { queued_.fetch_add(delta); }
 
+  // One caller of collectives at a time: held by a call that takes a collective call number
+  // (a collective, a split, the end of a group with collectives) while it is made (a blocking
+  // one: until it returns). Two threads making collective calls on one communicator at once
+  // number them in the order they come, which need not be the peers' order: the calls would be
+  // matched wrongly (silently wrong results where their sizes agree). The second is refused
+  // and the communicator fails, so that every rank hears of it (NCCL leaves this undefined).
+  // Sends and receives are numbered per peer and direction and need no such guard.
+  class SoleCaller {
+   public:
+    SoleCaller(Comm* c, const char* call);
+    ~SoleCaller();
+    SoleCaller(const SoleCaller&) = delete;
+    SoleCaller& operator=(const SoleCaller&) = delete;
+    // ok, or why the call is refused (the communicator has failed).
+    const Status& status() const { return status_; }
+    // The holder's result: its call, if another thread's call was refused meanwhile, is not a
+    // success (its peers' matching calls may have been the other thread's).
+    Status finish(Status result) const;
+
+   private:
+    Comm* c_;
+    bool owner_ = false;
+    Status status_;
+  };
+
  private:
   Comm(int rank, int nranks, const Config& cfg, const Secret& secret);
   Status openTransport();
@@ -128,6 +154,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   Secret secret_;
   uint64_t commTag_ = 0;
   uint64_t splitCount_ = 0;
+  std::atomic<std::thread::id> caller_{};   // SoleCaller's holder
+  std::atomic<bool> callerClashed_{false};  // a call was refused while the holder held it
   std::unique_ptr<Reactor> reactor_;
   std::unique_ptr<TransportSet> transport_;
   PeerTable table_;

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <memory>
 #include <utility>
 #include <vector>
 
@@ -84,6 +85,20 @@ braidResult_t braidGroupEnd(void) {
   braid::Status refused = std::move(braid::tlsGroup.error);
   const bool abandoned = std::exchange(braid::tlsGroup.abandoned, false);
   braid::tlsGroup.error = braid::Status::ok();
+  // Each communicator with collectives in the group has this thread as its one caller until
+  // the group has run (or been queued on its streams).
+  std::vector<std::unique_ptr<braid::Comm::SoleCaller>> sole;
+  std::vector<braid::Comm*> comms;
+  for (auto& p : pending) {
+    for (auto& s : p.task.schedules) {
+      braid::Comm* c = s->comm();
+      if ((s->tagBase() & braid::kP2pBit) != 0) continue;
+      if (std::find(comms.begin(), comms.end(), c) != comms.end()) continue;
+      comms.push_back(c);
+      sole.push_back(std::make_unique<braid::Comm::SoleCaller>(c, "braidGroupEnd"));
+      if (!sole.back()->status().isOk() && refused.isOk()) refused = sole.back()->status();
+    }
+  }
   if (!refused.isOk()) {
     // The group cannot run as written, and the peers expect its messages: nothing of it runs,
     // and each communicator with calls in it fails (its peers hear why at once instead of
@@ -110,6 +125,7 @@ braidResult_t braidGroupEnd(void) {
     braid::Status s = braid::submit(std::move(p.task), p.stream);
     if (!s.isOk() && first.isOk()) first = s;
   }
+  for (auto& so : sole) first = so->finish(std::move(first));
   return braid::report(first);
 }
 

@@ -39,6 +39,78 @@ TEST(Usage, ThousandsOfSmallAllReduces) {
   });
 }
 
+// Two threads making collective calls on one communicator at once: each rank numbered them in
+// the order its threads came, so a thread's call was matched with the peer's other thread's
+// (2-398 of 400 sums silently wrong). A call made while another thread's has not returned is
+// refused, the call in flight fails too, and so does the peer's: no wrong sum, every rank told.
+TEST(Usage, TwoThreadsCollectivesOnOneCommunicatorFailEveryRank) {
+  for (const char* transports : {"shm", "tcp"}) {
+    SCOPED_TRACE(transports);
+    RankOptions opt;
+    opt.env = {{"BRAID_TRANSPORTS", transports}, {"BRAID_TIMEOUT_MS", "20000"}};
+    runRanks(
+        2,
+        [](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          int32_t a[4] = {1, 1, 1, 1}, b[4] = {1000, 1000, 1000, 1000};
+          if (r == 1) {
+            // Rank 0's first thread waits in its call meanwhile; then this one is the peer of a
+            // failed communicator.
+            std::this_thread::sleep_for(std::chrono::milliseconds(500));
+            const double t0 = now();
+            EXPECT_NE(braidAllReduce(a, a, 4, braidInt32, braidSum, comm, nullptr), braidSuccess);
+            EXPECT_LT(now() - t0, 10.0) << "not told at once";
+            EXPECT_NE(std::string(braidGetLastError(comm)).find("another thread"),
+                      std::string::npos)
+                << braidGetLastError(comm);
+          } else {
+            braidResult_t first = braidSuccess;
+            std::thread t(
+                [&] { first = braidAllReduce(a, a, 4, braidInt32, braidSum, comm, nullptr); });
+            std::this_thread::sleep_for(std::chrono::milliseconds(200));  // it waits for rank 1
+            EXPECT_EQ(braidAllReduce(b, b, 4, braidInt32, braidSum, comm, nullptr),
+                      braidInvalidUsage);
+            EXPECT_NE(std::string(braidGetLastError(nullptr)).find("another thread"),
+                      std::string::npos)
+                << braidGetLastError(nullptr);
+            t.join();
+            EXPECT_NE(first, braidSuccess) << "the call in flight meanwhile";
+          }
+          EXPECT_EQ(braidCommAbort(comm), braidSuccess);
+        },
+        opt);
+  }
+}
+
+// Sends and receives are matched per peer and direction: a thread that sends and another that
+// receives on one communicator at once is fine (as in MPI), small and large messages.
+TEST(Usage, ASendingThreadAndAReceivingThreadShareACommunicator) {
+  runRanks(2, [](int r, int n, const braidUniqueId& id) {
+    braidComm_t comm = initComm(r, n, id);
+    ASSERT_NE(comm, nullptr);
+    const int peer = 1 - r;
+    constexpr int kCalls = 60;
+    std::atomic<int> bad{0};
+    std::thread sender([&] {
+      for (int k = 0; k < kCalls; ++k) {
+        std::vector<int32_t> v(k % 2 ? 100000 : 3, r * 1000 + k);
+        if (braidSend(v.data(), v.size(), braidInt32, peer, comm, nullptr) != braidSuccess) ++bad;
+      }
+    });
+    for (int k = 0; k < kCalls; ++k) {
+      std::vector<int32_t> v(k % 2 ? 100000 : 3, -1);
+      ASSERT_EQ(braidRecv(v.data(), v.size(), braidInt32, peer, comm, nullptr), braidSuccess)
+          << braidGetLastError(comm);
+      ASSERT_EQ(v.front(), peer * 1000 + k);
+      ASSERT_EQ(v.back(), peer * 1000 + k);
+    }
+    sender.join();
+    EXPECT_EQ(bad.load(), 0) << braidGetLastError(comm);
+    BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+  });
+}
+
 // Waits up to `seconds` for a child process: its wait status, or -1 when it hung (then it is
 // killed and reaped).
 int waitChild(pid_t child, double seconds) {
