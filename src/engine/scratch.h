@@ -43,6 +43,7 @@ class ScratchPool : public std::enable_shared_from_this<ScratchPool> {
   ScratchBuffer get(size_t bytes) {
     // Whole pages; the best-fitting free buffer is reused when it wastes at most half.
     const size_t cap = (std::max<size_t>(bytes, 1) + 4095) & ~size_t{4095};
+    std::vector<void*> smaller;
     {
       std::lock_guard<std::mutex> lock(mu_);
       size_t best = free_.size();
@@ -55,7 +56,18 @@ class ScratchPool : public std::enable_shared_from_this<ScratchPool> {
         free_.erase(free_.begin() + static_cast<long>(best));
         return ScratchBuffer(shared_from_this(), p, c);
       }
+      // A new buffer: the kept ones smaller than it go (calls growing by steps, as a size
+      // sweep does, kept one buffer per step: 5 times the message in all).
+      for (auto it = free_.begin(); it != free_.end();) {
+        if (it->second < cap) {
+          smaller.push_back(it->first);
+          it = free_.erase(it);
+        } else {
+          ++it;
+        }
+      }
     }
+    for (void* p : smaller) std::free(p);
     // Large buffers are 2 MiB aligned and asked to be transparent huge pages: fewer faults and
     // TLB misses, and single-copy (CMA) reads of them pin a few folios instead of many pages.
     const bool huge = cap >= kHugeBytes;

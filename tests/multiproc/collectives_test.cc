@@ -159,6 +159,45 @@ void checkAllToAllv(braidComm_t comm, int r, int n, const Case& c) {
   }
 }
 
+// All-to-allv in place: blocks of uneven but symmetric sizes (rank r's block for q is as long
+// as q's for r). Layout 0: each peer's block received where this rank's block for it was;
+// 1: the same, with gaps, in reverse peer order; 2: sent from blocks in peer order, received
+// into blocks in reverse peer order (received blocks overwrite others' blocks still to send).
+void checkAllToAllvInPlace(braidComm_t comm, int r, int n, const Case& c, int layout) {
+  std::vector<size_t> cnt(n), sd(n), rd(n);
+  size_t off = 0, roff = 0;
+  for (int k = 0; k < n; ++k) {
+    const int q = layout == 1 ? n - 1 - k : k;
+    cnt[q] = c.count + (r + q) % 3;
+    sd[q] = off;
+    off += cnt[q] + (layout == 1 ? 3 : 0);
+  }
+  for (int k = 0; k < n; ++k) {
+    const int q = layout == 0 ? k : n - 1 - k;
+    rd[q] = layout == 2 ? roff : sd[q];
+    roff += cnt[q];
+  }
+  Buf buf(off, c.dt), want(off, c.dt);
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < cnt[q]; ++i) {
+      put(buf.data(), c.dt, sd[q] + i, a2aValue(r, q, i));
+      put(want.data(), c.dt, rd[q] + i, a2aValue(q, r, i));
+    }
+  }
+  BRAID_ASSERT_OK(braidAllToAllv(buf.data(), cnt.data(), sd.data(), buf.data(), cnt.data(),
+                                 rd.data(), c.dt, comm, nullptr),
+                  comm);
+  for (int q = 0; q < n; ++q) {
+    for (size_t i = 0; i < cnt[q]; ++i) {
+      if (!sameElem(buf.data(), want.data(), c.dt, rd[q] + i)) {
+        ADD_FAILURE() << "rank " << r << ": " << name(c, "alltoallv in place") << " layout "
+                      << layout << " from " << q << " element " << i;
+        return;
+      }
+    }
+  }
+}
+
 void checkSendRecvRing(braidComm_t comm, int r, int n, const Case& c) {
   Buf send(c.count, c.dt), recv(c.count, c.dt), want(c.count, c.dt);
   int to = (r + 1) % n, from = (r + n - 1) % n;
@@ -425,6 +464,43 @@ TEST(CollectivesAlgos, PipelinedReductionsForced) {
             checkAllReduce(comm, r, nr, big);
             size_t kept = comm->impl->scratchPool()->freeBytes();
             EXPECT_LE(kept, size_t{128} << 10) << "scratch kept after a 256 KiB-per-rank call";
+            BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+          },
+          opt);
+    }
+  }
+}
+
+// The pairwise all-to-all(v) in place, forced: each peer's block staged in a few rotating
+// buffers (it was the whole message: memory grew to 5 times the message in a size sweep),
+// with messages above the eager limit too; and with other layouts in place (a full copy).
+TEST(CollectivesAlgos, InPlaceAllToAllScratchIsAFewBlocks) {
+  for (const char* eager : {"65536", "0"}) {
+    for (int n : {3, 4, 5}) {
+      SCOPED_TRACE(::testing::Message() << n << " ranks, BRAID_EAGER_BYTES " << eager);
+      RankOptions opt;
+      opt.env = {{"BRAID_ALGO", "alltoall=pairwise"},
+                 {"BRAID_ALLTOALL_WINDOW", "2"},
+                 {"BRAID_EAGER_BYTES", eager},
+                 {"BRAID_TRANSPORTS", "tcp"}};
+      runRanks(
+          n,
+          [](int r, int nr, const braidUniqueId& id) {
+            braidComm_t comm = initComm(r, nr, id);
+            ASSERT_NE(comm, nullptr);
+            // On a fresh communicator (its scratch pool keeps what calls used).
+            const size_t block = 64 * 1024;
+            checkAllToAll(comm, r, nr, Case{braidFloat32, braidSum, block, true});
+            EXPECT_LE(comm->impl->scratchPool()->freeBytes(), 2 * block * 4 + 8192)
+                << "scratch kept after an in-place all-to-all of " << nr << " blocks";
+            for (size_t count : {size_t{0}, size_t{1}, size_t{1000}, size_t{20011}}) {
+              for (braidDataType_t dt : {braidInt8, braidFloat64}) {
+                Case c{dt, braidSum, count, true};
+                checkAllToAll(comm, r, nr, c);
+                for (int layout : {0, 1, 2}) checkAllToAllvInPlace(comm, r, nr, c, layout);
+                if (::testing::Test::HasFatalFailure()) return;
+              }
+            }
             BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
           },
           opt);

@@ -213,6 +213,67 @@ TEST(Usage, StreamsRunInOrderAsynchronously) {
   });
 }
 
+// An in-place all-to-all(v) queued on a stream after a call that writes its buffer sends what
+// that call wrote (its input is copied aside or staged when it runs, not when it is queued:
+// here the earlier call waits for a late peer). Both in-place
+// layouts (blocks received where they were sent from, and elsewhere) and the rail-aligned one.
+TEST(Usage, AnInPlaceAllToAllOnAStreamSendsWhatTheCallBeforeItWrote) {
+  for (const char* algo : {"alltoall=pairwise", "alltoall=rail"}) {
+    SCOPED_TRACE(algo);
+    RankOptions opt;
+    opt.env = {{"BRAID_ALGO", algo}};
+    if (std::string(algo) == "alltoall=rail") {
+      std::string topo = ::testing::TempDir() + "a2a_stream_topo.json";
+      std::ofstream(topo) << R"({"nodes": [{"ranks": [0, 1]}, {"ranks": [2, 3]}]})";
+      opt.env.push_back({"BRAID_TOPO_FILE", topo});
+    }
+    runRanks(
+        4,
+        [](int r, int n, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          braidStream_t s;
+          BRAID_ASSERT_OK(braidStreamCreate(&s), comm);
+          const size_t per = 1000;
+          std::vector<int32_t> src(per * n, -1), buf(per * n, -7);
+          for (int q = 0; q < n && r == 0; ++q) {
+            for (size_t i = 0; i < per; ++i) src[q * per + i] = q * 1000 + i;
+          }
+          std::vector<size_t> cnt(n, per), sd(n), rd(n);
+          for (int q = 0; q < n; ++q) {
+            sd[q] = q * per;
+            rd[q] = (n - 1 - q) * per;  // received blocks land on others' blocks
+          }
+          for (int layout = 0; layout < 2; ++layout) {
+            std::fill(buf.begin(), buf.end(), -7);
+            // buf = rank 0's src, once rank 3 comes (the others' calls wait for it).
+            if (r == 3) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            BRAID_ASSERT_OK(
+                braidAllReduce(src.data(), buf.data(), per * n, braidInt32, braidMax, comm, s),
+                comm);
+            if (layout == 0) {
+              BRAID_ASSERT_OK(braidAllToAll(buf.data(), buf.data(), per, braidInt32, comm, s),
+                              comm);
+            } else {
+              BRAID_ASSERT_OK(braidAllToAllv(buf.data(), cnt.data(), sd.data(), buf.data(),
+                                             cnt.data(), rd.data(), braidInt32, comm, s),
+                              comm);
+            }
+            BRAID_ASSERT_OK(braidStreamSynchronize(s), comm);
+            // Every rank sent rank 0's block for it: block q of rank 0's src.
+            for (int q = 0; q < n; ++q) {
+              const size_t at = (layout == 0 ? q : n - 1 - q) * per;
+              ASSERT_EQ(buf[at], r * 1000) << "layout " << layout << " from " << q;
+              ASSERT_EQ(buf[at + per - 1], r * 1000 + static_cast<int>(per) - 1);
+            }
+          }
+          BRAID_ASSERT_OK(braidStreamDestroy(s), comm);
+          BRAID_ASSERT_OK(braidCommDestroy(comm), nullptr);
+        },
+        opt);
+  }
+}
+
 // Destroying a communicator completes what was queued on its streams first (as NCCL's destroy
 // does): calls queued and never synchronized still run on both ranks, the stream then
 // synchronizes cleanly. One rank destroys at once, the other later.
