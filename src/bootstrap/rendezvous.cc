@@ -2,7 +2,10 @@
 
 #include <arpa/inet.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
+#include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -232,6 +235,9 @@ Status startRootServer(const SockAddr& bindAddr, const Secret& secret, int64_t t
                        SockAddr* bound) {
   Fd listener;
   BRAID_TRY(listenOn(bindAddr, 1024, &listener, bound));
+  // The connections it accepts take small segments (socket_util.h: kBootstrapMaxSegment).
+  const int mss = kBootstrapMaxSegment;
+  (void)::setsockopt(listener.get(), IPPROTO_TCP, TCP_MAXSEG, &mss, sizeof mss);
   std::thread(serveRoot, std::move(listener), secret, timeoutMs).detach();
   return Status::ok();
 }
@@ -251,7 +257,8 @@ Status rendezvous(const SockAddr& root, const Secret& secret, int rank, int nran
   h.nranks = nranks;
   while (true) {
     int err = 0;
-    Status c = connectTo(root, deadline, &fd, "the rendezvous root", nullptr, &err);
+    Status c =
+        connectTo(root, deadline, &fd, "the rendezvous root", nullptr, &err, kBootstrapMaxSegment);
     if (!c.isOk() && err == ECONNREFUSED) {
       return Status(c.code(),
                     c.message() +

@@ -214,9 +214,12 @@ Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
 }
 
 Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* from,
-                      const std::string& what, Fd* fd, int* err) {
+                      const std::string& what, Fd* fd, int* err, int maxSegment) {
   Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
   if (!s.valid()) return callError("socket()", errno);
+  if (maxSegment > 0) {
+    (void)::setsockopt(s.get(), IPPROTO_TCP, TCP_MAXSEG, &maxSegment, sizeof maxSegment);
+  }
   if (from != nullptr && from->port() == 0) {
     // The source port is chosen at connect, per destination, not at bind: many communicators
     // made and destroyed (their closed connections linger in TIME_WAIT) then do not run out
@@ -253,12 +256,24 @@ const AbandonCheck* currentAbandonCheck() { return tlsAbandon; }
 Status checkAbandon() { return tlsAbandon != nullptr ? (*tlsAbandon)() : Status::ok(); }
 
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
-                 const SockAddr* from, int* lastErrno) {
+                 const SockAddr* from, int* lastErrno, int maxSegment) {
   int delayMs = 10;
+  // Each attempt is bounded: the kernel re-sends a lost SYN on the same source port (after
+  // 1 s, 3 s, 7 s...), which an ECMP fabric hashes onto the same path: a dead link not yet
+  // withdrawn kept the connection from forming until the deadline. A new socket gets a new
+  // source port, and so, likely, another path: attempts of 100, 200, 400 ms, four of 500 ms
+  // (a fabric with half its paths dead connects within 3 s but for 1 time in 128), then
+  // 1 s and 2 s (round trips that long connect too).
+  int attempt = 0;
+  auto attemptMs = [&attempt] {
+    const int k = attempt++;
+    return k < 3 ? 100 << k : k < 7 ? 500 : k < 8 ? 1000 : 2000;
+  };
   std::string lastErr = "timed out";
   while (true) {
     int err = 0;
-    BRAID_TRY(connectAttempt(addr, deadline, from, what, fd, &err));
+    BRAID_TRY(connectAttempt(addr, std::min(deadline, deadlineIn(attemptMs())), from, what, fd,
+                             &err, maxSegment));
     if (err == 0) return Status::ok();
     lastErr = std::strerror(err);
     if (lastErrno != nullptr) *lastErrno = err;

@@ -84,14 +84,19 @@ Status callError(const std::string& call, int err);
 Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound);
 // One connection attempt, waiting at most until the deadline: *err is 0 (then *fd is connected,
 // non-blocking) or the attempt's errno. A non-ok status only when no attempt could be made
-// (socket() or binding to `from` failed).
+// (socket() or binding to `from` failed). maxSegment > 0: the connection's segments are at most
+// that many bytes both ways (TCP_MAXSEG: the peer learns it from the SYN).
 Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* from,
-                      const std::string& what, Fd* fd, int* err);
-// Connects (blocking with deadline), retrying refused connections until the deadline; from
-// (port 0) binds the local end first, so the connection leaves through that address's NIC.
-// lastErr (optional): the errno of the last attempt that failed.
+                      const std::string& what, Fd* fd, int* err, int maxSegment = 0);
+// Connects (blocking with deadline), retrying refused, reset, unreachable and timed-out
+// attempts until the deadline, each attempt from a new socket (a new source port) after at
+// most 100 ms to 2 s (socket_util.cc); from (port 0) binds the local end first, so the connection
+// leaves through that address's NIC. lastErr (optional): the errno of the last attempt that failed.
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
-                 const SockAddr* from = nullptr, int* lastErr = nullptr);
+                 const SockAddr* from = nullptr, int* lastErr = nullptr, int maxSegment = 0);
+// Small segments for the few bytes of bootstrap exchanges: they then cross a path whose MTU is
+// smaller than the NICs' and that drops the ICMP saying so (a path-MTU black hole).
+constexpr int kBootstrapMaxSegment = 1200;
 // Why a connection set-up under way should stop before its deadline: a split whose parent
 // communicator failed (a rank died) has nobody left to wait for. Set for the current thread
 // by AbandonScope; connect retries and accepting (and the accepting threads they start, which

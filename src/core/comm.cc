@@ -111,7 +111,20 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
   oversubscribed_ = cores > 0 && onHost > cores;
   BRAID_TRY(transport_->connectAll(peers, deadline));
   setupFastBoxes();
-  return reactor_->start(rank_);
+  BRAID_TRY(reactor_->start(rank_));
+  // A barrier over the new connections: a rank returns from init only once every rank has
+  // made its connections (a rank whose own connections timed out or failed leaves the others
+  // failing too, instead of returning a communicator whose first call fails).
+  // It is collective call 0 on every communicator (messages count calls from the next one).
+  CollArgs joined;
+  joined.kind = CollKind::kBarrier;
+  const uint64_t tagBase = nextCollectiveTagBase(joined, "connected");
+  if (nranks_ < 2) return Status::ok();
+  auto sched = std::make_unique<Schedule>(shared_from_this(), "connected", tagBase);
+  barrierDissemination(joined, sched.get());
+  std::vector<std::unique_ptr<Schedule>> v;
+  v.push_back(std::move(sched));
+  return executeSchedules(v);
 }
 
 // Every rank reaches the same answer: every pair of a one-node communicator shares memory

@@ -79,7 +79,10 @@ std::string names(Transport* t, const std::vector<int>& ranks,
   std::string out;
   for (size_t i = 0; i < ranks.size() && i < kMost; ++i) {
     out += fmt::format("{}{}", i ? ", " : "", t->peerName(ranks[i]));
-    if (made) out += fmt::format(" ({} made)", (*made)[static_cast<size_t>(ranks[i])]);
+    if (made) {
+      out += fmt::format(" ({} made)",
+                         std::max<int64_t>((*made)[static_cast<size_t>(ranks[i])] - 1, 0));
+    }
   }
   if (ranks.size() > kMost) out += fmt::format(" and {} more", ranks.size() - kMost);
   return out;
@@ -186,17 +189,18 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
   }
   std::string out;
   // (Call numbers count every collective call on the communicator, braid's own exchanges such
-  // as splits too, from 1.)
+  // as splits too, from 1; call 0 is the barrier that ends the communicator's set-up.)
   if (behind.size() == 1) {
     out = fmt::format(
         "{} has not made this call (call {} on this communicator; it has made {}): the others "
         "wait for it",
-        t->peerName(behind[0]), call + 1, made[static_cast<size_t>(behind[0])]);
+        t->peerName(behind[0]), call,
+        std::max<int64_t>(made[static_cast<size_t>(behind[0])] - 1, 0));
   } else if (!behind.empty()) {
     out = fmt::format(
         "{} ranks have not made this call (call {} on this communicator): {}; the others wait "
         "for them",
-        behind.size(), call + 1, names(t, behind, &made));
+        behind.size(), call, names(t, behind, &made));
   } else if (!differ.empty()) {
     // (Calls whose messages never meet: a reduce whose ranks name different roots waits on
     // both sides, where a message of the wrong call would have failed it at once.)
@@ -204,7 +208,7 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
         "{} made this call differently (call {} on this communicator: another collective, or "
         "another count, datatype, op or root than this rank's {}): every rank must make the "
         "same collective calls in the same order",
-        names(t, differ), call + 1, mine);
+        names(t, differ), call, mine);
   } else if (silent.empty() && cut == 0) {
     out =
         "every rank has made this call (what is missing is data in transit, or a call queued "

@@ -153,5 +153,32 @@ TEST_F(Flows, EcmpSpineLinkDiesAndIsWithdrawnLate) {
   t.join();
 }
 
+// A job that starts while a spine link is dead and not withdrawn: leaf 1 still hashes half of
+// its flows towards leaf 0 onto it. Each connection's SYN was re-sent by the kernel on the same
+// source port (the same dead path) until the deadline: half the starts failed after
+// BRAID_TIMEOUT_MS, and some ranks' init returned a communicator while others' failed. Attempts
+// are now bounded and retried from new ports, and a rank returns from init only once every
+// rank has connected.
+TEST_F(Flows, AJobStartsWhileAnEcmpSpineLinkIsDeadAndNotWithdrawn) {
+  if (!up(4, 1, "--ecmp 2,2 --rate 200mbit")) GTEST_SKIP() << "cannot build an ECMP testbed here";
+  ASSERT_EQ(tb("cut-spine 0 0 --withdraw-after 600000"), 0);
+  for (int job = 0; job < 3; ++job) {
+    SCOPED_TRACE(::testing::Message() << "job " << job);
+    RankOptions opt = options(1, "10000");
+    opt.env.push_back({"BRAID_TCP_SOCKETS_PER_PEER", "2"});
+    runRanks(
+        4,
+        [](int r, int n, const braidUniqueId& id) {
+          const double t0 = now();
+          braidComm_t comm = initComm(r, n, id);
+          ASSERT_NE(comm, nullptr);
+          EXPECT_LT(now() - t0, 8.0) << "init";
+          allreduceFor(comm, r, n, size_t{1} << 20, 0.5);
+          EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+        },
+        opt);
+  }
+}
+
 }  // namespace
 }  // namespace braid::test

@@ -308,11 +308,6 @@ Status Transport::initialConnect(Deadline deadline) {
         return remoteError(fmt::format("rank {} connected path {}, which had no link at the start",
                                        h.rank, h.socketIndex));
       }
-      for (const auto& a : accepted) {
-        if (a.hello.rank == h.rank && a.hello.socketIndex == h.socketIndex) {
-          return remoteError(fmt::format("duplicate connection from rank {}", h.rank));
-        }
-      }
       return Status::ok();
     };
     std::vector<size_t> got(static_cast<size_t>(n), 0);
@@ -329,8 +324,16 @@ Status Transport::initialConnect(Deadline deadline) {
     acceptStatus = acceptAuthenticated(
         lfds, ctx_.secret, deadline, admit,
         [&](AcceptedConn&& c) {
-          ++got[c.hello.rank];
           lastNs = nowNs();
+          // A path connected again: the peer gave up on the first connection (its handshake
+          // timed out there) and keeps only the newest.
+          for (auto& a : accepted) {
+            if (a.hello.rank == c.hello.rank && a.hello.socketIndex == c.hello.socketIndex) {
+              a = std::move(c);
+              return false;
+            }
+          }
+          ++got[c.hello.rank];
           accepted.push_back(std::move(c));
           return accepted.size() == expected;
         },
@@ -339,19 +342,31 @@ Status Transport::initialConnect(Deadline deadline) {
   Status connectStatus;
   auto connectPath = [&](int r, size_t k, Deadline d) -> Status {
     const Path& pa = *peers_[r].paths[k];
-    Fd fd;
-    BRAID_TRY(connectTo(remoteNics_[r][pa.remoteNic], d, &fd,
-                        fmt::format("{} {}", peerName(r), pathName(&peers_[r], int(k))),
-                        &nics_[pa.localNic].addr));
     Hello h;
     h.kind = ConnKind::kData;
     h.socketIndex = static_cast<uint16_t>(k);
     h.rank = me;
     h.nranks = n;
     h.commTag = ctx_.commTag;
-    BRAID_TRY(connectorHandshake(fd.get(), ctx_.secret, h, d, peerName(r)));
-    fds[r][k] = std::move(fd);
-    return Status::ok();
+    // A handshake that does not finish soon is tried again on a new connection (a new source
+    // port: on an ECMP fabric another path, where the first one's lost its bytes); the peer
+    // keeps the newest connection of a path.
+    for (int64_t handshakeMs = 500;; handshakeMs = std::min<int64_t>(2 * handshakeMs, 2000)) {
+      Fd fd;
+      BRAID_TRY(connectTo(remoteNics_[r][pa.remoteNic], d, &fd,
+                          fmt::format("{} {}", peerName(r), pathName(&peers_[r], int(k))),
+                          &nics_[pa.localNic].addr));
+      Status s = connectorHandshake(fd.get(), ctx_.secret, h, std::min(d, deadlineIn(handshakeMs)),
+                                    peerName(r));
+      if (s.isOk()) {
+        fds[r][k] = std::move(fd);
+        return s;
+      }
+      if (s.code() != braidTimeout || Clock::now() >= d) return s;
+      BRAID_TRY(checkAbandon());
+      LOG_DEBUG(kPath, "{}: {}: handshake not answered within {} ms: a new connection", peerName(r),
+                pathName(&peers_[r], int(k)), handshakeMs);
+    }
   };
   // A NIC of this rank whose first connections time out is suspect: its next ones get a short
   // budget, and after kGiveUp timeouts in a row none (they start dead; the probes try them
