@@ -14,6 +14,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <set>
 #include <string>
@@ -378,6 +379,26 @@ Status initFromEnv(braidComm_t* out) {
           rootText));
     }
     BRAID_TRY(secretFromEnv(rootText, &d.secret));
+    // The n-th communicator this process makes from the same root address (an elastic restart
+    // inside the process: destroy, then init from the same launcher variables) meets the
+    // others' n-th under a secret of its own: the root of the first is over, and rank 0 serves
+    // a new one on the same port. (The first keeps the plain secret.)
+    static std::mutex generationMu;
+    static std::map<std::string, uint64_t> generations;
+    uint64_t generation = 0;
+    {
+      std::lock_guard<std::mutex> lock(generationMu);
+      generation = generations[rootText]++;
+    }
+    if (generation > 0) {
+      std::string label(reinterpret_cast<const char*>(d.secret.data()), d.secret.size());
+      label += fmt::format("braid init from the environment, number {}", generation);
+      uint8_t digest[SHA256_DIGEST_LENGTH];
+      SHA256(reinterpret_cast<const unsigned char*>(label.data()), label.size(), digest);
+      std::memcpy(d.secret.data(), digest, d.secret.size());
+      LOG_INFO(kBoot, "init number {} from the root address {} in this process", generation + 1,
+               rootText);
+    }
     if (l.rank == 0) {
       SockAddr bound, any;
       any.ss.ss_family = d.root.family();

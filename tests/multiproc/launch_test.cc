@@ -67,6 +67,37 @@ TEST(Launch, Ipv6RendezvousAndDataFromTheEnvironment) {
       opt);
 }
 
+// An elastic restart inside the process: destroy (or abort) the communicator and make a new one
+// from the same launcher variables (torchrun's). Rank 0 refused the second at once ("this
+// unique id was used already") and the others retried its refused connection until
+// BRAID_TIMEOUT_MS. Each init from the same root address now meets the others' init of the same
+// number under a secret of its own, rank 0 serving it on the same port.
+TEST(Launch, InitFromTheSameLauncherVariablesAgainInTheProcess) {
+  const int port = freeRootPort(AF_INET);
+  ASSERT_NE(port, 0);
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "20000"}};
+  runRanks(
+      3,
+      [&](int r, int n, const braidUniqueId&) {
+        setenv("RANK", std::to_string(r).c_str(), 1);
+        setenv("WORLD_SIZE", std::to_string(n).c_str(), 1);
+        setenv("MASTER_ADDR", "127.0.0.1", 1);
+        setenv("MASTER_PORT", std::to_string(port - 1).c_str(), 1);
+        for (int cycle = 0; cycle < 3; ++cycle) {
+          const double t0 = now();
+          braidComm_t c = nullptr;
+          BRAID_ASSERT_OK(braidCommInitFromEnv(&c), nullptr);
+          EXPECT_LT(now() - t0, 10.0) << "init " << cycle;
+          float x = static_cast<float>(r + cycle);
+          BRAID_ASSERT_OK(braidAllReduce(&x, &x, 1, braidFloat32, braidSum, c, nullptr), c);
+          EXPECT_EQ(x, static_cast<float>(3 + 3 * cycle));
+          EXPECT_EQ(cycle % 2 ? braidCommAbort(c) : braidCommDestroy(c), braidSuccess);
+        }
+      },
+      opt);
+}
+
 // BRAID_UNIQUE_ID_FILE left behind by a job that crashed (its root gone): the next job's ranks
 // pass over it until its rank 0, started last, writes a fresh id, readable by the owner only,
 // and the file is gone once every rank joined, so a rerun finds no stale file either.
