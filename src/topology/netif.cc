@@ -8,8 +8,10 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "src/bootstrap/socket_util.h"
 #include "src/core/config.h"
@@ -215,7 +217,7 @@ Status railInterface(const Config& cfg, int localRank, std::string* ifname) {
 Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int* primary) {
   out->clear();
   *primary = 0;
-  const std::vector<NetIf> all = listInterfaces(/*withDown=*/true);
+  std::vector<NetIf> all = listInterfaces(/*withDown=*/true);
   auto add = [&](const NetIf& n) {
     bool seen =
         std::any_of(out->begin(), out->end(), [&](const NetIf& o) { return o.name == n.name; });
@@ -234,6 +236,23 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
   if (!rails.empty() && (localRank >= 0 || cfg.rails != "auto")) {
     std::string mine;
     BRAID_TRY(railInterface(cfg, localRank, &mine));
+    // No rail with a link and an address yet (the host's links come up as the job starts, a
+    // switch reboots): waited for, as a peer that starts late is, until BRAID_TIMEOUT_MS.
+    const Deadline until = deadlineIn(cfg.timeoutMs);
+    for (bool told = false;; all = listInterfaces(/*withDown=*/true)) {
+      const bool anyUp = std::any_of(all.begin(), all.end(), [&](const NetIf& n) {
+        return !n.down && familyAllowed(cfg, n) &&
+               std::find(rails.begin(), rails.end(), n.name) != rails.end();
+      });
+      if (anyUp || Clock::now() >= until) break;
+      if (!told) {
+        LOG_WARN(kNet,
+                 "BRAID_RAILS='{}': no rail has a link and an address yet: waiting up to {} ms",
+                 cfg.rails, cfg.timeoutMs);
+        told = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
     std::vector<std::string> down, gone;
     for (const std::string& name : rails) {
       auto it = std::find_if(all.begin(), all.end(), [&](const NetIf& n) {
@@ -258,8 +277,9 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
     }
     auto firstUp = std::find_if(out->begin(), out->end(), [](const NetIf& n) { return !n.down; });
     if (firstUp == out->end()) {
-      return invalidArgument(fmt::format(
-          "BRAID_RAILS='{}': no rail is up with an address{}{}", cfg.rails,
+      return timeoutError(fmt::format(
+          "BRAID_RAILS='{}': no rail came up with a link and an address within {} ms{}{}",
+          cfg.rails, cfg.timeoutMs,
           cfg.socketFamily.empty() ? "" : fmt::format(" ({})", cfg.socketFamily),
           down.empty() ? "" : fmt::format(" ({} without a link)", fmt::join(down, ", "))));
     }

@@ -126,6 +126,26 @@ TEST_F(Rails, ARailBlackholedAtStartStartsDeadAndJoinsWhenItWorks) {
   railFailsBeforeTheJob("blackhole");
 }
 
+// Every rail of host 1 without a link as the job starts (its links come up 1.5 s later): its
+// rank failed at once with "invalid argument: no rail is up with an address" and the others
+// waited BRAID_TIMEOUT_MS for it. It waits for a rail, as for a late peer, and the job runs.
+TEST_F(Rails, AHostWhoseRailsAllComeUpLateJoinsTheJob) {
+  if (!up(4, 2)) GTEST_SKIP() << "cannot build a testbed here";
+  ASSERT_EQ(tb("cut 1 0"), 0);
+  ASSERT_EQ(tb("cut 1 1"), 0);
+  std::thread restore = later(1500, {"restore 1 0", "restore 1 1"});
+  runRanks(
+      4,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        allreduceFor(comm, r, n, size_t{1} << 16, 0.5);
+        EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+      },
+      options(2, "15000"));
+  restore.join();
+}
+
 // Ranks that share a host (shared memory between them) keep to their own rail by default
 // (BRAID_MULTIRAIL=auto: failover; the other rail stands by) and with off; every pair is rail
 // to rail, also between ranks of different rails (off paired this rank's NIC with the peer's
