@@ -339,12 +339,26 @@ std::string Comm::whoIsLate(uint64_t tagBase) {
 
 Status Comm::timedOut(const std::string& call, int64_t timeoutMs, const std::string& waitingFor,
                       const std::string& late, const std::string& health) {
-  if (!namesLateRanks(late) && hasAsyncError()) {
-    if (health.empty()) return asyncError();
-    return timeoutError(timeoutText(call, timeoutMs, waitingFor + health, late) +
-                        fmt::format(" (meanwhile: {})", asyncError().message()));
+  if (!namesLateRanks(late) && hasAsyncError() && health.empty()) return asyncError();
+  // Peers this rank cannot reach lead (the others' silence follows from it); when it reaches
+  // none, its own links are the likely cause.
+  std::string lead = late;
+  if (!health.empty()) {
+    std::string unreachable = health.substr(health.rfind("; ", 0) == 0 ? 2 : 0);
+    size_t count = 0;
+    for (size_t at = 0; (at = unreachable.find(" is unreachable", at)) != std::string::npos; ++at) {
+      ++count;
+    }
+    if (nranks_ > 2 && count + 1 >= static_cast<size_t>(nranks_)) {
+      unreachable += " (every peer: this host's own links or NICs are the likely cause)";
+    }
+    lead = late.empty() ? unreachable : unreachable + "; " + late;
   }
-  return timeoutError(timeoutText(call, timeoutMs, waitingFor + health, late));
+  std::string text = timeoutText(call, timeoutMs, waitingFor, lead);
+  if (!namesLateRanks(late) && hasAsyncError()) {
+    text += fmt::format(" (meanwhile: {})", asyncError().message());
+  }
+  return timeoutError(text);
 }
 
 uint64_t Comm::nextSendTagBase(int peer) {

@@ -219,7 +219,7 @@ std::string probeLaggards(Transport* t, int rank, int nranks, uint64_t call, uin
                        cut);
   }
   if (!silent.empty()) {
-    out += fmt::format("{}no answer within {} ms from {} (stopped, or too busy to answer?)",
+    out += fmt::format("{}no answer within {} ms from {} (stopped, too busy, or cut off?)",
                        out.empty() ? "" : "; ", waitMs, names(t, silent));
   }
   return out;
