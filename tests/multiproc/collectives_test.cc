@@ -473,10 +473,11 @@ TEST(CollectivesAlgos, PipelinedReductionsForced) {
 
 // The pairwise all-to-all(v) in place, forced: each peer's block staged in a few rotating
 // buffers (it was the whole message: memory grew to 5 times the message in a size sweep),
-// with messages above the eager limit too; and with other layouts in place (a full copy).
+// with messages above the eager limit too; with other layouts in place (a full copy); and
+// with some ranks in place and others not.
 TEST(CollectivesAlgos, InPlaceAllToAllScratchIsAFewBlocks) {
   for (const char* eager : {"65536", "0"}) {
-    for (int n : {3, 4, 5}) {
+    for (int n : {3, 4, 5, 8}) {
       SCOPED_TRACE(::testing::Message() << n << " ranks, BRAID_EAGER_BYTES " << eager);
       RankOptions opt;
       opt.env = {{"BRAID_ALGO", "alltoall=pairwise"},
@@ -498,6 +499,9 @@ TEST(CollectivesAlgos, InPlaceAllToAllScratchIsAFewBlocks) {
                 Case c{dt, braidSum, count, true};
                 checkAllToAll(comm, r, nr, c);
                 for (int layout : {0, 1, 2}) checkAllToAllvInPlace(comm, r, nr, c, layout);
+                // Some ranks in place, the others not: every rank takes the same steps (an
+                // order of its own hung the others above the eager limit).
+                checkAllToAll(comm, r, nr, Case{dt, braidSum, count, r % 3 == 0});
                 if (::testing::Test::HasFatalFailure()) return;
               }
             }
