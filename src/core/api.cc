@@ -141,7 +141,7 @@ braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* 
       braid::groupNoteError(e);
       return e;
     }
-    const braid::Comm::SoleCaller sole(c.get(), "braidCommSplit");
+    const braid::Comm::SoleCaller sole(c, "braidCommSplit");
     BRAID_TRY(sole.status());
     BRAID_TRY(c->asyncError());
     std::shared_ptr<braid::Comm> child;

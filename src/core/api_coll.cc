@@ -269,7 +269,7 @@ braidResult_t issue(Call&& c) {
     // threads at once (as in MPI); collectives are numbered in call order: one thread at a time.
     const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
     const std::optional<Comm::SoleCaller> sole =
-        p2p ? std::nullopt : std::make_optional<Comm::SoleCaller>(comm.get(), collName(c.a.kind));
+        p2p ? std::nullopt : std::make_optional<Comm::SoleCaller>(comm, collName(c.a.kind));
     if (!sole) return issueChecked(c, comm);
     BRAID_TRY(sole->status());
     return sole->finish(issueChecked(c, comm));

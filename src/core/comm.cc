@@ -295,10 +295,11 @@ void Comm::failWith(const Status& e) {
   if (transport_) transport_->abort(e);
 }
 
-Comm::SoleCaller::SoleCaller(Comm* c, const char* call) : c_(c) {
+Comm::SoleCaller::SoleCaller(std::shared_ptr<Comm> c, const char* call) : c_(std::move(c)) {
+  Comm* const comm = c_.get();
   const std::thread::id me = std::this_thread::get_id();
   std::thread::id holder{};
-  if (c->caller_.compare_exchange_strong(holder, me, std::memory_order_acq_rel)) {
+  if (comm->caller_.compare_exchange_strong(holder, me, std::memory_order_acq_rel)) {
     owner_ = true;
   } else if (holder != me) {
     status_ = invalidUsage(fmt::format(
@@ -307,9 +308,9 @@ Comm::SoleCaller::SoleCaller(Comm* c, const char* call) : c_(c) {
         "different orders (wrong results), so the communicator fails. Make the calls on one "
         "communicator from one thread at a time, in the same order on every rank (a "
         "communicator per thread for concurrent calls)",
-        call, c->rank()));
-    c->callerClashed_.store(true, std::memory_order_release);
-    c->failWith(status_);
+        call, comm->rank()));
+    comm->callerClashed_.store(true, std::memory_order_release);
+    comm->failWith(status_);
   }
 }
 
@@ -349,8 +350,12 @@ Status Comm::timedOut(const std::string& call, int64_t timeoutMs, const std::str
     for (size_t at = 0; (at = unreachable.find(" is unreachable", at)) != std::string::npos; ++at) {
       ++count;
     }
-    if (nranks_ > 2 && count + 1 >= static_cast<size_t>(nranks_)) {
-      unreachable += " (every peer: this host's own links or NICs are the likely cause)";
+    // (Peers on this node are reached through memory: the network ones count.)
+    const int remote = nranks_ - nodes_.localSize(rank_);
+    if (remote >= 2 && count >= static_cast<size_t>(remote)) {
+      unreachable +=
+          " (every peer on another node: this host's own links or NICs are the likely "
+          "cause)";
     }
     lead = late.empty() ? unreachable : unreachable + "; " + late;
   }

@@ -126,7 +126,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   // Sends and receives are numbered per peer and direction and need no such guard.
   class SoleCaller {
    public:
-    SoleCaller(Comm* c, const char* call);
+    SoleCaller(std::shared_ptr<Comm> c,
+               const char* call);  // (held: the caller may be its last owner)
     ~SoleCaller();
     SoleCaller(const SoleCaller&) = delete;
     SoleCaller& operator=(const SoleCaller&) = delete;
@@ -137,7 +138,7 @@ class Comm : public std::enable_shared_from_this<Comm> {
     Status finish(Status result) const;
 
    private:
-    Comm* c_;
+    std::shared_ptr<Comm> c_;
     bool owner_ = false;
     Status status_;
   };

@@ -25,6 +25,19 @@ struct GroupState {
   std::vector<Pending> pending;
   Status error;            // the first call of the group that was refused
   bool abandoned = false;  // or braidGroupAbandon's reason, in `error`, came first
+  // A thread that ends with its group open: its calls took their numbers and never run, so
+  // every later call on their communicators would wait for the peers' matching ones until
+  // BRAID_TIMEOUT_MS. Those communicators fail instead, the peers told why.
+  ~GroupState() {
+    for (auto& p : pending) {
+      for (auto& s : p.task.schedules) {
+        s->comm()->failWith(invalidUsage(
+            fmt::format("rank {}: a thread ended with a group open (braidGroupStart without its "
+                        "braidGroupEnd): its calls never ran",
+                        s->comm()->rank())));
+      }
+    }
+  }
 };
 
 thread_local GroupState tlsGroup;
@@ -91,10 +104,10 @@ braidResult_t braidGroupEnd(void) {
   std::vector<braid::Comm*> comms;
   for (auto& p : pending) {
     for (auto& s : p.task.schedules) {
-      braid::Comm* c = s->comm();
+      const std::shared_ptr<braid::Comm>& c = s->commPtr();
       if ((s->tagBase() & braid::kP2pBit) != 0) continue;
-      if (std::find(comms.begin(), comms.end(), c) != comms.end()) continue;
-      comms.push_back(c);
+      if (std::find(comms.begin(), comms.end(), c.get()) != comms.end()) continue;
+      comms.push_back(c.get());
       sole.push_back(std::make_unique<braid::Comm::SoleCaller>(c, "braidGroupEnd"));
       if (!sole.back()->status().isOk() && refused.isOk()) refused = sole.back()->status();
     }

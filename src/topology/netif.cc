@@ -236,15 +236,28 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
   if (!rails.empty() && (localRank >= 0 || cfg.rails != "auto")) {
     std::string mine;
     BRAID_TRY(railInterface(cfg, localRank, &mine));
+    // A name that is no interface is a mistake, said at once.
+    for (const std::string& name : rails) {
+      if (if_nametoindex(name.c_str()) == 0) {
+        return invalidArgument(
+            fmt::format("BRAID_RAILS='{}': there is no interface {}", cfg.rails, name));
+      }
+    }
     // No rail with a link and an address yet (the host's links come up as the job starts, a
-    // switch reboots): waited for, as a peer that starts late is, until BRAID_TIMEOUT_MS.
+    // switch reboots): waited for, as a peer that starts late is, until BRAID_TIMEOUT_MS (or
+    // until a split's parent fails). Rails that are up with addresses of another family than
+    // BRAID_SOCKET_FAMILY's are not waited for.
     const Deadline until = deadlineIn(cfg.timeoutMs);
+    bool otherFamily = false;
     for (bool told = false;; all = listInterfaces(/*withDown=*/true)) {
-      const bool anyUp = std::any_of(all.begin(), all.end(), [&](const NetIf& n) {
-        return !n.down && familyAllowed(cfg, n) &&
-               std::find(rails.begin(), rails.end(), n.name) != rails.end();
-      });
-      if (anyUp || Clock::now() >= until) break;
+      bool anyUp = false;
+      otherFamily = false;
+      for (const NetIf& n : all) {
+        if (std::find(rails.begin(), rails.end(), n.name) == rails.end() || n.down) continue;
+        (familyAllowed(cfg, n) ? anyUp : otherFamily) = true;
+      }
+      if (anyUp || otherFamily || Clock::now() >= until) break;
+      BRAID_TRY(checkAbandon());
       if (!told) {
         LOG_WARN(kNet,
                  "BRAID_RAILS='{}': no rail has a link and an address yet: waiting up to {} ms",
@@ -261,11 +274,7 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
       if (it == all.end()) {
         // A rail without an address when the job starts is left out, as NCCL leaves out a
         // port that is not active: the job runs on the others (peers pair NICs by name, so
-        // they leave it out too). A name that is no interface is a mistake.
-        if (if_nametoindex(name.c_str()) == 0) {
-          return invalidArgument(
-              fmt::format("BRAID_RAILS='{}': there is no interface {}", cfg.rails, name));
-        }
+        // they leave it out too).
         gone.push_back(name);
         continue;
       }
@@ -276,6 +285,10 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
       add(*it);
     }
     auto firstUp = std::find_if(out->begin(), out->end(), [](const NetIf& n) { return !n.down; });
+    if (firstUp == out->end() && otherFamily) {
+      return invalidArgument(fmt::format("BRAID_RAILS='{}': no rail has an address of {}",
+                                         cfg.rails, cfg.socketFamily));
+    }
     if (firstUp == out->end()) {
       return timeoutError(fmt::format(
           "BRAID_RAILS='{}': no rail came up with a link and an address within {} ms{}{}",

@@ -83,6 +83,34 @@ TEST(Usage, TwoThreadsCollectivesOnOneCommunicatorFailEveryRank) {
   }
 }
 
+// A thread that ends with its group open: its calls took their numbers and never ran, so the
+// next call on the communicator waited for the peers' until BRAID_TIMEOUT_MS on every rank.
+// The communicator fails at once, saying why.
+TEST(Usage, AThreadThatEndsWithAGroupOpenFailsItsCommunicatorAtOnce) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "20000"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        std::vector<int32_t> a(1000, 1), b(1000, 0);
+        std::thread([&] {
+          EXPECT_EQ(braidGroupStart(), braidSuccess);
+          // (Refused where the peer's thread ended first: the communicator failed then.)
+          (void)braidAllReduce(a.data(), b.data(), a.size(), braidInt32, braidSum, comm, nullptr);
+        }).join();
+        const double t0 = now();
+        EXPECT_NE(braidAllReduce(a.data(), b.data(), a.size(), braidInt32, braidSum, comm, nullptr),
+                  braidSuccess);
+        EXPECT_LT(now() - t0, 5.0);
+        EXPECT_NE(std::string(braidGetLastError(comm)).find("group open"), std::string::npos)
+            << braidGetLastError(comm);
+        EXPECT_EQ(braidCommAbort(comm), braidSuccess);
+      },
+      opt);
+}
+
 // Sends and receives are matched per peer and direction: a thread that sends and another that
 // receives on one communicator at once is fine (as in MPI), small and large messages.
 TEST(Usage, ASendingThreadAndAReceivingThreadShareACommunicator) {
