@@ -106,7 +106,9 @@ void usage() {
       "  -R register buffers (1: braidCommRegister, zero-copy over RDMA)  -J FILE (JSON lines)\n"
       "  -T timeout: seconds a call may take before the test fails (0: BRAID_TIMEOUT_MS)\n"
       "  --time-per-size SECONDS (adapts -n per size)  -N sweeps (0: until stopped)\n"
-      "  -t/-g (accepted, must be 1)  -p -y -G -C (accepted from nccl-tests command lines, no "
+      "  -C 1: time to issue the calls, as nccl-tests' CPU time (with streams: before they "
+      "complete)\n"
+      "  -t/-g (accepted, must be 1)  -p -y -G (accepted from nccl-tests command lines, no "
       "effect)\n"
       "  nccl-tests' long names too: --minbytes --maxbytes --stepbytes --stepfactor --iters\n"
       "  --warmup_iters --agg_iters --check --op --datatype --root --blocking --timeout --average\n"
@@ -210,10 +212,12 @@ Options parse(int argc, char** argv) {
       case 'm':
         o.aggIters = intFlag('m', 1, 1 << 20, "a number of calls fused per iteration (1 or more)");
         break;
+      case 'C':
+        o.reportCpuTime = intFlag('C', 0, 1, "0 or 1") == 1;
+        break;
       case 'p':
       case 'y':
       case 'G':
-      case 'C':
         break;  // nccl-tests flags without effect here
       case 1000:
         o.corrupt = true;
@@ -309,22 +313,29 @@ Result measure(const Ctx& c, const Options& o, const Coll& coll, size_t count, b
   // is per call.
   auto t0 = std::chrono::steady_clock::now();
   for (int i = 0; i < iters; ++i) run();
+  auto issued = std::chrono::steady_clock::now();
   sync();
-  double us =
-      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count() /
-      (static_cast<double>(iters) * agg);
+  // -C 1: the time the calls took to issue, as nccl-tests reports CPU time.
+  double us = std::chrono::duration<double, std::micro>(
+                  (o.reportCpuTime ? issued : std::chrono::steady_clock::now()) - t0)
+                  .count() /
+              (static_cast<double>(iters) * agg);
   Result r;
   r.us = combine(c, us, o.average);
   r.algbw = r.us > 0 ? static_cast<double>(bytes) / (r.us * 1e3) : 0;  // GB/s (1e9)
   r.busbw = r.algbw * coll.busFactor(c.n);
   if (o.check) {
-    // In place, the input was overwritten: refill and run once more before checking.
-    if (inPlace) {
-      fill();
-      run();
-      sync();
-    }
-    if (o.corrupt && c.rank == 0 && coll.recvElems(count, c.n) > 0) outs[0][0] ^= 0x40;
+    // One more run, checked: the outputs are first overwritten with bytes no result has (a
+    // call that wrote nothing would pass on an earlier run's results, as nccl-tests' zeroing
+    // prevents), then the inputs written (in place, the input was overwritten).
+    const size_t outBytes = coll.recvElems(count, c.n) * esz;
+    for (int a = 0; a < agg; ++a) std::memset(outs[a], 0xff, outBytes);
+    fill();
+    run();
+    sync();
+    // (On a rank whose output is checked: a reduce's root.)
+    const int checked = coll.kind == kReduce ? o.root : 0;
+    if (o.corrupt && c.rank == checked && outBytes > 0) outs[0][0] ^= 0x40;
     double w = 0;
     for (int a = 0; a < agg; ++a) {
       w += static_cast<double>(countWrong(coll, outs[a], count, dt, op, o.root, c.rank, c.n));

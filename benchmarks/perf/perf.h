@@ -42,6 +42,7 @@ struct Options : CommonOptions {
   bool registerBuffers = false;  // -R 1: braidCommRegister both buffers (zero-copy over RDMA)
   int cycles = 1;                // -N: sweeps over the sizes, 0 = until stopped
   int aggIters = 1;              // -m: calls fused in one group per timed iteration
+  bool reportCpuTime = false;    // -C 1: the time to issue the calls (not to complete them)
 };
 
 enum Kind { kAllReduce, kAllGather, kBroadcast, kReduce, kReduceScatter, kAllToAll, kSendRecv };

@@ -88,7 +88,7 @@ constexpr braidDataType_t kAllTypes[] = {braidInt8,    braidUint8,  braidInt32, 
                                          braidFloat32, braidFloat64};
 constexpr braidRedOp_t kAllOps[] = {braidSum, braidProd, braidMax, braidMin, braidAvg};
 
-// Input of rank r at element i for op (see the file comment): values in 1..5 (sum, max, min),
+// Input of rank r at element i for op (see the file comment): values in 1..6 (sum, max, min),
 // 1..2 (prod), base(i) + a per-rank offset summing to 0 over ranks (avg).
 inline int64_t inputValue(braidRedOp_t op, int r, int n, size_t i) {
   if (op == braidProd) return ((r + i) % 3 == 0) ? 2 : 1;
@@ -97,7 +97,14 @@ inline int64_t inputValue(braidRedOp_t op, int r, int n, size_t i) {
     int64_t c = (r % 2 == 1) ? -1 : (r == n - 1 ? 0 : 1);
     return base + c;
   }
-  return static_cast<int64_t>((r * 3 + i) % 5) + 1;
+  // Sum, max, min and the data of all-gather and broadcast: 1..6, from a base and a range
+  // that change with the element, so that no rank count makes every element's sum, maximum
+  // or minimum alike (with values (3r + i) % 5 + 1, 5 ranks summed to 15 everywhere and 5 or
+  // more had maximum 5 everywhere: an element put in the wrong place went unseen), and ranks
+  // 5 apart send different data.
+  const auto base = static_cast<int64_t>(i % 3), range = static_cast<int64_t>(2 + i % 4);
+  return 1 + base +
+         static_cast<int64_t>((static_cast<size_t>(r) * 3 + i) % static_cast<size_t>(range));
 }
 
 inline int64_t expectedValue(braidRedOp_t op, int n, size_t i) {
