@@ -414,9 +414,18 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
         break;
       }
     }
+    // Woken long after the deadline: this process did not run meanwhile (SIGSTOP, a debugger,
+    // a starved CPU), and the others' silence may be its own doing.
+    const auto overMs =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - deadline).count();
     Comm* c0 = scheds_[0]->comm();
     Status t = c0->timedOut(scheds_[0]->name(), timeoutMs, pendingDescription(), late,
                             c0->transport()->healthNote());
+    if (overMs > 1000) {
+      t = Status(t.code(), fmt::format("{} (this rank's wait ended {} ms after its deadline: the "
+                                       "process was stopped or starved of CPU meanwhile)",
+                                       t.message(), overMs));
+    }
     if (err_.isOk()) err_ = t;
     for (auto& s : scheds_) s->comm()->transport()->abort(t);
   };

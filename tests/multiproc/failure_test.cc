@@ -462,6 +462,38 @@ TEST_P(PeerFailure, ATimeoutNamesTheRankThatHasNotMadeTheCall) {
   }
 }
 
+// A rank stopped (SIGSTOP) in a call for longer than its timeout blamed its peers on waking
+// ("no answer"): it says that its own wait ended long after the deadline.
+TEST(Failure, ARankStoppedPastItsTimeoutSaysSo) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "1000"}, {"BRAID_TRANSPORTS", "tcp"}};
+  runRanks(
+      2,
+      [](int r, int n, const braidUniqueId& id) {
+        braidComm_t comm = initComm(r, n, id);
+        ASSERT_NE(comm, nullptr);
+        int32_t pids[2] = {0, 0};
+        int32_t mine = getpid();
+        BRAID_ASSERT_OK(braidAllGather(&mine, pids, 1, braidInt32, comm, nullptr), comm);
+        if (r == 0) {
+          // Rank 1 waits in an allreduce this rank does not make; stopped for 3 s meanwhile.
+          std::this_thread::sleep_for(std::chrono::milliseconds(200));
+          ASSERT_EQ(kill(pids[1], SIGSTOP), 0);
+          std::this_thread::sleep_for(std::chrono::milliseconds(3000));
+          ASSERT_EQ(kill(pids[1], SIGCONT), 0);
+          std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+        } else {
+          float v = 1;
+          EXPECT_NE(braidAllReduce(&v, &v, 1, braidFloat32, braidSum, comm, nullptr), braidSuccess);
+          const std::string msg = braidGetLastError(comm);
+          EXPECT_NE(msg.find("after its deadline: the process was stopped"), std::string::npos)
+              << msg;
+        }
+        EXPECT_EQ(braidCommAbort(comm), braidSuccess);
+      },
+      opt);
+}
+
 // Calls whose messages never meet: a reduce whose ranks name different roots (rank 0 says 0,
 // the others 1) has each "root" waiting for data nobody sends it; no message of the wrong call
 // arrives to be caught, so it times out. Its message said "every rank has made this call";
