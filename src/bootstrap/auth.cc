@@ -58,6 +58,21 @@ const uint8_t kTagA[1] = {'A'};
 
 }  // namespace
 
+Mac derive(const Secret& secret, const std::string& label) {
+  Mac out{};
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
+       reinterpret_cast<const unsigned char*>(label.data()), label.size(), out.data(), &len);
+  return out;
+}
+
+Secret deriveSecret(const Secret& secret, const std::string& label) {
+  const Mac d = derive(secret, label);
+  Secret s{};
+  std::memcpy(s.data(), d.data(), s.size());
+  return s;
+}
+
 Status randomBytes(void* buf, size_t n) {
   auto* p = static_cast<uint8_t*>(buf);
   size_t done = 0;

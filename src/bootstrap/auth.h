@@ -23,6 +23,10 @@ using Secret = std::array<uint8_t, kSecretBytes>;
 using Mac = std::array<uint8_t, 32>;
 
 Status randomBytes(void* buf, size_t n);  // getrandom(2)
+// HMAC-SHA256(secret, label): a one-way derivation (a tag sent in clear says nothing of the
+// secret); deriveSecret: its first bytes as a secret of their own (a split's, an init's).
+Mac derive(const Secret& secret, const std::string& label);
+Secret deriveSecret(const Secret& secret, const std::string& label);
 std::string toHex(const uint8_t* p, size_t n);
 bool fromHex(const std::string& hex, uint8_t* out, size_t n);  // exactly 2n hex digits
 

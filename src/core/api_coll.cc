@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstdint>
 #include <cstring>
-#include <optional>
 #include <vector>
 
 #include "collectives/algorithms.h"
@@ -267,12 +266,10 @@ braidResult_t issue(Call&& c) {
   const braidResult_t r = guard(comm, [&]() -> Status {
     // Sends and receives are numbered per peer and direction, and may come from several
     // threads at once (as in MPI); collectives are numbered in call order: one thread at a time.
-    const bool p2p = c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv;
-    const std::optional<Comm::SoleCaller> sole =
-        p2p ? std::nullopt : std::make_optional<Comm::SoleCaller>(comm, collName(c.a.kind));
-    if (!sole) return issueChecked(c, comm);
-    BRAID_TRY(sole->status());
-    return sole->finish(issueChecked(c, comm));
+    if (c.a.kind == CollKind::kSend || c.a.kind == CollKind::kRecv) return issueChecked(c, comm);
+    const Comm::SoleCaller sole(comm, collName(c.a.kind));
+    BRAID_TRY(sole.status());
+    return sole.finish(issueChecked(c, comm));
   });
   // (Also an exception guard() turned into an error.)
   if (r != braidSuccess) groupNoteError(Status(r, threadLastError()));

@@ -1,8 +1,6 @@
 #include "src/core/comm.h"
 
 #include <fmt/format.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 #include <sched.h>
 #include <unistd.h>
 
@@ -22,15 +20,6 @@
 
 namespace braid {
 namespace {
-
-// One-way derivation so that the tag sent in clear says nothing about the secret.
-std::array<uint8_t, 32> derive(const Secret& secret, const std::string& label) {
-  std::array<uint8_t, 32> out{};
-  unsigned int len = 0;
-  HMAC(EVP_sha256(), secret.data(), static_cast<int>(secret.size()),
-       reinterpret_cast<const unsigned char*>(label.data()), label.size(), out.data(), &len);
-  return out;
-}
 
 std::string localHostName() {
   char h[256] = {};
@@ -457,10 +446,8 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
   Status opened;
   if (color >= 0) {
     // The child's secret is derived from ours, the split number and the color.
-    auto d = derive(secret_, fmt::format("braid split {} color {}", splitId, color));
-    Secret s{};
-    std::memcpy(s.data(), d.data(), s.size());
-    child.reset(new Comm(0, 1, cfg_, s));
+    child.reset(new Comm(
+        0, 1, cfg_, deriveSecret(secret_, fmt::format("braid split {} color {}", splitId, color))));
     opened = child->openTransport();
     if (opened.isOk()) {
       addr = child->transport_->localAddress();

@@ -391,11 +391,8 @@ Status initFromEnv(braidComm_t* out) {
       generation = generations[rootText]++;
     }
     if (generation > 0) {
-      std::string label(reinterpret_cast<const char*>(d.secret.data()), d.secret.size());
-      label += fmt::format("braid init from the environment, number {}", generation);
-      uint8_t digest[SHA256_DIGEST_LENGTH];
-      SHA256(reinterpret_cast<const unsigned char*>(label.data()), label.size(), digest);
-      std::memcpy(d.secret.data(), digest, d.secret.size());
+      d.secret = deriveSecret(
+          d.secret, fmt::format("braid init from the environment, number {}", generation));
       LOG_INFO(kBoot, "init number {} from the root address {} in this process", generation + 1,
                rootText);
     }

@@ -254,7 +254,11 @@ Status chooseNics(const Config& cfg, int localRank, std::vector<NetIf>* out, int
       otherFamily = false;
       for (const NetIf& n : all) {
         if (std::find(rails.begin(), rails.end(), n.name) == rails.end() || n.down) continue;
-        (familyAllowed(cfg, n) ? anyUp : otherFamily) = true;
+        if (familyAllowed(cfg, n)) {
+          anyUp = true;
+        } else {
+          otherFamily = true;
+        }
       }
       if (anyUp || otherFamily || Clock::now() >= until) break;
       BRAID_TRY(checkAbandon());
