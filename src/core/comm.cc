@@ -113,7 +113,7 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
   barrierDissemination(joined, sched.get());
   std::vector<std::unique_ptr<Schedule>> v;
   v.push_back(std::move(sched));
-  return executeSchedules(v);
+  return executeSchedules(v, deadline);
 }
 
 // Every rank reaches the same answer: every pair of a one-node communicator shares memory

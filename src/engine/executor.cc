@@ -202,7 +202,7 @@ class Waiter : public CompletionSink {
 
 class Run {
  public:
-  explicit Run(std::vector<std::unique_ptr<Schedule>>& s) : scheds_(s) {}
+  Run(std::vector<std::unique_ptr<Schedule>>& s, Deadline limit) : scheds_(s), limit_(limit) {}
   Status execute();
   bool leaked() const { return leaked_; }
 
@@ -220,6 +220,7 @@ class Run {
   bool waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch);
 
   std::vector<std::unique_ptr<Schedule>>& scheds_;
+  const Deadline limit_;
   size_t at(Ref r) const { return base_[r.sched] + r.node; }
   // Per step of every schedule, flat (schedule si's steps start at base_[si]).
   std::vector<size_t> base_;
@@ -406,6 +407,11 @@ std::string Run::pendingDescription() {
 bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*>* batch) {
   auto poll = [this] { return hasPolling() && pollSteps(); };
   auto onTimeout = [&] {
+    // Woken long after the deadline: this process did not run meanwhile (SIGSTOP, a debugger,
+    // a starved CPU), and the others' silence may be its own doing. Measured now: asking the
+    // peers below waits for their answers (up to a second for one that is cut off).
+    const auto overMs =
+        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - deadline).count();
     // Which ranks have not made the (first) collective call: those the wait is for, in the end.
     std::string late;
     for (auto& s : scheds_) {
@@ -414,10 +420,6 @@ bool Run::waitSome(Deadline deadline, int64_t timeoutMs, std::vector<NetRequest*
         break;
       }
     }
-    // Woken long after the deadline: this process did not run meanwhile (SIGSTOP, a debugger,
-    // a starved CPU), and the others' silence may be its own doing.
-    const auto overMs =
-        std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - deadline).count();
     Comm* c0 = scheds_[0]->comm();
     Status t = c0->timedOut(scheds_[0]->name(), timeoutMs, pendingDescription(), late,
                             c0->transport()->healthNote());
@@ -460,7 +462,7 @@ Status Run::execute() {
   }
   reqs_.resize(total);
   inFlight_.assign(total, 0);
-  Deadline deadline = deadlineIn(timeoutMs);
+  Deadline deadline = std::min(deadlineIn(timeoutMs), limit_);
   std::vector<NetRequest*> batch;
   while (true) {
     while (!ready_.empty() && err_.isOk()) {
@@ -547,11 +549,11 @@ Status executeP2p(Comm* comm, const char* name, bool send, int peer, uint64_t ta
   return s;
 }
 
-Status executeSchedules(std::vector<std::unique_ptr<Schedule>>& schedules) {
+Status executeSchedules(std::vector<std::unique_ptr<Schedule>>& schedules, Deadline limit) {
   if (schedules.empty()) return Status::ok();
   // The run lives on the heap: if requests never complete after an abort (should not happen),
   // it is leaked instead of freed under the transport's feet.
-  auto* run = new Run(schedules);
+  auto* run = new Run(schedules, limit);
   Status s = run->execute();
   if (run->leaked()) {
     new std::vector<std::unique_ptr<Schedule>>(std::move(schedules));  // intentionally leaked

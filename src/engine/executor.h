@@ -12,8 +12,11 @@ namespace braid {
 
 // Runs every schedule (one call, or the fused calls of a group) to completion. On a failure or
 // timeout the communicators involved are aborted, their peers told, and the first error
-// returned naming the peer; no buffer is touched after this returns.
-Status executeSchedules(std::vector<std::unique_ptr<Schedule>>& schedules);
+// returned naming the peer; no buffer is touched after this returns. The wait ends after the
+// communicators' BRAID_TIMEOUT_MS, or at `limit` if that is sooner (the set-up's barrier: init
+// keeps one deadline from its first step to its last).
+Status executeSchedules(std::vector<std::unique_ptr<Schedule>>& schedules,
+                        Deadline limit = Deadline::max());
 
 class Comm;
 // One blocking send or receive with another rank, run now on the calling thread (a NULL
