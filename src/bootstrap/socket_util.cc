@@ -213,6 +213,31 @@ Status listenOn(const SockAddr& addr, int backlog, Fd* fd, SockAddr* bound) {
   return Status::ok();
 }
 
+namespace {
+thread_local const AbandonCheck* tlsAbandon = nullptr;
+
+// Waits (poll) for one socket, until `deadline`; with an abandon check in place, in slices
+// after each of which it is asked. 1: ready; 0: the deadline passed; an error: abandoned.
+Status pollUntil(pollfd* p, Deadline deadline, int* ready) {
+  constexpr int kSliceMs = 50;
+  for (;;) {
+    const int left = msUntil(deadline);
+    const int slice = tlsAbandon != nullptr ? std::min(left, kSliceMs) : left;
+    const int rc = ::poll(p, 1, slice);
+    if (rc != 0 ? !(rc < 0 && errno == EINTR) : slice == left) {
+      *ready = rc != 0 ? 1 : 0;  // a poll error: the socket call that follows says which
+      return Status::ok();
+    }
+    BRAID_TRY(checkAbandon());
+  }
+}
+}  // namespace
+
+AbandonScope::AbandonScope(const AbandonCheck* check) : saved_(tlsAbandon) { tlsAbandon = check; }
+AbandonScope::~AbandonScope() { tlsAbandon = saved_; }
+const AbandonCheck* currentAbandonCheck() { return tlsAbandon; }
+Status checkAbandon() { return tlsAbandon != nullptr ? (*tlsAbandon)() : Status::ok(); }
+
 Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* from,
                       const std::string& what, Fd* fd, int* err, int maxSegment) {
   Fd s(::socket(addr.family(), SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
@@ -235,7 +260,9 @@ Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* f
   *err = rc == 0 ? 0 : errno;
   if (*err == EINPROGRESS) {
     pollfd p{s.get(), POLLOUT, 0};
-    if (::poll(&p, 1, msUntil(deadline)) == 1) {
+    int ready = 0;
+    BRAID_TRY(pollUntil(&p, deadline, &ready));
+    if (ready == 1) {
       socklen_t len = sizeof *err;
       getsockopt(s.get(), SOL_SOCKET, SO_ERROR, err, &len);
     } else {
@@ -246,14 +273,6 @@ Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* f
   return Status::ok();
 }
 
-namespace {
-thread_local const AbandonCheck* tlsAbandon = nullptr;
-}  // namespace
-
-AbandonScope::AbandonScope(const AbandonCheck* check) : saved_(tlsAbandon) { tlsAbandon = check; }
-AbandonScope::~AbandonScope() { tlsAbandon = saved_; }
-const AbandonCheck* currentAbandonCheck() { return tlsAbandon; }
-Status checkAbandon() { return tlsAbandon != nullptr ? (*tlsAbandon)() : Status::ok(); }
 
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
                  const SockAddr* from, int* lastErrno, int maxSegment) {
@@ -308,8 +327,9 @@ Status transferFull(int fd, size_t n, Deadline deadline, const std::string& what
                                      what, std::strerror(errno)));
     }
     pollfd p{fd, static_cast<short>(reading ? POLLIN : POLLOUT), 0};
-    int left = msUntil(deadline);
-    if (left == 0 || ::poll(&p, 1, left) == 0) {
+    int ready = 0;
+    BRAID_TRY(pollUntil(&p, deadline, &ready));
+    if (ready == 0) {
       return timeoutError(
           fmt::format("timed out {} {}", reading ? "reading from" : "writing to", what));
     }

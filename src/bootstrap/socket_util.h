@@ -99,8 +99,9 @@ Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::str
 constexpr int kBootstrapMaxSegment = 1200;
 // Why a connection set-up under way should stop before its deadline: a split whose parent
 // communicator failed (a rank died) has nobody left to wait for. Set for the current thread
-// by AbandonScope; connect retries and accepting (and the accepting threads they start, which
-// install the same check) ask it at least every 200 ms. Ok: go on.
+// by AbandonScope; connect retries, the waits of a connection attempt and of readFull and
+// writeFull, and accepting (and the accepting threads they start, which install the same
+// check) ask it at least every 200 ms. Ok: go on.
 using AbandonCheck = std::function<Status()>;
 class AbandonScope {
  public:

@@ -179,9 +179,12 @@ class Transport::Prober {
     jobs_.push_back(std::move(j));
     cv_.notify_one();
   }
+  // A probe under way gives up within 50 ms (its connection attempt and handshake ask): the
+  // communicator's destroy joins this thread, and a probe of a dead rail could take 2 s.
   void stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_ = true;
+    stopping_.store(true);
     cv_.notify_one();
   }
   // The reconnection of (rank, path) waiting for its backoff is due now (one under way goes on).
@@ -217,6 +220,10 @@ class Transport::Prober {
     }
   }
   void probe(const Job& j) {
+    const AbandonCheck stopped = [this] {
+      return stopping_.load() ? internalError("closing") : Status::ok();
+    };
+    AbandonScope scope(&stopped);
     Deadline d = deadlineIn(2000);
     Fd fd;
     // One attempt: a refusal is an answer (nothing listens: the process is gone).
@@ -227,6 +234,7 @@ class Transport::Prober {
       s = remoteError(fmt::format("connect to {}: {}", j.to.toString(), std::strerror(err)));
     }
     if (s.isOk()) s = connectorHandshake(fd.get(), t_->ctx().secret, j.hello, d, j.what);
+    if (stopping_.load()) return;
     Reactor* r = t_->ctx().reactor;
     Transport* t = t_;
     int rank = j.rank, path = j.path;
@@ -248,6 +256,7 @@ class Transport::Prober {
   std::condition_variable cv_;
   std::vector<Job> jobs_;
   bool stop_ = false;
+  std::atomic<bool> stopping_{false};  // stop_, read without the lock
   std::thread thread_;
 };
 
@@ -305,8 +314,9 @@ Status Transport::initialConnect(Deadline deadline) {
     auto admit = [&](const Hello& h) -> Status {
       BRAID_TRY(admitPath(h));
       if (peers_[h.rank].paths[h.socketIndex]->startDead()) {
-        return remoteError(fmt::format("rank {} connected path {}, which had no link at the start",
-                                       h.rank, h.socketIndex));
+        return remoteError(fmt::format("rank {} connected path {}, which starts dead here ({})",
+                                       h.rank, h.socketIndex,
+                                       peers_[h.rank].paths[h.socketIndex]->startWhy));
       }
       return Status::ok();
     };
