@@ -69,6 +69,8 @@ struct TransportContext {
   // Called on the progress thread for each message (or announcement of one: RTS, RTR) that
   // arrives before this rank posted its match, with the peer and tag (call_check.h).
   std::function<void(int peer, uint64_t tag)> onEarlyMessage;
+  // The deadRoutes() of the communicator this one is split from (empty for others).
+  std::vector<std::string> deadRoutes;
 };
 
 // What a transport learns of each rank at connect time (index = rank; its own entry unused).
@@ -137,6 +139,11 @@ class Transport {
   virtual std::string peerName(int rank) const = 0;
   // Any thread: appends a row per path of a multipath transport (none for single-path ones).
   virtual void pathStats(std::vector<PathStatsRow>*) const {}
+  // Any thread: appends the routes (a local NIC and a remote address, as the transport names
+  // them) on which every path of this communicator is dead now. A communicator split from
+  // this one starts its paths there dead, made later by the background probes, instead of
+  // waiting seconds at its start for connections that cannot form (TransportContext).
+  virtual void deadRoutes(std::vector<std::string>*) const {}
   // Any thread: registers memory for zero-copy transfers (RDMA transports); *handle stays
   // nullptr where the transport needs none. Deregistering nullptr does nothing.
   virtual Status registerBuffer(void* buf, size_t size, void** handle) {

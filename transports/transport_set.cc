@@ -211,6 +211,10 @@ void TransportSet::pathStats(std::vector<PathStatsRow>* out) const {
   for (const auto& m : members_) m->t->pathStats(out);
 }
 
+void TransportSet::deadRoutes(std::vector<std::string>* out) const {
+  for (const auto& m : members_) m->t->deadRoutes(out);
+}
+
 bool TransportSet::fastLink(int rank, FastLink* link, size_t* capacity) const {
   int idx = rank >= 0 && rank < static_cast<int>(route_.size()) ? route_[rank] : -1;
   return idx >= 0 && members_[idx]->t->fastLink(rank, link, capacity);

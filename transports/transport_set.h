@@ -40,6 +40,7 @@ class TransportSet : public Transport {
   Status close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
+  void deadRoutes(std::vector<std::string>* out) const override;
   // One handle for every member's registration (a token for their handles), or nullptr.
   Status registerBuffer(void* buf, size_t size, void** handle) override;
   void deregisterBuffer(void* handle) override;

@@ -57,6 +57,7 @@ Status Comm::openTransport() {
   ctx.secret = secret_;
   ctx.commTag = commTag_;
   ctx.reactor = reactor_.get();
+  ctx.deadRoutes = parentDeadRoutes_;
   ctx.onFatal = [this](const Status& s) { setAsyncError(s); };
   ctx.onEarlyMessage = [this](int peer, uint64_t tag) {
     if (isControlTag(tag)) {
@@ -448,6 +449,8 @@ Status Comm::split(int color, int key, std::shared_ptr<Comm>* out) {
     // The child's secret is derived from ours, the split number and the color.
     child.reset(new Comm(
         0, 1, cfg_, deriveSecret(secret_, fmt::format("braid split {} color {}", splitId, color))));
+    // Routes dead here start dead there: the new connections need not wait for them.
+    transport_->deadRoutes(&child->parentDeadRoutes_);
     opened = child->openTransport();
     if (opened.isOk()) {
       addr = child->transport_->localAddress();

@@ -161,6 +161,8 @@ class Comm : public std::enable_shared_from_this<Comm> {
   std::unique_ptr<TransportSet> transport_;
   PeerTable table_;
   std::vector<int> worldRanks_;  // per rank, for a split: worldRank()
+  // For a split: the routes dead in the parent when it was made (Transport::deadRoutes).
+  std::vector<std::string> parentDeadRoutes_;
   NodeMap nodes_;
   std::shared_ptr<ScratchPool> scratch_ = std::make_shared<ScratchPool>();
   std::atomic<uint64_t> collSeq_{0};  // collective calls made (the next one's number)

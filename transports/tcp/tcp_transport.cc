@@ -198,6 +198,10 @@ Status Transport::connectAll(const std::vector<PeerInfo>& peers, Deadline deadli
         path->primary = spray_ || path->localNic == primaryNic_;
         if (nics_[path->localNic].down || remoteDown[path->remoteNic]) {
           path->startWhy = "no link at the start";
+        } else if (std::find(ctx_.deadRoutes.begin(), ctx_.deadRoutes.end(),
+                             routeKey(localNic, remoteNics_[r][remoteNic])) !=
+                   ctx_.deadRoutes.end()) {
+          path->startWhy = "dead in the communicator this one was split from";
         }
         p.paths.push_back(std::move(path));
       }

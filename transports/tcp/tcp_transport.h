@@ -276,6 +276,7 @@ class Transport : public braid::Transport {
   Status close(Deadline deadline) override;
   std::string peerName(int rank) const override;
   void pathStats(std::vector<PathStatsRow>* out) const override;
+  void deadRoutes(std::vector<std::string>* out) const override;
   std::string healthNote() const override;
 
   // Progress-thread internals used by Socket and the connection helpers.
@@ -326,6 +327,8 @@ class Transport : public braid::Transport {
   std::string pathName(const Peer* p, int path) const;
   // "r0 10.0.0.1:40312": the path's NIC and its connection's local port (0 before one).
   std::string localName(const Path& pa) const;
+  // "r1>10.101.0.2:0": a local NIC and a peer's NIC, without the port (deadRoutes()).
+  std::string routeKey(int localNic, const SockAddr& remote) const;
   void noteConnected(Path* pa);  // a connection was installed: its time and local port
   // Flap damping: the path is not tried again before this (0: no hold).
   static int64_t flapHoldUntilNs(const Path& pa);

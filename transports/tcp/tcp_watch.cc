@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <set>
 
 #include "src/core/log.h"
 #include "transports/tcp/tcp_transport.h"
@@ -234,6 +235,27 @@ void Transport::onRehashRequest(Peer* p, uint64_t path) {
   constexpr int64_t kMinGapNs = 500'000'000;
   if (pa.lastRehashNs != 0 && nowNs() - pa.lastRehashNs < kMinGapNs) return;
   requestRehash(p, static_cast<int>(path), "the peer's data lags on it");
+}
+
+std::string Transport::routeKey(int localNic, const SockAddr& remote) const {
+  SockAddr a = remote;
+  a.setPort(0);  // another communicator listens on another port of the same NIC
+  return nics_[localNic].name + ">" + a.toString();
+}
+
+void Transport::deadRoutes(std::vector<std::string>* out) const {
+  // Dead to every peer behind it (several ranks share a host's NIC), not only to one.
+  std::set<std::string> dead, alive;
+  for (const Peer& p : peers_) {
+    for (const auto& pa : p.paths) {
+      const auto state = static_cast<PathState>(pa->ctr.state.load());
+      (state == PathState::kDead ? dead : alive)
+          .insert(routeKey(pa->localNic, remoteNics_[p.rank][pa->remoteNic]));
+    }
+  }
+  for (const std::string& r : dead) {
+    if (alive.count(r) == 0) out->push_back(r);
+  }
 }
 
 void Transport::pathStats(std::vector<PathStatsRow>* out) const {
