@@ -65,7 +65,8 @@ class FastOp final : public PollStep {
   bool boxFree(int p) const;
   bool writesTo(int p) const;
   bool readsFrom(int p) const;
-  // What this rank writes to p (boxBytes() bytes).
+  // What this rank writes to p (boxBytes() bytes; none from a broadcast's non-root ranks,
+  // whose boxes to the root carry only the call's description).
   const void* contents(int p) const;
   size_t boxBytes() const {
     return direct_ ? sizeof(DirectBuffers) : a_.kind == CollKind::kBarrier ? 0 : bytes_;
@@ -114,14 +115,17 @@ class FastOp final : public PollStep {
   bool busy_ = false;                      // the last poll() reduced chunks
 };
 
+// A broadcast's root also reads a box from every rank, with no data: the description of the
+// call (kind, type, size, root). Without it a rank that took itself for the root (a different
+// root argument) read nothing, and every rank returned success with different data.
 bool FastOp::writesTo(int p) const {
-  if (a_.kind == CollKind::kBroadcast) return me_ == a_.root;
+  if (a_.kind == CollKind::kBroadcast) return me_ == a_.root || p == a_.root;
   if (a_.kind == CollKind::kReduce) return p == a_.root;
   return true;
 }
 
 bool FastOp::readsFrom(int p) const {
-  if (a_.kind == CollKind::kBroadcast) return p == a_.root;
+  if (a_.kind == CollKind::kBroadcast) return p == a_.root || me_ == a_.root;
   if (a_.kind == CollKind::kReduce) return me_ == a_.root;
   return true;
 }
@@ -139,6 +143,8 @@ const void* FastOp::contents(int p) const {
       return static_cast<const char*>(a_.send) + p * bytes_;
     case CollKind::kBarrier:
       return nullptr;
+    case CollKind::kBroadcast:
+      return me_ == a_.root ? a_.send : nullptr;
     default:
       if (direct_) return &directBox_;
       return a_.send;
@@ -155,7 +161,7 @@ bool FastOp::post() {
     if (!boxFree(p)) return false;
     FastBox* b = fb_->links[p].out[seq_ & 1];
     const size_t len = boxBytes();
-    if (len > 0) std::memcpy(b->data(), contents(p), len);
+    if (len > 0 && contents(p) != nullptr) std::memcpy(b->data(), contents(p), len);
     b->bytes = static_cast<uint32_t>(len);
     b->kind = static_cast<uint8_t>(a_.kind);
     b->dtype = dt;

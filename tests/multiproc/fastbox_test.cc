@@ -153,8 +153,8 @@ TEST(FastBox, ThousandsOfCallsInOneGroup) {
       shmOnly());
 }
 
-// The root of a run of broadcasts never hears from the others: it must not overwrite a box
-// that a slow reader has not read yet.
+// The root of a run of broadcasts hears from the others only their calls' descriptions: it
+// must not overwrite a box that a slow reader has not read yet.
 TEST(FastBox, ARunOfBroadcastsWaitsForTheSlowestReader) {
   runRanks(
       3,
@@ -202,6 +202,36 @@ TEST(FastBox, MismatchedCallsAreNamedByBothRanks) {
         EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
       },
       shmOnly({{"BRAID_TIMEOUT_MS", "20000"}}));
+}
+
+// A rank that takes itself for a broadcast's root read nothing before: every rank returned
+// success, with different data (the root's and its own). Now the root checks every rank's
+// description of the call; the communicator fails everywhere, naming the roots.
+TEST(FastBox, ABroadcastWithAnotherRootOnOneRankFailsTheCommunicator) {
+  for (int n : {2, 4}) {
+    runRanks(
+        n,
+        [](int r, int size, const braidUniqueId& id) {
+          braidComm_t comm = initComm(r, size, id);
+          ASSERT_NE(comm, nullptr);
+          std::vector<float> v(100, static_cast<float>(r + 1));
+          const int root = r == 1 ? 1 : 0;  // rank 1 says root 1, the others 0
+          braidResult_t rc =
+              braidBroadcast(v.data(), v.data(), v.size(), braidFloat32, root, comm, nullptr);
+          if (r <= 1) {
+            EXPECT_EQ(rc, braidInvalidUsage) << "rank " << r;
+            std::string msg = braidGetLastError(comm);
+            EXPECT_NE(msg.find(r == 0 ? "root 1" : "root 0"), std::string::npos) << msg;
+          }
+          // Whoever got its root's data still learns that the communicator failed.
+          float s = 1;
+          EXPECT_NE(braidAllReduce(&s, &s, 1, braidFloat32, braidSum, comm, nullptr),
+                    braidSuccess)
+              << "rank " << r;
+          EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
+        },
+        shmOnly({{"BRAID_TIMEOUT_MS", "20000"}}));
+  }
 }
 
 TEST(FastBox, APeerThatDiesWhileOthersWaitIsNamed) {
