@@ -53,8 +53,11 @@ const char* braidGetLastError(braidComm_t comm) {
   static thread_local std::array<std::string, 4> ring;
   static thread_local size_t next = 0;
   std::string& copy = ring[next++ % ring.size()];
-  copy = comm != nullptr && braid::handleAlive(comm) ? comm->impl->lastError()
-                                                     : std::string(braid::threadLastError());
+  // In a child of fork() the parent's communicators refuse every call, and the refusal is the
+  // thread's error (their own state, locks included, is the parent's: not touched there).
+  const bool own = comm != nullptr && braid::handleAlive(comm) &&
+                   comm->impl->forkGeneration() == braid::forkGeneration();
+  copy = own ? comm->impl->lastError() : std::string(braid::threadLastError());
   return copy.c_str();
 }
 
