@@ -99,6 +99,10 @@ BRAID_API braidResult_t braidGetUniqueId(braidUniqueId* uniqueId);
 BRAID_API braidResult_t braidUniqueIdToString(const braidUniqueId* uniqueId, char* buf, size_t len);
 BRAID_API braidResult_t braidUniqueIdFromString(const char* str, braidUniqueId* uniqueId);
 
+/* Blocks until every rank joined. Inside braidGroupStart/braidGroupEnd (NCCL's way of making
+ * several ranks' communicators from one thread) it only checks its arguments and sets *comm
+ * to NULL: the inits of the group run together at the outermost braidGroupEnd, which sets
+ * each *comm and returns the first failure (the communicators made are kept). */
 BRAID_API braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUniqueId commId,
                                           int rank);
 /* Rank, size and rendezvous from the launcher's environment: BRAID_RANK/BRAID_WORLD_SIZE with

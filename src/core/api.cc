@@ -125,8 +125,17 @@ braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUniqueId com
     BRAID_TRY(braid::decodeUniqueId(commId, &d));
     braid::Config cfg;
     BRAID_TRY(braid::Config::fromEnv(&cfg));
+    auto init = [nranks, rank, d, cfg](std::shared_ptr<braid::Comm>* c) {
+      return braid::Comm::initFromRoot(nranks, rank, d.root, d.secret, cfg, c);
+    };
+    if (braid::groupOpen()) {
+      // NCCL's way of making several ranks' communicators from one thread: each init waits
+      // for the others, so they all run at braidGroupEnd, together.
+      braid::groupDeferInit(comm, std::move(init));
+      return Status::ok();
+    }
     std::shared_ptr<braid::Comm> c;
-    BRAID_TRY(braid::Comm::initFromRoot(nranks, rank, d.root, d.secret, cfg, &c));
+    BRAID_TRY(init(&c));
     *comm = braid::makeCommHandle(std::move(c));
     return Status::ok();
   });

@@ -5,9 +5,12 @@
 
 #include <algorithm>
 #include <memory>
+#include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
+#include "src/core/api_guard.h"
 #include "src/core/comm.h"
 #include "src/core/handles.h"
 #include "src/engine/schedule.h"
@@ -20,10 +23,16 @@ struct Pending {
   Task task;
 };
 
+struct PendingInit {
+  braidComm_t* out;
+  std::function<Status(std::shared_ptr<Comm>*)> init;
+};
+
 struct GroupState {
   int depth = 0;
   std::vector<Pending> pending;
-  Status error;            // the first call of the group that was refused
+  std::vector<PendingInit> inits;  // communicators to make at the end (groupDeferInit)
+  Status error;                    // the first call of the group that was refused
   bool abandoned = false;  // or braidGroupAbandon's reason, in `error`, came first
   // A thread that ends with its group open: its calls took their numbers and never run, so
   // every later call on their communicators would wait for the peers' matching ones until
@@ -49,6 +58,41 @@ bool groupOpen() { return tlsGroup.depth > 0; }
 void groupNoteError(const Status& s) {
   if (groupOpen() && !s.isOk() && tlsGroup.error.isOk()) tlsGroup.error = s;
 }
+
+void groupDeferInit(braidComm_t* out, std::function<Status(std::shared_ptr<Comm>*)> init) {
+  tlsGroup.inits.push_back(PendingInit{out, std::move(init)});
+}
+
+namespace {
+
+// The group's communicator inits, all at once (each waits for the other ranks of its
+// communicator, which may be the other inits here), each setting its handle; the first
+// failure is returned (the communicators that were made are kept, their handles set).
+Status runInits(std::vector<PendingInit>& inits) {
+  if (inits.empty()) return Status::ok();
+  std::vector<Status> results(inits.size());
+  std::vector<std::shared_ptr<Comm>> made(inits.size());
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < inits.size(); ++i) {
+    try {
+      threads.emplace_back([&, i] { results[i] = inits[i].init(&made[i]); });
+    } catch (const std::system_error& e) {
+      results[i] = systemError(fmt::format("braidGroupEnd: cannot start a thread for the "
+                                           "init of communicator {} of the group: {}",
+                                           i + 1, e.what()));
+    }
+  }
+  results[0] = inits[0].init(&made[0]);
+  for (auto& t : threads) t.join();
+  Status first;
+  for (size_t i = 0; i < inits.size(); ++i) {
+    if (made[i] && results[i].isOk()) *inits[i].out = makeCommHandle(std::move(made[i]));
+    if (!results[i].isOk() && first.isOk()) first = results[i];
+  }
+  return first;
+}
+
+}  // namespace
 
 Status submit(Task task, const std::shared_ptr<StreamQueue>& stream) {
   if (groupOpen()) {
@@ -93,6 +137,9 @@ braidResult_t braidGroupEnd(void) {
     return braid::report(braid::invalidUsage("braidGroupEnd without a matching braidGroupStart"));
   }
   if (--braid::tlsGroup.depth > 0) return braidSuccess;
+  std::vector<braid::PendingInit> inits;
+  inits.swap(braid::tlsGroup.inits);
+  braid::Status initFailed = braid::runInits(inits);
   std::vector<braid::Pending> pending;
   pending.swap(braid::tlsGroup.pending);
   braid::Status refused = std::move(braid::tlsGroup.error);
@@ -133,7 +180,7 @@ braidResult_t braidGroupEnd(void) {
   // its steps may wait for theirs (a receive here, its send on a stream).
   std::stable_partition(pending.begin(), pending.end(),
                         [](const braid::Pending& p) { return p.stream != nullptr; });
-  braid::Status first;
+  braid::Status first = std::move(initFailed);
   for (auto& p : pending) {
     braid::Status s = braid::submit(std::move(p.task), p.stream);
     if (!s.isOk() && first.isOk()) first = s;

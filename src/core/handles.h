@@ -2,6 +2,7 @@
 // every call detect a destroyed or foreign handle instead of crashing.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -41,5 +42,9 @@ bool groupOpen();
 // A call made inside this thread's open group was refused (or failed): the outermost
 // braidGroupEnd then runs nothing of the group and returns this error, as NCCL's does.
 void groupNoteError(const Status& s);
+// A communicator's init made inside this thread's open group (NCCL's way of making several
+// ranks' communicators from one thread): it runs at the outermost braidGroupEnd, every such
+// init of the group on its own thread at once, and *out is set then.
+void groupDeferInit(braidComm_t* out, std::function<Status(std::shared_ptr<Comm>*)> init);
 
 }  // namespace braid

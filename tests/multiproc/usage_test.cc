@@ -420,6 +420,54 @@ TEST(Usage, AGroupWithARefusedCallRunsNothingAndSaysSo) {
       opt);
 }
 
+// NCCL's way of making several ranks' communicators from one thread (nccl-tests' -g): inits
+// inside a group run together at its end. Each blocked the thread for BRAID_TIMEOUT_MS,
+// waiting for the next, before.
+TEST(Usage, SeveralRanksCommunicatorsAreMadeFromOneThreadInAGroup) {
+  RankOptions opt;
+  opt.env = {{"BRAID_TIMEOUT_MS", "4000"}};
+  runRanks(
+      1,
+      [](int, int, const braidUniqueId&) {
+        constexpr int n = 3;
+        braidUniqueId id;
+        BRAID_ASSERT_OK(braidGetUniqueId(&id), nullptr);
+        braidComm_t c[n];
+        const double t0 = now();
+        ASSERT_EQ(braidGroupStart(), braidSuccess);
+        for (int i = 0; i < n; ++i) {
+          BRAID_ASSERT_OK(braidCommInitRank(&c[i], n, id, i), nullptr);
+          EXPECT_EQ(c[i], nullptr);  // set at the group's end
+        }
+        BRAID_ASSERT_OK(braidGroupEnd(), nullptr);
+        EXPECT_LT(now() - t0, 3.0);
+        float v[n];
+        ASSERT_EQ(braidGroupStart(), braidSuccess);
+        for (int i = 0; i < n; ++i) {
+          int rank = -1;
+          BRAID_ASSERT_OK(braidCommUserRank(c[i], &rank), c[i]);
+          EXPECT_EQ(rank, i);
+          v[i] = static_cast<float>(i + 1);
+          BRAID_ASSERT_OK(braidAllReduce(&v[i], &v[i], 1, braidFloat32, braidSum, c[i], nullptr),
+                          c[i]);
+        }
+        BRAID_ASSERT_OK(braidGroupEnd(), nullptr);
+        for (int i = 0; i < n; ++i) {
+          EXPECT_EQ(v[i], 6.0f);
+          BRAID_ASSERT_OK(braidCommDestroy(c[i]), nullptr);
+        }
+        // A rank of the communicator missing: the group's end says so after the timeout.
+        BRAID_ASSERT_OK(braidGetUniqueId(&id), nullptr);
+        ASSERT_EQ(braidGroupStart(), braidSuccess);
+        for (int i = 0; i < n - 1; ++i) BRAID_ASSERT_OK(braidCommInitRank(&c[i], n, id, i), nullptr);
+        EXPECT_EQ(braidGroupEnd(), braidTimeout);
+        const std::string msg = braidGetLastError(nullptr);
+        EXPECT_NE(msg.find("never joined"), std::string::npos) << msg;
+        EXPECT_EQ(c[0], nullptr);
+      },
+      opt);
+}
+
 // All-to-allv receive blocks of two peers that overlap (which lands would depend on timing):
 // refused, changing nothing; the same call with separate blocks then runs.
 TEST(Usage, AllToAllvWithOverlappingReceiveBlocksIsRefused) {
