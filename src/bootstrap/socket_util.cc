@@ -273,7 +273,6 @@ Status connectAttempt(const SockAddr& addr, Deadline deadline, const SockAddr* f
   return Status::ok();
 }
 
-
 Status connectTo(const SockAddr& addr, Deadline deadline, Fd* fd, const std::string& what,
                  const SockAddr* from, int* lastErrno, int maxSegment) {
   int delayMs = 10;

@@ -33,7 +33,7 @@ struct GroupState {
   std::vector<Pending> pending;
   std::vector<PendingInit> inits;  // communicators to make at the end (groupDeferInit)
   Status error;                    // the first call of the group that was refused
-  bool abandoned = false;  // or braidGroupAbandon's reason, in `error`, came first
+  bool abandoned = false;          // or braidGroupAbandon's reason, in `error`, came first
   // A thread that ends with its group open: its calls took their numbers and never run, so
   // every later call on their communicators would wait for the peers' matching ones until
   // BRAID_TIMEOUT_MS. Those communicators fail instead, the peers told why.
@@ -77,9 +77,10 @@ Status runInits(std::vector<PendingInit>& inits) {
     try {
       threads.emplace_back([&, i] { results[i] = inits[i].init(&made[i]); });
     } catch (const std::system_error& e) {
-      results[i] = systemError(fmt::format("braidGroupEnd: cannot start a thread for the "
-                                           "init of communicator {} of the group: {}",
-                                           i + 1, e.what()));
+      results[i] =
+          systemError(fmt::format("braidGroupEnd: cannot start a thread for the "
+                                  "init of communicator {} of the group: {}",
+                                  i + 1, e.what()));
     }
   }
   results[0] = inits[0].init(&made[0]);

@@ -225,8 +225,7 @@ TEST(FastBox, ABroadcastWithAnotherRootOnOneRankFailsTheCommunicator) {
           }
           // Whoever got its root's data still learns that the communicator failed.
           float s = 1;
-          EXPECT_NE(braidAllReduce(&s, &s, 1, braidFloat32, braidSum, comm, nullptr),
-                    braidSuccess)
+          EXPECT_NE(braidAllReduce(&s, &s, 1, braidFloat32, braidSum, comm, nullptr), braidSuccess)
               << "rank " << r;
           EXPECT_EQ(braidCommDestroy(comm), braidSuccess);
         },

@@ -459,7 +459,8 @@ TEST(Usage, SeveralRanksCommunicatorsAreMadeFromOneThreadInAGroup) {
         // A rank of the communicator missing: the group's end says so after the timeout.
         BRAID_ASSERT_OK(braidGetUniqueId(&id), nullptr);
         ASSERT_EQ(braidGroupStart(), braidSuccess);
-        for (int i = 0; i < n - 1; ++i) BRAID_ASSERT_OK(braidCommInitRank(&c[i], n, id, i), nullptr);
+        for (int i = 0; i < n - 1; ++i)
+          BRAID_ASSERT_OK(braidCommInitRank(&c[i], n, id, i), nullptr);
         EXPECT_EQ(braidGroupEnd(), braidTimeout);
         const std::string msg = braidGetLastError(nullptr);
         EXPECT_NE(msg.find("never joined"), std::string::npos) << msg;
