@@ -87,9 +87,19 @@ Status findRankAndSize(Launch* l) {
       const std::string mpi = outer.source;
       const char* os = env(outer.size);
       int osize = 0;
-      if (std::string(v.source) == "braid" || (mpi != "Open MPI" && mpi != "PMI") ||
-          os == nullptr || !parseInt(outer.size, os, &osize).isOk() || osize <= l->size) {
+      if ((mpi != "Open MPI" && mpi != "PMI") || os == nullptr ||
+          !parseInt(outer.size, os, &osize).isOk() || osize <= l->size) {
         continue;
+      }
+      if (std::string(v.source) == "braid") {
+        // Taken, but said: a leftover export makes every process a job of its own.
+        LOG_WARN(kBoot,
+                 "{}={} {}={}: this process is rank {} of a job of {}, while {}={} (set by {}) "
+                 "says the launch has {} processes (BRAID_RANK/BRAID_WORLD_SIZE left over in the "
+                 "environment? unset them to use {}'s)",
+                 v.rank, r, v.size, s, l->rank, l->size, outer.size, os, outer.source, osize,
+                 outer.source);
+        break;
       }
       return invalidArgument(fmt::format(
           "braidCommInitFromEnv: {}={} and {}={} say this is rank {} of {}, but {}={} (set by "
