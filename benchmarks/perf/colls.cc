@@ -20,8 +20,10 @@ const Coll kColls[] = {
 }  // namespace
 
 const Coll* findColl(const std::string& name) {
-  // nccl-tests spells it reduce_scatter (reduce_scatter_perf).
-  const std::string n = name == "reduce_scatter" ? "reducescatter" : name;
+  // nccl-tests' binaries spell them with underscores (all_reduce_perf, reduce_scatter_perf):
+  // every name is also taken so, and with a _perf suffix.
+  std::string n = name.ends_with("_perf") ? name.substr(0, name.size() - 5) : name;
+  std::erase(n, '_');
   for (const auto& c : kColls) {
     if (n == c.name) return &c;
   }

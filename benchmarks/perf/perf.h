@@ -100,7 +100,7 @@ struct Result {
 // "# minBytes .. maxBytes .. step: .. warmup iters: .. iters: .. validation: .." (no newline).
 std::string steppingLine(const CommonOptions& o);
 // The two column-title lines of nccl-tests' table.
-void printTableHeader();
+void printTableHeader(bool cpuTime = false);
 std::string fmtResult(const Result& r, bool check);  // the table's four columns
 std::string jsonResult(const Result& r);             // {"time_us":..,...} or null
 
@@ -118,6 +118,8 @@ struct Row {
 };
 void printRow(const Row& r, bool check, FILE* json);
 // nccl-tests' footer: "# Out of bounds values" and "# Avg bus bandwidth".
-void printFooter(size_t wrong, double busSum, int busRows);
+// The table's last lines; false when the average bus bandwidth is under 0.9 of minBusBw
+// (NCCL_TESTS_MIN_BW, GB/s; negative: none), as nccl-tests fails it.
+bool printFooter(size_t wrong, double busSum, int busRows, double minBusBw = -1);
 
 }  // namespace braid::perf

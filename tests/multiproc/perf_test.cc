@@ -88,6 +88,23 @@ TEST_F(Perf, StepBytesAndAliasName) {
   EXPECT_EQ(rs[2][1], "3072");
 }
 
+// CI gates on nccl-tests' NCCL_TESTS_MIN_BW (GB/s): an average bus bandwidth under 0.9 of it
+// says FAILED and exits 1; -C 1 names the time columns "cputime"; collectives are also taken
+// in nccl-tests' spelling (all_reduce).
+TEST_F(Perf, MinimumBandwidthCpuTimeHeaderAndUnderscoredNames) {
+  Shell low = sh("NCCL_TESTS_MIN_BW=100000 " + launcher_ + perf_ +
+                 " all_reduce -b 1K -e 1K -n 2 -w 1 -C 1");
+  EXPECT_EQ(low.exitCode, 1) << low.out;
+  EXPECT_EQ(rows(low.out).size(), 1u) << low.out;
+  EXPECT_NE(low.out.find("cputime"), std::string::npos) << low.out;
+  const size_t avg = low.out.find("# Avg bus bandwidth");
+  ASSERT_NE(avg, std::string::npos) << low.out;
+  EXPECT_NE(low.out.find("FAILED", avg), std::string::npos) << low.out;
+  Shell ok = sh("NCCL_TESTS_MIN_BW=0.000001 " + launcher_ + perf_ + " all_gather -b 1K -e 1K -n 2");
+  EXPECT_EQ(ok.exitCode, 0) << ok.out;
+  EXPECT_NE(ok.out.find(" OK\n#", ok.out.find("# Avg bus bandwidth")), std::string::npos) << ok.out;
+}
+
 // nccl-tests' long option names; -b 0 with a factor goes on from 1 byte instead of stopping.
 TEST_F(Perf, NcclTestsLongOptionsAndAFactorFromZero) {
   Shell r = sh(launcher_ + perf_ +
