@@ -79,6 +79,15 @@ TEST_F(Install, PkgConfigLinksStaticallyFromItsFlagsAlone) {
   ASSERT_EQ(r.exitCode, 0) << r.out;
   p = runAlone(dir_ + "/c_pc_shared");
   EXPECT_EQ(p.exitCode, 0) << p.out;
+  // And the archive as installed, beside the shared library: braid-static.pc names it by
+  // path (-lbraid would take the shared library; the program then needs a library path).
+  r = sh(cc_ + " " + consumer_ + "/consumer.c -o " + dir_ + "/c_pc_archive $(" + pc +
+         "--cflags --libs braid-static)");
+  ASSERT_EQ(r.exitCode, 0) << r.out;
+  p = runAlone(dir_ + "/c_pc_archive");
+  EXPECT_EQ(p.exitCode, 0) << p.out;
+  Shell ldd = sh("ldd " + dir_ + "/c_pc_archive");
+  EXPECT_EQ(ldd.out.find("libbraid"), std::string::npos) << ldd.out;
 }
 
 // A user's AddressSanitizer build links the release library: its leak check at exit must not
