@@ -377,6 +377,9 @@ void Transport::postInLoop(NetRequest* r) {
     return complete(r, remoteError(fmt::format("{} has left (its communicator was destroyed)",
                                                peerName(p->rank))));
   }
+  if (!p->goneWhy.empty() && !(recv && p->unexpected.count(r->tag) != 0)) {
+    return complete(r, remoteError(p->goneWhy));
+  }
   if (!recv) {
     if (r->bytes <= static_cast<size_t>(ctx_.cfg->eagerBytes)) {
       Frame f;
@@ -520,10 +523,22 @@ void Transport::onSocketDown(Peer* p, const std::string& why) {
   p->sock.reset();
   p->closed = true;
   if (p->byeSeen || failed()) return;
-  fail(
-      remoteError(fmt::format("{} closed its shared-memory connection unexpectedly ({}): the "
-                              "process died, aborted, or was killed",
-                              peerName(p->rank), why)));
+  std::string what = fmt::format(
+      "{} closed its shared-memory connection unexpectedly ({}): the process died, aborted, was "
+      "killed, or exited without destroying its communicator",
+      peerName(p->rank), why);
+  // Nothing here waits for it (its part of every call so far is done): as after a goodbye,
+  // calls that need it fail naming it and the others go on, as tcp does with a peer gone for
+  // good. A rank that returns from its last collective and exits without braidCommDestroy
+  // (programs do) failed its peers' part of that call still running among themselves.
+  if (p->postedRecvs.empty() && p->awaitingCts.empty() && p->awaitingFin.empty() &&
+      p->cma.empty() && p->out.empty()) {
+    LOG_WARN(kShm, "{}; nothing waited for it here: calls with it will fail", what);
+    p->goneWhy = std::move(what);
+    p->left.store(true, std::memory_order_release);
+    return;
+  }
+  fail(remoteError(what));
 }
 
 void Transport::fail(const Status& reason) {

@@ -158,7 +158,9 @@ struct Peer : public Reactor::Handler {
   uint64_t outHead = 0, outTailSeen = 0;  // producer's copies
   uint64_t inTail = 0;                    // consumer's copy
   bool byeSeen = false, closed = false;
-  std::atomic<bool> left{false};  // byeSeen, for the fast boxes' readers (any thread)
+  // Closed without a goodbye while nothing here waited for it (onSocketDown): why.
+  std::string goneWhy;
+  std::atomic<bool> left{false};  // byeSeen or goneWhy, for the fast boxes' readers (any thread)
   std::deque<OutItem> out;
   RequestTable postedRecvs;  // incl. streams being received
   std::unordered_map<uint64_t, std::vector<char>> unexpected;
