@@ -461,7 +461,12 @@ int infoMain(int argc, char** argv) {
       "--ranks", ranks, "with --explain: job size (default: the topology file's, else 2)");
   CLI::Option* nodesOpt =
       app.add_option("--nodes", nodes, "with --explain and no topology file: nodes of equal size");
-  CLI11_PARSE(app, argc, argv);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help exits 0; a bad command line 2, as braidrun and braid-perf (not CLI11's codes).
+    return app.exit(e) == 0 ? 0 : 2;
+  }
   for (auto [opt, v] : {std::pair{ranksOpt, ranks}, std::pair{nodesOpt, nodes}}) {
     if (opt->count() > 0 && v < 1) {
       std::fprintf(stderr, "braid-info: %s %d: must be at least 1\n", opt->get_name().c_str(), v);
