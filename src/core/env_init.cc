@@ -224,14 +224,16 @@ void removeUniqueIdFile(const std::string& path, const std::string& hex) {
   if (f && (f >> now) && now == hex) ::unlink(path.c_str());
 }
 
-Status secretFromEnv(const std::string& rootText, Secret* secret) {
-  if (const char* s = env("BRAID_JOB_SECRET")) {
-    if (!fromHex(s, secret->data(), secret->size())) {
-      return invalidArgument(
-          fmt::format("BRAID_JOB_SECRET must be {} hex digits (128 bits)", 2 * kSecretBytes));
-    }
-    return Status::ok();
+Status parseSecret(const char* text, Secret* secret) {
+  if (!fromHex(text, secret->data(), secret->size())) {
+    return invalidArgument(
+        fmt::format("BRAID_JOB_SECRET must be {} hex digits (128 bits)", 2 * kSecretBytes));
   }
+  return Status::ok();
+}
+
+Status secretFromEnv(const std::string& rootText, Secret* secret) {
+  if (const char* s = env("BRAID_JOB_SECRET")) return parseSecret(s, secret);
   LOG_WARN(kBoot,
            "BRAID_JOB_SECRET is not set: connections prove only that they know the root "
            "address; set a random 32-hex-digit secret on every rank to keep strangers out");
@@ -300,7 +302,10 @@ Status planLaunch(Plan* p) {
   if (l.size == 1) {
     // One rank meets no one: its rendezvous is its own, on loopback, whatever address a
     // launcher gave (torchrun's MASTER_PORT+1 may be taken; a root on the network is not
-    // needed).
+    // needed). A malformed secret is still refused, as with more ranks: the same launch
+    // script must not work with one rank and fail with two.
+    Secret unused;
+    if (const char* s = env("BRAID_JOB_SECRET")) BRAID_TRY(parseSecret(s, &unused));
     p->meet = Meet::kAlone;
   } else if (env("BRAID_UNIQUE_ID") != nullptr) {
     p->meet = Meet::kUniqueId;
