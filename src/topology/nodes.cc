@@ -78,8 +78,14 @@ namespace {
 
 Status parseTopologyJson(const std::string& text, const std::string& origin, int nranks,
                          NodeMap* out) {
-  json j = json::parse(text, nullptr, /*allow_exceptions=*/false, /*ignore_comments=*/true);
-  if (j.is_discarded() || !j.is_object()) return bad(origin, "not a JSON object");
+  json j;
+  try {
+    j = json::parse(text, nullptr, /*allow_exceptions=*/true, /*ignore_comments=*/true);
+  } catch (const json::parse_error& e) {
+    // Where the parser stopped (a truncated or hand-edited file), not just that it did.
+    return bad(origin, fmt::format("not valid JSON: {}", e.what()));
+  }
+  if (!j.is_object()) return bad(origin, "not a JSON object");
   for (const auto& [key, v] : j.items()) {
     if (key != "nodes" && key != "ranks_per_node" && key != "rails" && key != "links") {
       return bad(origin,

@@ -184,7 +184,10 @@ TEST(Nodes, TopologyFileErrorsSayWhatIsWrong) {
     EXPECT_EQ(s.code(), braidInvalidArgument) << text;
     return s.message();
   };
-  EXPECT_NE(err("{", 2).find("not a JSON object"), std::string::npos);
+  // A truncated file: where the parser stopped.
+  EXPECT_NE(err("{", 2).find("not valid JSON"), std::string::npos);
+  EXPECT_NE(err("{", 2).find("line 1, column 2"), std::string::npos) << err("{", 2);
+  EXPECT_NE(err("[1, 2]", 2).find("not a JSON object"), std::string::npos);
   EXPECT_NE(err(R"({"nodes": 2, "ranks_per_node": 2})", 3).find("not the job's 3"),
             std::string::npos);
   EXPECT_NE(err(R"({"nodes": [{"ranks": [0, 1]}, {"ranks": [1]}]})", 2).find("two nodes"),
