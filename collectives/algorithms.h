@@ -68,6 +68,10 @@ bool algorithmForced(const Config& cfg, CollKind kind);
 // Every entry of BRAID_ALGO names a known collective and one of its algorithms (a bare name:
 // an algorithm of some collective). Checked when a communicator is created.
 Status checkAlgoSpec(const std::string& spec);
+// The BRAID_ALGO entries that cannot run as asked on these nodes (a hierarchical or rail
+// algorithm needs 2+ nodes of equal size, 2+ ranks each: otherwise its flat fallback runs),
+// as "allreduce=hier, alltoall=rail"; empty when none.
+std::string forcedButNotApplicable(const Config& cfg, const NodeMap& nm);
 
 // Algorithms (rank and size come from the schedule's communicator).
 void allReduceRing(const CollArgs& a, Schedule* s);

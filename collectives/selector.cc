@@ -156,6 +156,18 @@ Status checkAlgoSpec(const std::string& spec) {
   return Status::ok();
 }
 
+std::string forcedButNotApplicable(const Config& cfg, const NodeMap& nm) {
+  if (hierarchicalShape(nm)) return {};
+  std::vector<std::string> out;
+  for (CollKind k : {CollKind::kAllReduce, CollKind::kBroadcast, CollKind::kReduce,
+                     CollKind::kAllGather, CollKind::kReduceScatter, CollKind::kAllToAll}) {
+    std::string name;
+    if (!forcedAlgo(cfg.algo, k, &name).isOk()) continue;
+    if (name == "hier" || name == "rail") out.push_back(fmt::format("{}={}", collName(k), name));
+  }
+  return fmt::format("{}", fmt::join(out, ", "));
+}
+
 Status buildCollective(const CollArgs& a, Schedule* s) {
   if (fastboxApplies(a, *s->comm())) {
     s->defer([a, call = fastboxNextCall(*s->comm())](Schedule* sched) {

@@ -93,6 +93,12 @@ Status Comm::connect(const PeerTable& table, Deadline deadline) {
     if (!worldRanks_.empty()) host += fmt::format(", world rank {}", worldRanks_[r]);
     peers[r] = PeerInfo{table.addresses[r], host, r != rank_, sameNode};
   }
+  if (const std::string no = forcedButNotApplicable(cfg_, nodes_); !no.empty() && rank_ == 0) {
+    LOG_WARN(kInit,
+             "BRAID_ALGO forces {}, which needs 2 or more nodes of equal size with 2 or more "
+             "ranks each; this communicator has {} node(s): the flat algorithm runs instead",
+             no, nodes_.names.size());
+  }
   cpu_set_t cpus;
   CPU_ZERO(&cpus);
   int cores = sched_getaffinity(0, sizeof cpus, &cpus) == 0 ? CPU_COUNT(&cpus) : 0;
