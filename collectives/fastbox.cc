@@ -91,8 +91,9 @@ class FastOp final : public PollStep {
   }
   // Ends the call because peer p left before doing its part of it.
   bool failLeft(int p, Status* err) {
-    return fail(remoteError(fmt::format("{}: {} destroyed its communicator (or aborted it, idle) "
-                                        "while this rank still waited for it "
+    return fail(remoteError(fmt::format("{}: {} destroyed its communicator (or aborted it, idle), "
+                                        "or its process ended without destroying it (exited, "
+                                        "died or was killed), while this rank still waited for it "
                                         "(fast-box call {}; mismatched calls between ranks?)",
                                         collName(a_.kind), comm_->transport()->peerName(p), seq_)),
                 err);

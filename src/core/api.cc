@@ -114,7 +114,8 @@ braidResult_t braidUniqueIdFromString(const char* str, braidUniqueId* uniqueId) 
 }
 
 braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUniqueId commId, int rank) {
-  return guard(nullptr, [&]() -> Status {
+  const bool inGroup = braid::groupOpen();
+  const braidResult_t r = guard(nullptr, [&]() -> Status {
     if (comm == nullptr) return invalidArgument("comm (the output pointer) is NULL");
     *comm = nullptr;
     if (nranks < 1) return invalidArgument(fmt::format("nranks {} must be at least 1", nranks));
@@ -139,6 +140,10 @@ braidResult_t braidCommInitRank(braidComm_t* comm, int nranks, braidUniqueId com
     *comm = braid::makeCommHandle(std::move(c));
     return Status::ok();
   });
+  // Refused inside a group: the group's end runs nothing of it (the other inits neither: they
+  // would wait for this rank until the timeout).
+  if (inGroup && r != braidSuccess) braid::groupNoteError(Status(r, braid::threadLastError()));
+  return r;
 }
 
 braidResult_t braidCommSplit(braidComm_t comm, int color, int key, braidComm_t* newcomm) {

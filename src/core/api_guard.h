@@ -12,31 +12,35 @@
 
 namespace braid {
 
+// Runs fn, exceptions turned into errors (a thread or memory the system refused).
+template <typename Fn>
+Status statusOf(Fn&& fn) {
+  try {
+    return fn();
+  } catch (const std::bad_alloc&) {
+    return systemError("out of memory");
+  } catch (const std::system_error& e) {
+    // A thread or lock the system refused (std::thread: EAGAIN at a process/thread or memory
+    // limit).
+    const bool limit = e.code() == std::errc::resource_unavailable_try_again;
+    return systemError(fmt::format("{}{}", e.what(),
+                                   limit ? " (a system limit: threads or processes "
+                                           "(ulimit -u), address space (ulimit -v), or "
+                                           "memory?)"
+                                         : ""));
+  } catch (const std::exception& e) {
+    return Status(braidUnhandledError, fmt::format("unexpected exception: {}", e.what()));
+  } catch (...) {
+    return Status(braidUnhandledError, "unexpected exception");
+  }
+}
+
 template <typename Fn>
 braidResult_t guard(const std::shared_ptr<Comm>& comm, Fn&& fn) {
   // Log lines of this thread carry the rank of the communicator it works for (an application's
   // second thread, or one that serves several communicators).
   if (comm) logSetThreadRank(comm->rank());
-  try {
-    return report(fn(), comm);
-  } catch (const std::bad_alloc&) {
-    return report(systemError("out of memory"), comm);
-  } catch (const std::system_error& e) {
-    // A thread or lock the system refused (std::thread: EAGAIN at a process/thread or memory
-    // limit).
-    const bool limit = e.code() == std::errc::resource_unavailable_try_again;
-    return report(systemError(fmt::format("{}{}", e.what(),
-                                          limit ? " (a system limit: threads or processes "
-                                                  "(ulimit -u), address space (ulimit -v), or "
-                                                  "memory?)"
-                                                : "")),
-                  comm);
-  } catch (const std::exception& e) {
-    return report(Status(braidUnhandledError, fmt::format("unexpected exception: {}", e.what())),
-                  comm);
-  } catch (...) {
-    return report(Status(braidUnhandledError, "unexpected exception"), comm);
-  }
+  return report(statusOf(std::forward<Fn>(fn)), comm);
 }
 
 inline braidComm_t makeCommHandle(std::shared_ptr<Comm> c) {

@@ -75,7 +75,8 @@ Status runInits(std::vector<PendingInit>& inits) {
   std::vector<std::thread> threads;
   for (size_t i = 1; i < inits.size(); ++i) {
     try {
-      threads.emplace_back([&, i] { results[i] = inits[i].init(&made[i]); });
+      threads.emplace_back(
+          [&, i] { results[i] = statusOf([&] { return inits[i].init(&made[i]); }); });
     } catch (const std::system_error& e) {
       results[i] =
           systemError(fmt::format("braidGroupEnd: cannot start a thread for the "
@@ -83,7 +84,7 @@ Status runInits(std::vector<PendingInit>& inits) {
                                   i + 1, e.what()));
     }
   }
-  results[0] = inits[0].init(&made[0]);
+  results[0] = statusOf([&] { return inits[0].init(&made[0]); });
   for (auto& t : threads) t.join();
   Status first;
   for (size_t i = 0; i < inits.size(); ++i) {
@@ -140,7 +141,6 @@ braidResult_t braidGroupEnd(void) {
   if (--braid::tlsGroup.depth > 0) return braidSuccess;
   std::vector<braid::PendingInit> inits;
   inits.swap(braid::tlsGroup.inits);
-  braid::Status initFailed = braid::runInits(inits);
   std::vector<braid::Pending> pending;
   pending.swap(braid::tlsGroup.pending);
   braid::Status refused = std::move(braid::tlsGroup.error);
@@ -161,6 +161,7 @@ braidResult_t braidGroupEnd(void) {
     }
   }
   if (!refused.isOk()) {
+    // Its communicator inits do not run either (their handles stay NULL: nothing to destroy).
     // The group cannot run as written, and the peers expect its messages: nothing of it runs,
     // and each communicator with calls in it fails (its peers hear why at once instead of
     // waiting for the timeout).
@@ -181,7 +182,7 @@ braidResult_t braidGroupEnd(void) {
   // its steps may wait for theirs (a receive here, its send on a stream).
   std::stable_partition(pending.begin(), pending.end(),
                         [](const braid::Pending& p) { return p.stream != nullptr; });
-  braid::Status first = std::move(initFailed);
+  braid::Status first = braid::runInits(inits);
   for (auto& p : pending) {
     braid::Status s = braid::submit(std::move(p.task), p.stream);
     if (!s.isOk() && first.isOk()) first = s;

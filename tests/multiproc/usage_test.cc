@@ -465,6 +465,15 @@ TEST(Usage, SeveralRanksCommunicatorsAreMadeFromOneThreadInAGroup) {
         const std::string msg = braidGetLastError(nullptr);
         EXPECT_NE(msg.find("never joined"), std::string::npos) << msg;
         EXPECT_EQ(c[0], nullptr);
+        // One init refused (rank out of range): the group's end runs none of them, at once.
+        BRAID_ASSERT_OK(braidGetUniqueId(&id), nullptr);
+        const double t1 = now();
+        ASSERT_EQ(braidGroupStart(), braidSuccess);
+        BRAID_ASSERT_OK(braidCommInitRank(&c[0], n, id, 0), nullptr);
+        EXPECT_EQ(braidCommInitRank(&c[1], n, id, 7), braidInvalidArgument);
+        EXPECT_EQ(braidGroupEnd(), braidInvalidArgument);
+        EXPECT_EQ(c[0], nullptr);
+        EXPECT_LT(now() - t1, 2.0);
       },
       opt);
 }
