@@ -509,8 +509,7 @@ void Transport::onFrame(Peer* p, const Frame& f, uint64_t pos) {
 
 void Transport::onGracefulClose(Peer* p) {
   LOG_INFO(kShm, "{} left (its communicator was destroyed)", peerName(p->rank));
-  if (!p->postedRecvs.empty() || !p->awaitingCts.empty() || !p->awaitingFin.empty() ||
-      !p->cma.empty()) {
+  if (p->awaited()) {
     fail(remoteError(fmt::format(
         "{} destroyed its communicator (or aborted it, idle) while this rank still waited "
         "for it (mismatched calls between ranks?)",
@@ -531,8 +530,7 @@ void Transport::onSocketDown(Peer* p, const std::string& why) {
   // calls that need it fail naming it and the others go on, as tcp does with a peer gone for
   // good. A rank that returns from its last collective and exits without braidCommDestroy
   // (programs do) failed its peers' part of that call still running among themselves.
-  if (p->postedRecvs.empty() && p->awaitingCts.empty() && p->awaitingFin.empty() &&
-      p->cma.empty() && p->out.empty()) {
+  if (!p->awaited() && p->out.empty()) {
     LOG_WARN(kShm, "{}; nothing waited for it here: calls with it will fail", what);
     p->goneWhy = std::move(what);
     p->left.store(true, std::memory_order_release);

@@ -169,6 +169,10 @@ struct Peer : public Reactor::Handler {
   std::deque<CmaJob> cma;
 
   ~Peer() override;
+  // Whether a receive or a send of this rank still needs the peer's part.
+  bool awaited() const {
+    return !postedRecvs.empty() || !awaitingCts.empty() || !awaitingFin.empty() || !cma.empty();
+  }
   void onEvents(uint32_t events) override;
   RingCtl& outCtl() { return seg->ring[side]; }
   RingCtl& inCtl() { return seg->ring[1 - side]; }
